@@ -1,0 +1,55 @@
+// reduce.wgsl — sum / mean over one axis, and its adjoint (broadcast back along that axis).
+//
+// The input is viewed as [outer, K, inner] with the reduced axis in the middle.
+//
+// Bindings (group 0):
+//   0  uniform P { outer: u32, k: u32, inner: u32, _pad: u32, alpha: f32 }
+//   1  x:   array<f32> (read)
+//   2  out: array<f32> (write)
+//
+// Math:
+//   reduce_axis: out[o, i]    = alpha * sum_{j<K} x[o, j, i]     (alpha = 1 for sum, 1/K for mean)
+//   expand_axis: out[o, j, i] = alpha * x[o, i]                  (adjoint of reduce_axis)
+//
+// One invocation per output element; reduce_axis accumulates sequentially in f32 (simple,
+// deterministic; the tuned reductions come later). Dispatch is 1-D folded into y:
+// idx = gid.x + gid.y * nwg.x * WG.
+// Overrides: WG (workgroup size, default 256).
+
+override WG: u32 = 256u;
+
+struct P {
+  outer: u32,
+  k: u32,
+  inner: u32,
+  _pad: u32,
+  alpha: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(WG)
+fn reduce_axis(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  if (idx >= p.outer * p.inner) { return; }
+  let o = idx / p.inner;
+  let i = idx % p.inner;
+  let base = o * p.k * p.inner + i;
+  var s = 0.0;
+  for (var j = 0u; j < p.k; j++) {
+    s += x[base + j * p.inner];
+  }
+  out[idx] = p.alpha * s;
+}
+
+@compute @workgroup_size(WG)
+fn expand_axis(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  let total = p.outer * p.k * p.inner;
+  if (idx >= total) { return; }
+  let i = idx % p.inner;
+  let o = idx / (p.k * p.inner);
+  out[idx] = p.alpha * x[o * p.inner + i];
+}

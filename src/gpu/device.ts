@@ -1,0 +1,216 @@
+// The one place genalign acquires a WebGPU adapter and device (Dawn via npm `webgpu`).
+//
+// Environment overrides:
+//   GENALIGN_BACKEND        Dawn backend: vulkan | metal | d3d12 | opengles | null
+//   GENALIGN_ADAPTER        substring of the adapter name to pin (e.g. "llvmpipe", "NVIDIA")
+//   GENALIGN_DAWN_ENABLE    comma-separated Dawn toggles to enable (e.g. vulkan_enable_f16_on_nvidia)
+//   GENALIGN_DAWN_DISABLE   comma-separated Dawn toggles to disable
+//   GENALIGN_UNSAFE_APIS=1  enable Dawn's allow_unsafe_apis (needed for subgroup-matrix)
+import { createRequire } from 'node:module';
+import { BufferPool } from './pool.ts';
+import { CommandBatch } from './encoder.ts';
+import { KernelRegistry } from './kernels.ts';
+
+export interface AdapterDescription {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  backend: string;
+  /** Human-readable one-liner used in bench output and errors. */
+  name: string;
+}
+
+export interface DeviceOptions {
+  backend?: string;
+  adapter?: string;
+  enableToggles?: string[];
+  disableToggles?: string[];
+  unsafeApis?: boolean;
+}
+
+/** Features genalign turns on whenever the adapter offers them. */
+const WANTED_FEATURES = [
+  'shader-f16',
+  'subgroups',
+  'timestamp-query',
+  'chromium-experimental-subgroup-matrix',
+] as const;
+
+/** Limits requested at the adapter's maximum (the defaults are far lower). */
+const MAX_LIMITS = [
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxStorageBuffersPerShaderStage',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupSizeY',
+  'maxComputeWorkgroupSizeZ',
+  'maxComputeWorkgroupsPerDimension',
+  'maxBindGroups',
+  'maxUniformBufferBindingSize',
+] as const;
+
+export const NO_ADAPTER_HELP =
+  'No WebGPU adapter found. genalign needs a GPU with a Vulkan, Metal or D3D12 driver, or a software driver. ' +
+  'Fix: install your GPU vendor\'s driver (with Vulkan support on Linux), or on Debian/Ubuntu without a GPU run ' +
+  '`bash scripts/setup-software-gpu.sh` to install Mesa lavapipe >= 25. ' +
+  'Set GENALIGN_ADAPTER=<name substring> or GENALIGN_BACKEND=<vulkan|metal|d3d12> to pick a specific adapter.';
+
+let nextDeviceId = 1;
+
+/** A WebGPU device plus everything that hangs off it: buffer pool, kernels and the command batch. */
+export class Device {
+  readonly id = nextDeviceId++;
+  readonly gpu: GPUDevice;
+  readonly adapter: AdapterDescription;
+  readonly features: ReadonlySet<string>;
+  readonly limits: GPUSupportedLimits;
+  readonly subgroupMatrixConfigs: readonly unknown[];
+  readonly pool: BufferPool;
+  readonly kernels: KernelRegistry;
+  readonly batch: CommandBatch;
+  private lostReason: string | null = null;
+  /** The dawn.node GPU object this device came from; kept alive on purpose (see createDevice). */
+  instance: GPU | null = null;
+
+  constructor(gpu: GPUDevice, adapter: AdapterDescription, subgroupMatrixConfigs: readonly unknown[]) {
+    this.gpu = gpu;
+    this.adapter = adapter;
+    this.features = new Set([...gpu.features]);
+    this.limits = gpu.limits;
+    this.subgroupMatrixConfigs = subgroupMatrixConfigs;
+    this.pool = new BufferPool(gpu);
+    this.kernels = new KernelRegistry(gpu);
+    this.batch = new CommandBatch(this);
+    gpu.lost.then((info) => {
+      this.lostReason = `${info.reason}: ${info.message}`;
+    });
+    gpu.addEventListener('uncapturederror', (ev) => {
+      const e = (ev as GPUUncapturedErrorEvent).error;
+      this.batch.recordError(e.message);
+    });
+  }
+
+  get lost(): boolean {
+    return this.lostReason !== null;
+  }
+
+  /** Throws a clear error if the device is gone; called before every dispatch and readback. */
+  assertAlive(what: string): void {
+    if (this.lostReason !== null) {
+      throw new Error(
+        `GPU device lost (${this.lostReason}) while running ${what}. ` +
+          'All GPU tensors are invalid; checkpoints already written are intact. ' +
+          'Restart the process; if it recurs, lower --batch or check the GPU driver (dmesg / nvidia-smi).',
+      );
+    }
+  }
+
+  hasFeature(name: string): boolean {
+    return this.features.has(name);
+  }
+
+  /** Submits pending work and waits for the GPU to finish it. Throws GPU errors recorded meanwhile. */
+  async sync(): Promise<void> {
+    await this.batch.sync();
+  }
+
+  /** Frees every pooled buffer and destroys the device. Tensors on it become unusable. */
+  destroy(): void {
+    this.batch.discard();
+    this.pool.destroyAll();
+    this.lostReason = 'destroyed: Device.destroy() was called';
+    this.gpu.destroy();
+    if (defaultDevice === this) defaultDevicePromise = null;
+  }
+}
+
+interface DawnModule {
+  create(options: string[]): GPU;
+  globals: object;
+}
+
+function loadDawn(): DawnModule {
+  const require = createRequire(import.meta.url);
+  const mod = require('webgpu') as DawnModule;
+  Object.assign(globalThis, mod.globals);
+  return mod;
+}
+
+function envList(name: string): string[] {
+  const v = process.env[name];
+  return v ? v.split(',').map((s) => s.trim()).filter(Boolean) : [];
+}
+
+export function dawnOptionsFromEnv(opts: DeviceOptions = {}): string[] {
+  const options: string[] = [];
+  const backend = opts.backend ?? process.env.GENALIGN_BACKEND;
+  const adapter = opts.adapter ?? process.env.GENALIGN_ADAPTER;
+  if (backend) options.push(`backend=${backend}`);
+  if (adapter) options.push(`adapter=${adapter}`);
+  const enable = [...(opts.enableToggles ?? []), ...envList('GENALIGN_DAWN_ENABLE')];
+  // Unquantized timestamps for the bench; f16 on older NVIDIA drivers.
+  const disable = ['timestamp_quantization', ...(opts.disableToggles ?? []), ...envList('GENALIGN_DAWN_DISABLE')];
+  enable.push('vulkan_enable_f16_on_nvidia');
+  if (opts.unsafeApis || process.env.GENALIGN_UNSAFE_APIS === '1') enable.push('allow_unsafe_apis');
+  options.push(`enable-dawn-features=${[...new Set(enable)].join(',')}`);
+  options.push(`disable-dawn-features=${[...new Set(disable)].join(',')}`);
+  return options;
+}
+
+export async function createDevice(opts: DeviceOptions = {}): Promise<Device> {
+  const dawn = loadDawn();
+  const options = dawnOptionsFromEnv(opts);
+  const gpu = dawn.create(options);
+  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) throw new Error(NO_ADAPTER_HELP + ` (Dawn options: ${options.join(' ')})`);
+  const info = adapter.info;
+  const features = WANTED_FEATURES.filter((f) => adapter.features.has(f)) as GPUFeatureName[];
+  const requiredLimits: Record<string, number> = {};
+  for (const name of MAX_LIMITS) {
+    const v = (adapter.limits as unknown as Record<string, number | undefined>)[name];
+    if (typeof v === 'number') requiredLimits[name] = v;
+  }
+  const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
+  const backend = options.find((o) => o.startsWith('backend='))?.slice(8) ?? 'default';
+  const desc: AdapterDescription = {
+    vendor: info.vendor,
+    architecture: info.architecture,
+    device: info.device,
+    description: info.description,
+    backend,
+    name: info.description || `${info.vendor} ${info.device}`.trim(),
+  };
+  const sgm = (info as unknown as { subgroupMatrixConfigs?: unknown[] }).subgroupMatrixConfigs ?? [];
+  const d = new Device(device, desc, features.includes('chromium-experimental-subgroup-matrix' as GPUFeatureName) ? sgm : []);
+  // dawn.node destroys the native instance when the GPU object is garbage collected, even
+  // while devices made from it are still in use (a use-after-free that crashes the process
+  // at a random later point). The device must hold the GPU object for its whole life.
+  d.instance = gpu;
+  return d;
+}
+
+let defaultDevicePromise: Promise<Device> | null = null;
+let defaultDevice: Device | null = null;
+
+/** The process-wide device, created on first use. */
+export function getDevice(): Promise<Device> {
+  if (!defaultDevicePromise) {
+    defaultDevicePromise = createDevice().then((d) => {
+      defaultDevice = d;
+      return d;
+    });
+    defaultDevicePromise.catch(() => {
+      defaultDevicePromise = null;
+    });
+  }
+  return defaultDevicePromise;
+}
+
+/** The default device if it has been created (synchronous access for tensor factories). */
+export function currentDevice(): Device {
+  if (!defaultDevice) throw new Error('No GPU device yet: call `await getDevice()` (or `await init()`) before creating tensors.');
+  return defaultDevice;
+}

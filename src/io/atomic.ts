@@ -1,0 +1,32 @@
+// Atomic file writes: write a temp file in the same directory, fsync, then rename over the
+// target. A crash or a full disk mid-write leaves the previous file intact.
+import { openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync, mkdirSync } from 'node:fs';
+import { dirname, basename, join } from 'node:path';
+
+export function writeFileAtomic(path: string, chunks: Uint8Array | string | (Uint8Array | string)[]): void {
+  const dir = dirname(path);
+  mkdirSync(dir, { recursive: true });
+  const tmp = join(dir, `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+  const list = Array.isArray(chunks) ? chunks : [chunks];
+  let fd: number | null = null;
+  try {
+    fd = openSync(tmp, 'w');
+    for (const c of list) {
+      const bytes = typeof c === 'string' ? Buffer.from(c, 'utf8') : c;
+      let off = 0;
+      while (off < bytes.byteLength) off += writeSync(fd, bytes, off, bytes.byteLength - off);
+    }
+    fsyncSync(fd);
+    closeSync(fd);
+    fd = null;
+    renameSync(tmp, path);
+  } catch (e) {
+    if (fd !== null) closeSync(fd);
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // temp file may not exist
+    }
+    throw new Error(`Could not write ${path}: ${(e as Error).message}`);
+  }
+}

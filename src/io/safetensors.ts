@@ -1,0 +1,232 @@
+// safetensors reader and writer (https://github.com/huggingface/safetensors format):
+//   [u64 little-endian N][N bytes of JSON header][data]
+// The header maps tensor names to {dtype, shape, data_offsets: [begin, end]} (offsets relative
+// to the start of the data section) and may hold "__metadata__": {string: string}.
+//
+// The reader validates everything against the file size before touching data, so a truncated
+// or inconsistent file gives an error naming the file and the tensor instead of garbage.
+import { openSync, readSync, fstatSync, closeSync } from 'node:fs';
+import { writeFileAtomic } from './atomic.ts';
+
+export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
+
+const DTYPE_BYTES: Record<SafetensorsDType, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+const MAX_HEADER = 100 * 1024 * 1024;
+
+export interface TensorInfo {
+  name: string;
+  dtype: SafetensorsDType;
+  shape: number[];
+  /** Absolute byte range in the file. */
+  begin: number;
+  end: number;
+}
+
+export class SafetensorsError extends Error {}
+
+function fail(path: string, msg: string): never {
+  throw new SafetensorsError(`${path}: ${msg}`);
+}
+
+export class SafetensorsFile {
+  readonly tensors = new Map<string, TensorInfo>();
+  readonly metadata: Record<string, string> = {};
+  private fd: number | null;
+
+  private constructor(
+    readonly path: string,
+    fd: number,
+    readonly fileSize: number,
+  ) {
+    this.fd = fd;
+  }
+
+  static open(path: string): SafetensorsFile {
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch (e) {
+      throw new SafetensorsError(`${path}: cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+    try {
+      const size = fstatSync(fd).size;
+      const f = new SafetensorsFile(path, fd, size);
+      f.parseHeader();
+      return f;
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+  }
+
+  private readAt(offset: number, length: number): Buffer {
+    if (this.fd === null) fail(this.path, 'file already closed');
+    const buf = Buffer.alloc(length);
+    let got = 0;
+    while (got < length) {
+      const n = readSync(this.fd, buf, got, length - got, offset + got);
+      if (n === 0) fail(this.path, `unexpected end of file at byte ${offset + got} (file is ${this.fileSize} bytes): truncated?`);
+      got += n;
+    }
+    return buf;
+  }
+
+  private parseHeader(): void {
+    const p = this.path;
+    if (this.fileSize < 8) fail(p, `file is ${this.fileSize} bytes, too short for a safetensors header (truncated or not a safetensors file)`);
+    const n = Number(this.readAt(0, 8).readBigUInt64LE(0));
+    if (n > MAX_HEADER) fail(p, `header length ${n} is implausible (> ${MAX_HEADER}); not a safetensors file?`);
+    if (8 + n > this.fileSize) fail(p, `header claims ${n} bytes but the file has only ${this.fileSize - 8} after the length prefix: the file is truncated`);
+    let header: unknown;
+    try {
+      header = JSON.parse(this.readAt(8, n).toString('utf8'));
+    } catch (e) {
+      fail(p, `header is not valid JSON (${(e as Error).message})`);
+    }
+    if (!header || typeof header !== 'object' || Array.isArray(header)) fail(p, 'header is not a JSON object');
+    const dataStart = 8 + n;
+    const dataLen = this.fileSize - dataStart;
+    for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
+      if (name === '__metadata__') {
+        if (raw && typeof raw === 'object') {
+          for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+            if (typeof v !== 'string') fail(p, `__metadata__.${k} must be a string`);
+            this.metadata[k] = v;
+          }
+        }
+        continue;
+      }
+      const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+      if (!e || typeof e !== 'object') fail(p, `tensor '${name}': entry is not an object`);
+      if (typeof e.dtype !== 'string' || !(e.dtype in DTYPE_BYTES)) fail(p, `tensor '${name}': unsupported dtype ${JSON.stringify(e.dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`);
+      const dtype = e.dtype as SafetensorsDType;
+      if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isInteger(d) && d >= 0)) fail(p, `tensor '${name}': shape ${JSON.stringify(e.shape)} is not a list of non-negative integers`);
+      const shape = e.shape as number[];
+      if (!Array.isArray(e.data_offsets) || e.data_offsets.length !== 2 || !e.data_offsets.every((d) => Number.isInteger(d) && d >= 0)) {
+        fail(p, `tensor '${name}': data_offsets ${JSON.stringify(e.data_offsets)} must be [begin, end]`);
+      }
+      const [b, en] = e.data_offsets as [number, number];
+      const numel = shape.reduce((a, d) => a * d, 1);
+      if (en < b) fail(p, `tensor '${name}': data_offsets [${b}, ${en}] end before begin`);
+      if (en - b !== numel * DTYPE_BYTES[dtype]) {
+        fail(p, `tensor '${name}': ${dtype}[${shape.join(', ')}] needs ${numel * DTYPE_BYTES[dtype]} bytes but data_offsets span ${en - b}`);
+      }
+      if (en > dataLen) {
+        fail(p, `tensor '${name}' ends at data byte ${en} but the data section has only ${dataLen} bytes: the file is truncated`);
+      }
+      this.tensors.set(name, { name, dtype, shape, begin: dataStart + b, end: dataStart + en });
+    }
+  }
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  info(name: string): TensorInfo {
+    const t = this.tensors.get(name);
+    if (!t) fail(this.path, `no tensor named '${name}'`);
+    return t;
+  }
+
+  raw(name: string): Buffer {
+    const t = this.info(name);
+    return this.readAt(t.begin, t.end - t.begin);
+  }
+
+  /** Reads a floating-point tensor (F32, F16, BF16 or F64) converted to f32. */
+  float32(name: string): Float32Array {
+    const t = this.info(name);
+    const bytes = this.raw(name);
+    return toFloat32(bytes, t.dtype, `${this.path}: tensor '${name}'`);
+  }
+
+  close(): void {
+    if (this.fd !== null) closeSync(this.fd);
+    this.fd = null;
+  }
+}
+
+function f16ToF32(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+export function toFloat32(bytes: Uint8Array, dtype: SafetensorsDType, what: string): Float32Array {
+  const n = bytes.byteLength / DTYPE_BYTES[dtype];
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out = new Float32Array(n);
+  switch (dtype) {
+    case 'F32':
+      if (LITTLE_ENDIAN) {
+        new Uint8Array(out.buffer).set(bytes);
+        return out;
+      }
+      for (let i = 0; i < n; i++) out[i] = dv.getFloat32(i * 4, true);
+      return out;
+    case 'F64':
+      for (let i = 0; i < n; i++) out[i] = dv.getFloat64(i * 8, true);
+      return out;
+    case 'F16':
+      for (let i = 0; i < n; i++) out[i] = f16ToF32(dv.getUint16(i * 2, true));
+      return out;
+    case 'BF16': {
+      const u = new Uint32Array(out.buffer);
+      for (let i = 0; i < n; i++) u[i] = dv.getUint16(i * 2, true) << 16;
+      return out;
+    }
+    default:
+      throw new SafetensorsError(`${what}: dtype ${dtype} is not a floating-point type`);
+  }
+}
+
+/** Reads every tensor of a file as f32 (small files: fixtures, adapters). */
+export function readSafetensors(path: string): { tensors: Map<string, { shape: number[]; data: Float32Array }>; metadata: Record<string, string> } {
+  const f = SafetensorsFile.open(path);
+  try {
+    const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+    for (const [name, info] of f.tensors) tensors.set(name, { shape: info.shape, data: f.float32(name) });
+    return { tensors, metadata: { ...f.metadata } };
+  } finally {
+    f.close();
+  }
+}
+
+export interface TensorToWrite {
+  shape: readonly number[];
+  data: Float32Array;
+}
+
+/** Serialises F32 tensors (sorted by name, like the Python library) into safetensors bytes. */
+export function encodeSafetensors(tensors: Record<string, TensorToWrite>, metadata?: Record<string, string>): Uint8Array[] {
+  const names = Object.keys(tensors).sort();
+  const header: Record<string, unknown> = {};
+  if (metadata && Object.keys(metadata).length) header.__metadata__ = metadata;
+  let off = 0;
+  for (const name of names) {
+    const t = tensors[name];
+    const numel = t.shape.reduce((a, d) => a * d, 1);
+    if (numel !== t.data.length) throw new Error(`safetensors: tensor '${name}' shape [${t.shape.join(', ')}] does not match ${t.data.length} values`);
+    header[name] = { dtype: 'F32', shape: [...t.shape], data_offsets: [off, off + numel * 4] };
+    off += numel * 4;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8); // align data to 8 bytes
+  const head = Buffer.alloc(8);
+  head.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+  const chunks: Uint8Array[] = [head, Buffer.from(json, 'utf8')];
+  for (const name of names) {
+    const d = tensors[name].data;
+    chunks.push(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+  }
+  return chunks;
+}
+
+/** Writes F32 tensors atomically (temp file + rename). */
+export function writeSafetensors(path: string, tensors: Record<string, TensorToWrite>, metadata?: Record<string, string>): void {
+  writeFileAtomic(path, encodeSafetensors(tensors, metadata));
+}

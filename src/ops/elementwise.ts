@@ -1,0 +1,91 @@
+// add / sub / mul with broadcasting over leading dims (kernels/elementwise.wgsl), with backward.
+// The smaller operand's shape must be a suffix of the larger one's: x[B,N,D] + bias[D] is a
+// bias add, x[B,N,D] + pos[N,D] adds a position table to every batch element.
+import { Tensor, shapeStr } from '../tensor/tensor.ts';
+import { record, setGradAccumulator } from '../tensor/autograd.ts';
+import { checkInputs, grid1d, params, shapeError } from './util.ts';
+import { sumToShape } from './reduce.ts';
+import { affine } from './scale.ts';
+
+const WG = 256;
+
+type BinaryKind = 'add' | 'sub' | 'mul';
+
+function isSuffix(small: readonly number[], big: readonly number[]): boolean {
+  if (small.length > big.length) return false;
+  const off = big.length - small.length;
+  return small.every((d, i) => d === big[off + i]);
+}
+
+function broadcastShape(op: string, a: Tensor, b: Tensor): readonly number[] {
+  if (isSuffix(b.shape, a.shape)) return a.shape;
+  if (isSuffix(a.shape, b.shape)) return b.shape;
+  throw shapeError(op, 'shapes do not broadcast: the smaller shape must equal the trailing dims of the larger', { a, b });
+}
+
+function binaryRaw(kind: BinaryKind | 'axpy', a: Tensor, b: Tensor, outShape: readonly number[], alpha = 0): Tensor {
+  const device = a.device;
+  const out = Tensor.empty(outShape, device);
+  if (out.size === 0) return out;
+  device.batch.dispatch({ file: 'elementwise', entry: kind }, params([out.size, a.size, b.size, 0], [alpha]), [a.buffer, b.buffer], [out.buffer], grid1d(device, out.size, WG));
+  return out;
+}
+
+function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
+  checkInputs(kind, { a, b });
+  const outShape = broadcastShape(kind, a, b);
+  const out = binaryRaw(kind, a, b, outShape);
+  const aShape = a.shape;
+  const bShape = b.shape;
+  const saved = kind === 'mul' ? [a, b] : [];
+  return record(kind, [a, b], out, saved, (g, s) => {
+    if (kind === 'add') return [sumToShape(g, aShape), sumToShape(g, bShape)];
+    if (kind === 'sub') {
+      const gb = sumToShape(g, bShape);
+      const neg = affine(gb, -1);
+      gb.dispose();
+      return [sumToShape(g, aShape), neg];
+    }
+    const [sa, sb] = s;
+    const gaFull = binaryRaw('mul', g, sb, outShape);
+    const gbFull = binaryRaw('mul', g, sa, outShape);
+    const ga = sumToShape(gaFull, aShape);
+    const gb = sumToShape(gbFull, bShape);
+    gaFull.dispose();
+    gbFull.dispose();
+    return [ga, gb];
+  });
+}
+
+/** a + b, broadcasting the smaller operand over leading dims. */
+export function add(a: Tensor, b: Tensor): Tensor {
+  return binary('add', a, b);
+}
+
+/** a - b, broadcasting the smaller operand over leading dims. */
+export function sub(a: Tensor, b: Tensor): Tensor {
+  return binary('sub', a, b);
+}
+
+/** a * b (elementwise), broadcasting the smaller operand over leading dims. */
+export function mul(a: Tensor, b: Tensor): Tensor {
+  return binary('mul', a, b);
+}
+
+/** x + bias with bias [D] over the last dim of x (an alias of add that checks the bias shape). */
+export function biasAdd(x: Tensor, bias: Tensor): Tensor {
+  checkInputs('biasAdd', { x, bias });
+  if (bias.shape.length !== 1 || bias.shape[0] !== x.shape[x.shape.length - 1]) {
+    throw shapeError('biasAdd', `bias must be [${x.shape[x.shape.length - 1]}] (the last dim of x)`, { x, bias });
+  }
+  return binary('add', x, bias);
+}
+
+/** a + alpha * b without autograd (optimizer updates, gradient accumulation). */
+export function axpyNoGrad(a: Tensor, b: Tensor, alpha: number): Tensor {
+  checkInputs('axpy', { a, b });
+  if (a.size !== b.size) throw new Error(`axpy: sizes differ: ${shapeStr(a.shape)} vs ${shapeStr(b.shape)}`);
+  return binaryRaw('axpy', a, b, a.shape, alpha);
+}
+
+setGradAccumulator((a, b) => axpyNoGrad(a, b, 1));
