@@ -164,7 +164,14 @@ export async function createDevice(opts: DeviceOptions = {}): Promise<Device> {
   const dawn = loadDawn();
   const options = dawnOptionsFromEnv(opts);
   const gpu = dawn.create(options);
-  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  let adapter: GPUAdapter | null;
+  try {
+    adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  } catch (e) {
+    // Dawn rejects (rather than returning null) when the adapter= filter matches nothing;
+    // its message lists the adapters it did find, which is what the user needs.
+    throw new Error(NO_ADAPTER_HELP + ` (Dawn options: ${options.join(' ')}; Dawn says: ${(e as Error).message})`);
+  }
   if (!adapter) throw new Error(NO_ADAPTER_HELP + ` (Dawn options: ${options.join(' ')})`);
   const info = adapter.info;
   const features = WANTED_FEATURES.filter((f) => adapter.features.has(f)) as GPUFeatureName[];

@@ -107,6 +107,19 @@ export class CommandBatch {
     enc.copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
   }
 
+  /**
+   * Records a GPU timestamp into querySet[index] at this point of the batch (used by the bench).
+   * WebGPU writes timestamps only at compute-pass boundaries, so this closes the open pass and
+   * records an empty pass whose end writes the timestamp (latched after the commands before it,
+   * as vkCmdWriteTimestamp is). Later dispatches open a new pass. Needs 'timestamp-query'.
+   */
+  writeTimestamp(querySet: GPUQuerySet, index: number): void {
+    this.device.assertAlive('timestamp');
+    const enc = this.begin();
+    this.endPass();
+    enc.beginComputePass({ label: 'genalign timestamp', timestampWrites: { querySet, endOfPassWriteIndex: index } }).end();
+  }
+
   /** Uploads host data into dst through a mapped staging buffer, in batch order. */
   upload(dst: GPUBuffer, data: ArrayBufferView, dstOffset = 0): void {
     this.device.assertAlive('upload');

@@ -20,6 +20,9 @@ export interface PoolStats {
   allocations: number;
 }
 
+/** A single tensor larger than the adapter allows (reported like an out-of-memory condition). */
+export class BufferTooLargeError extends Error {}
+
 export function bucketSize(bytes: number): number {
   const n = Math.max(256, Math.ceil(bytes));
   const p = 2 ** Math.floor(Math.log2(n));
@@ -34,10 +37,19 @@ export class BufferPool {
   private freeBytes = 0;
   private liveBytes = 0;
   private allocations = 0;
+  /** Set by destroyAll: tensors disposed after their device was destroyed release nothing. */
+  private destroyed = false;
   constructor(private readonly device: GPUDevice) {}
 
   acquire(bytes: number, label = 'tensor'): GPUBuffer {
     const size = bucketSize(bytes);
+    const limit = Math.min(this.device.limits.maxStorageBufferBindingSize, this.device.limits.maxBufferSize);
+    if (size > limit) {
+      throw new BufferTooLargeError(
+        `A ${label} of ${(bytes / 2 ** 20).toFixed(1)} MiB exceeds this GPU's largest storage buffer ` +
+          `(${(limit / 2 ** 20).toFixed(0)} MiB). Use a smaller --batch (with --accum to keep the effective batch).`,
+      );
+    }
     const list = this.free.get(size);
     let buf = list?.pop();
     if (buf) {
@@ -53,7 +65,10 @@ export class BufferPool {
 
   release(buf: GPUBuffer): void {
     const size = this.live.get(buf);
-    if (size === undefined) throw new Error('BufferPool.release: buffer is not live in this pool (released twice?)');
+    if (size === undefined) {
+      if (this.destroyed) return;
+      throw new Error('BufferPool.release: buffer is not live in this pool (released twice?)');
+    }
     this.live.delete(buf);
     this.liveBytes -= size;
     let list = this.free.get(size);
@@ -70,6 +85,7 @@ export class BufferPool {
   }
 
   destroyAll(): void {
+    this.destroyed = true;
     this.trim();
     for (const b of this.live.keys()) b.destroy();
     this.live.clear();

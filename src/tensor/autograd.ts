@@ -10,10 +10,11 @@ import type { GradFnRef } from './tensor.ts';
 
 /**
  * Given dL/d(output) and the node's saved tensors (in the order they were passed to record),
- * returns dL/d(input_i) for each input (null where not needed). Use `saved`, never the
+ * returns dL/d(input_i) for each input (null where not needed: `needsGrad[i]` is false for inputs
+ * that neither require grad nor lead to one, e.g. frozen weights — skip that work). Use `saved`, never the
  * original tensors captured in a closure: the user may have disposed those.
  */
-export type BackwardFn = (gradOutput: Tensor, saved: readonly Tensor[]) => (Tensor | null)[];
+export type BackwardFn = (gradOutput: Tensor, saved: readonly Tensor[], needsGrad: readonly boolean[]) => (Tensor | null)[];
 
 /** Accumulation a += b, installed by the ops layer (which owns the add kernel). */
 let accumulate: ((a: Tensor, b: Tensor) => Tensor) | null = null;
@@ -106,7 +107,7 @@ export class GradNode implements GradFnRef {
           'Run the forward pass again before calling backward() again.',
       );
     }
-    return this.backwardFn(grad, this.saved);
+    return this.backwardFn(grad, this.saved, this.edges.map((e) => e.node !== null || e.leaf !== null));
   }
 
   /** After backward ran through it: drop saved tensors and the closure (retain_graph=False). */
@@ -203,26 +204,34 @@ export function backward(output: Tensor, gradOutput?: Tensor): void {
   const root = output.gradFn as GradNode;
   const order = topoOrder(root);
   const grads = new Map<GradNode, Tensor>();
-  noGrad(() => {
-    const seed = gradOutput ? gradOutput.view(output.shape) : fromArray(new Float32Array(output.size).fill(1), output.shape, output.device);
-    grads.set(root, seed);
-    for (const node of order) {
-      const g = grads.get(node);
-      if (!g) continue;
-      grads.delete(node);
-      const inGrads = node.runBackward(g);
-      g.dispose();
-      node.edges.forEach((edge, i) => {
-        const gi = inGrads[i];
-        if (!gi) return;
-        if (edge.node) accumulateInto(grads, edge.node, gi);
-        else if (edge.leaf) accumulateLeaf(edge.leaf, gi);
-        else gi.dispose();
-      });
-      node.freeAfterBackward();
-    }
-  });
-  for (const g of grads.values()) g.dispose();
+  try {
+    noGrad(() => {
+      const seed = gradOutput ? gradOutput.view(output.shape) : fromArray(new Float32Array(output.size).fill(1), output.shape, output.device);
+      grads.set(root, seed);
+      for (const node of order) {
+        const g = grads.get(node);
+        if (!g) continue;
+        grads.delete(node);
+        let inGrads: (Tensor | null)[];
+        try {
+          inGrads = node.runBackward(g);
+        } finally {
+          g.dispose();
+        }
+        node.edges.forEach((edge, i) => {
+          const gi = inGrads[i];
+          if (!gi) return;
+          if (edge.node) accumulateInto(grads, edge.node, gi);
+          else if (edge.leaf) accumulateLeaf(edge.leaf, gi);
+          else gi.dispose();
+        });
+        node.freeAfterBackward();
+      }
+    });
+  } finally {
+    // Pending gradients (all of them when a node's backward threw) are freed either way.
+    for (const g of grads.values()) g.dispose();
+  }
 }
 
 export function zeroGrad(params: Iterable<Parameter>): void {

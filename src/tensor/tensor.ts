@@ -6,9 +6,48 @@
 import type { Device } from '../gpu/device.ts';
 import { currentDevice } from '../gpu/device.ts';
 
-export type DType = 'f32';
+export type DType = 'f32' | 'f16';
 
-export const BYTES_PER_ELEMENT: Record<DType, number> = { f32: 4 };
+export const BYTES_PER_ELEMENT: Record<DType, number> = { f32: 4, f16: 2 };
+
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+/** IEEE binary16 bits of x, rounded to nearest even (overflow -> inf, NaN kept). */
+export function f32ToF16Bits(x: number): number {
+  f32Scratch[0] = x;
+  const u = u32Scratch[0];
+  const sign = (u >>> 16) & 0x8000;
+  const exp = (u >>> 23) & 0xff;
+  let mant = u & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    const half = 1 << (shift - 1);
+    let h = mant >>> shift;
+    const rest = mant & ((1 << shift) - 1);
+    if (rest > half || (rest === half && (h & 1))) h++;
+    return sign | h;
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rest = mant & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h++;
+  return sign | h;
+}
+
+/** The f32 value of IEEE binary16 bits. */
+export function f16BitsToF32(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >>> 10) & 0x1f;
+  const mant = h & 0x3ff;
+  if (exp === 0) return sign * mant * 2 ** -24;
+  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
+  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
+}
 
 /** What a tensor knows about the autograd node that produced it (see autograd.ts). */
 export interface GradFnRef {
@@ -131,6 +170,7 @@ export class Tensor {
   async read(): Promise<Float32Array> {
     const buf = this.buffer;
     const bytes = await this.device.batch.read(buf, this.byteLength);
+    if (this.dtype === 'f16') return Float32Array.from(new Uint16Array(bytes), f16BitsToF32);
     return new Float32Array(bytes);
   }
 
@@ -142,7 +182,7 @@ export class Tensor {
   /** Overwrites the contents from host data (length must match). */
   write(data: Float32Array): void {
     if (data.length !== this.size) throw new Error(`write: ${this.describe()} has ${this.size} elements, got ${data.length}`);
-    this.device.batch.upload(this.buffer, data);
+    this.device.batch.upload(this.buffer, this.dtype === 'f16' ? Uint16Array.from(data, f32ToF16Bits) : data);
   }
 
   /** Removes this tensor from scope tracking so a scope exit will not dispose it. */
