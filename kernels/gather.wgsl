@@ -1,0 +1,65 @@
+// gather.wgsl — select rows along one axis by integer indices, and the adjoint (scatter-add).
+//
+// Tensors are viewed as [outer, axis_len, inner] (row-major) around the gathered axis.
+//
+// Bindings (group 0):
+//   0  uniform P { n: u32, inner: u32, src_axis: u32, dst_axis: u32 }
+//   1  src:   array<f32> (read)   viewed as [outer, src_axis, inner]
+//   2  index: array<u32> (read)   layout depends on the entry point (below)
+//   3  dst:   array<f32> (write)  viewed as [outer, dst_axis, inner], n = outer * dst_axis * inner
+//
+// gather_rows (forward; src = x [outer, A, inner], dst = out [outer, K, inner]):
+//   index = idx[0..K), every value < A
+//   dst[o, k, i] = src[o, idx[k], i]
+//
+// scatter_rows (backward; src = g [outer, K, inner], dst = gx [outer, A, inner]):
+//   index = [ start[0..A+1) | ks[0..K) ], a CSR inverse of idx built on the host:
+//   the positions k with idx[k] == a are ks[start[a] .. start[a+1]), in increasing k.
+//   dst[o, a, i] = sum_{k : idx[k] == a} src[o, k, i]
+//   One invocation per dst element loops over its own positions: repeated indices are summed
+//   without float atomics, in a fixed order (deterministic).
+//
+// Dispatch: one invocation per dst element, 1-D folded into y past 65535 workgroups:
+//   idx = gid.x + gid.y * nwg.x * WG.
+// Overrides: WG (workgroup size, default 256).
+
+override WG: u32 = 256u;
+
+struct P {
+  n: u32,
+  inner: u32,
+  src_axis: u32,
+  dst_axis: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read> index: array<u32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+
+@compute @workgroup_size(WG)
+fn gather_rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  if (idx >= p.n) { return; }
+  let i = idx % p.inner;
+  let row = idx / p.inner;        // o * K + k
+  let k = row % p.dst_axis;
+  let o = row / p.dst_axis;
+  dst[idx] = src[(o * p.src_axis + index[k]) * p.inner + i];
+}
+
+@compute @workgroup_size(WG)
+fn scatter_rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  if (idx >= p.n) { return; }
+  let i = idx % p.inner;
+  let row = idx / p.inner;        // o * A + a
+  let a = row % p.dst_axis;
+  let o = row / p.dst_axis;
+  let ks = p.dst_axis + 1u;       // where the position list starts in `index`
+  var s = 0.0;
+  for (var j = index[a]; j < index[a + 1u]; j++) {
+    s += src[(o * p.src_axis + index[ks + j]) * p.inner + i];
+  }
+  dst[idx] = s;
+}

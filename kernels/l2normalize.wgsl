@@ -1,0 +1,100 @@
+// l2normalize.wgsl — row-wise L2 normalisation y = x / max(||x||, eps), and its backward.
+// Matches torch.nn.functional.normalize(x, p=2, dim=-1, eps).
+//
+// The input is viewed as [rows, D] (rows over the last dim), row-major f32.
+//
+// Bindings (group 0):
+//   forward:   0 uniform P { rows: u32, d: u32, _pad0: u32, _pad1: u32, eps: f32 }
+//              1 x:     array<f32>  [rows, D]   (read)
+//              2 y:     array<f32>  [rows, D]   (write)
+//              3 norms: array<f32>  [rows]      (write; ||x_r||, unclamped, saved for backward)
+//   backward:  0 uniform P (same struct)
+//              1 gy:    array<f32>  [rows, D]   (read; dL/dy)
+//              2 y:     array<f32>  [rows, D]   (read; the forward output)
+//              3 norms: array<f32>  [rows]      (read)
+//              4 gx:    array<f32>  [rows, D]   (write; dL/dx)
+//
+// Math (n = ||x_r||, m = max(n, eps)):
+//   forward:  y = x / m
+//   backward: n >  eps: gx = (gy - y * (y . gy)) / n      (projection off the unit direction)
+//             n <= eps: gx = gy / eps                      (the clamp makes the map linear)
+//
+// One workgroup per row; WG invocations stride over D and combine partial sums with a
+// shared-memory tree reduction. Row index = wid.x + wid.y * nwg.x (the host folds rows > 65535
+// into y). Overrides: WG (workgroup size, a power of two, default 256).
+
+override WG: u32 = 256u;
+
+struct P {
+  rows: u32,
+  d: u32,
+  _pad0: u32,
+  _pad1: u32,
+  eps: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: P;
+
+var<workgroup> red: array<f32, WG>;
+
+// Sum of v over the workgroup; every invocation gets the result. Must be called uniformly.
+fn workgroup_sum(t: u32, v: f32) -> f32 {
+  red[t] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s / 2u) {
+    if (t < s) { red[t] += red[t + s]; }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+
+// ---- forward ----------------------------------------------------------------------------------
+
+@group(0) @binding(1) var<storage, read> fx: array<f32>;
+@group(0) @binding(2) var<storage, read_write> fy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> fnorms: array<f32>;
+
+@compute @workgroup_size(WG)
+fn forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) t: u32) {
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.d;
+  var ss = 0.0;
+  for (var k = t; k < p.d; k += WG) {
+    let v = fx[base + k];
+    ss += v * v;
+  }
+  let n = sqrt(workgroup_sum(t, ss));
+  let inv = 1.0 / max(n, p.eps);
+  for (var k = t; k < p.d; k += WG) {
+    fy[base + k] = fx[base + k] * inv;
+  }
+  if (t == 0u) { fnorms[row] = n; }
+}
+
+// ---- backward ---------------------------------------------------------------------------------
+
+@group(0) @binding(1) var<storage, read> bgy: array<f32>;
+@group(0) @binding(2) var<storage, read> by: array<f32>;
+@group(0) @binding(3) var<storage, read> bnorms: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bgx: array<f32>;
+
+@compute @workgroup_size(WG)
+fn backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) t: u32) {
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.d;
+  var dot = 0.0;
+  for (var k = t; k < p.d; k += WG) {
+    dot += by[base + k] * bgy[base + k];
+  }
+  let yg = workgroup_sum(t, dot);
+  let n = bnorms[row];
+  let inv = 1.0 / max(n, p.eps);
+  let proj = select(0.0, yg, n > p.eps);
+  for (var k = t; k < p.d; k += WG) {
+    bgx[base + k] = (bgy[base + k] - by[base + k] * proj) * inv;
+  }
+}

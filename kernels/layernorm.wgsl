@@ -1,0 +1,181 @@
+// layernorm.wgsl — LayerNorm over the last dim, fused forward and backward.
+//
+// x is viewed as [rows, D] (row-major). mean and rstd are [rows] f32, written by the forward
+// and read by the backward. weight, bias, dweight, dbias are [D].
+//
+// Entry points and bindings (group 0). A binding number is reused across entry points, never
+// inside one; each entry's layout is listed in order.
+//   ln_forward              one workgroup per row
+//     0 P  1 x  2 weight  3 bias  4 y (write) [rows, D]  5 mean_out (write)  6 rstd_out (write)
+//   ln_backward_input       one workgroup per row
+//     0 P  1 x  2 weight  3 g [rows, D]  4 mean_s  5 rstd_s  6 dx (write) [rows, D]
+//   ln_backward_params_partial   2-D grid [ceil(D / WG), chunks], one invocation per (column, chunk)
+//     0 P  1 x  2 weight (bound, unused: keeps the layout of ln_backward_input)  3 g
+//          4 mean_s  5 rstd_s  6 part (write) [2, chunks, D]
+//   ln_backward_params_final     1-D grid over D
+//     0 P  1 partials [2, chunks, D]  2 dweight (write) [D]  3 dbias (write) [D]
+// Uniform P { rows: u32, d: u32, chunk_rows: u32, chunks: u32, eps: f32 }.
+//
+// Math, per row r with n = D:
+//   forward:  mean = sum_i x_i / n,  var = sum_i (x_i - mean)^2 / n  (biased, as PyTorch),
+//             rstd = 1 / sqrt(var + eps),  xhat_i = (x_i - mean) * rstd,  y_i = xhat_i * w_i + b_i
+//             Statistics in one sweep with Welford's update per invocation (over its strided
+//             elements), then Chan's pairwise merge of (count, mean, M2) in a tree in workgroup
+//             memory: stable for rows with a large mean, unlike E[x^2] - E[x]^2.
+//   backward: gw_i = g_i * w_i
+//             dx_i = rstd * (gw_i - mean_j(gw_j) - xhat_i * mean_j(gw_j * xhat_j))
+//             dweight_i = sum_r g_ri * xhat_ri,   dbias_i = sum_r g_ri
+//   The parameter gradients are reduced over all rows without atomics, deterministically:
+//   ln_backward_params_partial sums chunk_rows consecutive rows per chunk into
+//   part[0, chunk, i] (dweight) and part[1, chunk, i] (dbias); ln_backward_params_final sums
+//   the chunks in order. Adjacent invocations read adjacent columns (coalesced).
+//
+// Row dispatch: row = wid.x + wid.y * nwg.x (folded past 65535 workgroups); the row < rows
+// guard is workgroup-uniform, so the barriers after it are legal.
+// Overrides: WG (workgroup size, a power of two for the row kernels; the host picks 32..256
+// from D for the row kernels and 64 for the column kernels).
+
+override WG: u32 = 256u;
+
+struct P {
+  rows: u32,
+  d: u32,
+  chunk_rows: u32,
+  chunks: u32,
+  eps: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> partials: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dweight: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read> g: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dbias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> mean_s: array<f32>;
+@group(0) @binding(5) var<storage, read_write> mean_out: array<f32>;
+@group(0) @binding(5) var<storage, read> rstd_s: array<f32>;
+@group(0) @binding(6) var<storage, read_write> rstd_out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(6) var<storage, read_write> part: array<f32>;
+
+var<workgroup> w_count: array<f32, WG>;
+var<workgroup> w_mean: array<f32, WG>;
+var<workgroup> w_m2: array<f32, WG>;
+var<workgroup> red2: array<vec2f, WG>;
+
+fn row_of(wid: vec3u, nwg: vec3u) -> u32 {
+  return wid.x + wid.y * nwg.x;
+}
+
+@compute @workgroup_size(WG)
+fn ln_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+              @builtin(local_invocation_index) lid: u32) {
+  let row = row_of(wid, nwg);
+  if (row >= p.rows) { return; }
+  let base = row * p.d;
+  // Welford over this invocation's elements lid, lid + WG, ...
+  var n = 0.0;
+  var m = 0.0;
+  var m2 = 0.0;
+  for (var i = lid; i < p.d; i += WG) {
+    let v = x[base + i];
+    n += 1.0;
+    let delta = v - m;
+    m += delta / n;
+    m2 += delta * (v - m);
+  }
+  w_count[lid] = n;
+  w_mean[lid] = m;
+  w_m2[lid] = m2;
+  workgroupBarrier();
+  // Chan's merge of (count, mean, M2) pairs.
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    if (lid < s) {
+      let na = w_count[lid];
+      let nb = w_count[lid + s];
+      let nt = na + nb;
+      if (nb > 0.0) {
+        let delta = w_mean[lid + s] - w_mean[lid];
+        let fb = nb / nt;
+        w_mean[lid] = w_mean[lid] + delta * fb;
+        w_m2[lid] = w_m2[lid] + w_m2[lid + s] + delta * delta * na * fb;
+        w_count[lid] = nt;
+      }
+    }
+    workgroupBarrier();
+  }
+  let mean = w_mean[0];
+  let rstd = 1.0 / sqrt(w_m2[0] / f32(p.d) + p.eps);
+  for (var i = lid; i < p.d; i += WG) {
+    y[base + i] = (x[base + i] - mean) * rstd * weight[i] + bias[i];
+  }
+  if (lid == 0u) {
+    mean_out[row] = mean;
+    rstd_out[row] = rstd;
+  }
+}
+
+@compute @workgroup_size(WG)
+fn ln_backward_input(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                     @builtin(local_invocation_index) lid: u32) {
+  let row = row_of(wid, nwg);
+  if (row >= p.rows) { return; }
+  let base = row * p.d;
+  let mean = mean_s[row];
+  let rstd = rstd_s[row];
+  var acc = vec2f(0.0);
+  for (var i = lid; i < p.d; i += WG) {
+    let gw = g[base + i] * weight[i];
+    let xhat = (x[base + i] - mean) * rstd;
+    acc += vec2f(gw, gw * xhat);
+  }
+  red2[lid] = acc;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    if (lid < s) { red2[lid] = red2[lid] + red2[lid + s]; }
+    workgroupBarrier();
+  }
+  let inv_d = 1.0 / f32(p.d);
+  let mean_gw = red2[0].x * inv_d;
+  let mean_gwx = red2[0].y * inv_d;
+  for (var i = lid; i < p.d; i += WG) {
+    let gw = g[base + i] * weight[i];
+    let xhat = (x[base + i] - mean) * rstd;
+    dx[base + i] = rstd * (gw - mean_gw - xhat * mean_gwx);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn ln_backward_params_partial(@builtin(global_invocation_id) gid: vec3u) {
+  let col = gid.x;
+  let chunk = gid.y;
+  if (col >= p.d || chunk >= p.chunks) { return; }
+  let r0 = chunk * p.chunk_rows;
+  let r1 = min(r0 + p.chunk_rows, p.rows);
+  var sw = 0.0;
+  var sb = 0.0;
+  for (var r = r0; r < r1; r++) {
+    let gv = g[r * p.d + col];
+    sw += gv * (x[r * p.d + col] - mean_s[r]) * rstd_s[r];
+    sb += gv;
+  }
+  part[chunk * p.d + col] = sw;
+  part[(p.chunks + chunk) * p.d + col] = sb;
+}
+
+@compute @workgroup_size(WG)
+fn ln_backward_params_final(@builtin(global_invocation_id) gid: vec3u) {
+  let col = gid.x;
+  if (col >= p.d) { return; }
+  var sw = 0.0;
+  var sb = 0.0;
+  for (var c = 0u; c < p.chunks; c++) {
+    sw += partials[c * p.d + col];
+    sb += partials[(p.chunks + c) * p.d + col];
+  }
+  dweight[col] = sw;
+  dbias[col] = sb;
+}
