@@ -1,0 +1,325 @@
+// matmul_f16.wgsl — the matmul family with f16 storage and f32 accumulation.
+//
+// Same math, entry points, dispatch, edges and overrides as kernels/matmul.wgsl (read its
+// header); only the buffer element type differs: every array<...> binding below holds f16,
+// values are widened to f32 when loaded and rounded to f16 (nearest) when stored. Workgroup
+// tiles, accumulators and the epilogue run in f32, except that the raw sum is stored (rounded
+// to f16) before the epilogue re-reads it (see store_block), so a fused bias/act sees the
+// f16-rounded sum. Compiled only when the device has
+// 'shader-f16' (a module with `enable f16;` fails to compile elsewhere), which is why this is
+// a separate file.
+//
+// Bindings (group 0), as in matmul.wgsl with f16 elements:
+//   0 uniform P, 1 A, 2 B, 3 bias, 4 residual (read), 5 out, 6 pre (write)
+//   act_grad: 1 dy, 2 pre, 3 dz;  bias_grad: 1 dz, 2 db
+//
+// Overrides: TRANS_A, TRANS_B, HAS_BIAS, HAS_RES, STORE_PRE, ACT, TILE_M, TILE_N, TILE_K,
+//   WG_X, WG_Y, RM (see matmul.wgsl).
+
+enable f16;
+
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+override HAS_BIAS: bool = false;
+override HAS_RES: bool = false;
+override STORE_PRE: bool = false;
+override ACT: u32 = 0u;
+override TILE_M: u32 = 64u;
+override TILE_N: u32 = 64u;
+override TILE_K: u32 = 16u;
+override WG_X: u32 = 16u;
+override WG_Y: u32 = 16u;
+override RM: u32 = 4u;
+
+struct P {
+  M: u32,
+  N: u32,
+  K: u32,
+  batch_offset: u32,
+  a_bs: u32,
+  b_bs: u32,
+  c_bs: u32,
+  n_elems: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> A: array<f16>;
+@group(0) @binding(2) var<storage, read> B: array<f16>;
+@group(0) @binding(3) var<storage, read> bias: array<f16>;
+@group(0) @binding(4) var<storage, read> residual: array<f16>;
+@group(0) @binding(5) var<storage, read_write> out: array<f16>;
+@group(0) @binding(6) var<storage, read_write> pre: array<f16>;
+// Backward helpers' bindings (other entry points; see the header).
+@group(0) @binding(1) var<storage, read> g_in: array<f16>;
+@group(0) @binding(2) var<storage, read> g_pre: array<f16>;
+@group(0) @binding(3) var<storage, read_write> g_out: array<f16>;
+@group(0) @binding(2) var<storage, read_write> db_out: array<f16>;
+
+// Typed access (the f16 file converts here; everything below the marker is shared verbatim).
+fn ld_a(i: u32) -> f32 { return f32(A[i]); }
+fn ld_b(i: u32) -> f32 { return f32(B[i]); }
+fn ld_bias(i: u32) -> f32 { return f32(bias[i]); }
+fn ld_res(i: u32) -> f32 { return f32(residual[i]); }
+fn st_out(i: u32, v: f32) { out[i] = f16(v); }
+fn st_pre(i: u32, v: f32) { pre[i] = f16(v); }
+fn ld_out(i: u32) -> f32 { return f32(out[i]); }
+fn ld_g(i: u32) -> f32 { return f32(g_in[i]); }
+fn ld_gpre(i: u32) -> f32 { return f32(g_pre[i]); }
+fn st_g(i: u32, v: f32) { g_out[i] = f16(v); }
+fn st_db(i: u32, v: f32) { db_out[i] = f16(v); }
+
+// ---- shared body: identical in matmul.wgsl and matmul_f16.wgsl (a test checks) ----
+
+const INV_SQRT2: f32 = 0.70710678118654752;
+const INV_SQRT_2PI: f32 = 0.39894228040143268;
+
+fn erf_approx(x: f32) -> f32 {
+  let ax = abs(x);
+  if (ax < 1.0) {
+    // 2/sqrt(pi) * sum_n (-1)^n x^(2n+1) / (n! (2n+1)), n = 0..10, Horner in x^2.
+    let z = x * x;
+    var s = 1.48071928e-8;       // n = 10
+    s = s * z - 1.63658447e-7;   // n = 9
+    s = s * z + 1.64621144e-6;   // n = 8
+    s = s * z - 1.49256504e-5;   // n = 7
+    s = s * z + 1.20553330e-4;   // n = 6
+    s = s * z - 8.54832702e-4;   // n = 5
+    s = s * z + 5.22397763e-3;   // n = 4
+    s = s * z - 2.68661706e-2;   // n = 3
+    s = s * z + 1.12837917e-1;   // n = 2
+    s = s * z - 3.76126389e-1;   // n = 1
+    s = s * z + 1.12837917;      // n = 0
+    return x * s;
+  }
+  let t = 1.0 / (1.0 + 0.3275911 * ax);
+  let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+  return sign(x) * (1.0 - poly * exp(-ax * ax));
+}
+
+fn act_fwd(z: f32) -> f32 {
+  if (ACT == 1u) {
+    return 0.5 * z * (1.0 + erf_approx(z * INV_SQRT2));
+  }
+  if (ACT == 2u) {
+    return z / (1.0 + exp(-1.702 * z));
+  }
+  return z;
+}
+
+fn act_deriv(z: f32) -> f32 {
+  if (ACT == 1u) {
+    return 0.5 * (1.0 + erf_approx(z * INV_SQRT2)) + z * INV_SQRT_2PI * exp(-0.5 * z * z);
+  }
+  if (ACT == 2u) {
+    let s = 1.0 / (1.0 + exp(-1.702 * z));
+    return s + 1.702 * z * s * (1.0 - s);
+  }
+  return 1.0;
+}
+
+/// Bias, pre-activation store, activation, residual, store. `idx` is the flat output index.
+fn epilogue(idx: u32, n: u32, v: f32) {
+  var z = v;
+  if (HAS_BIAS) {
+    z += ld_bias(n);
+  }
+  if (STORE_PRE) {
+    st_pre(idx, z);
+  }
+  var y = act_fwd(z);
+  if (HAS_RES) {
+    y += ld_res(idx);
+  }
+  st_out(idx, y);
+}
+
+/// Flat index of opA(A)[m, k] within a batch (no bounds check).
+fn a_index(m: u32, k: u32) -> u32 {
+  if (TRANS_A) {
+    return k * p.M + m;
+  }
+  return m * p.K + k;
+}
+
+/// Flat index of opB(B)[k, n] within a batch (no bounds check).
+fn b_index(k: u32, n: u32) -> u32 {
+  if (TRANS_B) {
+    return n * p.K + k;
+  }
+  return k * p.N + n;
+}
+
+/// Writes an RM x 4 register block at (m0, n0). The raw sums are stored by an unrolled loop;
+/// the epilogue then runs in a loop with a runtime trip count over the same outputs, so the
+/// activation code exists once per pipeline instead of RM*4 inlined copies (llvmpipe compile
+/// time grew ~10x with the unrolled form). The re-read hits the invocation's own fresh writes.
+fn store_block(c_base: u32, m0: u32, n0: u32, acc: ptr<function, array<vec4f, 16>>) {
+  for (var r = 0u; r < RM; r++) {
+    let m = m0 + r;
+    if (m < p.M) {
+      for (var j = 0u; j < 4u; j++) {
+        if (n0 + j < p.N) {
+          st_out(c_base + m * p.N + n0 + j, (*acc)[r][j]);
+        }
+      }
+    }
+  }
+  if (HAS_BIAS || HAS_RES || STORE_PRE || ACT != 0u) {
+    let rows = min(RM, p.M - min(m0, p.M));
+    let cols = min(4u, p.N - min(n0, p.N));
+    for (var e = 0u; e < rows * cols; e++) {
+      let idx = c_base + (m0 + e / cols) * p.N + n0 + e % cols;
+      epilogue(idx, n0 + e % cols, ld_out(idx));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// mm_tiled
+
+var<workgroup> As: array<vec4f, TILE_K * TILE_M / 4u>;
+var<workgroup> Bs: array<vec4f, TILE_K * TILE_N / 4u>;
+
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn mm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
+            @builtin(local_invocation_index) lidx: u32) {
+  let batch = wid.z + p.batch_offset;
+  let a_base = batch * p.a_bs;
+  let b_base = batch * p.b_bs;
+  let tile_m0 = wid.y * TILE_M;
+  let tile_n0 = wid.x * TILE_N;
+  let nthreads = WG_X * WG_Y;
+  let a_elems = TILE_M * TILE_K;
+  let b_elems = TILE_K * TILE_N;
+  var acc: array<vec4f, 16>;
+  for (var r = 0u; r < RM; r++) {
+    acc[r] = vec4f(0.0);
+  }
+  let last_a = arrayLength(&A) - 1u;
+  let last_b = arrayLength(&B) - 1u;
+  for (var k0 = 0u; k0 < p.K; k0 += TILE_K) {
+    // Stage opA(A)[tile_m0.., k0..] as As[k][m], reading along A's contiguous dimension.
+    for (var t = lidx; t < a_elems; t += nthreads) {
+      var mm: u32;
+      var kk: u32;
+      if (TRANS_A) {
+        mm = t % TILE_M;
+        kk = t / TILE_M;
+      } else {
+        kk = t % TILE_K;
+        mm = t / TILE_K;
+      }
+      let m = tile_m0 + mm;
+      let k = k0 + kk;
+      let ok = m < p.M && k < p.K;
+      let v = ld_a(min(a_base + a_index(m, k), last_a));
+      let slot = kk * TILE_M + mm;
+      As[slot / 4u][slot % 4u] = select(0.0, v, ok);
+    }
+    // Stage opB(B)[k0.., tile_n0..] as Bs[k][n].
+    for (var t = lidx; t < b_elems; t += nthreads) {
+      var nn: u32;
+      var kk: u32;
+      if (TRANS_B) {
+        kk = t % TILE_K;
+        nn = t / TILE_K;
+      } else {
+        nn = t % TILE_N;
+        kk = t / TILE_N;
+      }
+      let n = tile_n0 + nn;
+      let k = k0 + kk;
+      let ok = n < p.N && k < p.K;
+      let v = ld_b(min(b_base + b_index(k, n), last_b));
+      let slot = kk * TILE_N + nn;
+      Bs[slot / 4u][slot % 4u] = select(0.0, v, ok);
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < TILE_K; kk++) {
+      let b4 = Bs[kk * (TILE_N / 4u) + lid.x];
+      // RM rows of this thread = RM/4 vec4 chunks of the As row.
+      for (var r4 = 0u; r4 < RM; r4 += 4u) {
+        let a4 = As[(kk * TILE_M + lid.y * RM + r4) / 4u];
+        acc[r4] += a4.x * b4;
+        acc[r4 + 1u] += a4.y * b4;
+        acc[r4 + 2u] += a4.z * b4;
+        acc[r4 + 3u] += a4.w * b4;
+      }
+    }
+    workgroupBarrier();
+  }
+  store_block(batch * p.c_bs, tile_m0 + lid.y * RM, tile_n0 + lid.x * 4u, &acc);
+}
+
+// ---------------------------------------------------------------------------------------------
+// mm_direct
+
+@compute @workgroup_size(WG_X, 1, 1)
+fn mm_direct(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let batch = wid.z + p.batch_offset;
+  let a_base = batch * p.a_bs;
+  let b_base = batch * p.b_bs;
+  let m0 = wid.y * RM;
+  let n0 = (wid.x * WG_X + lid.x) * 4u;
+  // Workgroup-uniform: every row and every column of this workgroup is in range.
+  let full = m0 + RM <= p.M && (wid.x + 1u) * WG_X * 4u <= p.N;
+  var acc: array<vec4f, 16>;
+  for (var r = 0u; r < RM; r++) {
+    acc[r] = vec4f(0.0);
+  }
+  if (full) {
+    for (var k = 0u; k < p.K; k++) {
+      var b4: vec4f;
+      if (TRANS_B) {
+        let bi = b_base + n0 * p.K + k;
+        b4 = vec4f(ld_b(bi), ld_b(bi + p.K), ld_b(bi + 2u * p.K), ld_b(bi + 3u * p.K));
+      } else {
+        let bi = b_base + k * p.N + n0;
+        b4 = vec4f(ld_b(bi), ld_b(bi + 1u), ld_b(bi + 2u), ld_b(bi + 3u));
+      }
+      for (var r = 0u; r < RM; r++) {
+        acc[r] += ld_a(a_base + a_index(m0 + r, k)) * b4;
+      }
+    }
+  } else {
+    let last_a = arrayLength(&A) - 1u;
+    let last_b = arrayLength(&B) - 1u;
+    for (var k = 0u; k < p.K; k++) {
+      var b4: vec4f;
+      for (var j = 0u; j < 4u; j++) {
+        let n = n0 + j;
+        b4[j] = select(0.0, ld_b(min(b_base + b_index(k, n), last_b)), n < p.N);
+      }
+      for (var r = 0u; r < RM; r++) {
+        let m = m0 + r;
+        acc[r] += select(0.0, ld_a(min(a_base + a_index(m, k), last_a)), m < p.M) * b4;
+      }
+    }
+  }
+  store_block(batch * p.c_bs, m0, n0, &acc);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward helpers (bindings differ: see the header).
+
+@compute @workgroup_size(256)
+fn act_grad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 256u;
+  if (i >= p.n_elems) {
+    return;
+  }
+  st_g(i, ld_g(i) * act_deriv(ld_gpre(i)));
+}
+
+@compute @workgroup_size(64)
+fn bias_grad(@builtin(global_invocation_id) gid: vec3u) {
+  let n = gid.x;
+  if (n >= p.N) {
+    return;
+  }
+  var s = 0.0;
+  for (var r = 0u; r < p.M; r++) {
+    s += ld_g(r * p.N + n);
+  }
+  st_db(n, s);
+}

@@ -1,0 +1,342 @@
+// Every choice between matmul variants lives here: chooseMatmulVariant() maps (adapter
+// capabilities, problem shape) to one kernel configuration. matmul.ts only executes what this
+// returns. Autotuning (opt-in) times the candidate configurations of a shape class once per
+// adapter and caches the winner on disk; without it a fixed default table is used, so tests
+// are deterministic.
+//
+// Variants:
+//   sg_*      kernels/matmul_sg.wgsl:mm_sg    subgroup-broadcast kernel for CPU adapters whose
+//                                             subgroup size is 8 (llvmpipe): the fast f32 path there
+//   direct_*  kernels/matmul.wgsl:mm_direct   no workgroup memory; CPU fallback (and f16 on CPU)
+//   tiled_*   kernels/matmul.wgsl:mm_tiled    workgroup-tiled; for GPUs
+//   *_f16     kernels/matmul_f16.wgsl         same kernels, f16 storage, f32 accumulation
+//   sgmat_*   kernels/matmul_sgmat.wgsl       chromium_experimental_subgroup_matrix (tensor cores)
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../io/atomic.ts';
+import { kernelSource, registerKernelSources, type OverrideValues } from '../gpu/kernels.ts';
+
+export type MatmulLayout = 'NN' | 'NT' | 'TN' | 'TT';
+export type MatmulDType = 'f32' | 'f16';
+
+export interface MatmulShape {
+  batch: number;
+  M: number;
+  N: number;
+  K: number;
+  layout: MatmulLayout;
+  dtype: MatmulDType;
+}
+
+/** One subgroup-matrix configuration as Dawn reports it in adapter info. */
+export interface SubgroupMatrixConfig {
+  componentType: string;
+  resultComponentType: string;
+  M: number;
+  N: number;
+  K: number;
+}
+
+/** What the selection needs to know about a device (a Device satisfies it; tests pass fakes). */
+export interface MatmulCapabilities {
+  hasFeature(name: string): boolean;
+  readonly subgroupMatrixConfigs: readonly unknown[];
+  readonly adapter: { readonly name: string; readonly architecture: string; readonly backend: string; readonly vendor: string };
+  readonly limits: { readonly maxComputeWorkgroupStorageSize: number; readonly maxComputeInvocationsPerWorkgroup: number };
+  /** Subgroup size range from the adapter info (absent: unknown). */
+  readonly subgroupSize?: { readonly min: number; readonly max: number };
+}
+
+export interface MatmulVariant {
+  /** Stable name, usable as MatmulOptions.variant. */
+  name: string;
+  /** Kernel file (a registered source name) and entry point. */
+  file: string;
+  entry: string;
+  /** Tile/workgroup overrides (layout and epilogue overrides are added by matmul.ts). */
+  overrides: OverrideValues;
+  /** Output rows and columns covered by one workgroup (for the dispatch grid). */
+  tileM: number;
+  tileN: number;
+  dtype: MatmulDType;
+  /** Workgroup memory bytes the variant needs (checked against the device limit). */
+  workgroupBytes: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Candidate configurations (the autotune search space).
+
+function direct(rm: number, wgx: number, dtype: MatmulDType): MatmulVariant {
+  const suffix = dtype === 'f16' ? '_f16' : '';
+  return {
+    name: `direct_r${rm}_w${wgx}${suffix}`,
+    file: dtype === 'f16' ? 'matmul_f16' : 'matmul',
+    entry: 'mm_direct',
+    overrides: { RM: rm, WG_X: wgx },
+    tileM: rm,
+    tileN: 4 * wgx,
+    dtype,
+    workgroupBytes: 0,
+  };
+}
+
+function subgroupBroadcast(rg: number, cn: number, wgx: number): MatmulVariant {
+  return {
+    name: `sg_r${8 * rg}_c${4 * cn}_w${wgx}`,
+    file: 'matmul_sg',
+    entry: 'mm_sg',
+    overrides: { RG: rg, CN: cn, WG_X: wgx },
+    tileM: 8 * rg,
+    tileN: 4 * cn * wgx,
+    dtype: 'f32',
+    workgroupBytes: 0,
+  };
+}
+
+/** The subgroup-broadcast kernel broadcasts lanes 0..7 explicitly: subgroup size must be 8. */
+function hasSubgroupsOf8(caps: MatmulCapabilities): boolean {
+  return caps.hasFeature('subgroups') && caps.subgroupSize?.min === 8 && caps.subgroupSize.max === 8;
+}
+
+function tiled(tm: number, tn: number, tk: number, rm: number, dtype: MatmulDType): MatmulVariant {
+  const suffix = dtype === 'f16' ? '_f16' : '';
+  const bytesPer = dtype === 'f16' ? 2 : 4;
+  return {
+    name: `tiled_${tm}x${tn}x${tk}_r${rm}${suffix}`,
+    file: dtype === 'f16' ? 'matmul_f16' : 'matmul',
+    entry: 'mm_tiled',
+    overrides: { TILE_M: tm, TILE_N: tn, TILE_K: tk, RM: rm, WG_X: tn / 4, WG_Y: tm / rm },
+    tileM: tm,
+    tileN: tn,
+    dtype,
+    workgroupBytes: (tm + tn) * tk * bytesPer,
+  };
+}
+
+const SG_CANDIDATES = (): MatmulVariant[] => [subgroupBroadcast(2, 2, 32), subgroupBroadcast(2, 1, 64), subgroupBroadcast(4, 1, 32), subgroupBroadcast(1, 4, 16), subgroupBroadcast(2, 2, 16), subgroupBroadcast(1, 2, 32)];
+
+const CANDIDATES: Record<'cpu' | 'gpu', (d: MatmulDType) => MatmulVariant[]> = {
+  cpu: (d) => [direct(16, 64, d), direct(16, 32, d), direct(4, 64, d), direct(8, 64, d), direct(8, 32, d), direct(4, 128, d), direct(2, 64, d), tiled(32, 64, 32, 4, d)],
+  // RM=8 configs ran at ~2 TFLOP/s on an H200 (vs 15 for 64x64 RM=4): left out.
+  gpu: (d) => [tiled(64, 64, 16, 4, d), tiled(32, 32, 16, 4, d), tiled(64, 64, 32, 4, d), tiled(128, 64, 16, 4, d)],
+};
+
+/** Defaults per adapter class; measured on lavapipe (see docs/kernels.md). */
+const DEFAULTS: Record<'cpu' | 'gpu', (d: MatmulDType, s: MatmulShape, caps: MatmulCapabilities) => MatmulVariant> = {
+  cpu: (d, s, caps) => {
+    if (s.M * s.batch <= 2) return direct(1, 64, d);
+    if (d === 'f32' && hasSubgroupsOf8(caps)) return s.M * s.batch <= 8 ? subgroupBroadcast(1, 2, 32) : subgroupBroadcast(2, 2, 32);
+    return direct(16, 64, d);
+  },
+  gpu: (d, s) => (s.M * s.batch <= 32 || s.N <= 32 ? tiled(32, 32, 16, 4, d) : tiled(64, 64, 16, 4, d)),
+};
+
+// ---------------------------------------------------------------------------------------------
+// Subgroup matrix
+
+/** The subgroup-matrix config to use for a dtype, or null. f32 tensors only use f32 configs
+ *  (an f16 config would silently drop input precision); f16 tensors use f16 configs. */
+export function pickSubgroupMatrixConfig(caps: MatmulCapabilities, dtype: MatmulDType): SubgroupMatrixConfig | null {
+  if (!caps.hasFeature('chromium-experimental-subgroup-matrix') || !caps.hasFeature('subgroups')) return null;
+  // The kernel sizes its workgroup as 4 subgroups: the subgroup size must be fixed and known.
+  const sg = caps.subgroupSize;
+  if (!sg || sg.min !== sg.max || sg.min < 4 || sg.min > 64) return null;
+  if (dtype === 'f16' && !caps.hasFeature('shader-f16')) return null;
+  const configs = caps.subgroupMatrixConfigs.filter(isSubgroupMatrixConfig);
+  const usable = configs.filter(
+    (c) => c.componentType === dtype && (c.resultComponentType === 'f32' || c.resultComponentType === dtype) && [8, 16].includes(c.M) && [8, 16].includes(c.N) && [8, 16].includes(c.K),
+  );
+  // Prefer an f32 accumulator, then the larger (fewer instructions per FLOP) shape.
+  usable.sort((a, b) => Number(b.resultComponentType === 'f32') - Number(a.resultComponentType === 'f32') || b.M * b.N * b.K - a.M * a.N * a.K);
+  return usable[0] ?? null;
+}
+
+function isSubgroupMatrixConfig(c: unknown): c is SubgroupMatrixConfig {
+  if (!c || typeof c !== 'object') return false;
+  const o = c as Record<string, unknown>;
+  return typeof o.componentType === 'string' && typeof o.resultComponentType === 'string' && typeof o.M === 'number' && typeof o.N === 'number' && typeof o.K === 'number';
+}
+
+/** The subgroup-matrix kernel's workgroup tile is 4x4 result matrices (2x2 subgroups, 2x2 each). */
+export function sgmatVariant(cfg: SubgroupMatrixConfig, subgroupSize = 32): MatmulVariant {
+  const file = `matmul_sgmat@${cfg.componentType}x${cfg.resultComponentType}_${cfg.M}x${cfg.N}x${cfg.K}`;
+  const [tm, tn, tk] = [4 * cfg.M, 4 * cfg.N, 2 * cfg.K];
+  const inBytes = cfg.componentType === 'f16' ? 2 : 4;
+  const resBytes = cfg.resultComponentType === 'f16' ? 2 : 4;
+  return {
+    name: `sgmat_${cfg.componentType}_${cfg.resultComponentType}_${cfg.M}x${cfg.N}x${cfg.K}`,
+    file,
+    entry: 'mm_sgmat',
+    overrides: { SG_SIZE: subgroupSize },
+    tileM: tm,
+    tileN: tn,
+    dtype: cfg.componentType as MatmulDType,
+    workgroupBytes: (tm * tk + tk * tn) * inBytes + tm * tn * resBytes,
+  };
+}
+
+/**
+ * The subgroup-matrix kernel's matrix dimensions and types must be const-expressions in WGSL,
+ * so the one source file kernels/matmul_sgmat.wgsl gets a short prelude per config (the only
+ * code generation in the matmul family). Registered under the variant's file name.
+ */
+export function ensureSgmatSource(v: MatmulVariant): void {
+  const m = /^matmul_sgmat@(f16|f32)x(f16|f32)_(\d+)x(\d+)x(\d+)$/.exec(v.file);
+  if (!m) return;
+  const [, ct, rt, M, N, K] = m;
+  const prelude =
+    `enable chromium_experimental_subgroup_matrix;\nenable subgroups;\n${ct === 'f16' || rt === 'f16' ? 'enable f16;\n' : ''}` +
+    'diagnostic(off, chromium_experimental.subgroup_matrix_uniformity);\n' +
+    `alias CT = ${ct};\nalias RT = ${rt};\nconst SG_M: u32 = ${M}u;\nconst SG_N: u32 = ${N}u;\nconst SG_K: u32 = ${K}u;\n`;
+  registerKernelSources({ [v.file]: prelude + kernelSource('matmul_sgmat') });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Selection
+
+export function adapterClass(caps: MatmulCapabilities): 'cpu' | 'gpu' {
+  const a = caps.adapter;
+  const s = `${a.name} ${a.architecture} ${a.vendor}`.toLowerCase();
+  return /llvmpipe|lavapipe|swiftshader|software|warp/.test(s) ? 'cpu' : 'gpu';
+}
+
+export function layoutOf(transA: boolean, transB: boolean): MatmulLayout {
+  return `${transA ? 'T' : 'N'}${transB ? 'T' : 'N'}` as MatmulLayout;
+}
+
+/** All variants that can run this dtype on this device (for forcing and autotuning). */
+export function candidateVariants(caps: MatmulCapabilities, dtype: MatmulDType): MatmulVariant[] {
+  const cls = adapterClass(caps);
+  const list = [...CANDIDATES[cls](dtype)];
+  if (cls === 'cpu' && dtype === 'f32' && hasSubgroupsOf8(caps)) list.unshift(...SG_CANDIDATES());
+  const cfg = pickSubgroupMatrixConfig(caps, dtype);
+  if (cfg) list.unshift(sgmatVariant(cfg, caps.subgroupSize?.max));
+  const wgBytes = caps.limits.maxComputeWorkgroupStorageSize;
+  const wgThreads = caps.limits.maxComputeInvocationsPerWorkgroup;
+  return list.filter((v) => v.workgroupBytes <= wgBytes && threadsOf(v) <= wgThreads);
+}
+
+function threadsOf(v: MatmulVariant): number {
+  const o = v.overrides;
+  if (v.entry === 'mm_sgmat') return 4 * (o.SG_SIZE ?? 32);
+  return (o.WG_X ?? 1) * (o.WG_Y ?? 1);
+}
+
+/** Every variant name known for a dtype on any adapter (for error messages and forcing). */
+function variantByName(caps: MatmulCapabilities, name: string, dtype: MatmulDType): MatmulVariant {
+  const all = [...CANDIDATES.cpu(dtype), ...CANDIDATES.gpu(dtype), direct(1, 64, dtype)];
+  if (dtype === 'f32' && caps.hasFeature('subgroups')) all.push(...SG_CANDIDATES());
+  const cfg = pickSubgroupMatrixConfig(caps, dtype);
+  if (cfg) all.push(sgmatVariant(cfg, caps.subgroupSize?.max));
+  const hit = all.find((v) => v.name === name);
+  if (!hit) {
+    throw new Error(`matmul: unknown variant '${name}' for dtype ${dtype} on ${caps.adapter.name}; known: ${[...new Set(all.map((v) => v.name))].join(', ')}`);
+  }
+  return hit;
+}
+
+/** Bucket of a shape for autotuning: powers of two of M (rows incl. batch), N, K, plus layout and dtype. */
+export function shapeClass(s: MatmulShape): string {
+  const b = (x: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, x)));
+  return `${s.dtype}:${s.layout}:m${b(s.M * s.batch)}:n${b(s.N)}:k${b(s.K)}`;
+}
+
+/**
+ * Whether the subgroup-matrix kernel is the default (without autotuning) where it is usable.
+ * Off: measured on an H200 (2026-11-27) it ran 5.4 TFLOP/s at 4096^3 f16 against 15.4 for
+ * tiled_64x64x16_r4_f16, so today it is reached through autotune (it is a candidate) or by name.
+ * Flip this once the kernel beats the tiled one (see docs/kernels.md).
+ */
+export const SGMAT_BY_DEFAULT = false;
+
+/** Whether a shape is big enough for the subgroup-matrix kernel's tiles to pay off. */
+function sgmatFits(caps: MatmulCapabilities, shape: MatmulShape): MatmulVariant | null {
+  const cfg = pickSubgroupMatrixConfig(caps, shape.dtype);
+  if (!cfg || shape.M * shape.batch < 32 || shape.N < 32 || shape.K < 2 * cfg.K) return null;
+  const v = sgmatVariant(cfg, caps.subgroupSize?.max);
+  return v.workgroupBytes <= caps.limits.maxComputeWorkgroupStorageSize ? v : null;
+}
+
+/**
+ * THE variant choice. Order: forced name > autotuned winner for this shape class (cache, when
+ * enabled) > subgroup matrix (if SGMAT_BY_DEFAULT and the device has a usable config and the
+ * problem fills its tiles) > default table for the adapter class.
+ */
+export function chooseMatmulVariant(caps: MatmulCapabilities, shape: MatmulShape, forced?: string, sgmatByDefault = SGMAT_BY_DEFAULT): MatmulVariant {
+  if (forced) return variantByName(caps, forced, shape.dtype);
+  const tuned = lookupTuned(caps, shape);
+  if (tuned) {
+    const v = candidateVariants(caps, shape.dtype).find((c) => c.name === tuned);
+    if (v) return v;
+  }
+  if (sgmatByDefault) {
+    const v = sgmatFits(caps, shape);
+    if (v) return v;
+  }
+  return DEFAULTS[adapterClass(caps)](shape.dtype, shape, caps);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Autotune cache: { "<adapter name>|<backend>": { "<shape class>": { variant, gflops } } }
+
+interface TuneEntry {
+  variant: string;
+  gflops: number;
+}
+type TuneFile = Record<string, Record<string, TuneEntry>>;
+
+export function autotuneCachePath(): string {
+  const dir = process.env.GENALIGN_CACHE_DIR ?? join(homedir(), '.cache', 'genalign');
+  return join(dir, 'autotune.json');
+}
+
+let cacheMemo: { path: string; data: TuneFile } | null = null;
+
+function loadCache(): TuneFile {
+  const path = autotuneCachePath();
+  if (cacheMemo && cacheMemo.path === path) return cacheMemo.data;
+  let data: TuneFile = {};
+  if (existsSync(path)) {
+    try {
+      const parsed: unknown = JSON.parse(readFileSync(path, 'utf8'));
+      if (parsed && typeof parsed === 'object') data = parsed as TuneFile;
+    } catch {
+      // A corrupt cache is ignored (and overwritten by the next autotune run).
+      data = {};
+    }
+  }
+  cacheMemo = { path, data };
+  return data;
+}
+
+export function adapterKey(caps: MatmulCapabilities): string {
+  return `${caps.adapter.name}|${caps.adapter.backend}`;
+}
+
+/** Whether autotuning at first use of a shape class is on (GENALIGN_AUTOTUNE=1). */
+export function autotuneEnabled(): boolean {
+  return process.env.GENALIGN_AUTOTUNE === '1';
+}
+
+function lookupTuned(caps: MatmulCapabilities, shape: MatmulShape): string | null {
+  if (!autotuneEnabled()) return null;
+  return loadCache()[adapterKey(caps)]?.[shapeClass(shape)]?.variant ?? null;
+}
+
+/** Reads the cached winner of a shape class (null when not tuned). */
+export function tunedVariant(caps: MatmulCapabilities, shape: MatmulShape): TuneEntry | null {
+  return loadCache()[adapterKey(caps)]?.[shapeClass(shape)] ?? null;
+}
+
+export function storeTuned(caps: MatmulCapabilities, shape: MatmulShape, entry: TuneEntry): void {
+  const data = loadCache();
+  const key = adapterKey(caps);
+  data[key] = { ...(data[key] ?? {}), [shapeClass(shape)]: entry };
+  writeFileAtomic(autotuneCachePath(), JSON.stringify(data, null, 1) + '\n');
+}
+
+/** For tests: forget the in-memory copy of the cache file. */
+export function resetAutotuneMemo(): void {
+  cacheMemo = null;
+}

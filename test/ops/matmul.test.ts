@@ -1,0 +1,390 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { matmul, linear, toF16, toF32, type MatmulOptions, type Activation } from '../../src/ops/index.ts';
+import { autotuneMatmul, matmulCaps } from '../../src/ops/matmul.ts';
+import { kernelSource } from '../../src/gpu/kernels.ts';
+import {
+  chooseMatmulVariant,
+  candidateVariants,
+  pickSubgroupMatrixConfig,
+  shapeClass,
+  resetAutotuneMemo,
+  SGMAT_BY_DEFAULT,
+  type MatmulVariant,
+  autotuneCachePath,
+  type MatmulCapabilities,
+  type MatmulShape,
+} from '../../src/ops/matmul-select.ts';
+import { backward } from '../../src/tensor/autograd.ts';
+import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
+import type { Device } from '../../src/gpu/device.ts';
+import { fixture, expectTensor, gradCheck, device, randn, assertClose, type HostTensor, type Tolerance } from '../helpers/fixtures.ts';
+
+interface Case {
+  name: string;
+  opts: Omit<MatmulOptions, 'bias' | 'residual'>;
+  bias?: boolean;
+  residual?: boolean;
+  /** Run through linear() instead of matmul(). */
+  linear?: boolean;
+}
+
+const CASES: Case[] = [
+  { name: 'nn', opts: {} },
+  { name: 'nt', opts: { transB: true } },
+  { name: 'tn', opts: { transA: true } },
+  { name: 'tt', opts: { transA: true, transB: true } },
+  { name: 'm1', opts: {} },
+  { name: 'k3', opts: {} },
+  { name: 'n1', opts: {} },
+  { name: 'rows197', opts: { transB: true }, bias: true },
+  { name: 'nn_bias_gelu', opts: { activation: 'gelu' }, bias: true },
+  { name: 'nt_bias_qgelu_res', opts: { transB: true, activation: 'quick_gelu' }, bias: true, residual: true },
+  { name: 'tn_gelu_res', opts: { transA: true, activation: 'gelu' }, residual: true },
+  { name: 'nn_res', opts: {}, residual: true },
+  { name: 'tt_bias_qgelu', opts: { transA: true, transB: true, activation: 'quick_gelu' }, bias: true },
+  { name: 'gelu_wide', opts: { activation: 'gelu' }, bias: true },
+  { name: 'linear_batched', opts: { activation: 'gelu' }, bias: true, linear: true },
+  { name: 'shared_ta', opts: { transA: true } },
+  { name: 'batched_nn', opts: {} },
+  { name: 'batched_nt', opts: { transB: true } },
+  { name: 'bcast_a', opts: {} },
+];
+
+function maxAbs(d: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < d.length; i++) m = Math.max(m, Math.abs(d[i]));
+  return m;
+}
+
+/**
+ * Tolerance for an f32 result that is a sum of L products of two factors bounded by s1, s2.
+ * The kernels sum in a different order than PyTorch (tiles, k-order), so the error is a random
+ * walk of L roundings of size ~eps·s1·s2: atol = 1e-6·sqrt(L)·s1·s2 (eps = 6e-8, sqrt(L) for the
+ * walk, ~16x headroom), plus rtol 1e-5 for the epilogue (GELU's erf approximation is ~1.5e-7).
+ */
+function sumTol(L: number, s1: number, s2: number): Tolerance {
+  return { rtol: 1e-5, atol: Math.max(1e-6, 1e-6 * Math.sqrt(L) * s1 * s2) };
+}
+
+function runCase(c: Case, ins: Tensor[], variant?: string): Tensor {
+  const [a, b] = ins;
+  let k = 2;
+  const bias = c.bias ? ins[k++] : undefined;
+  const residual = c.residual ? ins[k++] : undefined;
+  if (c.linear) return linear(a, b, bias, c.opts.activation as Activation | undefined, residual);
+  return matmul(a, b, { ...c.opts, bias, residual, variant });
+}
+
+test.before(async () => {
+  await device();
+});
+
+for (const c of CASES) {
+  test(`${c.name}: forward and backward match PyTorch`, async () => {
+    const fx = fixture('matmul');
+    const nIn = 2 + (c.bias ? 1 : 0) + (c.residual ? 1 : 0);
+    const host = Array.from({ length: nIn }, (_, i) => fx.get(`${c.name}.in${i}`));
+    const ins = host.map((_, i) => fx.tensor(`${c.name}.in${i}`, true).keep());
+    const [ha, hb] = host;
+    const transA = c.opts.transA ?? false;
+    const K = transA ? ha.shape[ha.shape.length - 2] : ha.shape[ha.shape.length - 1];
+    const sa = maxAbs(ha.data);
+    const sb = maxAbs(hb.data);
+    const gout = fx.get(`${c.name}.gout`);
+    const sg = maxAbs(gout.data);
+    const outShape = fx.get(`${c.name}.out`).shape;
+    const M = outShape[outShape.length - 2];
+    const N = outShape[outShape.length - 1];
+    const rows = outShape.slice(0, -1).reduce((x, y) => x * y, 1);
+    try {
+      const out = scope(() => runCase(c, ins).keep());
+      await expectTensor(out, fx.get(`${c.name}.out`), sumTol(K, sa, sb), `${c.name} forward`);
+      scope(() => backward(out, fx.tensor(`${c.name}.gout`)));
+      out.dispose();
+      // dA sums N products of dZ and B; dB sums all rows' products of A and dZ; dBias sums rows.
+      // |act'| <= 1.13 for both activations, so |dZ| <= 1.13·|gout|.
+      const tols = [sumTol(N, 1.13 * sg, sb), sumTol(rows, 1.13 * sg, sa), sumTol(rows, 1.13 * sg, 1), sumTol(1, sg, 1)];
+      for (let i = 0; i < nIn; i++) {
+        assert.ok(ins[i].grad, `${c.name}: input ${i} has a gradient`);
+        const tol = i < 2 ? tols[i] : c.bias && i === 2 ? tols[2] : tols[3];
+        await expectTensor(ins[i].grad!, fx.get(`${c.name}.grad${i}`), tol, `${c.name} grad ${i}`);
+      }
+      void M;
+    } finally {
+      for (const t of ins) t.dispose();
+    }
+  });
+}
+
+// Every kernel path (both f32 entry points, several tile configs) on the edge-heavy cases.
+// Each (variant, layout, epilogue) is its own pipeline and llvmpipe compiles each one with LLVM, so
+// the list stays short: one direct config besides the default, and two tiled configs.
+const FORCED = ['direct_r4_w64', 'tiled_32x32x16_r4', 'tiled_64x64x32_r4'];
+test('forced variants agree with PyTorch on layouts, epilogues and edges', async () => {
+  const fx = fixture('matmul');
+  const picked = CASES.filter((c) => ['nn', 'tn', 'tt', 'k3', 'nt_bias_qgelu_res', 'batched_nt'].includes(c.name));
+  for (const variant of FORCED) {
+    for (const c of picked) {
+      const nIn = 2 + (c.bias ? 1 : 0) + (c.residual ? 1 : 0);
+      const ins = Array.from({ length: nIn }, (_, i) => fx.tensor(`${c.name}.in${i}`).keep());
+      try {
+        const out = scope(() => runCase(c, ins, variant).keep());
+        const ha = fx.get(`${c.name}.in0`);
+        const K = c.opts.transA ? ha.shape[ha.shape.length - 2] : ha.shape[ha.shape.length - 1];
+        await expectTensor(out, fx.get(`${c.name}.out`), sumTol(K, maxAbs(ha.data), maxAbs(fx.get(`${c.name}.in1`).data)), `${c.name} [${variant}]`);
+        out.dispose();
+      } finally {
+        for (const t of ins) t.dispose();
+      }
+    }
+  }
+});
+
+test('f16 / sg / sgmat sources share the f32 kernel code verbatim', () => {
+  const marker = '// ---- shared body';
+  const f32 = kernelSource('matmul');
+  const f16 = kernelSource('matmul_f16');
+  assert.ok(f32.includes(marker) && f16.includes(marker), 'both files carry the shared-body marker');
+  assert.is(f16.slice(f16.indexOf(marker)), f32.slice(f32.indexOf(marker)));
+  assert.ok(!f32.includes('enable f16'), 'the f32 module must compile without shader-f16');
+  // The CPU and subgroup-matrix kernels carry copies of erf / activations / epilogue / indexing.
+  const block = (src: string): string => src.slice(src.indexOf('const INV_SQRT2'), src.indexOf('/// Flat index of opB'));
+  assert.ok(block(f32).length > 1000);
+  assert.is(block(kernelSource('matmul_sg')), block(f32), 'matmul_sg.wgsl epilogue drifted');
+  assert.is(block(kernelSource('matmul_sgmat')), block(f32), 'matmul_sgmat.wgsl epilogue drifted');
+});
+
+/** float64 reference of sampled outputs of x[rows, K] · W[N, K]ᵀ + bias. */
+function sampledLinearCheck(x: Float32Array, w: Float32Array, bias: Float32Array, got: Float32Array, rows: number, K: number, N: number, label: string): void {
+  const idx: number[] = [];
+  const exp: number[] = [];
+  const act: number[] = [];
+  for (let t = 0; t < 96; t++) {
+    const r = (t * 7919) % rows;
+    const n = (t * 104729 + 13) % N;
+    let s = bias[n];
+    for (let k = 0; k < K; k++) s += x[r * K + k] * w[n * K + k];
+    idx.push(r * N + n);
+    exp.push(s);
+    act.push(got[r * N + n]);
+  }
+  assertClose(act, exp, sumTol(K, maxAbs(x), maxAbs(w)), label);
+}
+
+test('ViT-B/32-like shapes (2x50x768 -> 768 and -> 3072) against a sampled float64 reference', async () => {
+  const rows = 100;
+  for (const [K, N] of [
+    [768, 768],
+    [768, 3072],
+    [3072, 768],
+  ]) {
+    const xd = randn(rows * K, 11, 0.5);
+    const wd = randn(N * K, 12, 0.05);
+    const bd = randn(N, 13, 0.1);
+    const out = scope(() => linear(fromArray(xd, [2, 50, K]), fromArray(wd, [N, K]), fromArray(bd, [N])).keep());
+    assert.equal(out.shape, [2, 50, N]);
+    sampledLinearCheck(xd, wd, bd, await out.read(), rows, K, N, `linear ${K}->${N}`);
+    out.dispose();
+  }
+});
+
+test('finite differences: every layout with bias + gelu + residual, quick_gelu, batched', async () => {
+  const acts: Activation[] = ['gelu', 'quick_gelu', 'none'];
+  let seed = 20;
+  for (const [ta, tb] of [
+    [false, false],
+    [false, true],
+    [true, false],
+    [true, true],
+  ] as const) {
+    const act = acts[seed % 3];
+    const M = 3;
+    const K = 5;
+    const N = 4;
+    await gradCheck(
+      `matmul ${ta ? 'T' : 'N'}${tb ? 'T' : 'N'} ${act}`,
+      ([a, b, bias, res]) => matmul(a, b, { transA: ta, transB: tb, bias, activation: act, residual: res }),
+      [
+        { shape: ta ? [K, M] : [M, K], data: randn(M * K, seed++) },
+        { shape: tb ? [N, K] : [K, N], data: randn(K * N, seed++) },
+        { shape: [N], data: randn(N, seed++) },
+        { shape: [M, N], data: randn(M * N, seed++) },
+      ],
+      { probes: 6 },
+    );
+  }
+  await gradCheck('linear batched gelu', ([x, w, b]) => linear(x, w, b, 'gelu'), [
+    { shape: [2, 3, 4], data: randn(24, 40) },
+    { shape: [5, 4], data: randn(20, 41) },
+    { shape: [5], data: randn(5, 42) },
+  ], { probes: 6 });
+  await gradCheck('matmul batched TN shared weight', ([a, b]) => matmul(a, b, { transA: true }), [
+    { shape: [2, 4, 3], data: randn(24, 43) },
+    { shape: [4, 2], data: randn(8, 44) },
+  ], { probes: 6 });
+});
+
+test('shape errors name the op and the shapes', () => {
+  const a = fromArray(randn(6, 1), [2, 3]);
+  const b = fromArray(randn(8, 2), [4, 2]);
+  assert.throws(() => matmul(a, b), /matmul: inner dimensions differ: op\(a\) is \[2, 3\] and op\(b\) is \[4, 2\].*a=\[2, 3\], b=\[4, 2\]/);
+  assert.throws(() => matmul(a, fromArray(randn(12, 3), [3, 4]), { bias: fromArray(randn(3, 4), [3]) }), /matmul: bias must be \[4\].*bias=\[3\]/);
+  assert.throws(() => matmul(a, fromArray(randn(12, 3), [3, 4]), { residual: fromArray(randn(4, 4), [4]) }), /matmul: residual must have the output shape \[2, 4\]/);
+  assert.throws(() => matmul(fromArray(randn(12, 1), [2, 2, 3]), fromArray(randn(18, 1), [3, 3, 2])), /matmul: batch dimensions must be equal/);
+  assert.throws(() => linear(a, fromArray(randn(8, 1), [2, 4])), /linear: x's last dim must equal in_features 4.*x=\[2, 3\], weight=\[2, 4\]/);
+  assert.throws(() => matmul(a, fromArray(randn(12, 3), [3, 4]), { variant: 'nope' }), /matmul: unknown variant 'nope'/);
+  a.dispose();
+  b.dispose();
+});
+
+// ---------------------------------------------------------------------------------------------
+// f16
+
+test('toF16 / toF32 round-trip and gradient', async () => {
+  const d = new Float32Array([0, 1, -2.5, 65504, 1e-8, 3.14159, 70000]);
+  const h = toF16(fromArray(d, [7]));
+  assert.is(h.dtype, 'f16');
+  const back = await toF32(h).read();
+  const expected = [0, 1, -2.5, 65504, 0, 3.140625, Infinity];
+  for (let i = 0; i < 7; i++) assert.is(back[i], expected[i], `element ${i}`);
+  assert.equal([...(await h.read())], expected, 'f16 Tensor.read() converts on the host');
+  await gradCheck('toF32(toF16(x)) * 1', ([x]) => toF32(toF16(x)), [{ shape: [5], data: new Float32Array([0.5, -1, 2, 0.25, 4]) }], { eps: 1e-1 });
+});
+
+test('f16 variant (f16 storage, f32 accumulate) vs the f32 reference', async () => {
+  const dev = await device();
+  if (!dev.hasFeature('shader-f16')) {
+    console.log('  (skipped: adapter has no shader-f16)');
+    return;
+  }
+  const fx = fixture('matmul');
+  for (const c of CASES.filter((x) => ['nn', 'nt_bias_qgelu_res', 'tn_gelu_res', 'batched_nt', 'k3'].includes(x.name))) {
+    const nIn = 2 + (c.bias ? 1 : 0) + (c.residual ? 1 : 0);
+    const ins = Array.from({ length: nIn }, (_, i) => fx.tensor(`${c.name}.in${i}`, true).keep());
+    try {
+      const halves = ins.map((t) => toF16(t).keep());
+      const out = scope(() => runCase(c, halves).keep());
+      assert.is(out.dtype, 'f16');
+      // f16 inputs carry 2^-11 relative rounding, outputs another 2^-11: rtol 1e-2 with an atol
+      // scaled like the f32 one but for f16 epsilon (1e-3 instead of 1e-6).
+      const ha = fx.get(`${c.name}.in0`);
+      const K = c.opts.transA ? ha.shape[ha.shape.length - 2] : ha.shape[ha.shape.length - 1];
+      const s = maxAbs(ha.data) * maxAbs(fx.get(`${c.name}.in1`).data);
+      await expectTensor(out, fx.get(`${c.name}.out`), { rtol: 1e-2, atol: 1e-3 * Math.sqrt(K) * s }, `${c.name} f16`);
+      // Backward through the f16 kernels and the casts reaches the f32 leaves.
+      scope(() => backward(toF32(out), fx.tensor(`${c.name}.gout`)));
+      out.dispose();
+      for (const h of halves) h.dispose();
+      const g0 = fx.get(`${c.name}.grad0`);
+      await expectTensor(ins[0].grad!, g0, { rtol: 3e-2, atol: 3e-2 * maxAbs(g0.data) }, `${c.name} f16 grad a`);
+    } finally {
+      for (const t of ins) t.dispose();
+    }
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Selection (fake capabilities: lavapipe has no subgroup matrices)
+
+function fakeCaps(over: Partial<{ features: string[]; configs: unknown[]; name: string; wgBytes: number; sg: { min: number; max: number } }>): MatmulCapabilities {
+  const features = new Set(over.features ?? []);
+  return {
+    subgroupSize: over.sg ?? { min: 32, max: 32 },
+    hasFeature: (n: string) => features.has(n),
+    subgroupMatrixConfigs: over.configs ?? [],
+    adapter: { name: over.name ?? 'NVIDIA H100', architecture: 'hopper', backend: 'vulkan', vendor: 'nvidia' },
+    limits: { maxComputeWorkgroupStorageSize: over.wgBytes ?? 49152, maxComputeInvocationsPerWorkgroup: 1024 },
+  };
+}
+
+const SG = ['chromium-experimental-subgroup-matrix', 'subgroups', 'shader-f16'];
+const NV_CONFIGS = [
+  { componentType: 'f16', resultComponentType: 'f16', M: 16, N: 16, K: 16 },
+  { componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16 },
+  { componentType: 'u8', resultComponentType: 'u32', M: 16, N: 16, K: 32 },
+];
+const APPLE_CONFIGS = [
+  { componentType: 'f32', resultComponentType: 'f32', M: 8, N: 8, K: 8 },
+  { componentType: 'f16', resultComponentType: 'f16', M: 8, N: 8, K: 8 },
+];
+const big = (dtype: 'f32' | 'f16', layout: MatmulShape['layout'] = 'NT'): MatmulShape => ({ batch: 1, M: 1600, N: 3072, K: 768, layout, dtype });
+
+test('selection: subgroup matrix when the device lists a usable config', () => {
+  // The sgmat kernel is not the default today (slower than tiled on an H200); the selection
+  // logic for it is exercised with sgmatByDefault = true, and the default is checked too.
+  const choose = (caps: MatmulCapabilities, s: MatmulShape): MatmulVariant => chooseMatmulVariant(caps, s, undefined, true);
+  const nv = fakeCaps({ features: SG, configs: NV_CONFIGS });
+  assert.is(choose(nv, big('f16')).name, 'sgmat_f16_f32_16x16x16', 'f16 with an f32 accumulator preferred');
+  assert.is(choose(nv, big('f16', 'TN')).entry, 'mm_sgmat');
+  assert.is(chooseMatmulVariant(nv, big('f16')).entry, 'mm_tiled', 'default without SGMAT_BY_DEFAULT');
+  assert.is(SGMAT_BY_DEFAULT, false);
+  assert.is(chooseMatmulVariant(nv, big('f16'), 'sgmat_f16_f32_16x16x16').entry, 'mm_sgmat', 'reachable by name');
+  // f32 tensors never silently drop to f16 inputs: NVIDIA lists no f32 config.
+  assert.is(choose(nv, big('f32')).entry, 'mm_tiled');
+  const apple = fakeCaps({ features: SG, configs: APPLE_CONFIGS, name: 'Apple M2' });
+  assert.is(choose(apple, big('f32')).name, 'sgmat_f32_f32_8x8x8');
+  assert.is(choose(apple, big('f16')).name, 'sgmat_f16_f16_8x8x8');
+  // Feature missing, or configs without the feature: no subgroup matrix.
+  assert.is(choose(fakeCaps({ features: ['subgroups'], configs: NV_CONFIGS }), big('f16')).entry, 'mm_tiled');
+  assert.is(pickSubgroupMatrixConfig(fakeCaps({ features: SG, configs: [{ bogus: 1 }] }), 'f16'), null);
+  // Tiny problems do not fill a 64x64 tile: regular kernels.
+  assert.is(choose(nv, { batch: 1, M: 1, N: 768, K: 768, layout: 'NT', dtype: 'f16' }).entry, 'mm_tiled');
+  // A config whose tiles exceed workgroup memory is not chosen.
+  assert.is(choose(fakeCaps({ features: SG, configs: APPLE_CONFIGS, wgBytes: 4096 }), big('f32')).entry, 'mm_tiled');
+  assert.ok(candidateVariants(nv, 'f16').some((v) => v.entry === 'mm_sgmat'), 'an autotune candidate');
+  // The kernel's workgroup is 4 subgroups: a varying subgroup size rules it out.
+  assert.is(choose(fakeCaps({ features: SG, configs: NV_CONFIGS, sg: { min: 32, max: 64 } }), big('f16')).entry, 'mm_tiled');
+  const v = choose(nv, big('f16'));
+  assert.equal([v.tileM, v.tileN, v.overrides.SG_SIZE], [64, 64, 32]);
+  assert.is(choose(apple, big('f32')).tileM, 32);
+});
+
+test('selection: CPU adapters get the subgroup-broadcast or direct kernel, forcing and shape classes work', async () => {
+  const cpu = fakeCaps({ name: 'llvmpipe (LLVM 15.0.6, 256 bits)' });
+  assert.is(chooseMatmulVariant(cpu, big('f32')).entry, 'mm_direct', 'no subgroups feature');
+  const cpuSg = fakeCaps({ name: 'llvmpipe (LLVM 15.0.6, 256 bits)', features: ['subgroups', 'shader-f16'], sg: { min: 8, max: 8 } });
+  assert.is(chooseMatmulVariant(cpuSg, big('f32')).entry, 'mm_sg');
+  assert.is(chooseMatmulVariant(cpuSg, big('f16')).entry, 'mm_direct', 'the sg kernel is f32-only');
+  assert.is(chooseMatmulVariant(fakeCaps({ name: 'llvmpipe', features: ['subgroups'], sg: { min: 4, max: 16 } }), big('f32')).entry, 'mm_direct', 'needs subgroups of exactly 8');
+  assert.is(chooseMatmulVariant(cpu, big('f32'), 'tiled_32x32x16_r4').name, 'tiled_32x32x16_r4');
+  assert.is(shapeClass({ batch: 2, M: 50, N: 768, K: 768, layout: 'NT', dtype: 'f32' }), 'f32:NT:m128:n1024:k1024');
+  const dev = await device();
+  if (/llvmpipe/i.test(dev.adapter.name)) assert.is(chooseMatmulVariant(matmulCaps(dev), big('f32')).entry, 'mm_sg', 'lavapipe: subgroups of 8');
+});
+
+test('autotune: times candidates, caches the winner per adapter, and the cache is used when enabled', async () => {
+  const dev = (await device()) as Device;
+  const dir = mkdtempSync(join(tmpdir(), 'genalign-tune-'));
+  const prevDir = process.env.GENALIGN_CACHE_DIR;
+  const prevTune = process.env.GENALIGN_AUTOTUNE;
+  process.env.GENALIGN_CACHE_DIR = dir;
+  resetAutotuneMemo();
+  try {
+    const shape: MatmulShape = { batch: 1, M: 40, N: 64, K: 32, layout: 'NN', dtype: 'f32' };
+    const res = await autotuneMatmul(dev, shape, 1);
+    assert.ok(Object.keys(res.gflops).length >= 2, 'several candidates were timed');
+    const file = JSON.parse(readFileSync(autotuneCachePath(), 'utf8')) as Record<string, Record<string, { variant: string }>>;
+    const key = `${dev.adapter.name}|${dev.adapter.backend}`;
+    assert.is(file[key][shapeClass(shape)].variant, res.winner);
+    delete process.env.GENALIGN_AUTOTUNE;
+    const caps = matmulCaps(dev);
+    const untuned = chooseMatmulVariant(caps, shape).name;
+    process.env.GENALIGN_AUTOTUNE = '1';
+    assert.is(chooseMatmulVariant(caps, shape).name, res.winner, 'the cached winner is chosen with GENALIGN_AUTOTUNE=1');
+    void untuned;
+  } finally {
+    if (prevDir === undefined) delete process.env.GENALIGN_CACHE_DIR;
+    else process.env.GENALIGN_CACHE_DIR = prevDir;
+    if (prevTune === undefined) delete process.env.GENALIGN_AUTOTUNE;
+    else process.env.GENALIGN_AUTOTUNE = prevTune;
+    resetAutotuneMemo();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+void ({} as HostTensor);
+test.run();
