@@ -1,0 +1,403 @@
+// attention.wgsl — fused multi-head attention (no mask), forward and backward, flash style:
+// the [N, N] score matrix of a head never reaches global memory.
+//
+// Layout: q, k, v, out and their gradients are [B, N, H, Dh] row-major, the layout of a linear
+// layer's [B, N, H*Dh] output after a free reshape. Element (b, i, h, d) sits at
+//   ((b * N + i) * H + h) * Dh + d
+// so the rows of one (b, h) head are H*Dh floats apart. lse and delta are [B, H, N]:
+// (b, h, i) at (b * H + h) * N + i.
+//
+// Math, per (b, h), with s = scale:
+//   forward:   S = s·Q Kᵀ, P = softmax_rows(S), O = P V, lse_i = log Σ_j exp(S_ij)
+//              computed with an online softmax over key tiles (running max m, sum l).
+//   delta:     Δ_i = Σ_d dO_id · O_id
+//   backward:  P_ij = exp(S_ij - lse_i) (recomputed), dP_ij = dO_i · V_j,
+//              dS_ij = P_ij (dP_ij - Δ_i)
+//              dQ_i = s Σ_j dS_ij K_j                      (backward_dq, parallel over query rows)
+//              dK_j = s Σ_i dS_ij Q_i,  dV_j = Σ_i P_ij dO_i   (backward_dkv, parallel over key rows)
+//   No atomics: every output row is owned by exactly one invocation.
+//
+// Bindings (group 0; binding 0 is the uniform P { n: u32, heads: u32, rows: u32, _pad: u32, scale: f32 }):
+//   forward:      1 q, 2 k, 3 v (read)                          4 out, 5 lse (write)
+//   delta:        1 dout, 2 out (read)                          3 delta (write)
+//   backward_dq:  1 q, 2 k, 3 v, 4 dout, 5 lse, 6 delta (read)  7 dq (write)
+//   backward_dkv: 1 q, 2 k, 3 v, 4 dout, 5 lse, 6 delta (read)  7 dk, 8 dv (write)
+//
+// Dispatch: forward, backward_dq, backward_dkv: [ceil(N / (BLOCK·ROWS)), H, B]. A workgroup owns
+// BLOCK·ROWS consecutive rows (queries, or keys for backward_dkv) of one head; invocation t owns
+// rows t, t + BLOCK, ... (ROWS of them) and streams the other side through workgroup memory,
+// TILE rows at a time. delta: 1-D over B*H*N rows, folded into y (idx = gid.x + gid.y*nwg.x*BLOCK).
+// Each invocation keeps its rows in private vec4 arrays (head dim zero-padded to a multiple of
+// 4). ROWS > 1 is register blocking for CPU adapters: on lavapipe every load from storage or
+// workgroup memory inside a loop is done lane by lane, so a loaded K/V (or Q/dO) value should
+// feed several rows; GPUs use ROWS = 1.
+// The forward softmax is online per key: a running max m and sum l per row, rescaling the
+// accumulator only when a key raises the max (rare after the first few keys).
+//
+// Overrides:
+//   HEAD_DIM  Dh, 1..128 (specialised so the d loops have constant trip counts and unroll)
+//   BLOCK     invocations per workgroup
+//   ROWS      rows per invocation, 1..ROWS_MAX (8)
+//   TILE      rows per shared-memory tile; shared memory use is 2·TILE·ceil(Dh/4)·16 bytes
+//             (+ 8·TILE for backward_dkv)
+
+override HEAD_DIM: u32 = 64u;
+override BLOCK: u32 = 64u;
+override TILE: u32 = 32u;
+override ROWS: u32 = 1u;
+override D4: u32 = (HEAD_DIM + 3u) / 4u;
+
+const D4_MAX: u32 = 32u;
+const ROWS_MAX: u32 = 8u;
+// A finite "minus infinity": exp(NEG_BIG - x) underflows to 0 without producing inf - inf.
+const NEG_BIG: f32 = -3.0e38;
+
+struct P {
+  n: u32,
+  heads: u32,
+  rows: u32,  // B * H * N (delta only)
+  _pad: u32,
+  scale: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: P;
+
+// forward / backward inputs
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+// forward outputs
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
+// backward inputs
+@group(0) @binding(4) var<storage, read> dout: array<f32>;
+@group(0) @binding(5) var<storage, read> lse_in: array<f32>;
+@group(0) @binding(6) var<storage, read> delta_in: array<f32>;
+// backward outputs
+@group(0) @binding(7) var<storage, read_write> dq: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dk: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dv: array<f32>;
+// delta kernel
+@group(0) @binding(1) var<storage, read> delta_dout: array<f32>;
+@group(0) @binding(2) var<storage, read> delta_o: array<f32>;
+@group(0) @binding(3) var<storage, read_write> delta: array<f32>;
+
+// Shared tiles: forward and backward_dq stream K and V, backward_dkv streams Q, dO, lse, Δ.
+var<workgroup> k_tile: array<vec4f, TILE * D4>;
+var<workgroup> v_tile: array<vec4f, TILE * D4>;
+var<workgroup> q_tile: array<vec4f, TILE * D4>;
+var<workgroup> do_tile: array<vec4f, TILE * D4>;
+var<workgroup> lse_tile: array<f32, TILE>;
+var<workgroup> delta_tile: array<f32, TILE>;
+
+// Element d of a row starting at `base`, or 0 past the head dim (the vec4 padding).
+fn in_dim(d: u32) -> bool {
+  return d < HEAD_DIM;
+}
+
+fn load_q(base: u32, d4: u32) -> vec4f {
+  var r = vec4f(0.0);
+  for (var c = 0u; c < 4u; c++) {
+    let d = d4 * 4u + c;
+    if (in_dim(d)) { r[c] = q[base + d]; }
+  }
+  return r;
+}
+
+fn load_k(base: u32, d4: u32) -> vec4f {
+  var r = vec4f(0.0);
+  for (var c = 0u; c < 4u; c++) {
+    let d = d4 * 4u + c;
+    if (in_dim(d)) { r[c] = k[base + d]; }
+  }
+  return r;
+}
+
+fn load_v(base: u32, d4: u32) -> vec4f {
+  var r = vec4f(0.0);
+  for (var c = 0u; c < 4u; c++) {
+    let d = d4 * 4u + c;
+    if (in_dim(d)) { r[c] = v[base + d]; }
+  }
+  return r;
+}
+
+fn load_dout(base: u32, d4: u32) -> vec4f {
+  var r = vec4f(0.0);
+  for (var c = 0u; c < 4u; c++) {
+    let d = d4 * 4u + c;
+    if (in_dim(d)) { r[c] = dout[base + d]; }
+  }
+  return r;
+}
+
+@compute @workgroup_size(BLOCK)
+fn forward(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let n = p.n;
+  let stride = p.heads * HEAD_DIM;
+  let head0 = wid.z * n * stride + wid.y * HEAD_DIM;
+  let first = wid.x * BLOCK * ROWS + lid.x;
+
+  // This invocation's query rows first + r·BLOCK, pre-multiplied by scale (rows past N stay
+  // zero and are never written).
+  var qr: array<array<vec4f, D4_MAX>, ROWS_MAX>;
+  var acc: array<array<vec4f, D4_MAX>, ROWS_MAX>;
+  var m: array<f32, ROWS_MAX>;
+  var l: array<f32, ROWS_MAX>;
+  for (var r = 0u; r < ROWS; r++) {
+    let i = first + r * BLOCK;
+    m[r] = NEG_BIG;
+    l[r] = 0.0;
+    for (var d4 = 0u; d4 < D4; d4++) {
+      qr[r][d4] = vec4f(0.0);
+      acc[r][d4] = vec4f(0.0);
+      if (i < n) { qr[r][d4] = load_q(head0 + i * stride, d4) * p.scale; }
+    }
+  }
+
+  for (var k0 = 0u; k0 < n; k0 += TILE) {
+    let kn = min(TILE, n - k0);
+    workgroupBarrier();
+    for (var e = lid.x; e < kn * D4; e += BLOCK) {
+      let src = head0 + (k0 + e / D4) * stride;
+      k_tile[e] = load_k(src, e % D4);
+      v_tile[e] = load_v(src, e % D4);
+    }
+    workgroupBarrier();
+
+    for (var j = 0u; j < kn; j++) {
+      var dots: array<vec4f, ROWS_MAX>;
+      for (var r = 0u; r < ROWS; r++) { dots[r] = vec4f(0.0); }
+      for (var d4 = 0u; d4 < D4; d4++) {
+        let kv = k_tile[j * D4 + d4];
+        for (var r = 0u; r < ROWS; r++) { dots[r] += qr[r][d4] * kv; }
+      }
+      var pr: array<f32, ROWS_MAX>;
+      for (var r = 0u; r < ROWS; r++) {
+        let sj = dots[r].x + dots[r].y + dots[r].z + dots[r].w;
+        if (sj > m[r]) {
+          // New running max: rescale what was accumulated (rare after the first keys).
+          let corr = exp(m[r] - sj);
+          l[r] *= corr;
+          for (var d4 = 0u; d4 < D4; d4++) { acc[r][d4] *= corr; }
+          m[r] = sj;
+        }
+        pr[r] = exp(sj - m[r]);
+        l[r] += pr[r];
+      }
+      for (var d4 = 0u; d4 < D4; d4++) {
+        let vv = v_tile[j * D4 + d4];
+        for (var r = 0u; r < ROWS; r++) { acc[r][d4] += pr[r] * vv; }
+      }
+    }
+  }
+
+  for (var r = 0u; r < ROWS; r++) {
+    let i = first + r * BLOCK;
+    if (i < n) {
+      let row = head0 + i * stride;
+      let inv = 1.0 / l[r];
+      for (var d4 = 0u; d4 < D4; d4++) {
+        let o = acc[r][d4] * inv;
+        for (var c = 0u; c < 4u; c++) {
+          let d = d4 * 4u + c;
+          if (in_dim(d)) { out[row + d] = o[c]; }
+        }
+      }
+      lse[(wid.z * p.heads + wid.y) * n + i] = m[r] + log(l[r]);
+    }
+  }
+}
+
+@compute @workgroup_size(BLOCK)
+fn delta_rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let idx = gid.x + gid.y * nwg.x * BLOCK;  // (b, h, i) flattened as in lse
+  let n = p.n;
+  let heads = p.heads;
+  if (idx >= p.rows) { return; }
+  let i = idx % n;
+  let bh = idx / n;
+  let row = ((bh / heads) * n + i) * heads * HEAD_DIM + (bh % heads) * HEAD_DIM;
+  var acc = 0.0;
+  for (var d = 0u; d < HEAD_DIM; d++) { acc += delta_dout[row + d] * delta_o[row + d]; }
+  delta[idx] = acc;
+}
+
+@compute @workgroup_size(BLOCK)
+fn backward_dq(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let n = p.n;
+  let stride = p.heads * HEAD_DIM;
+  let head0 = wid.z * n * stride + wid.y * HEAD_DIM;
+  let rows0 = (wid.z * p.heads + wid.y) * n;
+  let first = wid.x * BLOCK * ROWS + lid.x;
+
+  // Query rows first + r·BLOCK (q pre-multiplied by scale), their dO rows, lse and Δ.
+  var qr: array<array<vec4f, D4_MAX>, ROWS_MAX>;
+  var dor: array<array<vec4f, D4_MAX>, ROWS_MAX>;
+  var acc: array<array<vec4f, D4_MAX>, ROWS_MAX>;
+  var lse_r: array<f32, ROWS_MAX>;
+  var delta_r: array<f32, ROWS_MAX>;
+  for (var r = 0u; r < ROWS; r++) {
+    let i = first + r * BLOCK;
+    lse_r[r] = 0.0;
+    delta_r[r] = 0.0;
+    for (var d4 = 0u; d4 < D4; d4++) {
+      qr[r][d4] = vec4f(0.0);
+      dor[r][d4] = vec4f(0.0);
+      acc[r][d4] = vec4f(0.0);
+      if (i < n) {
+        qr[r][d4] = load_q(head0 + i * stride, d4) * p.scale;
+        dor[r][d4] = load_dout(head0 + i * stride, d4);
+      }
+    }
+    if (i < n) {
+      lse_r[r] = lse_in[rows0 + i];
+      delta_r[r] = delta_in[rows0 + i];
+    }
+  }
+
+  for (var k0 = 0u; k0 < n; k0 += TILE) {
+    let kn = min(TILE, n - k0);
+    workgroupBarrier();
+    for (var e = lid.x; e < kn * D4; e += BLOCK) {
+      let src = head0 + (k0 + e / D4) * stride;
+      k_tile[e] = load_k(src, e % D4);
+      v_tile[e] = load_v(src, e % D4);
+    }
+    workgroupBarrier();
+    for (var j = 0u; j < kn; j++) {
+      var s4: array<vec4f, ROWS_MAX>;
+      var dp4: array<vec4f, ROWS_MAX>;
+      for (var r = 0u; r < ROWS; r++) {
+        s4[r] = vec4f(0.0);
+        dp4[r] = vec4f(0.0);
+      }
+      // K_j is read from workgroup memory once and kept for the dQ update below.
+      var kj: array<vec4f, D4_MAX>;
+      for (var d4 = 0u; d4 < D4; d4++) {
+        kj[d4] = k_tile[j * D4 + d4];
+        let vv = v_tile[j * D4 + d4];
+        for (var r = 0u; r < ROWS; r++) {
+          s4[r] += qr[r][d4] * kj[d4];
+          dp4[r] += dor[r][d4] * vv;
+        }
+      }
+      var ds: array<f32, ROWS_MAX>;
+      for (var r = 0u; r < ROWS; r++) {
+        let pij = exp(s4[r].x + s4[r].y + s4[r].z + s4[r].w - lse_r[r]);
+        ds[r] = pij * (dp4[r].x + dp4[r].y + dp4[r].z + dp4[r].w - delta_r[r]);
+      }
+      for (var d4 = 0u; d4 < D4; d4++) {
+        for (var r = 0u; r < ROWS; r++) { acc[r][d4] += ds[r] * kj[d4]; }
+      }
+    }
+  }
+
+  for (var r = 0u; r < ROWS; r++) {
+    let i = first + r * BLOCK;
+    if (i < n) {
+      let row = head0 + i * stride;
+      for (var d4 = 0u; d4 < D4; d4++) {
+        let g = acc[r][d4] * p.scale;
+        for (var c = 0u; c < 4u; c++) {
+          let d = d4 * 4u + c;
+          if (in_dim(d)) { dq[row + d] = g[c]; }
+        }
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(BLOCK)
+fn backward_dkv(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let n = p.n;
+  let stride = p.heads * HEAD_DIM;
+  let head0 = wid.z * n * stride + wid.y * HEAD_DIM;
+  let rows0 = (wid.z * p.heads + wid.y) * n;
+  let first = wid.x * BLOCK * ROWS + lid.x;
+
+  // Key rows first + r·BLOCK (k pre-multiplied by scale) and their value rows.
+  var kr: array<array<vec4f, D4_MAX>, ROWS_MAX>;
+  var vr: array<array<vec4f, D4_MAX>, ROWS_MAX>;
+  var dk_acc: array<array<vec4f, D4_MAX>, ROWS_MAX>;
+  var dv_acc: array<array<vec4f, D4_MAX>, ROWS_MAX>;
+  for (var r = 0u; r < ROWS; r++) {
+    let j = first + r * BLOCK;
+    for (var d4 = 0u; d4 < D4; d4++) {
+      kr[r][d4] = vec4f(0.0);
+      vr[r][d4] = vec4f(0.0);
+      dk_acc[r][d4] = vec4f(0.0);
+      dv_acc[r][d4] = vec4f(0.0);
+      if (j < n) {
+        kr[r][d4] = load_k(head0 + j * stride, d4) * p.scale;
+        vr[r][d4] = load_v(head0 + j * stride, d4);
+      }
+    }
+  }
+
+  for (var i0 = 0u; i0 < n; i0 += TILE) {
+    let qn = min(TILE, n - i0);
+    workgroupBarrier();
+    for (var e = lid.x; e < qn * D4; e += BLOCK) {
+      let src = head0 + (i0 + e / D4) * stride;
+      q_tile[e] = load_q(src, e % D4);
+      do_tile[e] = load_dout(src, e % D4);
+    }
+    for (var e = lid.x; e < qn; e += BLOCK) {
+      lse_tile[e] = lse_in[rows0 + i0 + e];
+      delta_tile[e] = delta_in[rows0 + i0 + e];
+    }
+    workgroupBarrier();
+    for (var i = 0u; i < qn; i++) {
+      var s4: array<vec4f, ROWS_MAX>;
+      var dp4: array<vec4f, ROWS_MAX>;
+      for (var r = 0u; r < ROWS; r++) {
+        s4[r] = vec4f(0.0);
+        dp4[r] = vec4f(0.0);
+      }
+      // Q_i and dO_i are read from workgroup memory once and kept for the updates below.
+      var qi: array<vec4f, D4_MAX>;
+      var doi: array<vec4f, D4_MAX>;
+      for (var d4 = 0u; d4 < D4; d4++) {
+        qi[d4] = q_tile[i * D4 + d4];
+        doi[d4] = do_tile[i * D4 + d4];
+        for (var r = 0u; r < ROWS; r++) {
+          s4[r] += qi[d4] * kr[r][d4];
+          dp4[r] += doi[d4] * vr[r][d4];
+        }
+      }
+      let lse_i = lse_tile[i];
+      let delta_i = delta_tile[i];
+      var pr: array<f32, ROWS_MAX>;
+      var ds: array<f32, ROWS_MAX>;
+      for (var r = 0u; r < ROWS; r++) {
+        pr[r] = exp(s4[r].x + s4[r].y + s4[r].z + s4[r].w - lse_i);
+        ds[r] = pr[r] * (dp4[r].x + dp4[r].y + dp4[r].z + dp4[r].w - delta_i);
+      }
+      for (var d4 = 0u; d4 < D4; d4++) {
+        for (var r = 0u; r < ROWS; r++) {
+          dv_acc[r][d4] += pr[r] * doi[d4];
+          dk_acc[r][d4] += ds[r] * qi[d4];
+        }
+      }
+    }
+  }
+
+  for (var r = 0u; r < ROWS; r++) {
+    let j = first + r * BLOCK;
+    if (j < n) {
+      let row = head0 + j * stride;
+      for (var d4 = 0u; d4 < D4; d4++) {
+        let gk = dk_acc[r][d4] * p.scale;
+        let gv = dv_acc[r][d4];
+        for (var c = 0u; c < 4u; c++) {
+          let d = d4 * 4u + c;
+          if (in_dim(d)) {
+            dk[row + d] = gk[c];
+            dv[row + d] = gv[c];
+          }
+        }
+      }
+    }
+  }
+}

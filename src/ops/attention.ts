@@ -1,0 +1,142 @@
+// Fused multi-head attention (kernels/attention.wgsl), forward and backward, flash style: the
+// B×H×N×N scores are never stored. Forward keeps a running softmax over key tiles and saves
+// the per-row log-sum-exp; backward recomputes the scores from it. Backward runs three kernels
+// and no atomics: Δ = rowsum(dO ⊙ O), then dQ parallel over query rows, then dK and dV
+// parallel over key rows.
+import { Tensor, shapeStr } from '../tensor/tensor.ts';
+import { record } from '../tensor/autograd.ts';
+import type { Device } from '../gpu/device.ts';
+import type { KernelRef } from '../gpu/kernels.ts';
+import { checkInputs, grid1d, params, sameShape, shapeError } from './util.ts';
+import { adapterClass } from './matmul-select.ts';
+
+export interface AttentionOptions {
+  /** Multiplier on Q Kᵀ before the softmax; default headDim^-0.5. */
+  scale?: number;
+}
+
+/** Largest head dim the kernels hold in registers (kernels/attention.wgsl D4_MAX · 4). */
+export const MAX_HEAD_DIM = 128;
+const DELTA_WG = 256;
+
+type AttentionKernel = 'forward' | 'backward_dq' | 'backward_dkv';
+
+interface Blocking {
+  /** Invocations per workgroup. */
+  block: number;
+  /** Rows each invocation owns (register blocking; kernel limit ROWS_MAX = 8). */
+  rows: number;
+  /** Rows per shared-memory tile. */
+  tile: number;
+}
+
+let forcedClass: 'cpu' | 'gpu' | null = null;
+
+/** Tests and benches: use the other adapter class's blocking (null restores the default). */
+export function forceAttentionBlocking(cls: 'cpu' | 'gpu' | null): void {
+  forcedClass = cls;
+}
+
+/**
+ * Blocking per adapter class and kernel. CPU adapters (lavapipe) load memory lane by lane, so
+ * each invocation owns several rows to reuse every loaded K/V (Q/dO) value; measured on
+ * lavapipe at B=1, H=12, N=197, Dh=64 (see docs/kernels.md): forward best at 4 rows, the
+ * backward kernels (twice the registers per row) at 2. GPUs: one row per invocation.
+ * The tile is halved until it fits the adapter's workgroup storage (head dims past 64).
+ */
+function blocking(device: Device, entry: AttentionKernel, headDim: number): Blocking {
+  const cpu = (forcedClass ?? adapterClass(device)) === 'cpu';
+  const b: Blocking = cpu ? { block: 16, rows: entry === 'forward' ? 4 : 2, tile: 32 } : { block: 64, rows: 1, tile: 32 };
+  const rowBytes = 2 * 16 * Math.ceil(headDim / 4) + (entry === 'backward_dkv' ? 8 : 0);
+  while (b.tile > 1 && b.tile * rowBytes > device.limits.maxComputeWorkgroupStorageSize) b.tile /= 2;
+  return b;
+}
+
+function dispatchBlocked(device: Device, entry: AttentionKernel, d: Dims, u: ArrayBuffer, inputs: GPUBuffer[], outputs: GPUBuffer[]): void {
+  const b = blocking(device, entry, d.headDim);
+  const ref: KernelRef = { file: 'attention', entry, overrides: { HEAD_DIM: d.headDim, BLOCK: b.block, ROWS: b.rows, TILE: b.tile } };
+  device.batch.dispatch(ref, u, inputs, outputs, [Math.ceil(d.n / (b.block * b.rows)), d.heads, d.batch]);
+}
+
+interface Dims {
+  batch: number;
+  n: number;
+  heads: number;
+  headDim: number;
+}
+
+function validate(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Dims & { scale: number } {
+  const named = { q, k, v };
+  const device = checkInputs('attention', named);
+  if (q.shape.length !== 4) throw shapeError('attention', 'q, k and v must be [B, N, H, Dh]', named);
+  if (!sameShape(q.shape, k.shape) || !sameShape(q.shape, v.shape)) {
+    throw shapeError('attention', 'q, k and v must have the same shape [B, N, H, Dh]', named);
+  }
+  const [batch, n, heads, headDim] = q.shape;
+  if (headDim < 1 || headDim > MAX_HEAD_DIM) {
+    throw shapeError('attention', `head dim Dh = ${headDim} is outside 1..${MAX_HEAD_DIM}`, named);
+  }
+  const maxGroups = device.limits.maxComputeWorkgroupsPerDimension;
+  if (batch > maxGroups || heads > maxGroups) {
+    throw shapeError('attention', `batch and heads must each be at most ${maxGroups}`, named);
+  }
+  const scale = opts.scale ?? 1 / Math.sqrt(headDim);
+  if (!Number.isFinite(scale)) throw new Error(`attention: scale ${scale} must be a finite number`);
+  return { batch, n, heads, headDim, scale };
+}
+
+function uniforms(d: Dims, scale: number): ArrayBuffer {
+  return params([d.n, d.heads, d.batch * d.heads * d.n, Math.ceil(d.headDim / 4)], [scale]);
+}
+
+function forwardRaw(q: Tensor, k: Tensor, v: Tensor, d: Dims, scale: number): { out: Tensor; lse: Tensor } {
+  const device = q.device;
+  const out = Tensor.empty(q.shape, device);
+  const lse = Tensor.empty([d.batch, d.heads, d.n], device);
+  if (out.size === 0) return { out, lse };
+  dispatchBlocked(device, 'forward', d, uniforms(d, scale), [q.buffer, k.buffer, v.buffer], [out.buffer, lse.buffer]);
+  return { out, lse };
+}
+
+function backwardRaw(g: Tensor, saved: readonly Tensor[], d: Dims, scale: number): Tensor[] {
+  const [q, k, v, out, lse] = saved;
+  const device = q.device;
+  const dq = Tensor.empty(q.shape, device);
+  const dk = Tensor.empty(q.shape, device);
+  const dv = Tensor.empty(q.shape, device);
+  if (q.size === 0) return [dq, dk, dv];
+  const u = uniforms(d, scale);
+  const rows = d.batch * d.heads * d.n;
+  const delta = Tensor.empty([d.batch, d.heads, d.n], device);
+  device.batch.dispatch(
+    { file: 'attention', entry: 'delta_rows', overrides: { HEAD_DIM: d.headDim, BLOCK: DELTA_WG } },
+    u,
+    [g.buffer, out.buffer],
+    [delta.buffer],
+    grid1d(device, rows, DELTA_WG),
+  );
+  const inputs = [q.buffer, k.buffer, v.buffer, g.buffer, lse.buffer, delta.buffer];
+  dispatchBlocked(device, 'backward_dq', d, u, inputs, [dq.buffer]);
+  dispatchBlocked(device, 'backward_dkv', d, u, inputs, [dk.buffer, dv.buffer]);
+  delta.dispose();
+  return [dq, dk, dv];
+}
+
+/**
+ * softmax(Q Kᵀ · scale) V per batch element and head, without a mask (ViT).
+ * q, k, v: [B, N, H, Dh] (the layout a linear layer output [B, N, H*Dh] has after a free
+ * reshape — no permute needed), Dh ≤ 128. Output: [B, N, H, Dh].
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
+  const { scale, ...dims } = validate(q, k, v, opts);
+  const { out, lse } = forwardRaw(q, k, v, dims, scale);
+  const result = record('attention', [q, k, v], out, [q, k, v, out, lse], (g, saved) => {
+    if (!sameShape(g.shape, saved[0].shape)) {
+      throw new Error(`attention backward: gradient ${shapeStr(g.shape)} does not match the output ${shapeStr(saved[0].shape)}`);
+    }
+    return backwardRaw(g, saved, dims, scale);
+  });
+  // The autograd node holds its own view of lse; without recording nothing needs it.
+  lse.dispose();
+  return result;
+}

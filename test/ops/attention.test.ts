@@ -1,0 +1,277 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { attention, matmul, permute, scale, softmax } from '../../src/ops/index.ts';
+import { forceAttentionBlocking } from '../../src/ops/attention.ts';
+import { backward, noGrad } from '../../src/tensor/autograd.ts';
+import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
+import { fixture, expectTensor, assertClose, gradCheck, device, randn, rng, type Tolerance } from '../helpers/fixtures.ts';
+
+// Tolerances. The kernels sum in a different order from PyTorch (an online softmax over keys,
+// rescaled whenever the running max grows, vs a float64 softmax) and f32 exp/log carry ~1e-7
+// relative error, so bit-exact f32 agreement is impossible. Measured against float64 on
+// lavapipe: max |err| ≤ 5e-7 for out (|out| ≤ 2) and ≤ 8e-7 for dq, dk, dv (sums of up to 257
+// terms). rtol 2e-5 / atol 3e-6 (out) and atol 5e-6 (grads) leave ~5x headroom for other
+// adapters' exp/log and summation order while still failing a 1e-4 relative error.
+const OUT_TOL: Tolerance = { rtol: 2e-5, atol: 3e-6 };
+const GRAD_TOL: Tolerance = { rtol: 2e-5, atol: 5e-6 };
+
+/** Twin of exact_normal in scripts/fixtures/fx_attention.py: bit-exact in both languages. */
+function exactNormal(n: number, seed: number): Float32Array {
+  const r = rng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    let s = 0;
+    for (let j = 0; j < 6; j++) s += r();
+    out[i] = (s - 3) * Math.SQRT2;
+  }
+  return out;
+}
+
+const CASES = ['vit_b32', 'vit_b16', 'vit_l14', 'small', 'single', 'odd'];
+const PROBE = 8;
+
+test.before(async () => {
+  await device();
+});
+
+CASES.forEach((name, c) => {
+  test(`${name}: forward and backward match PyTorch (float64)`, async () => {
+    const fx = fixture('attention');
+    const shape = fx.metadata[name].split(',').map(Number);
+    const size = shape.reduce((a, b) => a * b, 1);
+    const datas = [0, 1, 2, 3].map((i) => exactNormal(size, 1000 + 10 * c + i));
+    const probe = fx.get(`${name}.probe`).data;
+    datas.forEach((d, i) => assert.equal(Array.from(d.subarray(0, PROBE)), Array.from(probe.subarray(i * PROBE, i * PROBE + PROBE)), `${name}: input ${i} regenerated bit-exactly`));
+    const [q, k, v] = datas.slice(0, 3).map((d) => {
+      const t = fromArray(d, shape).keep();
+      t.requiresGrad = true;
+      return t;
+    });
+    try {
+      const out = scope(() => attention(q, k, v).keep());
+      await expectTensor(out, fx.get(`${name}.out`), OUT_TOL, `${name} out`);
+      scope(() => backward(out, fromArray(datas[3], shape)));
+      out.dispose();
+      await expectTensor(q.grad!, fx.get(`${name}.dq`), GRAD_TOL, `${name} dq`);
+      await expectTensor(k.grad!, fx.get(`${name}.dk`), GRAD_TOL, `${name} dk`);
+      await expectTensor(v.grad!, fx.get(`${name}.dv`), GRAD_TOL, `${name} dv`);
+    } finally {
+      for (const t of [q, k, v]) t.dispose();
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// A float64 CPU reference for shapes and options the fixtures do not cover.
+
+interface Ref {
+  out: Float64Array;
+  dq: Float64Array;
+  dk: Float64Array;
+  dv: Float64Array;
+}
+
+function cpuAttention(shape: number[], q: Float32Array, k: Float32Array, v: Float32Array, g: Float32Array, scale: number): Ref {
+  const [B, N, H, D] = shape;
+  const size = B * N * H * D;
+  const ref: Ref = { out: new Float64Array(size), dq: new Float64Array(size), dk: new Float64Array(size), dv: new Float64Array(size) };
+  const at = (b: number, i: number, h: number): number => ((b * N + i) * H + h) * D;
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const P = Array.from({ length: N }, () => new Float64Array(N));
+      for (let i = 0; i < N; i++) {
+        let m = -Infinity;
+        for (let j = 0; j < N; j++) {
+          let s = 0;
+          for (let d = 0; d < D; d++) s += q[at(b, i, h) + d] * k[at(b, j, h) + d];
+          P[i][j] = s * scale;
+          m = Math.max(m, P[i][j]);
+        }
+        let l = 0;
+        for (let j = 0; j < N; j++) l += (P[i][j] = Math.exp(P[i][j] - m));
+        for (let j = 0; j < N; j++) P[i][j] /= l;
+        for (let j = 0; j < N; j++) for (let d = 0; d < D; d++) ref.out[at(b, i, h) + d] += P[i][j] * v[at(b, j, h) + d];
+      }
+      for (let i = 0; i < N; i++) {
+        let delta = 0;
+        for (let d = 0; d < D; d++) delta += g[at(b, i, h) + d] * ref.out[at(b, i, h) + d];
+        for (let j = 0; j < N; j++) {
+          let dp = 0;
+          for (let d = 0; d < D; d++) dp += g[at(b, i, h) + d] * v[at(b, j, h) + d];
+          const ds = P[i][j] * (dp - delta) * scale;
+          for (let d = 0; d < D; d++) {
+            ref.dv[at(b, j, h) + d] += P[i][j] * g[at(b, i, h) + d];
+            ref.dq[at(b, i, h) + d] += ds * k[at(b, j, h) + d];
+            ref.dk[at(b, j, h) + d] += ds * q[at(b, i, h) + d];
+          }
+        }
+      }
+    }
+  }
+  return ref;
+}
+
+async function checkAgainstCpu(label: string, shape: number[], opts: { scale?: number; qScale?: number; seed?: number; tol?: Tolerance } = {}): Promise<void> {
+  const size = shape.reduce((a, b) => a * b, 1);
+  const seed = opts.seed ?? 11;
+  const qd = randn(size, seed, opts.qScale ?? 1);
+  const kd = randn(size, seed + 1);
+  const vd = randn(size, seed + 2);
+  const gd = randn(size, seed + 3);
+  const scale = opts.scale ?? 1 / Math.sqrt(shape[3]);
+  const ref = cpuAttention(shape, qd, kd, vd, gd, scale);
+  const [q, k, v] = [qd, kd, vd].map((d) => {
+    const t = fromArray(d, shape).keep();
+    t.requiresGrad = true;
+    return t;
+  });
+  try {
+    const out = scope(() => attention(q, k, v, opts.scale === undefined ? {} : { scale: opts.scale }).keep());
+    assertClose(await out.read(), ref.out, opts.tol ?? OUT_TOL, `${label} out`);
+    scope(() => backward(out, fromArray(gd, shape)));
+    out.dispose();
+    assertClose(await q.grad!.read(), ref.dq, opts.tol ?? GRAD_TOL, `${label} dq`);
+    assertClose(await k.grad!.read(), ref.dk, opts.tol ?? GRAD_TOL, `${label} dk`);
+    assertClose(await v.grad!.read(), ref.dv, opts.tol ?? GRAD_TOL, `${label} dv`);
+  } finally {
+    for (const t of [q, k, v]) t.dispose();
+  }
+}
+
+test('head dims that are not multiples of 4, the maximum 128, and a custom scale', async () => {
+  await checkAgainstCpu('Dh=5', [2, 9, 3, 5]);
+  await checkAgainstCpu('Dh=16 scale=0.3', [1, 33, 2, 16], { scale: 0.3 });
+  await checkAgainstCpu('Dh=128', [1, 70, 2, 128]);
+  await checkAgainstCpu('Dh=1', [1, 4, 1, 1]);
+});
+
+test('peaked softmax (large logits) stays finite and accurate', async () => {
+  // q·k·scale reaches ~±100: exp would overflow without the running max. An f32 logit of
+  // size ~100 carries ~1e-5 absolute rounding, which P and dS inherit: tolerance ×10.
+  await checkAgainstCpu('peaked', [1, 40, 2, 16], { qScale: 12, tol: { rtol: 2e-4, atol: 5e-5 } });
+});
+
+test('finite differences on a small shape', async () => {
+  const shape = [1, 5, 2, 4];
+  await gradCheck('attention', ([q, k, v]) => attention(q, k, v), [0, 1, 2].map((i) => ({ shape, data: randn(40, 20 + i) })), { probes: 8 });
+});
+
+test('the same tensor as q, k and v gets the summed gradient', async () => {
+  const shape = [1, 6, 2, 8];
+  const xd = randn(96, 31);
+  const gd = randn(96, 32);
+  const ref = cpuAttention(shape, xd, xd, xd, gd, 1 / Math.sqrt(8));
+  const x = fromArray(xd, shape).keep();
+  x.requiresGrad = true;
+  try {
+    scope(() => backward(attention(x, x, x), fromArray(gd, shape)));
+    const sumGrad = ref.dq.map((a, i) => a + ref.dk[i] + ref.dv[i]);
+    assertClose(await x.grad!.read(), sumGrad, GRAD_TOL, 'self-attention grad');
+  } finally {
+    x.dispose();
+  }
+});
+
+test('no gradient recording under noGrad, and nothing leaks', async () => {
+  const d = await device();
+  const shape = [2, 50, 2, 64];
+  const data = [0, 1, 2].map((i) => randn(12800, 40 + i));
+  const before = d.pool.stats().liveBuffers;
+  scope(() => {
+    const [q, k, v] = data.map((x) => {
+      const t = fromArray(x, shape);
+      t.requiresGrad = true;
+      return t;
+    });
+    const out = noGrad(() => attention(q, k, v));
+    assert.is(out.requiresGrad, false);
+    assert.is(out.gradFn, null);
+    backward(attention(q, k, v), fromArray(randn(12800, 43), shape));
+    for (const t of [q, k, v]) t.dispose();
+  });
+  await d.sync();
+  assert.is(d.pool.stats().liveBuffers, before, 'all attention buffers returned to the pool');
+});
+
+test('rows and heads do not mix (one-hot keys pick the matching value)', async () => {
+  // Keys are scaled one-hot rows, q_i = k_i: query i attends (almost) only to key i, so
+  // out ≈ v. A layout bug (wrong stride between heads or tokens) breaks this at once.
+  const [B, N, H, D] = [2, 37, 3, 64];
+  const kd = new Float32Array(B * N * H * D);
+  for (let b = 0; b < B; b++) for (let i = 0; i < N; i++) for (let h = 0; h < H; h++) kd[((b * N + i) * H + h) * D + ((i + h) % D)] = 40;
+  const vd = randn(kd.length, 50);
+  const r = scope(() => {
+    const k = fromArray(kd, [B, N, H, D]);
+    return attention(k, k, fromArray(vd, [B, N, H, D])).keep();
+  });
+  assertClose(await r.read(), vd, { rtol: 0, atol: 1e-5 }, 'one-hot attention');
+  r.dispose();
+});
+
+test('agrees with the composition permute → matmul → scale → softmax → matmul', async () => {
+  const shape = [2, 19, 3, 16];
+  const compose = ([q, k, v]: Tensor[]): Tensor => {
+    const [qh, kh, vh] = [q, k, v].map((t) => permute(t, [0, 2, 1, 3]));
+    const p = softmax(scale(matmul(qh, kh, { transB: true }), 0.25));
+    return permute(matmul(p, vh), [0, 2, 1, 3]);
+  };
+  const datas = [0, 1, 2, 3].map((i) => randn(shape.reduce((a, b) => a * b, 1), 70 + i));
+  const run = async (f: (xs: Tensor[]) => Tensor): Promise<Float32Array[]> => {
+    const xs = datas.slice(0, 3).map((d) => {
+      const t = fromArray(d, shape).keep();
+      t.requiresGrad = true;
+      return t;
+    });
+    try {
+      const out = scope(() => f(xs).keep());
+      const o = await out.read();
+      scope(() => backward(out, fromArray(datas[3], shape)));
+      out.dispose();
+      return [o, ...(await Promise.all(xs.map((x) => x.grad!.read())))];
+    } finally {
+      for (const x of xs) x.dispose();
+    }
+  };
+  const fused = await run(([q, k, v]) => attention(q, k, v));
+  const composed = await run(compose);
+  ['out', 'dq', 'dk', 'dv'].forEach((name, i) => assertClose(fused[i], composed[i], i === 0 ? OUT_TOL : GRAD_TOL, `fused vs composed ${name}`));
+});
+
+test('the other adapter class\'s blocking (GPU: 64 invocations, 1 row each) gives the same results', async () => {
+  // Lavapipe runs the CPU blocking above; this covers the GPU configuration's code path here.
+  forceAttentionBlocking('gpu');
+  try {
+    await checkAgainstCpu('gpu blocking Dh=64', [1, 70, 2, 64]);
+    await checkAgainstCpu('gpu blocking Dh=5', [2, 3, 1, 5]);
+  } finally {
+    forceAttentionBlocking(null);
+  }
+});
+
+test('shape errors name the op and the shapes', async () => {
+  const t = (shape: number[]): Tensor => fromArray(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
+  scope(() => {
+    const q = t([2, 5, 3, 8]);
+    assert.throws(() => attention(q, t([2, 6, 3, 8]), t([2, 6, 3, 8])), /attention: q, k and v must have the same shape.*q=\[2, 5, 3, 8\], k=\[2, 6, 3, 8\], v=\[2, 6, 3, 8\]/);
+    assert.throws(() => attention(q, q, t([2, 5, 3, 4])), /attention: q, k and v must have the same shape.*v=\[2, 5, 3, 4\]/);
+    assert.throws(() => attention(t([5, 24]), t([5, 24]), t([5, 24])), /attention: q, k and v must be \[B, N, H, Dh\].*q=\[5, 24\]/);
+    assert.throws(() => attention(t([1, 2, 1, 130]), t([1, 2, 1, 130]), t([1, 2, 1, 130])), /attention: head dim Dh = 130 is outside 1\.\.128/);
+    assert.throws(() => attention(q, q, q, { scale: NaN }), /attention: scale NaN must be a finite number/);
+  });
+});
+
+test('deterministic: two runs give identical bits', async () => {
+  const shape = [1, 50, 2, 32];
+  const data = [0, 1, 2].map((i) => randn(3200, 60 + i));
+  const run = async (): Promise<Float32Array> => {
+    const o = scope(() => attention(...(data.map((x) => fromArray(x, shape)) as [Tensor, Tensor, Tensor])).keep());
+    const r = await o.read();
+    o.dispose();
+    return r;
+  };
+  const a = await run();
+  const b = await run();
+  assert.ok(a.every((x, i) => Object.is(x, b[i])));
+});
+
+test.run();

@@ -1,0 +1,353 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { l2Normalize, crossEntropy, infoNceGenToReal, scale } from '../../src/ops/index.ts';
+import { matmul } from '../../src/ops/matmul.ts';
+import { backward } from '../../src/tensor/autograd.ts';
+import { scope, fromArray, parameter, type Tensor } from '../../src/tensor/tensor.ts';
+import { fixture, expectTensor, assertClose, gradCheck, device, randn, F32_TOL, type HostTensor, type Tolerance } from '../helpers/fixtures.ts';
+
+// Tolerances. Everything meets the f32 default (rtol 1e-5 / atol 1e-6) except dlogtau:
+// - l2Normalize / crossEntropy / InfoNCE loss and dG: measured errors stay below 1/4 of F32_TOL on
+//   lavapipe, even though S = cos / tau amplifies the f32 rounding of the cosines by 1/tau (14.3 at
+//   tau 0.07, 20 at tau 0.05).
+// - dlogtau = -sum_ij dS_ij S_ij sums B*M products whose terms reach |S| ~ 1/tau = 20 and cancel
+//   (the result is O(0.1-0.4)): absolute error ~2e-6 was measured (nce_sym_learn), 0.4x of
+//   F32_TOL, so it gets atol 5e-6 for headroom on GPUs whose exp/log round differently.
+const NCE_LOSS_TOL: Tolerance = F32_TOL;
+const NCE_GRAD_TOL: Tolerance = F32_TOL;
+const DLOGTAU_TOL: Tolerance = { rtol: 1e-5, atol: 5e-6 };
+const EXACT: Tolerance = { rtol: 0, atol: 0 };
+
+test.before(async () => {
+  await device();
+});
+
+function scalarOf(h: HostTensor): number {
+  return h.data[0];
+}
+
+// ---- l2Normalize --------------------------------------------------------------------------------
+
+for (const name of ['l2_5x512', 'l2_1x3']) {
+  test(`l2Normalize ${name}: forward and backward match F.normalize`, async () => {
+    const fx = fixture('loss');
+    const x = fx.tensor(`${name}.x`, true).keep();
+    try {
+      const y = scope(() => l2Normalize(x).keep());
+      await expectTensor(y, fx.get(`${name}.out`), F32_TOL, `${name} forward`);
+      scope(() => backward(y, fx.tensor(`${name}.gout`)));
+      y.dispose();
+      await expectTensor(x.grad!, fx.get(`${name}.grad`), F32_TOL, `${name} grad`);
+    } finally {
+      x.dispose();
+    }
+  });
+}
+
+test('l2Normalize: rows below eps are divided by eps (no NaN), rank-3 input', async () => {
+  // Row 0 has norm 2.2e-4 < eps = 1e-3: y = x / eps, dx = g / eps. Row 1 is ordinary.
+  const xs = new Float32Array([1e-4, -2e-4, 0, 3, 4, 0]);
+  const gs = new Float32Array([0.5, -1, 2, 1, 2, 3]);
+  const x = fromArray(xs, [1, 2, 3]).keep();
+  x.requiresGrad = true;
+  try {
+    const y = scope(() => l2Normalize(x, 1e-3).keep());
+    const expY = [0.1, -0.2, 0, 0.6, 0.8, 0];
+    assertClose(await y.read(), expY, F32_TOL, 'l2Normalize eps forward');
+    scope(() => backward(y, fromArray(gs, [1, 2, 3])));
+    y.dispose();
+    // Row 1: (g - y (y.g)) / 5 with y.g = 0.6 + 1.6 = 2.2.
+    const expG = [500, -1000, 2000, (1 - 0.6 * 2.2) / 5, (2 - 0.8 * 2.2) / 5, 3 / 5];
+    assertClose(await x.grad!.read(), expG, { rtol: 1e-5, atol: 1e-5 }, 'l2Normalize eps backward');
+  } finally {
+    x.dispose();
+  }
+  const z = fromArray(new Float32Array(4), [4]);
+  assertClose(await l2Normalize(z).read(), [0, 0, 0, 0], EXACT, 'l2Normalize of a zero vector');
+  z.dispose();
+});
+
+// ---- crossEntropy -------------------------------------------------------------------------------
+
+for (const name of ['ce_8x10', 'ce_3x197']) {
+  test(`crossEntropy ${name}: loss and dlogits match F.cross_entropy`, async () => {
+    const fx = fixture('loss');
+    const logits = fx.tensor(`${name}.logits`, true).keep();
+    const targets = Array.from(fx.get(`${name}.targets`).data, Math.round);
+    try {
+      const loss = scope(() => crossEntropy(logits, targets).keep());
+      assert.equal(loss.shape, []);
+      await expectTensor(loss, fx.get(`${name}.loss`), F32_TOL, `${name} loss`);
+      scope(() => backward(loss, fx.tensor(`${name}.gout`)));
+      loss.dispose();
+      await expectTensor(logits.grad!, fx.get(`${name}.grad`), F32_TOL, `${name} grad`);
+    } finally {
+      logits.dispose();
+    }
+  });
+}
+
+test('crossEntropy: Int32Array targets and clear errors', async () => {
+  const logits = fromArray(randn(12, 3), [3, 4]);
+  const a = crossEntropy(logits, new Int32Array([0, 3, 1]));
+  const b = crossEntropy(logits, [0, 3, 1]);
+  assert.is(await a.item(), await b.item());
+  assert.throws(() => crossEntropy(logits, [0, 4, 1]), /crossEntropy: targets\[1\] = 4 is not a class index in \[0, 4\)/);
+  assert.throws(() => crossEntropy(logits, [0, 1.5, 1]), /targets\[1\] = 1.5/);
+  assert.throws(() => crossEntropy(logits, [0, 1]), /crossEntropy: got 2 targets for 3 logit rows/);
+  const flat = fromArray(randn(4, 4), [4]);
+  assert.throws(() => crossEntropy(flat, [0]), /crossEntropy: logits must be \[B, C\].*logits=\[4\]/);
+  for (const t of [logits, a, b, flat]) t.dispose();
+});
+
+// ---- infoNceGenToReal: fixtures -----------------------------------------------------------------
+
+const NCE_CASES: [string, { learnable?: boolean; symmetric?: boolean }][] = [
+  ['nce_8x8x32', {}],
+  ['nce_8x24x64', {}],
+  ['nce_32x32x512', {}],
+  ['nce_learn', { learnable: true }],
+  ['nce_sym', { symmetric: true }],
+  ['nce_sym_learn', { learnable: true, symmetric: true }],
+];
+
+for (const [name, { learnable = false, symmetric = false }] of NCE_CASES) {
+  test(`infoNceGenToReal ${name}: loss, accuracy, dG${learnable ? ', dlogtau' : ''} match GMAIL Eq. 1 in PyTorch`, async () => {
+    const fx = fixture('loss');
+    const g = fx.tensor(`${name}.g`, true).keep();
+    const r = fx.tensor(`${name}.r`).keep();
+    const logTau = learnable ? parameter(fx.get(`${name}.logtau`).data, [], 'logit_scale') : undefined;
+    try {
+      const opts = learnable ? { logTau, symmetric } : { tau: scalarOf(fx.get(`${name}.tau`)), symmetric };
+      const { loss, accuracy } = scope(() => {
+        const res = infoNceGenToReal(g, r, opts);
+        res.loss.keep();
+        res.accuracy.keep();
+        return res;
+      });
+      assert.equal(loss.shape, []);
+      assert.equal(accuracy.shape, []);
+      await expectTensor(loss, fx.get(`${name}.loss`), NCE_LOSS_TOL, `${name} loss`);
+      await expectTensor(accuracy, fx.get(`${name}.accuracy`), EXACT, `${name} accuracy`);
+      scope(() => backward(loss, fx.tensor(`${name}.gout`)));
+      loss.dispose();
+      accuracy.dispose();
+      await expectTensor(g.grad!, fx.get(`${name}.dg`), NCE_GRAD_TOL, `${name} dG`);
+      if (logTau) {
+        assert.ok(logTau.grad, 'logTau got a gradient');
+        await expectTensor(logTau.grad!, fx.get(`${name}.dlogtau`), DLOGTAU_TOL, `${name} dlogtau`);
+      }
+    } finally {
+      g.dispose();
+      r.dispose();
+      logTau?.dispose();
+    }
+  });
+}
+
+// ---- infoNceGenToReal: float64 host reference on shapes past one workgroup ----------------------
+
+interface HostNce {
+  loss: number;
+  accuracy: number;
+  dG: Float64Array;
+  dLogTau: number;
+}
+
+/** GMAIL Eq. 1 composed from simple steps in float64: normalize, G R^T / tau, cross-entropy. */
+function hostInfoNce(g: Float32Array, r: Float32Array, b: number, m: number, d: number, tau: number): HostNce {
+  const normalize = (x: Float32Array, rows: number): { xh: Float64Array; n: Float64Array } => {
+    const xh = new Float64Array(rows * d);
+    const n = new Float64Array(rows);
+    for (let i = 0; i < rows; i++) {
+      let ss = 0;
+      for (let k = 0; k < d; k++) ss += x[i * d + k] ** 2;
+      n[i] = Math.sqrt(ss);
+      for (let k = 0; k < d; k++) xh[i * d + k] = x[i * d + k] / Math.max(n[i], 1e-12);
+    }
+    return { xh, n };
+  };
+  const { xh: gh, n: gn } = normalize(g, b);
+  const { xh: rh } = normalize(r, m);
+  let loss = 0;
+  let correct = 0;
+  let dLogTau = 0;
+  const dG = new Float64Array(b * d);
+  for (let i = 0; i < b; i++) {
+    const s = new Float64Array(m);
+    let best = 0;
+    for (let j = 0; j < m; j++) {
+      let dot = 0;
+      for (let k = 0; k < d; k++) dot += gh[i * d + k] * rh[j * d + k];
+      s[j] = dot / tau;
+      if (s[j] > s[best]) best = j;
+    }
+    const mx = s[best];
+    let se = 0;
+    for (let j = 0; j < m; j++) se += Math.exp(s[j] - mx);
+    const lse = mx + Math.log(se);
+    loss += (lse - s[i]) / b;
+    if (best === i) correct++;
+    const dgh = new Float64Array(d);
+    for (let j = 0; j < m; j++) {
+      const ds = (Math.exp(s[j] - lse) - (i === j ? 1 : 0)) / b;
+      dLogTau -= ds * s[j];
+      for (let k = 0; k < d; k++) dgh[k] += (ds / tau) * rh[j * d + k];
+    }
+    let dot = 0;
+    for (let k = 0; k < d; k++) dot += gh[i * d + k] * dgh[k];
+    for (let k = 0; k < d; k++) dG[i * d + k] = (dgh[k] - gh[i * d + k] * dot) / gn[i];
+  }
+  return { loss, accuracy: correct / b, dG, dLogTau };
+}
+
+test('infoNceGenToReal: B=50, M=300, D=300 (several column blocks and D chunks) vs float64 host reference', async () => {
+  const [b, m, d, tau] = [50, 300, 300, 0.07];
+  const rData = randn(m * d, 21);
+  // Positives correlated with their teacher rows so accuracy is neither 0 nor 1.
+  const noise = randn(b * d, 22, 1.6);
+  const gData = Float32Array.from({ length: b * d }, (_, i) => rData[i] + noise[i] * (1 + Math.floor(i / d) / 10));
+  const ref = hostInfoNce(gData, rData, b, m, d, tau);
+  assert.ok(ref.accuracy > 0 && ref.accuracy < 1, `reference accuracy ${ref.accuracy} should be strictly between 0 and 1`);
+  const g = fromArray(gData, [b, d]).keep();
+  g.requiresGrad = true;
+  const r = fromArray(rData, [m, d]).keep();
+  try {
+    const { loss, accuracy } = scope(() => {
+      const res = infoNceGenToReal(g, r, { tau });
+      return { loss: res.loss.keep(), accuracy: res.accuracy.keep() };
+    });
+    assertClose([await loss.item()], [ref.loss], NCE_LOSS_TOL, 'loss vs host');
+    assertClose([await accuracy.item()], [Math.fround(ref.accuracy)], EXACT, 'accuracy vs host');
+    scope(() => backward(loss));
+    loss.dispose();
+    accuracy.dispose();
+    assertClose(await g.grad!.read(), ref.dG, NCE_GRAD_TOL, 'dG vs host');
+  } finally {
+    g.dispose();
+    r.dispose();
+  }
+});
+
+test('infoNceGenToReal agrees with the composition l2Normalize -> matmul(transB) -> scale(1/tau) -> crossEntropy', async () => {
+  const fx = fixture('loss');
+  for (const name of ['nce_8x24x64', 'nce_32x32x512']) {
+    const tau = scalarOf(fx.get(`${name}.tau`));
+    const gFused = fx.tensor(`${name}.g`, true).keep();
+    const gComp = fx.tensor(`${name}.g`, true).keep();
+    const r = fx.tensor(`${name}.r`).keep();
+    try {
+      const b = gFused.shape[0];
+      const fused = scope(() => {
+        const { loss } = infoNceGenToReal(gFused, r, { tau });
+        backward(loss);
+        return loss.keep();
+      });
+      const composed = scope(() => {
+        const s = scale(matmul(l2Normalize(gComp), l2Normalize(r), { transB: true }), 1 / tau);
+        const loss = crossEntropy(s, Array.from({ length: b }, (_, i) => i));
+        backward(loss);
+        return loss.keep();
+      });
+      // Two f32 evaluations in different summation orders: each is within F32_TOL of float64.
+      const tol = { rtol: 2e-5, atol: 2e-6 };
+      assertClose(await fused.read(), await composed.read(), tol, `${name}: fused vs composed loss`);
+      assertClose(await gFused.grad!.read(), await gComp.grad!.read(), tol, `${name}: fused vs composed dG`);
+      fused.dispose();
+      composed.dispose();
+    } finally {
+      gFused.dispose();
+      gComp.dispose();
+      r.dispose();
+    }
+  }
+});
+
+// ---- infoNceGenToReal: finite differences, frozen teacher, dispatch count, errors ---------------
+
+test('finite differences: l2Normalize, crossEntropy, infoNce (fixed, learnable, symmetric)', async () => {
+  await gradCheck('l2Normalize', ([x]) => l2Normalize(x), [{ shape: [3, 5], data: randn(15, 31) }]);
+  await gradCheck('crossEntropy', ([x]) => crossEntropy(x, [2, 0, 5, 1]), [{ shape: [4, 6], data: randn(24, 32, 2) }]);
+  const r = fromArray(randn(5 * 4, 33), [5, 4]).keep();
+  const rSq = fromArray(randn(3 * 4, 34), [3, 4]).keep();
+  try {
+    // tau 0.5 keeps the loss smooth enough for f32 central differences at eps 1e-2.
+    await gradCheck('infoNce g', ([g]) => infoNceGenToReal(g, r, { tau: 0.5 }).loss, [{ shape: [3, 4], data: randn(12, 35) }]);
+    await gradCheck('infoNce g, logTau', ([g, lt]) => infoNceGenToReal(g, r, { logTau: lt }).loss, [
+      { shape: [3, 4], data: randn(12, 36) },
+      { shape: [], data: new Float32Array([Math.log(0.6)]) },
+    ]);
+    await gradCheck('infoNce symmetric', ([g, lt]) => infoNceGenToReal(g, rSq, { logTau: lt, symmetric: true }).loss, [
+      { shape: [3, 4], data: randn(12, 37) },
+      { shape: [], data: new Float32Array([Math.log(0.7)]) },
+    ]);
+  } finally {
+    r.dispose();
+    rSq.dispose();
+  }
+});
+
+test('infoNceGenToReal: the teacher r gets no gradient even when it requires grad', async () => {
+  const g = fromArray(randn(12, 41), [3, 4]).keep();
+  const r = fromArray(randn(20, 42), [5, 4]).keep();
+  g.requiresGrad = true;
+  r.requiresGrad = true;
+  try {
+    scope(() => backward(infoNceGenToReal(g, r).loss));
+    assert.ok(g.grad, 'g has a gradient');
+    assert.is(r.grad, null, 'r (frozen teacher) has no gradient');
+    g.requiresGrad = false;
+    const res = infoNceGenToReal(g, r);
+    assert.is(res.loss.requiresGrad, false, 'r alone does not make the loss differentiable');
+    assert.is(res.accuracy.requiresGrad, false);
+    res.loss.dispose();
+    res.accuracy.dispose();
+  } finally {
+    g.dispose();
+    r.dispose();
+  }
+});
+
+test('infoNceGenToReal is fused: 2 dispatches forward, 1 backward (2 with learnable tau)', async () => {
+  const dev = await device();
+  const g = fromArray(randn(12, 51), [3, 4]).keep();
+  const r = fromArray(randn(28, 52), [7, 4]).keep();
+  const lt = parameter([Math.log(0.07)], [], 'log_tau');
+  g.requiresGrad = true;
+  try {
+    for (const [opts, fwd, bwd] of [[{}, 2, 1], [{ logTau: lt }, 2, 2]] as const) {
+      scope(() => {
+        const before = dev.batch.totalDispatches;
+        const { loss } = infoNceGenToReal(g, r, opts);
+        assert.is(dev.batch.totalDispatches - before, fwd, 'forward dispatches');
+        const mid = dev.batch.totalDispatches;
+        backward(loss);
+        assert.is(dev.batch.totalDispatches - mid, bwd, 'backward dispatches');
+      });
+      g.grad?.dispose();
+      g.grad = null;
+    }
+    await dev.sync();
+  } finally {
+    g.dispose();
+    r.dispose();
+    lt.dispose();
+  }
+});
+
+test('infoNceGenToReal: clear errors for bad shapes and options', async () => {
+  const g = fromArray(randn(12, 61), [3, 4]);
+  const r2 = fromArray(randn(8, 62), [2, 4]);
+  const r5 = fromArray(randn(15, 63), [3, 5]);
+  const r6 = fromArray(randn(24, 64), [6, 4]);
+  const lt = fromArray([0], []);
+  assert.throws(() => infoNceGenToReal(g, r2), /infoNceGenToReal: r needs at least as many rows as g.*M=2 < B=3.*g=\[3, 4\], r=\[2, 4\]/);
+  assert.throws(() => infoNceGenToReal(g, r5), /same embedding dim \(4 vs 5\)/);
+  assert.throws(() => infoNceGenToReal(g, r6, { symmetric: true }), /symmetric: true needs M == B/);
+  assert.throws(() => infoNceGenToReal(g, r6, { tau: 0.1, logTau: lt }), /either tau .* or logTau/);
+  assert.throws(() => infoNceGenToReal(g, r6, { tau: 0 }), /tau must be a positive finite number/);
+  assert.throws(() => infoNceGenToReal(g, r6, { logTau: g }), /logTau must be a scalar/);
+  for (const t of [g, r2, r5, r6, lt]) t.dispose();
+});
+
+test.run();
