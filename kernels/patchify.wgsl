@@ -1,0 +1,72 @@
+// patchify.wgsl — unfold non-overlapping P×P patches (a stride-P convolution becomes a matmul).
+//
+// Bindings (group 0):
+//   0  uniform P { batch: u32, channels: u32, height: u32, width: u32, psize: u32, total: u32 }
+//   1  src: array<f32> (read)
+//   2  dst: array<f32> (write)
+//
+// Layouts:
+//   image   [B, C, H, W] row-major (NCHW, as PyTorch pixel_values)
+//   patches [B, nP, C·P·P] with nP = (H/P)·(W/P), patch index p = py·(W/P) + px and feature
+//           index f = c·P·P + ky·P + kx — the order of a flattened conv weight [D, C, P, P].
+//
+// Math:
+//   unfold: patches[b, p, f] = image[b, c, py·P + ky, px·P + kx]
+//   fold:   image[b, c, y, x] = patches[b, (y/P)·(W/P) + x/P, c·P·P + (y%P)·P + x%P]
+//           (the exact inverse: patches do not overlap, so fold is the adjoint of unfold)
+//
+// One invocation per element of the destination, 1-D dispatch folded into y:
+//   i = gid.x + gid.y * nwg.x * WG.
+// Overrides: WG (workgroup size, default 256).
+
+override WG: u32 = 256u;
+
+struct P {
+  batch: u32,
+  channels: u32,
+  height: u32,
+  width: u32,
+  psize: u32,
+  total: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+// Flat image index of patch element (b, patch index, feature index).
+fn image_index(b: u32, pi: u32, f: u32) -> u32 {
+  let pp = p.psize * p.psize;
+  let gw = p.width / p.psize;
+  let c = f / pp;
+  let ky = (f % pp) / p.psize;
+  let kx = f % p.psize;
+  let y = (pi / gw) * p.psize + ky;
+  let x = (pi % gw) * p.psize + kx;
+  return ((b * p.channels + c) * p.height + y) * p.width + x;
+}
+
+@compute @workgroup_size(WG)
+fn unfold(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * WG;
+  if (i >= p.total) { return; }
+  let feat = p.channels * p.psize * p.psize;
+  let np = (p.height / p.psize) * (p.width / p.psize);
+  let f = i % feat;
+  let pi = (i / feat) % np;
+  let b = i / (feat * np);
+  dst[i] = src[image_index(b, pi, f)];
+}
+
+@compute @workgroup_size(WG)
+fn fold(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  // i walks the patch layout and writes the image layout: still one writer per element.
+  let i = gid.x + gid.y * nwg.x * WG;
+  if (i >= p.total) { return; }
+  let feat = p.channels * p.psize * p.psize;
+  let np = (p.height / p.psize) * (p.width / p.psize);
+  let f = i % feat;
+  let pi = (i / feat) % np;
+  let b = i / (feat * np);
+  dst[image_index(b, pi, f)] = src[i];
+}

@@ -1,0 +1,109 @@
+// Loading Hugging Face CLIP checkpoints: a directory with config.json and model.safetensors, or
+// a sharded model.safetensors.index.json. F32 / F16 / BF16 tensors become f32 on the GPU.
+// text_model.*, text_projection.*, logit_scale and position_ids are ignored.
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Device } from '../gpu/device.ts';
+import { fromArray, shapeStr, type Tensor } from '../tensor/tensor.ts';
+import { parseHfConfig, NAMED_CONFIGS, type ClipVisionConfig } from '../nn/config.ts';
+import { ClipVisionModel, expectedShapes } from '../nn/vit.ts';
+import { SafetensorsFile } from './safetensors.ts';
+
+export interface LoadedModel {
+  model: ClipVisionModel;
+  /** Directory or preset name, as written into adapter_config.json's base_model_name_or_path. */
+  source: string;
+  /** Parsed preprocessor_config.json when present. */
+  preprocessor: unknown;
+}
+
+function ignored(name: string): boolean {
+  return name.startsWith('text_model.') || name.startsWith('text_projection') || name === 'logit_scale' || name.endsWith('position_ids');
+}
+
+function readJson(path: string): unknown {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new Error(`${path}: cannot read JSON (${(e as Error).message})`);
+  }
+}
+
+/** Which safetensors files hold which tensor names. */
+function checkpointFiles(dir: string): string[] {
+  const single = join(dir, 'model.safetensors');
+  const index = join(dir, 'model.safetensors.index.json');
+  if (existsSync(index)) {
+    const idx = readJson(index) as { weight_map?: Record<string, string> };
+    if (!idx.weight_map || typeof idx.weight_map !== 'object') throw new Error(`${index}: missing "weight_map"`);
+    return [...new Set(Object.values(idx.weight_map))].map((f) => join(dir, f));
+  }
+  if (existsSync(single)) return [single];
+  const other = readdirSync(dir).filter((f) => /\.(bin|pt|pth|ckpt)$/.test(f));
+  if (other.length) {
+    throw new Error(
+      `${dir}: found ${other.join(', ')} but no model.safetensors. genalign reads only safetensors checkpoints ` +
+        '(pickle files can run arbitrary code and are not read). Convert in Python: ' +
+        "`CLIPModel.from_pretrained(dir).save_pretrained(out_dir, safe_serialization=True)`.",
+    );
+  }
+  throw new Error(`${dir}: no model.safetensors or model.safetensors.index.json found`);
+}
+
+export function isModelDir(path: string): boolean {
+  return existsSync(path) && statSync(path).isDirectory();
+}
+
+/** Reads config.json of an HF CLIP (or CLIP vision) model directory. */
+export function readModelConfig(dir: string): ClipVisionConfig {
+  const path = join(dir, 'config.json');
+  if (!existsSync(path)) throw new Error(`${dir}: no config.json (expected an HF CLIP model directory)`);
+  return parseHfConfig(readJson(path), path);
+}
+
+/** Loads the vision tower of an HF CLIP checkpoint directory onto the GPU. */
+export function loadClipVision(dir: string, device: Device): LoadedModel {
+  if (!isModelDir(dir)) throw new Error(`Model directory not found: ${dir}`);
+  const cfg = readModelConfig(dir);
+  const expected = expectedShapes(cfg);
+  const files = checkpointFiles(dir);
+  const found = new Map<string, { file: SafetensorsFile; shape: number[] }>();
+  const opened: SafetensorsFile[] = [];
+  const weights = new Map<string, Tensor>();
+  try {
+    for (const f of files) {
+      if (!existsSync(f)) throw new Error(`${f}: listed in the index but missing`);
+      const st = SafetensorsFile.open(f);
+      opened.push(st);
+      for (const [name, info] of st.tensors) if (!ignored(name)) found.set(name, { file: st, shape: info.shape });
+    }
+    const problems: string[] = [];
+    for (const [name, shape] of expected) {
+      const f = found.get(name);
+      if (!f) problems.push(`missing tensor ${name} (expected ${shapeStr(shape)})`);
+      else if (shapeStr(f.shape) !== shapeStr(shape)) problems.push(`${name}: expected ${shapeStr(shape)}, found ${shapeStr(f.shape)}`);
+    }
+    if (problems.length) throw new Error(`${dir}: checkpoint does not match its config.json (${problems.length} problem${problems.length > 1 ? 's' : ''}):\n  - ${problems.join('\n  - ')}`);
+    for (const [name, shape] of expected) {
+      const f = found.get(name)!;
+      weights.set(name, fromArray(f.file.float32(name), shape, device).keep());
+    }
+  } catch (e) {
+    for (const t of weights.values()) t.dispose();
+    throw e;
+  } finally {
+    for (const st of opened) st.close();
+  }
+  const pre = join(dir, 'preprocessor_config.json');
+  return { model: ClipVisionModel.fromWeights(cfg, weights, device), source: dir, preprocessor: existsSync(pre) ? readJson(pre) : null };
+}
+
+/** `--model` accepts a directory or a preset name (tiny, vit-b-32, vit-b-16, vit-l-14; random weights). */
+export function loadModel(spec: string, device: Device, seed = 0): LoadedModel {
+  if (isModelDir(spec)) return loadClipVision(spec, device);
+  const cfg = NAMED_CONFIGS[spec];
+  if (!cfg) {
+    throw new Error(`--model ${spec}: not a directory and not a preset (presets: ${Object.keys(NAMED_CONFIGS).join(', ')})`);
+  }
+  return { model: ClipVisionModel.random(cfg, seed, device), source: spec, preprocessor: null };
+}

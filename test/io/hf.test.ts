@@ -1,0 +1,139 @@
+// HF checkpoint loading: config defaults, sharded index, F16/BF16 conversion, ignored tensors,
+// one error listing every problem, and the safetensors-only message for .bin checkpoints.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { mkdtempSync, writeFileSync, copyFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { getDevice } from '../../src/gpu/device.ts';
+import { loadClipVision, loadModel } from '../../src/io/hf-checkpoint.ts';
+import { parseHfConfig, HF_DEFAULTS } from '../../src/nn/config.ts';
+import { readSafetensors } from '../../src/io/safetensors.ts';
+import { FIXTURE_DIR } from '../helpers/fixtures.ts';
+
+const MODEL = join(FIXTURE_DIR, 'clip-tiny');
+
+function tmp(): string {
+  return mkdtempSync(join(tmpdir(), 'genalign-hf-'));
+}
+
+function f32ToF16(v: number): number {
+  const f = new Float32Array([v]);
+  const x = new Uint32Array(f.buffer)[0];
+  const sign = (x >>> 16) & 0x8000;
+  let e = ((x >>> 23) & 0xff) - 127 + 15;
+  let m = x & 0x7fffff;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    m = (m | 0x800000) >> (1 - e);
+    return sign | ((m + 0x1000) >> 13);
+  }
+  if (e >= 31) return sign | 0x7c00;
+  const r = sign | (e << 10) | (m >> 13);
+  return m & 0x1000 ? r + 1 : r;
+}
+
+/** Writes tensors in a given float dtype (F16/BF16) as safetensors. */
+function writeTyped(path: string, tensors: Map<string, { shape: number[]; data: Float32Array }>, dtype: 'F16' | 'BF16'): void {
+  const header: Record<string, unknown> = {};
+  const blobs: Buffer[] = [];
+  let off = 0;
+  for (const [name, t] of tensors) {
+    const b = Buffer.alloc(t.data.length * 2);
+    for (let i = 0; i < t.data.length; i++) {
+      const v = dtype === 'F16' ? f32ToF16(t.data[i]) : new Uint32Array(new Float32Array([t.data[i]]).buffer)[0] >>> 16;
+      b.writeUInt16LE(v, i * 2);
+    }
+    header[name] = { dtype, shape: t.shape, data_offsets: [off, off + b.length] };
+    off += b.length;
+    blobs.push(b);
+  }
+  const json = Buffer.from(JSON.stringify(header));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  writeFileSync(path, Buffer.concat([len, json, ...blobs]));
+}
+
+test('config defaults: HF omits fields equal to CLIPVisionConfig defaults', () => {
+  const cfg = parseHfConfig({ vision_config: { hidden_size: 96 }, projection_dim: 32 }, 'x');
+  assert.is(cfg.hiddenSize, 96);
+  assert.is(cfg.projectionDim, 32);
+  assert.is(cfg.numHiddenLayers, HF_DEFAULTS.numHiddenLayers);
+  assert.is(cfg.hiddenAct, 'quick_gelu');
+  assert.is(cfg.layerNormEps, 1e-5);
+  assert.is(cfg.patchSize, 32);
+  assert.is(cfg.imageSize, 224);
+  assert.throws(() => parseHfConfig({ hidden_act: 'relu' }, 'cfg.json'), /cfg\.json: hidden_act 'relu' is not supported/);
+  // A CLIPVisionConfig on its own (no vision_config wrapper).
+  assert.is(parseHfConfig({ hidden_size: 1024, num_attention_heads: 16, patch_size: 14 }, 'x').patchSize, 14);
+});
+
+test('sharded checkpoint in F16 and BF16 loads and ignores text tensors', async () => {
+  const device = await getDevice();
+  const all = readSafetensors(join(MODEL, 'model.safetensors')).tensors;
+  const ref = loadClipVision(MODEL, device);
+  for (const dtype of ['F16', 'BF16'] as const) {
+    const dir = tmp();
+    copyFileSync(join(MODEL, 'config.json'), join(dir, 'config.json'));
+    const names = [...all.keys()];
+    const half = Math.ceil(names.length / 2);
+    const shards = [names.slice(0, half), names.slice(half)];
+    const weightMap: Record<string, string> = {};
+    shards.forEach((ns, i) => {
+      const file = `model-0000${i + 1}-of-00002.safetensors`;
+      writeTyped(join(dir, file), new Map(ns.map((n) => [n, all.get(n)!])), dtype);
+      for (const n of ns) weightMap[n] = file;
+    });
+    writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+    const { model } = loadClipVision(dir, device);
+    const name = 'vision_model.encoder.layers.1.mlp.fc1.weight';
+    const a = await model.w(name).read();
+    const b = await ref.model.w(name).read();
+    const tol = dtype === 'F16' ? 1e-3 : 8e-3; // half-precision rounding of unit-scale weights
+    for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) <= tol * Math.max(1, Math.abs(b[i])), `${dtype} ${name}[${i}]`);
+    model.dispose();
+  }
+  ref.model.dispose();
+});
+
+test('missing and mis-shaped tensors are all listed in one error', async () => {
+  const device = await getDevice();
+  const dir = tmp();
+  copyFileSync(join(MODEL, 'config.json'), join(dir, 'config.json'));
+  const all = readSafetensors(join(MODEL, 'model.safetensors')).tensors;
+  all.delete('vision_model.post_layernorm.bias');
+  all.delete('visual_projection.weight');
+  all.set('vision_model.encoder.layers.0.mlp.fc1.weight', { shape: [4, 4], data: new Float32Array(16) });
+  const { writeSafetensors } = await import('../../src/io/safetensors.ts');
+  writeSafetensors(join(dir, 'model.safetensors'), Object.fromEntries(all));
+  try {
+    loadClipVision(dir, device);
+    assert.unreachable();
+  } catch (e) {
+    const m = (e as Error).message;
+    assert.match(m, /3 problems/);
+    assert.match(m, /missing tensor vision_model\.post_layernorm\.bias \(expected \[64\]\)/);
+    assert.match(m, /missing tensor visual_projection\.weight \(expected \[32, 64\]\)/);
+    assert.match(m, /layers\.0\.mlp\.fc1\.weight: expected \[128, 64\], found \[4, 4\]/);
+  }
+});
+
+test('.bin checkpoints get a safetensors-only explanation; bad model names are listed', async () => {
+  const device = await getDevice();
+  const dir = tmp();
+  copyFileSync(join(MODEL, 'config.json'), join(dir, 'config.json'));
+  writeFileSync(join(dir, 'pytorch_model.bin'), 'x');
+  assert.throws(() => loadClipVision(dir, device), /pytorch_model\.bin.*only safetensors/s);
+  assert.throws(() => loadModel('vit-h-99', device), /not a directory and not a preset \(presets: tiny, vit-b-32/);
+});
+
+test('a truncated checkpoint is reported with its file name', async () => {
+  const device = await getDevice();
+  const dir = tmp();
+  copyFileSync(join(MODEL, 'config.json'), join(dir, 'config.json'));
+  const bytes = readFileSync(join(MODEL, 'model.safetensors'));
+  writeFileSync(join(dir, 'model.safetensors'), bytes.subarray(0, bytes.length - 1000));
+  assert.throws(() => loadClipVision(dir, device), /model\.safetensors.*truncated/);
+});
+
+test.run();
