@@ -1,0 +1,97 @@
+// Checkpoints: a PEFT adapter (for Python users) plus the trainer state (for --resume).
+//
+// Layout inside the run directory:
+//   checkpoints/step-000120/adapter_model.safetensors   PEFT keys, lora_A [r, in], lora_B [out, r]
+//   checkpoints/step-000120/adapter_config.json
+//   checkpoints/step-000120/optimizer.safetensors       AdamW moments: m.<param>, v.<param>
+//   checkpoints/step-000120/trainer_state.json          step, data position, schedule, RNG seed, …
+//   checkpoints/latest                                  name of the newest complete checkpoint
+//   adapter/                                            copy of the newest adapter (what users load)
+// A checkpoint directory is written under a temporary name and renamed into place, and
+// `latest` is rewritten atomically afterwards, so a crash never leaves a half checkpoint as
+// the one --resume picks up.
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, cpSync } from 'node:fs';
+import { join } from 'node:path';
+import type { LoraAdapter } from '../nn/lora.ts';
+import { writePeftAdapter } from '../io/peft.ts';
+import { writeFileAtomic } from '../io/atomic.ts';
+import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
+import type { AdamWState } from './optimizer.ts';
+
+export interface TrainerState {
+  step: number;
+  epoch: number;
+  /** Index of the next batch within `epoch`. */
+  batchInEpoch: number;
+  seed: number;
+  /** Hash of the options that must match on resume (model, data, batch, …). */
+  configHash: string;
+  /** Last logged loss (informational). */
+  lastLoss: number | null;
+  /** The scheduler is a pure function of step and these options. */
+  schedule: Record<string, number>;
+}
+
+export interface Checkpoint {
+  dir: string;
+  state: TrainerState;
+  optimizer: AdamWState;
+}
+
+export function checkpointName(step: number): string {
+  return `step-${String(step).padStart(6, '0')}`;
+}
+
+export async function saveCheckpoint(runDir: string, adapter: LoraAdapter, baseModel: string, optimizer: AdamWState, state: TrainerState, keep = 3): Promise<string> {
+  const root = join(runDir, 'checkpoints');
+  mkdirSync(root, { recursive: true });
+  const name = checkpointName(state.step);
+  const tmp = join(root, `.${name}.tmp-${process.pid}`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  await writePeftAdapter(tmp, adapter, baseModel);
+  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+  for (const [k, v] of Object.entries(optimizer.m)) tensors[`m.${k}`] = { shape: [v.length], data: v };
+  for (const [k, v] of Object.entries(optimizer.v)) tensors[`v.${k}`] = { shape: [v.length], data: v };
+  writeSafetensors(join(tmp, 'optimizer.safetensors'), tensors, {
+    step: String(optimizer.step),
+    paramSteps: JSON.stringify(optimizer.paramSteps ?? {}),
+  });
+  writeFileAtomic(join(tmp, 'trainer_state.json'), JSON.stringify(state, null, 2) + '\n');
+  const final = join(root, name);
+  rmSync(final, { recursive: true, force: true });
+  renameSync(tmp, final);
+  writeFileAtomic(join(root, 'latest'), name + '\n');
+  // The user-facing adapter copy, replaced as a whole.
+  const adapterTmp = join(runDir, `.adapter.tmp-${process.pid}`);
+  rmSync(adapterTmp, { recursive: true, force: true });
+  mkdirSync(adapterTmp, { recursive: true });
+  cpSync(join(final, 'adapter_model.safetensors'), join(adapterTmp, 'adapter_model.safetensors'));
+  cpSync(join(final, 'adapter_config.json'), join(adapterTmp, 'adapter_config.json'));
+  rmSync(join(runDir, 'adapter'), { recursive: true, force: true });
+  renameSync(adapterTmp, join(runDir, 'adapter'));
+  // Retention: keep the newest `keep` checkpoints.
+  const all = readdirSync(root).filter((d) => /^step-\d+$/.test(d)).sort();
+  for (const old of all.slice(0, Math.max(0, all.length - keep))) rmSync(join(root, old), { recursive: true, force: true });
+  return final;
+}
+
+/** Loads the newest complete checkpoint of a run directory, or null if there is none. */
+export function loadLatestCheckpoint(runDir: string): Checkpoint | null {
+  const root = join(runDir, 'checkpoints');
+  const latest = join(root, 'latest');
+  if (!existsSync(latest)) return null;
+  const name = readFileSync(latest, 'utf8').trim();
+  const dir = join(root, name);
+  if (!existsSync(join(dir, 'trainer_state.json'))) throw new Error(`${latest} points to ${name}, which is incomplete or missing`);
+  const state = JSON.parse(readFileSync(join(dir, 'trainer_state.json'), 'utf8')) as TrainerState;
+  const st = readSafetensors(join(dir, 'optimizer.safetensors'));
+  const m: Record<string, Float32Array> = {};
+  const v: Record<string, Float32Array> = {};
+  for (const [k, t] of st.tensors) {
+    if (k.startsWith('m.')) m[k.slice(2)] = t.data;
+    else if (k.startsWith('v.')) v[k.slice(2)] = t.data;
+  }
+  const paramSteps = st.metadata.paramSteps ? (JSON.parse(st.metadata.paramSteps) as Record<string, number>) : undefined;
+  return { dir, state, optimizer: { step: Number(st.metadata.step ?? state.step), m, v, ...(paramSteps ? { paramSteps } : {}) } };
+}

@@ -1,0 +1,424 @@
+// The GMAIL training loop.
+//
+//   dataset → loader (decode + preprocess off the main thread, prefetched)
+//   → teacher f_r(real) (frozen: from the embedding cache, or a noGrad forward)
+//   → student f_g(generated) (same weights + LoRA) → InfoNCE gen→real (Eq. 1, fused kernel)
+//   → backward (LoRA only) → AdamW (+ global-norm clipping, warmup + cosine schedule)
+//   → metrics.jsonl / progress → checkpoints (PEFT adapter + trainer state) → eval.
+//
+// Gradient accumulation: the effective batch is batch × accum pairs. The teacher embeddings of
+// the whole effective batch are known before the student runs (cache or noGrad forward), so
+// every micro-batch's loss uses all effective-batch reals as negatives. Each generated row's
+// loss depends only on its own student embedding and the fixed teacher matrix, so summing
+// micro-batch gradients (each scaled by 1/accum) gives exactly the full-batch gradient.
+import { existsSync, mkdirSync, readFileSync, statfsSync, writeFileSync, appendFileSync, unlinkSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { createHash } from 'node:crypto';
+import type { Device } from '../gpu/device.ts';
+import { OutOfMemoryError } from '../gpu/encoder.ts';
+import { BufferTooLargeError } from '../gpu/pool.ts';
+import { Parameter, fromArray, scope, type Tensor } from '../tensor/tensor.ts';
+import { backward, noGrad } from '../tensor/autograd.ts';
+import { infoNceGenToReal } from '../ops/index.ts';
+import { LoraAdapter, type LoraTarget } from '../nn/lora.ts';
+import type { ClipVisionModel } from '../nn/vit.ts';
+import { loadModel, type LoadedModel } from '../io/hf-checkpoint.ts';
+import { parsePreprocessorConfig, type PreprocessConfig } from '../io/image.ts';
+import { loadDataset, splitByValFraction, type Pair } from '../io/dataset.ts';
+import { PairLoader, type PairBatch } from '../io/loader.ts';
+import { readPeftAdapter } from '../io/peft.ts';
+import { writeFileAtomic } from '../io/atomic.ts';
+import { AdamW } from './optimizer.ts';
+import { learningRate, type ScheduleOptions } from './schedule.ts';
+import { saveCheckpoint, loadLatestCheckpoint, type TrainerState } from './checkpoint.ts';
+import { TeacherCache, modelKey, fileKey } from './teacher-cache.ts';
+import { embedPaths } from './embedding.ts';
+
+export interface TrainOptions {
+  data: string;
+  model: string;
+  out: string;
+  steps: number;
+  epochs: number;
+  batch: number;
+  accum: number;
+  lr: number;
+  minLr: number;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  clip: number;
+  warmup: number;
+  restartPeriod: number;
+  restartMult: number;
+  rank: number;
+  alpha: number;
+  targets: LoraTarget[];
+  dualProjection: boolean;
+  tau: number;
+  seed: number;
+  valFraction: number;
+  teacherCache: boolean;
+  cacheDir: string;
+  saveEvery: number;
+  logEvery: number;
+  keepCheckpoints: number;
+  maxBadFraction: number;
+  eval: boolean;
+  plot: 'tsne' | 'pca';
+  resume: string | null;
+}
+
+export interface StepRecord {
+  step: number;
+  epoch: number;
+  loss: number;
+  accuracy: number;
+  lr: number;
+  grad_norm: number;
+  images_per_s: number;
+  elapsed_s: number;
+}
+
+export interface TrainHooks {
+  onStart?: (info: { totalSteps: number; startStep: number; trainPairs: number; valPairs: number; runDir: string; adapter: string }) => void;
+  onStep?: (r: StepRecord, totalSteps: number) => void;
+  log?: (line: string) => void;
+  /** Polled after every step; true stops the run after a checkpoint (Ctrl-C). */
+  shouldStop?: () => boolean;
+}
+
+export interface TrainResult {
+  runDir: string;
+  steps: number;
+  stoppedEarly: boolean;
+  lastLoss: number | null;
+  valPairs: Pair[];
+  model: LoadedModel;
+  lora: LoraAdapter;
+  projection: Parameter | null;
+  pre: PreprocessConfig;
+  teacherCache: TeacherCache | null;
+}
+
+export class NonFiniteLossError extends Error {}
+
+/** Options that must be identical when resuming (anything that changes the loss sequence). */
+function configHash(o: TrainOptions): string {
+  const keyed = {
+    data: resolve(o.data), model: o.model, batch: o.batch, accum: o.accum, lr: o.lr, minLr: o.minLr, wd: o.weightDecay,
+    b1: o.beta1, b2: o.beta2, eps: o.eps, clip: o.clip, warmup: o.warmup, rp: o.restartPeriod, rm: o.restartMult,
+    rank: o.rank, alpha: o.alpha, targets: o.targets, dual: o.dualProjection, tau: o.tau, seed: o.seed, val: o.valFraction,
+  };
+  return createHash('sha256').update(JSON.stringify(keyed)).digest('hex').slice(0, 16);
+}
+
+/** Fails before training if the run directory is not writable or the disk is nearly full. */
+export function preflightOutput(runDir: string, neededBytes: number): void {
+  try {
+    mkdirSync(runDir, { recursive: true });
+    const probe = join(runDir, `.write-test-${process.pid}`);
+    writeFileSync(probe, Buffer.alloc(4096));
+    unlinkSync(probe);
+  } catch (e) {
+    throw new Error(`Output directory ${runDir} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}). Choose another --out.`);
+  }
+  try {
+    const fs = statfsSync(runDir);
+    const free = fs.bavail * fs.bsize;
+    if (free < neededBytes) {
+      throw new Error(`Not enough disk space in ${runDir}: ${(free / 2 ** 20).toFixed(1)} MiB free, checkpoints need about ${(neededBytes / 2 ** 20).toFixed(1)} MiB. Free space or choose another --out.`);
+    }
+  } catch (e) {
+    if ((e as Error).message.startsWith('Not enough disk space')) throw e;
+    // statfs unsupported: the write probe above is all we can check.
+  }
+}
+
+function oomHelp(e: unknown, o: TrainOptions): never {
+  if (e instanceof OutOfMemoryError || e instanceof BufferTooLargeError) {
+    const smaller = Math.max(1, Math.floor(o.batch / 2));
+    throw new Error(`${(e as Error).message}\nOut of GPU memory at --batch ${o.batch}: try --batch ${smaller} --accum ${o.accum * Math.ceil(o.batch / smaller)} (same effective batch).`);
+  }
+  throw e;
+}
+
+interface StudentState {
+  lora: LoraAdapter;
+  projection: Parameter | null;
+  params: Parameter[];
+}
+
+function makeStudent(model: ClipVisionModel, o: TrainOptions, device: Device): StudentState {
+  const lora = LoraAdapter.create(model.cfg, { rank: o.rank, alpha: o.alpha, targets: o.targets, seed: o.seed }, device);
+  let projection: Parameter | null = null;
+  if (o.dualProjection) {
+    // The student's own projection head starts as a copy of the shared one.
+    const w = model.w('visual_projection.weight');
+    projection = Parameter.fromTensor(fromArray(new Float32Array(w.size), w.shape, device), 'student.visual_projection.weight');
+    device.batch.copy(w.buffer, 0, projection.buffer, 0, w.byteLength);
+  }
+  return { lora, projection, params: [...lora.parameters(), ...(projection ? [projection] : [])] };
+}
+
+/** Teacher embeddings [n, D] for real paths, from the cache or computed now (noGrad). */
+async function teacherEmbeddings(
+  device: Device,
+  model: ClipVisionModel,
+  batch: PairBatch,
+  cache: TeacherCache | null,
+): Promise<Float32Array> {
+  const D = model.cfg.projectionDim;
+  const n = batch.ids.length;
+  const out = new Float32Array(n * D);
+  const S = model.cfg.imageSize;
+  const per = 3 * S * S;
+  const toCompute: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const row = cache?.get(fileKey(batch.realPaths[i]));
+    if (row) out.set(row, i * D);
+    else toCompute.push(i);
+  }
+  if (toCompute.length) {
+    const pix = new Float32Array(toCompute.length * per);
+    toCompute.forEach((i, k) => {
+      const r = batch.realRows.indexOf(i);
+      if (r < 0) throw new Error(`internal: real image ${batch.realPaths[i]} was not decoded but is not cached`);
+      pix.set(batch.real.subarray(r * per, (r + 1) * per), k * per);
+    });
+    const t = scope(() => noGrad(() => model.forward(fromArray(pix, [toCompute.length, 3, S, S], device))).keep());
+    const emb = await t.read();
+    t.dispose();
+    toCompute.forEach((i, k) => {
+      const row = emb.slice(k * D, (k + 1) * D);
+      out.set(row, i * D);
+      cache?.set(fileKey(batch.realPaths[i]), row);
+    });
+  }
+  return out;
+}
+
+/** Fills the teacher cache for the given real images (one pass before training). */
+export async function warmTeacherCache(device: Device, model: ClipVisionModel, pre: PreprocessConfig, pairs: Pair[], cache: TeacherCache, batch: number, log: (l: string) => void): Promise<void> {
+  const missing = [...new Set(pairs.map((p) => p.real))].filter((p) => !cache.has(fileKey(p)));
+  if (!missing.length) {
+    log(`teacher cache: all ${pairs.length} real images cached (${cache.path})`);
+    return;
+  }
+  log(`teacher cache: embedding ${missing.length} real images (${cache.size} already cached)`);
+  const t0 = Date.now();
+  const res = await embedPaths(device, model, undefined, missing, pre, batch, {
+    onSkip: (p, r) => log(`warning: teacher cache: skipping ${p}: ${r}`),
+  });
+  const D = model.cfg.projectionDim;
+  let row = 0;
+  missing.forEach((p, i) => {
+    if (!res.ok[i]) return;
+    cache.set(fileKey(p), res.embeds.slice(row * D, (row + 1) * D));
+    row++;
+  });
+  cache.save();
+  log(`teacher cache: ${row} embedded in ${((Date.now() - t0) / 1000).toFixed(1)} s → ${cache.path}`);
+}
+
+export function resolvedConfigPath(runDir: string): string {
+  return join(runDir, 'config.json');
+}
+
+export async function train(device: Device, o: TrainOptions, hooks: TrainHooks = {}): Promise<TrainResult> {
+  const log = hooks.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const runDir = resolve(o.out);
+
+  // Data first: a bad dataset should fail in seconds, before any GPU work.
+  const dataset = loadDataset(o.data, { onWarn: log });
+  const { train: trainPairs, val: valPairs } = splitByValFraction(dataset.pairs, o.valFraction, o.seed);
+  log(`data: ${dataset.pairs.length} pairs in ${o.data} (${trainPairs.length} train, ${valPairs.length} val)`);
+
+  const loaded = loadModel(o.model, device, o.seed);
+  const model = loaded.model;
+  const pre = parsePreprocessorConfig(loaded.preprocessor, model.cfg.imageSize);
+  const student = makeStudent(model, o, device);
+  const adapterBytes = student.params.reduce((a, p) => a + p.byteLength, 0);
+  preflightOutput(runDir, 6 * adapterBytes * (o.keepCheckpoints + 1) + 16 * 2 ** 20);
+  writeFileAtomic(resolvedConfigPath(runDir), JSON.stringify({ ...o, data: resolve(o.data), out: runDir, model: loaded.source, adapter: device.adapter, modelConfig: model.cfg, configHash: configHash(o) }, null, 2) + '\n');
+
+  const effective = o.batch * o.accum;
+  if (trainPairs.length < 2) throw new Error(`Only ${trainPairs.length} training pair(s): contrastive training needs at least 2 (lower --val-fraction or add data).`);
+  const microBatch = Math.min(o.batch, trainPairs.length);
+  const loader0 = new PairLoader(trainPairs, { batchSize: microBatch, preprocess: pre, seed: o.seed, prefetch: 0, dropLast: trainPairs.length >= 2 * microBatch });
+  const stepsPerEpoch = Math.max(1, Math.floor(loader0.batchesPerEpoch / o.accum));
+  await loader0.close();
+  const totalSteps = o.steps > 0 ? o.steps : o.epochs * stepsPerEpoch;
+  if (!(totalSteps > 0)) throw new Error('Nothing to train: set --steps or --epochs to a positive number.');
+
+  const sched: ScheduleOptions = { baseLr: o.lr, minLr: o.minLr, warmupSteps: o.warmup, totalSteps, restartPeriod: o.restartPeriod, restartMult: o.restartMult };
+  const optimizer = new AdamW(student.params, { lr: o.lr, betas: [o.beta1, o.beta2], eps: o.eps, weightDecay: o.weightDecay, maxGradNorm: o.clip > 0 ? o.clip : undefined });
+
+  let cache: TeacherCache | null = null;
+  if (o.teacherCache) {
+    cache = new TeacherCache(o.cacheDir, modelKey(loaded.source, model.cfg, pre, o.seed), model.cfg.projectionDim);
+    await warmTeacherCache(device, model, pre, [...trainPairs, ...valPairs], cache, Math.max(o.batch, 8), log);
+  }
+
+  // Resume: LoRA weights, optimizer moments, step and data position.
+  let startStep = 0;
+  let start = { epoch: 0, batch: 0 };
+  const metricsPath = join(runDir, 'metrics.jsonl');
+  if (o.resume) {
+    const ckpt = loadLatestCheckpoint(runDir);
+    if (!ckpt) throw new Error(`--resume ${o.resume}: no checkpoint found in ${join(runDir, 'checkpoints')}`);
+    if (ckpt.state.configHash !== configHash(o)) {
+      throw new Error(`--resume ${o.resume}: the checkpoint was trained with different options (model, data, batch, lr, LoRA or seed); resume with the run's own config.json`);
+    }
+    const saved = readPeftAdapter(ckpt.dir, model.cfg, device);
+    for (const [path, pair] of student.lora.pairs) {
+      const s = saved.get(path);
+      if (!s) throw new Error(`--resume: checkpoint ${ckpt.dir} has no LoRA weights for ${path}`);
+      device.batch.copy(s.a.buffer, 0, pair.a.buffer, 0, pair.a.byteLength);
+      device.batch.copy(s.b.buffer, 0, pair.b.buffer, 0, pair.b.byteLength);
+    }
+    await device.sync();
+    saved.dispose();
+    if (student.projection) {
+      const p = join(ckpt.dir, 'student_projection.safetensors');
+      const { readSafetensors } = await import('../io/safetensors.ts');
+      student.projection.write(readSafetensors(p).tensors.get('weight')!.data);
+    }
+    optimizer.loadStateDict(ckpt.optimizer);
+    startStep = ckpt.state.step;
+    start = { epoch: ckpt.state.epoch, batch: ckpt.state.batchInEpoch };
+    // Drop log lines past the checkpoint so metrics.jsonl reads as one run.
+    if (existsSync(metricsPath)) {
+      const kept = readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l && (JSON.parse(l) as { step: number }).step <= startStep);
+      writeFileAtomic(metricsPath, kept.map((l) => l + '\n').join(''));
+    }
+    log(`resumed from ${ckpt.dir} at step ${startStep}`);
+  } else if (existsSync(metricsPath)) {
+    writeFileAtomic(metricsPath, '');
+  }
+
+  const realById = new Map(trainPairs.map((p) => [p.id, p.real]));
+  const loader = new PairLoader(trainPairs, {
+    batchSize: microBatch,
+    preprocess: pre,
+    seed: o.seed,
+    prefetch: 2 * o.accum,
+    maxBadFraction: o.maxBadFraction,
+    onWarn: log,
+    start,
+    dropLast: trainPairs.length >= 2 * microBatch,
+    realNeeded: cache ? (id) => !cache!.has(fileKey(realById.get(id)!)) : undefined,
+  });
+
+  hooks.onStart?.({ totalSteps, startStep, trainPairs: trainPairs.length, valPairs: valPairs.length, runDir, adapter: device.adapter.name });
+  const D = model.cfg.projectionDim;
+  const S = model.cfg.imageSize;
+  const t0 = Date.now();
+  let lastLoss: number | null = null;
+  let step = startStep;
+  let position = start;
+  let stoppedEarly = false;
+
+  const checkpoint = async (): Promise<void> => {
+    const state: TrainerState = {
+      step, epoch: position.epoch, batchInEpoch: position.batch, seed: o.seed, configHash: configHash(o), lastLoss,
+      schedule: { ...sched },
+    };
+    const dir = await saveCheckpoint(runDir, student.lora, loaded.source, await optimizer.stateDict(), state, o.keepCheckpoints);
+    if (student.projection) {
+      const { writeSafetensors } = await import('../io/safetensors.ts');
+      writeSafetensors(join(dir, 'student_projection.safetensors'), { weight: { shape: student.projection.shape, data: await student.projection.read() } });
+    }
+  };
+
+  try {
+    while (step < totalSteps) {
+      const stepStart = Date.now();
+      const micro: PairBatch[] = [];
+      for (let k = 0; k < o.accum; k++) micro.push(await loader.next());
+      const last = micro[micro.length - 1];
+      const nextPos = { epoch: last.epoch + Math.floor((last.index + 1) / loader.batchesPerEpoch), batch: (last.index + 1) % loader.batchesPerEpoch };
+
+      // Teacher side for the whole effective batch.
+      const teach: Float32Array[] = [];
+      for (const b of micro) teach.push(await teacherEmbeddings(device, model, b, cache));
+      const rows = micro.reduce((a, b) => a + b.ids.length, 0);
+      const all = new Float32Array(rows * D);
+      let off = 0;
+      for (const t of teach) {
+        all.set(t, off);
+        off += t.length;
+      }
+
+      // Student side, one micro-batch at a time; gradients accumulate in the LoRA params.
+      const lossTensors: Tensor[] = [];
+      const accTensors: Tensor[] = [];
+      let rowStart = 0;
+      for (const b of micro) {
+        const n = b.ids.length;
+        // Reals of this micro-batch first (the loss takes column i as row i's positive), then
+        // every other real of the effective batch as extra negatives.
+        const r = new Float32Array(rows * D);
+        r.set(all.subarray(rowStart * D, (rowStart + n) * D), 0);
+        r.set(all.subarray(0, rowStart * D), n * D);
+        r.set(all.subarray((rowStart + n) * D), rowStart * D + n * D);
+        rowStart += n;
+        const [loss, acc] = scope(() => {
+          const g = model.forward(fromArray(b.generated, [n, 3, S, S], device), { lora: student.lora, projection: student.projection ?? undefined });
+          const res = infoNceGenToReal(g, fromArray(r, [rows, D], device), { tau: o.tau });
+          // Each micro-batch's loss is a mean over its rows; weight by its share of the batch.
+          backward(res.loss, fromArray([n / rows], [], device));
+          return [res.loss.keep(), res.accuracy.keep()];
+        });
+        lossTensors.push(loss);
+        accTensors.push(acc);
+      }
+      let loss = 0;
+      let acc = 0;
+      for (let k = 0; k < micro.length; k++) {
+        const w = micro[k].ids.length / rows;
+        loss += w * (await lossTensors[k].item());
+        acc += w * (await accTensors[k].item());
+        lossTensors[k].dispose();
+        accTensors[k].dispose();
+      }
+      if (!Number.isFinite(loss)) {
+        optimizer.zeroGrad();
+        throw new NonFiniteLossError(
+          `Loss became ${loss} at step ${step + 1}; stopping without applying this update. ` +
+            `The last good checkpoint in ${join(runDir, 'checkpoints')} is kept. Try a lower --lr (now ${o.lr}) or check the data.`,
+        );
+      }
+      const lr = learningRate(step, sched);
+      const normT = optimizer.step(lr);
+      const gradNorm = await normT.item();
+      normT.dispose();
+      optimizer.zeroGrad();
+      step++;
+      position = nextPos;
+      lastLoss = loss;
+      const rec: StepRecord = {
+        step, epoch: last.epoch, loss, accuracy: acc, lr, grad_norm: gradNorm,
+        images_per_s: rows / ((Date.now() - stepStart) / 1000), elapsed_s: (Date.now() - t0) / 1000,
+      };
+      appendFileSync(metricsPath, JSON.stringify(rec) + '\n');
+      hooks.onStep?.(rec, totalSteps);
+      if (step % o.saveEvery === 0 || step === totalSteps) await checkpoint();
+      if (hooks.shouldStop?.() && step < totalSteps) {
+        if (step % o.saveEvery !== 0) await checkpoint();
+        log(`stopped at step ${step}; checkpoint written. Resume with: npm run train -- --resume ${runDir}`);
+        stoppedEarly = true;
+        break;
+      }
+    }
+  } catch (e) {
+    await loader.close();
+    optimizer.dispose();
+    oomHelp(e, o);
+  }
+  await loader.close();
+  optimizer.dispose();
+  if (step === startStep && step === totalSteps) log(`nothing to do: the run is already at step ${step}/${totalSteps}`);
+  return { runDir, steps: step, stoppedEarly, lastLoss, valPairs, model: loaded, lora: student.lora, projection: student.projection, pre, teacherCache: cache };
+}
