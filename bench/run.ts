@@ -1,0 +1,142 @@
+// `npm run bench`: times genalign's kernels at realistic shapes against tfjs-backend-webgpu on the
+// same adapter, prints a table and writes bench/results/<date>-<adapter>.json.
+//
+//   npm run bench -- [--filter <substring>] [--reps N] [--quick] [--no-peer] [--all-variants] [--out <dir>]
+//
+// Adding a kernel family: write bench/suites/<family>.ts exporting a Suite and list it in SUITES.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { cpus, loadavg } from 'node:os';
+import { createDevice } from '../src/gpu/device.ts';
+import { adapterSlug, createTimer, formatTable, matchesFilter, runCase, type Failure, type PeerCache, type Report, type Row, type Suite } from './harness.ts';
+import { startPeer, stopPeer, type Peer } from './peer-tfjs.ts';
+import { elementwiseSuite } from './suites/elementwise.ts';
+import { matmulSuite } from './suites/matmul.ts';
+
+const SUITES: Suite[] = [elementwiseSuite, matmulSuite];
+
+const HELP = `usage: npm run bench -- [options]
+  --filter <s>   only cases whose kernel, variant, shape or dtype contains <s>
+  --reps <n>     timed repetitions per case (median is reported; default 5)
+  --quick        tiny shapes (smoke test)
+  --no-peer      skip tfjs-backend-webgpu
+  --all-variants every registered kernel variant on every shape (default: on one shape per kernel)
+  --out <dir>    where the JSON goes (default bench/results)`;
+
+export interface BenchRun {
+  report: Report;
+  path: string;
+}
+
+/** Runs the bench with command-line style arguments; returns the report and where it was written. */
+export async function main(argv: string[], log: (line: string) => void = console.log): Promise<BenchRun> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      filter: { type: 'string' },
+      reps: { type: 'string', default: '5' },
+      quick: { type: 'boolean', default: false },
+      'no-peer': { type: 'boolean', default: false },
+      'all-variants': { type: 'boolean', default: false },
+      out: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    log(HELP);
+    return { report: emptyReport(argv), path: '' };
+  }
+  const reps = Number(values.reps);
+  if (!Number.isInteger(reps) || reps < 1) throw new Error(`bench: --reps must be a positive integer, got '${values.reps}'`);
+  const benchDir = dirname(fileURLToPath(import.meta.url));
+  const outDir = resolve(values.out ?? join(benchDir, 'results'));
+
+  const device = await createDevice();
+  const timer = createTimer(device);
+  let peer: Peer | null = null;
+  let peerNote = 'disabled (--no-peer)';
+  if (!values['no-peer']) {
+    const started = await startPeer(device.adapter);
+    if (typeof started === 'string') peerNote = `none: ${started}`;
+    else {
+      peer = started;
+      peerNote = `${peer.name} on ${peer.adapterName}; ${peer.timingDescription}`;
+    }
+  }
+  const opts = { reps, warmup: 1 };
+  const loadStart = loadavg()[0];
+  log(`adapter: ${device.adapter.name} (vendor ${device.adapter.vendor}, backend ${device.adapter.backend})`);
+  log(`timing:  ${timer.description}; median of ${reps} reps after ${opts.warmup} warmup`);
+  log(`peer:    ${peerNote}`);
+  log(`host:    ${cpus().length} CPUs, 1-min load average ${loadStart.toFixed(2)}`);
+
+  const rows: Row[] = [];
+  const failures: Failure[] = [];
+  const peerCache: PeerCache = new Map();
+  try {
+    for (const suite of SUITES) {
+      const cases = suite.cases({ quick: values.quick, allVariants: values['all-variants'], device }).filter((c) => matchesFilter(c, values.filter));
+      for (const c of cases) {
+        const what = `${c.kernel} ${c.variant ?? 'default'} ${c.shape} ${c.dtype}`;
+        try {
+          const row = await runCase(c, device, timer, peer, peerCache, opts);
+          rows.push(row);
+          log(`  ${what}: ${row.ms.toFixed(3)} ms (wall ${row.wall_ms.toFixed(3)})` + (row.peer_ms !== null ? `, peer ${row.peer_ms.toFixed(3)} ms` : ''));
+        } catch (e) {
+          // One broken case (e.g. a kernel not written yet) must not hide the others' numbers.
+          const error = e instanceof Error ? e.message : String(e);
+          failures.push({ kernel: c.kernel, variant: c.variant ?? 'default', shape: c.shape, dtype: c.dtype, error });
+          log(`  ${what}: FAILED: ${error.split('\n')[0]}`);
+        }
+      }
+    }
+  } finally {
+    timer.dispose();
+    if (peer) stopPeer(peer);
+    device.destroy();
+  }
+
+  const now = new Date();
+  const report: Report = {
+    adapter: { name: device.adapter.name, vendor: device.adapter.vendor, backend: device.adapter.backend },
+    date: now.toISOString(),
+    command: commandLine(argv),
+    timing: { ours: timer.method, peer: peer ? peer.timingDescription : null, reps, warmup: opts.warmup },
+    host: { cpus: cpus().length, loadavg_start: round2(loadStart), loadavg_end: round2(loadavg()[0]) },
+    results: rows,
+    ...(failures.length ? { failures } : {}),
+  };
+  mkdirSync(outDir, { recursive: true });
+  const path = join(outDir, `${now.toISOString().slice(0, 10)}-${adapterSlug(device.adapter.name)}.json`);
+  writeFileSync(path, JSON.stringify(report, null, 2) + '\n');
+  log('');
+  log(formatTable(rows));
+  log('');
+  log(`wrote ${path}`);
+  if (failures.length) log(`${failures.length} case(s) FAILED (listed under "failures" in the JSON)`);
+  return { report, path };
+}
+
+function round2(x: number): number {
+  return Math.round(x * 100) / 100;
+}
+
+function commandLine(argv: string[]): string {
+  return ['npm run bench', ...(argv.length ? ['--', ...argv] : [])].join(' ');
+}
+
+function emptyReport(argv: string[]): Report {
+  return { adapter: { name: '', vendor: '', backend: '' }, date: '', command: commandLine(argv), timing: { ours: '', peer: null, reps: 0, warmup: 0 }, host: { cpus: 0, loadavg_start: 0, loadavg_end: 0 }, results: [] };
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main(process.argv.slice(2)).then(
+    ({ report }) => process.exit(report.failures?.length ? 1 : 0),
+    (e: unknown) => {
+      console.error(e instanceof Error ? e.message : e);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,75 @@
+// Bundles genalign with esbuild into dist/ (ESM, Node 20): dist/index.js for the library and
+// dist/cli/<name>.js for each src/cli/<name>.ts that is a command (train, embed, eval).
+// The WGSL kernels are embedded in the bundle through registerKernelSources (src/gpu/kernels.ts),
+// so dist/ runs without the kernels/ folder. `webgpu` (the native dawn.node) stays external.
+//
+//   node scripts/build.mjs                 # library + CLI commands
+//   node scripts/build.mjs bench/run.ts    # ... plus extra entry points (dist/bench/run.js)
+import { build } from 'esbuild';
+import { readdirSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const outdir = join(root, 'dist');
+const CLI_COMMANDS = ['train', 'embed', 'eval'];
+
+const entries = { index: join(root, 'src/index.ts') };
+for (const name of CLI_COMMANDS) {
+  const file = join(root, 'src/cli', `${name}.ts`);
+  if (existsSync(file)) entries[`cli/${name}`] = file;
+}
+for (const extra of process.argv.slice(2)) {
+  const file = resolve(root, extra);
+  if (!existsSync(file)) throw new Error(`build: entry point ${extra} does not exist`);
+  entries[relative(root, file).replace(/\.[mc]?tsx?$/, '')] = file;
+}
+
+// One virtual module holds every kernels/*.wgsl source; each entry imports it first, so the
+// sources are registered before any code of the entry runs.
+const kernelDir = join(root, 'kernels');
+const kernels = Object.fromEntries(
+  readdirSync(kernelDir)
+    .filter((f) => f.endsWith('.wgsl'))
+    .sort()
+    .map((f) => [f.slice(0, -'.wgsl'.length), readFileSync(join(kernelDir, f), 'utf8')]),
+);
+
+const embedKernels = {
+  name: 'genalign-entries',
+  setup(b) {
+    b.onResolve({ filter: /^genalign-entry:/ }, (args) => ({ path: args.path.slice('genalign-entry:'.length), namespace: 'genalign-entry' }));
+    b.onLoad({ filter: /.*/, namespace: 'genalign-entry' }, (args) => ({
+      contents: `import 'genalign:kernels';\nexport * from ${JSON.stringify(args.path)};\n`,
+      resolveDir: root,
+      loader: 'js',
+    }));
+    b.onResolve({ filter: /^genalign:kernels$/ }, () => ({ path: 'kernels', namespace: 'genalign-kernels' }));
+    b.onLoad({ filter: /.*/, namespace: 'genalign-kernels' }, () => ({
+      contents:
+        `import { registerKernelSources } from ${JSON.stringify(join(root, 'src/gpu/kernels.ts'))};\n` +
+        `registerKernelSources(${JSON.stringify(kernels)});\n`,
+      resolveDir: root,
+      loader: 'js',
+    }));
+  },
+};
+
+rmSync(outdir, { recursive: true, force: true });
+const result = await build({
+  entryPoints: Object.fromEntries(Object.entries(entries).map(([out, file]) => [out, `genalign-entry:${file}`])),
+  outdir,
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  external: ['webgpu'],
+  sourcemap: true,
+  logLevel: 'warning',
+  metafile: true,
+  plugins: [embedKernels],
+});
+const outputs = Object.entries(result.metafile.outputs).filter(([f]) => f.endsWith('.js'));
+for (const [file, info] of outputs) console.log(`  ${relative(root, file).padEnd(32)} ${(info.bytes / 1024).toFixed(1)} KiB`);
+console.log(`build: ${Object.keys(entries).length} entry points, ${Object.keys(kernels).length} kernels embedded -> ${relative(root, outdir)}/`);
