@@ -4,7 +4,7 @@
 // smooth noise — with one to three coloured shapes), all different. Each "generated" image
 // re-renders the same scene description with small jitter (shapes move and resize a little,
 // as a diffusion model re-interprets a caption) and then applies one SYSTEMATIC rendering shift:
-// gamma, warm colour cast, higher saturation, a soft blur, a faint checkerboard/ringing texture
+// gamma, a strong warm colour cast, higher saturation, a soft blur, a checkerboard/ringing texture
 // and JPEG blockiness. That consistent domain gap is what a GMAIL student learns to bridge.
 // They are NOT diffusion outputs; README.txt in the dataset says so and how to use real pairs.
 //
@@ -38,7 +38,7 @@ export interface DemoDatasetResult {
 }
 
 const STAMP = 'demo.json';
-const FORMAT = 1;
+const FORMAT = 2;
 const JPEG_QUALITY = 45;
 
 interface Stamp {
@@ -276,21 +276,23 @@ function renderingShift(img: Float32Array, size: number, rand: () => number): Fl
     let r = blurred[i * 3];
     let g = blurred[i * 3 + 1];
     let b = blurred[i * 3 + 2];
-    // Saturation ×1.35 about the luma.
+    // Saturation ×1.2 about the luma.
     const l = 0.299 * r + 0.587 * g + 0.114 * b;
-    r = l + (r - l) * 1.35;
-    g = l + (g - l) * 1.35;
-    b = l + (b - l) * 1.35;
-    // Warm cast.
-    r = r * 1.06 + 0.035;
-    g = g * 1.0 + 0.01;
-    b = b * 0.86;
-    // Checkerboard (upsampling) artifact plus a faint diagonal ringing.
-    const tex = ((x + y) & 1 ? 0.018 : -0.018) + 0.015 * Math.sin(0.9 * (x + 0.6 * y) + phase);
-    // Gamma 0.85: lifted mid-tones.
-    out[i * 3] = Math.pow(Math.min(1, Math.max(0, r + tex)), 0.85);
-    out[i * 3 + 1] = Math.pow(Math.min(1, Math.max(0, g + tex)), 0.85);
-    out[i * 3 + 2] = Math.pow(Math.min(1, Math.max(0, b + tex)), 0.85);
+    r = l + (r - l) * 1.2;
+    g = l + (g - l) * 1.2;
+    b = l + (b - l) * 1.2;
+    // Strong warm cast, mostly additive: it moves every generated image the same way, the
+    // kind of systematic offset (a "modality gap") GMAIL learns to remove.
+    r = r + 0.3;
+    g = g * 0.98 + 0.02;
+    b = b * 0.8 - 0.1;
+    // Checkerboard (upsampling) artifact with a 4-pixel period, so it survives the model's
+    // downscaling, plus a diagonal ringing.
+    const tex = (((x >> 1) + (y >> 1)) & 1 ? 0.06 : -0.06) + 0.04 * Math.sin(0.9 * (x + 0.6 * y) + phase);
+    // Gamma 0.75: lifted mid-tones.
+    out[i * 3] = Math.pow(Math.min(1, Math.max(0, r + tex)), 0.75);
+    out[i * 3 + 1] = Math.pow(Math.min(1, Math.max(0, g + tex)), 0.75);
+    out[i * 3 + 2] = Math.pow(Math.min(1, Math.max(0, b + tex)), 0.75);
   }
   return out;
 }

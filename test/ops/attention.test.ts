@@ -241,7 +241,7 @@ test('the other adapter class\'s blocking (GPU: 64 invocations, 1 row each) give
   // Lavapipe runs the CPU blocking above; this covers the GPU configuration's code path here.
   forceAttentionBlocking('gpu');
   try {
-    await checkAgainstCpu('gpu blocking Dh=64', [1, 70, 2, 64]);
+    await checkAgainstCpu('gpu blocking Dh=16', [1, 70, 2, 16]);
     await checkAgainstCpu('gpu blocking Dh=5', [2, 3, 1, 5]);
   } finally {
     forceAttentionBlocking(null);
