@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs on the lent GPU machine (no Node, no npm there): unpacks the carried Node, dawn.node and
+# Vulkan loader, then runs the op/ViT tests, the HF+PEFT parity check and the bench on the GPU.
+# Carry: device-carry/gpu and test/gpu-bundle (built by scripts/gpu-check/build.sh).
+#   bash scripts/gpu-check/device.sh [bench filter...]
+set -u
+C=device-carry/gpu
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+for f in $C/*.deb; do dpkg -x "$f" / 2>/dev/null; done; ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+xz -dc $C/node.xz > /tmp/node && chmod +x /tmp/node
+xz -dc $C/dawn.node.xz > $C/node_modules/webgpu/dist/linux-x64/dawn.node
+ln -sfn $C/node_modules node_modules
+export GENALIGN_KERNELS_DIR=$PWD/kernels GENALIGN_UNSAFE_APIS=1 GENALIGN_CACHE_DIR=/tmp/gcache
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+/tmp/node scripts/probe-adapter.mjs | tee $OUT/adapter.json | head -12
+echo "=== tests on the GPU"
+timeout 200 /tmp/node test/gpu-bundle/tests.mjs > $OUT/tests.log 2>&1; echo "tests exit $?"
+grep -E "Total|Passed|Skipped|FAIL" $OUT/tests.log | head -20
+echo "=== HF transformers + PEFT parity (ViT-B/32, random weights)"
+timeout 120 python3 scripts/gpu-check/hf_reference.py /tmp/ref 2>&1 | grep -v Warning | tail -3
+timeout 120 /tmp/node $C/parity.mjs /tmp/ref 32 2>&1 | tee $OUT/parity.log
+echo "=== bench"
+timeout 300 /tmp/node $C/bench.mjs --out $OUT "$@" > $OUT/bench.log 2>&1; echo "bench exit $?"
+tail -80 $OUT/bench.log
