@@ -62,5 +62,28 @@ for (const [name, opts] of [['teacher', {}], ['student', { lora }]] as const) {
   const ms = times[Math.floor(times.length / 2)];
   console.log(`vit-b-32 ${name} forward batch ${batch}: ${ms.toFixed(1)} ms median of 5 (after warm-up) = ${(batch / (ms / 1000)).toFixed(1)} images/s, ${(flops / (ms / 1000) / 1e9).toFixed(1)} GFLOP/s (wall clock around sync)`);
 }
+// One student training step (forward with LoRA + backward), peak pool memory and time.
+const { backward } = await import('../../src/tensor/autograd.ts');
+const { sum } = await import('../../src/ops/index.ts');
+for (const b of [batch, 2 * batch]) {
+  const input = fromArray(new Float32Array(b * 3 * S * S).map((_, i) => Math.cos(i * 0.001)), [b, 3, S, S], device).keep();
+  const times: number[] = [];
+  let peak = 0;
+  for (let rep = 0; rep < 4; rep++) {
+    await device.sync();
+    const base = device.pool.stats().liveBytes;
+    device.pool.resetPeak();
+    const t0 = performance.now();
+    scope(() => backward(sum(model.forward(input, { lora }))));
+    await device.sync();
+    times.push(performance.now() - t0);
+    peak = device.pool.stats().peakLiveBytes - base;
+    for (const p of lora.parameters()) p.zeroGrad();
+  }
+  input.dispose();
+  times.sort((x, y) => x - y);
+  const ms = times[1];
+  console.log(`vit-b-32 student fwd+bwd batch ${b}: ${ms.toFixed(1)} ms (${(b / (ms / 1000)).toFixed(1)} images/s), peak activation memory ${(peak / 2 ** 20).toFixed(0)} MiB (pool, beyond weights)`);
+}
 console.log(`pool: ${JSON.stringify(device.pool.stats())}`);
 process.exit(0);

@@ -18,6 +18,8 @@ export interface PoolStats {
   totalBytes: number;
   /** Buffers created since the pool started (reuse keeps this flat). */
   allocations: number;
+  /** Highest liveBytes since the pool started or since resetPeak(). */
+  peakLiveBytes: number;
 }
 
 /** A single tensor larger than the adapter allows (reported like an out-of-memory condition). */
@@ -37,6 +39,7 @@ export class BufferPool {
   private freeBytes = 0;
   private liveBytes = 0;
   private allocations = 0;
+  private peakLiveBytes = 0;
   /** Set by destroyAll: tensors disposed after their device was destroyed release nothing. */
   private destroyed = false;
   constructor(private readonly device: GPUDevice) {}
@@ -60,6 +63,7 @@ export class BufferPool {
     }
     this.live.set(buf, size);
     this.liveBytes += size;
+    if (this.liveBytes > this.peakLiveBytes) this.peakLiveBytes = this.liveBytes;
     return buf;
   }
 
@@ -75,6 +79,11 @@ export class BufferPool {
     if (!list) this.free.set(size, (list = []));
     list.push(buf);
     this.freeBytes += size;
+  }
+
+  /** Starts a new peak measurement from the current live bytes. */
+  resetPeak(): void {
+    this.peakLiveBytes = this.liveBytes;
   }
 
   /** Destroys all free buffers (live ones are untouched). */
@@ -99,6 +108,7 @@ export class BufferPool {
       freeBytes: this.freeBytes,
       totalBytes: this.liveBytes + this.freeBytes,
       allocations: this.allocations,
+      peakLiveBytes: this.peakLiveBytes,
     };
   }
 }
