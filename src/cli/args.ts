@@ -50,7 +50,11 @@ export function parseFlags(argv: readonly string[], specs: readonly FlagSpec[], 
       if (value === undefined || (value.startsWith('--') && spec.type === 'string')) throw new UsageError(`${command}: --${name} needs a value`);
     }
     let parsed: string | number;
-    if (spec.type === 'string') parsed = value;
+    if (spec.type === 'string') {
+      // `--data ""` (an unset shell variable, say) must not silently mean "no --data".
+      if (value.trim() === '') throw new UsageError(`${command}: --${name} needs a value, got an empty string`);
+      parsed = value;
+    }
     else {
       const n = Number(value);
       if (value.trim() === '' || !Number.isFinite(n)) throw new UsageError(`${command}: --${name} expects a number, got '${value}'`);

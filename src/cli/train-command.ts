@@ -80,16 +80,24 @@ function resumeOptions(dir: string, f: Record<string, unknown>, argv: string[]):
     const name = a.slice(2).split('=')[0];
     if (!allowed.has(name)) throw new UsageError(`train: --${name} cannot be changed when resuming (the run's options are in ${p})`);
   }
+  // A flag given now wins; otherwise the run keeps its saved value (not the flag's default:
+  // a run started with --no-eval must not evaluate after --resume).
+  const given = (name: string): boolean => argv.some((a) => a === `--${name}` || a.startsWith(`--${name}=`) || a === `--no-${name}`);
+  const pick = <T>(name: string, savedValue: T): T => (given(name) ? (f[name] as T) : savedValue);
   return {
     ...saved,
     out: dir,
     resume: dir,
-    steps: argv.some((a) => a.startsWith('--steps')) ? Number(f.steps) : saved.steps,
-    epochs: argv.some((a) => a.startsWith('--epochs')) ? Number(f.epochs) : saved.epochs,
-    saveEvery: argv.some((a) => a.startsWith('--save-every')) ? Number(f['save-every']) : saved.saveEvery,
-    eval: f.eval as boolean,
-    teacherCache: f['teacher-cache'] as boolean,
-    cacheDir: (f['cache-dir'] as string | undefined) ?? saved.cacheDir,
+    steps: pick('steps', saved.steps),
+    epochs: pick('epochs', saved.epochs),
+    saveEvery: pick('save-every', saved.saveEvery),
+    logEvery: pick('log-every', saved.logEvery),
+    keepCheckpoints: pick('keep-checkpoints', saved.keepCheckpoints),
+    maxBadFraction: pick('max-bad-fraction', saved.maxBadFraction),
+    eval: pick('eval', saved.eval),
+    plot: pick('plot', saved.plot),
+    teacherCache: pick('teacher-cache', saved.teacherCache),
+    cacheDir: pick('cache-dir', saved.cacheDir),
   };
 }
 

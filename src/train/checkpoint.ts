@@ -70,8 +70,9 @@ export async function saveCheckpoint(runDir: string, adapter: LoraAdapter, baseM
   cpSync(join(final, 'adapter_config.json'), join(adapterTmp, 'adapter_config.json'));
   rmSync(join(runDir, 'adapter'), { recursive: true, force: true });
   renameSync(adapterTmp, join(runDir, 'adapter'));
-  // Retention: keep the newest `keep` checkpoints.
-  const all = readdirSync(root).filter((d) => /^step-\d+$/.test(d)).sort();
+  // Retention: keep the newest `keep` checkpoints (by step number: names pass 6 digits after step 999999).
+  const stepOf = (d: string): number => Number(d.slice('step-'.length));
+  const all = readdirSync(root).filter((d) => /^step-\d+$/.test(d)).sort((a, b) => stepOf(a) - stepOf(b));
   for (const old of all.slice(0, Math.max(0, all.length - keep))) rmSync(join(root, old), { recursive: true, force: true });
   return final;
 }

@@ -104,6 +104,15 @@ export interface TrainResult {
 
 export class NonFiniteLossError extends Error {}
 
+// Test-only hooks (used by test/cli and test/train to make failure paths deterministic; never
+// set them in real runs):
+//   GENALIGN_TEST_NAN_AT_STEP=k     the loss of step k (1-based) is replaced by NaN
+//   GENALIGN_TEST_STEP_DELAY_MS=ms  sleep after every step, so a test can signal a run mid-way
+function testHook(name: 'GENALIGN_TEST_NAN_AT_STEP' | 'GENALIGN_TEST_STEP_DELAY_MS'): number {
+  const v = Number(process.env[name] ?? '');
+  return Number.isFinite(v) && v > 0 ? v : 0;
+}
+
 /** Options that must be identical when resuming (anything that changes the loss sequence). */
 function configHash(o: TrainOptions): string {
   const keyed = {
@@ -136,10 +145,14 @@ export function preflightOutput(runDir: string, neededBytes: number): void {
   }
 }
 
-function oomHelp(e: unknown, o: TrainOptions): never {
+/** Rethrows GPU memory errors with the smaller --batch / larger --accum that keeps the effective batch. */
+export function oomHelp(e: unknown, o: Pick<TrainOptions, 'batch' | 'accum'>): never {
   if (e instanceof OutOfMemoryError || e instanceof BufferTooLargeError) {
-    const smaller = Math.max(1, Math.floor(o.batch / 2));
-    throw new Error(`${(e as Error).message}\nOut of GPU memory at --batch ${o.batch}: try --batch ${smaller} --accum ${o.accum * Math.ceil(o.batch / smaller)} (same effective batch).`);
+    if (o.batch === 1) throw new Error(`${(e as Error).message}\nOut of GPU memory at --batch 1: use a smaller model (or a GPU with more memory).`);
+    // The largest divisor of the batch up to half of it, so batch × accum stays exactly the same.
+    let smaller = Math.floor(o.batch / 2);
+    while (o.batch % smaller !== 0) smaller--;
+    throw new Error(`${(e as Error).message}\nOut of GPU memory at --batch ${o.batch}: try --batch ${smaller} --accum ${(o.accum * o.batch) / smaller} (same effective batch).`);
   }
   throw e;
 }
@@ -258,7 +271,7 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
   let cache: TeacherCache | null = null;
   if (o.teacherCache) {
     cache = new TeacherCache(o.cacheDir, modelKey(loaded.source, model.cfg, pre, o.seed), model.cfg.projectionDim);
-    await warmTeacherCache(device, model, pre, [...trainPairs, ...valPairs], cache, Math.max(o.batch, 8), log);
+    await warmTeacherCache(device, model, pre, [...trainPairs, ...valPairs], cache, Math.max(o.batch, 8), log).catch((e: unknown) => oomHelp(e, o));
   }
 
   // Resume: LoRA weights, optimizer moments, step and data position.
@@ -290,7 +303,15 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
     start = { epoch: ckpt.state.epoch, batch: ckpt.state.batchInEpoch };
     // Drop log lines past the checkpoint so metrics.jsonl reads as one run.
     if (existsSync(metricsPath)) {
-      const kept = readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l && (JSON.parse(l) as { step: number }).step <= startStep);
+      // A line cut short by a crash (killed mid-write) is dropped like the steps after the checkpoint.
+      const stepOf = (l: string): number => {
+        try {
+          return (JSON.parse(l) as { step: number }).step;
+        } catch {
+          return Number.POSITIVE_INFINITY;
+        }
+      };
+      const kept = readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l && stepOf(l) <= startStep);
       writeFileAtomic(metricsPath, kept.map((l) => l + '\n').join(''));
     }
     log(`resumed from ${ckpt.dir} at step ${startStep}`);
@@ -383,6 +404,7 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
         lossTensors[k].dispose();
         accTensors[k].dispose();
       }
+      if (step + 1 === testHook('GENALIGN_TEST_NAN_AT_STEP')) loss = Number.NaN;
       if (!Number.isFinite(loss)) {
         optimizer.zeroGrad();
         throw new NonFiniteLossError(
@@ -405,6 +427,8 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
       appendFileSync(metricsPath, JSON.stringify(rec) + '\n');
       hooks.onStep?.(rec, totalSteps);
       if (step % o.saveEvery === 0 || step === totalSteps) await checkpoint();
+      const delay = testHook('GENALIGN_TEST_STEP_DELAY_MS');
+      if (delay) await new Promise((r) => setTimeout(r, delay));
       if (hooks.shouldStop?.() && step < totalSteps) {
         if (step % o.saveEvery !== 0) await checkpoint();
         log(`stopped at step ${step}; checkpoint written. Resume with: npm run train -- --resume ${runDir}`);
@@ -419,6 +443,7 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
   }
   await loader.close();
   optimizer.dispose();
+  if (loader.badCount > 0) log(`warning: skipped ${loader.badCount} unreadable image file(s) of ${loader.seenCount} decoded (pairs with them were left out of their batches)`);
   if (step === startStep && step === totalSteps) log(`nothing to do: the run is already at step ${step}/${totalSteps}`);
   return { runDir, steps: step, stoppedEarly, lastLoss, valPairs, model: loaded, lora: student.lora, projection: student.projection, pre, teacherCache: cache };
 }

@@ -1,0 +1,134 @@
+// `npm run embed` end to end, and the PEFT round trip: a trained adapter written by the trainer,
+// loaded by `embed --lora`, gives the in-memory student's embeddings; its keys, shapes and config
+// are what PEFT writes for CLIPVisionModelWithProjection (test/fixtures/peft_keys.json).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { copyFileSync, cpSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { getDevice } from '../../src/gpu/device.ts';
+import { NAMED_CONFIGS } from '../../src/nn/config.ts';
+import { readPeftAdapter } from '../../src/io/peft.ts';
+import { parsePreprocessorConfig } from '../../src/io/image.ts';
+import { readSafetensors } from '../../src/io/safetensors.ts';
+import { embedPaths } from '../../src/train/embedding.ts';
+import { train, type TrainOptions } from '../../src/train/trainer.ts';
+import { ATTENTION_TARGETS } from '../../src/nn/lora.ts';
+import { assertClose, fixture, FIXTURE_DIR } from '../helpers/fixtures.ts';
+import { tmp, tinyDataset, runCli } from './helpers.ts';
+
+const root = tmp('cli-embed');
+const MODEL = join(FIXTURE_DIR, 'clip-tiny');
+const IMAGES = join(FIXTURE_DIR, 'images');
+test.after(() => rmSync(root, { recursive: true, force: true }));
+
+test('embed: a model-sized PNG plus a corrupt .jpg → exit 0, warning names the file, row equals the PyTorch teacher', async () => {
+  const dir = join(root, 'imgs');
+  mkdirSync(dir);
+  copyFileSync(join(IMAGES, 'a_square32.png'), join(dir, 'a_square32.png'));
+  writeFileSync(join(dir, 'broken.jpg'), Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0, 16, 0x4a, 0x46, 0x49, 0x46, 0, 1, 2, 3]));
+  const out = join(root, 'x.safetensors');
+  const r = await runCli('embed', ['--model', MODEL, '--images', dir, '--out', out]);
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, new RegExp(`warning: skipping .*broken\\.jpg`));
+  assert.match(r.stderr, /wrote 1 embeddings \[1, 32\].*skipped 1 unreadable/);
+  const st = readSafetensors(out);
+  assert.equal(JSON.parse(st.metadata.files), ['a_square32.png']);
+  assert.is(st.metadata.model, MODEL);
+  const emb = st.tensors.get('image_embeds')!;
+  assert.equal(emb.shape, [1, 32]);
+  const fx = fixture('clip');
+  const names = JSON.parse(fx.metadata.image_files) as string[];
+  const row = names.indexOf('a_square32.png');
+  assert.is(row, 0);
+  const ref = fx.get('images_teacher').data.subarray(row * 32, (row + 1) * 32);
+  // Whole-model f32 forward vs a float64 PyTorch reference: 1e-4.
+  assertClose(emb.data, ref, { rtol: 1e-4, atol: 1e-4 }, 'image_embeds[a_square32]');
+});
+
+test('embed errors: --out not .safetensors and a missing --images dir exit 2; a .bin model dir exits 1', async () => {
+  const bad = await runCli('embed', ['--model', MODEL, '--images', IMAGES, '--out', join(root, 'x.npy')]);
+  assert.is(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /embed: --out must end with \.safetensors, got '.*x\.npy'/);
+  const missing = await runCli('embed', ['--model', MODEL, '--images', join(root, 'no-such-dir'), '--out', join(root, 'y.safetensors')]);
+  assert.is(missing.code, 2, missing.stderr);
+  assert.match(missing.stderr, /--images .*no-such-dir: not a directory/);
+  const binDir = join(root, 'bin-model');
+  mkdirSync(binDir);
+  copyFileSync(join(MODEL, 'config.json'), join(binDir, 'config.json'));
+  writeFileSync(join(binDir, 'pytorch_model.bin'), 'not read');
+  const bin = await runCli('embed', ['--model', binDir, '--images', IMAGES, '--out', join(root, 'z.safetensors')]);
+  assert.is(bin.code, 1, bin.stderr);
+  assert.match(bin.stderr, /error: .*bin-model: found pytorch_model\.bin but no model\.safetensors/);
+  assert.match(bin.stderr, /safe_serialization=True/);
+  assert.not.ok(existsSync(join(root, 'z.safetensors')) || existsSync(join(root, 'y.safetensors')));
+});
+
+test('embed --lora with an adapter of the wrong rank: exit 1, the message names the tensor and both shapes', async () => {
+  const dir = join(root, 'lora-wrong-rank');
+  cpSync(join(FIXTURE_DIR, 'clip-tiny-lora'), dir, { recursive: true });
+  const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+  writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ ...cfg, r: 8 }));
+  const r = await runCli('embed', ['--model', MODEL, '--lora', dir, '--images', IMAGES, '--out', join(root, 'w.safetensors')]);
+  assert.is(r.code, 1, r.stderr);
+  assert.match(r.stderr, /adapter does not fit the model/);
+  assert.match(r.stderr, /layers\.0\.self_attn\.q_proj\.lora_A\.weight: expected \[8, 64\], found \[4, 64\]/);
+  // Same adapter against a model of another width: every tensor is reported.
+  const device = await getDevice();
+  assert.throws(() => readPeftAdapter(join(FIXTURE_DIR, 'clip-tiny-lora'), NAMED_CONFIGS['vit-b-32'], device), /expected \[4, 768\], found \[4, 64\]/);
+});
+
+test('PEFT round trip: trained adapter → embed --lora equals the in-memory student; keys/shapes/config match PEFT', async () => {
+  const data = await tinyDataset(join(root, 'data'), 24);
+  const device = await getDevice();
+  const o: TrainOptions = {
+    data, model: MODEL, out: join(root, 'run'), steps: 3, epochs: 1, batch: 8, accum: 1, lr: 2e-2, minLr: 0, weightDecay: 0.01,
+    beta1: 0.9, beta2: 0.999, eps: 1e-8, clip: 1, warmup: 0, restartPeriod: 0, restartMult: 1, rank: 4, alpha: 8,
+    targets: [...ATTENTION_TARGETS], dualProjection: false, tau: 0.07, seed: 0, valFraction: 0, teacherCache: true,
+    cacheDir: join(root, 'cache'), saveEvery: 500, logEvery: 10, keepCheckpoints: 3, maxBadFraction: 0.05, eval: false, plot: 'pca', resume: null,
+  };
+  const res = await train(device, o, { log: () => undefined });
+  const adapterDir = join(res.runDir, 'adapter');
+  const paths = readdirSync(IMAGES).sort().map((f) => join(IMAGES, f));
+  const pre = parsePreprocessorConfig(null, res.model.model.cfg.imageSize);
+  // The student as the trainer holds it in memory, and the same adapter read back from disk.
+  const inMemory = await embedPaths(device, res.model.model, res.lora, paths, pre, 16);
+  const teacher = await embedPaths(device, res.model.model, undefined, paths, pre, 16);
+  const readBack = readPeftAdapter(adapterDir, res.model.model.cfg, device);
+  const fromDisk = await embedPaths(device, res.model.model, readBack, paths, pre, 16);
+  assert.equal(Array.from(fromDisk.embeds), Array.from(inMemory.embeds), 'read-back adapter gives bit-identical embeddings');
+  assert.is(readBack.scaling, 2, 'lora_alpha 8 / r 4');
+  readBack.dispose();
+  res.lora.dispose();
+  res.model.model.dispose();
+  // Training changed the student (else the comparison proves nothing about the adapter).
+  let moved = 0;
+  for (let i = 0; i < teacher.embeds.length; i++) moved = Math.max(moved, Math.abs(teacher.embeds[i] - inMemory.embeds[i]));
+  assert.ok(moved > 1e-3, `student differs from teacher (max |Δ| ${moved})`);
+
+  const out = join(root, 'student.safetensors');
+  const r = await runCli('embed', ['--model', MODEL, '--lora', adapterDir, '--images', IMAGES, '--out', out]);
+  assert.is(r.code, 0, r.stderr);
+  const st = readSafetensors(out);
+  assert.equal(JSON.parse(st.metadata.files), paths.map((p) => p.split('/').pop()));
+  assert.is(st.metadata.lora, adapterDir);
+  assertClose(st.tensors.get('image_embeds')!.data, inMemory.embeds, { rtol: 1e-5, atol: 1e-6 }, 'embed --lora vs in-memory student');
+
+  // Keys and shapes: exactly PEFT's (scripts/fixtures/fx_peft_keys.py).
+  const ref = JSON.parse(readFileSync(join(FIXTURE_DIR, 'peft_keys.json'), 'utf8')) as { keys: Record<string, number[]> };
+  const written = readSafetensors(join(adapterDir, 'adapter_model.safetensors')).tensors;
+  const got = Object.fromEntries([...written.entries()].map(([k, t]) => [k, t.shape]).sort(([a], [b]) => String(a).localeCompare(String(b))));
+  assert.equal(got, ref.keys);
+  // The PyTorch-written fixture adapter uses the same names.
+  const fixtureKeys = [...readSafetensors(join(FIXTURE_DIR, 'clip-tiny-lora', 'adapter_model.safetensors')).tensors.keys()].sort();
+  assert.equal(fixtureKeys, Object.keys(ref.keys).sort());
+  const cfg = JSON.parse(readFileSync(join(adapterDir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+  assert.is(cfg.peft_type, 'LORA');
+  assert.is(cfg.r, 4);
+  assert.is(cfg.lora_alpha, 8);
+  assert.equal(cfg.target_modules, ['q_proj', 'k_proj', 'v_proj', 'out_proj']);
+  assert.is(cfg.lora_dropout, 0);
+  assert.is(cfg.bias, 'none');
+  assert.is(cfg.base_model_name_or_path, MODEL);
+});
+
+test.run();

@@ -1,0 +1,143 @@
+// Shared by the CLI tests: tiny datasets in a temp dir, and CLI subprocesses
+// (`node --import tsx src/cli/<cmd>.ts`) with a private teacher cache.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ensureDemoDataset } from '../../src/io/demo-data.ts';
+import { readSafetensors } from '../../src/io/safetensors.ts';
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export function tmp(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), `genalign-${prefix}-`));
+}
+
+/** A demo dataset of `count` pairs at 32×32 (the tiny model's size), one generated image each. */
+export async function tinyDataset(dir: string, count = 24): Promise<string> {
+  await ensureDemoDataset(dir, { count, size: 32, variants: 1 });
+  return dir;
+}
+
+export interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface Spawned {
+  child: ChildProcess;
+  done: Promise<CliResult>;
+}
+
+export function spawnCli(command: 'train' | 'embed' | 'eval', args: string[], env: Record<string, string> = {}): Spawned {
+  const child = spawn(process.execPath, ['--import', 'tsx', join('src', 'cli', `${command}.ts`), ...args], {
+    cwd: ROOT,
+    env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp/xdg', CI: 'true', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<CliResult>((res, rej) => {
+    child.on('error', rej);
+    child.on('close', (code, signal) => res({ code, signal, stdout, stderr }));
+  });
+  return { child, done };
+}
+
+export function runCli(command: 'train' | 'embed' | 'eval', args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  return spawnCli(command, args, env).done;
+}
+
+/** Resolves once `path` exists (polled every 2 ms); rejects after `timeoutMs` or when `stop` settles first. */
+export function waitForFile(path: string, timeoutMs: number, stop?: Promise<unknown>): Promise<void> {
+  return waitFor(() => existsSync(path), path, timeoutMs, stop);
+}
+
+/** `path` exists and its trimmed content is `text` (e.g. checkpoints/latest naming a step). */
+export function fileSays(path: string, text: string): () => boolean {
+  return () => {
+    try {
+      return readFileSync(path, 'utf8').trim() === text;
+    } catch {
+      return false;
+    }
+  };
+}
+
+/** Resolves once `ready()` is true (polled every 2 ms); rejects after `timeoutMs` or when `stop` settles first. */
+export function waitFor(ready: () => boolean, what: string, timeoutMs: number, stop?: Promise<unknown>): Promise<void> {
+  return new Promise((res, rej) => {
+    const t0 = Date.now();
+    let finished = false;
+    void stop?.then(() => {
+      if (!finished) {
+        finished = true;
+        clearInterval(timer);
+        if (ready()) res();
+        else rej(new Error(`process ended before ${what}`));
+      }
+    });
+    const timer = setInterval(() => {
+      if (finished) return;
+      if (ready()) {
+        finished = true;
+        clearInterval(timer);
+        res();
+      } else if (Date.now() - t0 > timeoutMs) {
+        finished = true;
+        clearInterval(timer);
+        rej(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
+      }
+    }, 2);
+  });
+}
+
+export interface MetricsLine {
+  step: number;
+  epoch: number;
+  loss: number;
+  accuracy: number;
+  lr: number;
+  grad_norm: number;
+  images_per_s: number;
+  elapsed_s: number;
+}
+
+export function readMetrics(runDir: string): MetricsLine[] {
+  return readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as MetricsLine);
+}
+
+/** adapter_model.safetensors of a directory as name → {shape, data}. */
+export function readAdapter(dir: string): Map<string, { shape: number[]; data: Float32Array }> {
+  return readSafetensors(join(dir, 'adapter_model.safetensors')).tensors;
+}
+
+/** Largest |a − b| / (|b| + atol) over every tensor of two adapters with the same keys and shapes. */
+export function adapterDifference(a: Map<string, { shape: number[]; data: Float32Array }>, b: Map<string, { shape: number[]; data: Float32Array }>, atol: number): { worst: number; where: string } {
+  const ka = [...a.keys()].sort();
+  const kb = [...b.keys()].sort();
+  if (ka.join('|') !== kb.join('|')) throw new Error(`adapters have different keys:\n${ka.join(', ')}\nvs\n${kb.join(', ')}`);
+  let worst = 0;
+  let where = '';
+  for (const k of ka) {
+    const x = a.get(k)!;
+    const y = b.get(k)!;
+    if (x.shape.join(',') !== y.shape.join(',')) throw new Error(`${k}: shape [${x.shape}] vs [${y.shape}]`);
+    for (let i = 0; i < x.data.length; i++) {
+      const r = Math.abs(x.data[i] - y.data[i]) / (Math.abs(y.data[i]) + atol);
+      if (r > worst) {
+        worst = r;
+        where = `${k}[${i}]: ${x.data[i]} vs ${y.data[i]}`;
+      }
+    }
+  }
+  return { worst, where };
+}

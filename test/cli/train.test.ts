@@ -1,0 +1,135 @@
+// `npm run train` as a process: SIGKILL + --resume reproduces an uninterrupted run, Ctrl-C
+// writes a checkpoint and exits 130, flag errors exit 2 naming the flag, --help lists every flag.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { TRAIN_FLAGS } from '../../src/cli/train-command.ts';
+import { EMBED_FLAGS } from '../../src/cli/embed-command.ts';
+import { EVAL_FLAGS } from '../../src/cli/eval-command.ts';
+import type { FlagSpec } from '../../src/cli/args.ts';
+import { tmp, tinyDataset, spawnCli, runCli, waitFor, waitForFile, fileSays, readMetrics, readAdapter, adapterDifference } from './helpers.ts';
+
+const root = tmp('cli-train');
+const data = join(root, 'data');
+test.before(async () => {
+  await tinyDataset(data, 24);
+});
+test.after(() => rmSync(root, { recursive: true, force: true }));
+
+/** Options of the resume runs: 8 steps of batch 8 over 24 pairs (3 epochs), a checkpoint every 2 steps. */
+function resumeArgs(cache: string): string[] {
+  return ['--data', data, '--model', 'tiny', '--steps', '8', '--batch', '8', '--save-every', '2', '--no-eval', '--val-fraction', '0', '--lr', '1e-2', '--warmup', '2', '--log-every', '1', '--cache-dir', cache];
+}
+
+test('SIGKILL after checkpoint 4, then --resume: losses of steps 1..8 and the final adapter equal an uninterrupted run', async () => {
+  const cache = join(root, 'cache-resume');
+  const dirA = join(root, 'runA');
+  const dirB = join(root, 'runB');
+  const a = await runCli('train', [...resumeArgs(cache), '--out', dirA]);
+  assert.is(a.code, 0, a.stderr);
+  const lossA = readMetrics(dirA).map((m) => m.loss);
+  assert.equal(readMetrics(dirA).map((m) => m.step), [1, 2, 3, 4, 5, 6, 7, 8]);
+  // The run must actually train (the loss changes), or the comparison below proves nothing.
+  assert.ok(Math.abs(lossA[7] - lossA[0]) > 1e-3, `loss did not move: ${lossA}`);
+
+  const b = spawnCli('train', [...resumeArgs(cache), '--out', dirB], { GENALIGN_TEST_STEP_DELAY_MS: '300' });
+  // `latest` is rewritten right after the checkpoint directory is renamed into place.
+  await waitFor(fileSays(join(dirB, 'checkpoints', 'latest'), 'step-000004'), 'checkpoint step-000004', 60_000, b.done);
+  b.child.kill('SIGKILL');
+  const killed = await b.done;
+  assert.is(killed.signal, 'SIGKILL', 'run B was killed, not finished');
+  const before = readMetrics(dirB);
+  assert.ok(before.length >= 4 && before.length < 6, `killed mid-run (has ${before.length} steps logged)`);
+  assert.not.ok(existsSync(join(dirB, 'checkpoints', 'step-000008')), 'no final checkpoint before the resume');
+
+  // A metrics line torn by the kill (as after a crash mid-write) must not break the resume.
+  appendFileSync(join(dirB, 'metrics.jsonl'), '{"step":99,"epoch":0,"lo');
+  const c = await runCli('train', ['--resume', dirB]);
+  assert.is(c.code, 0, c.stderr);
+  assert.match(c.stderr, /resumed from .*step-000004 at step 4\n/, c.stderr);
+  // The run was started with --no-eval; resuming keeps that (no eval message at all).
+  assert.not.match(c.stderr, /eval/);
+  const mb = readMetrics(dirB);
+  assert.equal(mb.map((m) => m.step), [1, 2, 3, 4, 5, 6, 7, 8], 'metrics.jsonl reads as one run');
+  const lossB = mb.map((m) => m.loss);
+  let worst = 0;
+  for (let i = 0; i < 8; i++) worst = Math.max(worst, Math.abs(lossB[i] - lossA[i]) / Math.abs(lossA[i]));
+  assert.ok(worst <= 1e-5, `losses differ by ${worst} relative:\nA ${lossA}\nB ${lossB}`);
+  assert.equal(mb.map((m) => m.lr), readMetrics(dirA).map((m) => m.lr), 'learning-rate schedule');
+  // In practice the resumed run is bit-identical (same kernels, same order of operations).
+  assert.equal(lossB, lossA, 'losses bit-identical');
+
+  const ad = adapterDifference(readAdapter(join(dirB, 'adapter')), readAdapter(join(dirA, 'adapter')), 1e-6);
+  assert.ok(ad.worst <= 1e-6, `final adapters differ: ${ad.where}`);
+  const nonZeroB = [...readAdapter(join(dirA, 'adapter')).entries()].filter(([k]) => k.includes('lora_B')).some(([, t]) => t.data.some((v) => v !== 0));
+  assert.ok(nonZeroB, 'training moved lora_B away from its zero init');
+});
+
+test('--resume refuses to change an option that changes the loss sequence (exit 2, names the flag)', async () => {
+  const r = await runCli('train', ['--resume', join(root, 'runA'), '--lr', '0.5']);
+  assert.is(r.code, 2, r.stderr);
+  assert.match(r.stderr, /--lr cannot be changed when resuming/);
+});
+
+test('Ctrl-C (SIGINT): checkpoint at the current step, exit code 130, message says how to --resume', async () => {
+  const dir = join(root, 'runInt');
+  const s = spawnCli('train', ['--data', data, '--model', 'tiny', '--steps', '200', '--batch', '8', '--save-every', '1000', '--no-eval', '--val-fraction', '0', '--cache-dir', join(root, 'cache-int'), '--out', dir], { GENALIGN_TEST_STEP_DELAY_MS: '100' });
+  // metrics.jsonl appears after step 1, long after the SIGINT handler is installed.
+  await waitForFile(join(dir, 'metrics.jsonl'), 60_000, s.done);
+  s.child.kill('SIGINT');
+  const r = await s.done;
+  assert.is(r.code, 130, r.stderr);
+  assert.match(r.stderr, /Ctrl-C: finishing this step/);
+  assert.match(r.stderr, new RegExp(`--resume ${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+  const latest = readFileSync(join(dir, 'checkpoints', 'latest'), 'utf8').trim();
+  const steps = readMetrics(dir).length;
+  assert.ok(steps >= 1 && steps < 200, `stopped early (${steps} steps)`);
+  // No --save-every checkpoint was due: the one there was written because of Ctrl-C, at the last step.
+  assert.is(latest, `step-${String(steps).padStart(6, '0')}`);
+  assert.ok(existsSync(join(dir, 'checkpoints', latest, 'trainer_state.json')));
+  assert.ok(existsSync(join(dir, 'adapter', 'adapter_model.safetensors')));
+  assert.not.match(r.stderr, /error/);
+});
+
+for (const [args, flag, why] of [
+  [['--bogus', '3'], '--bogus', /unknown flag/],
+  [['--batch', '0'], '--batch', /must be > 0/],
+  [['--batch', '1.5'], '--batch', /expects an integer/],
+  [['--lr', 'fast'], '--lr', /expects a number/],
+  [['--plot', 'umap'], '--plot', /must be tsne or pca/],
+  [['--eval=maybe'], '--eval', /expects true or false/],
+  [['--data', data, '--steps'], '--steps', /needs a value/],
+  [['--data=', '--model', 'tiny'], '--data', /needs a value, got an empty string/],
+  [['--data', data], '--model', /required with --data/],
+  [['--data', data, '--model', 'tiny', '--targets', 'q_proj,xyz'], '--targets', /unknown module 'xyz'/],
+] as const) {
+  test(`train ${args.join(' ')}: usage error naming ${flag}, exit code 2`, async () => {
+    const r = await runCli('train', [...args]);
+    assert.is(r.code, 2, r.stderr);
+    assert.ok(r.stderr.includes(flag), `stderr names ${flag}: ${r.stderr}`);
+    assert.match(r.stderr, why);
+    assert.not.match(r.stderr, /at .*\.ts:\d+/, 'no stack trace');
+  });
+}
+
+function checkHelp(out: string, specs: readonly FlagSpec[], command: string): void {
+  const lines = out.split('\n');
+  for (const s of specs) {
+    const line = lines.find((l) => l.trimStart().startsWith(`--${s.name} `) || l.trim() === `--${s.name}`);
+    assert.ok(line, `${command} --help lists --${s.name}`);
+    if (s.default !== undefined) assert.ok(line.includes(`(default: ${String(s.default)})`), `${command} --help shows the default of --${s.name}: ${line}`);
+  }
+  assert.ok(lines.some((l) => l.trimStart().startsWith('--help')));
+}
+
+test('--help of train, embed and eval lists every flag with its default (exit 0)', async () => {
+  const [t, e, v] = await Promise.all([runCli('train', ['--help']), runCli('embed', ['--help']), runCli('eval', ['--help'])]);
+  for (const [r, specs, name] of [[t, TRAIN_FLAGS, 'train'], [e, EMBED_FLAGS, 'embed'], [v, EVAL_FLAGS, 'eval']] as const) {
+    assert.is(r.code, 0, r.stderr);
+    checkHelp(r.stdout, specs, name);
+  }
+  assert.match(t.stdout, /--batch <int>\s+pairs per micro-batch on the GPU \(default: 32\)/);
+});
+
+test.run();

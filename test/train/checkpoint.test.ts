@@ -1,0 +1,138 @@
+// Checkpoints: layout, exact round trip of adapter + optimizer state, retention, `latest`, crash
+// leftovers, and the errors --resume gives for checkpoints that do not fit.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { getDevice } from '../../src/gpu/device.ts';
+import { NAMED_CONFIGS } from '../../src/nn/config.ts';
+import { LoraAdapter, ATTENTION_TARGETS } from '../../src/nn/lora.ts';
+import { readPeftAdapter } from '../../src/io/peft.ts';
+import { readSafetensors } from '../../src/io/safetensors.ts';
+import { ensureDemoDataset } from '../../src/io/demo-data.ts';
+import { saveCheckpoint, loadLatestCheckpoint, checkpointName, type TrainerState } from '../../src/train/checkpoint.ts';
+import type { AdamWState } from '../../src/train/optimizer.ts';
+import { train, type TrainOptions } from '../../src/train/trainer.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'genalign-ckpt-'));
+test.after(() => rmSync(root, { recursive: true, force: true }));
+const cfg = NAMED_CONFIGS.tiny;
+
+function state(step: number): TrainerState {
+  return { step, epoch: Math.floor(step / 3), batchInEpoch: step % 3, seed: 5, configHash: '0123456789abcdef', lastLoss: 1.5 + step, schedule: { baseLr: 1e-3, warmupSteps: 2 } };
+}
+
+/** A deterministic optimizer state with distinct values per parameter and step. */
+function optimizerState(lora: LoraAdapter, step: number): AdamWState {
+  const m: Record<string, Float32Array> = {};
+  const v: Record<string, Float32Array> = {};
+  const paramSteps: Record<string, number> = {};
+  lora.parameters().forEach((p, i) => {
+    const name = p.name ?? `param${i}`;
+    m[name] = Float32Array.from({ length: p.size }, (_, k) => Math.sin(step + i + k * 0.1));
+    v[name] = Float32Array.from({ length: p.size }, (_, k) => (step + i + k) * 1e-3);
+    paramSteps[name] = step - (i % 2);
+  });
+  return { step, m, v, paramSteps };
+}
+
+test('save → load: layout, trainer state, optimizer moments and adapter come back exactly', async () => {
+  const device = await getDevice();
+  const run = join(root, 'run1');
+  const lora = LoraAdapter.create(cfg, { rank: 4, alpha: 8, targets: ATTENTION_TARGETS, seed: 3 }, device);
+  // Non-zero B so both halves of each pair are checked.
+  for (const p of lora.pairs.values()) p.b.write(Float32Array.from({ length: p.b.size }, (_, k) => ((k % 7) - 3) * 0.01));
+  const opt = optimizerState(lora, 6);
+  const dir = await saveCheckpoint(run, lora, 'tiny', opt, state(6), 3);
+  assert.is(dir, join(run, 'checkpoints', 'step-000006'));
+  assert.equal(readdirSync(dir).sort(), ['adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors', 'trainer_state.json']);
+  assert.is(readFileSync(join(run, 'checkpoints', 'latest'), 'utf8'), 'step-000006\n');
+  assert.equal(readFileSync(join(run, 'adapter', 'adapter_model.safetensors')), readFileSync(join(dir, 'adapter_model.safetensors')));
+  assert.equal(readFileSync(join(run, 'adapter', 'adapter_config.json')), readFileSync(join(dir, 'adapter_config.json')));
+  assert.equal(readdirSync(run).sort(), ['adapter', 'checkpoints'], 'no temporary directories left');
+
+  const ck = loadLatestCheckpoint(run)!;
+  assert.is(ck.dir, dir);
+  assert.equal(ck.state, state(6));
+  assert.is(ck.optimizer.step, 6);
+  assert.equal(ck.optimizer.paramSteps, opt.paramSteps);
+  assert.equal(Object.keys(ck.optimizer.m).sort(), Object.keys(opt.m).sort());
+  for (const k of Object.keys(opt.m)) {
+    assert.equal(Array.from(ck.optimizer.m[k]), Array.from(opt.m[k]), `m.${k}`);
+    assert.equal(Array.from(ck.optimizer.v[k]), Array.from(opt.v[k]), `v.${k}`);
+  }
+  const back = readPeftAdapter(dir, cfg, device);
+  assert.is(back.scaling, 2);
+  for (const [path, p] of lora.pairs) {
+    assert.equal(Array.from(await back.get(path)!.a.read()), Array.from(await p.a.read()), `${path} A`);
+    assert.equal(Array.from(await back.get(path)!.b.read()), Array.from(await p.b.read()), `${path} B`);
+  }
+  back.dispose();
+  lora.dispose();
+});
+
+test('retention keeps the newest N by step number (also past step 999999); latest names the newest', async () => {
+  const device = await getDevice();
+  const run = join(root, 'run2');
+  const lora = LoraAdapter.create(cfg, { rank: 2, alpha: 2, targets: ['q_proj'], seed: 0 }, device);
+  for (const s of [2, 4, 6, 999_998, 1_000_000, 1_000_002]) await saveCheckpoint(run, lora, 'tiny', optimizerState(lora, s), state(s), 2);
+  assert.equal(readdirSync(join(run, 'checkpoints')).sort(), ['latest', checkpointName(1_000_000), checkpointName(1_000_002)].sort());
+  assert.is(loadLatestCheckpoint(run)!.state.step, 1_000_002);
+  lora.dispose();
+});
+
+test('crash leftovers: a half-written temp dir is ignored; latest pointing at a missing checkpoint is an error; no latest → null', async () => {
+  const device = await getDevice();
+  const run = join(root, 'run3');
+  assert.is(loadLatestCheckpoint(run), null);
+  const lora = LoraAdapter.create(cfg, { rank: 2, alpha: 2, targets: ['v_proj'], seed: 0 }, device);
+  await saveCheckpoint(run, lora, 'tiny', optimizerState(lora, 2), state(2), 3);
+  // A crash while writing step 4 leaves only its temporary directory.
+  mkdirSync(join(run, 'checkpoints', '.step-000004.tmp-99999'));
+  writeFileSync(join(run, 'checkpoints', '.step-000004.tmp-99999', 'adapter_model.safetensors'), 'partial');
+  assert.is(loadLatestCheckpoint(run)!.state.step, 2);
+  writeFileSync(join(run, 'checkpoints', 'latest'), 'step-000004\n');
+  assert.throws(() => loadLatestCheckpoint(run), /latest points to step-000004, which is incomplete or missing/);
+  lora.dispose();
+});
+
+test('--resume with a checkpoint that does not fit: wrong-rank adapter and changed options are clear errors', async () => {
+  const device = await getDevice();
+  const data = join(root, 'data');
+  await ensureDemoDataset(data, { count: 24, size: 32, variants: 1 });
+  const o: TrainOptions = {
+    data, model: 'tiny', out: join(root, 'run4'), steps: 2, epochs: 1, batch: 8, accum: 1, lr: 1e-2, minLr: 0, weightDecay: 0.01,
+    beta1: 0.9, beta2: 0.999, eps: 1e-8, clip: 1, warmup: 0, restartPeriod: 0, restartMult: 1, rank: 4, alpha: 4,
+    targets: [...ATTENTION_TARGETS], dualProjection: false, tau: 0.07, seed: 0, valFraction: 0, teacherCache: true,
+    cacheDir: join(root, 'cache'), saveEvery: 1, logEvery: 10, keepCheckpoints: 3, maxBadFraction: 0.05, eval: false, plot: 'pca', resume: null,
+  };
+  const r = await train(device, o, { log: () => undefined });
+  r.lora.dispose();
+  r.model.model.dispose();
+  const resume = async (over: Partial<TrainOptions>): Promise<string> => {
+    try {
+      const x = await train(device, { ...o, steps: 4, resume: o.out, ...over }, { log: () => undefined });
+      x.lora.dispose();
+      x.model.model.dispose();
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return 'no error';
+  };
+  assert.match(await resume({ lr: 5e-2 }), /--resume .*: the checkpoint was trained with different options/);
+  const ckpt = join(o.out, 'checkpoints', 'step-000002');
+  const cfgPath = join(ckpt, 'adapter_config.json');
+  const saved = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
+  writeFileSync(cfgPath, JSON.stringify({ ...saved, r: 8 }));
+  const msg = await resume({});
+  assert.match(msg, /step-000002\/adapter_model\.safetensors: adapter does not fit the model/);
+  assert.match(msg, /lora_A\.weight: expected \[8, 64\], found \[4, 64\]/);
+  // The failed resumes changed nothing on disk.
+  assert.is(readFileSync(join(o.out, 'checkpoints', 'latest'), 'utf8').trim(), 'step-000002');
+  assert.is(readFileSync(join(o.out, 'metrics.jsonl'), 'utf8').trim().split('\n').length, 2);
+  assert.ok(existsSync(join(o.out, 'adapter', 'adapter_model.safetensors')));
+  assert.ok(readSafetensors(join(o.out, 'adapter', 'adapter_model.safetensors')).tensors.size === 16);
+});
+
+test.run();

@@ -1,0 +1,290 @@
+// The training loop called directly (tiny model, 24 pairs at 32×32): gradient accumulation,
+// the teacher cache, metrics.jsonl / config.json / eval metrics.json, and fault handling.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { mkdtempSync } from 'node:fs';
+import { getDevice } from '../../src/gpu/device.ts';
+import { BufferTooLargeError } from '../../src/gpu/pool.ts';
+import { OutOfMemoryError } from '../../src/gpu/encoder.ts';
+import { ClipVisionModel } from '../../src/nn/vit.ts';
+import type { ForwardOptions } from '../../src/nn/vit.ts';
+import type { Tensor } from '../../src/tensor/tensor.ts';
+import { ensureDemoDataset } from '../../src/io/demo-data.ts';
+import { train, oomHelp, type TrainOptions, type TrainResult } from '../../src/train/trainer.ts';
+import { runTrain } from '../../src/cli/train-command.ts';
+import { ATTENTION_TARGETS } from '../../src/nn/lora.ts';
+import { assertClose } from '../helpers/fixtures.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'genalign-trainer-'));
+const data = join(root, 'data');
+test.before(async () => {
+  await ensureDemoDataset(data, { count: 24, size: 32, variants: 1 });
+});
+test.after(() => rmSync(root, { recursive: true, force: true }));
+
+let runs = 0;
+function options(over: Partial<TrainOptions> = {}): TrainOptions {
+  return {
+    data, model: 'tiny', out: join(root, `run${runs++}`), steps: 2, epochs: 1, batch: 8, accum: 1, lr: 1e-2, minLr: 0,
+    weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, clip: 1, warmup: 0, restartPeriod: 0, restartMult: 1,
+    rank: 4, alpha: 4, targets: [...ATTENTION_TARGETS], dualProjection: false, tau: 0.07, seed: 0, valFraction: 0,
+    teacherCache: true, cacheDir: join(root, 'cache'), saveEvery: 500, logEvery: 10, keepCheckpoints: 3,
+    maxBadFraction: 0.05, eval: false, plot: 'pca', resume: null, ...over,
+  };
+}
+
+interface Run {
+  result: TrainResult;
+  logs: string[];
+  metrics: Record<string, number>[];
+  adapter: Map<string, Float32Array>;
+}
+
+/** Trains, reads back the adapter and metrics, and frees the GPU state. */
+async function run(over: Partial<TrainOptions> = {}): Promise<Run> {
+  const device = await getDevice();
+  const logs: string[] = [];
+  const o = options(over);
+  const result = await train(device, o, { log: (l) => logs.push(l) });
+  const adapter = new Map<string, Float32Array>();
+  for (const [path, p] of result.lora.pairs) {
+    adapter.set(`${path}.A`, await p.a.read());
+    adapter.set(`${path}.B`, await p.b.read());
+  }
+  result.lora.dispose();
+  result.projection?.dispose();
+  result.model.model.dispose();
+  const metrics = readFileSync(join(result.runDir, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, number>);
+  return { result, logs, metrics, adapter };
+}
+
+async function failure(over: Partial<TrainOptions>): Promise<{ message: string; logs: string[] }> {
+  const device = await getDevice();
+  const logs: string[] = [];
+  try {
+    const r = await train(device, options(over), { log: (l) => logs.push(l) });
+    r.lora.dispose();
+    r.model.model.dispose();
+  } catch (e) {
+    return { message: (e as Error).message, logs };
+  }
+  throw new Error(`expected train(${JSON.stringify(over)}) to fail`);
+}
+
+/** Counts forward passes without a LoRA adapter (= teacher forwards) while `fn` runs. */
+async function countTeacherForwards<T>(fn: () => Promise<T>): Promise<{ value: T; teacher: number; student: number }> {
+  const original = ClipVisionModel.prototype.forward;
+  let teacher = 0;
+  let student = 0;
+  ClipVisionModel.prototype.forward = function (this: ClipVisionModel, pixels: Tensor, opts: ForwardOptions = {}): Tensor {
+    if (opts.lora) student++;
+    else teacher++;
+    return original.call(this, pixels, opts);
+  };
+  try {
+    return { value: await fn(), teacher, student };
+  } finally {
+    ClipVisionModel.prototype.forward = original;
+  }
+}
+
+function maxRelDiff(a: number[], b: number[]): number {
+  return Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.abs(b[i])));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+test('gradient accumulation: batch 4 × accum 2 equals batch 8 × accum 1 (losses, grad norms, adapter)', async () => {
+  // eps 0.1 makes the Adam update depend on the gradient's size, not only its sign, so a
+  // mis-scaled accumulated gradient shows up in the adapter (the grad norm checks it directly).
+  const common = { steps: 2, eps: 0.1, cacheDir: join(root, 'cache-accum') };
+  const full = await run({ ...common, batch: 8, accum: 1 });
+  const acc = await run({ ...common, batch: 4, accum: 2 });
+  assert.is(full.metrics.length, 2);
+  assert.is(acc.metrics.length, 2);
+  const key = (r: Run, k: string): number[] => r.metrics.map((m) => m[k]);
+  assert.ok(maxRelDiff(key(acc, 'loss'), key(full, 'loss')) <= 1e-5, `loss ${key(acc, 'loss')} vs ${key(full, 'loss')}`);
+  assert.ok(maxRelDiff(key(acc, 'grad_norm'), key(full, 'grad_norm')) <= 1e-5, `grad norm ${key(acc, 'grad_norm')} vs ${key(full, 'grad_norm')}`);
+  assert.equal(key(acc, 'accuracy'), key(full, 'accuracy'));
+  for (const [k, v] of full.adapter) assertClose(acc.adapter.get(k)!, v, { rtol: 1e-5, atol: 1e-7 }, `adapter ${k}`);
+  // The update moved B off zero (else the comparison would be trivial).
+  assert.ok([...full.adapter].some(([k, v]) => k.endsWith('.B') && v.some((x) => Math.abs(x) > 1e-4)));
+});
+
+test('teacher cache: the second run embeds no real image again; --no-teacher-cache gives the same step-1 loss', async () => {
+  const cacheDir = join(root, 'cache-reuse');
+  const first = await countTeacherForwards(() => run({ steps: 1, cacheDir }));
+  assert.ok(first.value.logs.some((l) => /teacher cache: embedding 24 real images \(0 already cached\)/.test(l)), first.value.logs.join('\n'));
+  assert.ok(first.teacher > 0, 'first run runs the teacher to fill the cache');
+  assert.ok(readdirSync(cacheDir).some((f) => /^teacher-[0-9a-f]+\.safetensors$/.test(f)));
+
+  const second = await countTeacherForwards(() => run({ steps: 1, cacheDir }));
+  assert.ok(second.value.logs.some((l) => /teacher cache: all 24 real images cached/.test(l)), second.value.logs.join('\n'));
+  assert.is(second.teacher, 0, 'no teacher forward when everything is cached');
+  assert.is(second.student, 1);
+  assert.is(second.value.metrics[0].loss, first.value.metrics[0].loss);
+
+  const none = await countTeacherForwards(() => run({ steps: 1, teacherCache: false, cacheDir: join(root, 'cache-unused') }));
+  assert.not.ok(existsSync(join(root, 'cache-unused')), '--no-teacher-cache writes no cache');
+  assert.is(none.teacher, 1, 'the teacher runs on the step batch');
+  assert.not.ok(none.value.logs.some((l) => l.includes('teacher cache')));
+  const l0 = first.value.metrics[0].loss;
+  const l1 = none.value.metrics[0].loss;
+  assert.ok(Math.abs(l1 - l0) <= 1e-5 * Math.abs(l0), `step-1 loss ${l1} (no cache) vs ${l0} (cached)`);
+});
+
+test('metrics.jsonl: one line per step with the StepRecord keys; config.json holds the resolved options', async () => {
+  const r = await run({ steps: 3, saveEvery: 2 });
+  assert.equal(r.metrics.map((m) => m.step), [1, 2, 3]);
+  for (const m of r.metrics) {
+    assert.equal(Object.keys(m).sort(), ['accuracy', 'elapsed_s', 'epoch', 'grad_norm', 'images_per_s', 'loss', 'lr', 'step'].sort());
+    for (const v of Object.values(m)) assert.ok(Number.isFinite(v));
+    assert.ok(m.loss > 0 && m.accuracy >= 0 && m.accuracy <= 1 && m.grad_norm > 0);
+  }
+  assert.is(r.metrics[0].lr, 1e-2, 'no warmup: step 1 at the peak lr');
+  assert.ok(r.metrics[2].lr < r.metrics[1].lr, 'cosine decay');
+  const cfg = JSON.parse(readFileSync(join(r.result.runDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  assert.is(cfg.data, data);
+  assert.is(cfg.out, r.result.runDir);
+  assert.is(cfg.model, 'tiny');
+  assert.is(cfg.batch, 8);
+  assert.is(cfg.steps, 3);
+  assert.equal(cfg.targets, [...ATTENTION_TARGETS]);
+  assert.match(String(cfg.configHash), /^[0-9a-f]{16}$/);
+  assert.is((cfg.modelConfig as { hiddenSize: number }).hiddenSize, 64);
+  assert.equal(readdirSync(join(r.result.runDir, 'checkpoints')).sort(), ['latest', 'step-000002', 'step-000003']);
+});
+
+test('runTrain with eval: metrics.json has exactly the documented keys; figure3 written', async () => {
+  const out = join(root, 'run-eval');
+  const code = await runTrain(['--data', data, '--model', 'tiny', '--steps', '2', '--batch', '8', '--val-fraction', '0.25', '--plot', 'pca', '--cache-dir', join(root, 'cache'), '--out', out]);
+  assert.is(code, 0);
+  const m = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as Record<string, number>;
+  assert.equal(Object.keys(m).sort(), ['gap_after', 'gap_before', 'n_val', 'paired_cosine_after', 'paired_cosine_before', 'r1_after', 'r1_before', 'r5_after', 'r5_before'].sort());
+  assert.ok(m.n_val >= 2 && m.n_val < 24 && Number.isInteger(m.n_val));
+  for (const k of ['r1_before', 'r1_after', 'r5_before', 'r5_after']) assert.ok(m[k] >= 0 && m[k] <= 1, k);
+  assert.ok(m.r5_after >= m.r1_after);
+  assert.ok(existsSync(join(out, 'figure3.svg')) && existsSync(join(out, 'figure3.png')));
+});
+
+// --- fault handling -----------------------------------------------------------------------------
+
+/** A copy of the dataset with some generated images replaced by garbage or truncated. */
+function damagedCopy(name: string, bad: number): { dir: string; files: string[] } {
+  const dir = join(root, name);
+  cpSync(data, dir, { recursive: true });
+  const gen = readdirSync(join(dir, 'generated')).sort();
+  const files: string[] = [];
+  for (let i = 0; i < bad; i++) {
+    const p = join(dir, 'generated', gen[i]);
+    if (i % 2 === 0) writeFileSync(p, readFileSync(p).subarray(0, 40)); // truncated JPEG
+    else writeFileSync(p, Buffer.from('definitely not an image'));
+    files.push(p);
+  }
+  return { dir, files };
+}
+
+test('a corrupt and a truncated image in the data are skipped with warnings naming them, and counted', async () => {
+  const { dir, files } = damagedCopy('data-2bad', 2);
+  // 2 bad of 48 files is 4.2%, under the default 5%. Two epochs of batch 8 visit every pair.
+  const r = await run({ data: dir, steps: 6, batch: 8 });
+  assert.is(r.metrics.length, 6);
+  for (const f of files) assert.ok(r.logs.some((l) => l.startsWith('warning: skipping pair') && l.includes(f)), `a warning names ${f}:\n${r.logs.join('\n')}`);
+  assert.ok(r.logs.some((l) => /skipped 2 unreadable image file\(s\)/.test(l)), r.logs.join('\n'));
+  for (const m of r.metrics) assert.ok(Number.isFinite(m.loss));
+});
+
+test('too many unreadable images: the run aborts with a clear message', async () => {
+  const { dir } = damagedCopy('data-5bad', 5);
+  const f = await failure({ data: dir, steps: 6 });
+  assert.match(f.message, /too many unreadable images: \d+ of \d+ decoded files failed \(more than 5\.0% allowed\)/);
+  assert.match(f.message, /cannot decode image/);
+});
+
+test('missing, empty and manifest-broken data directories fail before any GPU work', async () => {
+  assert.match((await failure({ data: join(root, 'nope') })).message, /data directory .*nope does not exist/);
+  mkdirSync(join(root, 'empty'));
+  assert.match((await failure({ data: join(root, 'empty') })).message, /data directory .*empty is empty: expected pairs\.jsonl/);
+  const bad = join(root, 'data-badjson');
+  cpSync(data, bad, { recursive: true });
+  const lines = readFileSync(join(bad, 'pairs.jsonl'), 'utf8').split('\n');
+  lines[4] = '{"real": "real/04.png", "generated": ';
+  writeFileSync(join(bad, 'pairs.jsonl'), lines.join('\n'));
+  assert.match((await failure({ data: bad })).message, /pairs\.jsonl line 5: not valid JSON/);
+});
+
+test('a model directory without model.safetensors, or with a .bin, is a clear error', async () => {
+  const dir = join(root, 'model-nofile');
+  mkdirSync(dir);
+  cpSync(join('test', 'fixtures', 'clip-tiny', 'config.json'), join(dir, 'config.json'));
+  assert.match((await failure({ model: dir })).message, /model-nofile: no model\.safetensors or model\.safetensors\.index\.json found/);
+  writeFileSync(join(dir, 'pytorch_model.bin'), 'pickle');
+  assert.match((await failure({ model: dir })).message, /found pytorch_model\.bin but no model\.safetensors/);
+  assert.match((await failure({ model: 'vit-h-99' })).message, /--model vit-h-99: not a directory and not a preset/);
+});
+
+test('NaN loss (absurd --lr 1e30): the run stops with a message and keeps the last good checkpoint', async () => {
+  const out = join(root, 'run-nan-lr');
+  const f = await failure({ out, lr: 1e30, clip: 0, steps: 6, saveEvery: 1 });
+  assert.match(f.message, /Loss became NaN at step 2; stopping without applying this update/);
+  assert.match(f.message, /last good checkpoint .* is kept\. Try a lower --lr/);
+  assert.is(readFileSync(join(out, 'checkpoints', 'latest'), 'utf8').trim(), 'step-000001');
+  assert.is(readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').length, 1);
+});
+
+test('NaN loss at step 3 (GENALIGN_TEST_NAN_AT_STEP): checkpoint 2 stays the latest, adapter untouched', async () => {
+  const out = join(root, 'run-nan-hook');
+  process.env.GENALIGN_TEST_NAN_AT_STEP = '3';
+  let f;
+  try {
+    f = await failure({ out, steps: 6, saveEvery: 2 });
+  } finally {
+    delete process.env.GENALIGN_TEST_NAN_AT_STEP;
+  }
+  assert.match(f.message, /Loss became NaN at step 3/);
+  assert.is(readFileSync(join(out, 'checkpoints', 'latest'), 'utf8').trim(), 'step-000002');
+  assert.equal(readdirSync(join(out, 'checkpoints')).sort(), ['latest', 'step-000002']);
+  assert.equal(readFileSync(join(out, 'adapter', 'adapter_model.safetensors')), readFileSync(join(out, 'checkpoints', 'step-000002', 'adapter_model.safetensors')));
+});
+
+test('out of GPU memory: the error suggests a smaller --batch with --accum keeping the effective batch', async () => {
+  const device = await getDevice();
+  const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
+  let real: unknown;
+  try {
+    device.pool.acquire(limit + 1024, 'activation');
+  } catch (e) {
+    real = e;
+  }
+  assert.instance(real, BufferTooLargeError, 'the pool refuses a buffer over the binding limit before allocating');
+  assert.throws(() => oomHelp(real, { batch: 32, accum: 1 }), (e: Error) => /exceeds this GPU's largest storage buffer/.test(e.message) && /try --batch 16 --accum 2 \(same effective batch\)/.test(e.message));
+  assert.throws(() => oomHelp(new OutOfMemoryError('GPU out of memory'), { batch: 12, accum: 2 }), (e: Error) => /try --batch 6 --accum 4/.test(e.message));
+  // 7 has no divisor but 1: batch 1 × accum 7·3 keeps 21.
+  assert.throws(() => oomHelp(new OutOfMemoryError('GPU out of memory'), { batch: 7, accum: 3 }), (e: Error) => /try --batch 1 --accum 21/.test(e.message));
+  assert.throws(() => oomHelp(new OutOfMemoryError('x'), { batch: 1, accum: 1 }), (e: Error) => /smaller model/.test(e.message));
+  // Anything else passes through unchanged.
+  const other = new Error('disk full');
+  assert.throws(() => oomHelp(other, { batch: 8, accum: 1 }), (e: Error) => e === other);
+});
+
+test('unwritable output directory: fails before training (no metrics, no teacher cache, no step)', async () => {
+  const file = join(root, 'a-file');
+  writeFileSync(file, 'x');
+  let steps = 0;
+  const device = await getDevice();
+  const cacheDir = join(root, 'cache-unwritable');
+  let message = '';
+  try {
+    await train(device, options({ out: join(file, 'run'), cacheDir }), { onStep: () => steps++, onStart: () => steps++ });
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  assert.match(message, /Output directory .*a-file\/run is not writable \((ENOTDIR|EEXIST)\)\. Choose another --out\./);
+  assert.is(steps, 0);
+  assert.not.ok(existsSync(cacheDir), 'failed before filling the teacher cache');
+});
+
+test.run();
