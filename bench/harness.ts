@@ -4,15 +4,23 @@
 //   1. uploads the case's host inputs (in the case's inputDtype),
 //   2. runs our op once (warmup), reads the output and measures max |ours - reference|,
 //   3. times `reps` more runs and keeps the median,
-//   4. does the same for the peer (tfjs-backend-webgpu) when the case has one,
+//   4. does the same for the peer (tfjs-backend-webgpu) when the case has one, or, for cases whose
+//      peer is our own composition of simpler ops (peerKind 'composed'), times that composition
+//      with the same timer (the row's peer is then 'genalign-composed'),
 // and returns one Row per case. Rows become the printed table and the JSON report.
+//
+// A case's run may enqueue any amount of work (a fused op, forward + backward under its own
+// scope, a whole train step) as long as it does not wait on the GPU; it returns the tensor(s)
+// the correctness check reads. Cases that hold state between runs (models, optimizers) create it
+// lazily in run and free it in dispose().
 //
 // Timing of our ops: with 'timestamp-query' the harness brackets the op's dispatches with two
 // GPU timestamps (CommandBatch.writeTimestamp) after waiting for the queue to drain, so the time
 // is GPU execution from the first dispatch to the end of the last. Without the feature it falls
 // back to wall time around the enqueue plus `await device.sync()`.
 import type { Device } from '../src/gpu/device.ts';
-import { Tensor, type DType } from '../src/tensor/tensor.ts';
+import { Tensor, scope, type DType } from '../src/tensor/tensor.ts';
+import { backward } from '../src/tensor/autograd.ts';
 import type { Peer, PeerTensor } from './peer-tfjs.ts';
 
 export interface HostTensor {
@@ -24,8 +32,8 @@ export interface HostTensor {
 export interface Check {
   /** Written into the report: what the output was compared against. */
   reference: string;
-  /** max |ours - reference| given our output and the host inputs. */
-  maxAbsErr(out: Float32Array, inputs: HostTensor[]): number;
+  /** max |ours - reference| given our output and the host inputs (may run GPU work of its own). */
+  maxAbsErr(out: Float32Array, inputs: HostTensor[]): number | Promise<number>;
 }
 
 export interface BenchCase {
@@ -42,13 +50,40 @@ export interface BenchCase {
   inputs(): HostTensor[];
   /** Storage dtype our op's inputs are uploaded in (rounded on the host); default f32. */
   inputDtype?: DType;
-  /** Enqueues our op once. Timed; must not read back. The harness disposes the result. */
-  run(inputs: Tensor[]): Tensor;
-  /** Correctness reference; 'peer' compares against the peer's output (needs peer). */
-  check: Check | 'peer';
+  /**
+   * Enqueues our op once. Timed; must not read back. The harness disposes the result; several
+   * outputs are read in order and concatenated for the check.
+   */
+  run(inputs: Tensor[]): Tensor | Tensor[];
+  /**
+   * Correctness reference: a host check; 'peer' compares against the tfjs peer's output (needs
+   * peer); 'composed' against the output of `composed` (run once, untimed unless peerKind is 'composed').
+   */
+  check: Check | 'peer' | 'composed';
   /** The same computation through the peer (absent: no peer numbers for this case). */
   peer?(peer: Peer, inputs: PeerTensor[]): PeerTensor;
+  /** The same computation composed from genalign's simpler ops (same outputs, in the same order as run's). */
+  composed?(inputs: Tensor[]): Tensor | Tensor[];
+  /** Which peer fills peer_ms: tfjs (default) or `composed`, timed like ours (peer 'genalign-composed'). */
+  peerKind?: 'tfjs' | 'composed';
+  /** At most this many timed reps (heavy cases such as a whole train step); default --reps. */
+  maxReps?: number;
+  /** Numbers derived from the row and the rows measured before it in this run (e.g. images/s), put under `extra`. */
+  derived?(row: Row, earlier: readonly Row[]): Record<string, number>;
+  /** Frees what the case created for itself (called once after the case, also when it failed). */
+  dispose?(): void;
 }
+
+/**
+ * Why fwd+bwd cases have no tfjs peer: tfjs-core's Node build (dist/tf-core.node.js) registers no
+ * gradients (the @tensorflow/tfjs bundle imports register_all_gradients, which is not installed),
+ * and Node cannot load tfjs-core's ESM build (extensionless imports), so tf.grads fails with
+ * "gradient function not found". Those cases are timed against `composed` only.
+ */
+export const TFJS_NO_GRADIENTS = 'tfjs-core registers no gradients under Node without the @tensorflow/tfjs bundle';
+
+/** The peer label of rows timed against `composed`. */
+export const COMPOSED_PEER = 'genalign-composed';
 
 export interface SuiteOptions {
   /** Tiny shapes for the smoke test. */
@@ -79,6 +114,10 @@ export interface Row {
   ratio: number | null;
   /** Median wall time of our runs (enqueue to sync), for comparison with the GPU time. */
   wall_ms: number;
+  /** Compute dispatches one run of ours records (counted on the warmup run). */
+  dispatches?: number;
+  /** Case-specific numbers (BenchCase.derived), e.g. images_per_s, ratio_to_matmul, peer_dispatches. */
+  extra?: Record<string, number>;
 }
 
 /** A case that threw (reported next to the results, never silently dropped). */
@@ -104,6 +143,8 @@ export interface Report {
 export interface BenchOptions {
   reps: number;
   warmup: number;
+  /** Time peers (false with --no-peer: also skips timing `composed`, which still serves as a reference). */
+  peers?: boolean;
 }
 
 export function median(xs: number[]): number {
@@ -135,6 +176,30 @@ export function uniform(n: number, seed: number, scale = 1): Float32Array {
     out[i] = scale * (2 * (((t ^ (t >>> 14)) >>> 0) / 4294967296) - 1);
   }
   return out;
+}
+
+/**
+ * Forward + backward for fwd+bwd cases: runs `forward` on fresh views of `inputs` (those with
+ * needGrad[i] require grad), backpropagates `gradOutput` (a scalar output needs none) and
+ * returns the gradients of the inputs that required one, in order. Intermediates are freed.
+ */
+export function forwardBackward(inputs: readonly Tensor[], needGrad: readonly boolean[], forward: (xs: Tensor[]) => Tensor, gradOutput?: Tensor): Tensor[] {
+  return scope(() => {
+    const xs = inputs.map((t, i) => {
+      const v = t.view();
+      v.requiresGrad = needGrad[i] ?? false;
+      return v;
+    });
+    backward(forward(xs), gradOutput);
+    const grads: Tensor[] = [];
+    xs.forEach((x, i) => {
+      if (!needGrad[i]) return;
+      if (!x.grad) throw new Error(`bench forwardBackward: input ${i} got no gradient`);
+      grads.push(x.grad);
+      x.grad = null;
+    });
+    return grads;
+  });
 }
 
 /** Measures how long the GPU takes for the work one callback enqueues. */
@@ -222,27 +287,61 @@ export interface PeerResult {
 /** Peer measurements by kernel|shape|dtype, shared by the variant rows of one shape. */
 export type PeerCache = Map<string, PeerResult>;
 
+/** Our outputs (one tensor or several) read back in order and concatenated; all disposed. */
+async function readOutputs(result: Tensor | Tensor[]): Promise<Float32Array> {
+  const outs = Array.isArray(result) ? result : [result];
+  for (const t of outs) t.keep();
+  try {
+    const parts: Float32Array[] = [];
+    for (const t of outs) parts.push(await t.read());
+    if (parts.length === 1) return parts[0];
+    const all = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+    let off = 0;
+    for (const p of parts) {
+      all.set(p, off);
+      off += p.length;
+    }
+    return all;
+  } finally {
+    for (const t of outs) t.dispose();
+  }
+}
+
+function disposeOutputs(result: Tensor | Tensor[]): void {
+  for (const t of Array.isArray(result) ? result : [result]) t.dispose();
+}
+
+/** Times `enqueue` reps times; [median timed ms, median wall ms]. */
+async function timeReps(timer: Timer, reps: number, enqueue: () => void): Promise<[number, number]> {
+  const times: number[] = [];
+  const walls: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const [ms, wall] = await timer.measure(enqueue);
+    times.push(ms);
+    walls.push(wall);
+  }
+  return [median(times), median(walls)];
+}
+
 /** Runs one case: correctness check, then timing of ours and of the peer. */
-export async function runCase(c: BenchCase, device: Device, timer: Timer, peer: Peer | null, peerCache: PeerCache, opts: BenchOptions): Promise<Row> {
+export async function runCase(c: BenchCase, device: Device, timer: Timer, peer: Peer | null, peerCache: PeerCache, opts: BenchOptions, earlier: readonly Row[] = []): Promise<Row> {
   const host = c.inputs();
   const inputs = host.map((h) => {
     const t = Tensor.empty(h.shape, device, c.inputDtype ?? 'f32').keep();
     t.write(h.data);
     return t;
   });
-  const usePeer = peer !== null && c.peer !== undefined;
+  const timeComposed = c.peerKind === 'composed' && opts.peers !== false;
+  const peerKind = c.peerKind === 'composed' ? (timeComposed ? 'composed' : 'none') : 'tfjs';
+  if ((c.peerKind === 'composed' || c.check === 'composed') && !c.composed) throw new Error(`bench case ${c.kernel} ${c.shape}: uses its composition but has no composed()`);
+  const usePeer = peerKind === 'tfjs' && peer !== null && c.peer !== undefined;
+  const reps = Math.min(opts.reps, c.maxReps ?? opts.reps);
   try {
     // Warmup run (compiles pipelines) doubles as the correctness run.
-    let ours: Float32Array;
-    {
-      const out = c.run(inputs).keep();
-      try {
-        ours = await out.read();
-      } finally {
-        out.dispose();
-      }
-    }
-    for (let i = 1; i < opts.warmup; i++) c.run(inputs).dispose();
+    const dispatches0 = device.batch.totalDispatches;
+    const ours = await readOutputs(c.run(inputs));
+    const dispatches = device.batch.totalDispatches - dispatches0;
+    for (let i = 1; i < opts.warmup; i++) disposeOutputs(c.run(inputs));
 
     let peerResult: PeerResult | null = null;
     if (usePeer) {
@@ -255,7 +354,7 @@ export async function runCase(c: BenchCase, device: Device, timer: Timer, peer: 
           const run = (): PeerTensor => c.peer!(peer, peerInputs);
           const out = await peer.warmup(run, opts.warmup);
           const times: number[] = [];
-          for (let r = 0; r < opts.reps; r++) times.push(await peer.time(run));
+          for (let r = 0; r < reps; r++) times.push(await peer.time(run));
           peerResult = { ms: median(times), out: c.check === 'peer' ? out : null };
           peerCache.set(key, peerResult);
         } finally {
@@ -263,27 +362,36 @@ export async function runCase(c: BenchCase, device: Device, timer: Timer, peer: 
         }
       }
     }
-    const peerMs = peerResult ? peerResult.ms : null;
+    let peerMs = peerResult ? peerResult.ms : null;
     const peerOut = peerResult ? peerResult.out : null;
+
+    // Our own composition: the reference of 'composed' checks and/or the timed peer.
+    let composedOut: Float32Array | null = null;
+    let composedDispatches: number | null = null;
+    if (c.composed && (c.check === 'composed' || peerKind === 'composed')) {
+      const d0 = device.batch.totalDispatches;
+      composedOut = await readOutputs(c.composed(inputs));
+      composedDispatches = device.batch.totalDispatches - d0;
+      if (peerKind === 'composed') {
+        for (let i = 1; i < opts.warmup; i++) disposeOutputs(c.composed(inputs));
+        [peerMs] = await timeReps(timer, reps, () => disposeOutputs(c.composed!(inputs)));
+      }
+    }
 
     let maxAbsErr: number | null;
     let reference: string;
     if (c.check === 'peer') {
       reference = peer ? `${peer.name} output` : 'none (peer disabled)';
       maxAbsErr = peerOut ? maxAbsDiff(ours, peerOut) : null;
+    } else if (c.check === 'composed') {
+      reference = `${COMPOSED_PEER} output`;
+      maxAbsErr = maxAbsDiff(ours, composedOut!);
     } else {
       reference = c.check.reference;
-      maxAbsErr = c.check.maxAbsErr(ours, host);
+      maxAbsErr = await c.check.maxAbsErr(ours, host);
     }
 
-    const times: number[] = [];
-    const walls: number[] = [];
-    for (let r = 0; r < opts.reps; r++) {
-      const [ms, wall] = await timer.measure(() => c.run(inputs).dispose());
-      times.push(ms);
-      walls.push(wall);
-    }
-    const ms = median(times);
+    const [ms, wallMs] = await timeReps(timer, reps, () => disposeOutputs(c.run(inputs)));
     const row: Row = {
       kernel: c.kernel,
       variant: c.variant ?? 'default',
@@ -292,16 +400,22 @@ export async function runCase(c: BenchCase, device: Device, timer: Timer, peer: 
       ms,
       max_abs_err: maxAbsErr,
       reference,
-      peer: usePeer ? peer.name : null,
+      peer: peerKind === 'composed' ? COMPOSED_PEER : usePeer ? peer.name : null,
       peer_ms: peerMs,
       ratio: peerMs !== null ? peerMs / ms : null,
-      wall_ms: median(walls),
+      wall_ms: wallMs,
+      dispatches,
     };
     if (c.flops !== undefined) row.gflops = c.flops / (ms * 1e6);
     if (c.bytes !== undefined) row.gbps = c.bytes / (ms * 1e6);
+    const extra: Record<string, number> = {};
+    if (peerKind === 'composed' && composedDispatches !== null) extra.peer_dispatches = composedDispatches;
+    Object.assign(extra, c.derived?.(row, earlier));
+    if (Object.keys(extra).length) row.extra = extra;
     return row;
   } finally {
     for (const t of inputs) t.dispose();
+    c.dispose?.();
   }
 }
 
@@ -322,7 +436,10 @@ function fmt(x: number | null | undefined, digits = 3): string {
 
 /** Rows as a Markdown table (also how the bench prints them). */
 export function formatTable(rows: Row[]): string {
-  const head = ['kernel', 'variant', 'shape', 'dtype', 'ms', 'GFLOP/s', 'GB/s', 'max_abs_err', 'peer_ms', 'ratio'];
+  // Peer and extra columns only when some row has them (tables of older suites stay as they were).
+  const peers = rows.some((r) => r.peer !== null && r.peer !== COMPOSED_PEER) && rows.some((r) => r.peer === COMPOSED_PEER);
+  const extras = rows.some((r) => r.extra);
+  const head = ['kernel', 'variant', 'shape', 'dtype', 'ms', 'GFLOP/s', 'GB/s', 'max_abs_err', ...(peers ? ['peer'] : []), 'peer_ms', 'ratio', ...(extras ? ['extra'] : [])];
   const body = rows.map((r) => [
     r.kernel,
     r.variant,
@@ -332,8 +449,10 @@ export function formatTable(rows: Row[]): string {
     fmt(r.gflops, 2),
     fmt(r.gbps, 2),
     r.max_abs_err === null ? '-' : r.max_abs_err === 0 ? '0' : r.max_abs_err.toExponential(2),
+    ...(peers ? [r.peer === COMPOSED_PEER ? 'composed' : r.peer === null ? '-' : 'tfjs'] : []),
     fmt(r.peer_ms),
     fmt(r.ratio, 2),
+    ...(extras ? [Object.entries(r.extra ?? {}).map(([k, v]) => `${k}=${Number.isInteger(v) ? v : fmt(v, 2)}`).join(' ')] : []),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;

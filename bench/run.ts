@@ -1,7 +1,7 @@
 // `npm run bench`: times genalign's kernels at realistic shapes against tfjs-backend-webgpu on the
 // same adapter, prints a table and writes bench/results/<date>-<adapter>.json.
 //
-//   npm run bench -- [--filter <substring>] [--reps N] [--quick] [--no-peer] [--all-variants] [--out <dir>]
+//   npm run bench -- [--suite <names>] [--filter <substring>] [--reps N] [--quick] [--no-peer] [--all-variants] [--out <dir>]
 //
 // Adding a kernel family: write bench/suites/<family>.ts exporting a Suite and list it in SUITES.
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -14,14 +14,22 @@ import { adapterSlug, createTimer, formatTable, matchesFilter, runCase, type Fai
 import { startPeer, stopPeer, type Peer } from './peer-tfjs.ts';
 import { elementwiseSuite } from './suites/elementwise.ts';
 import { matmulSuite } from './suites/matmul.ts';
+import { attentionSuite } from './suites/attention.ts';
+import { layernormSuite } from './suites/layernorm.ts';
+import { loraSuite } from './suites/lora.ts';
+import { lossSuite } from './suites/loss.ts';
+import { adamwSuite } from './suites/adamw.ts';
+import { vitSuite } from './suites/vit.ts';
+import { trainSuite } from './suites/train.ts';
 
-const SUITES: Suite[] = [elementwiseSuite, matmulSuite];
+const SUITES: Suite[] = [elementwiseSuite, matmulSuite, attentionSuite, layernormSuite, loraSuite, lossSuite, adamwSuite, vitSuite, trainSuite];
 
 const HELP = `usage: npm run bench -- [options]
   --filter <s>   only cases whose kernel, variant, shape or dtype contains <s>
   --reps <n>     timed repetitions per case (median is reported; default 5)
   --quick        tiny shapes (smoke test)
-  --no-peer      skip tfjs-backend-webgpu
+  --suite <s>    only these suites (comma-separated names: ${SUITES.map((s) => s.name).join(', ')})
+  --no-peer      skip tfjs-backend-webgpu and the timing of genalign-composed peers
   --all-variants every registered kernel variant on every shape (default: on one shape per kernel)
   --out <dir>    where the JSON goes (default bench/results)`;
 
@@ -36,6 +44,7 @@ export async function main(argv: string[], log: (line: string) => void = console
     args: argv,
     options: {
       filter: { type: 'string' },
+      suite: { type: 'string' },
       reps: { type: 'string', default: '5' },
       quick: { type: 'boolean', default: false },
       'no-peer': { type: 'boolean', default: false },
@@ -50,6 +59,9 @@ export async function main(argv: string[], log: (line: string) => void = console
   }
   const reps = Number(values.reps);
   if (!Number.isInteger(reps) || reps < 1) throw new Error(`bench: --reps must be a positive integer, got '${values.reps}'`);
+  const wanted = values.suite ? values.suite.split(',').map((x) => x.trim()) : null;
+  const unknown = wanted?.filter((w) => !SUITES.some((s) => s.name === w)) ?? [];
+  if (unknown.length) throw new Error(`bench: unknown suite(s) ${unknown.join(', ')}; known: ${SUITES.map((s) => s.name).join(', ')}`);
   const benchDir = dirname(fileURLToPath(import.meta.url));
   const outDir = resolve(values.out ?? join(benchDir, 'results'));
 
@@ -65,7 +77,7 @@ export async function main(argv: string[], log: (line: string) => void = console
       peerNote = `${peer.name} on ${peer.adapterName}; ${peer.timingDescription}`;
     }
   }
-  const opts = { reps, warmup: 1 };
+  const opts = { reps, warmup: 1, peers: !values['no-peer'] };
   const loadStart = loadavg()[0];
   log(`adapter: ${device.adapter.name} (vendor ${device.adapter.vendor}, backend ${device.adapter.backend})`);
   log(`timing:  ${timer.description}; median of ${reps} reps after ${opts.warmup} warmup`);
@@ -77,11 +89,12 @@ export async function main(argv: string[], log: (line: string) => void = console
   const peerCache: PeerCache = new Map();
   try {
     for (const suite of SUITES) {
+      if (wanted && !wanted.includes(suite.name)) continue;
       const cases = suite.cases({ quick: values.quick, allVariants: values['all-variants'], device }).filter((c) => matchesFilter(c, values.filter));
       for (const c of cases) {
         const what = `${c.kernel} ${c.variant ?? 'default'} ${c.shape} ${c.dtype}`;
         try {
-          const row = await runCase(c, device, timer, peer, peerCache, opts);
+          const row = await runCase(c, device, timer, peer, peerCache, opts, rows);
           rows.push(row);
           log(`  ${what}: ${row.ms.toFixed(3)} ms (wall ${row.wall_ms.toFixed(3)})` + (row.peer_ms !== null ? `, peer ${row.peer_ms.toFixed(3)} ms` : ''));
         } catch (e) {
