@@ -17,11 +17,11 @@ export GENALIGN_KERNELS_DIR=$PWD/kernels GENALIGN_UNSAFE_APIS=1 GENALIGN_CACHE_D
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 /tmp/node scripts/probe-adapter.mjs | tee $OUT/adapter.json | head -12
 echo "=== tests on the GPU"
-timeout 200 /tmp/node test/gpu-bundle/tests.mjs > $OUT/tests.log 2>&1; echo "tests exit $?"
+timeout 120 /tmp/node test/gpu-bundle/tests.mjs > $OUT/tests.log 2>&1; echo "tests exit $?"
 grep -E "Total|Passed|Skipped|FAIL" $OUT/tests.log | head -20
 echo "=== HF transformers + PEFT parity (ViT-B/32, random weights)"
-timeout 120 python3 scripts/gpu-check/hf_reference.py /tmp/ref 2>&1 | grep -v Warning | tail -3
-timeout 120 /tmp/node $C/parity.mjs /tmp/ref 32 2>&1 | tee $OUT/parity.log
+timeout 100 python3 scripts/gpu-check/hf_reference.py /tmp/ref 2>&1 | grep -v Warning | tail -3
+timeout 100 /tmp/node $C/parity.mjs /tmp/ref 32 2>&1 | tee $OUT/parity.log
 echo "=== bench"
-timeout 300 /tmp/node $C/bench.mjs --out $OUT "$@" > $OUT/bench.log 2>&1; echo "bench exit $?"
+timeout 240 /tmp/node $C/bench.mjs --out $OUT "$@" > $OUT/bench.log 2>&1; echo "bench exit $?"
 tail -80 $OUT/bench.log
