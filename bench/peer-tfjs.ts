@@ -78,9 +78,14 @@ export class Peer {
 }
 
 function tfjsVersion(): string {
-  const require = createRequire(import.meta.url);
-  const pkg = require('@tensorflow/tfjs-backend-webgpu/package.json') as { version: string };
-  return pkg.version;
+  try {
+    const require = createRequire(import.meta.url);
+    const pkg = require('@tensorflow/tfjs-backend-webgpu/package.json') as { version: string };
+    return pkg.version;
+  } catch {
+    // Bundled runs (the GPU box) have no node_modules to read the version from.
+    return 'bundled';
+  }
 }
 
 /**
