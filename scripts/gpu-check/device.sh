@@ -2,7 +2,7 @@
 # Runs on the lent GPU machine (no Node, no npm there): unpacks the carried Node, dawn.node and
 # Vulkan loader, then runs the op/ViT tests, the HF+PEFT parity check and the bench on the GPU.
 # Carry: device-carry/gpu and test/gpu-bundle (built by scripts/gpu-check/build.sh).
-#   bash scripts/gpu-check/device.sh [bench filter...]
+#   [STAGES='tests parity bench'] bash scripts/gpu-check/device.sh [bench flags...]
 set -u
 C=device-carry/gpu
 OUT=${OUT:-/tmp/out}
@@ -16,12 +16,19 @@ ln -sfn $C/node_modules node_modules
 export GENALIGN_KERNELS_DIR=$PWD/kernels GENALIGN_UNSAFE_APIS=1 GENALIGN_CACHE_DIR=/tmp/gcache
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 /tmp/node scripts/probe-adapter.mjs | tee $OUT/adapter.json | head -12
+STAGES=${STAGES:-tests parity bench}
+if [[ " $STAGES " == *" tests "* ]]; then
 echo "=== tests on the GPU"
 timeout 120 /tmp/node test/gpu-bundle/tests.mjs > $OUT/tests.log 2>&1; echo "tests exit $?"
 grep -E "Total|Passed|Skipped|FAIL" $OUT/tests.log | head -20
+fi
+if [[ " $STAGES " == *" parity "* ]]; then
 echo "=== HF transformers + PEFT parity (ViT-B/32, random weights)"
 timeout 100 python3 scripts/gpu-check/hf_reference.py /tmp/ref 2>&1 | grep -v Warning | tail -3
 timeout 100 /tmp/node $C/parity.mjs /tmp/ref 32 2>&1 | tee $OUT/parity.log
+fi
+if [[ " $STAGES " == *" bench "* ]]; then
 echo "=== bench"
 timeout 240 /tmp/node $C/bench.mjs --out $OUT "$@" > $OUT/bench.log 2>&1; echo "bench exit $?"
 tail -80 $OUT/bench.log
+fi
