@@ -12,6 +12,7 @@
 // Prefetch: up to `prefetch` batches decode while the consumer works on the current one. Their
 // files decode in parallel, but batches are finalised (bad-file accounting, warnings, packing)
 // strictly in order, so warnings and the abort point do not depend on timing.
+import { mulberry32 } from '../nn/init.ts';
 import { preprocessImage, ImageDecodeError, type PreprocessConfig } from './image.ts';
 import { fnv1a, listWithRest, mix32, type Pair } from './dataset.ts';
 
@@ -69,17 +70,7 @@ const MIN_BAD_SAMPLE = 100;
 /** Thrown when too many images fail to decode; the message counts them and names examples. */
 export class TooManyBadImagesError extends Error {}
 
-/** mulberry32: small, fast, seedable PRNG returning floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 };
 
 function epochSeed(seed: number, epoch: number): number {
   return mix32(mix32((seed + 0x9e3779b9) >>> 0) ^ mix32((epoch + 0x51ed27) >>> 0));

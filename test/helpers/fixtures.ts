@@ -7,6 +7,7 @@ import { Tensor, fromArray, scope } from '../../src/tensor/tensor.ts';
 import { backward, noGrad } from '../../src/tensor/autograd.ts';
 import { getDevice, type Device } from '../../src/gpu/device.ts';
 import { mul, sum } from '../../src/ops/index.ts';
+import { mulberry32 } from '../../src/nn/init.ts';
 
 export const FIXTURE_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
 
@@ -97,17 +98,8 @@ export async function device(): Promise<Device> {
   return getDevice();
 }
 
-/** Deterministic pseudo-random numbers for tests (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic pseudo-random numbers for tests. */
+export const rng = mulberry32;
 
 export function randn(n: number, seed: number, scale = 1): Float32Array {
   const r = rng(seed);
