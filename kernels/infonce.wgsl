@@ -1,5 +1,7 @@
 // infonce.wgsl — fused gen->real InfoNCE loss (GMAIL Eq. 1) with in-kernel L2 normalisation,
 // top-1 accuracy, and the backward into the student embeddings G (and the learnable log tau).
+// Tiled like a matmul; kernels/infonce_sg.wgsl holds the subgroup-broadcast variants of the two
+// tile kernels for CPU adapters (llvmpipe, subgroup size 8), same bindings and buffers.
 //
 // Inputs: student embeddings G [B, D], teacher embeddings R [M, D] (M >= B; rows B..M-1 of R
 // are extra negatives). The positive for row i is column i. All buffers row-major f32.
@@ -14,41 +16,66 @@
 // Backward (gl = dL/dloss):
 //   dS_ij  = gl/B * (softmax_j(S_i.)_j - [i==j])                      (x 0.5 and
 //            + gl/B * (softmax_i(S_.j)_i - [i==j])  when symmetric     both terms)
-//   dgh_i  = sum_j dS_ij / tau * rh_j
-//   dG_i   = (dgh_i - gh_i (gh_i . dgh_i)) / ||G_i||      (||G_i|| <= eps: dG_i = dgh_i / eps)
-//   dlogtau = -sum_ij dS_ij S_ij                           (dS/dlogtau = -S)
+//   dgh_i  = sum_j dS_ij / tau * rh_j              (a [B, M] x [M, D] product)
+//   proj_i = gh_i . dgh_i = sum_j dS_ij S_ij       (so it needs no pass over D)
+//   dG_i   = (dgh_i - gh_i proj_i) / ||G_i||       (||G_i|| <= eps: dG_i = dgh_i / eps)
+//   dlogtau = -sum_i proj_i                        (dS/dlogtau = -S)
 // R gets no gradient: the teacher is frozen.
 //
-// stats buffer (f32, 4B + 3M):
-//   [4i+0] lse_i  [4i+1] loss_i  [4i+2] correct_i  [4i+3] ||G_i|| (unclamped)     for i < B
-//   [4B + j]                1 / max(||R_j||, eps)                                 for j < M
-//   [4B + M + 2j], [+1]     clse_j, closs_j (symmetric only)                      for j < M
+// Buffers:
+//   stats (f32, 4B + 3M):
+//     [4i+0] lse_i  [4i+1] loss_i  [4i+2] correct_i  [4i+3] ||G_i|| (unclamped)   for i < B
+//     [4B + j]                1 / max(||R_j||, eps)                               for j < M
+//     [4B + M + 2j], [+1]     clse_j, closs_j (symmetric only)                    for j < M
+//   part (f32, 3 B ntc + 2 M ntr): per-tile softmax partials of S.
+//     [3 (c B + i)] + 0,1,2   max, sum exp(S - max), argmax (bitcast u32) of row i over column tile c
+//     [3 B ntc + 2 (r M + j)] + 0,1   max, sum exp of column j over row tile r (symmetric only)
 //
-// Bindings (group 0), P = uniform { b, m, d, flags: u32, eps, inv_tau: f32 }
+// Bindings (group 0), P = uniform { b, m, d, flags, ntc, ntr: u32, eps, inv_tau: f32 }
 //   flags bit 0: tau comes from logtau[0] (learnable); bit 1: symmetric.
-//   forward_rows:   1 G, 2 R, 3 logtau [1] (any buffer when not learnable), 4 S [B, M] (w), 5 stats (w)
-//   forward_cols:   1 S, 2 stats (rw)                           (symmetric only)
-//   reduce_forward: 1 stats, 2 loss [1] (w), 3 accuracy [1] (w)
-//   backward_rows:  1 G, 2 R, 3 S, 4 stats, 5 logtau, 6 gloss [1], 7 dG [B, D] (w), 8 dlogtau_rows [B] (w)
+//   ntc / ntr: number of column / row tiles of S used by the forward tile kernel.
+//   fwd_tile:  1 G, 2 R, 3 logtau [1] (any buffer when not learnable), 4 S [B, M] (w),
+//              5 part (w), 6 stats (w: norms only)
+//   fwd_merge: 1 part, 2 S, 3 stats (rw), 4 loss [1] (w), 5 accuracy [1] (w)
+//   bwd_tile:  1 G, 2 R, 3 S, 4 stats, 5 logtau, 6 gloss [1], 7 dG [B, D] (w), 8 dlogtau_rows [B] (w)
 //   reduce_dlogtau: 1 dlogtau_rows, 2 dlogtau [1] (w)
 //
-// Structure: forward_rows / backward_rows run one workgroup per row i of G (row = wid.x + wid.y *
-// nwg.x); forward_cols one per column; the reduce_* kernels are one workgroup. In forward_rows
-// invocation t owns columns j = t, t + WG, ...; the row G_i is staged through shared memory in
-// WG-wide chunks of D and each invocation walks R_j sequentially, accumulating G_i.R_j and
-// ||R_j||^2 in the same pass (so R is read once per row). S is written out and read back by the
-// invocation that wrote it for the logsumexp pass; backward reuses the saved S. In backward_rows
-// invocation t owns coordinates k = t, t + WG, ... of D (reads of R coalesced over k) and the
-// per-column coefficients dS_ij / tau * rinv_j are staged through shared memory WG at a time.
-// Overrides: WG (workgroup size, a power of two, default 256).
+// Structure:
+//   fwd_tile: workgroup (x, y) computes the S tile rows y*BM.., columns x*BN.. (BM = TM*WY,
+//     BN = TN*WX); invocation (tx, ty) owns TM x TN outputs (rows ty*TM+r, columns tx*TN+c).
+//     G and R tiles of BK coordinates of D are staged in workgroup memory with loads coalesced
+//     along D; the norms ||G_i||^2, ||R_j||^2 are accumulated from the same staged values. Then
+//     S is scaled and stored, and per-row (and, when symmetric, per-column) max / sum-exp /
+//     argmax over the tile are merged through workgroup memory into `part`.
+//   fwd_merge: one workgroup (WG) merges the ntc (ntr) partials per row (column), writes the
+//     per-row stats and reduces loss and accuracy. Forward = 2 dispatches, symmetric included.
+//   bwd_tile: workgroup (x, y) computes dG rows y*BM.., coordinates x*BN.. of D; the K loop runs
+//     over the columns j of S: the A tile is dS_ij / tau / ||R_j|| computed from S while staging
+//     (loads coalesced along j), the B tile is R (coalesced along D). The staging invocations also
+//     accumulate proj_i = sum_j dS_ij S_ij, reduced through workgroup memory; the epilogue projects
+//     and scales. Workgroups x = 0 write -proj_i for dlogtau. Backward = 1 dispatch (2 learnable).
+//   reduce_dlogtau: one workgroup.
+// Overrides: WG (fwd_merge / reduce_dlogtau workgroup size, a power of two, default 256);
+//   TM, TN (outputs per invocation along rows / columns, 1..4, default 4), WX = WY = 16 and
+//   BK = 16 (fixed in practice: staging arrays hold 1024 = BK * 64 floats, so BK*TM*WY <= 1024,
+//   BK*TN*WX <= 1024, and BK == WX == WY for the partial-reduction reuse of those arrays).
 
 override WG: u32 = 256u;
+override TM: u32 = 4u;
+override TN: u32 = 4u;
+override WX: u32 = 16u;
+override WY: u32 = 16u;
+override BK: u32 = 16u;
+override BM: u32 = TM * WY;
+override BN: u32 = TN * WX;
 
 struct P {
   b: u32,
   m: u32,
   d: u32,
   flags: u32,
+  ntc: u32,
+  ntr: u32,
   eps: f32,
   inv_tau: f32,
 }
@@ -59,9 +86,10 @@ const NEG_BIG: f32 = -3.0e38;
 const NO_INDEX: u32 = 0xffffffffu;
 
 var<workgroup> red: array<f32, WG>;
-var<workgroup> redi: array<u32, WG>;
-var<workgroup> tile: array<f32, WG>;
-var<workgroup> pos_logit: f32;
+var<workgroup> sa: array<f32, 1024>;
+var<workgroup> sb: array<f32, 1024>;
+var<workgroup> si: array<u32, 1024>;
+var<workgroup> sv: array<f32, 64>;
 
 fn learnable() -> bool { return (p.flags & 1u) != 0u; }
 fn symmetric() -> bool { return (p.flags & 2u) != 0u; }
@@ -79,220 +107,292 @@ fn workgroup_sum(t: u32, v: f32) -> f32 {
   return r;
 }
 
-fn workgroup_max(t: u32, v: f32) -> f32 {
-  red[t] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (t < s) { red[t] = max(red[t], red[t + s]); }
+// ---- forward tile: S tile + norms + softmax partials ------------------------------------------
+
+@group(0) @binding(1) var<storage, read> ft_g: array<f32>;
+@group(0) @binding(2) var<storage, read> ft_r: array<f32>;
+@group(0) @binding(3) var<storage, read> ft_logtau: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ft_s: array<f32>;
+@group(0) @binding(5) var<storage, read_write> ft_part: array<f32>;
+@group(0) @binding(6) var<storage, read_write> ft_stats: array<f32>;
+
+@compute @workgroup_size(WX, WY, 1)
+fn fwd_tile(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
+            @builtin(local_invocation_index) t: u32) {
+  let i0 = wid.y * BM;
+  let j0 = wid.x * BN;
+  let tx = lid.x;
+  let ty = lid.y;
+  var acc: array<array<f32, 4>, 4>;
+  var gg: array<f32, 4>;
+  var rr: array<f32, 4>;
+  for (var k0 = 0u; k0 < p.d; k0 += BK) {
+    // Stage G[i0.., k0..] as sa[kk * BM + m] and R[j0.., k0..] as sb[kk * BN + n], kk fastest.
+    for (var e = t; e < BK * BM; e += WX * WY) {
+      let kk = e % BK;
+      let m = e / BK;
+      let i = i0 + m;
+      let k = k0 + kk;
+      sa[kk * BM + m] = select(0.0, ft_g[min(i * p.d + k, arrayLength(&ft_g) - 1u)], i < p.b && k < p.d);
+    }
+    for (var e = t; e < BK * BN; e += WX * WY) {
+      let kk = e % BK;
+      let n = e / BK;
+      let j = j0 + n;
+      let k = k0 + kk;
+      sb[kk * BN + n] = select(0.0, ft_r[min(j * p.d + k, arrayLength(&ft_r) - 1u)], j < p.m && k < p.d);
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < BK; kk++) {
+      var a: array<f32, 4>;
+      var bv: array<f32, 4>;
+      for (var r = 0u; r < TM; r++) { a[r] = sa[kk * BM + ty * TM + r]; gg[r] += a[r] * a[r]; }
+      for (var c = 0u; c < TN; c++) { bv[c] = sb[kk * BN + tx * TN + c]; rr[c] += bv[c] * bv[c]; }
+      for (var r = 0u; r < TM; r++) {
+        for (var c = 0u; c < TN; c++) { acc[r][c] += a[r] * bv[c]; }
+      }
+    }
     workgroupBarrier();
   }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
-
-// ---- forward: one workgroup per row of G ------------------------------------------------------
-
-@group(0) @binding(1) var<storage, read> fr_g: array<f32>;
-@group(0) @binding(2) var<storage, read> fr_r: array<f32>;
-@group(0) @binding(3) var<storage, read> fr_logtau: array<f32>;
-@group(0) @binding(4) var<storage, read_write> fr_s: array<f32>;
-@group(0) @binding(5) var<storage, read_write> fr_stats: array<f32>;
-
-@compute @workgroup_size(WG)
-fn forward_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) t: u32) {
-  let row = wid.x + wid.y * nwg.x;
-  if (row >= p.b) { return; }
-  let gbase = row * p.d;
-  var gg = 0.0;
-  for (var k = t; k < p.d; k += WG) {
-    let v = fr_g[gbase + k];
-    gg += v * v;
+  let it = tau_inverse(ft_logtau[0]);
+  var ginv: array<f32, 4>;
+  var rinv: array<f32, 4>;
+  for (var r = 0u; r < TM; r++) {
+    let i = i0 + ty * TM + r;
+    let gn = sqrt(gg[r]);
+    ginv[r] = it / max(gn, p.eps);
+    if (i < p.b && wid.x == 0u && tx == 0u) { ft_stats[4u * i + 3u] = gn; }
   }
-  let gnorm = sqrt(workgroup_sum(t, gg));
-  let scale = tau_inverse(fr_logtau[0]) / max(gnorm, p.eps);
-  let sbase = row * p.m;
-
-  // Pass 1: S_ij for the columns this invocation owns, with its running max / argmax.
-  var best = NEG_BIG;
-  var best_j = NO_INDEX;
-  for (var j0 = 0u; j0 < p.m; j0 += WG) {
-    let j = j0 + t;
-    var dot = 0.0;
-    var rr = 0.0;
-    for (var d0 = 0u; d0 < p.d; d0 += WG) {
-      workgroupBarrier();
-      if (d0 + t < p.d) { tile[t] = fr_g[gbase + d0 + t]; }
-      workgroupBarrier();
+  for (var c = 0u; c < TN; c++) {
+    let j = j0 + tx * TN + c;
+    rinv[c] = 1.0 / max(sqrt(rr[c]), p.eps);
+    if (j < p.m && wid.y == 0u && ty == 0u) { ft_stats[4u * p.b + j] = rinv[c]; }
+  }
+  let ncol = min(BN, p.m - j0);
+  let nrow = min(BM, p.b - i0);
+  // S, and this invocation's row partials over its TN columns -> sa/sb/si[m * WX + tx].
+  for (var r = 0u; r < TM; r++) {
+    let i = i0 + ty * TM + r;
+    var mx = NEG_BIG;
+    var am = NO_INDEX;
+    for (var c = 0u; c < TN; c++) {
+      let s = acc[r][c] * ginv[r] * rinv[c];
+      acc[r][c] = s;
+      let j = j0 + tx * TN + c;
       if (j < p.m) {
-        let kn = min(WG, p.d - d0);
-        let rbase = j * p.d + d0;
-        for (var kk = 0u; kk < kn; kk++) {
-          let x = fr_r[rbase + kk];
-          dot += tile[kk] * x;
-          rr += x * x;
-        }
+        if (i < p.b) { ft_s[i * p.m + j] = s; }
+        if (s > mx) { mx = s; am = j; }
       }
     }
-    if (j < p.m) {
-      let rinv = 1.0 / max(sqrt(rr), p.eps);
-      let s = dot * scale * rinv;
-      fr_s[sbase + j] = s;
-      if (row == 0u) { fr_stats[4u * p.b + j] = rinv; }
-      if (j == row) { pos_logit = s; }
-      if (s > best) {
-        best = s;
-        best_j = j;
-      }
+    var se = 0.0;
+    for (var c = 0u; c < TN; c++) {
+      if (j0 + tx * TN + c < p.m) { se += exp(acc[r][c] - mx); }
     }
+    let slot = (ty * TM + r) * WX + tx;
+    sa[slot] = mx;
+    sb[slot] = se;
+    si[slot] = am;
   }
-
-  // Row max and argmax (ties -> lowest column, like torch.argmax).
-  red[t] = best;
-  redi[t] = best_j;
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (t < s) {
-      let v = red[t + s];
-      let vi = redi[t + s];
-      if (v > red[t] || (v == red[t] && vi < redi[t])) {
-        red[t] = v;
-        redi[t] = vi;
+  if (t < nrow) {
+    var mx = NEG_BIG;
+    var am = NO_INDEX;
+    for (var x = 0u; x < WX; x++) {
+      let v = sa[t * WX + x];
+      if (v > mx) { mx = v; am = si[t * WX + x]; }
+    }
+    var se = 0.0;
+    for (var x = 0u; x < WX; x++) { se += sb[t * WX + x] * exp(sa[t * WX + x] - mx); }
+    let o = 3u * (wid.x * p.b + i0 + t);
+    ft_part[o] = mx;
+    ft_part[o + 1u] = se;
+    ft_part[o + 2u] = bitcast<f32>(am);
+  }
+  if (symmetric()) {
+    workgroupBarrier();
+    for (var c = 0u; c < TN; c++) {
+      var mx = NEG_BIG;
+      for (var r = 0u; r < TM; r++) {
+        if (i0 + ty * TM + r < p.b) { mx = max(mx, acc[r][c]); }
       }
+      var se = 0.0;
+      for (var r = 0u; r < TM; r++) {
+        if (i0 + ty * TM + r < p.b) { se += exp(acc[r][c] - mx); }
+      }
+      let slot = (tx * TN + c) * WY + ty;
+      sa[slot] = mx;
+      sb[slot] = se;
     }
     workgroupBarrier();
-  }
-  let rmax = red[0];
-  let amax = redi[0];
-  workgroupBarrier();
-
-  // Pass 2: logsumexp over the row (each invocation reads back the S values it wrote).
-  var se = 0.0;
-  for (var j = t; j < p.m; j += WG) { se += exp(fr_s[sbase + j] - rmax); }
-  let lse = rmax + log(workgroup_sum(t, se));
-  if (t == 0u) {
-    let st = 4u * row;
-    fr_stats[st] = lse;
-    fr_stats[st + 1u] = lse - pos_logit;
-    fr_stats[st + 2u] = select(0.0, 1.0, amax == row);
-    fr_stats[st + 3u] = gnorm;
+    if (t < ncol) {
+      var mx = NEG_BIG;
+      for (var y = 0u; y < WY; y++) { mx = max(mx, sa[t * WY + y]); }
+      var se = 0.0;
+      for (var y = 0u; y < WY; y++) { se += sb[t * WY + y] * exp(sa[t * WY + y] - mx); }
+      let o = 3u * p.b * p.ntc + 2u * (wid.y * p.m + j0 + t);
+      ft_part[o] = mx;
+      ft_part[o + 1u] = se;
+    }
   }
 }
 
-// ---- forward (symmetric): one workgroup per column of S -----------------------------------------
+// ---- forward merge: per-row stats, loss, accuracy -----------------------------------------------
 
-@group(0) @binding(1) var<storage, read> fc_s: array<f32>;
-@group(0) @binding(2) var<storage, read_write> fc_stats: array<f32>;
-
-@compute @workgroup_size(WG)
-fn forward_cols(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) t: u32) {
-  let col = wid.x + wid.y * nwg.x;
-  if (col >= p.m) { return; }
-  var mx = NEG_BIG;
-  for (var i = t; i < p.b; i += WG) { mx = max(mx, fc_s[i * p.m + col]); }
-  let cmax = workgroup_max(t, mx);
-  var se = 0.0;
-  for (var i = t; i < p.b; i += WG) { se += exp(fc_s[i * p.m + col] - cmax); }
-  let clse = cmax + log(workgroup_sum(t, se));
-  if (t == 0u) {
-    let st = 4u * p.b + p.m + 2u * col;
-    fc_stats[st] = clse;
-    fc_stats[st + 1u] = clse - fc_s[col * p.m + col];
-  }
-}
-
-// ---- forward: scalars -------------------------------------------------------------------------
-
-@group(0) @binding(1) var<storage, read> rf_stats: array<f32>;
-@group(0) @binding(2) var<storage, read_write> rf_loss: array<f32>;
-@group(0) @binding(3) var<storage, read_write> rf_acc: array<f32>;
+@group(0) @binding(1) var<storage, read> fm_part: array<f32>;
+@group(0) @binding(2) var<storage, read> fm_s: array<f32>;
+@group(0) @binding(3) var<storage, read_write> fm_stats: array<f32>;
+@group(0) @binding(4) var<storage, read_write> fm_loss: array<f32>;
+@group(0) @binding(5) var<storage, read_write> fm_acc: array<f32>;
 
 @compute @workgroup_size(WG)
-fn reduce_forward(@builtin(local_invocation_index) t: u32) {
+fn fwd_merge(@builtin(local_invocation_index) t: u32) {
   var ls = 0.0;
   var cs = 0.0;
   for (var i = t; i < p.b; i += WG) {
-    ls += rf_stats[4u * i + 1u];
-    cs += rf_stats[4u * i + 2u];
+    var mx = NEG_BIG;
+    var am = NO_INDEX;
+    for (var c = 0u; c < p.ntc; c++) {
+      let v = fm_part[3u * (c * p.b + i)];
+      if (v > mx) { mx = v; am = bitcast<u32>(fm_part[3u * (c * p.b + i) + 2u]); }
+    }
+    var se = 0.0;
+    for (var c = 0u; c < p.ntc; c++) {
+      let o = 3u * (c * p.b + i);
+      se += fm_part[o + 1u] * exp(fm_part[o] - mx);
+    }
+    let lse = mx + log(se);
+    let li = lse - fm_s[i * p.m + i];
+    let ok = select(0.0, 1.0, am == i);
+    fm_stats[4u * i] = lse;
+    fm_stats[4u * i + 1u] = li;
+    fm_stats[4u * i + 2u] = ok;
+    ls += li;
+    cs += ok;
   }
   var col = 0.0;
   if (symmetric()) {
-    for (var j = t; j < p.m; j += WG) { col += rf_stats[4u * p.b + p.m + 2u * j + 1u]; }
+    let base = 3u * p.b * p.ntc;
+    for (var j = t; j < p.m; j += WG) {
+      var mx = NEG_BIG;
+      for (var r = 0u; r < p.ntr; r++) { mx = max(mx, fm_part[base + 2u * (r * p.m + j)]); }
+      var se = 0.0;
+      for (var r = 0u; r < p.ntr; r++) {
+        let o = base + 2u * (r * p.m + j);
+        se += fm_part[o + 1u] * exp(fm_part[o] - mx);
+      }
+      let clse = mx + log(se);
+      let cl = clse - fm_s[j * p.m + j];
+      fm_stats[4u * p.b + p.m + 2u * j] = clse;
+      fm_stats[4u * p.b + p.m + 2u * j + 1u] = cl;
+      col += cl;
+    }
   }
   let row_loss = workgroup_sum(t, ls) / f32(p.b);
   let correct = workgroup_sum(t, cs);
   let col_loss = workgroup_sum(t, col) / f32(p.m);
   if (t == 0u) {
-    rf_loss[0] = select(row_loss, 0.5 * (row_loss + col_loss), symmetric());
-    rf_acc[0] = correct / f32(p.b);
+    fm_loss[0] = select(row_loss, 0.5 * (row_loss + col_loss), symmetric());
+    fm_acc[0] = correct / f32(p.b);
   }
 }
 
-// ---- backward: one workgroup per row of G -----------------------------------------------------
+// ---- backward tile: dG = project(dS / tau . rh) -------------------------------------------------
 
-@group(0) @binding(1) var<storage, read> br_g: array<f32>;
-@group(0) @binding(2) var<storage, read> br_r: array<f32>;
-@group(0) @binding(3) var<storage, read> br_s: array<f32>;
-@group(0) @binding(4) var<storage, read> br_stats: array<f32>;
-@group(0) @binding(5) var<storage, read> br_logtau: array<f32>;
-@group(0) @binding(6) var<storage, read> br_gloss: array<f32>;
-@group(0) @binding(7) var<storage, read_write> br_dg: array<f32>;
-@group(0) @binding(8) var<storage, read_write> br_dlogtau_rows: array<f32>;
+@group(0) @binding(1) var<storage, read> bt_g: array<f32>;
+@group(0) @binding(2) var<storage, read> bt_r: array<f32>;
+@group(0) @binding(3) var<storage, read> bt_s: array<f32>;
+@group(0) @binding(4) var<storage, read> bt_stats: array<f32>;
+@group(0) @binding(5) var<storage, read> bt_logtau: array<f32>;
+@group(0) @binding(6) var<storage, read> bt_gloss: array<f32>;
+@group(0) @binding(7) var<storage, read_write> bt_dg: array<f32>;
+@group(0) @binding(8) var<storage, read_write> bt_dlogtau_rows: array<f32>;
 
-// dL/dS_ij for this row (coef = gl/B, halved when symmetric).
-fn dlogit(row: u32, j: u32, s: f32, lse: f32, coef: f32) -> f32 {
-  let pos = select(0.0, 1.0, j == row);
+// dL/dS_ij (coef = gl/B, halved when symmetric).
+fn dlogit(i: u32, j: u32, s: f32, lse: f32, coef: f32) -> f32 {
+  let pos = select(0.0, 1.0, j == i);
   var v = exp(s - lse) - pos;
-  if (symmetric()) { v += exp(s - br_stats[4u * p.b + p.m + 2u * j]) - pos; }
+  if (symmetric()) { v += exp(s - bt_stats[4u * p.b + p.m + 2u * j]) - pos; }
   return coef * v;
 }
 
-@compute @workgroup_size(WG)
-fn backward_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) t: u32) {
-  let row = wid.x + wid.y * nwg.x;
-  if (row >= p.b) { return; }
-  let it = tau_inverse(br_logtau[0]);
-  let lse = br_stats[4u * row];
-  let gnorm = br_stats[4u * row + 3u];
-  let ginv = 1.0 / max(gnorm, p.eps);
-  let coef = br_gloss[0] / f32(p.b) * select(1.0, 0.5, symmetric());
-  let sbase = row * p.m;
-  let gbase = row * p.d;
-
-  // dlogtau contribution of this row: -sum_j dS_ij S_ij.
-  var dt = 0.0;
-  for (var j = t; j < p.m; j += WG) {
-    let s = br_s[sbase + j];
-    dt -= dlogit(row, j, s, lse, coef) * s;
-  }
-  let dt_row = workgroup_sum(t, dt);
-  if (t == 0u) { br_dlogtau_rows[row] = dt_row; }
-
-  // dgh_k = sum_j (dS_ij / tau * rinv_j) R_jk; also accumulates gh . dgh.
-  var gd = 0.0;
-  for (var k0 = 0u; k0 < p.d; k0 += WG) {
-    let k = k0 + t;
-    var acc = 0.0;
-    for (var j0 = 0u; j0 < p.m; j0 += WG) {
-      workgroupBarrier();
-      let j = j0 + t;
-      if (j < p.m) { tile[t] = dlogit(row, j, br_s[sbase + j], lse, coef) * it * br_stats[4u * p.b + j]; }
-      workgroupBarrier();
-      if (k < p.d) {
-        let jn = min(WG, p.m - j0);
-        for (var jj = 0u; jj < jn; jj++) { acc += tile[jj] * br_r[(j0 + jj) * p.d + k]; }
+@compute @workgroup_size(WX, WY, 1)
+fn bwd_tile(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
+            @builtin(local_invocation_index) t: u32) {
+  let i0 = wid.y * BM;
+  let n0 = wid.x * BN;
+  let tx = lid.x;
+  let ty = lid.y;
+  let it = tau_inverse(bt_logtau[0]);
+  let coef = bt_gloss[0] / f32(p.b) * select(1.0, 0.5, symmetric());
+  var acc: array<array<f32, 4>, 4>;
+  // Staging element e = t + q*WX*WY of the A tile is (row e / BK, column e % BK): invocation t
+  // always stages column t % BK of rows t / BK + q * (WX*WY/BK); pj[q] sums dS*S over its j.
+  var pj: array<f32, 4>;
+  for (var j0 = 0u; j0 < p.m; j0 += BK) {
+    var q = 0u;
+    for (var e = t; e < BK * BM; e += WX * WY) {
+      let kk = e % BK;
+      let m = e / BK;
+      let i = i0 + m;
+      let j = j0 + kk;
+      var v = 0.0;
+      if (i < p.b && j < p.m) {
+        let s = bt_s[i * p.m + j];
+        let ds = dlogit(i, j, s, bt_stats[4u * i], coef);
+        pj[q] += ds * s;
+        v = ds * it * bt_stats[4u * p.b + j];
+      }
+      sa[kk * BM + m] = v;
+      q++;
+    }
+    for (var e = t; e < BK * BN; e += WX * WY) {
+      let n = e % BN;
+      let kk = e / BN;
+      let j = j0 + kk;
+      let k = n0 + n;
+      sb[kk * BN + n] = select(0.0, bt_r[min(j * p.d + k, arrayLength(&bt_r) - 1u)], j < p.m && k < p.d);
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < BK; kk++) {
+      var a: array<f32, 4>;
+      var bv: array<f32, 4>;
+      for (var r = 0u; r < TM; r++) { a[r] = sa[kk * BM + ty * TM + r]; }
+      for (var c = 0u; c < TN; c++) { bv[c] = sb[kk * BN + tx * TN + c]; }
+      for (var r = 0u; r < TM; r++) {
+        for (var c = 0u; c < TN; c++) { acc[r][c] += a[r] * bv[c]; }
       }
     }
-    if (k < p.d) {
-      br_dg[gbase + k] = acc;
-      gd += br_g[gbase + k] * ginv * acc;
-    }
+    workgroupBarrier();
   }
-
-  // Through the normalisation: project out the gh_i direction, divide by the norm.
-  let proj = select(0.0, workgroup_sum(t, gd), gnorm > p.eps);
-  for (var k = t; k < p.d; k += WG) {
-    br_dg[gbase + k] = (br_dg[gbase + k] - br_g[gbase + k] * ginv * proj) * ginv;
+  // proj_i: reduce the staging partials (slot = row * BK + column-in-chunk).
+  var q = 0u;
+  for (var e = t; e < BK * BM; e += WX * WY) {
+    sa[(e / BK) * BK + e % BK] = pj[q];
+    q++;
+  }
+  workgroupBarrier();
+  if (t < BM) {
+    var s = 0.0;
+    for (var kk = 0u; kk < BK; kk++) { s += sa[t * BK + kk]; }
+    sv[t] = s;
+    if (wid.x == 0u && i0 + t < p.b) { bt_dlogtau_rows[i0 + t] = -s; }
+  }
+  workgroupBarrier();
+  for (var r = 0u; r < TM; r++) {
+    let m = ty * TM + r;
+    let i = i0 + m;
+    if (i < p.b) {
+      let gnorm = bt_stats[4u * i + 3u];
+      let ginv = 1.0 / max(gnorm, p.eps);
+      let proj = select(0.0, sv[m], gnorm > p.eps);
+      for (var c = 0u; c < TN; c++) {
+        let k = n0 + tx * TN + c;
+        if (k < p.d) {
+          let idx = i * p.d + k;
+          bt_dg[idx] = (acc[r][c] - bt_g[idx] * ginv * proj) * ginv;
+        }
+      }
+    }
   }
 }
 

@@ -1,12 +1,17 @@
 // Fused gen->real InfoNCE loss, GMAIL Eq. 1 (kernels/infonce.wgsl), with backward.
 //
-// One op instead of normalize -> matmul -> cross-entropy: 2 dispatches forward (3 when
-// symmetric), 1 backward (2 with a learnable temperature), for B, M, D in the thousands.
+// One op instead of normalize -> matmul -> cross-entropy: 2 dispatches forward (tiled S with
+// per-tile softmax partials, then a merge; symmetric included), 1 backward (a tiled dS.R product
+// with the normalisation projection in its epilogue; 2 with a learnable temperature).
+// On CPU adapters with 8-wide subgroups the tile kernels come from kernels/infonce_sg.wgsl.
 import { Tensor } from '../tensor/tensor.ts';
 import { record } from '../tensor/autograd.ts';
-import { checkInputs, grid1d, params, shapeError } from './util.ts';
+import type { Device } from '../gpu/device.ts';
+import { checkInputs, params, shapeError } from './util.ts';
+import { matmulCaps } from './matmul.ts';
 
 const KERNEL = 'infonce';
+const KERNEL_SG = 'infonce_sg';
 /** Norm clamp, as in F.normalize's default. */
 const EPS = 1e-12;
 const FLAG_LEARNABLE = 1;
@@ -28,10 +33,52 @@ export interface InfoNceResult {
   accuracy: Tensor;
 }
 
-/** Workgroup size covering the longest loop (D or M) without idle invocations on tiny shapes. */
+/** Workgroup size covering the longest loop (B or M) without idle invocations on tiny shapes. */
 function workgroupFor(n: number): { WG: number } | undefined {
   const wg = Math.min(256, Math.max(32, 2 ** Math.ceil(Math.log2(Math.max(1, n)))));
   return wg === 256 ? undefined : { WG: wg };
+}
+
+/** How the two tile kernels run: entry names, overrides, and tile extents (rows x columns). */
+interface TilePlan {
+  file: string;
+  fwd: string;
+  bwd: string;
+  overrides: Record<string, number> | undefined;
+  rows: number;
+  cols: number;
+}
+
+const sgPlans = new WeakMap<Device, boolean>();
+function useSubgroups(device: Device): boolean {
+  let v = sgPlans.get(device);
+  if (v === undefined) {
+    const caps = matmulCaps(device);
+    v = caps.hasFeature('subgroups') && caps.subgroupSize?.min === 8 && caps.subgroupSize.max === 8;
+    sgPlans.set(device, v);
+  }
+  return v;
+}
+
+/**
+ * Tile plan for an output of `rows x cols`: the subgroup-broadcast kernels (16 x 128 tiles) on
+ * CPU adapters, else the workgroup-memory kernels with 64 x 64 tiles (4 x 4 per invocation), or
+ * 32 x 32 (2 x 2) when 64 x 64 tiles would leave fewer than 128 workgroups.
+ */
+function tilePlan(device: Device, rows: number, cols: number): TilePlan {
+  if (useSubgroups(device)) return { file: KERNEL_SG, fwd: 'fwd_tile_sg', bwd: 'bwd_tile_sg', overrides: undefined, rows: 16, cols: 128 };
+  const big = Math.ceil(rows / 64) * Math.ceil(cols / 64) >= 128;
+  return big
+    ? { file: KERNEL, fwd: 'fwd_tile', bwd: 'bwd_tile', overrides: undefined, rows: 64, cols: 64 }
+    : { file: KERNEL, fwd: 'fwd_tile', bwd: 'bwd_tile', overrides: { TM: 2, TN: 2 }, rows: 32, cols: 32 };
+}
+
+function tileGrid(device: Device, tp: TilePlan, rows: number, cols: number): [number, number, number] {
+  const x = Math.ceil(cols / tp.cols);
+  const y = Math.ceil(rows / tp.rows);
+  const max = device.limits.maxComputeWorkgroupsPerDimension;
+  if (x > max || y > max) throw new Error(`infoNceGenToReal: ${rows}x${cols} needs more than ${max} tiles per dimension`);
+  return [x, y, 1];
 }
 
 /**
@@ -60,21 +107,21 @@ export function infoNceGenToReal(g: Tensor, r: Tensor, opts: InfoNceOptions = {}
   if (!(tau > 0) || !Number.isFinite(tau)) throw new Error(`${op}: tau must be a positive finite number, got ${tau}`);
 
   const flags = (logTau ? FLAG_LEARNABLE : 0) | (symmetric ? FLAG_SYMMETRIC : 0);
-  const u = params([b, m, d, flags], [EPS, 1 / tau]);
-  const overrides = workgroupFor(Math.max(d, m));
-  const reduceOverrides = workgroupFor(Math.max(b, m));
+  const fp = tilePlan(device, b, m);
+  const ntc = Math.ceil(m / fp.cols);
+  const ntr = Math.ceil(b / fp.rows);
+  const u = params([b, m, d, flags, ntc, ntr], [EPS, 1 / tau]);
   // When tau is fixed the logtau binding is unused; g stands in for it.
   const tauBuf = logTau ? logTau.buffer : g.buffer;
 
   const s = Tensor.empty([b, m], device);
   const stats = Tensor.empty([4 * b + 3 * m], device);
+  const part = Tensor.empty([3 * b * ntc + 2 * m * ntr], device);
   const loss = Tensor.empty([], device);
   const accuracy = Tensor.empty([], device);
-  device.batch.dispatch({ file: KERNEL, entry: 'forward_rows', overrides }, u, [g.buffer, r.buffer, tauBuf], [s.buffer, stats.buffer], grid1d(device, b, 1));
-  if (symmetric) {
-    device.batch.dispatch({ file: KERNEL, entry: 'forward_cols', overrides: workgroupFor(b) }, u, [s.buffer], [stats.buffer], grid1d(device, m, 1));
-  }
-  device.batch.dispatch({ file: KERNEL, entry: 'reduce_forward', overrides: reduceOverrides }, u, [stats.buffer], [loss.buffer, accuracy.buffer], [1]);
+  device.batch.dispatch({ file: fp.file, entry: fp.fwd, overrides: fp.overrides }, u, [g.buffer, r.buffer, tauBuf], [s.buffer, part.buffer, stats.buffer], tileGrid(device, fp, b, m));
+  device.batch.dispatch({ file: KERNEL, entry: 'fwd_merge', overrides: workgroupFor(Math.max(b, m)) }, u, [part.buffer, s.buffer], [stats.buffer, loss.buffer, accuracy.buffer], [1]);
+  part.dispose();
 
   const gradG = g.requiresGrad;
   const gradTau = logTau !== undefined && logTau.requiresGrad;
@@ -82,10 +129,11 @@ export function infoNceGenToReal(g: Tensor, r: Tensor, opts: InfoNceOptions = {}
   const saved = logTau ? [g, r, s, stats, logTau] : [g, r, s, stats];
   const out = record(op, inputs, loss, saved, (gl, [sg, sr, ss, sst, slt]) => {
     const dev = gl.device;
+    const bp = tilePlan(dev, b, d);
     const dg = Tensor.empty(sg.shape, dev);
     const dtRows = Tensor.empty([b], dev);
     const tb = slt ? slt.buffer : sg.buffer;
-    dev.batch.dispatch({ file: KERNEL, entry: 'backward_rows', overrides }, u, [sg.buffer, sr.buffer, ss.buffer, sst.buffer, tb, gl.buffer], [dg.buffer, dtRows.buffer], grid1d(dev, b, 1));
+    dev.batch.dispatch({ file: bp.file, entry: bp.bwd, overrides: bp.overrides }, u, [sg.buffer, sr.buffer, ss.buffer, sst.buffer, tb, gl.buffer], [dg.buffer, dtRows.buffer], tileGrid(dev, bp, b, d));
     let dLogTau: Tensor | null = null;
     if (gradTau) {
       dLogTau = Tensor.empty(slt.shape, dev);
