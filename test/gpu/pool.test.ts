@@ -32,9 +32,9 @@ test('acquire/release/acquire reuses the buffer; allocations stay flat', async (
   const pool = new BufferPool(d.gpu);
   const a = pool.acquire(1000);
   assert.is(a.size, 1024);
-  assert.equal(pool.stats(), { liveBytes: 1024, liveBuffers: 1, freeBytes: 0, totalBytes: 1024, allocations: 1 });
+  assert.equal(pool.stats(), { liveBytes: 1024, liveBuffers: 1, freeBytes: 0, totalBytes: 1024, allocations: 1, peakLiveBytes: 1024 });
   pool.release(a);
-  assert.equal(pool.stats(), { liveBytes: 0, liveBuffers: 0, freeBytes: 1024, totalBytes: 1024, allocations: 1 });
+  assert.equal(pool.stats(), { liveBytes: 0, liveBuffers: 0, freeBytes: 1024, totalBytes: 1024, allocations: 1, peakLiveBytes: 1024 });
   // 900 bytes lands in the same 1024-byte bucket: the freed buffer comes back.
   const b = pool.acquire(900);
   assert.ok(b === a, 'same bucket hands back the released buffer');
@@ -43,7 +43,7 @@ test('acquire/release/acquire reuses the buffer; allocations stay flat', async (
   const c = pool.acquire(2000);
   assert.is(c.size, 2048);
   assert.ok(c !== a);
-  assert.equal(pool.stats(), { liveBytes: 1024 + 2048, liveBuffers: 2, freeBytes: 0, totalBytes: 3072, allocations: 2 });
+  assert.equal(pool.stats(), { liveBytes: 1024 + 2048, liveBuffers: 2, freeBytes: 0, totalBytes: 3072, allocations: 2, peakLiveBytes: 3072 });
   for (let i = 0; i < 50; i++) {
     const x = pool.acquire(1500);
     pool.release(x);
@@ -53,6 +53,10 @@ test('acquire/release/acquire reuses the buffer; allocations stay flat', async (
   pool.release(c);
   assert.is(pool.stats().liveBytes, 0);
   assert.is(pool.stats().freeBytes, 1024 + 2048 + 1536); // 1500 bytes -> 1536 bucket
+  // The peak saw a, c and one 1536-byte buffer live at once; resetPeak starts from now.
+  assert.is(pool.stats().peakLiveBytes, 1024 + 2048 + 1536);
+  pool.resetPeak();
+  assert.is(pool.stats().peakLiveBytes, 0);
   pool.destroyAll();
 });
 
@@ -77,7 +81,7 @@ test('trim destroys free buffers; live ones stay counted', async () => {
   pool.release(a);
   assert.is(pool.stats().freeBytes, 320);
   pool.trim();
-  assert.equal(pool.stats(), { liveBytes: 320, liveBuffers: 1, freeBytes: 0, totalBytes: 320, allocations: 2 });
+  assert.equal(pool.stats(), { liveBytes: 320, liveBuffers: 1, freeBytes: 0, totalBytes: 320, allocations: 2, peakLiveBytes: 640 });
   // After a trim the bucket is empty, so the next acquire allocates.
   const c = pool.acquire(300);
   assert.ok(c !== a);
@@ -85,7 +89,7 @@ test('trim destroys free buffers; live ones stay counted', async () => {
   pool.release(b);
   pool.release(c);
   pool.destroyAll();
-  assert.equal(pool.stats(), { liveBytes: 0, liveBuffers: 0, freeBytes: 0, totalBytes: 0, allocations: 3 });
+  assert.equal(pool.stats(), { liveBytes: 0, liveBuffers: 0, freeBytes: 0, totalBytes: 0, allocations: 3, peakLiveBytes: 640 });
 });
 
 test('tensors take buffers from the device pool and give them back on dispose', async () => {
