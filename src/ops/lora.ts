@@ -5,8 +5,9 @@
 // Forward: one row pass packs X' = [x | s·x·Aᵀ] (and keeps su = s·x·Aᵀ), one pass packs
 // W' = [W | B], then ONE matmul X'·W'ᵀ with the bias/activation/residual epilogue.
 // Backward: dz = dy ⊙ act'(z); one row pass packs [dz | du] with du = s·dz·B; the stacked
-// [W ; A] is two buffer copies; dx is ONE matmul; dA = duᵀ·x and dB = dzᵀ·su are rank-r
-// products. dW and db are never computed (the weight must be frozen).
+// [W ; A] is two buffer copies; dx is ONE matmul; dA = duᵀ·x and dB = dzᵀ·su are skinny
+// reductions over rows (lowrank_grad: row chunks in parallel, then a fixed-order sum of the
+// chunk partials). dW and db are never computed (the weight must be frozen).
 import { Tensor } from '../tensor/tensor.ts';
 import { record, isGradEnabled } from '../tensor/autograd.ts';
 import { checkInputs, grid1d, params, shapeError } from './util.ts';
@@ -47,6 +48,39 @@ function stackRows(w: Tensor, a: Tensor): Tensor {
   const out = Tensor.empty([w.shape[0] + a.shape[0], w.shape[1]], w.device);
   w.device.batch.copy(w.buffer, 0, out.buffer, 0, w.byteLength);
   w.device.batch.copy(a.buffer, 0, out.buffer, w.byteLength, a.byteLength);
+  return out;
+}
+
+const GRAD_WG = 64; // columns per lowrank_grad workgroup
+const GRAD_ROWS = 32; // ROWS_PER_WG: rows per chunk (the granule)
+const GRAD_MAX_CHUNKS = 512; // cap on row chunks (partials memory, length of the summing loop)
+
+/**
+ * Skinny reduction over rows: G[j, c] = Σ_m low[m, j]·big[m, c] for big [rows, C], low [rows, r],
+ * returned as [r, C] (outT false) or [C, r] (outT true). Rows are split into chunks reduced in
+ * parallel (lowrank_grad), then the chunk partials are summed in a fixed order (lowrank_grad_sum).
+ */
+function lowRankGrad(big: Tensor, low: Tensor, outT: boolean): Tensor {
+  const device = big.device;
+  const [rows, cols] = big.shape;
+  const r = low.shape[1];
+  const out = Tensor.empty(outT ? [cols, r] : [r, cols], device);
+  const granules = Math.max(1, Math.ceil(rows / GRAD_ROWS));
+  const span = GRAD_ROWS * Math.ceil(granules / GRAD_MAX_CHUNKS);
+  const chunks = Math.max(1, Math.ceil(rows / span));
+  const colGroups = Math.ceil(cols / GRAD_WG);
+  const max = device.limits.maxComputeWorkgroupsPerDimension;
+  if (colGroups > max) throw new Error(`loraLinear: ${cols} features exceed the ${max * GRAD_WG} supported by the rank-r gradient kernel`);
+  const p = params([rows, cols, r, span, chunks]);
+  const ov = { GWG: GRAD_WG, ROWS_PER_WG: GRAD_ROWS, OUT_T: outT ? 1 : 0 };
+  if (chunks === 1) {
+    device.batch.dispatch({ file: 'lora', entry: 'lowrank_grad', overrides: ov }, p, [big.buffer, low.buffer], [out.buffer], [colGroups, 1, 1]);
+    return out;
+  }
+  const part = Tensor.empty([chunks, r, cols], device);
+  device.batch.dispatch({ file: 'lora', entry: 'lowrank_grad', overrides: ov }, p, [big.buffer, low.buffer], [part.buffer], [colGroups, chunks, 1]);
+  device.batch.dispatch({ file: 'lora', entry: 'lowrank_grad_sum', overrides: { OUT_T: outT ? 1 : 0 } }, p, [part.buffer], [out.buffer], grid1d(device, r * cols, 256));
+  part.dispose();
   return out;
 }
 
@@ -117,8 +151,8 @@ export function loraLinear(
       dx = dx2.view(x.shape);
       dx2.dispose();
     }
-    const dA = needs[1] ? mm(du, sx, true, false) : null; // [r, K]
-    const dB = needs[2] ? mm(dz, ssu, true, false) : null; // [N, r]
+    const dA = needs[1] ? lowRankGrad(sx, du, false) : null; // duᵀ·x [r, K]
+    const dB = needs[2] ? lowRankGrad(dz, ssu, true) : null; // dzᵀ·su [N, r]
     dzp.dispose();
     du.dispose();
     const grads: (Tensor | null)[] = [dx, dA, dB];
