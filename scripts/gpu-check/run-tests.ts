@@ -11,6 +11,7 @@ const files: [string, () => Promise<unknown>][] = [
   ['ops/attention', () => import('../../test/ops/attention.test.ts')],
   ['ops/loss', () => import('../../test/ops/loss.test.ts')],
   ['ops/adamw', () => import('../../test/ops/adamw.test.ts')],
+  ['ops/lora', () => import('../../test/ops/lora.test.ts')],
   ['nn/vit', () => import('../../test/nn/vit.test.ts')],
   ['tensor/lifetime', () => import('../../test/tensor/lifetime.test.ts')],
 ];
