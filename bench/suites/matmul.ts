@@ -11,8 +11,8 @@
 //
 // Reference: a host float64 dot product on 256 sampled outputs (all outputs when fewer), computed
 // from the exact inputs our op saw (f16-rounded for f16 rows).
-import { matmul } from '../../src/ops/matmul.ts';
-import { candidateVariants, chooseMatmulVariant, layoutOf, type MatmulCapabilities, type MatmulDType } from '../../src/ops/matmul-select.ts';
+import { matmul, matmulCaps } from '../../src/ops/matmul.ts';
+import { candidateVariants, chooseMatmulVariant, layoutOf, type MatmulDType } from '../../src/ops/matmul-select.ts';
 import { f16BitsToF32, f32ToF16Bits } from '../../src/tensor/tensor.ts';
 import type { Device } from '../../src/gpu/device.ts';
 import { uniform, type BenchCase, type HostTensor, type Suite, type SuiteOptions } from '../harness.ts';
@@ -61,7 +61,7 @@ function matmulCase(p: Problem, dtype: MatmulDType, variant: string | undefined,
   const layout = layoutOf(transA, transB);
   const aShape = transA ? [k, m] : [m, k];
   const bShape = transB ? [n, k] : [k, n];
-  const picked = chooseMatmulVariant(device as MatmulCapabilities, { batch: 1, M: m, N: n, K: k, layout, dtype });
+  const picked = chooseMatmulVariant(matmulCaps(device), { batch: 1, M: m, N: n, K: k, layout, dtype });
   const round = dtype === 'f16' ? roundToF16 : (x: Float32Array) => x;
   return {
     kernel: 'matmul',
@@ -121,7 +121,7 @@ export const matmulSuite: Suite = {
     const { square, rest } = problems(quick, device.adapter.architecture !== 'software' && device.adapter.vendor !== 'mesa');
     const cases: BenchCase[] = [];
     for (const dtype of dtypes) {
-      const variants = candidateVariants(device as MatmulCapabilities, dtype).map((v) => v.name);
+      const variants = candidateVariants(matmulCaps(device), dtype).map((v) => v.name);
       for (const p of [square, ...rest]) {
         cases.push(matmulCase(p, dtype, undefined, device));
         // Quick mode lists f32 variants only: each variant is a pipeline compile, slow on lavapipe.
