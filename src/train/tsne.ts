@@ -12,6 +12,7 @@
 //   and per-coordinate gains (Jacobs 1988) as in the paper's reference implementation.
 //   Initialisation is the top-2 PCA of the input scaled to std 1e-4 (first coordinate), which
 //   keeps runs deterministic and preserves global layout better than a random start.
+import { mulberry32 } from '../nn/init.ts';
 
 export interface PcaResult {
   /** [k, dim] unit-length principal directions, largest variance first. */
@@ -334,7 +335,7 @@ export function squaredDistances(x: ArrayLike<number>, n: number, dim: number): 
 export function seededSubsample(n: number, k: number, seed: number): Int32Array {
   if (k >= n) return Int32Array.from({ length: n }, (_, i) => i);
   const perm = Int32Array.from({ length: n }, (_, i) => i);
-  const rand = uniformSource(seed);
+  const rand = mulberry32(seed);
   for (let i = 0; i < k; i++) {
     const j = i + Math.floor(rand() * (n - i));
     const t = perm[i];
@@ -525,21 +526,9 @@ function symmetricEigen(input: Float64Array, m: number): { values: Float64Array;
   return { values, vectors: v };
 }
 
-/** mulberry32: small, fast, seedable uniform [0, 1). */
-function uniformSource(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Standard normal draws (Box–Muller) from a seeded uniform source. */
 function gaussianSource(seed: number): () => number {
-  const u = uniformSource(seed ^ 0x9e3779b9);
+  const u = mulberry32(seed ^ 0x9e3779b9);
   return () => {
     const a = Math.max(u(), 1e-300);
     return Math.sqrt(-2 * Math.log(a)) * Math.cos(2 * Math.PI * u());
