@@ -27,7 +27,10 @@ function binaryRaw(kind: BinaryKind | 'axpy', a: Tensor, b: Tensor, outShape: re
   const device = a.device;
   const out = Tensor.empty(outShape, device);
   if (out.size === 0) return out;
-  device.batch.dispatch({ file: 'elementwise', entry: kind }, params([out.size, a.size, b.size, 0], [alpha]), [a.buffer, b.buffer], [out.buffer], grid1d(device, out.size, WG));
+  // vec4 entry points when every size is a multiple of 4 (indices then count vec4s).
+  const v = out.size % 4 === 0 && a.size % 4 === 0 && b.size % 4 === 0 ? 4 : 1;
+  const entry = v === 4 ? `${kind}4` : kind;
+  device.batch.dispatch({ file: 'elementwise', entry }, params([out.size / v, a.size / v, b.size / v, 0], [alpha]), [a.buffer, b.buffer], [out.buffer], grid1d(device, out.size / v, WG));
   return out;
 }
 
