@@ -2,7 +2,7 @@
 // a sharded model.safetensors.index.json. F32 / F16 / BF16 tensors become f32 on the GPU.
 // text_model.*, text_projection.*, logit_scale and position_ids are ignored.
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Device } from '../gpu/device.ts';
 import { fromArray, shapeStr, type Tensor } from '../tensor/tensor.ts';
 import { parseHfConfig, NAMED_CONFIGS, type ClipVisionConfig } from '../nn/config.ts';
@@ -95,7 +95,7 @@ export function loadClipVision(dir: string, device: Device): LoadedModel {
     for (const st of opened) st.close();
   }
   const pre = join(dir, 'preprocessor_config.json');
-  return { model: ClipVisionModel.fromWeights(cfg, weights, device), source: dir, preprocessor: existsSync(pre) ? readJson(pre) : null };
+  return { model: ClipVisionModel.fromWeights(cfg, weights, device), source: resolve(dir), preprocessor: existsSync(pre) ? readJson(pre) : null };
 }
 
 /** `--model` accepts a directory or a preset name (tiny, vit-b-32, vit-b-16, vit-l-14; random weights). */

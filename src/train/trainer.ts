@@ -264,6 +264,7 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
   await loader0.close();
   const totalSteps = o.steps > 0 ? o.steps : o.epochs * stepsPerEpoch;
   if (!(totalSteps > 0)) throw new Error('Nothing to train: set --steps or --epochs to a positive number.');
+  if (o.warmup >= totalSteps) log(`warning: --warmup ${o.warmup} is not shorter than the run (${totalSteps} steps): the learning rate never reaches --lr ${o.lr}`);
 
   const sched: ScheduleOptions = { baseLr: o.lr, minLr: o.minLr, warmupSteps: o.warmup, totalSteps, restartPeriod: o.restartPeriod, restartMult: o.restartMult };
   const optimizer = new AdamW(student.params, { lr: o.lr, betas: [o.beta1, o.beta2], eps: o.eps, weightDecay: o.weightDecay, maxGradNorm: o.clip > 0 ? o.clip : undefined });
