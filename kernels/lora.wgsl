@@ -10,7 +10,7 @@
 // No dW is ever formed: the frozen weight costs the same as in a plain linear layer.
 //
 // Entry points and bindings (group 0, binding 0 = uniform P):
-//   pack_rows: one workgroup per row of x.
+//   pack_rows: TPR invocations per row of x, WG / TPR rows per workgroup.
 //     1 x   array<f32> (read)  [rows, K]
 //     2 lr  array<f32> (read)  the low-rank factor: A [r, K] (LR_T = false) or B [K, r] (LR_T = true,
 //                               used for du = s·dz·B where the "K" of this pass is N)
@@ -22,10 +22,12 @@
 //     3 out array<f32> (write) [N, K + r]: out[n, k] = w[n, k] (k < K), b[n, k − K] (k ≥ K)
 //
 // P { rows: u32, k: u32, r: u32, n: u32, s: f32 }
-// Overrides: WG (pack_rows workgroup size, a power of two ≤ 256, default 64), LR_T (bool, see
+// Overrides: WG (pack_rows workgroup size, a power of two ≤ 256, default 64), TPR (invocations
+//   per row, a power of two with CHUNK (8) ≤ TPR ≤ WG, default 64: one row per workgroup on GPUs; CPU adapters use 8,
+//   so eight rows share a workgroup and the reduction tree is 3 barriers deep), LR_T (bool, see
 //   above). Ranks are processed in chunks of CHUNK = 8 (private accumulators); ranks ≤ 8 — the
 //   usual 4 — take one pass over the row, larger ranks re-read the row once per chunk.
-// Dispatch: pack_rows over rows folded into y (row = wid.x + wid.y·nwg.x); pack_cols 1-D folded
+// Dispatch: pack_rows over ceil(rows / (WG/TPR)) workgroups folded into y; pack_cols 1-D folded
 //   into y with workgroups of 256.
 //
 // Skinny backward reductions over rows (dA = duᵀ·x [r, K] and dB = dzᵀ·(s·u) [N, r]). Both are
@@ -54,6 +56,7 @@
 // Dispatch: lowrank_grad [ceil(C / GWG), chunks, 1]; lowrank_grad_sum grid1d(r·C, 256).
 
 override WG: u32 = 64u;
+override TPR: u32 = 64u;
 const CHUNK: u32 = 8u;
 override LR_T: bool = false;
 
@@ -82,38 +85,44 @@ fn lr_at(j: u32, k: u32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn pack_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let row = wid.x + wid.y * nwg.x;
-  // Uniform per workgroup: every invocation of this workgroup returns or none does.
-  if (row >= p.rows) { return; }
+  // TPR invocations share a row; a workgroup handles WG / TPR rows. Rows past the end still
+  // take part in the barriers (uniform control flow) but load and store nothing.
+  let rpw = WG / TPR;
+  let slot = lid / TPR;
+  let t = lid % TPR;
+  let row = (wid.x + wid.y * nwg.x) * rpw + slot;
+  let live = row < p.rows;
   let kp = p.k + p.r;
   for (var j0 = 0u; j0 < p.r; j0 += CHUNK) {
     let nj = min(CHUNK, p.r - j0);
     var acc: array<f32, CHUNK>;
     for (var j = 0u; j < CHUNK; j++) { acc[j] = 0.0; }
-    for (var k = lid; k < p.k; k += WG) {
-      let v = x[row * p.k + k];
-      if (j0 == 0u) { out[row * kp + k] = v; }
-      for (var j = 0u; j < nj; j++) {
-        acc[j] += v * lr_at(j0 + j, k);
+    if (live) {
+      for (var k = t; k < p.k; k += TPR) {
+        let v = x[row * p.k + k];
+        if (j0 == 0u) { out[row * kp + k] = v; }
+        for (var j = 0u; j < nj; j++) {
+          acc[j] += v * lr_at(j0 + j, k);
+        }
       }
     }
     for (var j = 0u; j < nj; j++) {
       partial[j * WG + lid] = acc[j];
     }
     workgroupBarrier();
-    // Tree reduction over the WG invocations, for every rank of the chunk at once.
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-      if (lid < stride) {
+    // Tree reduction over the TPR invocations of each row, for every rank of the chunk at once.
+    for (var stride = TPR / 2u; stride > 0u; stride /= 2u) {
+      if (t < stride) {
         for (var j = 0u; j < nj; j++) {
           partial[j * WG + lid] += partial[j * WG + lid + stride];
         }
       }
       workgroupBarrier();
     }
-    if (lid < nj) {
-      let v = p.s * partial[lid * WG];
-      out[row * kp + p.k + j0 + lid] = v;
-      u[row * p.r + j0 + lid] = v;
+    if (live && t < nj) {
+      let v = p.s * partial[t * WG + slot * TPR];
+      out[row * kp + p.k + j0 + t] = v;
+      u[row * p.r + j0 + t] = v;
     }
     workgroupBarrier();
   }

@@ -11,7 +11,8 @@
 import { Tensor } from '../tensor/tensor.ts';
 import { record, isGradEnabled } from '../tensor/autograd.ts';
 import { checkInputs, grid1d, params, shapeError } from './util.ts';
-import { matmulRaw, mm, actGrad, type Activation } from './matmul.ts';
+import { matmulRaw, mm, actGrad, matmulCaps, type Activation } from './matmul.ts';
+import { adapterClass } from './matmul-select.ts';
 
 const ROW_WG = 64;
 
@@ -21,14 +22,17 @@ function packRows(x2: Tensor, lr: Tensor, r: number, s: number, lrT: boolean): [
   const [rows, k] = x2.shape;
   const packed = Tensor.empty([rows, k + r], device);
   const su = Tensor.empty([rows, r], device);
+  // CPU adapters pay for every workgroup and barrier: 8 rows per workgroup there.
+  const tpr = adapterClass(matmulCaps(device)) === 'cpu' ? 8 : ROW_WG;
+  const groups = Math.ceil(rows / (ROW_WG / tpr));
   const max = device.limits.maxComputeWorkgroupsPerDimension;
-  const gy = Math.ceil(rows / max);
+  const gy = Math.ceil(groups / max);
   device.batch.dispatch(
-    { file: 'lora', entry: 'pack_rows', overrides: { WG: ROW_WG, LR_T: lrT ? 1 : 0 } },
+    { file: 'lora', entry: 'pack_rows', overrides: { WG: ROW_WG, TPR: tpr, LR_T: lrT ? 1 : 0 } },
     params([rows, k, r, 0], [s]),
     [x2.buffer, lr.buffer],
     [packed.buffer, su.buffer],
-    [Math.ceil(rows / gy), gy, 1],
+    [Math.ceil(groups / gy), gy, 1],
   );
   return [packed, su];
 }
