@@ -252,6 +252,30 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
   const model = loaded.model;
   const pre = parsePreprocessorConfig(loaded.preprocessor, model.cfg.imageSize);
   const student = makeStudent(model, o, device);
+  try {
+    return await runTraining(device, o, hooks, log, runDir, trainPairs, valPairs, loaded, pre, student);
+  } catch (e) {
+    // On failure nothing is handed to the caller: free the model and the student here.
+    student.lora.dispose();
+    student.projection?.dispose();
+    model.dispose();
+    throw e;
+  }
+}
+
+async function runTraining(
+  device: Device,
+  o: TrainOptions,
+  hooks: TrainHooks,
+  log: (l: string) => void,
+  runDir: string,
+  trainPairs: Pair[],
+  valPairs: Pair[],
+  loaded: LoadedModel,
+  pre: PreprocessConfig,
+  student: StudentState,
+): Promise<TrainResult> {
+  const model = loaded.model;
   const adapterBytes = student.params.reduce((a, p) => a + p.byteLength, 0);
   preflightOutput(runDir, 6 * adapterBytes * (o.keepCheckpoints + 1) + 16 * 2 ** 20);
   writeFileAtomic(resolvedConfigPath(runDir), JSON.stringify({ ...o, data: resolve(o.data), out: runDir, model: loaded.source, adapter: device.adapter, modelConfig: model.cfg, configHash: configHash(o) }, null, 2) + '\n');

@@ -250,6 +250,22 @@ test('NaN loss at step 3 (GENALIGN_TEST_NAN_AT_STEP): checkpoint 2 stays the lat
   assert.equal(readFileSync(join(out, 'adapter', 'adapter_model.safetensors')), readFileSync(join(out, 'checkpoints', 'step-000002', 'adapter_model.safetensors')));
 });
 
+test('a failing run frees the model and the student (pool live bytes back to where they were)', async () => {
+  const device = await getDevice();
+  await device.sync();
+  const before = device.pool.stats().liveBytes;
+  // NaN at step 1 fails after the model, the student and the optimizer exist.
+  process.env.GENALIGN_TEST_NAN_AT_STEP = '1';
+  try {
+    const { message } = await failure({});
+    assert.match(message, /Loss became/);
+  } finally {
+    delete process.env.GENALIGN_TEST_NAN_AT_STEP;
+  }
+  await device.sync();
+  assert.is(device.pool.stats().liveBytes, before, 'no GPU memory held after the failure');
+});
+
 test('out of GPU memory: the error suggests a smaller --batch with --accum keeping the effective batch', async () => {
   const device = await getDevice();
   const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
