@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { Device } from '../gpu/device.ts';
 import type { ClipVisionConfig } from '../nn/config.ts';
 import { LoraAdapter, ALL_TARGETS, modulePath, moduleShape, type LoraTarget } from '../nn/lora.ts';
+import { parameter } from '../tensor/tensor.ts';
 import { SafetensorsFile, writeSafetensors } from './safetensors.ts';
 import { writeFileAtomic } from './atomic.ts';
 
@@ -21,11 +22,19 @@ export interface AdapterConfig {
   base_model_name_or_path: string;
   task_type: null;
   inference_mode: boolean;
+  modules_to_save: string[] | null;
 }
 
 export function peftKey(path: string, which: 'A' | 'B'): string {
   return `${PEFT_PREFIX}${path}.lora_${which}.weight`;
 }
+
+/**
+ * The student's own projection head (dual projection) travels like a PEFT `modules_to_save`
+ * module: a full copy of `visual_projection.weight` under the base_model.model prefix, with
+ * "visual_projection" listed in adapter_config.json's modules_to_save.
+ */
+export const PROJECTION_KEY = `${PEFT_PREFIX}visual_projection.weight`;
 
 /** Writes the adapter atomically (tensors first, then the config). */
 export async function writePeftAdapter(dir: string, adapter: LoraAdapter, baseModel: string): Promise<void> {
@@ -34,6 +43,7 @@ export async function writePeftAdapter(dir: string, adapter: LoraAdapter, baseMo
     tensors[peftKey(pair.path, 'A')] = { shape: pair.a.shape, data: await pair.a.read() };
     tensors[peftKey(pair.path, 'B')] = { shape: pair.b.shape, data: await pair.b.read() };
   }
+  if (adapter.projection) tensors[PROJECTION_KEY] = { shape: adapter.projection.shape, data: await adapter.projection.read() };
   writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
   const cfg: AdapterConfig = {
     peft_type: 'LORA',
@@ -45,6 +55,7 @@ export async function writePeftAdapter(dir: string, adapter: LoraAdapter, baseMo
     base_model_name_or_path: baseModel,
     task_type: null,
     inference_mode: true,
+    modules_to_save: adapter.projection ? ['visual_projection'] : null,
   };
   writeFileAtomic(join(dir, 'adapter_config.json'), JSON.stringify(cfg, null, 2) + '\n');
 }
@@ -98,10 +109,19 @@ export function readPeftAdapter(dir: string, cfg: ClipVisionConfig, device: Devi
         arrays.set(path, { a: st.float32(ka), b: st.float32(kb) });
       }
     }
+    let projection: Float32Array | null = null;
+    if (st.has(PROJECTION_KEY)) {
+      keys.delete(PROJECTION_KEY);
+      const shape = st.info(PROJECTION_KEY).shape;
+      if (shape.join(',') !== `${cfg.projectionDim},${cfg.hiddenSize}`) problems.push(`${PROJECTION_KEY}: expected [${cfg.projectionDim}, ${cfg.hiddenSize}], found [${shape.join(', ')}]`);
+      else projection = st.float32(PROJECTION_KEY);
+    }
     for (const k of keys) problems.push(`${k}: not a LoRA weight of this CLIP vision model (wrong model or module path?)`);
     if (arrays.size === 0) problems.push('no LoRA weights found');
     if (problems.length) throw new Error(`${stPath}: adapter does not fit the model:\n  - ${problems.join('\n  - ')}`);
-    return LoraAdapter.fromArrays(cfg, { rank, alpha, targets: ALL_TARGETS.filter((t) => targets.has(t)), seed: 0 }, arrays, device);
+    const adapter = LoraAdapter.fromArrays(cfg, { rank, alpha, targets: ALL_TARGETS.filter((t) => targets.has(t)), seed: 0 }, arrays, device);
+    if (projection) adapter.projection = parameter(projection, [cfg.projectionDim, cfg.hiddenSize], 'student.visual_projection.weight', device);
+    return adapter;
   } finally {
     st.close();
   }

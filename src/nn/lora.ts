@@ -43,6 +43,8 @@ export function moduleShape(cfg: ClipVisionConfig, target: LoraTarget): { in: nu
 
 export class LoraAdapter {
   readonly pairs = new Map<string, LoraPair>();
+  /** The student's own projection head (dual projection), when it has one; owned by the adapter. */
+  projection: Parameter | null = null;
   constructor(
     readonly cfg: ClipVisionConfig,
     readonly options: LoraOptions,
@@ -107,5 +109,7 @@ export class LoraAdapter {
       p.b.dispose();
     }
     this.pairs.clear();
+    this.projection?.dispose();
+    this.projection = null;
   }
 }

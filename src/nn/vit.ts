@@ -52,7 +52,8 @@ export function expectedShapes(cfg: ClipVisionConfig): Map<string, number[]> {
 export interface ForwardOptions {
   /** LoRA adapter (student). */
   lora?: LoraAdapter;
-  /** Student's own projection [projection_dim, hidden] (dual projection); default: the shared one. */
+  /** Student's own projection [projection_dim, hidden] (dual projection); default: the adapter's
+   * projection when it carries one, else the shared one. */
   projection?: Tensor;
 }
 
@@ -181,7 +182,7 @@ export class ClipVisionModel {
     disposeAll(h, clsOut);
     const pooled = layerNorm(clsFlat, this.w('vision_model.post_layernorm.weight'), this.w('vision_model.post_layernorm.bias'), cfg.layerNormEps);
     clsFlat.dispose();
-    const out = matmul(pooled, opts.projection ?? this.w('visual_projection.weight'), { transB: true });
+    const out = matmul(pooled, opts.projection ?? lora?.projection ?? this.w('visual_projection.weight'), { transB: true });
     pooled.dispose();
     return out;
   }

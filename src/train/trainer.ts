@@ -172,6 +172,8 @@ function makeStudent(model: ClipVisionModel, o: TrainOptions, device: Device): S
     projection = Parameter.fromTensor(fromArray(new Float32Array(w.size), w.shape, device), 'student.visual_projection.weight');
     device.batch.copy(w.buffer, 0, projection.buffer, 0, w.byteLength);
   }
+  // The adapter owns the projection, so the PEFT files (and embed --lora) carry it.
+  lora.projection = projection;
   return { lora, projection, params: [...lora.parameters(), ...(projection ? [projection] : [])] };
 }
 
@@ -317,12 +319,12 @@ async function runTraining(
       device.batch.copy(s.b.buffer, 0, pair.b.buffer, 0, pair.b.byteLength);
     }
     await device.sync();
-    saved.dispose();
     if (student.projection) {
-      const p = join(ckpt.dir, 'student_projection.safetensors');
-      const { readSafetensors } = await import('../io/safetensors.ts');
-      student.projection.write(readSafetensors(p).tensors.get('weight')!.data);
+      if (!saved.projection) throw new Error(`--resume: checkpoint ${ckpt.dir} has no student projection (visual_projection in adapter_model.safetensors)`);
+      device.batch.copy(saved.projection.buffer, 0, student.projection.buffer, 0, student.projection.byteLength);
+      await device.sync();
     }
+    saved.dispose();
     optimizer.loadStateDict(ckpt.optimizer);
     startStep = ckpt.state.step;
     start = { epoch: ckpt.state.epoch, batch: ckpt.state.batchInEpoch };
@@ -371,11 +373,7 @@ async function runTraining(
       step, epoch: position.epoch, batchInEpoch: position.batch, seed: o.seed, configHash: configHash(o), lastLoss,
       schedule: { ...sched },
     };
-    const dir = await saveCheckpoint(runDir, student.lora, loaded.source, await optimizer.stateDict(), state, o.keepCheckpoints);
-    if (student.projection) {
-      const { writeSafetensors } = await import('../io/safetensors.ts');
-      writeSafetensors(join(dir, 'student_projection.safetensors'), { weight: { shape: student.projection.shape, data: await student.projection.read() } });
-    }
+    await saveCheckpoint(runDir, student.lora, loaded.source, await optimizer.stateDict(), state, o.keepCheckpoints);
   };
 
   try {

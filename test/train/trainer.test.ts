@@ -266,6 +266,39 @@ test('a failing run frees the model and the student (pool live bytes back to whe
   assert.is(device.pool.stats().liveBytes, before, 'no GPU memory held after the failure');
 });
 
+test('dual projection: the trained head is saved in the PEFT adapter (modules_to_save) and used when the adapter is loaded', async () => {
+  const device = await getDevice();
+  const o = options({ dualProjection: true, steps: 2, lr: 5e-2 });
+  const result = await train(device, o, { log: () => undefined });
+  try {
+    const trained = await result.projection!.read();
+    const shared = await result.model.model.w('visual_projection.weight').read();
+    assert.ok(trained.some((v, i) => v !== shared[i]), 'the student head moved away from the shared projection');
+    const cfg = JSON.parse(readFileSync(join(result.runDir, 'adapter', 'adapter_config.json'), 'utf8')) as { modules_to_save: string[] | null };
+    assert.equal(cfg.modules_to_save, ['visual_projection']);
+    const { readPeftAdapter } = await import('../../src/io/peft.ts');
+    const back = readPeftAdapter(join(result.runDir, 'adapter'), result.model.model.cfg, device);
+    try {
+      assert.ok(back.projection, 'adapter read back carries the projection');
+      assertClose(await back.projection!.read(), trained, { rtol: 0, atol: 0 }, 'projection round trip');
+      const px = new Float32Array(2 * 3 * 32 * 32).map((_, i) => Math.sin(i * 0.1));
+      const { fromArray, scope } = await import('../../src/tensor/tensor.ts');
+      const { noGrad } = await import('../../src/tensor/autograd.ts');
+      const embed = (opts: ForwardOptions): Tensor => scope(() => noGrad(() => result.model.model.forward(fromArray(px, [2, 3, 32, 32], device), opts)).keep());
+      const inMemory = embed({ lora: result.lora, projection: result.projection! });
+      const loaded = embed({ lora: back });
+      assertClose(await loaded.read(), await inMemory.read(), { rtol: 0, atol: 1e-6 }, 'loaded adapter == in-memory student');
+      inMemory.dispose();
+      loaded.dispose();
+    } finally {
+      back.dispose();
+    }
+  } finally {
+    result.lora.dispose();
+    result.model.model.dispose();
+  }
+});
+
 test('out of GPU memory: the error suggests a smaller --batch with --accum keeping the effective batch', async () => {
   const device = await getDevice();
   const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
