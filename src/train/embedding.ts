@@ -12,6 +12,8 @@ export interface EmbedHooks {
   onProgress?: (done: number, total: number) => void;
   onSkip?: (path: string, reason: string) => void;
   projection?: import('../tensor/tensor.ts').Tensor;
+  /** Polled after each batch; true stops early (ok then covers only the files processed). */
+  shouldStop?: () => boolean;
 }
 
 export interface EmbeddedFiles {
@@ -74,6 +76,10 @@ export async function embedPaths(device: Device, model: ClipVisionModel, lora: L
     if (good.length) chunks.push(await embedPixels(device, model, lora, good, hooks.projection));
     done += batches[b].length;
     hooks.onProgress?.(done, paths.length);
+    if (hooks.shouldStop?.() && next) {
+      await next.catch(() => null);
+      break;
+    }
   }
   const embeds = new Float32Array(chunks.reduce((a, c) => a + c.length, 0));
   let off = 0;

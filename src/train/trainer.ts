@@ -215,16 +215,18 @@ async function teacherEmbeddings(
 }
 
 /** Fills the teacher cache for the given real images (one pass before training). */
-export async function warmTeacherCache(device: Device, model: ClipVisionModel, pre: PreprocessConfig, pairs: Pair[], cache: TeacherCache, batch: number, log: (l: string) => void): Promise<void> {
+/** Returns false when shouldStop interrupted it (what was embedded so far is saved). */
+export async function warmTeacherCache(device: Device, model: ClipVisionModel, pre: PreprocessConfig, pairs: Pair[], cache: TeacherCache, batch: number, log: (l: string) => void, shouldStop?: () => boolean): Promise<boolean> {
   const missing = [...new Set(pairs.map((p) => p.real))].filter((p) => !cache.has(fileKey(p)));
   if (!missing.length) {
     log(`teacher cache: all ${pairs.length} real images cached (${cache.path})`);
-    return;
+    return true;
   }
   log(`teacher cache: embedding ${missing.length} real images (${cache.size} already cached)`);
   const t0 = Date.now();
   const res = await embedPaths(device, model, undefined, missing, pre, batch, {
     onSkip: (p, r) => log(`warning: teacher cache: skipping ${p}: ${r}`),
+    shouldStop,
   });
   const D = model.cfg.projectionDim;
   let row = 0;
@@ -235,6 +237,7 @@ export async function warmTeacherCache(device: Device, model: ClipVisionModel, p
   });
   cache.save();
   log(`teacher cache: ${row} embedded in ${((Date.now() - t0) / 1000).toFixed(1)} s → ${cache.path}`);
+  return res.ok.length === missing.length;
 }
 
 export function resolvedConfigPath(runDir: string): string {
@@ -298,7 +301,12 @@ async function runTraining(
   let cache: TeacherCache | null = null;
   if (o.teacherCache) {
     cache = new TeacherCache(o.cacheDir, modelKey(loaded.source, model.cfg, pre, o.seed), model.cfg.projectionDim);
-    await warmTeacherCache(device, model, pre, [...trainPairs, ...valPairs], cache, Math.max(o.batch, 8), log).catch((e: unknown) => oomHelp(e, o));
+    const complete = await warmTeacherCache(device, model, pre, [...trainPairs, ...valPairs], cache, Math.max(o.batch, 8), log, hooks.shouldStop).catch((e: unknown) => oomHelp(e, o));
+    if (!complete) {
+      log('stopped while filling the teacher cache; what was embedded is saved, so running the same command again continues from there');
+      optimizer.dispose();
+      return { runDir, steps: 0, stoppedEarly: true, lastLoss: null, valPairs, model: loaded, lora: student.lora, projection: student.projection, pre, teacherCache: cache };
+    }
   }
 
   // Resume: LoRA weights, optimizer moments, step and data position.

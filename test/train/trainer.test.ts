@@ -299,6 +299,30 @@ test('dual projection: the trained head is saved in the PEFT adapter (modules_to
   }
 });
 
+test('Ctrl-C while filling the teacher cache: it stops after a batch, keeps what it embedded, and a rerun finishes', async () => {
+  const device = await getDevice();
+  const { warmTeacherCache } = await import('../../src/train/trainer.ts');
+  const { TeacherCache } = await import('../../src/train/teacher-cache.ts');
+  const { loadDataset } = await import('../../src/io/dataset.ts');
+  const { defaultPreprocess } = await import('../../src/io/image.ts');
+  const { NAMED_CONFIGS } = await import('../../src/nn/config.ts');
+  const model = ClipVisionModel.random(NAMED_CONFIGS.tiny, 0, device);
+  try {
+    const pairs = loadDataset(data, { onWarn: () => undefined }).pairs;
+    const dir = mkdtempSync(join(root, 'stopcache-'));
+    const cache = new TeacherCache(dir, 'k', model.cfg.projectionDim);
+    const complete = await warmTeacherCache(device, model, defaultPreprocess(32), pairs, cache, 8, () => undefined, () => true);
+    assert.is(complete, false);
+    assert.is(cache.size, 8, 'one batch of 8 embedded before stopping');
+    const again = new TeacherCache(dir, 'k', model.cfg.projectionDim);
+    assert.is(again.size, 8, 'the partial cache was saved');
+    assert.is(await warmTeacherCache(device, model, defaultPreprocess(32), pairs, again, 8, () => undefined), true);
+    assert.is(again.size, pairs.length);
+  } finally {
+    model.dispose();
+  }
+});
+
 test('out of GPU memory: the error suggests a smaller --batch with --accum keeping the effective batch', async () => {
   const device = await getDevice();
   const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
