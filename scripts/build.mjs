@@ -1,7 +1,7 @@
 // Bundles genalign with esbuild into dist/ (ESM, Node 20): dist/index.js for the library and
 // dist/cli/<name>.js for each src/cli/<name>.ts that is a command (train, embed, eval).
 // The WGSL kernels are embedded in the bundle through registerKernelSources (src/gpu/kernels.ts),
-// so dist/ runs without the kernels/ folder. `webgpu` (the native dawn.node) stays external.
+// so dist/ runs without the kernels/ folder. `webgpu` (the native dawn.node) and `sharp` (libvips) stay external.
 //
 //   node scripts/build.mjs                 # library + CLI commands
 //   node scripts/build.mjs bench/run.ts    # ... plus extra entry points (dist/bench/run.js)
@@ -64,7 +64,8 @@ const result = await build({
   format: 'esm',
   platform: 'node',
   target: 'node20',
-  external: ['webgpu'],
+  // Native or CommonJS-with-native packages stay external (installed as dependencies).
+  external: ['webgpu', 'sharp'],
   sourcemap: true,
   logLevel: 'warning',
   metafile: true,
