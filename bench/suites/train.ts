@@ -23,7 +23,7 @@ import { ClipVisionModel } from '../../src/nn/vit.ts';
 import { LoraAdapter, DEFAULT_LORA } from '../../src/nn/lora.ts';
 import { NAMED_CONFIGS, forwardFlopsPerImage, numTokens, type ClipVisionConfig } from '../../src/nn/config.ts';
 import { backward, noGrad } from '../../src/tensor/autograd.ts';
-import { fromArray, scope, type Tensor } from '../../src/tensor/tensor.ts';
+import { fromArray, scope } from '../../src/tensor/tensor.ts';
 import { infoNceGenToReal } from '../../src/ops/infonce.ts';
 import { AdamW } from '../../src/train/optimizer.ts';
 import { uniform, type BenchCase, type Row, type Suite } from '../harness.ts';

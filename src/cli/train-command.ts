@@ -1,8 +1,8 @@
 // `npm run train -- --data DIR --model DIR|NAME [flags]` — GMAIL training end to end.
 // With no --data it builds (or reuses) the embedded demo dataset and trains the `tiny` model.
+import { defaultCacheDir } from '../gpu/cache-dir.ts';
 import { join, resolve } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { getDevice } from '../gpu/device.ts';
 import { ALL_TARGETS, ATTENTION_TARGETS, type LoraTarget } from '../nn/lora.ts';
 import { ensureDemoDataset } from '../io/demo-data.ts';
@@ -65,9 +65,6 @@ function parseTargets(s: string): LoraTarget[] {
   return list as LoraTarget[];
 }
 
-export function defaultCacheDir(): string {
-  return process.env.GENALIGN_CACHE_DIR ?? join(homedir(), '.cache', 'genalign');
-}
 
 /** Options of a run being resumed come from its config.json; flags given now may not change them. */
 function resumeOptions(dir: string, f: Record<string, unknown>, argv: string[]): TrainOptions {

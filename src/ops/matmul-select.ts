@@ -11,7 +11,7 @@
 //   tiled_*   kernels/matmul.wgsl:mm_tiled    workgroup-tiled; for GPUs
 //   *_f16     kernels/matmul_f16.wgsl         same kernels, f16 storage, f32 accumulation
 //   sgmat_*   kernels/matmul_sgmat.wgsl       chromium_experimental_subgroup_matrix (tensor cores)
-import { homedir } from 'node:os';
+import { defaultCacheDir } from '../gpu/cache-dir.ts';
 import { join } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { writeFileAtomic } from '../io/atomic.ts';
@@ -287,8 +287,7 @@ interface TuneEntry {
 type TuneFile = Record<string, Record<string, TuneEntry>>;
 
 export function autotuneCachePath(): string {
-  const dir = process.env.GENALIGN_CACHE_DIR ?? join(homedir(), '.cache', 'genalign');
-  return join(dir, 'autotune.json');
+  return join(defaultCacheDir(), 'autotune.json');
 }
 
 let cacheMemo: { path: string; data: TuneFile } | null = null;

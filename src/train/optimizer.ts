@@ -53,7 +53,6 @@ function checkHyper(name: string, value: number, lo: number, hi: number, hiOpen:
 export class AdamW {
   private readonly slots: Slot[];
   private readonly device: Device;
-  private readonly total: number;
   private readonly lr: number;
   private readonly beta1: number;
   private readonly beta2: number;
@@ -98,7 +97,6 @@ export class AdamW {
       return slot;
     });
     this.device = params[0].device;
-    this.total = offset;
     const n = Math.max(1, offset);
     this.flat = {
       param: Tensor.empty([n], this.device).keep(),

@@ -285,7 +285,6 @@ async function runTraining(
   preflightOutput(runDir, 6 * adapterBytes * (o.keepCheckpoints + 1) + 16 * 2 ** 20);
   writeFileAtomic(resolvedConfigPath(runDir), JSON.stringify({ ...o, data: resolve(o.data), out: runDir, model: loaded.source, adapter: device.adapter, modelConfig: model.cfg, configHash: configHash(o) }, null, 2) + '\n');
 
-  const effective = o.batch * o.accum;
   if (trainPairs.length < 2) throw new Error(`Only ${trainPairs.length} training pair(s): contrastive training needs at least 2 (lower --val-fraction or add data).`);
   const microBatch = Math.min(o.batch, trainPairs.length);
   const loader0 = new PairLoader(trainPairs, { batchSize: microBatch, preprocess: pre, seed: o.seed, prefetch: 0, dropLast: trainPairs.length >= 2 * microBatch });

@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { l2Normalize, crossEntropy, infoNceGenToReal, scale } from '../../src/ops/index.ts';
 import { matmul } from '../../src/ops/matmul.ts';
 import { backward } from '../../src/tensor/autograd.ts';
-import { scope, fromArray, parameter, type Tensor } from '../../src/tensor/tensor.ts';
+import { scope, fromArray, parameter } from '../../src/tensor/tensor.ts';
 import { fixture, expectTensor, assertClose, gradCheck, device, randn, F32_TOL, type HostTensor, type Tolerance } from '../helpers/fixtures.ts';
 
 // Tolerances. Everything meets the f32 default (rtol 1e-5 / atol 1e-6) except dlogtau:
