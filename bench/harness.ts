@@ -68,6 +68,13 @@ export interface BenchCase {
   peerKind?: 'tfjs' | 'composed';
   /** At most this many timed reps (heavy cases such as a whole train step); default --reps. */
   maxReps?: number;
+  /**
+   * A baseline timed in alternation with `run`, rep by rep, after the main timing (warmed once
+   * first): extra[name] = the median of the per-rep ratios ours / baseline. Slow drifts of the
+   * machine (seen as ±15% between runs on a shared 2-core host) cancel in such a ratio, which a
+   * ratio of two rows measured seconds apart does not do.
+   */
+  pairedBaseline?: { name: string; run(inputs: Tensor[]): Tensor | Tensor[] };
   /** Numbers derived from the row and the rows measured before it in this run (e.g. images/s), put under `extra`. */
   derived?(row: Row, earlier: readonly Row[]): Record<string, number>;
   /** Frees what the case created for itself (called once after the case, also when it failed). */
@@ -410,8 +417,20 @@ export async function runCase(c: BenchCase, device: Device, timer: Timer, peer: 
     if (c.bytes !== undefined) row.gbps = c.bytes / (ms * 1e6);
     const extra: Record<string, number> = {};
     if (peerKind === 'composed' && composedDispatches !== null) extra.peer_dispatches = composedDispatches;
+    if (c.pairedBaseline) {
+      const base = c.pairedBaseline;
+      disposeOutputs(base.run(inputs));
+      const ratios: number[] = [];
+      for (let r = 0; r < reps; r++) {
+        const [b] = await timer.measure(() => disposeOutputs(base.run(inputs)));
+        const [o] = await timer.measure(() => disposeOutputs(c.run(inputs)));
+        ratios.push(o / b);
+      }
+      extra[base.name] = median(ratios);
+    }
+    row.extra = extra; // derived() sees the extras measured so far (e.g. a paired ratio)
     Object.assign(extra, c.derived?.(row, earlier));
-    if (Object.keys(extra).length) row.extra = extra;
+    if (!Object.keys(extra).length) delete row.extra;
     return row;
   } finally {
     for (const t of inputs) t.dispose();

@@ -2,11 +2,16 @@
 //
 // Math (per batch element b, 0 <= m < M, 0 <= n < N):
 //   z[b,m,n]   = sum_{k<K} opA(A)[b,m,k] * opB(B)[b,k,n]  + (HAS_BIAS ? bias[n] : 0)
+//                + sum_{q<LR_RANK} lr_u[m,q] * V(q,n)      (low-rank addend, LoRA; batch 1)
 //   out[b,m,n] = act(z[b,m,n]) + (HAS_RES ? residual[b,m,n] : 0)
 //   pre[b,m,n] = z[b,m,n]                       (only when STORE_PRE; kept for act backward)
 // with opA(A) = A ([M,K] row-major) or Aᵀ (A stored [K,M]) when TRANS_A,
 //      opB(B) = B ([K,N] row-major) or Bᵀ (B stored [N,K]) when TRANS_B,
-//      act    = identity (ACT 0), exact erf GELU (ACT 1), quick GELU x·sigmoid(1.702x) (ACT 2).
+//      act    = identity (ACT 0), exact erf GELU (ACT 1), quick GELU x·sigmoid(1.702x) (ACT 2),
+//      V(q,n) = lr_v[q*N + n] when LR_VT, lr_v[n*LR_RANK + q] otherwise.
+// The low-rank addend is how src/ops/lora.ts folds s·(x·Aᵀ)·Bᵀ (forward: U = s·x·Aᵀ, V = B) and
+// (s·dz·B)·A (dx: U = s·dz·B, V = A with LR_VT) into the frozen matmul: r more FMAs per output,
+// added to the register block before it is stored, with no packed copies of the operands.
 //
 // Bindings (group 0):
 //   0  uniform P { M, N, K, batch_offset, a_bs, b_bs, c_bs, n_elems: u32 }
@@ -14,8 +19,10 @@
 //   2  B:        array<f32> (read)  batch b starts at b*b_bs (b_bs = 0: shared weight)
 //   3  bias:     array<f32> (read)  [N]; any buffer when !HAS_BIAS
 //   4  residual: array<f32> (read)  same layout as out; any buffer when !HAS_RES
-//   5  out:      array<f32> (write) [batch, M, N] row-major, batch stride c_bs
-//   6  pre:      array<f32> (write) like out; a 4-byte dummy when !STORE_PRE
+//   5  lr_u:     array<f32> (read)  [M, LR_RANK] (batch 1 only); any buffer when LR_RANK = 0
+//   6  lr_v:     array<f32> (read)  [LR_RANK, N] (LR_VT) or [N, LR_RANK]; any buffer when LR_RANK = 0
+//   7  out:      array<f32> (write) [batch, M, N] row-major, batch stride c_bs
+//   8  pre:      array<f32> (write) like out; a 4-byte dummy when !STORE_PRE
 //
 // Entry points (all share the epilogue):
 //   mm_tiled   workgroup-tiled for GPUs. Workgroup (WG_X, WG_Y) = (TILE_N/4, TILE_M/RM) computes a
@@ -39,7 +46,7 @@
 //   Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7). Max abs error about 1.5e-7 in f32.
 //
 // Overrides: TRANS_A, TRANS_B, HAS_BIAS, HAS_RES, STORE_PRE (bool), ACT (u32 0/1/2),
-//   TILE_M, TILE_N, TILE_K (mm_tiled tile), WG_X, WG_Y (workgroup size), RM (rows per
+//   LR_RANK (u32, 0 = no low-rank addend), LR_VT (bool, layout of lr_v), TILE_M, TILE_N, TILE_K (mm_tiled tile), WG_X, WG_Y (workgroup size), RM (rows per
 //   invocation, 1..8).
 
 override TRANS_A: bool = false;
@@ -48,6 +55,8 @@ override HAS_BIAS: bool = false;
 override HAS_RES: bool = false;
 override STORE_PRE: bool = false;
 override ACT: u32 = 0u;
+override LR_RANK: u32 = 0u;
+override LR_VT: bool = false;
 override TILE_M: u32 = 64u;
 override TILE_N: u32 = 64u;
 override TILE_K: u32 = 16u;
@@ -71,8 +80,10 @@ struct P {
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> pre: array<f32>;
+@group(0) @binding(5) var<storage, read> lr_u: array<f32>;
+@group(0) @binding(6) var<storage, read> lr_v: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out: array<f32>;
+@group(0) @binding(8) var<storage, read_write> pre: array<f32>;
 // Backward helpers' bindings (other entry points; see the header).
 @group(0) @binding(1) var<storage, read> g_in: array<f32>;
 @group(0) @binding(2) var<storage, read> g_pre: array<f32>;
@@ -84,6 +95,8 @@ fn ld_a(i: u32) -> f32 { return A[i]; }
 fn ld_b(i: u32) -> f32 { return B[i]; }
 fn ld_bias(i: u32) -> f32 { return bias[i]; }
 fn ld_res(i: u32) -> f32 { return residual[i]; }
+fn ld_lu(i: u32) -> f32 { return lr_u[i]; }
+fn ld_lv(i: u32) -> f32 { return lr_v[i]; }
 fn st_out(i: u32, v: f32) { out[i] = v; }
 fn st_pre(i: u32, v: f32) { pre[i] = v; }
 fn ld_out(i: u32) -> f32 { return out[i]; }
@@ -157,6 +170,34 @@ fn epilogue(idx: u32, n: u32, v: f32) {
   st_out(idx, y);
 }
 
+/// U[m, q] of the low-rank addend, the row clamped into the matrix (edge lanes are never stored).
+fn lr_u_at(m: u32, q: u32) -> f32 {
+  return ld_lu(min(m, p.M - 1u) * LR_RANK + q);
+}
+
+/// V(q, n) of the low-rank addend, the column clamped into the matrix.
+fn lr_v_at(q: u32, n: u32) -> f32 {
+  let nc = min(n, p.N - 1u);
+  if (LR_VT) {
+    return ld_lv(q * p.N + nc);
+  }
+  return ld_lv(nc * LR_RANK + q);
+}
+
+/// V(q, n..n+3).
+fn lr_v4(q: u32, n: u32) -> vec4f {
+  return vec4f(lr_v_at(q, n), lr_v_at(q, n + 1u), lr_v_at(q, n + 2u), lr_v_at(q, n + 3u));
+}
+
+/// The whole low-rank addend at one output (0 when LR_RANK = 0).
+fn lr_dot(m: u32, n: u32) -> f32 {
+  var s = 0.0;
+  for (var q = 0u; q < LR_RANK; q++) {
+    s += lr_u_at(m, q) * lr_v_at(q, n);
+  }
+  return s;
+}
+
 /// Flat index of opA(A)[m, k] within a batch (no bounds check).
 fn a_index(m: u32, k: u32) -> u32 {
   if (TRANS_A) {
@@ -173,11 +214,17 @@ fn b_index(k: u32, n: u32) -> u32 {
   return k * p.N + n;
 }
 
-/// Writes an RM x 4 register block at (m0, n0). The raw sums are stored by an unrolled loop;
+/// Adds the low-rank addend (LR_RANK > 0) to an RM x 4 register block and writes it at (m0, n0). The raw sums are stored by an unrolled loop;
 /// the epilogue then runs in a loop with a runtime trip count over the same outputs, so the
 /// activation code exists once per pipeline instead of RM*4 inlined copies (llvmpipe compile
 /// time grew ~10x with the unrolled form). The re-read hits the invocation's own fresh writes.
 fn store_block(c_base: u32, m0: u32, n0: u32, acc: ptr<function, array<vec4f, 16>>) {
+  for (var q = 0u; q < LR_RANK; q++) {
+    let v4 = lr_v4(q, n0);
+    for (var r = 0u; r < RM; r++) {
+      (*acc)[r] += lr_u_at(m0 + r, q) * v4;
+    }
+  }
   for (var r = 0u; r < RM; r++) {
     let m = m0 + r;
     if (m < p.M) {

@@ -10,10 +10,10 @@
 // a separate file.
 //
 // Bindings (group 0), as in matmul.wgsl with f16 elements:
-//   0 uniform P, 1 A, 2 B, 3 bias, 4 residual (read), 5 out, 6 pre (write)
+//   0 uniform P, 1 A, 2 B, 3 bias, 4 residual, 5 lr_u, 6 lr_v (read), 7 out, 8 pre (write)
 //   act_grad: 1 dy, 2 pre, 3 dz;  bias_grad: 1 dz, 2 db
 //
-// Overrides: TRANS_A, TRANS_B, HAS_BIAS, HAS_RES, STORE_PRE, ACT, TILE_M, TILE_N, TILE_K,
+// Overrides: TRANS_A, TRANS_B, HAS_BIAS, HAS_RES, STORE_PRE, ACT, LR_RANK, LR_VT, TILE_M, TILE_N, TILE_K,
 //   WG_X, WG_Y, RM (see matmul.wgsl).
 
 enable f16;
@@ -24,6 +24,8 @@ override HAS_BIAS: bool = false;
 override HAS_RES: bool = false;
 override STORE_PRE: bool = false;
 override ACT: u32 = 0u;
+override LR_RANK: u32 = 0u;
+override LR_VT: bool = false;
 override TILE_M: u32 = 64u;
 override TILE_N: u32 = 64u;
 override TILE_K: u32 = 16u;
@@ -47,8 +49,10 @@ struct P {
 @group(0) @binding(2) var<storage, read> B: array<f16>;
 @group(0) @binding(3) var<storage, read> bias: array<f16>;
 @group(0) @binding(4) var<storage, read> residual: array<f16>;
-@group(0) @binding(5) var<storage, read_write> out: array<f16>;
-@group(0) @binding(6) var<storage, read_write> pre: array<f16>;
+@group(0) @binding(5) var<storage, read> lr_u: array<f16>;
+@group(0) @binding(6) var<storage, read> lr_v: array<f16>;
+@group(0) @binding(7) var<storage, read_write> out: array<f16>;
+@group(0) @binding(8) var<storage, read_write> pre: array<f16>;
 // Backward helpers' bindings (other entry points; see the header).
 @group(0) @binding(1) var<storage, read> g_in: array<f16>;
 @group(0) @binding(2) var<storage, read> g_pre: array<f16>;
@@ -60,6 +64,8 @@ fn ld_a(i: u32) -> f32 { return f32(A[i]); }
 fn ld_b(i: u32) -> f32 { return f32(B[i]); }
 fn ld_bias(i: u32) -> f32 { return f32(bias[i]); }
 fn ld_res(i: u32) -> f32 { return f32(residual[i]); }
+fn ld_lu(i: u32) -> f32 { return f32(lr_u[i]); }
+fn ld_lv(i: u32) -> f32 { return f32(lr_v[i]); }
 fn st_out(i: u32, v: f32) { out[i] = f16(v); }
 fn st_pre(i: u32, v: f32) { pre[i] = f16(v); }
 fn ld_out(i: u32) -> f32 { return f32(out[i]); }
@@ -133,6 +139,34 @@ fn epilogue(idx: u32, n: u32, v: f32) {
   st_out(idx, y);
 }
 
+/// U[m, q] of the low-rank addend, the row clamped into the matrix (edge lanes are never stored).
+fn lr_u_at(m: u32, q: u32) -> f32 {
+  return ld_lu(min(m, p.M - 1u) * LR_RANK + q);
+}
+
+/// V(q, n) of the low-rank addend, the column clamped into the matrix.
+fn lr_v_at(q: u32, n: u32) -> f32 {
+  let nc = min(n, p.N - 1u);
+  if (LR_VT) {
+    return ld_lv(q * p.N + nc);
+  }
+  return ld_lv(nc * LR_RANK + q);
+}
+
+/// V(q, n..n+3).
+fn lr_v4(q: u32, n: u32) -> vec4f {
+  return vec4f(lr_v_at(q, n), lr_v_at(q, n + 1u), lr_v_at(q, n + 2u), lr_v_at(q, n + 3u));
+}
+
+/// The whole low-rank addend at one output (0 when LR_RANK = 0).
+fn lr_dot(m: u32, n: u32) -> f32 {
+  var s = 0.0;
+  for (var q = 0u; q < LR_RANK; q++) {
+    s += lr_u_at(m, q) * lr_v_at(q, n);
+  }
+  return s;
+}
+
 /// Flat index of opA(A)[m, k] within a batch (no bounds check).
 fn a_index(m: u32, k: u32) -> u32 {
   if (TRANS_A) {
@@ -149,11 +183,17 @@ fn b_index(k: u32, n: u32) -> u32 {
   return k * p.N + n;
 }
 
-/// Writes an RM x 4 register block at (m0, n0). The raw sums are stored by an unrolled loop;
+/// Adds the low-rank addend (LR_RANK > 0) to an RM x 4 register block and writes it at (m0, n0). The raw sums are stored by an unrolled loop;
 /// the epilogue then runs in a loop with a runtime trip count over the same outputs, so the
 /// activation code exists once per pipeline instead of RM*4 inlined copies (llvmpipe compile
 /// time grew ~10x with the unrolled form). The re-read hits the invocation's own fresh writes.
 fn store_block(c_base: u32, m0: u32, n0: u32, acc: ptr<function, array<vec4f, 16>>) {
+  for (var q = 0u; q < LR_RANK; q++) {
+    let v4 = lr_v4(q, n0);
+    for (var r = 0u; r < RM; r++) {
+      (*acc)[r] += lr_u_at(m0 + r, q) * v4;
+    }
+  }
   for (var r = 0u; r < RM; r++) {
     let m = m0 + r;
     if (m < p.M) {

@@ -15,9 +15,10 @@
 // mm_sg: workgroup (WG_X) invocations along N; the workgroup computes RM = 8*RG rows x
 //   4*CN*WG_X columns; invocation x owns columns n0 = (wid.x*WG_X + x)*4*CN .. +4*CN.
 //   Batch in workgroup z (P.batch_offset as in matmul.wgsl).
-// Bindings (group 0): 0 uniform P, 1 A, 2 B, 3 bias, 4 residual (read), 5 out, 6 pre (write),
-//   all array<f32>, layouts as in matmul.wgsl.
-// Overrides: TRANS_A, TRANS_B, HAS_BIAS, HAS_RES, STORE_PRE, ACT (epilogue, as matmul.wgsl),
+// Bindings (group 0): 0 uniform P, 1 A, 2 B, 3 bias, 4 residual, 5 lr_u, 6 lr_v (read),
+//   7 out, 8 pre (write), all array<f32>, layouts as in matmul.wgsl.
+// Overrides: TRANS_A, TRANS_B, HAS_BIAS, HAS_RES, STORE_PRE, ACT, LR_RANK, LR_VT (epilogue and
+//   low-rank addend, as matmul.wgsl),
 //   WG_X (invocations per workgroup, a multiple of 8), RG (row groups of 8, 1..4),
 //   CN (vec4 column groups per invocation, 1..4). RG*CN <= 4.
 
@@ -29,6 +30,8 @@ override HAS_BIAS: bool = false;
 override HAS_RES: bool = false;
 override STORE_PRE: bool = false;
 override ACT: u32 = 0u;
+override LR_RANK: u32 = 0u;
+override LR_VT: bool = false;
 override WG_X: u32 = 64u;
 override RG: u32 = 2u;
 override CN: u32 = 1u;
@@ -50,13 +53,17 @@ struct P {
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> pre: array<f32>;
+@group(0) @binding(5) var<storage, read> lr_u: array<f32>;
+@group(0) @binding(6) var<storage, read> lr_v: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out: array<f32>;
+@group(0) @binding(8) var<storage, read_write> pre: array<f32>;
 
 fn ld_a(i: u32) -> f32 { return A[i]; }
 fn ld_b(i: u32) -> f32 { return B[i]; }
 fn ld_bias(i: u32) -> f32 { return bias[i]; }
 fn ld_res(i: u32) -> f32 { return residual[i]; }
+fn ld_lu(i: u32) -> f32 { return lr_u[i]; }
+fn ld_lv(i: u32) -> f32 { return lr_v[i]; }
 fn st_out(i: u32, v: f32) { out[i] = v; }
 fn st_pre(i: u32, v: f32) { pre[i] = v; }
 fn ld_out(i: u32) -> f32 { return out[i]; }
@@ -127,6 +134,34 @@ fn epilogue(idx: u32, n: u32, v: f32) {
   st_out(idx, y);
 }
 
+/// U[m, q] of the low-rank addend, the row clamped into the matrix (edge lanes are never stored).
+fn lr_u_at(m: u32, q: u32) -> f32 {
+  return ld_lu(min(m, p.M - 1u) * LR_RANK + q);
+}
+
+/// V(q, n) of the low-rank addend, the column clamped into the matrix.
+fn lr_v_at(q: u32, n: u32) -> f32 {
+  let nc = min(n, p.N - 1u);
+  if (LR_VT) {
+    return ld_lv(q * p.N + nc);
+  }
+  return ld_lv(nc * LR_RANK + q);
+}
+
+/// V(q, n..n+3).
+fn lr_v4(q: u32, n: u32) -> vec4f {
+  return vec4f(lr_v_at(q, n), lr_v_at(q, n + 1u), lr_v_at(q, n + 2u), lr_v_at(q, n + 3u));
+}
+
+/// The whole low-rank addend at one output (0 when LR_RANK = 0).
+fn lr_dot(m: u32, n: u32) -> f32 {
+  var s = 0.0;
+  for (var q = 0u; q < LR_RANK; q++) {
+    s += lr_u_at(m, q) * lr_v_at(q, n);
+  }
+  return s;
+}
+
 /// Flat index of opA(A)[m, k] within a batch (no bounds check).
 fn a_index(m: u32, k: u32) -> u32 {
   if (TRANS_A) {
@@ -143,11 +178,19 @@ fn b_index(k: u32, n: u32) -> u32 {
   return k * p.N + n;
 }
 
-/// Writes an RM x (4*CN) register block at (m0, n0). The raw sums are stored by an unrolled loop;
+/// Adds the low-rank addend (LR_RANK > 0) to an RM x (4*CN) register block and writes it at (m0, n0). The raw sums are stored by an unrolled loop;
 /// the epilogue then runs in a loop with a runtime trip count over the same outputs, so the
 /// activation code exists once per pipeline instead of RM*4 inlined copies (llvmpipe compile
 /// time grew ~10x with the unrolled form). The re-read hits the invocation's own fresh writes.
 fn store_block(c_base: u32, m0: u32, n0: u32, acc: ptr<function, array<vec4f, 32>>) {
+  for (var q = 0u; q < LR_RANK; q++) {
+    for (var c = 0u; c < CN; c++) {
+      let v4 = lr_v4(q, n0 + 4u * c);
+      for (var r = 0u; r < RM; r++) {
+        (*acc)[r * CN + c] += lr_u_at(m0 + r, q) * v4;
+      }
+    }
+  }
   for (var r = 0u; r < RM; r++) {
     let m = m0 + r;
     if (m < p.M) {

@@ -33,11 +33,12 @@
 // offsets are still not workgroup-uniform, hence `diagnostic(off, chromium_experimental.subgroup_matrix_uniformity);`
 // in the prelude (a directive must precede the prelude's declarations).
 //
-// Bindings (group 0): 0 uniform P (as matmul.wgsl), 1 A, 2 B, 3 bias, 4 residual (read),
-//   5 out, 6 pre (write); all array<CT>.
+// Bindings (group 0): 0 uniform P (as matmul.wgsl), 1 A, 2 B, 3 bias, 4 residual, 5 lr_u,
+//   6 lr_v (read), 7 out, 8 pre (write); all array<CT>. The low-rank addend (LR_RANK > 0) is
+//   added per output in the epilogue loop (lr_dot).
 // Dispatch: [ceil(N/TN), ceil(M/TM), batch chunk] (batch in z as in matmul.wgsl).
 // Overrides: TRANS_A, TRANS_B, HAS_BIAS, HAS_RES, STORE_PRE, ACT (as matmul.wgsl), SG_SIZE
-//   (the device's subgroup size; workgroup = 4*SG_SIZE).
+//   (the device's subgroup size; workgroup = 4*SG_SIZE), LR_RANK, LR_VT (as matmul.wgsl).
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
@@ -45,6 +46,8 @@ override HAS_BIAS: bool = false;
 override HAS_RES: bool = false;
 override STORE_PRE: bool = false;
 override ACT: u32 = 0u;
+override LR_RANK: u32 = 0u;
+override LR_VT: bool = false;
 override SG_SIZE: u32 = 32u;
 
 const TM: u32 = 4u * SG_M;
@@ -67,11 +70,15 @@ struct P {
 @group(0) @binding(2) var<storage, read> B: array<CT>;
 @group(0) @binding(3) var<storage, read> bias: array<CT>;
 @group(0) @binding(4) var<storage, read> residual: array<CT>;
-@group(0) @binding(5) var<storage, read_write> out: array<CT>;
-@group(0) @binding(6) var<storage, read_write> pre: array<CT>;
+@group(0) @binding(5) var<storage, read> lr_u: array<CT>;
+@group(0) @binding(6) var<storage, read> lr_v: array<CT>;
+@group(0) @binding(7) var<storage, read_write> out: array<CT>;
+@group(0) @binding(8) var<storage, read_write> pre: array<CT>;
 
 fn ld_bias(i: u32) -> f32 { return f32(bias[i]); }
 fn ld_res(i: u32) -> f32 { return f32(residual[i]); }
+fn ld_lu(i: u32) -> f32 { return f32(lr_u[i]); }
+fn ld_lv(i: u32) -> f32 { return f32(lr_v[i]); }
 fn st_out(i: u32, v: f32) { out[i] = CT(v); }
 fn st_pre(i: u32, v: f32) { pre[i] = CT(v); }
 
@@ -139,6 +146,34 @@ fn epilogue(idx: u32, n: u32, v: f32) {
     y += ld_res(idx);
   }
   st_out(idx, y);
+}
+
+/// U[m, q] of the low-rank addend, the row clamped into the matrix (edge lanes are never stored).
+fn lr_u_at(m: u32, q: u32) -> f32 {
+  return ld_lu(min(m, p.M - 1u) * LR_RANK + q);
+}
+
+/// V(q, n) of the low-rank addend, the column clamped into the matrix.
+fn lr_v_at(q: u32, n: u32) -> f32 {
+  let nc = min(n, p.N - 1u);
+  if (LR_VT) {
+    return ld_lv(q * p.N + nc);
+  }
+  return ld_lv(nc * LR_RANK + q);
+}
+
+/// V(q, n..n+3).
+fn lr_v4(q: u32, n: u32) -> vec4f {
+  return vec4f(lr_v_at(q, n), lr_v_at(q, n + 1u), lr_v_at(q, n + 2u), lr_v_at(q, n + 3u));
+}
+
+/// The whole low-rank addend at one output (0 when LR_RANK = 0).
+fn lr_dot(m: u32, n: u32) -> f32 {
+  var s = 0.0;
+  for (var q = 0u; q < LR_RANK; q++) {
+    s += lr_u_at(m, q) * lr_v_at(q, n);
+  }
+  return s;
 }
 
 /// Flat index of opA(A)[m, k] within a batch (no bounds check).
@@ -232,7 +267,7 @@ fn mm_sgmat(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) 
     let m = tile_m0 + e / TN;
     let n = tile_n0 + e % TN;
     if (m < p.M && n < p.N) {
-      epilogue(c_base + m * p.N + n, n, f32(Cs[e]));
+      epilogue(c_base + m * p.N + n, n, f32(Cs[e]) + lr_dot(m, n));
     }
   }
 }

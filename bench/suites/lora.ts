@@ -7,7 +7,12 @@
 //   lora-linear:     loraLinear(x, W, b, A, B, s); backward with x, A and B requiring grad
 //                    (returns dx, dA, dB). peer = genalign's unfused composition
 //                    linear(x, W, b) + scale(linear(linear(x, A), B), s) ('genalign-composed').
-// extra.lora_over_plain = lora ms / plain ms of the same pass in this run (the issue's target: ≤ ~1.1).
+// extra.lora_over_plain = lora ms / plain ms of the same pass in this run (the issue's target: ≤ ~1.1);
+// extra.paired_over_plain = the same ratio with plain and LoRA timed alternately, rep by rep (the
+// median of per-rep ratios: robust to the host's slow drifts; read this one on a shared machine);
+// on the fwd+bwd row, extra.bwd_over_plain = (lora fwd+bwd − lora fwd) / (plain fwd+bwd − plain fwd),
+// the backward alone, with each LoRA time taken as plain ms × paired_over_plain (a difference of
+// two measurements, so noisier than either ratio).
 //
 // max_abs_err: host float64 with W' = W + s·B·A on 256 sampled outputs (dx: 256 sampled
 // entries; dA and dB: all entries).
@@ -123,6 +128,9 @@ function loraCases(label: string, d: Dims): BenchCase[] {
   const cases: BenchCase[] = [];
   for (const backwardToo of [false, true]) {
     const pass = backwardToo ? 'fwd+bwd' : 'fwd';
+    const plainRun = backwardToo
+      ? (t: Tensor[]) => forwardBackward(t, [true], ([x, w, bias]) => linear(x, w, bias), t[3])
+      : ([x, w, bias]: Tensor[]) => linear(x, w, bias);
     const shape = `${pass} ${label} x[${rows},${k}] W[${n},${k}] r=${r}`;
     cases.push({
       kernel: 'linear',
@@ -131,9 +139,7 @@ function loraCases(label: string, d: Dims): BenchCase[] {
       dtype: 'f32',
       flops: dense * (backwardToo ? 2 : 1),
       inputs,
-      run: backwardToo
-        ? (t) => forwardBackward(t, [true], ([x, w, bias]) => linear(x, w, bias), t[3])
-        : ([x, w, bias]) => linear(x, w, bias),
+      run: plainRun,
       check: { reference: `host f64 on ${SAMPLES} sampled outputs`, maxAbsErr: (out, host) => hostErr(d, false, backwardToo, out, host) },
     });
     cases.push({
@@ -151,13 +157,28 @@ function loraCases(label: string, d: Dims): BenchCase[] {
         ? (t) => forwardBackward([t[0], t[4], t[5]], [true, true, true], ([x, a, b]) => composedLora(x, t[1], t[2], a, b), t[3])
         : ([x, w, bias, , a, b]) => composedLora(x, w, bias, a, b),
       peerKind: 'composed',
+      pairedBaseline: { name: 'paired_over_plain', run: plainRun },
       check: {
         reference: `host f64 with W + s·B·A (${SAMPLES} sampled outputs${backwardToo ? '/dx entries; all of dA, dB' : ''})`,
         maxAbsErr: (out, host) => hostErr(d, true, backwardToo, out, host),
       },
       derived: (row: Row, earlier: readonly Row[]): Record<string, number> => {
         const plain = earlier.find((e) => e.kernel === 'linear' && e.shape === shape);
-        return plain ? { lora_over_plain: row.ms / plain.ms } : {};
+        if (!plain) return {};
+        const out: Record<string, number> = { lora_over_plain: row.ms / plain.ms };
+        if (backwardToo) {
+          // Backward alone: (fwd+bwd − fwd) of each op from this run's rows, each LoRA time taken
+          // as plain ms × its paired ratio when there is one (drift-free), else its own ms.
+          const fwdShape = shape.replace(/^fwd\+bwd /, 'fwd ');
+          const plainF = earlier.find((e) => e.kernel === 'linear' && e.shape === fwdShape);
+          const loraF = earlier.find((e) => e.kernel === 'lora-linear' && e.shape === fwdShape);
+          if (plainF && loraF && plain.ms > plainF.ms) {
+            const loraFb = plain.ms * (row.extra?.paired_over_plain ?? row.ms / plain.ms);
+            const loraFw = plainF.ms * (loraF.extra?.paired_over_plain ?? loraF.ms / plainF.ms);
+            out.bwd_over_plain = (loraFb - loraFw) / (plain.ms - plainF.ms);
+          }
+        }
+        return out;
       },
     });
   }

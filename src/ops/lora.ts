@@ -2,61 +2,56 @@
 //
 //   y = act(x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ) + residual,   W [N, K] and b frozen, A [r, K], B [N, r]
 //
-// Forward: one row pass packs X' = [x | s·x·Aᵀ] (and keeps su = s·x·Aᵀ), one pass packs
-// W' = [W | B], then ONE matmul X'·W'ᵀ with the bias/activation/residual epilogue.
-// Backward: dz = dy ⊙ act'(z); one row pass packs [dz | du] with du = s·dz·B; the stacked
-// [W ; A] is two buffer copies; dx is ONE matmul; dA = duᵀ·x and dB = dzᵀ·su are skinny
-// reductions over rows (lowrank_grad: row chunks in parallel, then a fixed-order sum of the
-// chunk partials). dW and db are never computed (the weight must be frozen).
+// Forward: one row pass u = s·x·Aᵀ [rows, r] (lowrank_proj), then ONE matmul x·Wᵀ with the
+// bias/activation/residual epilogue and u·Bᵀ as its low-rank addend (r FMAs per output, added to
+// the register block before the store).
+// Backward: dz = dy ⊙ act'(z); one row pass du = s·dz·B; dx = dz·W + du·A is ONE matmul (addend
+// du·A); dA = duᵀ·x and dB = dzᵀ·u are skinny reductions over rows (lowrank_grad: row chunks in
+// parallel, then a fixed-order sum of the chunk partials). dW and db are never computed (the
+// weight must be frozen), and no operand is copied or packed.
 import { Tensor } from '../tensor/tensor.ts';
 import { record, isGradEnabled } from '../tensor/autograd.ts';
-import { checkInputs, grid1d, params, shapeError } from './util.ts';
-import { matmulRaw, mm, actGrad, matmulCaps, type Activation } from './matmul.ts';
+import { params, checkInputs, grid1d, shapeError } from './util.ts';
+import { matmulRaw, actGrad, matmulCaps, type Activation } from './matmul.ts';
 import { adapterClass } from './matmul-select.ts';
 
-const ROW_WG = 64;
+let forcedClass: 'cpu' | 'gpu' | null = null;
 
-/** [rows, K] → ([rows, K + r] = [x | s·x·lrᵀ], [rows, r] = s·x·lrᵀ). lr is A [r, K], or B [K, r] with lrT. */
-function packRows(x2: Tensor, lr: Tensor, r: number, s: number, lrT: boolean): [Tensor, Tensor] {
+/** Tests and benches: use the other adapter class's rank-r kernel blocking (null restores the default). */
+export function forceLoraBlocking(cls: 'cpu' | 'gpu' | null): void {
+  forcedClass = cls;
+}
+
+function isCpu(device: Tensor['device']): boolean {
+  return (forcedClass ?? adapterClass(matmulCaps(device))) === 'cpu';
+}
+
+/** s·x·lrᵀ: [rows, r]. lr is A [r, K], or B [K, r] with lrT. */
+function rankProject(x2: Tensor, lr: Tensor, r: number, s: number, lrT: boolean): Tensor {
   const device = x2.device;
   const [rows, k] = x2.shape;
-  const packed = Tensor.empty([rows, k + r], device);
-  const su = Tensor.empty([rows, r], device);
-  // CPU adapters pay for every workgroup and barrier: 8 rows per workgroup there.
-  const tpr = adapterClass(matmulCaps(device)) === 'cpu' ? 8 : ROW_WG;
-  const groups = Math.ceil(rows / (ROW_WG / tpr));
+  const u = Tensor.empty([rows, r], device);
+  // CPU adapters (llvmpipe: a workgroup of 8 is one SIMD vector, and every load is a gather)
+  // want few lanes and many rows per factor load; GPUs want wide workgroups along K.
+  const cpu = isCpu(device);
+  const tpr = cpu ? 8 : 64;
+  const rb = cpu ? 8 : 4;
+  const groups = Math.ceil(rows / rb);
   const max = device.limits.maxComputeWorkgroupsPerDimension;
   const gy = Math.ceil(groups / max);
   device.batch.dispatch(
-    { file: 'lora', entry: 'pack_rows', overrides: { WG: ROW_WG, TPR: tpr, LR_T: lrT ? 1 : 0 } },
+    { file: 'lora', entry: 'lowrank_proj', overrides: { RANK: r, TPR: tpr, RB: rb, LR_T: lrT ? 1 : 0 } },
     params([rows, k, r, 0], [s]),
     [x2.buffer, lr.buffer],
-    [packed.buffer, su.buffer],
+    [u.buffer],
     [Math.ceil(groups / gy), gy, 1],
   );
-  return [packed, su];
+  return u;
 }
 
-/** [W | B]: [N, K + r]. */
-function packCols(w: Tensor, b: Tensor): Tensor {
-  const device = w.device;
-  const [n, k] = w.shape;
-  const r = b.shape[1];
-  const out = Tensor.empty([n, k + r], device);
-  device.batch.dispatch({ file: 'lora', entry: 'pack_cols' }, params([0, k, r, n], [0]), [w.buffer, b.buffer], [out.buffer], grid1d(device, out.size, 256));
-  return out;
-}
-
-/** [W ; A]: [N + r, K] — row-major stacking is two contiguous copies. */
-function stackRows(w: Tensor, a: Tensor): Tensor {
-  const out = Tensor.empty([w.shape[0] + a.shape[0], w.shape[1]], w.device);
-  w.device.batch.copy(w.buffer, 0, out.buffer, 0, w.byteLength);
-  w.device.batch.copy(a.buffer, 0, out.buffer, w.byteLength, a.byteLength);
-  return out;
-}
-
-const GRAD_WG = 64; // columns per lowrank_grad workgroup
-const GRAD_ROWS = 32; // ROWS_PER_WG: rows per chunk (the granule)
+const GRAD_WG = 64; // invocations per lowrank_grad workgroup
+const GRAD_CB_CPU = 4; // columns per invocation on CPU adapters (1 on GPUs)
+const GRAD_ROWS = 32; // rows per chunk (the granule)
 const GRAD_MAX_CHUNKS = 512; // cap on row chunks (partials memory, length of the summing loop)
 
 /**
@@ -72,18 +67,19 @@ function lowRankGrad(big: Tensor, low: Tensor, outT: boolean): Tensor {
   const granules = Math.max(1, Math.ceil(rows / GRAD_ROWS));
   const span = GRAD_ROWS * Math.ceil(granules / GRAD_MAX_CHUNKS);
   const chunks = Math.max(1, Math.ceil(rows / span));
-  const colGroups = Math.ceil(cols / GRAD_WG);
+  const cb = isCpu(device) ? GRAD_CB_CPU : 1;
+  const colGroups = Math.ceil(cols / (GRAD_WG * cb));
   const max = device.limits.maxComputeWorkgroupsPerDimension;
-  if (colGroups > max) throw new Error(`loraLinear: ${cols} features exceed the ${max * GRAD_WG} supported by the rank-r gradient kernel`);
+  if (colGroups > max) throw new Error(`loraLinear: ${cols} features exceed the ${max * GRAD_WG * cb} supported by the rank-r gradient kernel`);
   const p = params([rows, cols, r, span, chunks]);
-  const ov = { GWG: GRAD_WG, ROWS_PER_WG: GRAD_ROWS, OUT_T: outT ? 1 : 0 };
+  const ov = { RANK: r, GWG: GRAD_WG, CB: cb, OUT_T: outT ? 1 : 0 };
   if (chunks === 1) {
     device.batch.dispatch({ file: 'lora', entry: 'lowrank_grad', overrides: ov }, p, [big.buffer, low.buffer], [out.buffer], [colGroups, 1, 1]);
     return out;
   }
   const part = Tensor.empty([chunks, r, cols], device);
   device.batch.dispatch({ file: 'lora', entry: 'lowrank_grad', overrides: ov }, p, [big.buffer, low.buffer], [part.buffer], [colGroups, chunks, 1]);
-  device.batch.dispatch({ file: 'lora', entry: 'lowrank_grad_sum', overrides: { OUT_T: outT ? 1 : 0 } }, p, [part.buffer], [out.buffer], grid1d(device, r * cols, 256));
+  device.batch.dispatch({ file: 'lora', entry: 'lowrank_grad_sum', overrides: { RANK: r, OUT_T: outT ? 1 : 0 } }, p, [part.buffer], [out.buffer], grid1d(device, r * cols, 256));
   part.dispose();
   return out;
 }
@@ -123,14 +119,11 @@ export function loraLinear(
   if (residual && residual.shape.join(',') !== outShape.join(',')) throw shapeError(op, `residual must be [${outShape.join(', ')}]`, named);
   const x2 = x.view([rows, k], false);
   const res2 = residual ? residual.view([rows, n], false) : null;
-  const [xp, su] = packRows(x2, loraA, r, scaling, false);
-  const wp = packCols(weight, loraB);
+  const su = rankProject(x2, loraA, r, scaling, false);
   const inputs = [x, loraA, loraB, ...(residual ? [residual] : [])];
   const tracking = isGradEnabled() && inputs.some((t) => t.requiresGrad);
   const pre = tracking && activation !== 'none' ? Tensor.empty([rows, n], device) : null;
-  const y2 = matmulRaw(xp, wp, { transB: true, bias: bias ?? null, act: activation, residual: res2, pre });
-  xp.dispose();
-  wp.dispose();
+  const y2 = matmulRaw(x2, weight, { transB: true, bias: bias ?? null, act: activation, residual: res2, pre, lowRank: { u: su, v: loraB, vT: false } });
   res2?.dispose();
   const out = y2.view(outShape);
   y2.dispose();
@@ -145,20 +138,18 @@ export function loraLinear(
     const [sx, ssu, sw, sa, sb] = s;
     const g2 = g.view([rows, n], false);
     const dz = pre ? actGrad(g2, s[5], activation) : g2;
-    // [dz | du], du = s·dz·B ([N, r] read transposed as the [K, r] factor of the row pass).
-    const [dzp, du] = packRows(dz, sb, r, scaling, true);
+    // du = s·dz·B ([N, r] read transposed as the [K, r] factor of the row pass).
+    const du = needs[0] || needs[1] ? rankProject(dz, sb, r, scaling, true) : null;
     let dx: Tensor | null = null;
-    if (needs[0]) {
-      const wa = stackRows(sw, sa);
-      const dx2 = mm(dzp, wa, false, false);
-      wa.dispose();
+    if (du && needs[0]) {
+      // dx = dz·W + du·A: W [N, K] is the NN right operand, A [r, K] the addend's [r, K] factor.
+      const dx2 = matmulRaw(dz, sw, { lowRank: { u: du, v: sa, vT: true } });
       dx = dx2.view(x.shape);
       dx2.dispose();
     }
-    const dA = needs[1] ? lowRankGrad(sx, du, false) : null; // duᵀ·x [r, K]
-    const dB = needs[2] ? lowRankGrad(dz, ssu, true) : null; // dzᵀ·su [N, r]
-    dzp.dispose();
-    du.dispose();
+    const dA = du && needs[1] ? lowRankGrad(sx, du, false) : null; // duᵀ·x [r, K]
+    const dB = needs[2] ? lowRankGrad(dz, ssu, true) : null; // dzᵀ·u [N, r]
+    du?.dispose();
     const grads: (Tensor | null)[] = [dx, dA, dB];
     if (hasRes) grads.push(needs[3] ? g.view() : null);
     if (dz !== g2) dz.dispose();
@@ -170,3 +161,6 @@ export function loraLinear(
   pre?.dispose();
   return result;
 }
+
+/** The rank-r kernels on their own (profiling scripts and benches; loraLinear is the API). */
+export const loraPieces = { rankProject, lowRankGrad };

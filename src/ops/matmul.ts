@@ -120,11 +120,23 @@ function plan(op: string, a: Tensor, b: Tensor, transA: boolean, transB: boolean
   return { shape: { batch, M, N, K: Ka, layout, dtype }, outShape: [...aLead, M, N], aBs: M * Ka, bBs: Ka * N };
 }
 
+/**
+ * A rank-r addend Σ_q u[m, q]·V(q, n) added to the product before the epilogue (LoRA's low-rank
+ * path, see src/ops/lora.ts): u is [M, r]; v is [N, r] (V(q, n) = v[n, q]) or, with vT, [r, N].
+ * Only for unbatched products (rank-2 b, rows of a flattened).
+ */
+export interface LowRankAddend {
+  u: Tensor;
+  v: Tensor;
+  vT: boolean;
+}
+
 interface Epilogue {
   bias: Tensor | null;
   act: Activation;
   residual: Tensor | null;
   pre: Tensor | null;
+  lowRank?: LowRankAddend | null;
 }
 
 /** Records the dispatch(es) of one matmul with the given variant. No validation, no autograd. */
@@ -141,6 +153,7 @@ function runVariant(v: MatmulVariant, a: Tensor, b: Tensor, pl: Plan, out: Tenso
     HAS_RES: epi.residual ? 1 : 0,
     STORE_PRE: epi.pre ? 1 : 0,
     ACT: ACT_CODE[epi.act],
+    ...(epi.lowRank ? { LR_RANK: epi.lowRank.u.shape[1], LR_VT: epi.lowRank.vT ? 1 : 0 } : {}),
   };
   const gx = Math.ceil(N / v.tileN);
   const gy = Math.ceil(M / v.tileM);
@@ -148,11 +161,11 @@ function runVariant(v: MatmulVariant, a: Tensor, b: Tensor, pl: Plan, out: Tenso
   if (gx > max || gy > max) {
     throw new Error(`matmul: output [${M}, ${N}] needs a ${gx}x${gy} grid of ${v.tileM}x${v.tileN} tiles, beyond the device limit ${max} per dimension; split the input into smaller batches`);
   }
-  const inputs = [a.buffer, b.buffer, (epi.bias ?? a).buffer, (epi.residual ?? a).buffer];
+  // Unused optional operands bind `a` (read-only aliases are allowed).
+  const lr = epi.lowRank;
+  const inputs = [a.buffer, b.buffer, (epi.bias ?? a).buffer, (epi.residual ?? a).buffer, (lr?.u ?? a).buffer, (lr?.v ?? a).buffer];
   const outputs = [out.buffer, epi.pre ? epi.pre.buffer : dummyOutput(device, out.dtype)];
-  if (K === 0) {
-    // Empty sum: z = bias (or 0). The kernels handle K = 0 (no k iterations).
-  }
+  // K = 0 needs nothing special: the kernels run no k iterations (z = bias, or 0).
   for (let b0 = 0; b0 < batch; b0 += max) {
     const nb = Math.min(max, batch - b0);
     device.batch.dispatch(
@@ -228,17 +241,44 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   return result;
 }
 
+function checkLowRank(op: string, pl: Plan, lr: LowRankAddend, named: Record<string, Tensor>): void {
+  const { batch, M, N, dtype } = pl.shape;
+  if (batch !== 1) throw new Error(`${op}: a low-rank addend needs an unbatched product (got batch ${batch})`);
+  const r = lr.u.shape[1];
+  const all = { ...named, lowRankU: lr.u, lowRankV: lr.v };
+  if (lr.u.shape.length !== 2 || lr.u.shape[0] !== M || r < 1) throw shapeError(op, `the low-rank u must be [${M}, r] (rows of the output)`, all);
+  const vShape = lr.vT ? [r, N] : [N, r];
+  if (lr.v.shape.join(',') !== vShape.join(',')) throw shapeError(op, `the low-rank v must be [${vShape.join(', ')}]`, all);
+  if (lr.u.dtype !== dtype || lr.v.dtype !== dtype) throw shapeError(op, `low-rank operands must be ${dtype} like the product`, all);
+}
+
 /**
  * The forward dispatch of matmul with an explicit epilogue and no recording (for fused ops that
- * do their own backward). `pre`, when given, receives the pre-activation z.
+ * do their own backward). `pre`, when given, receives the pre-activation z (low-rank addend
+ * included); `lowRank` adds Σ_q u[m, q]·V(q, n) to the product.
  */
-export function matmulRaw(a: Tensor, b: Tensor, o: { transA?: boolean; transB?: boolean; bias?: Tensor | null; act?: Activation; residual?: Tensor | null; pre?: Tensor | null }): Tensor {
+export function matmulRaw(
+  a: Tensor,
+  b: Tensor,
+  o: {
+    transA?: boolean;
+    transB?: boolean;
+    bias?: Tensor | null;
+    act?: Activation;
+    residual?: Tensor | null;
+    pre?: Tensor | null;
+    lowRank?: LowRankAddend | null;
+    /** Force a variant by name (tests); see matmul-select.ts. */
+    variant?: string;
+  },
+): Tensor {
   const named: Record<string, Tensor> = { a, b };
   const pl = plan('matmul', a, b, o.transA ?? false, o.transB ?? false, named);
   checkEpilogue('matmul', pl.outShape, pl.shape.N, pl.shape.dtype, o.bias ?? undefined, o.residual ?? undefined, named);
-  const v = chooseMatmulVariant(matmulCaps(a.device), pl.shape);
+  if (o.lowRank) checkLowRank('matmul', pl, o.lowRank, named);
+  const v = chooseMatmulVariant(matmulCaps(a.device), pl.shape, o.variant);
   const out = Tensor.empty(pl.outShape, a.device, pl.shape.dtype);
-  runVariant(v, a, b, pl, out, { bias: o.bias ?? null, act: o.act ?? 'none', residual: o.residual ?? null, pre: o.pre ?? null });
+  runVariant(v, a, b, pl, out, { bias: o.bias ?? null, act: o.act ?? 'none', residual: o.residual ?? null, pre: o.pre ?? null, lowRank: o.lowRank ?? null });
   return out;
 }
 

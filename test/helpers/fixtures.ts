@@ -101,6 +101,23 @@ export async function device(): Promise<Device> {
 /** Deterministic pseudo-random numbers for tests. */
 export const rng = mulberry32;
 
+/**
+ * Twin of exact_normal in scripts/fixtures/common.py: ≈ N(0, 1) from six uniforms, bit-exact in
+ * both languages, so a fixture can store only references and regenerate its inputs. With
+ * `scale`, each f32 value is multiplied in float64 and rounded to f32 (as the Python side does).
+ */
+export function exactNormal(n: number, seed: number, scale = 1): Float32Array {
+  const r = rng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    let s = 0;
+    for (let j = 0; j < 6; j++) s += r();
+    out[i] = (s - 3) * Math.SQRT2;
+    if (scale !== 1) out[i] = out[i] * scale;
+  }
+  return out;
+}
+
 export function randn(n: number, seed: number, scale = 1): Float32Array {
   const r = rng(seed);
   const out = new Float32Array(n);

@@ -4,7 +4,7 @@ import { attention, matmul, permute, scale, softmax } from '../../src/ops/index.
 import { forceAttentionBlocking } from '../../src/ops/attention.ts';
 import { backward, noGrad } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
-import { fixture, expectTensor, assertClose, gradCheck, device, randn, rng, type Tolerance } from '../helpers/fixtures.ts';
+import { fixture, expectTensor, assertClose, gradCheck, device, randn, exactNormal, type Tolerance } from '../helpers/fixtures.ts';
 
 // Tolerances. The kernels sum in a different order from PyTorch (an online softmax over keys,
 // rescaled whenever the running max grows, vs a float64 softmax) and f32 exp/log carry ~1e-7
@@ -14,18 +14,6 @@ import { fixture, expectTensor, assertClose, gradCheck, device, randn, rng, type
 // adapters' exp/log and summation order while still failing a 1e-4 relative error.
 const OUT_TOL: Tolerance = { rtol: 2e-5, atol: 3e-6 };
 const GRAD_TOL: Tolerance = { rtol: 2e-5, atol: 5e-6 };
-
-/** Twin of exact_normal in scripts/fixtures/fx_attention.py: bit-exact in both languages. */
-function exactNormal(n: number, seed: number): Float32Array {
-  const r = rng(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    let s = 0;
-    for (let j = 0; j < 6; j++) s += r();
-    out[i] = (s - 3) * Math.SQRT2;
-  }
-  return out;
-}
 
 const CASES = ['vit_b32', 'vit_b16', 'vit_l14', 'small', 'single', 'odd'];
 const PROBE = 8;

@@ -1,10 +1,16 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { loraLinear } from '../../src/ops/index.ts';
-import type { Activation } from '../../src/ops/matmul.ts';
+import { loraLinear, add, linear, scale, quickGelu } from '../../src/ops/index.ts';
+import { matmulRaw, matmulCaps, type Activation } from '../../src/ops/matmul.ts';
+import { forceLoraBlocking } from '../../src/ops/lora.ts';
+import { adapterClass } from '../../src/ops/matmul-select.ts';
+import type { Device } from '../../src/gpu/device.ts';
+
+const isCpuAdapter = (d: Device): boolean => adapterClass(matmulCaps(d)) === 'cpu';
+import { toF16, toF32 } from '../../src/ops/index.ts';
 import { backward } from '../../src/tensor/autograd.ts';
-import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
-import { assertClose, gradCheck, device, randn, type Tolerance } from '../helpers/fixtures.ts';
+import { scope, fromArray, Tensor } from '../../src/tensor/tensor.ts';
+import { assertClose, gradCheck, device, randn, exactNormal, fixture, type Tolerance } from '../helpers/fixtures.ts';
 
 // loraLinear forward and dx / dA / dB / dresidual against a float64 host reference computed from
 // the same f32 inputs. The shapes cover one row chunk of the rank-r gradient kernel (rows ≤ 32),
@@ -112,8 +118,15 @@ test.before(async () => {
   await device();
 });
 
-CASES.forEach((c, ci) => {
-  test(`loraLinear forward + dx/dA/dB vs float64 host: ${c.name}`, async () => {
+// Every case runs with this adapter's kernel blocking; the cases marked below run once more with
+// the other adapter class's (lanes along K and rows per workgroup of lowrank_proj, columns per
+// invocation of lowrank_grad), so both configurations are checked on any machine.
+const OTHER_BLOCKING = new Set(['x[197,70] N=67 r=12 quick_gelu', 'x[3,24] r=12 (one row chunk)', 'x[16500,8] r=4 (folded span)']);
+const RUNS = CASES.flatMap((c, ci) => [{ c, ci, other: false }, ...(OTHER_BLOCKING.has(c.name) ? [{ c, ci, other: true }] : [])]);
+
+RUNS.forEach(({ c, ci, other }) => {
+  test(`loraLinear forward + dx/dA/dB vs float64 host: ${c.name}${other ? ' (other adapter class blocking)' : ''}`, async () => {
+    if (other) forceLoraBlocking(isCpuAdapter(await device()) ? 'gpu' : 'cpu');
     const { k, n, r } = c;
     const rows = c.lead.reduce((p, q) => p * q, 1);
     const seed = 100 * (ci + 1);
@@ -150,6 +163,7 @@ CASES.forEach((c, ci) => {
       check(await bb.grad!.read(), ref.dB, `${c.name}: dB`);
       if (res) assertClose(await res.grad!.read(), dyd, { rtol: 0, atol: 0 }, `${c.name}: dresidual`);
     } finally {
+      forceLoraBlocking(null);
       for (const t of [out, x, a, bb, ...(res ? [res] : [])]) t.dispose();
     }
   });
@@ -199,6 +213,147 @@ test('loraLinear gradCheck (tiny, quick_gelu + residual)', async () => {
   } finally {
     w.dispose();
     b.dispose();
+  }
+});
+
+// PyTorch fixtures (scripts/fixtures/fx_lora.py): a ViT-B/32 q/k/v/out projection at batch 8
+// (x [8, 50, 768], r = 4; stored rows of y and dx, all of dA and dB) and an odd quick-GELU +
+// residual case. Inputs are regenerated bit-exactly from exactNormal. Tolerance as above.
+const FX_INPUTS = ['x', 'w', 'b', 'a', 'bb', 'dy', 'res'];
+['vit_b32', 'odd_qgelu'].forEach((name, c) => {
+  test(`loraLinear matches PyTorch: ${name}`, async () => {
+    const fx = fixture('lora');
+    const m: Record<string, string> = Object.fromEntries(fx.metadata[name].split(';').map((kv) => kv.split('=')));
+    const lead: number[] = m.lead.split(',').map(Number);
+    const [k, n, r, s] = [Number(m.k), Number(m.n), Number(m.r), Number(m.s)];
+    const rows = lead.reduce((p, q) => p * q, 1);
+    const shapes: Record<string, number[]> = { x: [...lead, k], w: [n, k], b: [n], a: [r, k], bb: [n, r], dy: [...lead, n], res: [...lead, n] };
+    const scales: Record<string, number> = { x: 1, w: k ** -0.5, b: 0.1, a: k ** -0.5, bb: 0.5, dy: 1, res: 1 };
+    const data = FX_INPUTS.map((key, i) => exactNormal(shapes[key].reduce((p, q) => p * q, 1), 2000 + 10 * c + i, scales[key]));
+    const probe = fx.get(`${name}.probe`).data;
+    data.forEach((d, i) => assert.equal(Array.from(d.subarray(0, 8)), Array.from(probe.subarray(8 * i, 8 * i + 8)), `${name}: input ${FX_INPUTS[i]} regenerated bit-exactly`));
+    const [x, a, bb] = [0, 3, 4].map((i) => {
+      const t = fromArray(data[i], shapes[FX_INPUTS[i]]).keep();
+      t.requiresGrad = true;
+      return t;
+    });
+    const w = fromArray(data[1], shapes.w).keep();
+    const bias = fromArray(data[2], shapes.b).keep();
+    const res = m.residual === '1' ? fromArray(data[6], shapes.res).keep() : null;
+    const keep = fx.metadata[`${name}.rows`].split(',').map(Number);
+    const pick = (full: Float32Array, width: number): Float32Array => {
+      const out = new Float32Array(keep.length * width);
+      keep.forEach((row, i) => out.set(full.subarray(row * width, (row + 1) * width), i * width));
+      return out;
+    };
+    try {
+      const y = scope(() => loraLinear(x, w, bias, a, bb, s, m.act as Activation, res ?? undefined).keep());
+      scope(() => backward(y, fromArray(data[5], shapes.dy)));
+      const yv = await y.read();
+      y.dispose();
+      assert.is(yv.length, rows * n);
+      const expY = fx.get(`${name}.y`).data;
+      check(pick(yv, n), Float64Array.from(expY), `${name}: y (rows ${keep.join(',')})`);
+      check(pick(await x.grad!.read(), k), Float64Array.from(fx.get(`${name}.dx`).data), `${name}: dx`);
+      check(await a.grad!.read(), Float64Array.from(fx.get(`${name}.dA`).data), `${name}: dA`);
+      check(await bb.grad!.read(), Float64Array.from(fx.get(`${name}.dB`).data), `${name}: dB`);
+    } finally {
+      for (const t of [x, a, bb, w, bias, ...(res ? [res] : [])]) t.dispose();
+    }
+  });
+});
+
+// The low-rank addend inside the matmul kernels (what loraLinear's forward and dx use), for every
+// kernel family on edge shapes: z = op(a)·op(b) + bias + u·V, V = vᵀ ([N, r]) or v ([r, N], vT),
+// with the quick-GELU + residual epilogue and the stored pre-activation. Host float64 reference.
+// On a CPU adapter the tiled variants run too (and vice versa), so both code paths are checked
+// here; the subgroup-matrix variant shares lr_dot with this file's drift test in matmul.test.ts.
+const ADDEND_VARIANTS = ['default', 'direct_r4_w64', 'direct_r16_w32', 'tiled_32x32x16_r4', 'tiled_64x64x16_r4', 'sg_r16_c8_w32', 'sg_r8_c16_w16'];
+
+function addendReference(M: number, N: number, K: number, r: number, nn: boolean, vT: boolean, a: Float32Array, b: Float32Array, bias: Float32Array, u: Float32Array, v: Float32Array, res: Float32Array): { y: Float64Array; z: Float64Array } {
+  const y = new Float64Array(M * N);
+  const z = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) {
+    let acc = bias[n];
+    for (let k = 0; k < K; k++) acc += a[m * K + k] * (nn ? b[k * N + n] : b[n * K + k]);
+    for (let q = 0; q < r; q++) acc += u[m * r + q] * (vT ? v[q * N + n] : v[n * r + q]);
+    z[m * N + n] = acc;
+    y[m * N + n] = acc * sigmoid(1.702 * acc) + res[m * N + n];
+  }
+  return { y, z };
+}
+
+test('low-rank addend in every matmul kernel (NT and NN, edges, epilogue, pre)', async () => {
+  const dev = await device();
+  const sgOk = dev.hasFeature('subgroups');
+  const f16Ok = dev.hasFeature('shader-f16');
+  const M = 37, N = 29, K = 19;
+  for (const [r, nn, vT] of [[3, false, false], [5, true, true]] as [number, boolean, boolean][]) {
+    const ad = randn(M * K, 7), bd = randn(N * K, 8, 0.4), biasd = randn(N, 9), ud = randn(M * r, 10), vd = randn(N * r, 11, 0.5), resd = randn(M * N, 12);
+    const ref = addendReference(M, N, K, r, nn, vT, ad, bd, biasd, ud, vd, resd);
+    const variants = [...ADDEND_VARIANTS.filter((v) => sgOk || !v.startsWith('sg_')), ...(f16Ok ? ['direct_r4_w64_f16', 'tiled_32x32x16_r4_f16'] : [])];
+    for (const variant of variants) {
+      const f16 = variant.endsWith('_f16');
+      const label = `${variant} r=${r} ${nn ? 'NN vT' : 'NT'}`;
+      const [y, pre] = scope(() => {
+        const cvt = (t: Tensor): Tensor => (f16 ? toF16(t) : t);
+        const a = cvt(fromArray(ad, [M, K]));
+        const b = cvt(fromArray(bd, nn ? [K, N] : [N, K]));
+        const pre = Tensor.empty([M, N], dev, f16 ? 'f16' : 'f32');
+        const out = matmulRaw(a, b, {
+          transB: !nn,
+          bias: cvt(fromArray(biasd, [N])),
+          act: 'quick_gelu',
+          residual: cvt(fromArray(resd, [M, N])),
+          pre,
+          lowRank: { u: cvt(fromArray(ud, [M, r])), v: cvt(fromArray(vd, vT ? [r, N] : [N, r])), vT },
+          ...(variant === 'default' ? {} : { variant }),
+        });
+        return f16 ? [toF32(out).keep(), toF32(pre).keep()] : [out.keep(), pre.keep()];
+      });
+      try {
+        // f16: inputs and outputs rounded to 11 bits; the sums stay f32.
+        const tol = f16 ? { rtol: 2e-2, atol: 5e-2 } : { rtol: 1e-5, atol: 2e-5 };
+        assertClose(await y.read(), ref.y, tol, `${label}: y`);
+        assertClose(await pre.read(), ref.z, tol, `${label}: pre-activation`);
+      } finally {
+        y.dispose();
+        pre.dispose();
+      }
+    }
+  }
+});
+
+test('loraLinear agrees with the composition linear + scale(linear(linear(x, A), B))', async () => {
+  const rows = 64, k = 40, n = 36, r = 4;
+  const data = [randn(rows * k, 21), randn(r * k, 22, 0.3), randn(n * r, 23, 0.5)];
+  const w = fromArray(randn(n * k, 24, 0.3), [n, k]).keep();
+  const bias = fromArray(randn(n, 25), [n]).keep();
+  const dy = randn(rows * n, 26);
+  const run = async (fused: boolean): Promise<Float32Array[]> => {
+    const ins = data.map((d, i) => fromArray(d, [[rows, k], [r, k], [n, r]][i]).keep());
+    for (const t of ins) t.requiresGrad = true;
+    try {
+      const y = scope(() => {
+        const [x, a, b] = ins;
+        const out = fused ? loraLinear(x, w, bias, a, b, S, 'quick_gelu') : quickGelu(add(linear(x, w, bias), scale(linear(linear(x, a), b), S)));
+        return out.keep();
+      });
+      scope(() => backward(y, fromArray(dy, y.shape)));
+      const outs = [await y.read(), ...(await Promise.all(ins.map((t) => t.grad!.read())))];
+      y.dispose();
+      return outs;
+    } finally {
+      for (const t of ins) t.dispose();
+    }
+  };
+  try {
+    const fused = await run(true);
+    const composed = await run(false);
+    ['y', 'dx', 'dA', 'dB'].forEach((name, i) => assertClose(fused[i], composed[i], scaledTol(composed[i]), `fused vs composed ${name}`));
+  } finally {
+    w.dispose();
+    bias.dispose();
   }
 });
 
