@@ -23,10 +23,15 @@
 //   backward_dq:  1 q, 2 k, 3 v, 4 dout, 5 lse, 6 delta (read)  7 dq (write)
 //   backward_dkv: 1 q, 2 k, 3 v, 4 dout, 5 lse, 6 delta (read)  7 dk, 8 dv (write)
 //
-// Dispatch: forward, backward_dq, backward_dkv: [ceil(N / (BLOCK·ROWS)), H, B]. A workgroup owns
-// BLOCK·ROWS consecutive rows (queries, or keys for backward_dkv) of one head; invocation t owns
-// rows t, t + BLOCK, ... (ROWS of them) and streams the other side through workgroup memory,
-// TILE rows at a time. delta: 1-D over B*H*N rows, folded into y (idx = gid.x + gid.y*nwg.x*BLOCK).
+// Dispatch: forward, backward_dq, backward_dkv: [ceil(N / (RB·ROWS)), H, B] with RB = BLOCK/SPLIT.
+// A workgroup owns RB·ROWS consecutive rows (queries, or keys for backward_dkv) of one head and
+// streams the other side through workgroup memory, TILE rows at a time. Invocation t has row slot
+// t % RB (rows slot, slot + RB, ...: ROWS of them) and part t / RB: of every tile it takes the
+// rows ≡ part (mod SPLIT). With SPLIT > 1 the parts are merged at the end through workgroup
+// memory, part 0 absorbing parts 1, 2, ... in order (forward: the online-softmax states
+// (m, l, acc) are rescaled to the larger max and added; backward: partial sums are added), and
+// part 0 writes. SPLIT > 1 is for GPUs when B·H·N is small: the same work in SPLIT× more
+// workgroups (needs RB·ROWS ≤ TILE). delta: 1-D over B*H*N rows, folded into y (idx = gid.x + gid.y*nwg.x*BLOCK).
 // Each invocation keeps its rows in private vec4 arrays (head dim zero-padded to a multiple of
 // 4). ROWS > 1 is register blocking for CPU adapters: on lavapipe every load from storage or
 // workgroup memory inside a loop is done lane by lane, so a loaded K/V (or Q/dO) value should
@@ -38,13 +43,17 @@
 //   HEAD_DIM  Dh, 1..128 (specialised so the d loops have constant trip counts and unroll)
 //   BLOCK     invocations per workgroup
 //   ROWS      rows per invocation, 1..ROWS_MAX (8)
+//   SPLIT     invocations sharing a row slot (splitting the other side's rows), divides BLOCK
+//   RB        row slots per workgroup (= BLOCK / SPLIT; derived, not set by the host)
 //   TILE      rows per shared-memory tile; shared memory use is 2·TILE·ceil(Dh/4)·16 bytes
-//             (+ 8·TILE for backward_dkv)
+//             (+ 8·TILE for forward and backward_dkv)
 
 override HEAD_DIM: u32 = 64u;
 override BLOCK: u32 = 64u;
 override TILE: u32 = 32u;
 override ROWS: u32 = 1u;
+override SPLIT: u32 = 1u;
+override RB: u32 = BLOCK / SPLIT;
 override D4: u32 = (HEAD_DIM + 3u) / 4u;
 
 const D4_MAX: u32 = 32u;
@@ -89,6 +98,8 @@ var<workgroup> q_tile: array<vec4f, TILE * D4>;
 var<workgroup> do_tile: array<vec4f, TILE * D4>;
 var<workgroup> lse_tile: array<f32, TILE>;
 var<workgroup> delta_tile: array<f32, TILE>;
+// Forward with SPLIT > 1: the running (max, sum) of each row slot handed over in the combine.
+var<workgroup> stat_tile: array<vec2f, TILE>;
 
 // Element d of a row starting at `base`, or 0 past the head dim (the vec4 padding).
 fn in_dim(d: u32) -> bool {
@@ -136,16 +147,18 @@ fn forward(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid:
   let n = p.n;
   let stride = p.heads * HEAD_DIM;
   let head0 = wid.z * n * stride + wid.y * HEAD_DIM;
-  let first = wid.x * BLOCK * ROWS + lid.x;
+  let slot = lid.x % RB;
+  let part = lid.x / RB;
+  let first = wid.x * RB * ROWS + slot;
 
-  // This invocation's query rows first + r·BLOCK, pre-multiplied by scale (rows past N stay
-  // zero and are never written).
+  // This invocation's query rows first + r·RB, pre-multiplied by scale (rows past N stay
+  // zero and are never written). It takes keys j ≡ part (mod SPLIT) of every tile.
   var qr: array<array<vec4f, D4_MAX>, ROWS_MAX>;
   var acc: array<array<vec4f, D4_MAX>, ROWS_MAX>;
   var m: array<f32, ROWS_MAX>;
   var l: array<f32, ROWS_MAX>;
   for (var r = 0u; r < ROWS; r++) {
-    let i = first + r * BLOCK;
+    let i = first + r * RB;
     m[r] = NEG_BIG;
     l[r] = 0.0;
     for (var d4 = 0u; d4 < D4; d4++) {
@@ -165,7 +178,7 @@ fn forward(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid:
     }
     workgroupBarrier();
 
-    for (var j = 0u; j < kn; j++) {
+    for (var j = part; j < kn; j += SPLIT) {
       var dots: array<vec4f, ROWS_MAX>;
       for (var r = 0u; r < ROWS; r++) { dots[r] = vec4f(0.0); }
       for (var d4 = 0u; d4 < D4; d4++) {
@@ -192,9 +205,35 @@ fn forward(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid:
     }
   }
 
+  // SPLIT > 1: part 0 merges the other parts' (m, l, acc) one part at a time through workgroup
+  // memory (k_tile holds the accumulators, stat_tile m and l; RB·ROWS ≤ TILE).
+  for (var sp = 1u; sp < SPLIT; sp++) {
+    workgroupBarrier();
+    if (part == sp) {
+      for (var r = 0u; r < ROWS; r++) {
+        let t = slot * ROWS + r;
+        stat_tile[t] = vec2f(m[r], l[r]);
+        for (var d4 = 0u; d4 < D4; d4++) { k_tile[t * D4 + d4] = acc[r][d4]; }
+      }
+    }
+    workgroupBarrier();
+    if (part == 0u) {
+      for (var r = 0u; r < ROWS; r++) {
+        let t = slot * ROWS + r;
+        let o = stat_tile[t];
+        let mx = max(m[r], o.x);
+        let ca = exp(m[r] - mx);
+        let cb = exp(o.x - mx);
+        l[r] = l[r] * ca + o.y * cb;
+        m[r] = mx;
+        for (var d4 = 0u; d4 < D4; d4++) { acc[r][d4] = acc[r][d4] * ca + k_tile[t * D4 + d4] * cb; }
+      }
+    }
+  }
+
   for (var r = 0u; r < ROWS; r++) {
-    let i = first + r * BLOCK;
-    if (i < n) {
+    let i = first + r * RB;
+    if (part == 0u && i < n) {
       let row = head0 + i * stride;
       let inv = 1.0 / l[r];
       for (var d4 = 0u; d4 < D4; d4++) {
@@ -229,16 +268,19 @@ fn backward_dq(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) 
   let stride = p.heads * HEAD_DIM;
   let head0 = wid.z * n * stride + wid.y * HEAD_DIM;
   let rows0 = (wid.z * p.heads + wid.y) * n;
-  let first = wid.x * BLOCK * ROWS + lid.x;
+  let slot = lid.x % RB;
+  let part = lid.x / RB;
+  let first = wid.x * RB * ROWS + slot;
 
-  // Query rows first + r·BLOCK (q pre-multiplied by scale), their dO rows, lse and Δ.
+  // Query rows first + r·RB (q pre-multiplied by scale), their dO rows, lse and Δ; keys
+  // j ≡ part (mod SPLIT) of every tile.
   var qr: array<array<vec4f, D4_MAX>, ROWS_MAX>;
   var dor: array<array<vec4f, D4_MAX>, ROWS_MAX>;
   var acc: array<array<vec4f, D4_MAX>, ROWS_MAX>;
   var lse_r: array<f32, ROWS_MAX>;
   var delta_r: array<f32, ROWS_MAX>;
   for (var r = 0u; r < ROWS; r++) {
-    let i = first + r * BLOCK;
+    let i = first + r * RB;
     lse_r[r] = 0.0;
     delta_r[r] = 0.0;
     for (var d4 = 0u; d4 < D4; d4++) {
@@ -265,7 +307,7 @@ fn backward_dq(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) 
       v_tile[e] = load_v(src, e % D4);
     }
     workgroupBarrier();
-    for (var j = 0u; j < kn; j++) {
+    for (var j = part; j < kn; j += SPLIT) {
       var s4: array<vec4f, ROWS_MAX>;
       var dp4: array<vec4f, ROWS_MAX>;
       for (var r = 0u; r < ROWS; r++) {
@@ -293,9 +335,25 @@ fn backward_dq(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) 
     }
   }
 
+  // SPLIT > 1: part 0 adds the other parts' partial dQ, one part at a time (via k_tile).
+  for (var sp = 1u; sp < SPLIT; sp++) {
+    workgroupBarrier();
+    if (part == sp) {
+      for (var r = 0u; r < ROWS; r++) {
+        for (var d4 = 0u; d4 < D4; d4++) { k_tile[(slot * ROWS + r) * D4 + d4] = acc[r][d4]; }
+      }
+    }
+    workgroupBarrier();
+    if (part == 0u) {
+      for (var r = 0u; r < ROWS; r++) {
+        for (var d4 = 0u; d4 < D4; d4++) { acc[r][d4] += k_tile[(slot * ROWS + r) * D4 + d4]; }
+      }
+    }
+  }
+
   for (var r = 0u; r < ROWS; r++) {
-    let i = first + r * BLOCK;
-    if (i < n) {
+    let i = first + r * RB;
+    if (part == 0u && i < n) {
       let row = head0 + i * stride;
       for (var d4 = 0u; d4 < D4; d4++) {
         let g = acc[r][d4] * p.scale;
@@ -314,15 +372,18 @@ fn backward_dkv(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id)
   let stride = p.heads * HEAD_DIM;
   let head0 = wid.z * n * stride + wid.y * HEAD_DIM;
   let rows0 = (wid.z * p.heads + wid.y) * n;
-  let first = wid.x * BLOCK * ROWS + lid.x;
+  let slot = lid.x % RB;
+  let part = lid.x / RB;
+  let first = wid.x * RB * ROWS + slot;
 
-  // Key rows first + r·BLOCK (k pre-multiplied by scale) and their value rows.
+  // Key rows first + r·RB (k pre-multiplied by scale) and their value rows; queries
+  // i ≡ part (mod SPLIT) of every tile.
   var kr: array<array<vec4f, D4_MAX>, ROWS_MAX>;
   var vr: array<array<vec4f, D4_MAX>, ROWS_MAX>;
   var dk_acc: array<array<vec4f, D4_MAX>, ROWS_MAX>;
   var dv_acc: array<array<vec4f, D4_MAX>, ROWS_MAX>;
   for (var r = 0u; r < ROWS; r++) {
-    let j = first + r * BLOCK;
+    let j = first + r * RB;
     for (var d4 = 0u; d4 < D4; d4++) {
       kr[r][d4] = vec4f(0.0);
       vr[r][d4] = vec4f(0.0);
@@ -348,7 +409,7 @@ fn backward_dkv(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id)
       delta_tile[e] = delta_in[rows0 + i0 + e];
     }
     workgroupBarrier();
-    for (var i = 0u; i < qn; i++) {
+    for (var i = part; i < qn; i += SPLIT) {
       var s4: array<vec4f, ROWS_MAX>;
       var dp4: array<vec4f, ROWS_MAX>;
       for (var r = 0u; r < ROWS; r++) {
@@ -383,9 +444,31 @@ fn backward_dkv(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id)
     }
   }
 
+  // SPLIT > 1: part 0 adds the other parts' partial dK (via q_tile) and dV (via do_tile).
+  for (var sp = 1u; sp < SPLIT; sp++) {
+    workgroupBarrier();
+    if (part == sp) {
+      for (var r = 0u; r < ROWS; r++) {
+        for (var d4 = 0u; d4 < D4; d4++) {
+          q_tile[(slot * ROWS + r) * D4 + d4] = dk_acc[r][d4];
+          do_tile[(slot * ROWS + r) * D4 + d4] = dv_acc[r][d4];
+        }
+      }
+    }
+    workgroupBarrier();
+    if (part == 0u) {
+      for (var r = 0u; r < ROWS; r++) {
+        for (var d4 = 0u; d4 < D4; d4++) {
+          dk_acc[r][d4] += q_tile[(slot * ROWS + r) * D4 + d4];
+          dv_acc[r][d4] += do_tile[(slot * ROWS + r) * D4 + d4];
+        }
+      }
+    }
+  }
+
   for (var r = 0u; r < ROWS; r++) {
-    let j = first + r * BLOCK;
-    if (j < n) {
+    let j = first + r * RB;
+    if (part == 0u && j < n) {
       let row = head0 + j * stride;
       for (var d4 = 0u; d4 < D4; d4++) {
         let gk = dk_acc[r][d4] * p.scale;

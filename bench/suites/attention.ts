@@ -11,7 +11,7 @@
 // max_abs_err is against the genalign composition's output (fwd: O; fwd+bwd: dQ, dK, dV).
 // GFLOP/s counts 4·B·H·N²·Dh forward (QKᵀ and PV) and 12·B·H·N²·Dh forward + backward (plus dV,
 // dP, dQ, dK; the fused backward's recomputation of QKᵀ is not counted), for every row and peer.
-import { attention } from '../../src/ops/attention.ts';
+import { attention, forceAttentionSplit } from '../../src/ops/attention.ts';
 import { permute, matmul, scale, softmax } from '../../src/ops/index.ts';
 import { scope, type Tensor } from '../../src/tensor/tensor.ts';
 import type { Peer, PeerTensor } from '../peer-tfjs.ts';
@@ -41,7 +41,7 @@ function tfjsAttention(peer: Peer, q: PeerTensor, k: PeerTensor, v: PeerTensor, 
   return tf.transpose(tf.matMul(p, vh), [0, 2, 1, 3]);
 }
 
-function attentionCases(sh: Shape, backwardToo: boolean): BenchCase[] {
+function attentionCases(sh: Shape, backwardToo: boolean, allVariants: boolean): BenchCase[] {
   const { b, n, h, dh } = sh;
   const s = dh ** -0.5;
   const size = b * n * h * dh;
@@ -66,18 +66,37 @@ function attentionCases(sh: Shape, backwardToo: boolean): BenchCase[] {
   };
   const fwdPeer = (peer: Peer, [q, k, v]: PeerTensor[]): PeerTensor => peer.tf.tidy(() => tfjsAttention(peer, q, k, v, s));
   // No tfjs fwd+bwd row: see TFJS_NO_GRADIENTS.
-  return [...(backwardToo ? [] : [{ ...base, peer: fwdPeer }]), { ...base, peerKind: 'composed' }];
+  const rows: BenchCase[] = [...(backwardToo ? [] : [{ ...base, peer: fwdPeer }]), { ...base, peerKind: 'composed' }];
+  // --all-variants: the split factor forced to 1, 2 and 4 (the automatic choice is the 'fused'
+  // rows), each against the tfjs peer (fwd) or the composition (fwd+bwd), to tune the GPU rule.
+  for (const split of allVariants ? [1, 2, 4] : []) {
+    const forced = <T>(f: () => T): T => {
+      forceAttentionSplit(split);
+      try {
+        return f();
+      } finally {
+        forceAttentionSplit(null);
+      }
+    };
+    rows.push({
+      ...base,
+      variant: `fused-split${split}`,
+      run: (x: Tensor[]) => forced(() => base.run(x)),
+      ...(backwardToo ? { peerKind: 'composed' as const } : { peer: fwdPeer }),
+    });
+  }
+  return rows;
 }
 
 export const attentionSuite: Suite = {
   name: 'attention',
-  cases({ quick }) {
+  cases({ quick, allVariants }) {
     const shapes: Shape[] = quick
       ? [{ label: 'tiny', b: 2, n: 17, h: 4, dh: 16 }]
       : [
           { label: 'B/32', b: 8, n: 50, h: 12, dh: 64 },
           { label: 'B/16', b: 2, n: 197, h: 12, dh: 64 },
         ];
-    return shapes.flatMap((sh) => [...attentionCases(sh, false), ...attentionCases(sh, true)]);
+    return shapes.flatMap((sh) => [...attentionCases(sh, false, allVariants), ...attentionCases(sh, true, allVariants)]);
   },
 };

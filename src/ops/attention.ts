@@ -28,34 +28,53 @@ interface Blocking {
   rows: number;
   /** Rows per shared-memory tile. */
   tile: number;
+  /** Invocations sharing each row slot, each taking every split-th row of a tile (1 = none). */
+  split: number;
 }
 
 let forcedClass: 'cpu' | 'gpu' | null = null;
+let forcedSplit: number | null = null;
 
 /** Tests and benches: use the other adapter class's blocking (null restores the default). */
 export function forceAttentionBlocking(cls: 'cpu' | 'gpu' | null): void {
   forcedClass = cls;
 }
 
+/** Tests and benches: force the split factor (1, 2, 4, ... dividing the block; null = automatic). */
+export function forceAttentionSplit(split: number | null): void {
+  forcedSplit = split;
+}
+
+/** GPU blocking: the split is raised (1 → 2 → 4) while a dispatch would have fewer workgroups. */
+const GPU_MIN_WORKGROUPS = 2048;
+
 /**
  * Blocking per adapter class and kernel. CPU adapters (lavapipe) load memory lane by lane, so
  * each invocation owns several rows to reuse every loaded K/V (Q/dO) value; measured on
  * lavapipe at B=1, H=12, N=197, Dh=64 (see docs/kernels.md): forward best at 4 rows, the
- * backward kernels (twice the registers per row) at 2. GPUs: one row per invocation.
- * The tile is halved until it fits the adapter's workgroup storage (head dims past 64).
+ * backward kernels (twice the registers per row) at 2. GPUs: one row per invocation, 64 per
+ * workgroup; when B·H·N is small (the bench's B=2, N=197: 96 workgroups of 64 for a GPU with
+ * 100+ compute units) the other side's rows are split among 2 or 4 invocations per row, so
+ * the same work runs in 2–4× more workgroups (a heuristic: GPU_MIN_WORKGROUPS, not yet tuned
+ * on a GPU; see docs/kernels.md). The tile is halved until it fits the adapter's workgroup
+ * storage (head dims past 64); a split needs (block / split) · rows ≤ tile.
  */
-function blocking(device: Device, entry: AttentionKernel, headDim: number): Blocking {
+function blocking(device: Device, entry: AttentionKernel, d: Dims): Blocking {
   const cpu = (forcedClass ?? adapterClass(device)) === 'cpu';
-  const b: Blocking = cpu ? { block: 16, rows: entry === 'forward' ? 4 : 2, tile: 32 } : { block: 64, rows: 1, tile: 32 };
-  const rowBytes = 2 * 16 * Math.ceil(headDim / 4) + (entry === 'backward_dkv' ? 8 : 0);
+  const b: Blocking = cpu ? { block: 16, rows: entry === 'forward' ? 4 : 2, tile: 32, split: 1 } : { block: 64, rows: 1, tile: 32, split: 1 };
+  const rowBytes = 2 * 16 * Math.ceil(d.headDim / 4) + (entry === 'backward_dq' ? 0 : 8);
   while (b.tile > 1 && b.tile * rowBytes > device.limits.maxComputeWorkgroupStorageSize) b.tile /= 2;
+  const groups = (split: number): number => Math.ceil(d.n / ((b.block / split) * b.rows)) * d.heads * d.batch;
+  if (forcedSplit !== null) b.split = forcedSplit;
+  else if (!cpu) while (b.split < 4 && groups(b.split) < GPU_MIN_WORKGROUPS) b.split *= 2;
+  if (b.block % b.split !== 0 || (b.split > 1 && (b.block / b.split) * b.rows > b.tile)) b.split = 1;
   return b;
 }
 
 function dispatchBlocked(device: Device, entry: AttentionKernel, d: Dims, u: ArrayBuffer, inputs: GPUBuffer[], outputs: GPUBuffer[]): void {
-  const b = blocking(device, entry, d.headDim);
-  const ref: KernelRef = { file: 'attention', entry, overrides: { HEAD_DIM: d.headDim, BLOCK: b.block, ROWS: b.rows, TILE: b.tile } };
-  device.batch.dispatch(ref, u, inputs, outputs, [Math.ceil(d.n / (b.block * b.rows)), d.heads, d.batch]);
+  const b = blocking(device, entry, d);
+  const ref: KernelRef = { file: 'attention', entry, overrides: { HEAD_DIM: d.headDim, BLOCK: b.block, ROWS: b.rows, TILE: b.tile, ...(b.split > 1 ? { SPLIT: b.split } : {}) } };
+  device.batch.dispatch(ref, u, inputs, outputs, [Math.ceil(d.n / ((b.block / b.split) * b.rows)), d.heads, d.batch]);
 }
 
 interface Dims {
