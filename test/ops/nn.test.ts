@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { softmax, gelu, quickGelu, erf, layerNorm } from '../../src/ops/index.ts';
+import { softmax, gelu, quickGelu, erf, layerNorm, add, l2Normalize, mean, mul, scale, sub, transpose } from '../../src/ops/index.ts';
 import { backward, liveGradNodes } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
 import { fixture, expectTensor, assertClose, F32_TOL, gradCheck, device, randn } from '../helpers/fixtures.ts';
@@ -116,6 +116,41 @@ test('layerNorm is stable for rows with a large mean (1000 ± 1)', async () => {
     for (let i = 0; i < d; i++) naive[r * d + i] = (x.data[r * d + i] - m) * rstd * w.data[i] + b.data[i];
   }
   assert.throws(() => assertClose(naive, fx.get('ln_offset.y').data, tol, 'naive'));
+});
+
+test('layerNorm agrees with the composition mean → sub → l2Normalize·√D → mul(γ) → add(β), both directions', async () => {
+  // genalign has no rsqrt op, so the composition (the bench's 'genalign-composed' LayerNorm)
+  // normalises with l2Normalize: √D·(x−μ)/‖x−μ‖ equals (x−μ)/√(var+ε) up to ε, a relative
+  // difference of ≈ D·ε/(2‖x−μ‖²) ≈ 2e-6 for these rows (var ≈ 2.25), inside the tolerance.
+  const rows = 100, d = 768;
+  const data = [randn(rows * d, 71, 1.5), Float32Array.from(randn(d, 72, 0.3), (v) => 1 + v), randn(d, 73, 0.2)];
+  const dy = randn(rows * d, 74);
+  const composed = (x: Tensor, w: Tensor, b: Tensor): Tensor => {
+    const xt = transpose(x, 0, 1);
+    const xc = transpose(sub(xt, mean(xt, 0)), 0, 1);
+    return add(mul(scale(l2Normalize(xc), Math.sqrt(d)), w), b);
+  };
+  const run = async (fused: boolean): Promise<Float32Array[]> => {
+    const ins = data.map((v, i) => {
+      const t = fromArray(v, i === 0 ? [rows, d] : [d]).keep();
+      t.requiresGrad = true;
+      return t;
+    });
+    try {
+      const y = scope(() => (fused ? layerNorm(ins[0], ins[1], ins[2]) : composed(ins[0], ins[1], ins[2])).keep());
+      scope(() => backward(y, fromArray(dy, [rows, d])));
+      const outs = [await y.read(), ...(await Promise.all(ins.map((t) => t.grad!.read())))];
+      y.dispose();
+      return outs;
+    } finally {
+      for (const t of ins) t.dispose();
+    }
+  };
+  const f = await run(true);
+  const c = await run(false);
+  // dγ and dβ sum 100 rows of O(1) terms: atol 2e-5.
+  const tols = [{ rtol: 2e-5, atol: 1e-5 }, { rtol: 2e-5, atol: 1e-5 }, { rtol: 2e-5, atol: 2e-5 }, { rtol: 2e-5, atol: 2e-5 }];
+  ['y', 'dx', 'dγ', 'dβ'].forEach((name, i) => assertClose(f[i], c[i], tols[i], `fused vs composed ${name}`));
 });
 
 test('finite differences: softmax, gelu, quickGelu, erf, layerNorm', async () => {
