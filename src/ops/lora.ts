@@ -6,9 +6,9 @@
 // bias/activation/residual epilogue and u·Bᵀ as its low-rank addend (r FMAs per output, added to
 // the register block before the store).
 // Backward: dz = dy ⊙ act'(z); one row pass du = s·dz·B; dx = dz·W + du·A is ONE matmul (addend
-// du·A); dA = duᵀ·x and dB = dzᵀ·u are skinny reductions over rows (lowrank_grad: row chunks in
-// parallel, then a fixed-order sum of the chunk partials). dW and db are never computed (the
-// weight must be frozen), and no operand is copied or packed.
+// du·A); dA = duᵀ·x and dB = dzᵀ·u are skinny reductions over rows, both in one dispatch
+// (lowrank_grad: row chunks in parallel, then a fixed-order sum of the chunk partials). dW and
+// db are never computed (the weight must be frozen), and no operand is copied or packed.
 import { Tensor } from '../tensor/tensor.ts';
 import { record, isGradEnabled } from '../tensor/autograd.ts';
 import { params, checkInputs, grid1d, shapeError } from './util.ts';
@@ -55,33 +55,42 @@ const GRAD_ROWS = 32; // rows per chunk (the granule)
 const GRAD_MAX_CHUNKS = 512; // cap on row chunks (partials memory, length of the summing loop)
 
 /**
- * Skinny reduction over rows: G[j, c] = Σ_m low[m, j]·big[m, c] for big [rows, C], low [rows, r],
- * returned as [r, C] (outT false) or [C, r] (outT true). Rows are split into chunks reduced in
- * parallel (lowrank_grad), then the chunk partials are summed in a fixed order (lowrank_grad_sum).
+ * The rank-r gradients as skinny reductions over rows, in one dispatch (plus one summing the row
+ * chunks' partials in a fixed order): dA = duᵀ·x [r, K] (when `a` is given) and dB = dzᵀ·u
+ * [N, r] (when `b` is given).
  */
-function lowRankGrad(big: Tensor, low: Tensor, outT: boolean): Tensor {
-  const device = big.device;
-  const [rows, cols] = big.shape;
-  const r = low.shape[1];
-  const out = Tensor.empty(outT ? [cols, r] : [r, cols], device);
+function lowRankGrads(rows: number, r: number, a: { x: Tensor; du: Tensor } | null, b: { dz: Tensor; u: Tensor } | null): [Tensor | null, Tensor | null] {
+  const device = (a?.x ?? b!.dz).device;
+  const cols0 = a ? a.x.shape[1] : 0;
+  const cols1 = b ? b.dz.shape[1] : 0;
+  const dA = a ? Tensor.empty([r, cols0], device) : null;
+  const dB = b ? Tensor.empty([cols1, r], device) : null;
   const granules = Math.max(1, Math.ceil(rows / GRAD_ROWS));
   const span = GRAD_ROWS * Math.ceil(granules / GRAD_MAX_CHUNKS);
   const chunks = Math.max(1, Math.ceil(rows / span));
   const cb = isCpu(device) ? GRAD_CB_CPU : 1;
-  const colGroups = Math.ceil(cols / (GRAD_WG * cb));
+  const colGroups = Math.ceil(Math.max(cols0, cols1) / (GRAD_WG * cb));
   const max = device.limits.maxComputeWorkgroupsPerDimension;
-  if (colGroups > max) throw new Error(`loraLinear: ${cols} features exceed the ${max * GRAD_WG * cb} supported by the rank-r gradient kernel`);
-  const p = params([rows, cols, r, span, chunks]);
-  const ov = { RANK: r, GWG: GRAD_WG, CB: cb, OUT_T: outT ? 1 : 0 };
+  if (colGroups > max) throw new Error(`loraLinear: ${Math.max(cols0, cols1)} features exceed the ${max * GRAD_WG * cb} supported by the rank-r gradient kernel`);
+  const p = params([rows, cols0, cols1, span, chunks, a ? 0 : 1]);
+  const ov = { RANK: r, GWG: GRAD_WG, CB: cb };
+  // Absent operands bind a present one (read-only aliases are fine); absent outputs a scratch.
+  const any = (a?.x ?? b!.dz).buffer;
+  const ins = [a?.x.buffer ?? any, a?.du.buffer ?? any, b?.dz.buffer ?? any, b?.u.buffer ?? any];
+  const problems = (a ? 1 : 0) + (b ? 1 : 0);
+  const scratch = !dA || !dB ? Tensor.empty([1], device) : null;
+  const res0 = (dA ?? scratch)!.buffer;
+  const res1 = (dB ?? scratch)!.buffer;
   if (chunks === 1) {
-    device.batch.dispatch({ file: 'lora', entry: 'lowrank_grad', overrides: ov }, p, [big.buffer, low.buffer], [out.buffer], [colGroups, 1, 1]);
-    return out;
+    device.batch.dispatch({ file: 'lora', entry: 'lowrank_grad', overrides: ov }, p, ins, [res0, res1], [colGroups, 1, problems]);
+  } else {
+    const part = Tensor.empty([chunks, r, cols0 + cols1], device);
+    device.batch.dispatch({ file: 'lora', entry: 'lowrank_grad', overrides: ov }, p, ins, [part.buffer, res1], [colGroups, chunks, problems]);
+    device.batch.dispatch({ file: 'lora', entry: 'lowrank_grad_sum', overrides: { RANK: r } }, p, [part.buffer], [res0, res1], grid1d(device, r * (cols0 + cols1), 256));
+    part.dispose();
   }
-  const part = Tensor.empty([chunks, r, cols], device);
-  device.batch.dispatch({ file: 'lora', entry: 'lowrank_grad', overrides: ov }, p, [big.buffer, low.buffer], [part.buffer], [colGroups, chunks, 1]);
-  device.batch.dispatch({ file: 'lora', entry: 'lowrank_grad_sum', overrides: { RANK: r, OUT_T: outT ? 1 : 0 } }, p, [part.buffer], [out.buffer], grid1d(device, r * cols, 256));
-  part.dispose();
-  return out;
+  scratch?.dispose();
+  return [dA, dB];
 }
 
 /**
@@ -147,8 +156,7 @@ export function loraLinear(
       dx = dx2.view(x.shape);
       dx2.dispose();
     }
-    const dA = du && needs[1] ? lowRankGrad(sx, du, false) : null; // duᵀ·x [r, K]
-    const dB = needs[2] ? lowRankGrad(dz, ssu, true) : null; // dzᵀ·u [N, r]
+    const [dA, dB] = needs[1] || needs[2] ? lowRankGrads(rows, r, du && needs[1] ? { x: sx, du } : null, needs[2] ? { dz, u: ssu } : null) : [null, null];
     du?.dispose();
     const grads: (Tensor | null)[] = [dx, dA, dB];
     if (hasRes) grads.push(needs[3] ? g.view() : null);
@@ -163,4 +171,4 @@ export function loraLinear(
 }
 
 /** The rank-r kernels on their own (profiling scripts and benches; loraLinear is the API). */
-export const loraPieces = { rankProject, lowRankGrad };
+export const loraPieces = { rankProject, lowRankGrads };
