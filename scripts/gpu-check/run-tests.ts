@@ -12,7 +12,6 @@ const files: [string, () => Promise<unknown>][] = [
   ['ops/loss', () => import('../../test/ops/loss.test.ts')],
   ['ops/adamw', () => import('../../test/ops/adamw.test.ts')],
   ['ops/lora', () => import('../../test/ops/lora.test.ts')],
-  ['ops/vitb32', () => import('../../test/ops/vitb32.test.ts')],
   ['nn/vit', () => import('../../test/nn/vit.test.ts')],
   ['tensor/lifetime', () => import('../../test/tensor/lifetime.test.ts')],
 ];

@@ -5,6 +5,7 @@ import { forceAttentionBlocking, forceAttentionSplit } from '../../src/ops/atten
 import { backward, noGrad } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
 import { fixture, expectTensor, assertClose, gradCheck, device, randn, exactNormal, type Tolerance } from '../helpers/fixtures.ts';
+import { vitb32Fixture, vitb32Input, vitb32Probe, checkScaled, VITB32 } from '../helpers/vitb32.ts';
 
 // Tolerances. The kernels sum in a different order from PyTorch (an online softmax over keys,
 // rescaled whenever the running max grows, vs a float64 softmax) and f32 exp/log carry ~1e-7
@@ -268,6 +269,42 @@ test('deterministic: two runs give identical bits', async () => {
   const a = await run();
   const b = await run();
   assert.ok(a.every((x, i) => Object.is(x, b[i])));
+});
+
+// The ViT-B/32 training shape against PyTorch (test/helpers/vitb32.ts; measured on lavapipe:
+// worst 0.17× the tolerance).
+test('attention at B=8, N=50, H=12, Dh=64 matches PyTorch (forward and dq, dk, dv)', async () => {
+  const { B, N, H, DH } = VITB32;
+  const fx = vitb32Fixture();
+  const shape = [B, N, H, DH];
+  const size = B * N * H * DH;
+  const data = [0, 1, 2, 3].map((i) => vitb32Input(0, i, size));
+  vitb32Probe('attn', data);
+  const heads = fx.metadata['attn.heads'].split(';').map((s) => s.split(',').map(Number));
+  /** [len(heads), N, DH] slices of a [B, N, H, DH] tensor. */
+  const slice = (full: Float32Array): Float32Array => {
+    const out = new Float32Array(heads.length * N * DH);
+    heads.forEach(([b, h], s) => {
+      for (let i = 0; i < N; i++) out.set(full.subarray(((b * N + i) * H + h) * DH, ((b * N + i) * H + h + 1) * DH), (s * N + i) * DH);
+    });
+    return out;
+  };
+  const [q, k, v] = data.slice(0, 3).map((d) => {
+    const t = fromArray(d, shape).keep();
+    t.requiresGrad = true;
+    return t;
+  });
+  try {
+    const out = scope(() => attention(q, k, v).keep());
+    checkScaled(slice(await out.read()), fx.get('attn.out').data, 'attn out');
+    scope(() => backward(out, fromArray(data[3], shape)));
+    out.dispose();
+    checkScaled(slice(await q.grad!.read()), fx.get('attn.dq').data, 'attn dq');
+    checkScaled(slice(await k.grad!.read()), fx.get('attn.dk').data, 'attn dk');
+    checkScaled(slice(await v.grad!.read()), fx.get('attn.dv').data, 'attn dv');
+  } finally {
+    for (const t of [q, k, v]) t.dispose();
+  }
 });
 
 test.run();

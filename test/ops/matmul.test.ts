@@ -22,6 +22,7 @@ import { backward } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
 import type { Device } from '../../src/gpu/device.ts';
 import { fixture, expectTensor, gradCheck, device, randn, assertClose, type HostTensor, type Tolerance } from '../helpers/fixtures.ts';
+import { vitb32Fixture, vitb32Input, vitb32Probe, checkScaled, pickRows, VITB32 } from '../helpers/vitb32.ts';
 
 interface Case {
   name: string;
@@ -387,4 +388,44 @@ test('autotune: times candidates, caches the winner per adapter, and the cache i
 });
 
 void ({} as HostTensor);
+
+// The MLP block at the ViT-B/32 training shape against PyTorch (test/helpers/vitb32.ts; measured
+// on lavapipe: worst 0.58× the tolerance, dx and db1).
+test('MLP block fc2(quick_gelu(fc1(x))) + x at [8, 50, 768], hidden 3072, matches PyTorch', async () => {
+  const { B, N, D, MLP } = VITB32;
+  const fx = vitb32Fixture();
+  const rows = fx.metadata.rows.split(',').map(Number);
+  const w1Rows = fx.metadata['mlp.w1_rows'].split(',').map(Number);
+  const w2Rows = fx.metadata['mlp.w2_rows'].split(',').map(Number);
+  const specs: [number[], number][] = [
+    [[B, N, D], 1],
+    [[MLP, D], D ** -0.5],
+    [[MLP], 0.1],
+    [[D, MLP], MLP ** -0.5],
+    [[D], 0.1],
+    [[B, N, D], 1],
+  ];
+  const data = specs.map(([s, sc], i) => vitb32Input(2, i, s.reduce((p, q) => p * q, 1), sc));
+  vitb32Probe('mlp', data);
+  const ins = data.slice(0, 5).map((d, i) => {
+    const t = fromArray(d, specs[i][0]).keep();
+    t.requiresGrad = true;
+    return t;
+  });
+  const [x, w1, b1, w2, b2] = ins;
+  try {
+    const y = scope(() => linear(linear(x, w1, b1, 'quick_gelu'), w2, b2, 'none', x).keep());
+    checkScaled(pickRows(await y.read(), D, rows), fx.get('mlp.y').data, 'mlp y');
+    scope(() => backward(y, fromArray(data[5], [B, N, D])));
+    y.dispose();
+    checkScaled(pickRows(await x.grad!.read(), D, rows), fx.get('mlp.dx').data, 'mlp dx');
+    checkScaled(pickRows(await w1.grad!.read(), D, w1Rows), fx.get('mlp.dw1').data, 'mlp dW1');
+    checkScaled(pickRows(await w2.grad!.read(), MLP, w2Rows), fx.get('mlp.dw2').data, 'mlp dW2');
+    checkScaled(await b1.grad!.read(), fx.get('mlp.db1').data, 'mlp db1');
+    checkScaled(await b2.grad!.read(), fx.get('mlp.db2').data, 'mlp db2');
+  } finally {
+    for (const t of ins) t.dispose();
+  }
+});
+
 test.run();

@@ -4,6 +4,7 @@ import { softmax, gelu, quickGelu, erf, layerNorm, add, l2Normalize, mean, mul, 
 import { backward, liveGradNodes } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
 import { fixture, expectTensor, assertClose, F32_TOL, gradCheck, device, randn } from '../helpers/fixtures.ts';
+import { vitb32Fixture, vitb32Input, vitb32Probe, checkScaled, pickRows, VITB32 } from '../helpers/vitb32.ts';
 
 /**
  * The upstream gradient of each fixture case, bit-identical to scripts/fixtures/fx_nn.py's
@@ -264,6 +265,44 @@ test('empty tensors pass through', async () => {
   }
   e.dispose();
   w.dispose();
+});
+
+// The ViT-B/32 training shape against PyTorch (test/helpers/vitb32.ts; measured on lavapipe:
+// worst 0.15× the tolerance).
+test('LayerNorm over [8, 50, 768] matches PyTorch (forward, dx, dγ, dβ)', async () => {
+  const { B, N, D } = VITB32;
+  const fx = vitb32Fixture();
+  const rows = fx.metadata.rows.split(',').map(Number);
+  const xs = vitb32Input(1, 0, B * N * D);
+  const offs = vitb32Input(1, 1, B * N);
+  const w0 = vitb32Input(1, 2, D, 0.3);
+  const bd = vitb32Input(1, 3, D, 0.2);
+  const dy = vitb32Input(1, 4, B * N * D);
+  vitb32Probe('ln', [xs, offs, w0, bd, dy]);
+  // x = f32(xs + offset of the row); γ = f32(1 + w0), as the Python side rounds them.
+  const xd = new Float32Array(xs.length);
+  for (let i = 0; i < xs.length; i++) xd[i] = xs[i] + offs[Math.floor(i / D)];
+  const wd = Float32Array.from(w0, (v) => 1 + v);
+  const [x, w, b] = [
+    [xd, [B, N, D]],
+    [wd, [D]],
+    [bd, [D]],
+  ].map(([d, s]) => {
+    const t = fromArray(d as Float32Array, s as number[]).keep();
+    t.requiresGrad = true;
+    return t;
+  });
+  try {
+    const y = scope(() => layerNorm(x, w, b).keep());
+    checkScaled(pickRows(await y.read(), D, rows), fx.get('ln.y').data, 'ln y');
+    scope(() => backward(y, fromArray(dy, [B, N, D])));
+    y.dispose();
+    checkScaled(pickRows(await x.grad!.read(), D, rows), fx.get('ln.dx').data, 'ln dx');
+    checkScaled(await w.grad!.read(), fx.get('ln.dw').data, 'ln dγ');
+    checkScaled(await b.grad!.read(), fx.get('ln.db').data, 'ln dβ');
+  } finally {
+    for (const t of [x, w, b]) t.dispose();
+  }
 });
 
 test.run();
