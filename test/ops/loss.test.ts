@@ -201,33 +201,47 @@ function hostInfoNce(g: Float32Array, r: Float32Array, b: number, m: number, d: 
   return { loss, accuracy: correct / b, dG, dLogTau };
 }
 
-test('infoNceGenToReal: B=50, M=300, D=300 (several column blocks and D chunks) vs float64 host reference', async () => {
-  const [b, m, d, tau] = [50, 300, 300, 0.07];
-  const rData = randn(m * d, 21);
-  // Positives correlated with their teacher rows so accuracy is neither 0 nor 1.
-  const noise = randn(b * d, 22, 1.6);
-  const gData = Float32Array.from({ length: b * d }, (_, i) => rData[i] + noise[i] * (1 + Math.floor(i / d) / 10));
-  const ref = hostInfoNce(gData, rData, b, m, d, tau);
-  assert.ok(ref.accuracy > 0 && ref.accuracy < 1, `reference accuracy ${ref.accuracy} should be strictly between 0 and 1`);
-  const g = fromArray(gData, [b, d]).keep();
-  g.requiresGrad = true;
-  const r = fromArray(rData, [m, d]).keep();
-  try {
-    const { loss, accuracy } = scope(() => {
-      const res = infoNceGenToReal(g, r, { tau });
-      return { loss: res.loss.keep(), accuracy: res.accuracy.keep() };
-    });
-    assertClose([await loss.item()], [ref.loss], NCE_LOSS_TOL, 'loss vs host');
-    assertClose([await accuracy.item()], [Math.fround(ref.accuracy)], EXACT, 'accuracy vs host');
-    scope(() => backward(loss));
-    loss.dispose();
-    accuracy.dispose();
-    assertClose(await g.grad!.read(), ref.dG, NCE_GRAD_TOL, 'dG vs host');
-  } finally {
-    g.dispose();
-    r.dispose();
-  }
-});
+// (b, m, d): several column blocks and D chunks; and the issue's largest sizes, B = M = 1024 and
+// D = 1024 (still 2 dispatches forward and 1 backward), plus a cached-negatives shape M = 4B.
+const NCE_HOST_CASES: [number, number, number][] = [
+  [50, 300, 300],
+  [1024, 1024, 1024],
+  [256, 1024, 512],
+];
+for (const [b, m, d] of NCE_HOST_CASES) {
+  test(`infoNceGenToReal: B=${b}, M=${m}, D=${d} vs float64 host reference`, async () => {
+    const dev = await device();
+    const tau = 0.07;
+    const rData = randn(m * d, 21);
+    // Positives correlated with their teacher rows so accuracy is neither 0 nor 1.
+    const noise = randn(b * d, 22, 1.6);
+    const gData = Float32Array.from({ length: b * d }, (_, i) => rData[i] + noise[i] * (1 + (Math.floor(i / d) % 50) / 10));
+    const ref = hostInfoNce(gData, rData, b, m, d, tau);
+    assert.ok(ref.accuracy > 0 && ref.accuracy < 1, `reference accuracy ${ref.accuracy} should be strictly between 0 and 1`);
+    const g = fromArray(gData, [b, d]).keep();
+    g.requiresGrad = true;
+    const r = fromArray(rData, [m, d]).keep();
+    try {
+      const d0 = dev.batch.totalDispatches;
+      const { loss, accuracy } = scope(() => {
+        const res = infoNceGenToReal(g, r, { tau });
+        return { loss: res.loss.keep(), accuracy: res.accuracy.keep() };
+      });
+      assert.is(dev.batch.totalDispatches - d0, 2, 'forward dispatches');
+      assertClose([await loss.item()], [ref.loss], NCE_LOSS_TOL, 'loss vs host');
+      assertClose([await accuracy.item()], [Math.fround(ref.accuracy)], EXACT, 'accuracy vs host');
+      const d1 = dev.batch.totalDispatches;
+      scope(() => backward(loss));
+      assert.is(dev.batch.totalDispatches - d1, 1, 'backward dispatches');
+      loss.dispose();
+      accuracy.dispose();
+      assertClose(await g.grad!.read(), ref.dG, NCE_GRAD_TOL, 'dG vs host');
+    } finally {
+      g.dispose();
+      r.dispose();
+    }
+  });
+}
 
 test('infoNceGenToReal agrees with the composition l2Normalize -> matmul(transB) -> scale(1/tau) -> crossEntropy', async () => {
   const fx = fixture('loss');
