@@ -1,7 +1,7 @@
 // Attention bench: the fused flash-style attention (src/ops/attention.ts) on q, k, v [B, N, H, Dh]
-// at the ViT-B/32 shape (N = 50 tokens, B = 8 images: batch 32 is too slow for lavapipe) and the
-// ViT-B/16 shape (N = 197, B = 2), forward and forward + backward (dO is a fixed input; the
-// gradients of q, k and v are returned).
+// at the ViT-B/32 shape (N = 50 tokens, B = 8 images: batch 32 is too slow for lavapipe), the
+// ViT-B/16 shape (N = 197, B = 2) and the ViT-L/14 shape (N = 257, 16 heads, B = 1), forward and
+// forward + backward (dO is a fixed input; the gradients of q, k and v are returned).
 //
 // Each shape/pass gives two rows, each timing the fused op:
 //   peer tfjs:     tfjs composing transpose → matMul(q, kᵀ) → mul(scale) → softmax → matMul(·, v) → transpose
@@ -96,6 +96,7 @@ export const attentionSuite: Suite = {
       : [
           { label: 'B/32', b: 8, n: 50, h: 12, dh: 64 },
           { label: 'B/16', b: 2, n: 197, h: 12, dh: 64 },
+          { label: 'L/14', b: 1, n: 257, h: 16, dh: 64 },
         ];
     return shapes.flatMap((sh) => [...attentionCases(sh, false, allVariants), ...attentionCases(sh, true, allVariants)]);
   },
