@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { loraLinear, add, linear, scale, quickGelu } from '../../src/ops/index.ts';
 import { matmulRaw, matmulCaps, type Activation } from '../../src/ops/matmul.ts';
 import { forceLoraBlocking } from '../../src/ops/lora.ts';
-import { adapterClass } from '../../src/ops/matmul-select.ts';
+import { adapterClass, pickSubgroupMatrixConfig, sgmatVariant } from '../../src/ops/matmul-select.ts';
 import type { Device } from '../../src/gpu/device.ts';
 
 const isCpuAdapter = (d: Device): boolean => adapterClass(matmulCaps(d)) === 'cpu';
@@ -267,7 +267,8 @@ const FX_INPUTS = ['x', 'w', 'b', 'a', 'bb', 'dy', 'res'];
 // kernel family on edge shapes: z = op(a)·op(b) + bias + u·V, V = vᵀ ([N, r]) or v ([r, N], vT),
 // with the quick-GELU + residual epilogue and the stored pre-activation. Host float64 reference.
 // On a CPU adapter the tiled variants run too (and vice versa), so both code paths are checked
-// here; the subgroup-matrix variant shares lr_dot with this file's drift test in matmul.test.ts.
+// here; the subgroup-matrix variants (lr_dot, kept identical by the drift test in
+// matmul.test.ts) run where the adapter has them, i.e. on the GPU runs of this file.
 const ADDEND_VARIANTS = ['default', 'direct_r4_w64', 'direct_r16_w32', 'tiled_32x32x16_r4', 'tiled_64x64x16_r4', 'sg_r16_c8_w32', 'sg_r8_c16_w16'];
 
 function addendReference(M: number, N: number, K: number, r: number, nn: boolean, vT: boolean, a: Float32Array, b: Float32Array, bias: Float32Array, u: Float32Array, v: Float32Array, res: Float32Array): { y: Float64Array; z: Float64Array } {
@@ -291,9 +292,11 @@ test('low-rank addend in every matmul kernel (NT and NN, edges, epilogue, pre)',
   for (const [r, nn, vT] of [[3, false, false], [5, true, true]] as [number, boolean, boolean][]) {
     const ad = randn(M * K, 7), bd = randn(N * K, 8, 0.4), biasd = randn(N, 9), ud = randn(M * r, 10), vd = randn(N * r, 11, 0.5), resd = randn(M * N, 12);
     const ref = addendReference(M, N, K, r, nn, vT, ad, bd, biasd, ud, vd, resd);
-    const variants = [...ADDEND_VARIANTS.filter((v) => sgOk || !v.startsWith('sg_')), ...(f16Ok ? ['direct_r4_w64_f16', 'tiled_32x32x16_r4_f16'] : [])];
+    // Subgroup-matrix variants where the adapter has a usable config (GPU runs of this file).
+    const sgmat = (['f32', 'f16'] as const).map((t) => pickSubgroupMatrixConfig(matmulCaps(dev), t)).filter((c) => c !== null).map((c) => sgmatVariant(c!, matmulCaps(dev).subgroupSize?.max).name);
+    const variants = [...ADDEND_VARIANTS.filter((v) => sgOk || !v.startsWith('sg_')), ...(f16Ok ? ['direct_r4_w64_f16', 'tiled_32x32x16_r4_f16'] : []), ...sgmat];
     for (const variant of variants) {
-      const f16 = variant.endsWith('_f16');
+      const f16 = variant.endsWith('_f16') || variant.startsWith('sgmat_f16');
       const label = `${variant} r=${r} ${nn ? 'NN vT' : 'NT'}`;
       const [y, pre] = scope(() => {
         const cvt = (t: Tensor): Tensor => (f16 ? toF16(t) : t);
