@@ -31,6 +31,7 @@ function rankProject(x2: Tensor, lr: Tensor, r: number, s: number, lrT: boolean)
   const device = x2.device;
   const [rows, k] = x2.shape;
   const u = Tensor.empty([rows, r], device);
+  if (rows === 0) return u;
   // CPU adapters (llvmpipe: a workgroup of 8 is one SIMD vector, and every load is a gather)
   // want few lanes and many rows per factor load; GPUs want wide workgroups along K.
   const cpu = isCpu(device);

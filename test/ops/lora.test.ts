@@ -194,6 +194,24 @@ test('loraLinear: dA only / dB only (the other factor frozen)', async () => {
   }
 });
 
+test('loraLinear with no rows: empty output, zero dA and dB', async () => {
+  const x = fromArray(new Float32Array(0), [0, 8]).keep();
+  const a = fromArray(randn(32, 81), [4, 8]).keep();
+  const bb = fromArray(randn(24, 82), [6, 4]).keep();
+  const w = fromArray(randn(48, 83), [6, 8]).keep();
+  for (const t of [x, a, bb]) t.requiresGrad = true;
+  try {
+    const y = scope(() => loraLinear(x, w, undefined, a, bb, S).keep());
+    assert.equal(y.shape, [0, 6]);
+    scope(() => backward(y, fromArray(new Float32Array(0), [0, 6])));
+    y.dispose();
+    assert.equal(Array.from(await a.grad!.read()), new Array(32).fill(0));
+    assert.equal(Array.from(await bb.grad!.read()), new Array(24).fill(0));
+  } finally {
+    for (const t of [x, a, bb, w]) t.dispose();
+  }
+});
+
 test('loraLinear gradCheck (tiny, quick_gelu + residual)', async () => {
   const rows = 5, k = 6, n = 4, r = 3;
   const w = fromArray(randn(n * k, 11, 0.4), [n, k]).keep();
