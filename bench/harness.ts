@@ -61,7 +61,9 @@ export interface BenchCase {
    */
   check: Check | 'peer' | 'composed';
   /** The same computation through the peer (absent: no peer numbers for this case). */
-  peer?(peer: Peer, inputs: PeerTensor[]): PeerTensor;
+  peer?(peer: Peer, inputs: PeerTensor[]): PeerTensor | PeerTensor[];
+  /** The peer computation uses tf.grads: skipped (no peer numbers) when the peer has no gradients. */
+  peerNeedsGradients?: boolean;
   /** The same computation composed from genalign's simpler ops (same outputs, in the same order as run's). */
   composed?(inputs: Tensor[]): Tensor | Tensor[];
   /** Which peer fills peer_ms: tfjs (default) or `composed`, timed like ours (peer 'genalign-composed'). */
@@ -80,14 +82,6 @@ export interface BenchCase {
   /** Frees what the case created for itself (called once after the case, also when it failed). */
   dispose?(): void;
 }
-
-/**
- * Why fwd+bwd cases have no tfjs peer: tfjs-core's Node build (dist/tf-core.node.js) registers no
- * gradients (the @tensorflow/tfjs bundle imports register_all_gradients, which is not installed),
- * and Node cannot load tfjs-core's ESM build (extensionless imports), so tf.grads fails with
- * "gradient function not found". Those cases are timed against `composed` only.
- */
-export const TFJS_NO_GRADIENTS = 'tfjs-core registers no gradients under Node without the @tensorflow/tfjs bundle';
 
 /** The peer label of rows timed against `composed`. */
 export const COMPOSED_PEER = 'genalign-composed';
@@ -341,7 +335,7 @@ export async function runCase(c: BenchCase, device: Device, timer: Timer, peer: 
   const timeComposed = c.peerKind === 'composed' && opts.peers !== false;
   const peerKind = c.peerKind === 'composed' ? (timeComposed ? 'composed' : 'none') : 'tfjs';
   if ((c.peerKind === 'composed' || c.check === 'composed') && !c.composed) throw new Error(`bench case ${c.kernel} ${c.shape}: uses its composition but has no composed()`);
-  const usePeer = peerKind === 'tfjs' && peer !== null && c.peer !== undefined;
+  const usePeer = peerKind === 'tfjs' && peer !== null && c.peer !== undefined && (!c.peerNeedsGradients || peer.hasGradients);
   const reps = Math.min(opts.reps, c.maxReps ?? opts.reps);
   try {
     // Warmup run (compiles pipelines) doubles as the correctness run.
@@ -358,11 +352,11 @@ export async function runCase(c: BenchCase, device: Device, timer: Timer, peer: 
       if (!peerResult) {
         const peerInputs = host.map((h) => peer.upload(h));
         try {
-          const run = (): PeerTensor => c.peer!(peer, peerInputs);
+          const run = (): PeerTensor | PeerTensor[] => c.peer!(peer, peerInputs);
           const out = await peer.warmup(run, opts.warmup);
           const times: number[] = [];
           for (let r = 0; r < reps; r++) times.push(await peer.time(run));
-          peerResult = { ms: median(times), out: c.check === 'peer' ? out : null };
+          peerResult = { ms: median(times), out };
           peerCache.set(key, peerResult);
         } finally {
           for (const t of peerInputs) peer.dispose(t);
@@ -417,6 +411,8 @@ export async function runCase(c: BenchCase, device: Device, timer: Timer, peer: 
     if (c.bytes !== undefined) row.gbps = c.bytes / (ms * 1e6);
     const extra: Record<string, number> = {};
     if (peerKind === 'composed' && composedDispatches !== null) extra.peer_dispatches = composedDispatches;
+    // The tfjs peer computes the same outputs in the same order: how far apart are they?
+    if (usePeer && c.check !== 'peer' && peerOut && peerOut.length === ours.length) extra.peer_max_abs_diff = maxAbsDiff(ours, peerOut);
     if (c.pairedBaseline) {
       const base = c.pairedBaseline;
       disposeOutputs(base.run(inputs));

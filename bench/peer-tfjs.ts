@@ -7,8 +7,21 @@
 // Timing: with 'timestamp-query', tf.time() brackets every program tfjs runs with timestamps and
 // returns the summed GPU time (kernelMs); without it (or with GENALIGN_BENCH_WALL=1), wall time
 // around the op plus `await data()`.
+//
+// Gradients: tfjs-core's Node entry (dist/tf-core.node.js) registers no gradient functions (the
+// @tensorflow/tfjs union package does, through dist/register_all_gradients.js), and Node cannot
+// import that ESM file directly (extensionless and directory imports). loadGradients() bundles it
+// with esbuild once (cached next to genalign's other caches) and imports the bundle: its copy of
+// tfjs-core registers into the same global registries and engine (tfjs keeps them on globalThis),
+// so tf.grads then works for the webgpu backend. Bundled bench runs (the GPU box) carry a
+// prebuilt tfjs-gradients.mjs next to bench.mjs (scripts/gpu-check/build.sh).
 import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dawnOptionsFromEnv, type AdapterDescription } from '../src/gpu/device.ts';
+import { defaultCacheDir } from '../src/gpu/cache-dir.ts';
+import { writeFileAtomic } from '../src/io/atomic.ts';
 import type { HostTensor } from './harness.ts';
 
 type Tf = typeof import('@tensorflow/tfjs-core');
@@ -31,7 +44,21 @@ export class Peer {
     readonly name: string,
     readonly adapterName: string,
     private readonly timestamps: boolean,
+    /** Whether tfjs's gradient functions are registered (tf.grads works); see loadGradients. */
+    readonly hasGradients: boolean,
+    /** Why not, when hasGradients is false. */
+    readonly gradientsNote: string,
   ) {}
+
+  /**
+   * Forward and backward through tfjs: the gradients of sum(f(xs) ⊙ dy) with respect to xs
+   * (tf.grads), in the order of xs. Needs hasGradients.
+   */
+  grads(f: (xs: PeerTensor[]) => PeerTensor, xs: PeerTensor[], dy: PeerTensor): PeerTensor[] {
+    if (!this.hasGradients) throw new Error(`tfjs gradients unavailable: ${this.gradientsNote}`);
+    const g = this.tf.grads((...args: PeerTensor[]) => f(args));
+    return g(xs, dy);
+  }
 
   get timingDescription(): string {
     return this.timestamps
@@ -47,33 +74,70 @@ export class Peer {
     t.dispose();
   }
 
-  /** Runs the op `count` times (compiling tfjs's pipelines) and returns the last output. */
-  async warmup(run: () => PeerTensor, count: number): Promise<Float32Array> {
+  /**
+   * Runs the op `count` times (compiling tfjs's pipelines) and returns the last output (several
+   * outputs, e.g. gradients, concatenated in order).
+   */
+  async warmup(run: () => PeerTensor | PeerTensor[], count: number): Promise<Float32Array> {
     let data: Float32Array = new Float32Array(0);
     for (let i = 0; i < Math.max(1, count); i++) {
-      const out = run();
-      data = (await out.data()) as Float32Array;
-      out.dispose();
+      const outs = [run()].flat();
+      const parts = await Promise.all(outs.map(async (o) => (await o.data()) as Float32Array));
+      data = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+      let at = 0;
+      for (const p of parts) {
+        data.set(p, at);
+        at += p.length;
+      }
+      for (const o of outs) o.dispose();
     }
     return data;
   }
 
-  /** Milliseconds for one run of the op. */
-  async time(run: () => PeerTensor): Promise<number> {
+  /** Milliseconds for one run of the op (all of its outputs). */
+  async time(run: () => PeerTensor | PeerTensor[]): Promise<number> {
     if (this.timestamps) {
-      let out: PeerTensor | null = null;
+      let outs: PeerTensor[] = [];
       const info = await this.tf.time(() => {
-        out = run();
+        outs = [run()].flat();
       });
-      (out as PeerTensor | null)?.dispose();
+      for (const o of outs) o.dispose();
       return info.kernelMs as number;
     }
     const t0 = performance.now();
-    const out = run();
-    await out.data();
+    const outs = [run()].flat();
+    await Promise.all(outs.map((o) => o.data()));
     const ms = performance.now() - t0;
-    out.dispose();
+    for (const o of outs) o.dispose();
     return ms;
+  }
+}
+
+/**
+ * Registers tfjs's gradient functions (see the header). Returns null when they are registered,
+ * else the reason they are not.
+ */
+async function loadGradients(): Promise<string | null> {
+  // Bundled runs: a prebuilt bundle next to this script.
+  const here = dirname(fileURLToPath(import.meta.url));
+  const prebuilt = join(here, 'tfjs-gradients.mjs');
+  try {
+    if (existsSync(prebuilt)) {
+      await import(pathToFileURL(prebuilt).href);
+      return null;
+    }
+    const require = createRequire(import.meta.url);
+    const src = require.resolve('@tensorflow/tfjs-core/dist/register_all_gradients.js');
+    const out = join(defaultCacheDir(), `tfjs-gradients-${tfjsVersion()}.mjs`);
+    if (!existsSync(out)) {
+      const esbuild = (await import('esbuild')) as typeof import('esbuild');
+      const built = await esbuild.build({ entryPoints: [src], bundle: true, format: 'esm', platform: 'node', write: false, logLevel: 'warning' });
+      writeFileAtomic(out, built.outputFiles[0].contents);
+    }
+    await import(pathToFileURL(out).href);
+    return null;
+  } catch (e) {
+    return (e as Error).message.split('\n')[0];
   }
 }
 
@@ -125,7 +189,8 @@ export async function startPeer(ours: AdapterDescription): Promise<Peer | string
   }
   // GENALIGN_BENCH_WALL=1 puts both sides on wall clock.
   const timestamps = backend.supportTimestampQuery && process.env.GENALIGN_BENCH_WALL !== '1';
-  return new Peer(tf, `tfjs-backend-webgpu@${tfjsVersion()}`, name, timestamps);
+  const gradientsMissing = await loadGradients();
+  return new Peer(tf, `tfjs-backend-webgpu@${tfjsVersion()}`, name, timestamps, gradientsMissing === null, gradientsMissing ?? '');
 }
 
 /** Releases tfjs's backend (its device) before the process exits. */

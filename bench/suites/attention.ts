@@ -5,7 +5,8 @@
 //
 // Each shape/pass gives two rows, each timing the fused op:
 //   peer tfjs:     tfjs composing transpose → matMul(q, kᵀ) → mul(scale) → softmax → matMul(·, v) → transpose
-//                  (forward only: see TFJS_NO_GRADIENTS in bench/harness.ts);
+//                  (fwd+bwd: tf.grads of it for q, k, v; see bench/peer-tfjs.ts for how tfjs's
+//                  gradients are registered under Node);
 //   peer composed: the same composition from genalign's own ops (permute, matmul, scale, softmax,
 //                  matmul, permute) with autograd.
 // max_abs_err is against the genalign composition's output (fwd: O; fwd+bwd: dQ, dK, dV).
@@ -65,10 +66,12 @@ function attentionCases(sh: Shape, backwardToo: boolean, allVariants: boolean): 
     check: 'composed' as const,
   };
   const fwdPeer = (peer: Peer, [q, k, v]: PeerTensor[]): PeerTensor => peer.tf.tidy(() => tfjsAttention(peer, q, k, v, s));
-  // No tfjs fwd+bwd row: see TFJS_NO_GRADIENTS.
-  const rows: BenchCase[] = [...(backwardToo ? [] : [{ ...base, peer: fwdPeer }]), { ...base, peerKind: 'composed' }];
+  // fwd+bwd: tf.grads of the same composition for q, k, v with dO as the upstream gradient.
+  const bwdPeer = (peer: Peer, [q, k, v, dy]: PeerTensor[]): PeerTensor[] => peer.tf.tidy(() => peer.grads(([a, b, c]) => tfjsAttention(peer, a, b, c, s), [q, k, v], dy));
+  const tfjsRow = backwardToo ? { peer: bwdPeer, peerNeedsGradients: true } : { peer: fwdPeer };
+  const rows: BenchCase[] = [{ ...base, ...tfjsRow }, { ...base, peerKind: 'composed' }];
   // --all-variants: the split factor forced to 1, 2 and 4 (the automatic choice is the 'fused'
-  // rows), each against the tfjs peer (fwd) or the composition (fwd+bwd), to tune the GPU rule.
+  // rows), each against the tfjs peer, to tune the GPU rule.
   for (const split of allVariants ? [1, 2, 4] : []) {
     const forced = <T>(f: () => T): T => {
       forceAttentionSplit(split);
@@ -82,7 +85,7 @@ function attentionCases(sh: Shape, backwardToo: boolean, allVariants: boolean): 
       ...base,
       variant: `fused-split${split}`,
       run: (x: Tensor[]) => forced(() => base.run(x)),
-      ...(backwardToo ? { peerKind: 'composed' as const } : { peer: fwdPeer }),
+      ...tfjsRow,
     });
   }
   return rows;

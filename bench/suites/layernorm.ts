@@ -3,7 +3,7 @@
 // forward and forward + backward (dy a fixed input; the gradients of x, weight and bias returned).
 //
 // Rows per shape/pass: vs tfjs (forward only; tf.moments → sub → mul(rsqrt(var + eps)) → mul(w) →
-// add(b); fwd+bwd has no tfjs peer, see TFJS_NO_GRADIENTS) and vs genalign's own composition
+// add(b); fwd+bwd: tf.grads of it for x, w, b) and vs genalign's own composition
 // (peer 'genalign-composed'). genalign has no rsqrt op, so the composition normalises with
 // l2Normalize: x̂ = √D·(x−μ)/max(‖x−μ‖, ε'), which equals (x−μ)/√(var+ε) up to ε (relative
 // difference ≈ D·ε/(2‖x−μ‖²) ≈ 1.5e-5 at these inputs). Its steps: transpose → mean over rows →
@@ -103,7 +103,9 @@ function layerNormCases(label: string, rows: number, d: number, backwardToo: boo
     },
   };
   const fwdPeer = (peer: Peer, [x, w, b]: PeerTensor[]): PeerTensor => tfjsLayerNorm(peer, x, w, b);
-  return [...(backwardToo ? [] : [{ ...base, peer: fwdPeer }]), { ...base, peerKind: 'composed' }];
+  // fwd+bwd: tf.grads for x, w, b with dy as the upstream gradient.
+  const bwdPeer = (peer: Peer, [x, w, b, dy]: PeerTensor[]): PeerTensor[] => peer.tf.tidy(() => peer.grads(([xx, ww, bb]) => tfjsLayerNorm(peer, xx, ww, bb), [x, w, b], dy));
+  return [{ ...base, ...(backwardToo ? { peer: bwdPeer, peerNeedsGradients: true } : { peer: fwdPeer }) }, { ...base, peerKind: 'composed' }];
 }
 
 export const layernormSuite: Suite = {

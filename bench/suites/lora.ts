@@ -5,8 +5,9 @@
 // Rows, forward and forward + backward (dy a fixed input):
 //   linear 'plain':  linear(x, W, b); backward with x requiring grad only (returns dx);
 //   lora-linear:     loraLinear(x, W, b, A, B, s); backward with x, A and B requiring grad
-//                    (returns dx, dA, dB). peer = genalign's unfused composition
-//                    linear(x, W, b) + scale(linear(linear(x, A), B), s) ('genalign-composed').
+//                    (returns dx, dA, dB). Two rows: peer = genalign's unfused composition
+//                    linear(x, W, b) + scale(linear(linear(x, A), B), s) ('genalign-composed'),
+//                    and peer = tfjs composing the same (fwd+bwd: tf.grads for x, A, B).
 // extra.lora_over_plain = lora ms / plain ms of the same pass in this run (the target: ≤ ~1.1);
 // extra.paired_over_plain = the same ratio with plain and LoRA timed alternately, rep by rep (the
 // median of per-rep ratios: robust to the host's slow drifts; read this one on a shared machine);
@@ -22,6 +23,7 @@ import { loraLinear } from '../../src/ops/lora.ts';
 import { add, linear, scale } from '../../src/ops/index.ts';
 import { scope, type Tensor } from '../../src/tensor/tensor.ts';
 import { forwardBackward, uniform, type BenchCase, type HostTensor, type Row, type Suite } from '../harness.ts';
+import type { Peer, PeerTensor } from '../peer-tfjs.ts';
 
 const SAMPLES = 256;
 const SCALING = 1;
@@ -171,7 +173,7 @@ function loraCases(label: string, d: Dims): BenchCase[] {
           // as plain ms × its paired ratio when there is one (drift-free), else its own ms.
           const fwdShape = shape.replace(/^fwd\+bwd /, 'fwd ');
           const plainF = earlier.find((e) => e.kernel === 'linear' && e.shape === fwdShape);
-          const loraF = earlier.find((e) => e.kernel === 'lora-linear' && e.shape === fwdShape);
+          const loraF = earlier.find((e) => e.kernel === 'lora-linear' && e.shape === fwdShape && e.peer !== null && !e.peer.startsWith('tfjs'));
           if (plainF && loraF && plain.ms > plainF.ms) {
             const loraFb = plain.ms * (row.extra?.paired_over_plain ?? row.ms / plain.ms);
             const loraFw = plainF.ms * (loraF.extra?.paired_over_plain ?? loraF.ms / plainF.ms);
@@ -181,8 +183,29 @@ function loraCases(label: string, d: Dims): BenchCase[] {
         return out;
       },
     });
+    // The same op against tfjs composing it (fwd+bwd: tf.grads for x, A, B), as a second row.
+    const loraRow = cases[cases.length - 1];
+    cases.push({
+      kernel: loraRow.kernel,
+      variant: loraRow.variant,
+      shape,
+      dtype: 'f32',
+      flops: loraRow.flops,
+      inputs,
+      run: loraRow.run,
+      check: loraRow.check,
+      ...(backwardToo
+        ? { peer: (peer: Peer, [x, w, bias, dy, a, b]: PeerTensor[]) => peer.tf.tidy(() => peer.grads(([xx, aa, bb]) => tfjsLora(peer, xx, w, bias, aa, bb), [x, a, b], dy)), peerNeedsGradients: true }
+        : { peer: (peer: Peer, [x, w, bias, , a, b]: PeerTensor[]) => peer.tf.tidy(() => tfjsLora(peer, x, w, bias, a, b)) }),
+    });
   }
   return cases;
+}
+
+/** tfjs composing the LoRA projection: x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ. */
+function tfjsLora(peer: Peer, x: PeerTensor, w: PeerTensor, bias: PeerTensor, a: PeerTensor, b: PeerTensor): PeerTensor {
+  const tf = peer.tf;
+  return tf.add(tf.add(tf.matMul(x, w, false, true), bias), tf.mul(tf.matMul(tf.matMul(x, a, false, true), b, false, true), SCALING));
 }
 
 export const loraSuite: Suite = {

@@ -2,8 +2,8 @@
 // B = 32, M = 256 (a micro-batch against the effective batch's reals), D = 512, tau = 0.07;
 // forward (the loss) and forward + backward (dL/dg; r is the frozen teacher and gets none).
 //
-// Rows per shape/pass: vs tfjs (forward only, see TFJS_NO_GRADIENTS: g/‖g‖, r/‖r‖, matMul(ĝ, r̂ᵀ),
-// mul(1/tau), logSoftmax, mean of the diagonal) and vs genalign's own composition
+// Rows per shape/pass: vs tfjs (g/‖g‖, r/‖r‖, matMul(ĝ, r̂ᵀ),
+// mul(1/tau), logSoftmax, mean of the diagonal; fwd+bwd: tf.grads of it for g) and vs genalign's own composition
 // l2Normalize → matmul(transB) → scale(1/tau) → crossEntropy ('genalign-composed').
 // The JSON's `dispatches` (ours) and extra.peer_dispatches (the composition) count compute
 // dispatches per run.
@@ -106,7 +106,9 @@ function lossCases(b: number, m: number, d: number, backwardToo: boolean): Bench
     },
   };
   const fwdPeer = (peer: Peer, [g, r]: PeerTensor[]): PeerTensor => tfjsLoss(peer, g, r);
-  return [...(backwardToo ? [] : [{ ...base, peer: fwdPeer }]), { ...base, peerKind: 'composed' }];
+  // fwd+bwd: tf.grads of the loss for g (the teacher r is frozen), upstream gradient 1.
+  const bwdPeer = (peer: Peer, [g, r]: PeerTensor[]): PeerTensor[] => peer.tf.tidy(() => peer.grads(([gg]) => tfjsLoss(peer, gg, r), [g], peer.tf.scalar(1)));
+  return [{ ...base, ...(backwardToo ? { peer: bwdPeer, peerNeedsGradients: true } : { peer: fwdPeer }) }, { ...base, peerKind: 'composed' }];
 }
 
 export const lossSuite: Suite = {
