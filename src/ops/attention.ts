@@ -19,9 +19,9 @@ export interface AttentionOptions {
 export const MAX_HEAD_DIM = 128;
 const DELTA_WG = 256;
 
-type AttentionKernel = 'forward' | 'backward_dq' | 'backward_dkv';
+export type AttentionKernel = 'forward' | 'backward_dq' | 'backward_dkv';
 
-interface Blocking {
+export interface Blocking {
   /** Invocations per workgroup. */
   block: number;
   /** Rows each invocation owns (register blocking; kernel limit ROWS_MAX = 8). */
@@ -59,16 +59,20 @@ const GPU_MIN_WORKGROUPS = 2048;
  * on a GPU; see docs/kernels.md). The tile is halved until it fits the adapter's workgroup
  * storage (head dims past 64); a split needs (block / split) · rows ≤ tile.
  */
-function blocking(device: Device, entry: AttentionKernel, d: Dims): Blocking {
-  const cpu = (forcedClass ?? adapterClass(device)) === 'cpu';
+export function attentionBlocking(cls: 'cpu' | 'gpu', entry: AttentionKernel, d: Dims, maxWorkgroupStorage: number, split: number | null = null): Blocking {
+  const cpu = cls === 'cpu';
   const b: Blocking = cpu ? { block: 16, rows: entry === 'forward' ? 4 : 2, tile: 32, split: 1 } : { block: 64, rows: 1, tile: 32, split: 1 };
   const rowBytes = 2 * 16 * Math.ceil(d.headDim / 4) + (entry === 'backward_dq' ? 0 : 8);
-  while (b.tile > 1 && b.tile * rowBytes > device.limits.maxComputeWorkgroupStorageSize) b.tile /= 2;
-  const groups = (split: number): number => Math.ceil(d.n / ((b.block / split) * b.rows)) * d.heads * d.batch;
-  if (forcedSplit !== null) b.split = forcedSplit;
+  while (b.tile > 1 && b.tile * rowBytes > maxWorkgroupStorage) b.tile /= 2;
+  const groups = (s: number): number => Math.ceil(d.n / ((b.block / s) * b.rows)) * d.heads * d.batch;
+  if (split !== null) b.split = split;
   else if (!cpu) while (b.split < 4 && groups(b.split) < GPU_MIN_WORKGROUPS) b.split *= 2;
   if (b.block % b.split !== 0 || (b.split > 1 && (b.block / b.split) * b.rows > b.tile)) b.split = 1;
   return b;
+}
+
+function blocking(device: Device, entry: AttentionKernel, d: Dims): Blocking {
+  return attentionBlocking(forcedClass ?? adapterClass(device), entry, d, device.limits.maxComputeWorkgroupStorageSize, forcedSplit);
 }
 
 function dispatchBlocked(device: Device, entry: AttentionKernel, d: Dims, u: ArrayBuffer, inputs: GPUBuffer[], outputs: GPUBuffer[]): void {
@@ -77,7 +81,7 @@ function dispatchBlocked(device: Device, entry: AttentionKernel, d: Dims, u: Arr
   device.batch.dispatch(ref, u, inputs, outputs, [Math.ceil(d.n / ((b.block / b.split) * b.rows)), d.heads, d.batch]);
 }
 
-interface Dims {
+export interface Dims {
   batch: number;
   n: number;
   heads: number;

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { attention, matmul, permute, scale, softmax } from '../../src/ops/index.ts';
-import { forceAttentionBlocking, forceAttentionSplit } from '../../src/ops/attention.ts';
+import { forceAttentionBlocking, forceAttentionSplit, attentionBlocking } from '../../src/ops/attention.ts';
 import { backward, noGrad } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
 import { fixture, expectTensor, assertClose, gradCheck, device, randn, exactNormal, type Tolerance } from '../helpers/fixtures.ts';
@@ -243,6 +243,24 @@ test('the other adapter class\'s blocking (GPU: 64 invocations, 1 row each; spli
     forceAttentionBlocking(null);
     forceAttentionSplit(null);
   }
+});
+
+test('blocking rule: GPUs split rows when a dispatch is small, CPU adapters never; the tile fits workgroup storage', () => {
+  const dims = (batch: number, n: number, heads: number, headDim = 64) => ({ batch, n, heads, headDim });
+  // The bench's shapes: 96 / 96 / 80 workgroups unsplit → split 4 (384 / 312 / 320 workgroups).
+  assert.is(attentionBlocking('gpu', 'forward', dims(8, 50, 12), 32768).split, 4);
+  assert.is(attentionBlocking('gpu', 'forward', dims(2, 197, 12), 32768).split, 4);
+  assert.is(attentionBlocking('gpu', 'backward_dkv', dims(1, 257, 16), 32768).split, 4);
+  // A ViT-B/16 training batch fills the GPU unsplit (4·12·64 = 3072 workgroups); in between, 2.
+  assert.is(attentionBlocking('gpu', 'forward', dims(64, 197, 12), 32768).split, 1);
+  assert.is(attentionBlocking('gpu', 'forward', dims(40, 197, 12), 32768).split, 2); // 1920 → 3360
+  assert.is(attentionBlocking('cpu', 'forward', dims(2, 197, 12), 32768).split, 1);
+  // Dh = 128 on a 16 KiB adapter: the tile halves to 8 rows, too small for 16-row splits.
+  const big = attentionBlocking('gpu', 'backward_dkv', dims(1, 50, 1, 128), 16384);
+  assert.equal([big.tile, big.split], [8, 1]);
+  // A forced split that does not fit falls back to 1.
+  assert.is(attentionBlocking('gpu', 'forward', dims(1, 50, 1), 32768, 3).split, 1);
+  assert.is(attentionBlocking('cpu', 'forward', dims(1, 50, 1), 32768, 2).split, 2);
 });
 
 test('shape errors name the op and the shapes', async () => {
