@@ -2,7 +2,7 @@
 // the ViT-B/32 token count of batch 32 (R = 32·50) and the ViT-B/16 count of batch 2 (R = 2·197),
 // forward and forward + backward (dy a fixed input; the gradients of x, weight and bias returned).
 //
-// Rows per shape/pass: vs tfjs (forward only; tf.moments → sub → mul(rsqrt(var + eps)) → mul(w) →
+// Rows per shape/pass: vs tfjs (tf.moments → sub → mul(rsqrt(var + eps)) → mul(w) →
 // add(b); fwd+bwd: tf.grads of it for x, w, b) and vs genalign's own composition
 // (peer 'genalign-composed'). genalign has no rsqrt op, so the composition normalises with
 // l2Normalize: x̂ = √D·(x−μ)/max(‖x−μ‖, ε'), which equals (x−μ)/√(var+ε) up to ε (relative
