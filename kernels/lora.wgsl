@@ -151,43 +151,25 @@ struct G {
 @group(0) @binding(2) var<storage, read_write> res0: array<f32>;
 @group(0) @binding(3) var<storage, read_write> res1: array<f32>;
 
-/** low0[m, j] / low1[m, j], 0 past the rank (those accumulator lanes are never stored). */
-fn low0_at(m: u32, j: u32) -> f32 {
+/** low[m, j], 0 past the rank (those accumulator lanes are never stored). */
+fn low_at(low: ptr<storage, array<f32>, read>, m: u32, j: u32) -> f32 {
   if (j >= RANK) {
     return 0.0;
   }
-  return low0[m * RANK + j];
+  return (*low)[m * RANK + j];
 }
 
-fn low1_at(m: u32, j: u32) -> f32 {
-  if (j >= RANK) {
-    return 0.0;
-  }
-  return low1[m * RANK + j];
-}
-
-// The row loop of each problem, written twice so that the buffer choice is outside the loop
-// (on llvmpipe a branch per row cost 4.9 ms against 3.7 ms for dA + dB at 1600 x 768). Ranks
-// j0..j0+3 of columns c0 + i·GWG, rows m0..m1.
-fn rows0(m0: u32, m1: u32, j0: u32, c0: u32, cols: u32) -> array<vec4f, 8> {
+// The row loop of one problem. The buffers come in as pointers, so the choice between problem
+// 0 and 1 is made once per workgroup, outside the loop (on llvmpipe a branch per row cost
+// 4.9 ms against 3.7 ms for dA + dB at 1600 x 768). Ranks j0..j0+3 of columns c0 + i·GWG,
+// rows m0..m1.
+fn reduce_rows(big: ptr<storage, array<f32>, read>, low: ptr<storage, array<f32>, read>, m0: u32, m1: u32, j0: u32, c0: u32, cols: u32) -> array<vec4f, 8> {
   var acc: array<vec4f, 8>;
   let last = cols - 1u;
   for (var m = m0; m < m1; m++) {
-    let f = vec4f(low0_at(m, j0), low0_at(m, j0 + 1u), low0_at(m, j0 + 2u), low0_at(m, j0 + 3u));
+    let f = vec4f(low_at(low, m, j0), low_at(low, m, j0 + 1u), low_at(low, m, j0 + 2u), low_at(low, m, j0 + 3u));
     for (var i = 0u; i < CB; i++) {
-      acc[i] += big0[m * cols + min(c0 + i * GWG, last)] * f;
-    }
-  }
-  return acc;
-}
-
-fn rows1(m0: u32, m1: u32, j0: u32, c0: u32, cols: u32) -> array<vec4f, 8> {
-  var acc: array<vec4f, 8>;
-  let last = cols - 1u;
-  for (var m = m0; m < m1; m++) {
-    let f = vec4f(low1_at(m, j0), low1_at(m, j0 + 1u), low1_at(m, j0 + 2u), low1_at(m, j0 + 3u));
-    for (var i = 0u; i < CB; i++) {
-      acc[i] += big1[m * cols + min(c0 + i * GWG, last)] * f;
+      acc[i] += (*big)[m * cols + min(c0 + i * GWG, last)] * f;
     }
   }
   return acc;
@@ -209,9 +191,9 @@ fn lowrank_grad(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_ind
   for (var j0 = 0u; j0 < RANK; j0 += 4u) {
     var acc: array<vec4f, 8>;
     if (prob == 0u) {
-      acc = rows0(m0, m1, j0, c0, cols);
+      acc = reduce_rows(&big0, &low0, m0, m1, j0, c0, cols);
     } else {
-      acc = rows1(m0, m1, j0, c0, cols);
+      acc = reduce_rows(&big1, &low1, m0, m1, j0, c0, cols);
     }
     for (var i = 0u; i < CB; i++) {
       let c = c0 + i * GWG;
