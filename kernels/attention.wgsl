@@ -106,38 +106,12 @@ fn in_dim(d: u32) -> bool {
   return d < HEAD_DIM;
 }
 
-fn load_q(base: u32, d4: u32) -> vec4f {
+/** Elements 4·d4 .. 4·d4+3 of the row starting at `base` in one of the [B, N, H, Dh] inputs, 0 past Dh. */
+fn load4(buf: ptr<storage, array<f32>, read>, base: u32, d4: u32) -> vec4f {
   var r = vec4f(0.0);
   for (var c = 0u; c < 4u; c++) {
     let d = d4 * 4u + c;
-    if (in_dim(d)) { r[c] = q[base + d]; }
-  }
-  return r;
-}
-
-fn load_k(base: u32, d4: u32) -> vec4f {
-  var r = vec4f(0.0);
-  for (var c = 0u; c < 4u; c++) {
-    let d = d4 * 4u + c;
-    if (in_dim(d)) { r[c] = k[base + d]; }
-  }
-  return r;
-}
-
-fn load_v(base: u32, d4: u32) -> vec4f {
-  var r = vec4f(0.0);
-  for (var c = 0u; c < 4u; c++) {
-    let d = d4 * 4u + c;
-    if (in_dim(d)) { r[c] = v[base + d]; }
-  }
-  return r;
-}
-
-fn load_dout(base: u32, d4: u32) -> vec4f {
-  var r = vec4f(0.0);
-  for (var c = 0u; c < 4u; c++) {
-    let d = d4 * 4u + c;
-    if (in_dim(d)) { r[c] = dout[base + d]; }
+    if (in_dim(d)) { r[c] = (*buf)[base + d]; }
   }
   return r;
 }
@@ -164,7 +138,7 @@ fn forward(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid:
     for (var d4 = 0u; d4 < D4; d4++) {
       qr[r][d4] = vec4f(0.0);
       acc[r][d4] = vec4f(0.0);
-      if (i < n) { qr[r][d4] = load_q(head0 + i * stride, d4) * p.scale; }
+      if (i < n) { qr[r][d4] = load4(&q, head0 + i * stride, d4) * p.scale; }
     }
   }
 
@@ -173,8 +147,8 @@ fn forward(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid:
     workgroupBarrier();
     for (var e = lid.x; e < kn * D4; e += BLOCK) {
       let src = head0 + (k0 + e / D4) * stride;
-      k_tile[e] = load_k(src, e % D4);
-      v_tile[e] = load_v(src, e % D4);
+      k_tile[e] = load4(&k, src, e % D4);
+      v_tile[e] = load4(&v, src, e % D4);
     }
     workgroupBarrier();
 
@@ -288,8 +262,8 @@ fn backward_dq(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) 
       dor[r][d4] = vec4f(0.0);
       acc[r][d4] = vec4f(0.0);
       if (i < n) {
-        qr[r][d4] = load_q(head0 + i * stride, d4) * p.scale;
-        dor[r][d4] = load_dout(head0 + i * stride, d4);
+        qr[r][d4] = load4(&q, head0 + i * stride, d4) * p.scale;
+        dor[r][d4] = load4(&dout, head0 + i * stride, d4);
       }
     }
     if (i < n) {
@@ -303,8 +277,8 @@ fn backward_dq(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) 
     workgroupBarrier();
     for (var e = lid.x; e < kn * D4; e += BLOCK) {
       let src = head0 + (k0 + e / D4) * stride;
-      k_tile[e] = load_k(src, e % D4);
-      v_tile[e] = load_v(src, e % D4);
+      k_tile[e] = load4(&k, src, e % D4);
+      v_tile[e] = load4(&v, src, e % D4);
     }
     workgroupBarrier();
     for (var j = part; j < kn; j += SPLIT) {
@@ -390,8 +364,8 @@ fn backward_dkv(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id)
       dk_acc[r][d4] = vec4f(0.0);
       dv_acc[r][d4] = vec4f(0.0);
       if (j < n) {
-        kr[r][d4] = load_k(head0 + j * stride, d4) * p.scale;
-        vr[r][d4] = load_v(head0 + j * stride, d4);
+        kr[r][d4] = load4(&k, head0 + j * stride, d4) * p.scale;
+        vr[r][d4] = load4(&v, head0 + j * stride, d4);
       }
     }
   }
@@ -401,8 +375,8 @@ fn backward_dkv(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id)
     workgroupBarrier();
     for (var e = lid.x; e < qn * D4; e += BLOCK) {
       let src = head0 + (i0 + e / D4) * stride;
-      q_tile[e] = load_q(src, e % D4);
-      do_tile[e] = load_dout(src, e % D4);
+      q_tile[e] = load4(&q, src, e % D4);
+      do_tile[e] = load4(&dout, src, e % D4);
     }
     for (var e = lid.x; e < qn; e += BLOCK) {
       lse_tile[e] = lse_in[rows0 + i0 + e];
