@@ -87,6 +87,46 @@ export function assertClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
   return maxAbs;
 }
 
+/** Values per input in a fixture's `<case>.probe` (scripts/fixtures: PROBE). */
+const FIXTURE_PROBE = 8;
+
+/**
+ * Fixtures that store only references keep `<key>.probe`: the first values of each input, in
+ * order. Throws unless the inputs the test regenerated (exactNormal) match them bit for bit.
+ */
+export function assertRegenerated(fx: Fixture, key: string, inputs: Float32Array[], names?: readonly string[]): void {
+  const probe = fx.get(`${key}.probe`).data;
+  inputs.forEach((d, i) => {
+    for (let j = 0; j < FIXTURE_PROBE; j++) {
+      const want = probe[i * FIXTURE_PROBE + j];
+      if (d[j] !== want) throw new Error(`${fx.name}/${key}: input ${names?.[i] ?? i} is not regenerated bit-exactly (value ${j}: ${d[j]}, fixture ${want})`);
+    }
+  });
+}
+
+/**
+ * rtol 1e-5 with atol k × the largest |reference| of the tensor: for long f32 reductions (dot
+ * products over hundreds of terms, gradient sums over many rows), whose rounding error is
+ * absolute and scales with the values, so a fixed atol cannot express it.
+ */
+export function scaledTol(ref: ArrayLike<number>, k = 1e-6): Tolerance {
+  let mx = 0;
+  for (let i = 0; i < ref.length; i++) mx = Math.max(mx, Math.abs(ref[i]));
+  return { rtol: 1e-5, atol: k * Math.max(1, mx) };
+}
+
+/** assertClose with scaledTol(expected). */
+export function checkScaled(actual: ArrayLike<number>, expected: ArrayLike<number>, label: string): void {
+  assertClose(actual, expected, scaledTol(expected), label);
+}
+
+/** Rows `rows` of a [.., width] tensor, concatenated. */
+export function pickRows(full: Float32Array, width: number, rows: readonly number[]): Float32Array {
+  const out = new Float32Array(rows.length * width);
+  rows.forEach((r, i) => out.set(full.subarray(r * width, (r + 1) * width), i * width));
+  return out;
+}
+
 export async function expectTensor(t: Tensor, expected: HostTensor, tol: Tolerance, label: string): Promise<number> {
   if (t.shape.join(',') !== expected.shape.join(',')) {
     throw new Error(`${label}: shape [${t.shape}] != expected [${expected.shape}]`);

@@ -4,8 +4,8 @@ import { attention, matmul, permute, scale, softmax } from '../../src/ops/index.
 import { forceAttentionBlocking, forceAttentionSplit, attentionBlocking } from '../../src/ops/attention.ts';
 import { backward, noGrad } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
-import { fixture, expectTensor, assertClose, gradCheck, device, randn, exactNormal, type Tolerance } from '../helpers/fixtures.ts';
-import { vitb32Fixture, vitb32Input, vitb32Probe, checkScaled, VITB32 } from '../helpers/vitb32.ts';
+import { fixture, expectTensor, assertClose, gradCheck, device, randn, exactNormal, assertRegenerated, checkScaled, type Tolerance } from '../helpers/fixtures.ts';
+import { vitb32Fixture, vitb32Input, vitb32Probe, VITB32 } from '../helpers/vitb32.ts';
 
 // Tolerances. The kernels sum in a different order from PyTorch (an online softmax over keys,
 // rescaled whenever the running max grows, vs a float64 softmax) and f32 exp/log carry ~1e-7
@@ -17,7 +17,6 @@ const OUT_TOL: Tolerance = { rtol: 2e-5, atol: 3e-6 };
 const GRAD_TOL: Tolerance = { rtol: 2e-5, atol: 5e-6 };
 
 const CASES = ['vit_b32', 'vit_b16', 'vit_l14', 'small', 'single', 'odd'];
-const PROBE = 8;
 
 test.before(async () => {
   await device();
@@ -29,8 +28,7 @@ CASES.forEach((name, c) => {
     const shape = fx.metadata[name].split(',').map(Number);
     const size = shape.reduce((a, b) => a * b, 1);
     const datas = [0, 1, 2, 3].map((i) => exactNormal(size, 1000 + 10 * c + i));
-    const probe = fx.get(`${name}.probe`).data;
-    datas.forEach((d, i) => assert.equal(Array.from(d.subarray(0, PROBE)), Array.from(probe.subarray(i * PROBE, i * PROBE + PROBE)), `${name}: input ${i} regenerated bit-exactly`));
+    assertRegenerated(fx, name, datas);
     const [q, k, v] = datas.slice(0, 3).map((d) => {
       const t = fromArray(d, shape).keep();
       t.requiresGrad = true;

@@ -10,7 +10,7 @@ const isCpuAdapter = (d: Device): boolean => adapterClass(matmulCaps(d)) === 'cp
 import { toF16, toF32 } from '../../src/ops/index.ts';
 import { backward } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, Tensor } from '../../src/tensor/tensor.ts';
-import { assertClose, gradCheck, device, randn, exactNormal, fixture, type Tolerance } from '../helpers/fixtures.ts';
+import { assertClose, gradCheck, device, randn, exactNormal, fixture, scaledTol, checkScaled, pickRows, assertRegenerated } from '../helpers/fixtures.ts';
 
 // loraLinear forward and dx / dA / dB / dresidual against a float64 host reference computed from
 // the same f32 inputs. The shapes cover one row chunk of the rank-r gradient kernel (rows ≤ 32),
@@ -104,16 +104,6 @@ function reference(c: Case, rows: number, x: Float32Array, w: Float32Array, b: F
   return { y, dx, dA, dB };
 }
 
-function scaledTol(ref: ArrayLike<number>): Tolerance {
-  let mx = 0;
-  for (let i = 0; i < ref.length; i++) mx = Math.max(mx, Math.abs(ref[i]));
-  return { rtol: 1e-5, atol: 1e-6 * Math.max(1, mx) };
-}
-
-function check(actual: Float32Array, expected: Float64Array, label: string): void {
-  assertClose(actual, expected, scaledTol(expected), label);
-}
-
 test.before(async () => {
   await device();
 });
@@ -154,13 +144,13 @@ RUNS.forEach(({ c, ci, other }) => {
     const out = y as unknown as Tensor;
     try {
       assert.equal(out.shape, [...c.lead, n]);
-      check(await out.read(), ref.y, `${c.name}: y`);
+      checkScaled(await out.read(), ref.y, `${c.name}: y`);
       assert.equal(x.grad!.shape, x.shape);
       assert.equal(a.grad!.shape, [r, k]);
       assert.equal(bb.grad!.shape, [n, r]);
-      check(await x.grad!.read(), ref.dx, `${c.name}: dx`);
-      check(await a.grad!.read(), ref.dA, `${c.name}: dA`);
-      check(await bb.grad!.read(), ref.dB, `${c.name}: dB`);
+      checkScaled(await x.grad!.read(), ref.dx, `${c.name}: dx`);
+      checkScaled(await a.grad!.read(), ref.dA, `${c.name}: dA`);
+      checkScaled(await bb.grad!.read(), ref.dB, `${c.name}: dB`);
       if (res) assertClose(await res.grad!.read(), dyd, { rtol: 0, atol: 0 }, `${c.name}: dresidual`);
     } finally {
       forceLoraBlocking(null);
@@ -184,10 +174,10 @@ test('loraLinear: dA only / dB only (the other factor frozen)', async () => {
     });
     if (which === 'A') {
       assert.is(bb.grad, null);
-      check(await a.grad!.read(), ref.dA, 'dA only');
+      checkScaled(await a.grad!.read(), ref.dA, 'dA only');
     } else {
       assert.is(a.grad, null);
-      check(await bb.grad!.read(), ref.dB, 'dB only');
+      checkScaled(await bb.grad!.read(), ref.dB, 'dB only');
     }
     a.dispose();
     bb.dispose();
@@ -248,8 +238,7 @@ const FX_INPUTS = ['x', 'w', 'b', 'a', 'bb', 'dy', 'res'];
     const shapes: Record<string, number[]> = { x: [...lead, k], w: [n, k], b: [n], a: [r, k], bb: [n, r], dy: [...lead, n], res: [...lead, n] };
     const scales: Record<string, number> = { x: 1, w: k ** -0.5, b: 0.1, a: k ** -0.5, bb: 0.5, dy: 1, res: 1 };
     const data = FX_INPUTS.map((key, i) => exactNormal(shapes[key].reduce((p, q) => p * q, 1), 2000 + 10 * c + i, scales[key]));
-    const probe = fx.get(`${name}.probe`).data;
-    data.forEach((d, i) => assert.equal(Array.from(d.subarray(0, 8)), Array.from(probe.subarray(8 * i, 8 * i + 8)), `${name}: input ${FX_INPUTS[i]} regenerated bit-exactly`));
+    assertRegenerated(fx, name, data, FX_INPUTS);
     const [x, a, bb] = [0, 3, 4].map((i) => {
       const t = fromArray(data[i], shapes[FX_INPUTS[i]]).keep();
       t.requiresGrad = true;
@@ -259,11 +248,6 @@ const FX_INPUTS = ['x', 'w', 'b', 'a', 'bb', 'dy', 'res'];
     const bias = fromArray(data[2], shapes.b).keep();
     const res = m.residual === '1' ? fromArray(data[6], shapes.res).keep() : null;
     const keep = fx.metadata[`${name}.rows`].split(',').map(Number);
-    const pick = (full: Float32Array, width: number): Float32Array => {
-      const out = new Float32Array(keep.length * width);
-      keep.forEach((row, i) => out.set(full.subarray(row * width, (row + 1) * width), i * width));
-      return out;
-    };
     try {
       const y = scope(() => loraLinear(x, w, bias, a, bb, s, m.act as Activation, res ?? undefined).keep());
       scope(() => backward(y, fromArray(data[5], shapes.dy)));
@@ -271,10 +255,10 @@ const FX_INPUTS = ['x', 'w', 'b', 'a', 'bb', 'dy', 'res'];
       y.dispose();
       assert.is(yv.length, rows * n);
       const expY = fx.get(`${name}.y`).data;
-      check(pick(yv, n), Float64Array.from(expY), `${name}: y (rows ${keep.join(',')})`);
-      check(pick(await x.grad!.read(), k), Float64Array.from(fx.get(`${name}.dx`).data), `${name}: dx`);
-      check(await a.grad!.read(), Float64Array.from(fx.get(`${name}.dA`).data), `${name}: dA`);
-      check(await bb.grad!.read(), Float64Array.from(fx.get(`${name}.dB`).data), `${name}: dB`);
+      checkScaled(pickRows(yv, n, keep), expY, `${name}: y (rows ${keep.join(',')})`);
+      checkScaled(pickRows(await x.grad!.read(), k, keep), fx.get(`${name}.dx`).data, `${name}: dx`);
+      checkScaled(await a.grad!.read(), fx.get(`${name}.dA`).data, `${name}: dA`);
+      checkScaled(await bb.grad!.read(), fx.get(`${name}.dB`).data, `${name}: dB`);
     } finally {
       for (const t of [x, a, bb, w, bias, ...(res ? [res] : [])]) t.dispose();
     }

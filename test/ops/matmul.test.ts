@@ -21,8 +21,8 @@ import {
 import { backward } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
 import type { Device } from '../../src/gpu/device.ts';
-import { fixture, expectTensor, gradCheck, device, randn, assertClose, type HostTensor, type Tolerance } from '../helpers/fixtures.ts';
-import { vitb32Fixture, vitb32Input, vitb32Probe, checkScaled, pickRows, VITB32 } from '../helpers/vitb32.ts';
+import { fixture, expectTensor, gradCheck, device, randn, assertClose, checkScaled, pickRows, type HostTensor, type Tolerance } from '../helpers/fixtures.ts';
+import { vitb32Fixture, vitb32Input, vitb32Probe, VITB32 } from '../helpers/vitb32.ts';
 
 interface Case {
   name: string;

@@ -3,8 +3,8 @@ import * as assert from 'uvu/assert';
 import { softmax, gelu, quickGelu, erf, layerNorm, add, l2Normalize, mean, mul, scale, sub, transpose } from '../../src/ops/index.ts';
 import { backward, liveGradNodes } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
-import { fixture, expectTensor, assertClose, F32_TOL, gradCheck, device, randn } from '../helpers/fixtures.ts';
-import { vitb32Fixture, vitb32Input, vitb32Probe, checkScaled, pickRows, VITB32 } from '../helpers/vitb32.ts';
+import { fixture, expectTensor, assertClose, F32_TOL, gradCheck, device, randn, checkScaled, pickRows } from '../helpers/fixtures.ts';
+import { vitb32Fixture, vitb32Input, vitb32Probe, VITB32 } from '../helpers/vitb32.ts';
 
 /**
  * The upstream gradient of each fixture case, bit-identical to scripts/fixtures/fx_nn.py's
