@@ -288,6 +288,18 @@ export interface PeerResult {
 /** Peer measurements by kernel|shape|dtype, shared by the variant rows of one shape. */
 export type PeerCache = Map<string, PeerResult>;
 
+/** Several outputs as one array, in order (ours and the peer's are checked this way). */
+export function concatOutputs(parts: Float32Array[]): Float32Array {
+  if (parts.length === 1) return parts[0];
+  const all = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    all.set(p, off);
+    off += p.length;
+  }
+  return all;
+}
+
 /** Our outputs (one tensor or several) read back in order and concatenated; all disposed. */
 async function readOutputs(result: Tensor | Tensor[]): Promise<Float32Array> {
   const outs = Array.isArray(result) ? result : [result];
@@ -295,14 +307,7 @@ async function readOutputs(result: Tensor | Tensor[]): Promise<Float32Array> {
   try {
     const parts: Float32Array[] = [];
     for (const t of outs) parts.push(await t.read());
-    if (parts.length === 1) return parts[0];
-    const all = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-    let off = 0;
-    for (const p of parts) {
-      all.set(p, off);
-      off += p.length;
-    }
-    return all;
+    return concatOutputs(parts);
   } finally {
     for (const t of outs) t.dispose();
   }

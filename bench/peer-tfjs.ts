@@ -22,7 +22,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dawnOptionsFromEnv, type AdapterDescription } from '../src/gpu/device.ts';
 import { defaultCacheDir } from '../src/gpu/cache-dir.ts';
 import { writeFileAtomic } from '../src/io/atomic.ts';
-import type { HostTensor } from './harness.ts';
+import { concatOutputs, type HostTensor } from './harness.ts';
 
 type Tf = typeof import('@tensorflow/tfjs-core');
 export type PeerTensor = import('@tensorflow/tfjs-core').Tensor;
@@ -82,13 +82,7 @@ export class Peer {
     let data: Float32Array = new Float32Array(0);
     for (let i = 0; i < Math.max(1, count); i++) {
       const outs = [run()].flat();
-      const parts = await Promise.all(outs.map(async (o) => (await o.data()) as Float32Array));
-      data = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-      let at = 0;
-      for (const p of parts) {
-        data.set(p, at);
-        at += p.length;
-      }
+      data = concatOutputs(await Promise.all(outs.map(async (o) => (await o.data()) as Float32Array)));
       for (const o of outs) o.dispose();
     }
     return data;
