@@ -11,7 +11,7 @@
 // db are never computed (the weight must be frozen), and no operand is copied or packed.
 import { Tensor } from '../tensor/tensor.ts';
 import { record, isGradEnabled } from '../tensor/autograd.ts';
-import { params, checkInputs, grid1d, shapeError } from './util.ts';
+import { params, checkInputs, grid1d, shapeError, unusedOutput } from './util.ts';
 import { matmulRaw, actGrad, matmulCaps, type Activation } from './matmul.ts';
 import { adapterClass } from './matmul-select.ts';
 
@@ -75,13 +75,13 @@ function lowRankGrads(rows: number, r: number, a: { x: Tensor; du: Tensor } | nu
   if (colGroups > max) throw new Error(`loraLinear: ${Math.max(cols0, cols1)} features exceed the ${max * GRAD_WG * cb} supported by the rank-r gradient kernel`);
   const p = params([rows, cols0, cols1, span, chunks, a ? 0 : 1]);
   const ov = { RANK: r, GWG: GRAD_WG, CB: cb };
-  // Absent operands bind a present one (read-only aliases are fine); absent outputs a scratch.
+  // Absent operands bind a present one (read-only aliases are fine); an absent output is never
+  // written (its problem has no workgroups and no columns) and binds the unused-output buffer.
   const any = (a?.x ?? b!.dz).buffer;
   const ins = [a?.x.buffer ?? any, a?.du.buffer ?? any, b?.dz.buffer ?? any, b?.u.buffer ?? any];
   const problems = (a ? 1 : 0) + (b ? 1 : 0);
-  const scratch = !dA || !dB ? Tensor.empty([1], device) : null;
-  const res0 = (dA ?? scratch)!.buffer;
-  const res1 = (dB ?? scratch)!.buffer;
+  const res0 = dA ? dA.buffer : unusedOutput(device);
+  const res1 = dB ? dB.buffer : unusedOutput(device);
   if (chunks === 1) {
     device.batch.dispatch({ file: 'lora', entry: 'lowrank_grad', overrides: ov }, p, ins, [res0, res1], [colGroups, 1, problems]);
   } else {
@@ -90,7 +90,6 @@ function lowRankGrads(rows: number, r: number, a: { x: Tensor; du: Tensor } | nu
     device.batch.dispatch({ file: 'lora', entry: 'lowrank_grad_sum', overrides: { RANK: r } }, p, [part.buffer], [res0, res1], grid1d(device, r * (cols0 + cols1), 256));
     part.dispose();
   }
-  scratch?.dispose();
   return [dA, dB];
 }
 

@@ -9,7 +9,7 @@
 import { Tensor, shapeStr } from '../tensor/tensor.ts';
 import type { Device } from '../gpu/device.ts';
 import { record, isGradEnabled } from '../tensor/autograd.ts';
-import { checkInputs, grid1d, params, product, shapeError } from './util.ts';
+import { checkInputs, grid1d, params, product, shapeError, unusedOutput } from './util.ts';
 import { sum } from './reduce.ts';
 import {
   chooseMatmulVariant,
@@ -37,18 +37,6 @@ export interface MatmulOptions {
 }
 
 const ACT_CODE: Record<Activation, number> = { none: 0, gelu: 1, quick_gelu: 2 };
-
-/** A 4-byte-or-more buffer bound where a kernel's optional output is unused. */
-const dummies = new WeakMap<Device, Tensor>();
-function dummyOutput(device: Device, dtype: MatmulDType): GPUBuffer {
-  let t = dummies.get(device);
-  if (!t || t.disposed) {
-    t = Tensor.empty([4], device).keep();
-    dummies.set(device, t);
-  }
-  void dtype;
-  return t.buffer;
-}
 
 /** The selection's view of a device: the Device plus the adapter's subgroup size range. */
 const capsCache = new WeakMap<Device, MatmulCapabilities>();
@@ -164,7 +152,7 @@ function runVariant(v: MatmulVariant, a: Tensor, b: Tensor, pl: Plan, out: Tenso
   // Unused optional operands bind `a` (read-only aliases are allowed).
   const lr = epi.lowRank;
   const inputs = [a.buffer, b.buffer, (epi.bias ?? a).buffer, (epi.residual ?? a).buffer, (lr?.u ?? a).buffer, (lr?.v ?? a).buffer];
-  const outputs = [out.buffer, epi.pre ? epi.pre.buffer : dummyOutput(device, out.dtype)];
+  const outputs = [out.buffer, epi.pre ? epi.pre.buffer : unusedOutput(device)];
   // K = 0 needs nothing special: the kernels run no k iterations (z = bias, or 0).
   for (let b0 = 0; b0 < batch; b0 += max) {
     const nb = Math.min(max, batch - b0);

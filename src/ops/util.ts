@@ -70,3 +70,17 @@ export function normAxis(op: string, axis: number, rank: number): number {
   if (!Number.isInteger(a) || a < 0 || a >= rank) throw new Error(`${op}: axis ${axis} is out of range for a rank-${rank} tensor`);
   return a;
 }
+
+/**
+ * A small buffer (16 bytes), one per device and kept for its lifetime, bound where a kernel's
+ * optional output is unused (it is never written: the kernel's overrides or uniforms skip it).
+ */
+const unusedOutputs = new WeakMap<Device, Tensor>();
+export function unusedOutput(device: Device): GPUBuffer {
+  let t = unusedOutputs.get(device);
+  if (!t || t.disposed) {
+    t = Tensor.empty([4], device).keep();
+    unusedOutputs.set(device, t);
+  }
+  return t.buffer;
+}
