@@ -7,8 +7,7 @@ import { Tensor, shapeStr } from '../tensor/tensor.ts';
 import { record } from '../tensor/autograd.ts';
 import type { Device } from '../gpu/device.ts';
 import type { KernelRef } from '../gpu/kernels.ts';
-import { checkInputs, grid1d, params, sameShape, shapeError } from './util.ts';
-import { adapterClass } from './matmul-select.ts';
+import { blockingClass, checkInputs, grid1d, params, sameShape, shapeError } from './util.ts';
 
 export interface AttentionOptions {
   /** Multiplier on Q Kᵀ before the softmax; default headDim^-0.5. */
@@ -32,13 +31,7 @@ export interface Blocking {
   split: number;
 }
 
-let forcedClass: 'cpu' | 'gpu' | null = null;
 let forcedSplit: number | null = null;
-
-/** Tests and benches: use the other adapter class's blocking (null restores the default). */
-export function forceAttentionBlocking(cls: 'cpu' | 'gpu' | null): void {
-  forcedClass = cls;
-}
 
 /** Tests and benches: force the split factor (1, 2, 4, ... dividing the block; null = automatic). */
 export function forceAttentionSplit(split: number | null): void {
@@ -72,7 +65,7 @@ export function attentionBlocking(cls: 'cpu' | 'gpu', entry: AttentionKernel, d:
 }
 
 function blocking(device: Device, entry: AttentionKernel, d: Dims): Blocking {
-  return attentionBlocking(forcedClass ?? adapterClass(device), entry, d, device.limits.maxComputeWorkgroupStorageSize, forcedSplit);
+  return attentionBlocking(blockingClass('attention', device), entry, d, device.limits.maxComputeWorkgroupStorageSize, forcedSplit);
 }
 
 function dispatchBlocked(device: Device, entry: AttentionKernel, d: Dims, u: ArrayBuffer, inputs: GPUBuffer[], outputs: GPUBuffer[]): void {

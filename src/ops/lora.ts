@@ -11,19 +11,11 @@
 // db are never computed (the weight must be frozen), and no operand is copied or packed.
 import { Tensor } from '../tensor/tensor.ts';
 import { record, isGradEnabled } from '../tensor/autograd.ts';
-import { params, checkInputs, grid1d, shapeError, unusedOutput } from './util.ts';
-import { matmulRaw, actGrad, matmulCaps, type Activation } from './matmul.ts';
-import { adapterClass } from './matmul-select.ts';
-
-let forcedClass: 'cpu' | 'gpu' | null = null;
-
-/** Tests and benches: use the other adapter class's rank-r kernel blocking (null restores the default). */
-export function forceLoraBlocking(cls: 'cpu' | 'gpu' | null): void {
-  forcedClass = cls;
-}
+import { params, checkInputs, grid1d, shapeError, unusedOutput, blockingClass } from './util.ts';
+import { matmulRaw, actGrad, type Activation } from './matmul.ts';
 
 function isCpu(device: Tensor['device']): boolean {
-  return (forcedClass ?? adapterClass(matmulCaps(device))) === 'cpu';
+  return blockingClass('lora', device) === 'cpu';
 }
 
 /** s·x·lrᵀ: [rows, r]. lr is A [r, K], or B [K, r] with lrT. */

@@ -1,7 +1,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { attention, matmul, permute, scale, softmax } from '../../src/ops/index.ts';
-import { forceAttentionBlocking, forceAttentionSplit, attentionBlocking } from '../../src/ops/attention.ts';
+import { forceAttentionSplit, attentionBlocking } from '../../src/ops/attention.ts';
+import { forceBlockingClass } from '../../src/ops/util.ts';
 import { backward, noGrad } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
 import { fixture, expectTensor, assertClose, gradCheck, device, randn, exactNormal, assertRegenerated, checkScaled, type Tolerance } from '../helpers/fixtures.ts';
@@ -230,7 +231,7 @@ test('the other adapter class\'s blocking (GPU: 64 invocations, 1 row each; spli
   // and gradient sums (small B·H·N; 4 is what the bench's ViT shapes get on a GPU). Head dim 64
   // with a split is left to the GPU runs of this file (the fixture cases there use it): on
   // lavapipe its three pipelines take ~40 s to compile.
-  forceAttentionBlocking('gpu');
+  forceBlockingClass('attention', 'gpu');
   try {
     for (const split of [1, 2, 4]) {
       forceAttentionSplit(split);
@@ -238,7 +239,7 @@ test('the other adapter class\'s blocking (GPU: 64 invocations, 1 row each; spli
       await checkAgainstCpu(`gpu blocking split ${split} Dh=5`, [2, 3, 1, 5]);
     }
   } finally {
-    forceAttentionBlocking(null);
+    forceBlockingClass('attention', null);
     forceAttentionSplit(null);
   }
 });

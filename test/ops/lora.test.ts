@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { loraLinear, add, linear, scale, quickGelu } from '../../src/ops/index.ts';
 import { matmulRaw, matmulCaps, type Activation } from '../../src/ops/matmul.ts';
-import { forceLoraBlocking } from '../../src/ops/lora.ts';
+import { forceBlockingClass } from '../../src/ops/util.ts';
 import { adapterClass, pickSubgroupMatrixConfig, sgmatVariant } from '../../src/ops/matmul-select.ts';
 import type { Device } from '../../src/gpu/device.ts';
 
@@ -116,7 +116,7 @@ const RUNS = CASES.flatMap((c, ci) => [{ c, ci, other: false }, ...(OTHER_BLOCKI
 
 RUNS.forEach(({ c, ci, other }) => {
   test(`loraLinear forward + dx/dA/dB vs float64 host: ${c.name}${other ? ' (other adapter class blocking)' : ''}`, async () => {
-    if (other) forceLoraBlocking(isCpuAdapter(await device()) ? 'gpu' : 'cpu');
+    if (other) forceBlockingClass('lora', isCpuAdapter(await device()) ? 'gpu' : 'cpu');
     const { k, n, r } = c;
     const rows = c.lead.reduce((p, q) => p * q, 1);
     const seed = 100 * (ci + 1);
@@ -153,7 +153,7 @@ RUNS.forEach(({ c, ci, other }) => {
       checkScaled(await bb.grad!.read(), ref.dB, `${c.name}: dB`);
       if (res) assertClose(await res.grad!.read(), dyd, { rtol: 0, atol: 0 }, `${c.name}: dresidual`);
     } finally {
-      forceLoraBlocking(null);
+      forceBlockingClass('lora', null);
       for (const t of [out, x, a, bb, ...(res ? [res] : [])]) t.dispose();
     }
   });
