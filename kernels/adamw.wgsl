@@ -5,28 +5,40 @@
 // at fixed offsets: param[N], grad[N], m[N], v[N]. A step touches one or more element ranges
 // [begin, end) (normally the whole buffer; params without a grad are left out of every range).
 //
-// Entry sumsq_partials — stage 1 of the global norm (deterministic, no atomics)
+// A step is three kinds of dispatch, all deterministic and without atomics:
+//   sumsq_partials (per range) -> norm_finalize (once) -> update (per range).
+// The norm is one two-stage reduction; the update kernel has no barriers (it reads the finished
+// norm), which matters on CPU adapters, where every workgroup barrier costs a round of
+// coroutine switches (lavapipe), and costs nothing extra on GPUs.
+//
+// Entry sumsq_partials — stage 1 of the global norm
 //   Bindings (group 0):
 //     0  uniform PartialsP { begin: u32, end: u32, chunk: u32, out_offset: u32 }
 //     1  grad:     array<f32> (read)   flat gradients
 //     2  partials: array<f32> (write)  one sum of squares per workgroup
 //   Math: workgroup w owns [begin + w*chunk, min(begin + (w+1)*chunk, end)) and writes
-//         partials[out_offset + w] = sum grad[i]^2 over it (strided per thread, then a tree).
-//   Grid: 1-D, ceil((end - begin) / chunk) workgroups (≤ a few thousand; the host caps it).
+//         partials[out_offset + w] = sum grad[i]^2 over it (strided per invocation, then a tree).
+//   Grid: 1-D, ceil((end - begin) / chunk) workgroups (the host caps the count: a few dozen on
+//   CPU adapters, at most 1024 per range on GPUs).
 //
-// Entry update — stage 2 of the norm fused with the AdamW update
+// Entry norm_finalize — stage 2 of the global norm, ONE workgroup
 //   Bindings (group 0):
-//     0  uniform UpdateP { begin, end, n_partials, write_norm: u32,
+//     0  uniform FinalP { n_partials: u32 }
+//     1  partials: array<f32> (read)   the stage-1 sums of every range of this step
+//     2  norm_out: array<f32> (write)  [1]: sqrt(sum of partials), the norm before clipping
+//   Math: a strided sum per invocation then a tree, in a fixed order (bit-reproducible).
+//
+// Entry update — the AdamW update of one range
+//   Bindings (group 0):
+//     0  uniform UpdateP { begin, end, pad, pad: u32,
 //                          decay, step_size, inv_sqrt_bc2, beta1, one_minus_beta1,
 //                          beta2, one_minus_beta2, eps, max_norm: f32 }
 //     1  grad:     array<f32> (read)   flat gradients
-//     2  partials: array<f32> (read)   n_partials sums of squares from sumsq_partials
+//     2  norm:     array<f32> (read)   [1] from norm_finalize
 //     3  param:    array<f32> (read_write)
 //     4  m:        array<f32> (read_write)  first moment
 //     5  v:        array<f32> (read_write)  second moment
-//     6  norm_out: array<f32> (write)  [1]: the global norm before clipping
-//   Math: every workgroup re-sums all partials in the same fixed order, so all of them see the
-//   bit-identical norm = sqrt(sum partials) without a separate pass or atomics. Then
+//   Math (torch.optim.AdamW after clip_grad_norm_):
 //     c  = max_norm > 0 ? min(1, max_norm / (norm + 1e-6)) : 1
 //     g  = c * grad[i]
 //     m  = beta1 * m + (1 - beta1) * g
@@ -36,11 +48,11 @@
 //   with step_size = lr / (1 - beta1^t) and inv_sqrt_bc2 = 1 / sqrt(1 - beta2^t) computed on
 //   the host in f64 (t = the parameter's own step count, as in PyTorch). Workgroup
 //   (wid.x + wid.y * nwg.x) updates elements begin + wg * WG * ITEMS + k * WG + lid, k < ITEMS.
-//   Only workgroup 0 of a dispatch with write_norm = 1 writes norm_out.
 //   Grid: 2-D (grid1d) over ceil((end - begin) / ITEMS) invocations.
 //
-// Overrides: WG (workgroup size, power of two, default 256), ITEMS (elements per invocation in
-// update, default 4: amortises the per-workgroup re-sum of the partials).
+// Overrides: WG (workgroup size, power of two, default 256; the host uses 8 on CPU adapters for
+// the two reductions, one SIMD vector, so their barriers are nearly free), ITEMS (elements per
+// invocation in update, default 4).
 
 override WG: u32 = 256u;
 override ITEMS: u32 = 4u;
@@ -52,11 +64,15 @@ struct PartialsP {
   out_offset: u32,
 }
 
+struct FinalP {
+  n_partials: u32,
+}
+
 struct UpdateP {
   begin: u32,
   end: u32,
-  n_partials: u32,
-  write_norm: u32,
+  pad0: u32,
+  pad1: u32,
   decay: f32,
   step_size: f32,
   inv_sqrt_bc2: f32,
@@ -73,14 +89,18 @@ struct UpdateP {
 @group(0) @binding(1) var<storage, read> grad_in: array<f32>;
 @group(0) @binding(2) var<storage, read_write> partials_out: array<f32>;
 
+// norm_finalize bindings
+@group(0) @binding(0) var<uniform> fp: FinalP;
+@group(0) @binding(1) var<storage, read> partials: array<f32>;
+@group(0) @binding(2) var<storage, read_write> norm_out: array<f32>;
+
 // update bindings
 @group(0) @binding(0) var<uniform> up: UpdateP;
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
-@group(0) @binding(2) var<storage, read> partials: array<f32>;
+@group(0) @binding(2) var<storage, read> norm: array<f32>;
 @group(0) @binding(3) var<storage, read_write> param: array<f32>;
 @group(0) @binding(4) var<storage, read_write> m: array<f32>;
 @group(0) @binding(5) var<storage, read_write> v: array<f32>;
-@group(0) @binding(6) var<storage, read_write> norm_out: array<f32>;
 
 var<workgroup> red: array<f32, WG>;
 
@@ -114,21 +134,25 @@ fn sumsq_partials(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
 }
 
 @compute @workgroup_size(WG)
-fn update(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+fn norm_finalize(@builtin(local_invocation_index) lid: u32) {
   var s = 0.0;
-  for (var j = lid; j < up.n_partials; j += WG) {
+  for (var j = lid; j < fp.n_partials; j += WG) {
     s += partials[j];
   }
   red[lid] = s;
-  let norm = sqrt(tree_sum(lid));
-  let w = wid.x + wid.y * nwg.x;
-  if (up.write_norm == 1u && w == 0u && lid == 0u) {
-    norm_out[0] = norm;
+  let total = tree_sum(lid);
+  if (lid == 0u) {
+    norm_out[0] = sqrt(total);
   }
+}
+
+@compute @workgroup_size(WG)
+fn update(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   var c = 1.0;
   if (up.max_norm > 0.0) {
-    c = min(1.0, up.max_norm / (norm + 1e-6));
+    c = min(1.0, up.max_norm / (norm[0] + 1e-6));
   }
+  let w = wid.x + wid.y * nwg.x;
   let base = up.begin + w * WG * ITEMS + lid;
   for (var k = 0u; k < ITEMS; k++) {
     let i = base + k * WG;

@@ -12,7 +12,7 @@ export { attention, type AttentionOptions } from './attention.ts';
 export { l2Normalize } from './l2normalize.ts';
 export { crossEntropy } from './cross_entropy.ts';
 export { infoNceGenToReal, type InfoNceOptions, type InfoNceResult } from './infonce.ts';
-export { adamwUpdate, gradSumSquaresPartials, type AdamWStepScalars, type AdamWBuffers, type FlatRange } from './adamw.ts';
+export { adamwUpdate, gradNormFromPartials, gradSumSquaresPartials, type AdamWStepScalars, type AdamWBuffers, type FlatRange } from './adamw.ts';
 export { softmax } from './softmax.ts';
 export { gelu, quickGelu, erf } from './activation.ts';
 export { layerNorm } from './layernorm.ts';

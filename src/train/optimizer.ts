@@ -12,7 +12,7 @@
 // keeps its own step count for bias correction, again as torch.optim.AdamW does.
 import type { Device } from '../gpu/device.ts';
 import { Parameter, Tensor, zeros } from '../tensor/tensor.ts';
-import { adamwUpdate, gradSumSquaresPartials, partialCount, type FlatRange } from '../ops/adamw.ts';
+import { adamwUpdate, gradNormFromPartials, gradSumSquaresPartials, partialCount, type FlatRange } from '../ops/adamw.ts';
 
 export interface AdamWOptions {
   lr: number;
@@ -154,18 +154,21 @@ export class AdamW {
       norm.write(new Float32Array([0]));
       return norm;
     }
-    const partials = this.partialsBuffer(ranges.reduce((a, r) => a + partialCount(r.end - r.begin), 0));
+    const partials = this.partialsBuffer(ranges.reduce((a, r) => a + partialCount(this.device, r.end - r.begin), 0));
     let nPartials = 0;
     for (const r of ranges) nPartials += gradSumSquaresPartials(flat.grad, r, partials, nPartials);
-    ranges.forEach((r, k) => {
-      adamwUpdate(
-        { ...flat, partials, norm },
-        r,
-        nPartials,
-        { lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay, maxNorm: this.maxGradNorm, step: r.step },
-        k === 0,
-      );
-    });
+    gradNormFromPartials(partials, nPartials, norm);
+    for (const r of ranges) {
+      adamwUpdate({ ...flat, norm }, r, {
+        lr,
+        beta1: this.beta1,
+        beta2: this.beta2,
+        eps: this.eps,
+        weightDecay: this.weightDecay,
+        maxNorm: this.maxGradNorm,
+        step: r.step,
+      });
+    }
     for (let i = 0; i < this.slots.length; i++) {
       if (!active[i]) continue;
       const s = this.slots[i];

@@ -3,6 +3,8 @@ import * as assert from 'uvu/assert';
 import { AdamW, type AdamWOptions } from '../../src/train/optimizer.ts';
 import { Parameter, fromArray, parameter } from '../../src/tensor/tensor.ts';
 import { fixture, assertClose, F32_TOL, device, type Fixture } from '../helpers/fixtures.ts';
+import { forceBlockingClass } from '../../src/ops/util.ts';
+import { adapterClass } from '../../src/ops/matmul-select.ts';
 
 // Mirrors CONFIGS in scripts/fixtures/fx_adamw.py (the lr per step comes from the fixture).
 interface Config {
@@ -25,7 +27,8 @@ const CONFIGS: Record<string, Config> = {
 
 // Params: the f32 kernel vs PyTorch in float64 differ by a few ulp of the update
 // (lr·m̂/(sqrt(v̂)+eps), |update| <= ~lr) plus rounding of p itself: well inside rel 1e-5 / abs 1e-6.
-// Norm: a two-stage f32 sum of squares (<= 3003 terms) then sqrt, vs float64: rel ~1e-7.
+// Norm: a two-stage f32 sum of squares (per-workgroup partials, then one workgroup's fixed-order
+// sum) then sqrt, vs float64: rel ~1e-7.
 const PARAM_TOL = F32_TOL;
 const NORM_TOL = F32_TOL;
 
@@ -87,8 +90,14 @@ test.before(async () => {
   await device();
 });
 
-for (const name of Object.keys(CONFIGS)) {
-  test(`${name}: params and norms after each step match torch.optim.AdamW + clip_grad_norm_`, async () => {
+// Every config runs with this adapter's blocking; these run once more with the other adapter
+// class's (workgroup sizes, partials per range, elements per invocation), so both are checked.
+const OTHER_BLOCKING = new Set(['clip', 'large']);
+const RUNS = Object.keys(CONFIGS).flatMap((name) => [{ name, other: false }, ...(OTHER_BLOCKING.has(name) ? [{ name, other: true }] : [])]);
+
+for (const { name, other } of RUNS) {
+  test(`${name}: params and norms after each step match torch.optim.AdamW + clip_grad_norm_${other ? ' (other adapter class blocking)' : ''}`, async () => {
+    if (other) forceBlockingClass('adamw', adapterClass(await device()) === 'cpu' ? 'gpu' : 'cpu');
     const fx = fixture('adamw');
     const cfg = CONFIGS[name];
     const params = makeParams(fx, cfg, name);
@@ -98,9 +107,11 @@ for (const name of Object.keys(CONFIGS)) {
     const list = frozen ? [params[0], frozen, ...params.slice(1)] : params;
     const opt = new AdamW(list, options(cfg, lrs(fx, name)[0]));
     try {
-      uninterrupted.set(name, await runSteps(name, opt, params, 0, cfg.steps, frozen));
+      const history = await runSteps(name, opt, params, 0, cfg.steps, frozen);
+      if (!other) uninterrupted.set(name, history);
       assert.is(opt.stepCount, cfg.steps);
     } finally {
+      forceBlockingClass('adamw', null);
       opt.dispose();
       for (const p of list) p.dispose();
     }
