@@ -1,17 +1,25 @@
 // AdamW bench: one AdamW.step() (src/train/optimizer.ts) over the ViT-B/32 LoRA parameter set:
 // 12 layers × 4 attention targets × (A [4, 768] + B [768, 4]) = 96 parameters, 294 912 floats.
 // A step gathers each parameter and its .grad into flat buffers (GPU copies), runs the global
-// gradient-norm reduction and the fused update, and copies the values back; all of it is timed.
+// gradient-norm reduction (partials, then one finalize workgroup) and the update over the flat
+// range, and copies the values back; all of it is timed.
 //
 // GB/s counts the AdamW math's own traffic, 28 bytes per parameter (read param, grad, m, v;
 // write param, m, v); the gather/scatter copies and the norm pass the step also runs are in the
-// time but not in the byte count. The tfjs peer does the same math (norm included) on one flat
-// tensor per state, as separate tfjs ops.
+// time but not in the byte count.
+//
+// Two rows, same case: against tfjs (the same math, norm included, on one flat tensor per state,
+// as separate tfjs ops) and against genalign's per-parameter loop (peer 'genalign-composed'):
+// the optimizer without flat buffers, as torch.optim.AdamW's single-tensor (foreach=False) path
+// runs it: per parameter one sum-of-squares dispatch, one finalize for the norm, then per
+// parameter one update dispatch on the parameter's own buffers (the same kernels: what it
+// measures is one range over all parameters versus a loop over them, copies included).
 //
 // max_abs_err: the first step (warmup run) against host float64: the global grad norm and every
 // updated parameter (step 1: m̂ = g, v̂ = g², p ← p·(1 − lr·wd) − lr·g/(|g| + eps)).
-import { Tensor, type Parameter } from '../../src/tensor/tensor.ts';
+import { Tensor, zeros, type Parameter } from '../../src/tensor/tensor.ts';
 import { AdamW } from '../../src/train/optimizer.ts';
+import { adamwUpdate, gradNormFromPartials, gradSumSquaresPartials, partialCount } from '../../src/ops/adamw.ts';
 import { LoraAdapter, DEFAULT_LORA } from '../../src/nn/lora.ts';
 import { NAMED_CONFIGS } from '../../src/nn/config.ts';
 import { uniform, type BenchCase, type HostTensor, type Suite } from '../harness.ts';
@@ -21,7 +29,7 @@ const WD = 0.01;
 const BETAS: [number, number] = [0.9, 0.999];
 const EPS = 1e-8;
 
-function adamwCase(configName: string): BenchCase {
+function adamwCase(configName: string, peerKind: 'tfjs' | 'composed'): BenchCase {
   const cfg = NAMED_CONFIGS[configName];
   let state: { adapter: LoraAdapter; params: Parameter[]; opt: AdamW } | null = null;
   // Sizes without allocating: the adapter's parameter order is layer-major, A then B per target.
@@ -41,6 +49,23 @@ function adamwCase(configName: string): BenchCase {
       off += p.size;
     });
     return { adapter, params, opt: new AdamW(params, { lr: LR, betas: BETAS, eps: EPS, weightDecay: WD }) };
+  };
+
+  // The per-parameter loop's own parameters and state (the composed row only).
+  let loop: { params: Tensor[]; grads: Tensor[]; m: Tensor[]; v: Tensor[]; partials: Tensor; steps: number } | null = null;
+  const setupLoop = ([flatP, flatG]: Tensor[]): NonNullable<typeof loop> => {
+    const device = flatP.device;
+    let off = 0;
+    const params: Tensor[] = [];
+    const grads: Tensor[] = [];
+    for (const size of sizes) {
+      params.push(copySlice(flatP, off, [size]));
+      grads.push(copySlice(flatG, off, [size]));
+      off += size;
+    }
+    const zero = (): Tensor[] => sizes.map((size) => zeros([size], device).keep());
+    const partials = Tensor.empty([sizes.reduce((a, size) => a + partialCount(device, size), 0)], device).keep();
+    return { params, grads, m: zero(), v: zero(), partials, steps: 0 };
   };
 
   return {
@@ -75,6 +100,20 @@ function adamwCase(configName: string): BenchCase {
         return err;
       },
     },
+    peerKind,
+    composed(inputs) {
+      loop ??= setupLoop(inputs);
+      const st = loop;
+      st.steps++;
+      let nPartials = 0;
+      st.grads.forEach((g) => (nPartials += gradSumSquaresPartials(g, { begin: 0, end: g.size }, st.partials, nPartials)));
+      const norm = Tensor.empty([], st.partials.device);
+      gradNormFromPartials(st.partials, nPartials, norm);
+      st.params.forEach((p, i) =>
+        adamwUpdate({ param: p, grad: st.grads[i], m: st.m[i], v: st.v[i], norm }, { begin: 0, end: p.size }, { lr: LR, beta1: BETAS[0], beta2: BETAS[1], eps: EPS, weightDecay: WD, maxNorm: 0, step: st.steps }),
+      );
+      return [norm, ...st.params.map((p) => p.view())];
+    },
     peer(peer, [p, g, m, v]) {
       const tf = peer.tf;
       return tf.tidy(() => {
@@ -88,6 +127,10 @@ function adamwCase(configName: string): BenchCase {
       });
     },
     dispose() {
+      if (loop) {
+        for (const t of [...loop.params, ...loop.grads, ...loop.m, ...loop.v, loop.partials]) t.dispose();
+        loop = null;
+      }
       if (!state) return;
       state.opt.dispose();
       state.adapter.dispose();
@@ -105,5 +148,5 @@ function copySlice(flat: Tensor, offset: number, shape: readonly number[]): Tens
 
 export const adamwSuite: Suite = {
   name: 'adamw',
-  cases: ({ quick }) => [adamwCase(quick ? 'tiny' : 'vit-b-32')],
+  cases: ({ quick }) => [adamwCase(quick ? 'tiny' : 'vit-b-32', 'tfjs'), adamwCase(quick ? 'tiny' : 'vit-b-32', 'composed')],
 };
