@@ -21,7 +21,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dawnOptionsFromEnv, type AdapterDescription } from '../src/gpu/device.ts';
 import { defaultCacheDir } from '../src/gpu/cache-dir.ts';
-import { writeFileAtomic } from '../src/io/atomic.ts';
+import { writeFileAtomic } from '../src/gpu/atomic-file.ts';
 import { concatOutputs, type HostTensor } from './harness.ts';
 
 type Tf = typeof import('@tensorflow/tfjs-core');

@@ -17,7 +17,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } fr
 import { rename, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import sharp from 'sharp';
-import { writeFileAtomic } from './atomic.ts';
+import { writeFileAtomic } from '../gpu/atomic-file.ts';
 import { MANIFEST_NAME } from './dataset.ts';
 import { mulberry32 } from './loader.ts';
 

@@ -8,7 +8,7 @@ import type { ClipVisionConfig } from '../nn/config.ts';
 import { LoraAdapter, ALL_TARGETS, modulePath, moduleShape, type LoraTarget } from '../nn/lora.ts';
 import { parameter } from '../tensor/tensor.ts';
 import { SafetensorsFile, writeSafetensors } from './safetensors.ts';
-import { writeFileAtomic } from './atomic.ts';
+import { writeFileAtomic } from '../gpu/atomic-file.ts';
 
 export const PEFT_PREFIX = 'base_model.model.';
 

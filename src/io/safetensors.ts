@@ -6,7 +6,7 @@
 // The reader validates everything against the file size before touching data, so a truncated
 // or inconsistent file gives an error naming the file and the tensor instead of garbage.
 import { openSync, readSync, fstatSync, closeSync } from 'node:fs';
-import { writeFileAtomic } from './atomic.ts';
+import { writeFileAtomic } from '../gpu/atomic-file.ts';
 
 export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 

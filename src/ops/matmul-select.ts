@@ -14,7 +14,7 @@
 import { defaultCacheDir } from '../gpu/cache-dir.ts';
 import { join } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
-import { writeFileAtomic } from '../io/atomic.ts';
+import { writeFileAtomic } from '../gpu/atomic-file.ts';
 import { kernelSource, registerKernelSources, type OverrideValues } from '../gpu/kernels.ts';
 
 export type MatmulLayout = 'NN' | 'NT' | 'TN' | 'TT';

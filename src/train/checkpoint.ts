@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, c
 import { join } from 'node:path';
 import type { LoraAdapter } from '../nn/lora.ts';
 import { writePeftAdapter } from '../io/peft.ts';
-import { writeFileAtomic } from '../io/atomic.ts';
+import { writeFileAtomic } from '../gpu/atomic-file.ts';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
 import type { AdamWState } from './optimizer.ts';
 

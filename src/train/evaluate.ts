@@ -11,7 +11,7 @@ import type { ClipVisionModel } from '../nn/vit.ts';
 import type { LoraAdapter } from '../nn/lora.ts';
 import type { PreprocessConfig } from '../io/image.ts';
 import type { Pair } from '../io/dataset.ts';
-import { writeFileAtomic } from '../io/atomic.ts';
+import { writeFileAtomic } from '../gpu/atomic-file.ts';
 import { embedPaths } from './embedding.ts';
 import { alignmentMetrics, evalReport, type EvalReport } from './metrics.ts';
 import { writeFigure3 } from './plot.ts';

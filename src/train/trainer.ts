@@ -27,7 +27,7 @@ import { parsePreprocessorConfig, type PreprocessConfig } from '../io/image.ts';
 import { loadDataset, splitByValFraction, type Pair } from '../io/dataset.ts';
 import { PairLoader, type PairBatch } from '../io/loader.ts';
 import { readPeftAdapter } from '../io/peft.ts';
-import { writeFileAtomic } from '../io/atomic.ts';
+import { writeFileAtomic } from '../gpu/atomic-file.ts';
 import { AdamW } from './optimizer.ts';
 import { learningRate, type ScheduleOptions } from './schedule.ts';
 import { saveCheckpoint, loadLatestCheckpoint, type TrainerState } from './checkpoint.ts';

@@ -1,5 +1,7 @@
 // Atomic file writes: write a temp file in the same directory, fsync, then rename over the
-// target. A crash or a full disk mid-write leaves the previous file intact.
+// target. A crash or a full disk mid-write leaves the previous file intact. In the lowest layer
+// (like cache-dir.ts) so every layer can use it: the matmul autotune cache in ops/ writes
+// through it as well as io/ and train/.
 import { openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync, mkdirSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 
