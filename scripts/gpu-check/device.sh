@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine (no Node, no npm there): unpacks the carried Node, dawn.node and
-# Vulkan loader, then runs the op/ViT tests, the HF+PEFT parity check and the bench on the GPU.
+# Vulkan loader, then runs the op/ViT tests, the HF+PEFT parity check (both directions, plain
+# and dual-projection adapters) and the bench on the GPU.
 # Carry: device-carry/gpu and test/gpu-bundle (built by scripts/gpu-check/build.sh).
 #   [STAGES='tests parity bench'] bash scripts/gpu-check/device.sh [bench flags...]
 set -u
@@ -26,6 +27,8 @@ if [[ " $STAGES " == *" parity "* ]]; then
 echo "=== HF transformers + PEFT parity (ViT-B/32, random weights)"
 timeout 100 python3 scripts/gpu-check/hf_reference.py /tmp/ref 2>&1 | grep -v Warning | tail -3
 timeout 100 /tmp/node $C/parity.mjs /tmp/ref 32 2>&1 | tee $OUT/parity.log
+echo "=== PEFT loads the adapters genalign wrote"
+timeout 60 python3 scripts/gpu-check/hf_reference.py --check-ours /tmp/ref 2>&1 | grep -v Warning | tail -4 | tee -a $OUT/parity.log
 fi
 if [[ " $STAGES " == *" bench "* ]]; then
 echo "=== bench"
