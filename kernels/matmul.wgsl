@@ -28,7 +28,7 @@
 //   mm_tiled   workgroup-tiled for GPUs. Workgroup (WG_X, WG_Y) = (TILE_N/4, TILE_M/RM) computes a
 //              TILE_M x TILE_N tile; slabs of TILE_K are staged k-major in workgroup memory
 //              (As[k][m], Bs[k][n], vec4 rows) with coalesced loads for every layout; each thread
-//              keeps an RM x 4 register block (rows ty*RM.., columns tx*4..).
+//              keeps an RM x 4 register block (RM = 4 or 8; rows ty*RM.., columns tx*4..).
 //   mm_direct  no workgroup memory, for CPU adapters (llvmpipe/lavapipe run 8 invocations as one
 //              SIMD vector): a workgroup of WG_X invocations computes RM rows x (4*WG_X) columns;
 //              the A operands of a row block are workgroup-uniform (scalar loads + broadcast) and
@@ -47,7 +47,7 @@
 //
 // Overrides: TRANS_A, TRANS_B, HAS_BIAS, HAS_RES, STORE_PRE (bool), ACT (u32 0/1/2),
 //   LR_RANK (u32, 0 = no low-rank addend), LR_VT (bool, layout of lr_v), TILE_M, TILE_N, TILE_K (mm_tiled tile), WG_X, WG_Y (workgroup size), RM (rows per
-//   invocation, 1..8).
+//   invocation: 4 or 8 in mm_tiled, 1..16 in mm_direct).
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
@@ -308,13 +308,22 @@ fn mm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid
     workgroupBarrier();
     for (var kk = 0u; kk < TILE_K; kk++) {
       let b4 = Bs[kk * (TILE_N / 4u) + lid.x];
-      // RM rows of this thread = RM/4 vec4 chunks of the As row.
-      for (var r4 = 0u; r4 < RM; r4 += 4u) {
-        let a4 = As[(kk * TILE_M + lid.y * RM + r4) / 4u];
-        acc[r4] += a4.x * b4;
-        acc[r4 + 1u] += a4.y * b4;
-        acc[r4 + 2u] += a4.z * b4;
-        acc[r4 + 3u] += a4.w * b4;
+      // RM (4 or 8) rows of this thread = RM/4 vec4 chunks of the As row. Every acc index is a
+      // constant (no loop over chunks), so the block can stay in registers: indexing it with a
+      // loop variable can put the whole array in local memory on GPU compilers that do not
+      // unroll (suspected cause of RM = 8 running at ~2 TFLOP/s on an H200 before).
+      let a_row = (kk * TILE_M + lid.y * RM) / 4u;
+      let a4 = As[a_row];
+      acc[0] += a4.x * b4;
+      acc[1] += a4.y * b4;
+      acc[2] += a4.z * b4;
+      acc[3] += a4.w * b4;
+      if (RM == 8u) {
+        let a4h = As[a_row + 1u];
+        acc[4] += a4h.x * b4;
+        acc[5] += a4h.y * b4;
+        acc[6] += a4h.z * b4;
+        acc[7] += a4h.w * b4;
       }
     }
     workgroupBarrier();

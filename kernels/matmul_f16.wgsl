@@ -277,13 +277,22 @@ fn mm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid
     workgroupBarrier();
     for (var kk = 0u; kk < TILE_K; kk++) {
       let b4 = Bs[kk * (TILE_N / 4u) + lid.x];
-      // RM rows of this thread = RM/4 vec4 chunks of the As row.
-      for (var r4 = 0u; r4 < RM; r4 += 4u) {
-        let a4 = As[(kk * TILE_M + lid.y * RM + r4) / 4u];
-        acc[r4] += a4.x * b4;
-        acc[r4 + 1u] += a4.y * b4;
-        acc[r4 + 2u] += a4.z * b4;
-        acc[r4 + 3u] += a4.w * b4;
+      // RM (4 or 8) rows of this thread = RM/4 vec4 chunks of the As row. Every acc index is a
+      // constant (no loop over chunks), so the block can stay in registers: indexing it with a
+      // loop variable can put the whole array in local memory on GPU compilers that do not
+      // unroll (suspected cause of RM = 8 running at ~2 TFLOP/s on an H200 before).
+      let a_row = (kk * TILE_M + lid.y * RM) / 4u;
+      let a4 = As[a_row];
+      acc[0] += a4.x * b4;
+      acc[1] += a4.y * b4;
+      acc[2] += a4.z * b4;
+      acc[3] += a4.w * b4;
+      if (RM == 8u) {
+        let a4h = As[a_row + 1u];
+        acc[4] += a4h.x * b4;
+        acc[5] += a4h.y * b4;
+        acc[6] += a4h.z * b4;
+        acc[7] += a4h.w * b4;
       }
     }
     workgroupBarrier();

@@ -123,8 +123,9 @@ for (const c of CASES) {
 
 // Every kernel path (both f32 entry points, several tile configs) on the edge-heavy cases.
 // Each (variant, layout, epilogue) is its own pipeline and llvmpipe compiles each one with LLVM, so
-// the list stays short: one direct config besides the default, and two tiled configs.
-const FORCED = ['direct_r4_w64', 'tiled_32x32x16_r4', 'tiled_64x64x32_r4'];
+// the list stays short: one direct config besides the default, and three tiled configs (register
+// blocks of 4 and of 8 rows per invocation).
+const FORCED = ['direct_r4_w64', 'tiled_32x32x16_r4', 'tiled_64x64x32_r4', 'tiled_64x64x16_r8'];
 test('forced variants agree with PyTorch on layouts, epilogues and edges', async () => {
   const fx = fixture('matmul');
   const picked = CASES.filter((c) => ['nn', 'tn', 'tt', 'k3', 'nt_bias_qgelu_res', 'batched_nt'].includes(c.name));
