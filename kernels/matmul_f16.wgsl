@@ -10,7 +10,8 @@
 // a separate file.
 //
 // Bindings (group 0), as in matmul.wgsl with f16 elements:
-//   0 uniform P, 1 A, 2 B, 3 bias, 4 residual, 5 lr_u, 6 lr_v (read), 7 out, 8 pre (write)
+//   0 uniform P, 1 A, 2 B, 3 bias, 4 residual, 5 lr_u, 6 lr_v (read), 7 out, 8 pre (write);
+//   mm_tiled_v4 reads 1 and 2 as array<vec4<f16>>
 //   act_grad: 1 dy, 2 pre, 3 dz;  bias_grad: 1 dz, 2 db
 //
 // Overrides: TRANS_A, TRANS_B, HAS_BIAS, HAS_RES, STORE_PRE, ACT, LR_RANK, LR_VT, TILE_M, TILE_N, TILE_K,
@@ -58,6 +59,9 @@ struct P {
 @group(0) @binding(2) var<storage, read> g_pre: array<f16>;
 @group(0) @binding(3) var<storage, read_write> g_out: array<f16>;
 @group(0) @binding(2) var<storage, read_write> db_out: array<f16>;
+// mm_tiled_v4's views of A and B, four elements per load (only that entry point uses them).
+@group(0) @binding(1) var<storage, read> A4: array<vec4<f16>>;
+@group(0) @binding(2) var<storage, read> B4: array<vec4<f16>>;
 
 // Typed access (the f16 file converts here; everything below the marker is shared verbatim).
 fn ld_a(i: u32) -> f32 { return f32(A[i]); }
@@ -73,6 +77,10 @@ fn ld_g(i: u32) -> f32 { return f32(g_in[i]); }
 fn ld_gpre(i: u32) -> f32 { return f32(g_pre[i]); }
 fn st_g(i: u32, v: f32) { g_out[i] = f16(v); }
 fn st_db(i: u32, v: f32) { db_out[i] = f16(v); }
+fn ld_a4(i: u32) -> vec4f { return vec4f(A4[i]); }
+fn ld_b4(i: u32) -> vec4f { return vec4f(B4[i]); }
+fn a4_len() -> u32 { return arrayLength(&A4); }
+fn b4_len() -> u32 { return arrayLength(&B4); }
 
 // ---- shared body: identical in matmul.wgsl and matmul_f16.wgsl (a test checks) ----
 
@@ -281,6 +289,100 @@ fn mm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid
       // constant (no loop over chunks), so the block can stay in registers: indexing it with a
       // loop variable can put the whole array in local memory on GPU compilers that do not
       // unroll (suspected cause of RM = 8 running at ~2 TFLOP/s on an H200 before).
+      let a_row = (kk * TILE_M + lid.y * RM) / 4u;
+      let a4 = As[a_row];
+      acc[0] += a4.x * b4;
+      acc[1] += a4.y * b4;
+      acc[2] += a4.z * b4;
+      acc[3] += a4.w * b4;
+      if (RM == 8u) {
+        let a4h = As[a_row + 1u];
+        acc[4] += a4h.x * b4;
+        acc[5] += a4h.y * b4;
+        acc[6] += a4h.z * b4;
+        acc[7] += a4h.w * b4;
+      }
+    }
+    workgroupBarrier();
+  }
+  store_block(batch * p.c_bs, tile_m0 + lid.y * RM, tile_n0 + lid.x * 4u, &acc);
+}
+
+// ---------------------------------------------------------------------------------------------
+// mm_tiled_v4: mm_tiled with four-element global loads in the staging. Needs the contiguous
+// dimension of each operand to be a multiple of 4 (A: K, or M with TRANS_A; B: N, or K with
+// TRANS_B; the host falls back to mm_tiled otherwise), so a vec4 is either wholly inside the
+// matrix or wholly outside it. Same tiles, same workgroup layout, same register block.
+
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn mm_tiled_v4(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
+               @builtin(local_invocation_index) lidx: u32) {
+  let batch = wid.z + p.batch_offset;
+  let a_base = batch * p.a_bs;
+  let b_base = batch * p.b_bs;
+  let tile_m0 = wid.y * TILE_M;
+  let tile_n0 = wid.x * TILE_N;
+  let nthreads = WG_X * WG_Y;
+  var acc: array<vec4f, 16>;
+  for (var r = 0u; r < RM; r++) {
+    acc[r] = vec4f(0.0);
+  }
+  let last_a4 = a4_len() - 1u;
+  let last_b4 = b4_len() - 1u;
+  for (var k0 = 0u; k0 < p.K; k0 += TILE_K) {
+    // Stage opA(A)[tile_m0.., k0..] as As[k][m]: TILE_M * TILE_K / 4 vec4 loads.
+    for (var t = lidx; t < TILE_M * TILE_K / 4u; t += nthreads) {
+      if (TRANS_A) {
+        // A stored [K, M]: four consecutive m of one k, stored as one As vec4.
+        let mm4 = t % (TILE_M / 4u);
+        let kk = t / (TILE_M / 4u);
+        let m = tile_m0 + 4u * mm4;
+        let k = k0 + kk;
+        let v = ld_a4(min((a_base + k * p.M + m) / 4u, last_a4));
+        As[(kk * TILE_M) / 4u + mm4] = select(vec4f(0.0), v, m < p.M && k < p.K);
+      } else {
+        // A stored [M, K]: four consecutive k of one m, one As component in each of 4 rows.
+        let kk4 = t % (TILE_K / 4u);
+        let mm = t / (TILE_K / 4u);
+        let m = tile_m0 + mm;
+        let k = k0 + 4u * kk4;
+        let v = select(vec4f(0.0), ld_a4(min((a_base + m * p.K + k) / 4u, last_a4)), m < p.M && k < p.K);
+        let row = 4u * kk4 * (TILE_M / 4u) + mm / 4u;
+        As[row][mm % 4u] = v.x;
+        As[row + TILE_M / 4u][mm % 4u] = v.y;
+        As[row + 2u * (TILE_M / 4u)][mm % 4u] = v.z;
+        As[row + 3u * (TILE_M / 4u)][mm % 4u] = v.w;
+      }
+    }
+    // Stage opB(B)[k0.., tile_n0..] as Bs[k][n].
+    for (var t = lidx; t < TILE_K * TILE_N / 4u; t += nthreads) {
+      if (TRANS_B) {
+        // B stored [N, K]: four consecutive k of one n.
+        let kk4 = t % (TILE_K / 4u);
+        let nn = t / (TILE_K / 4u);
+        let n = tile_n0 + nn;
+        let k = k0 + 4u * kk4;
+        let v = select(vec4f(0.0), ld_b4(min((b_base + n * p.K + k) / 4u, last_b4)), n < p.N && k < p.K);
+        let row = 4u * kk4 * (TILE_N / 4u) + nn / 4u;
+        Bs[row][nn % 4u] = v.x;
+        Bs[row + TILE_N / 4u][nn % 4u] = v.y;
+        Bs[row + 2u * (TILE_N / 4u)][nn % 4u] = v.z;
+        Bs[row + 3u * (TILE_N / 4u)][nn % 4u] = v.w;
+      } else {
+        // B stored [K, N]: four consecutive n of one k, stored as one Bs vec4.
+        let nn4 = t % (TILE_N / 4u);
+        let kk = t / (TILE_N / 4u);
+        let n = tile_n0 + 4u * nn4;
+        let k = k0 + kk;
+        let v = ld_b4(min((b_base + k * p.N + n) / 4u, last_b4));
+        Bs[kk * (TILE_N / 4u) + nn4] = select(vec4f(0.0), v, n < p.N && k < p.K);
+      }
+    }
+    workgroupBarrier();
+    // The product of the staged slabs, as in mm_tiled (kept inline rather than a helper taking
+    // &acc, so the accumulators stay plain locals on every compiler).
+    for (var kk = 0u; kk < TILE_K; kk++) {
+      let b4 = Bs[kk * (TILE_N / 4u) + lid.x];
       let a_row = (kk * TILE_M + lid.y * RM) / 4u;
       let a4 = As[a_row];
       acc[0] += a4.x * b4;

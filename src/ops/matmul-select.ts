@@ -99,13 +99,18 @@ function hasSubgroupsOf8(caps: MatmulCapabilities): boolean {
   return caps.hasFeature('subgroups') && caps.subgroupSize?.min === 8 && caps.subgroupSize.max === 8;
 }
 
-function tiled(tm: number, tn: number, tk: number, rm: 4 | 8, dtype: MatmulDType): MatmulVariant {
-  const suffix = dtype === 'f16' ? '_f16' : '';
+/**
+ * mm_tiled with TILE_M x TILE_N x TILE_K tiles and an RM x 4 register block. `vec4`: the
+ * mm_tiled_v4 entry (four-element global loads while staging), used where both operands'
+ * contiguous dimensions are multiples of 4 (matmul.ts falls back to mm_tiled elsewhere).
+ */
+function tiled(tm: number, tn: number, tk: number, rm: 4 | 8, dtype: MatmulDType, vec4 = false): MatmulVariant {
+  const suffix = `${vec4 ? '_v4' : ''}${dtype === 'f16' ? '_f16' : ''}`;
   const bytesPer = dtype === 'f16' ? 2 : 4;
   return {
     name: `tiled_${tm}x${tn}x${tk}_r${rm}${suffix}`,
     file: dtype === 'f16' ? 'matmul_f16' : 'matmul',
-    entry: 'mm_tiled',
+    entry: vec4 ? 'mm_tiled_v4' : 'mm_tiled',
     overrides: { TILE_M: tm, TILE_N: tn, TILE_K: tk, RM: rm, WG_X: tn / 4, WG_Y: tm / rm },
     tileM: tm,
     tileN: tn,
@@ -120,8 +125,12 @@ const CANDIDATES: Record<'cpu' | 'gpu', (d: MatmulDType) => MatmulVariant[]> = {
   cpu: (d) => [direct(16, 64, d), direct(16, 32, d), direct(4, 64, d), direct(8, 64, d), direct(8, 32, d), direct(4, 128, d), direct(2, 64, d), tiled(32, 64, 32, 4, d)],
   // RM = 8 ran at ~2 TFLOP/s on an H200 (vs 15 for 64x64 RM = 4) when mm_tiled indexed its
   // accumulators with a loop variable; the loop is gone (constant indices), so the RM = 8 tiles
-  // are candidates again (autotune / --all-variants), not defaults: not yet measured on a GPU.
+  // are candidates again (autotune / --all-variants), not defaults, and so are the vec4-staging
+  // (_v4) tiles: neither has been measured on a GPU yet.
   gpu: (d) => [
+    tiled(64, 64, 16, 4, d, true),
+    tiled(64, 64, 16, 8, d, true),
+    tiled(128, 64, 16, 8, d, true),
     tiled(64, 64, 16, 4, d),
     tiled(32, 32, 16, 4, d),
     tiled(64, 64, 32, 4, d),

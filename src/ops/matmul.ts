@@ -143,6 +143,10 @@ function runVariant(v: MatmulVariant, a: Tensor, b: Tensor, pl: Plan, out: Tenso
     ACT: ACT_CODE[epi.act],
     ...(epi.lowRank ? { LR_RANK: epi.lowRank.u.shape[1], LR_VT: epi.lowRank.vT ? 1 : 0 } : {}),
   };
+  // mm_tiled_v4 loads four elements at a time along each operand's contiguous dimension; where
+  // one of them is not a multiple of 4 the same tiles run with scalar loads (mm_tiled).
+  const vec4Ok = (layout[0] === 'T' ? M : K) % 4 === 0 && (layout[1] === 'T' ? K : N) % 4 === 0;
+  const entry = v.entry === 'mm_tiled_v4' && !vec4Ok ? 'mm_tiled' : v.entry;
   const gx = Math.ceil(N / v.tileN);
   const gy = Math.ceil(M / v.tileM);
   const max = device.limits.maxComputeWorkgroupsPerDimension;
@@ -157,7 +161,7 @@ function runVariant(v: MatmulVariant, a: Tensor, b: Tensor, pl: Plan, out: Tenso
   for (let b0 = 0; b0 < batch; b0 += max) {
     const nb = Math.min(max, batch - b0);
     device.batch.dispatch(
-      { file: v.file, entry: v.entry, overrides },
+      { file: v.file, entry, overrides },
       params([M, N, K, b0, pl.aBs, pl.bBs, M * N, 0]),
       inputs,
       outputs,

@@ -53,6 +53,8 @@ const CASES: Case[] = [
   { name: 'batched_nn', opts: {} },
   { name: 'batched_nt', opts: { transB: true } },
   { name: 'bcast_a', opts: {} },
+  { name: 'tn_aligned', opts: { transA: true } },
+  { name: 'tt_aligned', opts: { transA: true, transB: true, activation: 'gelu' }, bias: true },
 ];
 
 function maxAbs(d: ArrayLike<number>): number {
@@ -130,6 +132,31 @@ test('forced variants agree with PyTorch on layouts, epilogues and edges', async
   const fx = fixture('matmul');
   const picked = CASES.filter((c) => ['nn', 'tn', 'tt', 'k3', 'nt_bias_qgelu_res', 'batched_nt'].includes(c.name));
   for (const variant of FORCED) {
+    for (const c of picked) {
+      const nIn = 2 + (c.bias ? 1 : 0) + (c.residual ? 1 : 0);
+      const ins = Array.from({ length: nIn }, (_, i) => fx.tensor(`${c.name}.in${i}`).keep());
+      try {
+        const out = scope(() => runCase(c, ins, variant).keep());
+        const ha = fx.get(`${c.name}.in0`);
+        const K = c.opts.transA ? ha.shape[ha.shape.length - 2] : ha.shape[ha.shape.length - 1];
+        await expectTensor(out, fx.get(`${c.name}.out`), sumTol(K, maxAbs(ha.data), maxAbs(fx.get(`${c.name}.in1`).data)), `${c.name} [${variant}]`);
+        out.dispose();
+      } finally {
+        for (const t of ins) t.dispose();
+      }
+    }
+  }
+});
+
+// mm_tiled_v4 (four-element loads while staging) on every layout with all contiguous dimensions
+// a multiple of 4, with row/column edges, an epilogue and a batch; 'nn' (K = 21, N = 13) is not
+// aligned and must run the scalar-load kernel with the same tiles.
+const FORCED_V4 = ['tiled_64x64x16_r4_v4', 'tiled_64x64x16_r8_v4'];
+test('forced vec4-staging variants agree with PyTorch (aligned layouts, edges, fallback)', async () => {
+  const fx = fixture('matmul');
+  const picked = CASES.filter((c) => ['nn_bias_gelu', 'nt_bias_qgelu_res', 'tn_aligned', 'tt_aligned', 'batched_nt', 'nn'].includes(c.name));
+  assert.is(picked.length, 6);
+  for (const variant of FORCED_V4) {
     for (const c of picked) {
       const nIn = 2 + (c.bias ? 1 : 0) + (c.residual ? 1 : 0);
       const ins = Array.from({ length: nIn }, (_, i) => fx.tensor(`${c.name}.in${i}`).keep());
@@ -269,14 +296,16 @@ test('f16 variant (f16 storage, f32 accumulate) vs the f32 reference', async () 
     const ins = Array.from({ length: nIn }, (_, i) => fx.tensor(`${c.name}.in${i}`, true).keep());
     try {
       const halves = ins.map((t) => toF16(t).keep());
-      const out = scope(() => runCase(c, halves).keep());
+      // The vec4-staging f16 kernel (vec4<f16> loads) on the aligned cases; the default elsewhere.
+      const variant = ['nt_bias_qgelu_res', 'batched_nt'].includes(c.name) ? 'tiled_64x64x16_r4_v4_f16' : undefined;
+      const out = scope(() => runCase(c, halves, variant).keep());
       assert.is(out.dtype, 'f16');
       // f16 inputs carry 2^-11 relative rounding, outputs another 2^-11: rtol 1e-2 with an atol
       // scaled like the f32 one but for f16 epsilon (1e-3 instead of 1e-6).
       const ha = fx.get(`${c.name}.in0`);
       const K = c.opts.transA ? ha.shape[ha.shape.length - 2] : ha.shape[ha.shape.length - 1];
       const s = maxAbs(ha.data) * maxAbs(fx.get(`${c.name}.in1`).data);
-      await expectTensor(out, fx.get(`${c.name}.out`), { rtol: 1e-2, atol: 1e-3 * Math.sqrt(K) * s }, `${c.name} f16`);
+      await expectTensor(out, fx.get(`${c.name}.out`), { rtol: 1e-2, atol: 1e-3 * Math.sqrt(K) * s }, `${c.name} f16${variant ? ` [${variant}]` : ''}`);
       // Backward through the f16 kernels and the casts reaches the f32 leaves.
       scope(() => backward(toF32(out), fx.tensor(`${c.name}.gout`)));
       out.dispose();
