@@ -61,6 +61,17 @@ export function matmulCaps(device: Device): MatmulCapabilities {
 /** Shape classes matmul has seen in this process (for autotuneSeen). */
 const seen = new Map<string, MatmulShape>();
 
+/**
+ * The variant for a product (chooseMatmulVariant), recording its shape class for autotuneSeen.
+ * Every path goes through here: matmul / linear, matmulRaw (LoRA's fused projection) and mm
+ * (backward), so an autotune after one training step covers forward and backward shapes.
+ */
+function pickVariant(device: Device, shape: MatmulShape, forced?: string): MatmulVariant {
+  const cls = shapeClass(shape);
+  if (!seen.has(cls)) seen.set(cls, shape);
+  return chooseMatmulVariant(matmulCaps(device), shape, forced);
+}
+
 interface Plan {
   shape: MatmulShape;
   outShape: number[];
@@ -200,10 +211,8 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const pl = plan(op, a, b, transA, transB, named);
   checkEpilogue(op, pl.outShape, pl.shape.N, pl.shape.dtype, opts.bias, opts.residual, named);
   const device = a.device;
-  const variant = chooseMatmulVariant(matmulCaps(device), pl.shape, opts.variant);
+  const variant = pickVariant(device, pl.shape, opts.variant);
   if (variant.dtype !== pl.shape.dtype) throw new Error(`${op}: variant '${variant.name}' is for ${variant.dtype}, operands are ${pl.shape.dtype}`);
-  const cls = shapeClass(pl.shape);
-  if (!seen.has(cls)) seen.set(cls, pl.shape);
 
   const inputs = [a, b, ...(opts.bias ? [opts.bias] : []), ...(opts.residual ? [opts.residual] : [])];
   const tracking = isGradEnabled() && inputs.some((t) => t.requiresGrad);
@@ -268,7 +277,7 @@ export function matmulRaw(
   const pl = plan('matmul', a, b, o.transA ?? false, o.transB ?? false, named);
   checkEpilogue('matmul', pl.outShape, pl.shape.N, pl.shape.dtype, o.bias ?? undefined, o.residual ?? undefined, named);
   if (o.lowRank) checkLowRank('matmul', pl, o.lowRank, named);
-  const v = chooseMatmulVariant(matmulCaps(a.device), pl.shape, o.variant);
+  const v = pickVariant(a.device, pl.shape, o.variant);
   const out = Tensor.empty(pl.outShape, a.device, pl.shape.dtype);
   runVariant(v, a, b, pl, out, { bias: o.bias ?? null, act: o.act ?? 'none', residual: o.residual ?? null, pre: o.pre ?? null, lowRank: o.lowRank ?? null });
   return out;
@@ -299,7 +308,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor, activation?: Ac
 /** Plain matmul for backward and fused ops: no epilogue, no recording. */
 export function mm(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
   const pl = plan('matmul backward', a, b, transA, transB, { a, b });
-  const v = chooseMatmulVariant(matmulCaps(a.device), pl.shape);
+  const v = pickVariant(a.device, pl.shape);
   const out = Tensor.empty(pl.outShape, a.device, pl.shape.dtype);
   runVariant(v, a, b, pl, out, { bias: null, act: 'none', residual: null, pre: null });
   return out;
@@ -397,11 +406,12 @@ export interface AutotuneResult {
 }
 
 /**
- * Times every candidate variant on a representative problem of `shape`'s class (random data,
- * a warm-up then `reps` timed runs, wall clock around device.sync()) and stores the fastest in
- * the on-disk cache for this adapter. Variants that fail to compile or run are skipped.
+ * Times every candidate variant (or those named in `only`) on a representative problem of
+ * `shape`'s class (constant data, a warm-up then `reps` timed runs, wall clock around
+ * device.sync()) and stores the fastest in the on-disk cache for this adapter. Variants that
+ * fail to compile or run are skipped.
  */
-export async function autotuneMatmul(device: Device, shape: MatmulShape, reps = 3): Promise<AutotuneResult> {
+export async function autotuneMatmul(device: Device, shape: MatmulShape, reps = 3, only?: readonly string[]): Promise<AutotuneResult> {
   const { batch, M, N, K, layout, dtype } = shape;
   const transA = layout[0] === 'T';
   const transB = layout[1] === 'T';
@@ -416,7 +426,7 @@ export async function autotuneMatmul(device: Device, shape: MatmulShape, reps = 
   fill(b);
   const gflops: Record<string, number> = {};
   try {
-    for (const v of candidateVariants(matmulCaps(device), dtype)) {
+    for (const v of candidateVariants(matmulCaps(device), dtype).filter((c) => !only || only.includes(c.name))) {
       try {
         const pl = plan('autotune', a, b, transA, transB, { a, b });
         const out = Tensor.empty(pl.outShape, device, dtype).keep();
@@ -446,9 +456,14 @@ export async function autotuneMatmul(device: Device, shape: MatmulShape, reps = 
   return { shapeClass: shapeClass(shape), winner, gflops };
 }
 
+/** One representative shape per class matmul has run in this process, in first-seen order. */
+export function seenMatmulShapes(): MatmulShape[] {
+  return [...seen.values()];
+}
+
 /** Autotunes every shape class matmul has seen so far in this process (e.g. after step 1). */
-export async function autotuneSeen(device: Device, reps = 3): Promise<AutotuneResult[]> {
+export async function autotuneSeen(device: Device, reps = 3, only?: readonly string[]): Promise<AutotuneResult[]> {
   const results: AutotuneResult[] = [];
-  for (const shape of seen.values()) results.push(await autotuneMatmul(device, shape, reps));
+  for (const shape of seen.values()) results.push(await autotuneMatmul(device, shape, reps, only));
   return results;
 }
