@@ -32,7 +32,7 @@ export interface Spawned {
   done: Promise<CliResult>;
 }
 
-export function spawnCli(command: 'train' | 'embed' | 'eval', args: string[], env: Record<string, string> = {}): Spawned {
+export function spawnCli(command: 'train' | 'embed' | 'eval' | 'autotune', args: string[], env: Record<string, string> = {}): Spawned {
   const child = spawn(process.execPath, ['--import', 'tsx', join('src', 'cli', `${command}.ts`), ...args], {
     cwd: ROOT,
     env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp/xdg', CI: 'true', ...env },
@@ -49,7 +49,7 @@ export function spawnCli(command: 'train' | 'embed' | 'eval', args: string[], en
   return { child, done };
 }
 
-export function runCli(command: 'train' | 'embed' | 'eval', args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+export function runCli(command: 'train' | 'embed' | 'eval' | 'autotune', args: string[], env: Record<string, string> = {}): Promise<CliResult> {
   return spawnCli(command, args, env).done;
 }
 
