@@ -3,7 +3,8 @@
 # Vulkan loader, then runs the op/ViT tests, the HF+PEFT parity check (both directions, plain
 # and dual-projection adapters) and the bench on the GPU.
 # Carry: device-carry/gpu and test/gpu-bundle (built by scripts/gpu-check/build.sh).
-#   [STAGES='tests parity bench'] bash scripts/gpu-check/device.sh [bench flags...]
+#   [STAGES='tests parity autotune bench'] bash scripts/gpu-check/device.sh [bench flags...]
+# (default stages: tests parity bench)
 set -u
 C=device-carry/gpu
 OUT=${OUT:-/tmp/out}
@@ -29,6 +30,11 @@ timeout 100 python3 scripts/gpu-check/hf_reference.py /tmp/ref 2>&1 | grep -v Wa
 timeout 100 /tmp/node $C/parity.mjs /tmp/ref 32 2>&1 | tee $OUT/parity.log
 echo "=== PEFT loads the adapters genalign wrote"
 timeout 60 python3 scripts/gpu-check/hf_reference.py --check-ours /tmp/ref 2>&1 | grep -v Warning | tail -4 | tee -a $OUT/parity.log
+fi
+if [[ " $STAGES " == *" autotune "* ]]; then
+echo "=== autotune: every matmul candidate on one ViT-B/32 training step's shapes (batch 32)"
+timeout 200 /tmp/node $C/autotune.mjs --model vit-b-32 --batch 32 --reps 5 > $OUT/autotune.log 2>&1; echo "autotune exit $?"
+grep -v Warning $OUT/autotune.log | tail -30
 fi
 if [[ " $STAGES " == *" bench "* ]]; then
 echo "=== bench"
