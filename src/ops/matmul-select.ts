@@ -122,7 +122,8 @@ function tiled(tm: number, tn: number, tk: number, rm: 4 | 8, dtype: MatmulDType
 const SG_CANDIDATES = (): MatmulVariant[] => [subgroupBroadcast(2, 2, 32), subgroupBroadcast(2, 1, 64), subgroupBroadcast(4, 1, 32), subgroupBroadcast(1, 4, 16), subgroupBroadcast(2, 2, 16), subgroupBroadcast(1, 2, 32)];
 
 const CANDIDATES: Record<'cpu' | 'gpu', (d: MatmulDType) => MatmulVariant[]> = {
-  cpu: (d) => [direct(16, 64, d), direct(16, 32, d), direct(4, 64, d), direct(8, 64, d), direct(8, 32, d), direct(4, 128, d), direct(2, 64, d), tiled(32, 64, 32, 4, d)],
+  // direct(1, 64) is the default for 1-2 rows, so autotune measures it against the others there.
+  cpu: (d) => [direct(16, 64, d), direct(16, 32, d), direct(4, 64, d), direct(8, 64, d), direct(8, 32, d), direct(4, 128, d), direct(2, 64, d), direct(1, 64, d), tiled(32, 64, 32, 4, d)],
   // RM = 8 ran at ~2 TFLOP/s on an H200 (vs 15 for 64x64 RM = 4) when mm_tiled indexed its
   // accumulators with a loop variable; the loop is gone (constant indices), so the RM = 8 tiles
   // are candidates again (autotune / --all-variants), not defaults, and so are the vec4-staging
@@ -249,7 +250,7 @@ function threadsOf(v: MatmulVariant): number {
 
 /** Every variant name known for a dtype on any adapter (for error messages and forcing). */
 function variantByName(caps: MatmulCapabilities, name: string, dtype: MatmulDType): MatmulVariant {
-  const all = [...CANDIDATES.cpu(dtype), ...CANDIDATES.gpu(dtype), direct(1, 64, dtype)];
+  const all = [...CANDIDATES.cpu(dtype), ...CANDIDATES.gpu(dtype)];
   if (dtype === 'f32' && caps.hasFeature('subgroups')) all.push(...SG_CANDIDATES());
   const cfg = pickSubgroupMatrixConfig(caps, dtype);
   if (cfg) all.push(sgmatVariant(cfg, caps.subgroupSize?.max));
