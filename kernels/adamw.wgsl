@@ -50,9 +50,9 @@
 //   (wid.x + wid.y * nwg.x) updates elements begin + wg * WG * ITEMS + k * WG + lid, k < ITEMS.
 //   Grid: 2-D (grid1d) over ceil((end - begin) / ITEMS) invocations.
 //
-// Overrides: WG (workgroup size, power of two, default 256; the host uses 8 on CPU adapters for
-// the two reductions, one SIMD vector, so their barriers are nearly free), ITEMS (elements per
-// invocation in update, default 4).
+// Overrides: WG (workgroup size, power of two, default 256; the host uses 8 on CPU adapters, one
+// SIMD vector, so the reductions' barriers are nearly free), ITEMS (elements per invocation in
+// update, default 4; 32 on CPU adapters).
 
 override WG: u32 = 256u;
 override ITEMS: u32 = 4u;
