@@ -123,15 +123,12 @@ for (const c of CASES) {
   });
 }
 
-// Every kernel path (both f32 entry points, several tile configs) on the edge-heavy cases.
-// Each (variant, layout, epilogue) is its own pipeline and llvmpipe compiles each one with LLVM, so
-// the list stays short: one direct config besides the default, and three tiled configs (register
-// blocks of 4 and of 8 rows per invocation).
-const FORCED = ['direct_r4_w64', 'tiled_32x32x16_r4', 'tiled_64x64x32_r4', 'tiled_64x64x16_r8'];
-test('forced variants agree with PyTorch on layouts, epilogues and edges', async () => {
+/** Runs each forced variant on the named fixture cases (forward) against the PyTorch outputs. */
+async function checkForced(variants: readonly string[], caseNames: readonly string[]): Promise<void> {
   const fx = fixture('matmul');
-  const picked = CASES.filter((c) => ['nn', 'tn', 'tt', 'k3', 'nt_bias_qgelu_res', 'batched_nt'].includes(c.name));
-  for (const variant of FORCED) {
+  const picked = CASES.filter((c) => caseNames.includes(c.name));
+  assert.is(picked.length, caseNames.length, 'every named case exists');
+  for (const variant of variants) {
     for (const c of picked) {
       const nIn = 2 + (c.bias ? 1 : 0) + (c.residual ? 1 : 0);
       const ins = Array.from({ length: nIn }, (_, i) => fx.tensor(`${c.name}.in${i}`).keep());
@@ -146,31 +143,21 @@ test('forced variants agree with PyTorch on layouts, epilogues and edges', async
       }
     }
   }
+}
+
+// Every kernel path (both f32 entry points, several tile configs) on the edge-heavy cases.
+// Each (variant, layout, epilogue) is its own pipeline and llvmpipe compiles each one with LLVM, so
+// the list stays short: one direct config besides the default, and three tiled configs (register
+// blocks of 4 and of 8 rows per invocation).
+test('forced variants agree with PyTorch on layouts, epilogues and edges', async () => {
+  await checkForced(['direct_r4_w64', 'tiled_32x32x16_r4', 'tiled_64x64x32_r4', 'tiled_64x64x16_r8'], ['nn', 'tn', 'tt', 'k3', 'nt_bias_qgelu_res', 'batched_nt']);
 });
 
 // mm_tiled_v4 (four-element loads while staging) on every layout with all contiguous dimensions
 // a multiple of 4, with row/column edges, an epilogue and a batch; 'nn' (K = 21, N = 13) is not
 // aligned and must run the scalar-load kernel with the same tiles.
-const FORCED_V4 = ['tiled_64x64x16_r4_v4', 'tiled_64x64x16_r8_v4'];
 test('forced vec4-staging variants agree with PyTorch (aligned layouts, edges, fallback)', async () => {
-  const fx = fixture('matmul');
-  const picked = CASES.filter((c) => ['nn_bias_gelu', 'nt_bias_qgelu_res', 'tn_aligned', 'tt_aligned', 'batched_nt', 'nn'].includes(c.name));
-  assert.is(picked.length, 6);
-  for (const variant of FORCED_V4) {
-    for (const c of picked) {
-      const nIn = 2 + (c.bias ? 1 : 0) + (c.residual ? 1 : 0);
-      const ins = Array.from({ length: nIn }, (_, i) => fx.tensor(`${c.name}.in${i}`).keep());
-      try {
-        const out = scope(() => runCase(c, ins, variant).keep());
-        const ha = fx.get(`${c.name}.in0`);
-        const K = c.opts.transA ? ha.shape[ha.shape.length - 2] : ha.shape[ha.shape.length - 1];
-        await expectTensor(out, fx.get(`${c.name}.out`), sumTol(K, maxAbs(ha.data), maxAbs(fx.get(`${c.name}.in1`).data)), `${c.name} [${variant}]`);
-        out.dispose();
-      } finally {
-        for (const t of ins) t.dispose();
-      }
-    }
-  }
+  await checkForced(['tiled_64x64x16_r4_v4', 'tiled_64x64x16_r8_v4'], ['nn_bias_gelu', 'nt_bias_qgelu_res', 'tn_aligned', 'tt_aligned', 'batched_nt', 'nn']);
 });
 
 test('f16 / sg / sgmat sources share the f32 kernel code verbatim', () => {
