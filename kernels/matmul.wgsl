@@ -261,6 +261,30 @@ fn store_block(c_base: u32, m0: u32, n0: u32, acc: ptr<function, array<vec4f, 16
 var<workgroup> As: array<vec4f, TILE_K * TILE_M / 4u>;
 var<workgroup> Bs: array<vec4f, TILE_K * TILE_N / 4u>;
 
+/// The staged slabs' product into this invocation's RM x 4 block (mm_tiled and mm_tiled_v4).
+/// RM (4 or 8) rows = RM/4 vec4 chunks of the As row. Every acc index is a constant (no loop
+/// over chunks), so the block can stay in registers once inlined (store_block takes the same
+/// pointer): indexing it with a loop variable can put the whole array in local memory on GPU
+/// compilers that do not unroll (suspected cause of RM = 8 running at ~2 TFLOP/s on an H200).
+fn slab_product(lid: vec3u, acc: ptr<function, array<vec4f, 16>>) {
+  for (var kk = 0u; kk < TILE_K; kk++) {
+    let b4 = Bs[kk * (TILE_N / 4u) + lid.x];
+    let a_row = (kk * TILE_M + lid.y * RM) / 4u;
+    let a4 = As[a_row];
+    (*acc)[0] += a4.x * b4;
+    (*acc)[1] += a4.y * b4;
+    (*acc)[2] += a4.z * b4;
+    (*acc)[3] += a4.w * b4;
+    if (RM == 8u) {
+      let a4h = As[a_row + 1u];
+      (*acc)[4] += a4h.x * b4;
+      (*acc)[5] += a4h.y * b4;
+      (*acc)[6] += a4h.z * b4;
+      (*acc)[7] += a4h.w * b4;
+    }
+  }
+}
+
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn mm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
             @builtin(local_invocation_index) lidx: u32) {
@@ -316,26 +340,7 @@ fn mm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid
       Bs[slot / 4u][slot % 4u] = select(0.0, v, ok);
     }
     workgroupBarrier();
-    for (var kk = 0u; kk < TILE_K; kk++) {
-      let b4 = Bs[kk * (TILE_N / 4u) + lid.x];
-      // RM (4 or 8) rows of this thread = RM/4 vec4 chunks of the As row. Every acc index is a
-      // constant (no loop over chunks), so the block can stay in registers: indexing it with a
-      // loop variable can put the whole array in local memory on GPU compilers that do not
-      // unroll (suspected cause of RM = 8 running at ~2 TFLOP/s on an H200 before).
-      let a_row = (kk * TILE_M + lid.y * RM) / 4u;
-      let a4 = As[a_row];
-      acc[0] += a4.x * b4;
-      acc[1] += a4.y * b4;
-      acc[2] += a4.z * b4;
-      acc[3] += a4.w * b4;
-      if (RM == 8u) {
-        let a4h = As[a_row + 1u];
-        acc[4] += a4h.x * b4;
-        acc[5] += a4h.y * b4;
-        acc[6] += a4h.z * b4;
-        acc[7] += a4h.w * b4;
-      }
-    }
+    slab_product(lid, &acc);
     workgroupBarrier();
   }
   store_block(batch * p.c_bs, tile_m0 + lid.y * RM, tile_n0 + lid.x * 4u, &acc);
@@ -412,24 +417,7 @@ fn mm_tiled_v4(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) 
       }
     }
     workgroupBarrier();
-    // The product of the staged slabs, as in mm_tiled (kept inline rather than a helper taking
-    // &acc, so the accumulators stay plain locals on every compiler).
-    for (var kk = 0u; kk < TILE_K; kk++) {
-      let b4 = Bs[kk * (TILE_N / 4u) + lid.x];
-      let a_row = (kk * TILE_M + lid.y * RM) / 4u;
-      let a4 = As[a_row];
-      acc[0] += a4.x * b4;
-      acc[1] += a4.y * b4;
-      acc[2] += a4.z * b4;
-      acc[3] += a4.w * b4;
-      if (RM == 8u) {
-        let a4h = As[a_row + 1u];
-        acc[4] += a4h.x * b4;
-        acc[5] += a4h.y * b4;
-        acc[6] += a4h.z * b4;
-        acc[7] += a4h.w * b4;
-      }
-    }
+    slab_product(lid, &acc);
     workgroupBarrier();
   }
   store_block(batch * p.c_bs, tile_m0 + lid.y * RM, tile_n0 + lid.x * 4u, &acc);
