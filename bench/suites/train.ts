@@ -27,7 +27,7 @@ import { fromArray, scope } from '../../src/tensor/tensor.ts';
 import { infoNceGenToReal } from '../../src/ops/infonce.ts';
 import { AdamW } from '../../src/train/optimizer.ts';
 import { uniform, type BenchCase, type Row, type Suite } from '../harness.ts';
-import { benchBatch, matmulReferenceCases, matmulReferenceGflops, MODEL_SEED } from './vit.ts';
+import { matmulReferenceGflops, presetCases, MODEL_SEED } from './vit.ts';
 import { hostInfoNce, TAU } from './loss.ts';
 
 const LR = 1e-4;
@@ -116,19 +116,10 @@ function trainCase(configName: string, batch: number, cached: boolean, prefix: s
 
 export const trainSuite: Suite = {
   name: 'train',
-  cases({ quick, device }) {
-    const presets = quick ? ['tiny'] : ['tiny', 'vit-b-32'];
-    return presets.flatMap((name) => {
-      const cfg = NAMED_CONFIGS[name];
-      const batch = benchBatch(device, name, quick);
-      const prefix = `${name} B=${batch}`;
+  cases: (opts) =>
+    presetCases(opts, true, (name, batch, prefix) => {
       // A ViT-B/32 step takes seconds on CPU adapters: 3 timed reps there.
       const maxReps = name === 'tiny' ? undefined : 3;
-      return [
-        ...matmulReferenceCases(prefix, cfg, batch * numTokens(cfg), true),
-        trainCase(name, batch, true, prefix, maxReps),
-        trainCase(name, batch, false, prefix, maxReps),
-      ];
-    });
-  },
+      return [trainCase(name, batch, true, prefix, maxReps), trainCase(name, batch, false, prefix, maxReps)];
+    }),
 };

@@ -22,7 +22,7 @@ import { scope, type Tensor } from '../../src/tensor/tensor.ts';
 import { matmul } from '../../src/ops/matmul.ts';
 import { adapterClass, type MatmulCapabilities } from '../../src/ops/matmul-select.ts';
 import type { Device } from '../../src/gpu/device.ts';
-import { maxAbsDiff, uniform, type BenchCase, type HostTensor, type Row, type Suite } from '../harness.ts';
+import { maxAbsDiff, uniform, type BenchCase, type HostTensor, type Row, type Suite, type SuiteOptions } from '../harness.ts';
 
 export const MODEL_SEED = 1;
 
@@ -176,15 +176,22 @@ function vitCase(configName: string, batch: number, student: boolean, prefix: st
   };
 }
 
+/**
+ * The model-level suites' cases (vit, train): per preset (tiny; ViT-B/32 unless quick) at
+ * benchBatch, the matmul reference rows their ratio_to_matmul divides by (labelled with the
+ * same prefix; with the input-gradient layout when `dX`), then the suite's own cases.
+ */
+export function presetCases(opts: SuiteOptions, dX: boolean, build: (configName: string, batch: number, prefix: string) => BenchCase[]): BenchCase[] {
+  const presets = opts.quick ? ['tiny'] : ['tiny', 'vit-b-32'];
+  return presets.flatMap((name) => {
+    const cfg = NAMED_CONFIGS[name];
+    const batch = benchBatch(opts.device, name, opts.quick);
+    const prefix = `${name} B=${batch}`;
+    return [...matmulReferenceCases(prefix, cfg, batch * numTokens(cfg), dX), ...build(name, batch, prefix)];
+  });
+}
+
 export const vitSuite: Suite = {
   name: 'vit',
-  cases({ quick, device }) {
-    const presets = quick ? ['tiny'] : ['tiny', 'vit-b-32'];
-    return presets.flatMap((name) => {
-      const cfg = NAMED_CONFIGS[name];
-      const batch = benchBatch(device, name, quick);
-      const prefix = `${name} B=${batch}`;
-      return [...matmulReferenceCases(prefix, cfg, batch * numTokens(cfg), false), vitCase(name, batch, false, prefix), vitCase(name, batch, true, prefix)];
-    });
-  },
+  cases: (opts) => presetCases(opts, false, (name, batch, prefix) => [vitCase(name, batch, false, prefix), vitCase(name, batch, true, prefix)]),
 };
