@@ -30,7 +30,7 @@ test('autotune: every forward and backward shape class of a step gets a winner a
   const json = JSON.parse(readFileSync(file, 'utf8')) as Record<string, Record<string, { variant: string; gflops: number }>>;
   const keys = Object.keys(json);
   assert.is(keys.length, 1, 'one adapter key');
-  assert.match(r.stderr, new RegExp(`under '${keys[0].replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}'`));
+  assert.ok(r.stderr.includes(`under '${keys[0]}'`), `stderr names the adapter key '${keys[0]}'`);
   for (const row of rows) {
     assert.is(json[keys[0]][row[0]]?.variant, row[3], `cached winner of ${row[0]}`);
     assert.ok(json[keys[0]][row[0]].gflops > 0);

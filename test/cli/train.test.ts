@@ -81,7 +81,7 @@ test('Ctrl-C (SIGINT): checkpoint at the current step, exit code 130, message sa
   const r = await s.done;
   assert.is(r.code, 130, r.stderr);
   assert.match(r.stderr, /Ctrl-C: finishing this step/);
-  assert.match(r.stderr, new RegExp(`--resume ${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+  assert.ok(r.stderr.includes(`--resume ${dir}`), `stderr tells how to resume (--resume ${dir})`);
   const latest = readFileSync(join(dir, 'checkpoints', 'latest'), 'utf8').trim();
   const steps = readMetrics(dir).length;
   assert.ok(steps >= 1 && steps < 200, `stopped early (${steps} steps)`);
