@@ -133,9 +133,10 @@ export function adapterDifference(a: Map<string, { shape: number[]; data: Float3
     if (x.shape.join(',') !== y.shape.join(',')) throw new Error(`${k}: shape [${x.shape}] vs [${y.shape}]`);
     for (let i = 0; i < x.data.length; i++) {
       const r = Math.abs(x.data[i] - y.data[i]) / (Math.abs(y.data[i]) + atol);
-      if (r > worst) {
+      if (!(r <= worst)) {
         worst = r;
         where = `${k}[${i}]: ${x.data[i]} vs ${y.data[i]}`;
+        if (Number.isNaN(r)) return { worst, where };
       }
     }
   }

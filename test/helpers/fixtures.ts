@@ -68,7 +68,9 @@ export function assertClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
     const a = actual[i];
     const e = expected[i];
     const err = Math.abs(a - e);
-    if (!Number.isFinite(a) && a !== e) {
+    // Non-finite values only match themselves (a NaN never does): the ratio below would be
+    // NaN for them, and a NaN ratio compares false against every bound.
+    if ((!Number.isFinite(a) || !Number.isFinite(e)) && a !== e) {
       throw new Error(`${label}: element ${i} is ${a}, expected ${e}`);
     }
     maxAbs = Math.max(maxAbs, err);
@@ -107,12 +109,15 @@ export function assertRegenerated(fx: Fixture, key: string, inputs: Float32Array
 /**
  * rtol 1e-5 with atol k × the largest |reference| of the tensor: for long f32 reductions (dot
  * products over hundreds of terms, gradient sums over many rows), whose rounding error is
- * absolute and scales with the values, so a fixed atol cannot express it.
+ * absolute and scales with the values, so a fixed atol cannot express it. The bound follows the
+ * reference's scale both ways: a gradient of a batch-mean loss whose entries are ~1e-4 gets an
+ * atol ~1e-4 × k, not a fixed 1e-6 that a 1% error would pass under. An all-zero reference
+ * must be matched exactly.
  */
 export function scaledTol(ref: ArrayLike<number>, k = 1e-6): Tolerance {
   let mx = 0;
   for (let i = 0; i < ref.length; i++) mx = Math.max(mx, Math.abs(ref[i]));
-  return { rtol: 1e-5, atol: k * Math.max(1, mx) };
+  return { rtol: 1e-5, atol: k * mx };
 }
 
 /** assertClose with scaledTol(expected). */
@@ -211,6 +216,7 @@ export async function gradCheck(name: string, f: (xs: Tensor[]) => Tensor, input
       if (!xs[k].grad) throw new Error(`${name}: input ${k} got no gradient`);
       const analytic = await xs[k].grad!.read();
       const n = inputs[k].data.length;
+      if (analytic.length !== n) throw new Error(`${name}: the gradient of input ${k} has ${analytic.length} values, the input ${n}`);
       const idx = n <= probes ? [...Array(n).keys()] : Array.from({ length: probes }, () => Math.floor(r() * n));
       for (const i of idx) {
         const plus = inputs.map((h) => h.data.slice());
@@ -219,7 +225,8 @@ export async function gradCheck(name: string, f: (xs: Tensor[]) => Tensor, input
         minus[k][i] -= eps;
         const numeric = ((await evalLoss(plus)) - (await evalLoss(minus))) / (2 * eps);
         const err = Math.abs(numeric - analytic[i]);
-        if (err > tol.atol + tol.rtol * Math.abs(numeric)) {
+        // Written as !(err <= bound) so that a NaN on either side fails.
+        if (!(err <= tol.atol + tol.rtol * Math.abs(numeric))) {
           throw new Error(`${name}: d/dx${k}[${i}] analytic ${analytic[i]} vs finite-difference ${numeric} (eps ${eps})`);
         }
       }
