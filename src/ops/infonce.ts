@@ -7,7 +7,7 @@
 import { Tensor } from '../tensor/tensor.ts';
 import { record } from '../tensor/autograd.ts';
 import type { Device } from '../gpu/device.ts';
-import { checkInputs, params, shapeError } from './util.ts';
+import { blockingClass, checkInputs, params, shapeError } from './util.ts';
 import { matmulCaps } from './matmul.ts';
 
 const KERNEL = 'infonce';
@@ -62,11 +62,12 @@ function useSubgroups(device: Device): boolean {
 
 /**
  * Tile plan for an output of `rows x cols`: the subgroup-broadcast kernels (16 x 128 tiles) on
- * CPU adapters, else the workgroup-memory kernels with 64 x 64 tiles (4 x 4 per invocation), or
- * 32 x 32 (2 x 2) when 64 x 64 tiles would leave fewer than 128 workgroups.
+ * CPU adapters with 8-wide subgroups, else the workgroup-memory kernels with 64 x 64 tiles
+ * (4 x 4 per invocation), or 32 x 32 (2 x 2) when 64 x 64 tiles would leave fewer than 128
+ * workgroups. forceBlockingClass('infonce', 'gpu') makes a CPU adapter run the GPU kernels.
  */
 function tilePlan(device: Device, rows: number, cols: number): TilePlan {
-  if (useSubgroups(device)) return { file: KERNEL_SG, fwd: 'fwd_tile_sg', bwd: 'bwd_tile_sg', overrides: undefined, rows: 16, cols: 128 };
+  if (blockingClass('infonce', device) === 'cpu' && useSubgroups(device)) return { file: KERNEL_SG, fwd: 'fwd_tile_sg', bwd: 'bwd_tile_sg', overrides: undefined, rows: 16, cols: 128 };
   const big = Math.ceil(rows / 64) * Math.ceil(cols / 64) >= 128;
   return big
     ? { file: KERNEL, fwd: 'fwd_tile', bwd: 'bwd_tile', overrides: undefined, rows: 64, cols: 64 }

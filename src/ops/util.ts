@@ -87,7 +87,7 @@ export function unusedOutput(device: Device): GPUBuffer {
 }
 
 /** Ops whose kernels are blocked differently on CPU adapters (lavapipe) and GPUs. */
-export type BlockedOp = 'attention' | 'lora' | 'adamw';
+export type BlockedOp = 'attention' | 'lora' | 'adamw' | 'infonce';
 export type AdapterClass = 'cpu' | 'gpu';
 
 const forcedClasses = new Map<BlockedOp, AdapterClass>();
