@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { permute, transpose, concat, slice, gatherRows, reshape } from '../../src/ops/index.ts';
+import { permute, transpose, concat, slice, gatherRows, reshape, patchify } from '../../src/ops/index.ts';
 import { backward, noGrad } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
 import { fixture, expectTensor, gradCheck, device, randn, type Tolerance } from '../helpers/fixtures.ts';
@@ -31,6 +31,10 @@ const CASES: [string, number, Fn, Tolerance?][] = [
   ['gather_cls', 1, ([x]) => gatherRows(x, idxOf('gather_cls'), 1)],
   ['gather_repeat', 1, ([x]) => gatherRows(x, Int32Array.from(idxOf('gather_repeat'))), SUM_TOL],
   ['gather_mid', 1, ([x]) => gatherRows(x, idxOf('gather_mid'), -3), SUM_TOL],
+  // F.unfold(x, P, stride=P).transpose(1, 2); backward is the fold (patches do not overlap).
+  ['patchify_p4', 1, ([x]) => patchify(x, 4)],
+  ['patchify_p1', 1, ([x]) => patchify(x, 1)],
+  ['patchify_p16', 1, ([x]) => patchify(x, 16)],
 ];
 
 test.before(async () => {
@@ -56,7 +60,7 @@ for (const [name, nIn, fn, gradTol] of CASES) {
   });
 }
 
-test('finite differences: permute, transpose, concat, slice, gather', async () => {
+test('finite differences: permute, transpose, concat, slice, gather, patchify', async () => {
   await gradCheck('permute', ([x]) => permute(x, [1, 2, 0]), [{ shape: [2, 3, 4], data: randn(24, 1) }]);
   await gradCheck('transpose_then_slice', ([x]) => slice(transpose(x, 0, 1), 0, 1, 3), [{ shape: [3, 4], data: randn(12, 2) }]);
   await gradCheck('concat_same_input_twice', ([a, b]) => concat([a, b, a], 1), [
@@ -64,6 +68,7 @@ test('finite differences: permute, transpose, concat, slice, gather', async () =
     { shape: [2, 2, 3], data: randn(12, 4) },
   ]);
   await gradCheck('gather_repeat', ([x]) => gatherRows(x, [2, 0, 2, 2], 1), [{ shape: [2, 3, 2], data: randn(12, 5) }]);
+  await gradCheck('patchify', ([x]) => patchify(x, 2), [{ shape: [2, 3, 4, 6], data: randn(144, 6) }], { probes: 24 });
 });
 
 test('identity permute and full slice copy (not alias) and keep values', async () => {
