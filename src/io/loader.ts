@@ -50,6 +50,13 @@ export interface PairLoaderOptions {
    * dropped pairs differ each epoch), false otherwise (so a small dataset still yields a batch).
    */
   dropLast?: boolean;
+  /**
+   * Batches consumed together (one optimizer step with gradient accumulation). Each epoch's
+   * batch count is cut to a multiple of it, so no step straddles two epochs: such a step could
+   * hold the same pair twice (once from each epoch's shuffle), and that pair's real image would
+   * then be a negative of its own generated image. Default 1.
+   */
+  batchesPerStep?: number;
   /** Batches decoded ahead of the consumer (default 2; 0 decodes on demand). */
   prefetch?: number;
   /** Whether the real image of a pair must be decoded (false when the teacher embedding is cached). Default: always. */
@@ -106,9 +113,15 @@ export class PairLoader {
     this.opts = opts;
     this.batchSize = opts.batchSize;
     this.dropLast = opts.dropLast ?? pairs.length >= 2 * opts.batchSize;
-    this.batchesPerEpoch = this.dropLast ? Math.floor(pairs.length / opts.batchSize) : Math.ceil(pairs.length / opts.batchSize);
-    if (this.batchesPerEpoch === 0) {
+    const perStep = opts.batchesPerStep ?? 1;
+    if (!Number.isInteger(perStep) || perStep <= 0) throw new Error(`PairLoader: batchesPerStep must be a positive integer, got ${perStep}`);
+    const batches = this.dropLast ? Math.floor(pairs.length / opts.batchSize) : Math.ceil(pairs.length / opts.batchSize);
+    this.batchesPerEpoch = batches - (batches % perStep);
+    if (batches === 0) {
       throw new Error(`PairLoader: ${pairs.length} pairs make no full batch of ${opts.batchSize} with dropLast; lower the batch size or set dropLast false`);
+    }
+    if (this.batchesPerEpoch === 0) {
+      throw new Error(`PairLoader: ${pairs.length} pairs make ${batches} batch(es) of ${opts.batchSize}, fewer than the ${perStep} of one step; lower the batch size or the batches per step`);
     }
     this.prefetchDepth = Math.max(0, Math.floor(opts.prefetch ?? 2));
     this.maxBadFraction = opts.maxBadFraction ?? 0.05;
@@ -273,7 +286,7 @@ export class PairLoader {
       const examples = [...this.badFiles.values()].slice(0, 5);
       throw new TooManyBadImagesError(
         `too many unreadable images: ${bad} of ${this.decodedFiles.size} decoded files failed (more than ${(this.maxBadFraction * 100).toFixed(1)}% allowed). ` +
-          `Examples:\n  ${listWithRest(examples, 5)}\nRe-encode or remove them (npm run train -- --validate lists them all), or raise the allowed fraction.`,
+          `Examples:\n  ${listWithRest(examples, 5)}\nRe-encode or remove them (npm run train -- --validate lists them all), or raise the allowed fraction (--max-bad-fraction, now ${this.maxBadFraction}).`,
       );
     }
   }

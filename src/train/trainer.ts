@@ -11,7 +11,7 @@
 // every micro-batch's loss uses all effective-batch reals as negatives. Each generated row's
 // loss depends only on its own student embedding and the fixed teacher matrix, so summing
 // micro-batch gradients (each scaled by 1/accum) gives exactly the full-batch gradient.
-import { existsSync, mkdirSync, readFileSync, statfsSync, writeFileSync, appendFileSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statfsSync, writeFileSync, appendFileSync, unlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { Device } from '../gpu/device.ts';
@@ -30,7 +30,7 @@ import { readPeftAdapter } from '../io/peft.ts';
 import { writeFileAtomic } from '../gpu/atomic-file.ts';
 import { AdamW } from './optimizer.ts';
 import { learningRate, type ScheduleOptions } from './schedule.ts';
-import { saveCheckpoint, loadLatestCheckpoint, type TrainerState } from './checkpoint.ts';
+import { saveCheckpoint, loadLatestCheckpoint, setAsideDivergedCheckpoint, checkpointName, type TrainerState } from './checkpoint.ts';
 import { TeacherCache, modelKey, fileKey } from './teacher-cache.ts';
 import { embedPaths } from './embedding.ts';
 
@@ -123,16 +123,23 @@ function configHash(o: TrainOptions): string {
   return createHash('sha256').update(JSON.stringify(keyed)).digest('hex').slice(0, 16);
 }
 
-/** Fails before training if the run directory is not writable or the disk is nearly full. */
-export function preflightOutput(runDir: string, neededBytes: number): void {
+/** Creates `dir` and writes a probe file there; returns why that failed, or null. */
+function writeProblem(dir: string): string | null {
   try {
-    mkdirSync(runDir, { recursive: true });
-    const probe = join(runDir, `.write-test-${process.pid}`);
+    mkdirSync(dir, { recursive: true });
+    const probe = join(dir, `.write-test-${process.pid}`);
     writeFileSync(probe, Buffer.alloc(4096));
     unlinkSync(probe);
+    return null;
   } catch (e) {
-    throw new Error(`Output directory ${runDir} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}). Choose another --out.`);
+    return (e as NodeJS.ErrnoException).code ?? (e as Error).message;
   }
+}
+
+/** Fails before training if the run directory is not writable or the disk is nearly full. */
+export function preflightOutput(runDir: string, neededBytes: number): void {
+  const problem = writeProblem(runDir);
+  if (problem) throw new Error(`Output directory ${runDir} is not writable (${problem}). Choose another --out.`);
   try {
     const fs = statfsSync(runDir);
     const free = fs.bavail * fs.bsize;
@@ -143,6 +150,22 @@ export function preflightOutput(runDir: string, neededBytes: number): void {
     if ((e as Error).message.startsWith('Not enough disk space')) throw e;
     // statfs unsupported: the write probe above is all we can check.
   }
+}
+
+/**
+ * What a non-finite loss or gradient at step `step + 1` means for the checkpoints: the one
+ * written after step `step` holds the weights that produced it, so it is set aside, and the
+ * message says which checkpoint --resume would now continue from.
+ */
+function divergedCheckpointNote(runDir: string, step: number, lr: number): string {
+  const { setAside, latest } = setAsideDivergedCheckpoint(runDir, step);
+  const dir = join(runDir, 'checkpoints');
+  const advice = `Resuming repeats the same steps with the same settings, so it is likely to diverge again: start a new run with a lower --lr (now ${lr}), or check the data.`;
+  if (setAside) {
+    return `The weights saved after step ${step} gave this, so that checkpoint was moved to ${join(dir, setAside)}` +
+      (latest ? `; checkpoints/latest and adapter/ now point to ${latest}, the newest checkpoint whose weights gave a finite loss. ` : ', and no earlier checkpoint is left. ') + advice;
+  }
+  return (latest ? `The newest checkpoint, ${join(dir, latest)}, is kept (its weights gave a finite loss on the step after it). ` : 'No checkpoint had been written yet. ') + advice;
 }
 
 /** Rethrows GPU memory errors with the smaller --batch / larger --accum that keeps the effective batch. */
@@ -244,26 +267,84 @@ export function resolvedConfigPath(runDir: string): string {
   return join(runDir, 'config.json');
 }
 
+/**
+ * A new run must not write into a directory that holds another run: its metrics.jsonl would
+ * be restarted and its adapter/ replaced, and its old checkpoints would mix with the new
+ * ones. A config.json alone (a run stopped before its first step) may be replaced.
+ */
+function refuseExistingRun(runDir: string): void {
+  const metrics = join(runDir, 'metrics.jsonl');
+  const found = [
+    ...(existsSync(metrics) && readFileSync(metrics, 'utf8').trim() ? ['metrics.jsonl'] : []),
+    ...['checkpoints', 'adapter'].filter((f) => existsSync(join(runDir, f))),
+  ];
+  if (found.length) {
+    throw new Error(`${runDir} already holds a run (${found.join(', ')}); nothing there was changed. Continue it with: npm run train -- --resume ${runDir}, or choose another --out.`);
+  }
+}
+
+/** The batch settings against the number of training pairs (checked before any GPU work). */
+export function checkBatchFits(o: Pick<TrainOptions, 'batch' | 'accum'>, trainPairs: number): void {
+  if (trainPairs < 2) throw new Error(`Only ${trainPairs} training pair(s): contrastive training needs at least 2 (lower --val-fraction or add data).`);
+  const effective = o.batch * o.accum;
+  if (effective < 2) {
+    throw new Error(`Effective batch ${effective} (--batch ${o.batch} × --accum ${o.accum}): the InfoNCE loss needs at least 2 pairs per step, because the other real images of a step are each generated image's negatives. Raise --batch or --accum.`);
+  }
+  if (o.batch > trainPairs) throw new Error(`--batch ${o.batch} is larger than the ${trainPairs} training pairs. Use --batch ${trainPairs} or less (or add data, or lower --val-fraction).`);
+  if (effective > trainPairs) {
+    throw new Error(
+      `Effective batch ${effective} (--batch ${o.batch} × --accum ${o.accum}) is larger than the ${trainPairs} training pairs: a step would hold some pairs twice, ` +
+        `and a repeated pair's real image would be a negative of its own generated image. Use --accum ${Math.floor(trainPairs / o.batch)} or less (or add data).`,
+    );
+  }
+}
+
 export async function train(device: Device, o: TrainOptions, hooks: TrainHooks = {}): Promise<TrainResult> {
   const log = hooks.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const runDir = resolve(o.out);
+  if (!o.resume) refuseExistingRun(runDir);
+  // A run directory this call creates is removed again if the run fails before its first step.
+  const createdRunDir = !existsSync(runDir);
 
   // Data first: a bad dataset should fail in seconds, before any GPU work.
   const dataset = loadDataset(o.data, { onWarn: log });
   const { train: trainPairs, val: valPairs } = splitByValFraction(dataset.pairs, o.valFraction, o.seed);
   log(`data: ${dataset.pairs.length} pairs in ${o.data} (${trainPairs.length} train, ${valPairs.length} val)`);
+  checkBatchFits(o, trainPairs.length);
 
-  const loaded = loadModel(o.model, device, o.seed);
-  const model = loaded.model;
-  const pre = parsePreprocessorConfig(loaded.preprocessor, model.cfg.imageSize);
-  const student = makeStudent(model, o, device);
+  let stepped = false;
   try {
-    return await runTraining(device, o, hooks, log, runDir, trainPairs, valPairs, loaded, pre, student);
+    const outProblem = writeProblem(runDir);
+    if (outProblem) throw new Error(`Output directory ${runDir} is not writable (${outProblem}). Choose another --out.`);
+    const cacheProblem = o.teacherCache ? writeProblem(o.cacheDir) : null;
+    if (cacheProblem) throw new Error(`Teacher cache directory ${o.cacheDir} is not writable (${cacheProblem}). Choose another --cache-dir (or set GENALIGN_CACHE_DIR), or pass --no-teacher-cache.`);
+
+    const loaded = loadModel(o.model, device, o.seed);
+    const model = loaded.model;
+    const pre = parsePreprocessorConfig(loaded.preprocessor, model.cfg.imageSize);
+    const S = model.cfg.imageSize;
+    if (pre.cropHeight !== S || pre.cropWidth !== S) {
+      model.dispose();
+      throw new Error(`${join(loaded.source, 'preprocessor_config.json')}: crop_size ${pre.cropWidth}x${pre.cropHeight} does not match the model's image_size ${S} (config.json); the crop must be ${S}x${S}.`);
+    }
+    const student = makeStudent(model, o, device);
+    try {
+      return await runTraining(device, o, { ...hooks, onStep: (r, total) => ((stepped = true), hooks.onStep?.(r, total)) }, log, runDir, trainPairs, valPairs, loaded, pre, student);
+    } catch (e) {
+      // On failure nothing is handed to the caller: free the model and the student here.
+      student.lora.dispose();
+      student.projection?.dispose();
+      model.dispose();
+      throw e;
+    }
   } catch (e) {
-    // On failure nothing is handed to the caller: free the model and the student here.
-    student.lora.dispose();
-    student.projection?.dispose();
-    model.dispose();
+    if (createdRunDir && !stepped) {
+      try {
+        rmSync(runDir, { recursive: true, force: true });
+      } catch {
+        // Nothing was created there (e.g. --out under a file): the original error is what matters.
+      }
+    }
     throw e;
   }
 }
@@ -285,10 +366,10 @@ async function runTraining(
   preflightOutput(runDir, 6 * adapterBytes * (o.keepCheckpoints + 1) + 16 * 2 ** 20);
   writeFileAtomic(resolvedConfigPath(runDir), JSON.stringify({ ...o, data: resolve(o.data), out: runDir, model: loaded.source, adapter: device.adapter, modelConfig: model.cfg, configHash: configHash(o) }, null, 2) + '\n');
 
-  if (trainPairs.length < 2) throw new Error(`Only ${trainPairs.length} training pair(s): contrastive training needs at least 2 (lower --val-fraction or add data).`);
-  const microBatch = Math.min(o.batch, trainPairs.length);
-  const loader0 = new PairLoader(trainPairs, { batchSize: microBatch, preprocess: pre, seed: o.seed, prefetch: 0, dropLast: trainPairs.length >= 2 * microBatch });
-  const stepsPerEpoch = Math.max(1, Math.floor(loader0.batchesPerEpoch / o.accum));
+  const microBatch = o.batch;
+  const dropLast = trainPairs.length >= 2 * microBatch;
+  const loader0 = new PairLoader(trainPairs, { batchSize: microBatch, preprocess: pre, seed: o.seed, prefetch: 0, dropLast, batchesPerStep: o.accum });
+  const stepsPerEpoch = loader0.batchesPerEpoch / o.accum;
   await loader0.close();
   const totalSteps = o.steps > 0 ? o.steps : o.epochs * stepsPerEpoch;
   if (!(totalSteps > 0)) throw new Error('Nothing to train: set --steps or --epochs to a positive number.');
@@ -334,6 +415,15 @@ async function runTraining(
     saved.dispose();
     optimizer.loadStateDict(ckpt.optimizer);
     startStep = ckpt.state.step;
+    const before = ckpt.state.schedule as unknown as ScheduleOptions;
+    if (startStep > 0 && before.totalSteps !== totalSteps && startStep < totalSteps) {
+      // --steps / --epochs changed: the cosine is laid over the new length, so the learning rate
+      // does not continue where the checkpoint left it.
+      log(
+        `warning: the schedule now spans ${totalSteps} steps instead of ${before.totalSteps}: the learning rate goes from ` +
+          `${learningRate(startStep - 1, before).toExponential(2)} (step ${startStep}) to ${learningRate(startStep, sched).toExponential(2)} (step ${startStep + 1})`,
+      );
+    }
     start = { epoch: ckpt.state.epoch, batch: ckpt.state.batchInEpoch };
     // Drop log lines past the checkpoint so metrics.jsonl reads as one run.
     if (existsSync(metricsPath)) {
@@ -362,7 +452,8 @@ async function runTraining(
     maxBadFraction: o.maxBadFraction,
     onWarn: log,
     start,
-    dropLast: trainPairs.length >= 2 * microBatch,
+    dropLast,
+    batchesPerStep: o.accum,
     realNeeded: cache ? (id) => !cache!.has(fileKey(realById.get(id)!)) : undefined,
   });
 
@@ -376,6 +467,13 @@ async function runTraining(
   let stoppedEarly = false;
 
   const checkpoint = async (): Promise<void> => {
+    for (const p of student.params) {
+      const data = await p.read();
+      const bad = data.findIndex((v) => !Number.isFinite(v));
+      if (bad >= 0) {
+        throw new NonFiniteLossError(`${p.name ?? 'a trainable tensor'}[${bad}] = ${data[bad]} after step ${step}: not writing ${checkpointName(step)}. ${divergedCheckpointNote(runDir, step, o.lr)}`);
+      }
+    }
     const state: TrainerState = {
       step, epoch: position.epoch, batchInEpoch: position.batch, seed: o.seed, configHash: configHash(o), lastLoss,
       schedule: { ...sched },
@@ -437,16 +535,18 @@ async function runTraining(
       if (step + 1 === testHook('GENALIGN_TEST_NAN_AT_STEP')) loss = Number.NaN;
       if (!Number.isFinite(loss)) {
         optimizer.zeroGrad();
-        throw new NonFiniteLossError(
-          `Loss became ${loss} at step ${step + 1}; stopping without applying this update. ` +
-            `The last good checkpoint in ${join(runDir, 'checkpoints')} is kept. Try a lower --lr (now ${o.lr}) or check the data.`,
-        );
+        throw new NonFiniteLossError(`Loss became ${loss} at step ${step + 1}; stopping without applying this update. ${divergedCheckpointNote(runDir, step, o.lr)}`);
       }
       const lr = learningRate(step, sched);
       const normT = optimizer.step(lr);
       const gradNorm = await normT.item();
       normT.dispose();
       optimizer.zeroGrad();
+      if (!Number.isFinite(gradNorm)) {
+        // The loss was finite but a gradient was not: the update just applied spoiled the
+        // weights in memory, so this step is neither logged nor checkpointed.
+        throw new NonFiniteLossError(`The gradient norm became ${gradNorm} at step ${step + 1} (the loss was ${loss}); stopping before this step is logged or saved. ${divergedCheckpointNote(runDir, step, o.lr)}`);
+      }
       step++;
       position = nextPos;
       lastLoss = loss;

@@ -158,6 +158,22 @@ test('dropLast default and explicit', async () => {
   await Promise.all([keep.close(), small.close(), drop.close()]);
 });
 
+test('batchesPerStep: epochs hold whole steps, so no step repeats a pair across an epoch boundary', async () => {
+  // 10 pairs in batches of 2 is 5 batches; steps of 2 batches keep 4 of them per epoch.
+  const stepped = loader(basic, { batchSize: 2, batchesPerStep: 2 });
+  assert.is(stepped.batchesPerEpoch, 4);
+  const batches = await take(stepped, 8);
+  for (let s = 0; s < 4; s++) {
+    const ids = [...batches[2 * s].ids, ...batches[2 * s + 1].ids];
+    assert.is(new Set(ids).size, 4, `step ${s} holds 4 distinct pairs: ${ids}`);
+    assert.is(batches[2 * s].epoch, batches[2 * s + 1].epoch, `step ${s} lies in one epoch`);
+  }
+  assert.equal(batches.map((b) => b.epoch), [0, 0, 0, 0, 1, 1, 1, 1]);
+  assert.throws(() => loader(basic, { batchSize: 4, batchesPerStep: 3 }), /make 2 batch\(es\) of 4, fewer than the 3 of one step/);
+  assert.throws(() => loader(basic, { batchSize: 2, batchesPerStep: 0 }), /batchesPerStep must be a positive integer/);
+  await stepped.close();
+});
+
 test('prefetch: decodes ahead, bounded, and batches arrive in order despite out-of-order decodes', async () => {
   let started = 0;
   let inFlight = 0;

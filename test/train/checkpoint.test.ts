@@ -11,7 +11,7 @@ import { LoraAdapter, ATTENTION_TARGETS } from '../../src/nn/lora.ts';
 import { readPeftAdapter } from '../../src/io/peft.ts';
 import { readSafetensors } from '../../src/io/safetensors.ts';
 import { ensureDemoDataset } from '../../src/io/demo-data.ts';
-import { saveCheckpoint, loadLatestCheckpoint, checkpointName, type TrainerState } from '../../src/train/checkpoint.ts';
+import { saveCheckpoint, loadLatestCheckpoint, checkpointName, setAsideDivergedCheckpoint, type TrainerState } from '../../src/train/checkpoint.ts';
 import type { AdamWState } from '../../src/train/optimizer.ts';
 import { train, type TrainOptions } from '../../src/train/trainer.ts';
 
@@ -93,7 +93,34 @@ test('crash leftovers: a half-written temp dir is ignored; latest pointing at a 
   writeFileSync(join(run, 'checkpoints', '.step-000004.tmp-99999', 'adapter_model.safetensors'), 'partial');
   assert.is(loadLatestCheckpoint(run)!.state.step, 2);
   writeFileSync(join(run, 'checkpoints', 'latest'), 'step-000004\n');
-  assert.throws(() => loadLatestCheckpoint(run), /latest points to step-000004, which is incomplete or missing/);
+  assert.throws(() => loadLatestCheckpoint(run), /latest points to step-000004, which is incomplete or missing\. Complete checkpoints here: step-000002; to resume from one, write its name into .*latest \(e\.g\. echo step-000002 > /);
+  // A damaged trainer_state.json is named, not a bare JSON parse error.
+  writeFileSync(join(run, 'checkpoints', 'latest'), 'step-000002\n');
+  writeFileSync(join(run, 'checkpoints', 'step-000002', 'trainer_state.json'), '{"step": 2, "ep');
+  assert.throws(() => loadLatestCheckpoint(run), /step-000002\/trainer_state\.json: cannot read the trainer state \(.*\); the file is damaged or truncated/);
+  lora.dispose();
+});
+
+test('setAsideDivergedCheckpoint: the checkpoint of the given step is renamed, latest and adapter/ go back one', async () => {
+  const device = await getDevice();
+  const run = join(root, 'run-aside');
+  const lora = LoraAdapter.create(cfg, { rank: 2, alpha: 2, targets: ['v_proj'], seed: 0 }, device);
+  for (const step of [1, 2, 3]) {
+    lora.pairs.values().next().value!.b.write(new Float32Array(lora.pairs.values().next().value!.b.size).fill(step));
+    await saveCheckpoint(run, lora, 'tiny', optimizerState(lora, step), state(step), 3);
+  }
+  const adapterOf = (dir: string): Buffer => readFileSync(join(dir, 'adapter_model.safetensors'));
+  assert.equal(setAsideDivergedCheckpoint(run, 3), { setAside: 'step-000003.nonfinite', latest: 'step-000002' });
+  assert.equal(readdirSync(join(run, 'checkpoints')).sort(), ['latest', 'step-000001', 'step-000002', 'step-000003.nonfinite']);
+  assert.is(loadLatestCheckpoint(run)!.state.step, 2);
+  assert.equal(adapterOf(join(run, 'adapter')), adapterOf(join(run, 'checkpoints', 'step-000002')));
+  // A step without a checkpoint changes nothing and reports the newest one.
+  assert.equal(setAsideDivergedCheckpoint(run, 5), { setAside: null, latest: 'step-000002' });
+  assert.equal(setAsideDivergedCheckpoint(run, 2), { setAside: 'step-000002.nonfinite', latest: 'step-000001' });
+  assert.equal(setAsideDivergedCheckpoint(run, 1), { setAside: 'step-000001.nonfinite', latest: null });
+  assert.is(loadLatestCheckpoint(run), null);
+  assert.not.ok(existsSync(join(run, 'adapter')));
+  assert.ok(existsSync(join(run, 'adapter.nonfinite', 'adapter_model.safetensors')));
   lora.dispose();
 });
 

@@ -13,7 +13,7 @@ import { ClipVisionModel } from '../../src/nn/vit.ts';
 import type { ForwardOptions } from '../../src/nn/vit.ts';
 import type { Tensor } from '../../src/tensor/tensor.ts';
 import { ensureDemoDataset } from '../../src/io/demo-data.ts';
-import { train, oomHelp, type TrainOptions, type TrainResult } from '../../src/train/trainer.ts';
+import { train, oomHelp, checkBatchFits, type TrainOptions, type TrainResult } from '../../src/train/trainer.ts';
 import { runTrain } from '../../src/cli/train-command.ts';
 import { ATTENTION_TARGETS } from '../../src/nn/lora.ts';
 import { assertClose } from '../helpers/fixtures.ts';
@@ -226,28 +226,87 @@ test('a model directory without model.safetensors, or with a .bin, is a clear er
   assert.match((await failure({ model: 'vit-h-99' })).message, /--model vit-h-99: not a directory and not a preset/);
 });
 
-test('NaN loss (absurd --lr 1e30): the run stops with a message and keeps the last good checkpoint', async () => {
+test('NaN loss (absurd --lr 1e30): the checkpoint whose weights gave it is set aside, not left as the one to resume', async () => {
+  // Step 1's update (lr 1e30) leaves weights ~1e30: finite, so checkpoint 1 is written, but the
+  // loss of step 2 is NaN. Checkpoint 1 is what produced it, and there is no earlier one.
   const out = join(root, 'run-nan-lr');
   const f = await failure({ out, lr: 1e30, clip: 0, steps: 6, saveEvery: 1 });
   assert.match(f.message, /Loss became NaN at step 2; stopping without applying this update/);
-  assert.match(f.message, /last good checkpoint .* is kept\. Try a lower --lr/);
-  assert.is(readFileSync(join(out, 'checkpoints', 'latest'), 'utf8').trim(), 'step-000001');
+  assert.match(f.message, /The weights saved after step 1 gave this, so that checkpoint was moved to .*step-000001\.nonfinite, and no earlier checkpoint is left\./);
+  assert.match(f.message, /start a new run with a lower --lr \(now 1e\+30\)/);
+  assert.equal(readdirSync(join(out, 'checkpoints')).sort(), ['step-000001.nonfinite']);
+  assert.not.ok(existsSync(join(out, 'adapter')), 'adapter/ no longer offers the diverged weights');
+  assert.ok(existsSync(join(out, 'adapter.nonfinite', 'adapter_model.safetensors')), 'the diverged adapter is kept aside, not deleted');
   assert.is(readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').length, 1);
+  assert.match((await failure({ out, lr: 1e30, clip: 0, steps: 6, saveEvery: 1, resume: out })).message, /no checkpoint found/);
 });
 
-test('NaN loss at step 3 (GENALIGN_TEST_NAN_AT_STEP): checkpoint 2 stays the latest, adapter untouched', async () => {
+test('NaN loss at step 3 (GENALIGN_TEST_NAN_AT_STEP): checkpoint 2 is set aside, checkpoint 1 becomes latest and adapter/', async () => {
   const out = join(root, 'run-nan-hook');
   process.env.GENALIGN_TEST_NAN_AT_STEP = '3';
+  let f;
+  try {
+    f = await failure({ out, steps: 6, saveEvery: 1 });
+  } finally {
+    delete process.env.GENALIGN_TEST_NAN_AT_STEP;
+  }
+  assert.match(f.message, /Loss became NaN at step 3/);
+  assert.match(f.message, /checkpoints\/latest and adapter\/ now point to step-000001, the newest checkpoint whose weights gave a finite loss/);
+  assert.is(readFileSync(join(out, 'checkpoints', 'latest'), 'utf8').trim(), 'step-000001');
+  assert.equal(readdirSync(join(out, 'checkpoints')).sort(), ['latest', 'step-000001', 'step-000002.nonfinite']);
+  assert.equal(readFileSync(join(out, 'adapter', 'adapter_model.safetensors')), readFileSync(join(out, 'checkpoints', 'step-000001', 'adapter_model.safetensors')));
+});
+
+test('NaN loss after an older checkpoint: that checkpoint is kept and named (its weights gave a finite loss)', async () => {
+  const out = join(root, 'run-nan-old');
+  process.env.GENALIGN_TEST_NAN_AT_STEP = '4';
   let f;
   try {
     f = await failure({ out, steps: 6, saveEvery: 2 });
   } finally {
     delete process.env.GENALIGN_TEST_NAN_AT_STEP;
   }
-  assert.match(f.message, /Loss became NaN at step 3/);
-  assert.is(readFileSync(join(out, 'checkpoints', 'latest'), 'utf8').trim(), 'step-000002');
+  assert.match(f.message, /The newest checkpoint, .*step-000002, is kept \(its weights gave a finite loss on the step after it\)/);
   assert.equal(readdirSync(join(out, 'checkpoints')).sort(), ['latest', 'step-000002']);
-  assert.equal(readFileSync(join(out, 'adapter', 'adapter_model.safetensors')), readFileSync(join(out, 'checkpoints', 'step-000002', 'adapter_model.safetensors')));
+});
+
+test('a new run refuses a directory that holds a run; a failed start leaves no run directory behind', async () => {
+  const first = await run({ steps: 1 });
+  const out = first.result.runDir;
+  const metricsBefore = readFileSync(join(out, 'metrics.jsonl'), 'utf8');
+  const refused = await failure({ out, steps: 3 });
+  assert.match(refused.message, /already holds a run \(metrics\.jsonl, checkpoints, adapter\); nothing there was changed\. Continue it with: npm run train -- --resume /);
+  assert.is(readFileSync(join(out, 'metrics.jsonl'), 'utf8'), metricsBefore);
+  const fresh = join(root, 'run-failed-start');
+  assert.match((await failure({ out: fresh, model: 'vit-h-99' })).message, /not a directory and not a preset/);
+  assert.not.ok(existsSync(fresh), 'the run directory created for the failed run is gone');
+});
+
+test('batch settings are checked against the training pairs before any work', async () => {
+  assert.throws(() => checkBatchFits({ batch: 1, accum: 1 }, 24), /Effective batch 1 \(--batch 1 × --accum 1\): the InfoNCE loss needs at least 2 pairs per step/);
+  assert.throws(() => checkBatchFits({ batch: 30, accum: 1 }, 24), /--batch 30 is larger than the 24 training pairs\. Use --batch 24 or less/);
+  assert.throws(() => checkBatchFits({ batch: 8, accum: 4 }, 24), /Effective batch 32 \(--batch 8 × --accum 4\) is larger than the 24 training pairs: .* Use --accum 3 or less/);
+  assert.throws(() => checkBatchFits({ batch: 8, accum: 1 }, 1), /Only 1 training pair/);
+  checkBatchFits({ batch: 1, accum: 2 }, 24);
+  checkBatchFits({ batch: 8, accum: 3 }, 24);
+  const out = join(root, 'run-batch-too-big');
+  assert.match((await failure({ out, batch: 25 })).message, /--batch 25 is larger than the 24 training pairs/);
+  assert.not.ok(existsSync(out));
+});
+
+test('an unwritable teacher cache directory fails before any GPU work, naming the flags to change', async () => {
+  const file = join(root, 'cache-is-a-file');
+  writeFileSync(file, 'x');
+  const f = await failure({ cacheDir: join(file, 'cache') });
+  assert.match(f.message, /Teacher cache directory .*cache-is-a-file\/cache is not writable \((ENOTDIR|EEXIST)\)\. Choose another --cache-dir \(or set GENALIGN_CACHE_DIR\), or pass --no-teacher-cache\./);
+});
+
+test('resuming with more --steps warns that the learning rate does not continue where it was', async () => {
+  const out = join(root, 'run-extend');
+  await run({ out, steps: 2, saveEvery: 1, warmup: 0 });
+  const extended = await run({ out, steps: 4, saveEvery: 1, warmup: 0, resume: out });
+  assert.ok(extended.logs.some((l) => /warning: the schedule now spans 4 steps instead of 2: the learning rate goes from .* \(step 2\) to .* \(step 3\)/.test(l)), extended.logs.join('\n'));
+  assert.is(extended.metrics.length, 4);
 });
 
 test('a failing run frees the model and the student (pool live bytes back to where they were)', async () => {
