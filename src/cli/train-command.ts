@@ -3,11 +3,17 @@
 import { defaultCacheDir } from '../gpu/cache-dir.ts';
 import { join, resolve } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { getDevice } from '../gpu/device.ts';
 import { ALL_TARGETS, ATTENTION_TARGETS, type LoraTarget } from '../nn/lora.ts';
 import { ensureDemoDataset } from '../io/demo-data.ts';
 import { train, type TrainOptions } from '../train/trainer.ts';
 import { evaluatePairs } from '../train/evaluate.ts';
+import { readRunJson } from '../train/checkpoint.ts';
+import { loadDataset, validateImages } from '../io/dataset.ts';
+import { isModelDir, readModelConfig } from '../io/hf-checkpoint.ts';
+import { defaultPreprocess, parsePreprocessorConfig, type PreprocessConfig } from '../io/image.ts';
+import { NAMED_CONFIGS } from '../nn/config.ts';
 import { parseFlags, helpText, positive, nonNegative, fraction, UsageError, type FlagSpec } from './args.ts';
 import { Progress } from './progress.ts';
 
@@ -50,7 +56,42 @@ export const TRAIN_FLAGS: FlagSpec[] = [
   { name: 'max-bad-fraction', type: 'float', default: 0.05, help: 'abort when more than this fraction of images fail to decode', check: fraction },
   { name: 'eval', type: 'bool', default: true, help: 'evaluate on the val split at the end (--no-eval to skip)' },
   { name: 'plot', type: 'string', default: 'tsne', help: 'Figure-3 projection: tsne or pca', check: (v) => (v === 'tsne' || v === 'pca' ? null : 'must be tsne or pca') },
+  { name: 'validate', type: 'bool', default: false, help: "check the dataset only: decode and preprocess every image (as --model's preprocessing would), list every problem, train nothing" },
 ];
+
+/** The preprocessing of --model (its preprocessor_config.json and image_size), without loading weights. */
+function modelPreprocess(spec: string): PreprocessConfig {
+  if (isModelDir(spec)) {
+    const cfg = readModelConfig(spec);
+    const p = join(spec, 'preprocessor_config.json');
+    return parsePreprocessorConfig(existsSync(p) ? readRunJson<unknown>(p, 'preprocessor config') : null, cfg.imageSize);
+  }
+  const cfg = NAMED_CONFIGS[spec];
+  if (!cfg) throw new UsageError(`train: --model ${spec}: not a directory and not a preset (presets: ${Object.keys(NAMED_CONFIGS).join(', ')})`);
+  return defaultPreprocess(cfg.imageSize);
+}
+
+/** --validate: every pair's files are checked; exit 0 when nothing is wrong, 1 otherwise. */
+async function validateDataset(data: string, model: string): Promise<number> {
+  const warnings: string[] = [];
+  const dataset = loadDataset(data, { onWarn: (w) => (warnings.push(w), process.stderr.write(w + '\n')) });
+  const pre = modelPreprocess(model);
+  process.stderr.write(`validate: decoding ${dataset.pairs.length} pairs' images in ${dataset.dir} at ${pre.cropWidth}x${pre.cropHeight} (--model ${model})…\n`);
+  let progress: Progress | null = null;
+  const res = await validateImages(dataset, {
+    preprocess: pre,
+    concurrency: Math.max(2, cpus().length),
+    onProgress: (done, total) => (progress ??= new Progress(total, 'validate')).update(done),
+  });
+  for (const b of res.bad) process.stderr.write(`bad image: ${b.message}\n`);
+  const problems = res.bad.length + warnings.length;
+  process.stderr.write(
+    `validate: ${res.checked} image files checked, ${res.bad.length} could not be used` +
+      (warnings.length ? `; ${warnings.length} dataset warning(s) above` : '') +
+      (problems ? '. Training skips bad images (and aborts past --max-bad-fraction); re-encode or remove them.\n' : ': no problems found.\n'),
+  );
+  return problems ? 1 : 0;
+}
 
 function timestamp(): string {
   const d = new Date();
@@ -70,7 +111,7 @@ function parseTargets(s: string): LoraTarget[] {
 function resumeOptions(dir: string, f: Record<string, unknown>, argv: string[]): TrainOptions {
   const p = join(dir, 'config.json');
   if (!existsSync(p)) throw new UsageError(`train: --resume ${dir}: no config.json there (is it a run directory?)`);
-  const saved = JSON.parse(readFileSync(p, 'utf8')) as TrainOptions;
+  const saved = readRunJson<TrainOptions>(p, 'run options');
   const allowed = new Set(['resume', 'steps', 'epochs', 'save-every', 'log-every', 'eval', 'plot', 'cache-dir', 'teacher-cache', 'no-teacher-cache', 'no-eval', 'keep-checkpoints', 'max-bad-fraction']);
   for (const a of argv) {
     if (!a.startsWith('--')) continue;
@@ -104,6 +145,12 @@ export async function runTrain(argv: string[]): Promise<number> {
     return 0;
   }
   const f = parseFlags(argv, TRAIN_FLAGS, 'train');
+  if (f.validate) {
+    if (f.resume) throw new UsageError('train: --validate checks a dataset (--data); it does not go with --resume');
+    if (f.data && !f.model) throw new UsageError('train: --model is required with --data (its preprocessing decides the crop the images are checked at)');
+    if (!f.data) await ensureDemoDataset(resolve(DEMO_DIR), {});
+    return validateDataset(f.data ? String(f.data) : resolve(DEMO_DIR), f.model ? String(f.model) : DEMO_OVERRIDES.model);
+  }
   let o: TrainOptions;
   if (f.resume) {
     o = resumeOptions(resolve(String(f.resume)), f, argv);

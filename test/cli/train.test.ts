@@ -2,7 +2,7 @@
 // writes a checkpoint and exits 130, flag errors exit 2 naming the flag, --help lists every flag.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, cpSync, existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TRAIN_FLAGS } from '../../src/cli/train-command.ts';
 import { EMBED_FLAGS } from '../../src/cli/embed-command.ts';
@@ -112,6 +112,23 @@ for (const [args, flag, why] of [
     assert.not.match(r.stderr, /at .*\.ts:\d+/, 'no stack trace');
   });
 }
+
+test('train --validate: lists every unreadable image of the dataset, trains nothing, exit 1; a clean dataset exits 0', async () => {
+  const clean = await runCli('train', ['--validate', '--data', data, '--model', 'tiny']);
+  assert.is(clean.code, 0, clean.stderr);
+  assert.match(clean.stderr, /validate: 48 image files checked, 0 could not be used: no problems found\./);
+  const dirty = join(root, 'data-dirty');
+  cpSync(data, dirty, { recursive: true });
+  const generated = join(dirty, 'generated', readdirSync(join(dirty, 'generated')).sort()[0]);
+  writeFileSync(generated, readFileSync(generated).subarray(0, 200));
+  writeFileSync(join(dirty, 'real', readdirSync(join(dirty, 'real')).sort()[1]), 'not an image');
+  const r = await runCli('train', ['--validate', '--data', dirty, '--model', 'tiny', '--out', join(root, 'run-validate')]);
+  assert.is(r.code, 1, r.stderr);
+  assert.is(r.stderr.match(/^bad image: /gm)?.length, 2, r.stderr);
+  assert.ok(r.stderr.includes(`bad image: ${generated}: `), r.stderr);
+  assert.match(r.stderr, /validate: 48 image files checked, 2 could not be used\. Training skips bad images/);
+  assert.not.ok(existsSync(join(root, 'run-validate')), 'nothing trained, no run directory');
+});
 
 function checkHelp(out: string, specs: readonly FlagSpec[], command: string): void {
   const lines = out.split('\n');
