@@ -2,16 +2,36 @@
 // target. A crash or a full disk mid-write leaves the previous file intact. In the lowest layer
 // (like cache-dir.ts) so every layer can use it: the matmul autotune cache in ops/ writes
 // through it as well as io/ and train/.
-import { openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync, mkdirSync } from 'node:fs';
-import { dirname, basename, join } from 'node:path';
+import { openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync, mkdirSync, existsSync } from 'node:fs';
+import { dirname, basename, join, resolve } from 'node:path';
+
+/**
+ * `mkdir -p`, one level at a time. Node's mkdirSync(dir, { recursive: true }) never returns
+ * when mkdir fails with ENOENT under a parent that exists (e.g. anywhere in /proc); here that
+ * failure is an ordinary error.
+ */
+export function makeDirs(dir: string): void {
+  const missing: string[] = [];
+  for (let d = resolve(dir); !existsSync(d); d = dirname(d)) {
+    missing.push(d);
+    if (dirname(d) === d) break;
+  }
+  for (const d of missing.reverse()) {
+    try {
+      mkdirSync(d);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+  }
+}
 
 export function writeFileAtomic(path: string, chunks: Uint8Array | string | (Uint8Array | string)[]): void {
   const dir = dirname(path);
-  mkdirSync(dir, { recursive: true });
   const tmp = join(dir, `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
   const list = Array.isArray(chunks) ? chunks : [chunks];
   let fd: number | null = null;
   try {
+    makeDirs(dir);
     fd = openSync(tmp, 'w');
     for (const c of list) {
       const bytes = typeof c === 'string' ? Buffer.from(c, 'utf8') : c;

@@ -4,7 +4,8 @@
 // where modelKey hashes the model identity and the preprocessing, and each row's key hashes the
 // file's absolute path, size and mtime (so an edited image is re-embedded).
 import { createHash } from 'node:crypto';
-import { existsSync, statSync, mkdirSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import { makeDirs } from '../gpu/atomic-file.ts';
 import { join, resolve } from 'node:path';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
 import type { PreprocessConfig } from '../io/image.ts';
@@ -84,7 +85,7 @@ export class TeacherCache {
   /** Writes the cache atomically if anything changed. */
   save(): void {
     if (!this.dirty) return;
-    mkdirSync(join(this.path, '..'), { recursive: true });
+    makeDirs(join(this.path, '..'));
     const keys = [...this.rows.keys()];
     const data = new Float32Array(keys.length * this.dim);
     keys.forEach((k, i) => data.set(this.rows.get(k)!, i * this.dim));

@@ -11,7 +11,7 @@
 // every micro-batch's loss uses all effective-batch reals as negatives. Each generated row's
 // loss depends only on its own student embedding and the fixed teacher matrix, so summing
 // micro-batch gradients (each scaled by 1/accum) gives exactly the full-batch gradient.
-import { existsSync, mkdirSync, readFileSync, rmSync, statfsSync, writeFileSync, appendFileSync, unlinkSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statfsSync, writeFileSync, appendFileSync, unlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { Device } from '../gpu/device.ts';
@@ -27,7 +27,7 @@ import { parsePreprocessorConfig, type PreprocessConfig } from '../io/image.ts';
 import { loadDataset, splitByValFraction, type Pair } from '../io/dataset.ts';
 import { PairLoader, type PairBatch } from '../io/loader.ts';
 import { readPeftAdapter } from '../io/peft.ts';
-import { writeFileAtomic } from '../gpu/atomic-file.ts';
+import { makeDirs, writeFileAtomic } from '../gpu/atomic-file.ts';
 import { AdamW } from './optimizer.ts';
 import { learningRate, type ScheduleOptions } from './schedule.ts';
 import { saveCheckpoint, loadLatestCheckpoint, setAsideDivergedCheckpoint, checkpointName, type TrainerState } from './checkpoint.ts';
@@ -126,7 +126,7 @@ function configHash(o: TrainOptions): string {
 /** Creates `dir` and writes a probe file there; returns why that failed, or null. */
 function writeProblem(dir: string): string | null {
   try {
-    mkdirSync(dir, { recursive: true });
+    makeDirs(dir);
     const probe = join(dir, `.write-test-${process.pid}`);
     writeFileSync(probe, Buffer.alloc(4096));
     unlinkSync(probe);
