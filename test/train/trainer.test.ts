@@ -74,6 +74,16 @@ async function failure(over: Partial<TrainOptions>): Promise<{ message: string; 
   throw new Error(`expected train(${JSON.stringify(over)}) to fail`);
 }
 
+/** failure() with the loss of step `step` replaced by NaN (the trainer's GENALIGN_TEST_NAN_AT_STEP hook). */
+async function failureWithNanAt(step: number, over: Partial<TrainOptions>): Promise<{ message: string; logs: string[] }> {
+  process.env.GENALIGN_TEST_NAN_AT_STEP = String(step);
+  try {
+    return await failure(over);
+  } finally {
+    delete process.env.GENALIGN_TEST_NAN_AT_STEP;
+  }
+}
+
 /** Counts forward passes without a LoRA adapter (= teacher forwards) while `fn` runs. */
 async function countTeacherForwards<T>(fn: () => Promise<T>): Promise<{ value: T; teacher: number; student: number }> {
   const original = ClipVisionModel.prototype.forward;
@@ -243,13 +253,7 @@ test('NaN loss (absurd --lr 1e30): the checkpoint whose weights gave it is set a
 
 test('NaN loss at step 3 (GENALIGN_TEST_NAN_AT_STEP): checkpoint 2 is set aside, checkpoint 1 becomes latest and adapter/', async () => {
   const out = join(root, 'run-nan-hook');
-  process.env.GENALIGN_TEST_NAN_AT_STEP = '3';
-  let f;
-  try {
-    f = await failure({ out, steps: 6, saveEvery: 1 });
-  } finally {
-    delete process.env.GENALIGN_TEST_NAN_AT_STEP;
-  }
+  const f = await failureWithNanAt(3, { out, steps: 6, saveEvery: 1 });
   assert.match(f.message, /Loss became NaN at step 3/);
   assert.match(f.message, /checkpoints\/latest and adapter\/ now point to step-000001, the newest checkpoint whose weights gave a finite loss/);
   assert.is(readFileSync(join(out, 'checkpoints', 'latest'), 'utf8').trim(), 'step-000001');
@@ -259,13 +263,7 @@ test('NaN loss at step 3 (GENALIGN_TEST_NAN_AT_STEP): checkpoint 2 is set aside,
 
 test('NaN loss after an older checkpoint: that checkpoint is kept and named (its weights gave a finite loss)', async () => {
   const out = join(root, 'run-nan-old');
-  process.env.GENALIGN_TEST_NAN_AT_STEP = '4';
-  let f;
-  try {
-    f = await failure({ out, steps: 6, saveEvery: 2 });
-  } finally {
-    delete process.env.GENALIGN_TEST_NAN_AT_STEP;
-  }
+  const f = await failureWithNanAt(4, { out, steps: 6, saveEvery: 2 });
   assert.match(f.message, /The newest checkpoint, .*step-000002, is kept \(its weights gave a finite loss on the step after it\)/);
   assert.equal(readdirSync(join(out, 'checkpoints')).sort(), ['latest', 'step-000002']);
 });
@@ -314,13 +312,7 @@ test('a failing run frees the model and the student (pool live bytes back to whe
   await device.sync();
   const before = device.pool.stats().liveBytes;
   // NaN at step 1 fails after the model, the student and the optimizer exist.
-  process.env.GENALIGN_TEST_NAN_AT_STEP = '1';
-  try {
-    const { message } = await failure({});
-    assert.match(message, /Loss became/);
-  } finally {
-    delete process.env.GENALIGN_TEST_NAN_AT_STEP;
-  }
+  assert.match((await failureWithNanAt(1, {})).message, /Loss became/);
   await device.sync();
   assert.is(device.pool.stats().liveBytes, before, 'no GPU memory held after the failure');
 });
