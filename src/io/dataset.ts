@@ -8,7 +8,7 @@
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import sharp from 'sharp';
-import { IMAGE_EXTENSIONS, ImageDecodeError, preprocessImage, type PreprocessConfig } from './image.ts';
+import { IMAGE_EXTENSIONS, imageDecodeError, preprocessImage, type PreprocessConfig } from './image.ts';
 
 export interface Pair {
   id: string;
@@ -22,6 +22,8 @@ export interface Pair {
 export interface DatasetProblems {
   /** Every listed file that does not exist (absolute paths). */
   missingFiles: string[];
+  /** Listed paths that exist but are not files (directories, devices); dropped like missing files. */
+  notFiles: string[];
   /** Ids of pairs dropped because the real image or all of their generated images are missing. */
   droppedPairs: string[];
   /** Generated paths dropped (missing) from pairs that still have at least one generated image. */
@@ -163,7 +165,7 @@ export function loadDataset(dir: string, opts: LoadDatasetOptions = {}): Dataset
   if (!statSync(root).isDirectory()) throw new Error(`data directory ${dir} is not a directory`);
   const entries = readdirSync(root);
   if (entries.length === 0) throw new Error(`data directory ${dir} is empty: expected ${MANIFEST_NAME}, or real/ and generated/ folders (see docs/data-format.md)`);
-  const problems: DatasetProblems = { missingFiles: [], droppedPairs: [], droppedGenerated: 0, orphanGenerated: [] };
+  const problems: DatasetProblems = { missingFiles: [], notFiles: [], droppedPairs: [], droppedGenerated: 0, orphanGenerated: [] };
   const manifest = join(root, MANIFEST_NAME);
   let layout: Dataset['layout'];
   let raw: RawPair[];
@@ -190,9 +192,11 @@ export function loadDataset(dir: string, opts: LoadDatasetOptions = {}): Dataset
   const fileExists = (p: string): boolean => {
     let ok = exists.get(p);
     if (ok === undefined) {
-      ok = existsSync(p) && statSync(p).isFile();
+      const present = existsSync(p);
+      ok = present && statSync(p).isFile();
       exists.set(p, ok);
-      if (!ok) problems.missingFiles.push(p);
+      if (!present) problems.missingFiles.push(p);
+      else if (!ok) problems.notFiles.push(p);
     }
     return ok;
   };
@@ -208,8 +212,12 @@ export function loadDataset(dir: string, opts: LoadDatasetOptions = {}): Dataset
     pairs.push({ id: p.id, real: p.real, generated: gen, ...(p.caption !== undefined ? { caption: p.caption } : {}) });
   }
 
+  const listedIn = layout === 'manifest' ? manifest : root;
   if (problems.missingFiles.length > 0) {
-    warn(`warning: ${problems.missingFiles.length} file(s) listed in ${layout === 'manifest' ? manifest : root} are missing:\n  ${listWithRest(problems.missingFiles)}`);
+    warn(`warning: ${problems.missingFiles.length} file(s) listed in ${listedIn} are missing:\n  ${listWithRest(problems.missingFiles)}`);
+  }
+  if (problems.notFiles.length > 0) {
+    warn(`warning: ${problems.notFiles.length} path(s) listed in ${listedIn} are directories (or other non-files), not image files; each entry must name one image file:\n  ${listWithRest(problems.notFiles)}`);
   }
   const noGenerated = raw.filter((p) => p.generated.length === 0).map((p) => p.origin);
   if (noGenerated.length > 0) warn(`warning: ${noGenerated.length} real image(s) have no generated image in ${join(root, 'generated')}:\n  ${listWithRest(noGenerated)}`);
@@ -219,8 +227,26 @@ export function loadDataset(dir: string, opts: LoadDatasetOptions = {}): Dataset
   if (problems.orphanGenerated.length > 0) {
     warn(`warning: ${problems.orphanGenerated.length} generated image(s) match no real image (expected generated/<id>.<ext> or generated/<id>_<k>.<ext>):\n  ${listWithRest(problems.orphanGenerated)}`);
   }
-  if (pairs.length === 0) throw new Error(`data directory ${dir}: no usable pairs (${raw.length} listed, all dropped because files are missing; first missing: ${problems.missingFiles.slice(0, 3).join(', ') || 'none'})`);
+  if (pairs.length === 0) throw new Error(`data directory ${dir}: no usable pairs (${raw.length} listed, all dropped: ${whyNoPairs(root, raw, problems)})`);
   return { dir: root, layout, pairs, problems };
+}
+
+/** Why every pair was dropped, naming the first files concerned (for the "no usable pairs" error). */
+function whyNoPairs(root: string, raw: readonly RawPair[], problems: DatasetProblems): string {
+  const reasons: string[] = [];
+  if (problems.missingFiles.length > 0) reasons.push(`${problems.missingFiles.length} listed file(s) are missing, first: ${problems.missingFiles.slice(0, 3).join(', ')}`);
+  if (problems.notFiles.length > 0) reasons.push(`${problems.notFiles.length} listed path(s) are directories, not image files, first: ${problems.notFiles.slice(0, 3).join(', ')}`);
+  const noGenerated = raw.filter((p) => p.generated.length === 0);
+  if (noGenerated.length > 0) {
+    const first = noGenerated[0];
+    const genDir = join(root, 'generated');
+    reasons.push(
+      `${noGenerated.length} real image(s) have no generated image; the first, ${first.origin}, needs ` +
+        `${join(genDir, `${first.id}.<ext>`)} or ${join(genDir, `${first.id}_<k>.<ext>`)}` +
+        (existsSync(genDir) ? '' : ` (${genDir} does not exist)`),
+    );
+  }
+  return reasons.join('; ');
 }
 
 export interface ValidateOptions {
@@ -250,8 +276,7 @@ export async function validateImages(dataset: Dataset, opts: ValidateOptions = {
         if (opts.preprocess) await preprocessImage(path, opts.preprocess);
         else await sharp(path, { failOn: 'error' }).raw().toBuffer();
       } catch (e) {
-        const msg = (e as Error).message;
-        bad.push({ path, message: e instanceof ImageDecodeError ? msg : `${path}: cannot decode image (${msg})` });
+        bad.push({ path, message: (await imageDecodeError(path, e)).message });
       }
       opts.onProgress?.(++done, files.length);
     }

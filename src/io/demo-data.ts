@@ -11,14 +11,16 @@
 // Build protocol: demo.json is written FIRST with "complete": false, then the images (temp file
 // + rename each), pairs.jsonl and README.txt, and demo.json LAST with "complete": true. A
 // directory whose demo.json is complete and whose parameters match is reused as it is; an
-// interrupted build (complete: false) is rebuilt. demo.json also marks the directory as ours:
-// a non-empty directory without it is never touched.
+// interrupted build (complete: false) is rebuilt, with a log line saying why. demo.json also
+// marks the directory as ours: a non-empty directory without it is never touched, and a
+// rebuild refuses to start while real/ or generated/ hold files a build did not write (a user's
+// own images there would otherwise be deleted).
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { rename, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { writeFileAtomic } from '../gpu/atomic-file.ts';
-import { MANIFEST_NAME } from './dataset.ts';
+import { listWithRest, MANIFEST_NAME } from './dataset.ts';
 import { mulberry32 } from './loader.ts';
 
 export interface DemoDatasetOptions {
@@ -29,6 +31,8 @@ export interface DemoDatasetOptions {
   seed?: number;
   /** Generated images per real image (different jitter each). Default 2. */
   variants?: number;
+  /** Receives the line saying why an existing demo dataset is rebuilt. Default: stderr. */
+  log?: (line: string) => void;
 }
 
 export interface DemoDatasetResult {
@@ -325,19 +329,79 @@ function readStamp(dir: string): Stamp | null {
   }
 }
 
-/** A complete build with these parameters whose files are all present. */
-function isComplete(dir: string, want: Omit<Stamp, 'complete'>): boolean {
+type BuildParams = Omit<Stamp, 'complete'>;
+
+function validStamp(s: Stamp | null): s is Stamp {
+  return s !== null && [s.format, s.count, s.size, s.seed, s.variants].every(Number.isInteger) && s.count > 0 && s.variants > 0 && typeof s.complete === 'boolean';
+}
+
+/**
+ * Why `dir` (which carries our stamp) cannot be reused for a build with parameters `want`, or
+ * null when it is a complete build with these parameters whose files are all present.
+ */
+function staleReason(dir: string, want: BuildParams): string | null {
   const s = readStamp(dir);
-  if (!s || !s.complete || s.format !== want.format || s.count !== want.count || s.size !== want.size || s.seed !== want.seed || s.variants !== want.variants) return false;
+  if (!validStamp(s)) return `${STAMP} is unreadable or damaged`;
+  if (!s.complete) return `an earlier build was interrupted (${STAMP} says "complete": false)`;
+  if (s.format !== want.format) return `it was built by another genalign version (format ${s.format}, now ${want.format})`;
+  const changed = (['count', 'size', 'seed', 'variants'] as const).filter((k) => s[k] !== want[k]).map((k) => `${k} ${s[k]} → ${want[k]}`);
+  if (changed.length) return `other parameters were asked for: ${changed.join(', ')}`;
   const manifest = join(dir, MANIFEST_NAME);
-  if (!existsSync(manifest)) return false;
+  if (!existsSync(manifest)) return `${MANIFEST_NAME} is missing`;
   const lines = readFileSync(manifest, 'utf8').split('\n').filter((l) => l.trim() !== '');
-  if (lines.length !== want.count) return false;
-  for (const line of lines) {
-    const o = JSON.parse(line) as { real: string; generated: string[] };
-    for (const f of [o.real, ...o.generated]) if (!existsSync(join(dir, f))) return false;
+  if (lines.length !== want.count) return `${MANIFEST_NAME} has ${lines.length} pairs, expected ${want.count}`;
+  for (let i = 0; i < lines.length; i++) {
+    let o: { real?: unknown; generated?: unknown };
+    try {
+      o = JSON.parse(lines[i]) as { real?: unknown; generated?: unknown };
+    } catch {
+      return `${MANIFEST_NAME} line ${i + 1} is not valid JSON`;
+    }
+    const files = [o.real, ...(Array.isArray(o.generated) ? o.generated : [o.generated])];
+    for (const f of files) {
+      if (typeof f !== 'string') return `${MANIFEST_NAME} line ${i + 1} is not a demo pair`;
+      if (!existsSync(join(dir, f))) return `${f} is missing`;
+    }
   }
-  return true;
+  return null;
+}
+
+/** Temp files of writeImage / writeFileAtomic (".<name>.<pid>[.<time>].tmp") left by an interrupted build. */
+const TEMP_FILE = /^\..+\.\d+(\.\d+)?\.tmp$/;
+
+/**
+ * Files under real/ and generated/ (relative paths) that a build with stamp `s` did not write:
+ * a rebuild deletes those folders, so it must not start while they hold a user's files. Without
+ * a readable stamp any numeric demo name counts as ours.
+ */
+function foreignFiles(dir: string, s: Stamp | null): string[] {
+  const known = validStamp(s);
+  const width = known ? String(s.count - 1).length : 0;
+  const isId = (id: string): boolean => (known ? id.length === width && Number(id) < s.count : true);
+  const ours: Record<'real' | 'generated', (name: string) => boolean> = {
+    real: (name) => {
+      const m = /^(\d+)\.png$/.exec(name);
+      return m !== null && isId(m[1]);
+    },
+    generated: (name) => {
+      const m = /^(\d+)_(\d+)\.jpg$/.exec(name);
+      return m !== null && isId(m[1]) && (!known || Number(m[2]) < s.variants);
+    },
+  };
+  const foreign: string[] = [];
+  for (const sub of ['real', 'generated'] as const) {
+    const d = join(dir, sub);
+    if (!existsSync(d)) continue;
+    if (!statSync(d).isDirectory()) {
+      foreign.push(sub);
+      continue;
+    }
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (e.isFile() && (ours[sub](e.name) || TEMP_FILE.test(e.name))) continue;
+      foreign.push(`${sub}/${e.name}${e.isDirectory() ? '/' : ''}`);
+    }
+  }
+  return foreign.sort();
 }
 
 const README = `genalign demo dataset
@@ -377,12 +441,25 @@ export async function ensureDemoDataset(dir: string, opts: DemoDatasetOptions = 
   if (want.size < 16) throw new Error(`demo dataset: size must be at least 16 pixels, got ${want.size}`);
   if (existsSync(root)) {
     if (!statSync(root).isDirectory()) throw new Error(`demo dataset: ${dir} exists and is not a directory`);
-    if (isComplete(root, want)) return { dir: root, reused: true, count: want.count };
     const entries = readdirSync(root);
-    if (entries.length > 0 && !readStamp(root)) {
+    const stamp = readStamp(root);
+    if (entries.length > 0 && !stamp) {
       throw new Error(`demo dataset: ${dir} is not empty and has no ${STAMP}, so it is not a genalign demo dataset; refusing to write into it (choose an empty or new directory)`);
     }
-    // Ours (stamp present) but stale or interrupted: start over.
+    if (stamp) {
+      const why = staleReason(root, want);
+      if (why === null) return { dir: root, reused: true, count: want.count };
+      // Ours but stale or interrupted: start over, unless that would delete files we did not write.
+      const foreign = foreignFiles(root, stamp);
+      if (foreign.length > 0) {
+        throw new Error(
+          `demo dataset: ${dir} must be rebuilt (${why}), which deletes its real/ and generated/ folders, but they hold ` +
+            `${foreign.length} file(s) the demo build did not write:\n  ${listWithRest(foreign)}\n` +
+            'Move them out first (to train on your own pairs, give them their own --data directory; see docs/data-format.md), or use another directory for the demo dataset.',
+        );
+      }
+      (opts.log ?? ((l: string) => process.stderr.write(l + '\n')))(`demo dataset: rebuilding ${root}: ${why}`);
+    }
     writeFileAtomic(join(root, STAMP), JSON.stringify({ ...want, complete: false }) + '\n');
     rmSync(join(root, 'real'), { recursive: true, force: true });
     rmSync(join(root, 'generated'), { recursive: true, force: true });

@@ -75,15 +75,65 @@ export function resizeTarget(width: number, height: number, size: number): { wid
 
 export class ImageDecodeError extends Error {}
 
-/** Decodes and preprocesses one image file into CHW float32 [3, cropH, cropW]. */
+/**
+ * libvips keeps one error buffer for all its threads. When several decodes fail at the same
+ * time, one error can carry all their messages and the others only "Unknown error". So the
+ * message of a failed decode is taken from a second decode of the file alone: these retries
+ * run one at a time (only failed files pay for them, and bad files are rare).
+ */
+let retryChain: Promise<unknown> = Promise.resolve();
+
+/** The decoder's own message for `path`, without repeats; `first` is the error the first attempt gave. */
+async function decoderMessage(path: string, first: unknown): Promise<string> {
+  const retry = retryChain.then(() =>
+    sharp(path, { failOn: 'error' })
+      .raw()
+      .toBuffer()
+      .then(
+        () => null,
+        (e: unknown) => (e instanceof Error ? e.message : String(e)),
+      ),
+  );
+  retryChain = retry.catch(() => undefined);
+  const again = await retry;
+  const firstMessage = first instanceof Error ? first.message : String(first);
+  const pick = again !== null && again !== 'Unknown error' ? again : firstMessage;
+  const lines = [...new Set(pick.split('\n').map((l) => l.trim()).filter((l) => l !== ''))];
+  return lines.length ? lines.join('; ') : 'unknown decoder error';
+}
+
+/**
+ * Turns any failure of decoding `path` into an ImageDecodeError "<path>: cannot decode image
+ * (<decoder message>)". ImageDecodeErrors pass through; TypeError/RangeError are programming
+ * errors and are rethrown as they are.
+ */
+export async function imageDecodeError(path: string, e: unknown): Promise<ImageDecodeError> {
+  if (e instanceof ImageDecodeError) return e;
+  if (e instanceof TypeError || e instanceof RangeError) throw e;
+  return new ImageDecodeError(`${path}: cannot decode image (${await decoderMessage(path, e)})`);
+}
+
+/** The reason of an ImageDecodeError without its leading "<path>: " (for messages that name the path already). */
+export function decodeReason(path: string, e: Error): string {
+  return e.message.startsWith(`${path}: `) ? e.message.slice(path.length + 2) : e.message;
+}
+
+/**
+ * Decodes and preprocesses one image file into CHW float32 [3, cropH, cropW]. Every failure
+ * that is the file's fault (unreadable, corrupt, truncated, too small to crop) is an
+ * ImageDecodeError whose message starts with the path and carries the decoder's reason.
+ */
 export async function preprocessImage(path: string, cfg: PreprocessConfig): Promise<Float32Array> {
-  let img = sharp(path, { failOn: 'error' });
-  let meta: sharp.Metadata;
   try {
-    meta = await img.metadata();
+    return await decodeAndPreprocess(path, cfg);
   } catch (e) {
-    throw new ImageDecodeError(`${path}: cannot decode image (${(e as Error).message})`);
+    throw await imageDecodeError(path, e);
   }
+}
+
+async function decodeAndPreprocess(path: string, cfg: PreprocessConfig): Promise<Float32Array> {
+  let img = sharp(path, { failOn: 'error' });
+  const meta = await img.metadata();
   let width = meta.width ?? 0;
   let height = meta.height ?? 0;
   if (!width || !height) throw new ImageDecodeError(`${path}: image has no size`);
@@ -111,12 +161,7 @@ export async function preprocessImage(path: string, cfg: PreprocessConfig): Prom
       img = sharp(await img.raw().toBuffer(), { raw: { width, height, channels: 3 } }).extract({ left, top, width: cw, height: ch });
     }
   }
-  let raw: Buffer;
-  try {
-    raw = await img.raw().toBuffer();
-  } catch (e) {
-    throw new ImageDecodeError(`${path}: cannot decode image (${(e as Error).message})`);
-  }
+  const raw = await img.raw().toBuffer();
   if (raw.length !== cw * ch * 3) throw new ImageDecodeError(`${path}: decoded ${raw.length} bytes, expected ${cw * ch * 3} (RGB ${cw}x${ch})`);
   const out = new Float32Array(3 * ch * cw);
   const plane = ch * cw;

@@ -129,6 +129,41 @@ test('all files missing is an error', () => {
   throwsMatching(() => loadDataset(d, { onWarn: () => {} }), /no usable pairs.*r\.png/);
 });
 
+test('a manifest entry that is a directory is reported as a directory, not as missing', () => {
+  const d = freshDir('direntry');
+  put(d, 'real/a.png');
+  put(d, 'real/b.png');
+  put(d, 'gen/b.png');
+  mkdirSync(join(d, 'gen', 'a.png'), { recursive: true });
+  manifest(d, [{ real: 'real/a.png', generated: 'gen/a.png' }, { real: 'real/b.png', generated: 'gen/b.png' }]);
+  const w = collect();
+  const ds = loadDataset(d, { onWarn: w.warn });
+  assert.equal(ds.pairs.map((p) => p.id), ['b']);
+  assert.equal(ds.problems.notFiles, [join(d, 'gen/a.png')]);
+  assert.equal(ds.problems.missingFiles, []);
+  const all = w.messages.join('\n');
+  assert.match(all, /1 path\(s\) listed in .*pairs\.jsonl are directories .*not image files/);
+  assert.not.match(all, /missing/);
+  // Only directories: the error says so and names the first.
+  manifest(d, [{ real: 'real/a.png', generated: 'gen/a.png' }]);
+  throwsMatching(() => loadDataset(d, { onWarn: () => {} }), new RegExp(`no usable pairs .*directories, not image files, first: ${join(d, 'gen/a.png')}`));
+});
+
+test('folder layout with no generated images: the error names the first file it needs (not "first missing: none")', () => {
+  const d = freshDir('nogen');
+  for (const f of ['real/cat.png', 'real/dog.png']) put(d, f);
+  let msg = '';
+  try {
+    loadDataset(d, { onWarn: () => {} });
+  } catch (e) {
+    msg = (e as Error).message;
+  }
+  assert.not.match(msg, /none/);
+  assert.match(msg, /no usable pairs \(2 listed, all dropped: 2 real image\(s\) have no generated image; the first, real\/cat\.png, needs /);
+  assert.ok(msg.includes(join(d, 'generated', 'cat.<ext>')) && msg.includes(join(d, 'generated', 'cat_<k>.<ext>')), msg);
+  assert.ok(msg.includes(`${join(d, 'generated')} does not exist`), msg);
+});
+
 test('manifest errors name the file and line', () => {
   const d = freshDir('badjson');
   put(d, 'r.png');
@@ -283,6 +318,51 @@ test('demo dataset: other parameters or an interrupted build are rebuilt; foreig
     assert.match((e as Error).message, /not a genalign demo dataset/);
   }
   assert.is(readFileSync(join(foreign, 'mine.txt'), 'utf8'), 'user data');
+});
+
+test('demo dataset: a rebuild says why, and never deletes files the build did not write', async () => {
+  const d = join(root, 'demo3');
+  const lines: string[] = [];
+  const log = (l: string): void => void lines.push(l);
+  await ensureDemoDataset(d, { count: 6, size: 16, seed: 1, variants: 1, log });
+  assert.equal(lines, [], 'a fresh build logs nothing here (the caller reports it)');
+  await ensureDemoDataset(d, { count: 8, size: 16, seed: 1, variants: 1, log });
+  assert.equal(lines, [`demo dataset: rebuilding ${d}: other parameters were asked for: count 6 → 8`]);
+  rmSync(join(d, 'generated', '3_0.jpg'));
+  await ensureDemoDataset(d, { count: 8, size: 16, seed: 1, variants: 1, log });
+  assert.is(lines[1], `demo dataset: rebuilding ${d}: generated/3_0.jpg is missing`);
+  // A user's own files in real/ and generated/: reused as long as no rebuild is needed (the
+  // manifest does not list them, so they are not trained on)...
+  put(d, 'real/mine.png');
+  put(d, 'generated/8_0.jpg');
+  mkdirSync(join(d, 'generated', 'extra'));
+  assert.is((await ensureDemoDataset(d, { count: 8, size: 16, seed: 1, variants: 1, log })).reused, true);
+  // ...and a rebuild refuses, listing them, and deletes nothing.
+  try {
+    await ensureDemoDataset(d, { count: 9, size: 16, seed: 1, variants: 1, log });
+    assert.unreachable('should refuse');
+  } catch (e) {
+    const msg = (e as Error).message;
+    assert.match(msg, /must be rebuilt \(other parameters were asked for: count 8 → 9\)/);
+    assert.match(msg, /3 file\(s\) the demo build did not write:\n  generated\/8_0\.jpg\n  generated\/extra\/\n  real\/mine\.png\n/);
+    assert.match(msg, /Move them out/);
+  }
+  assert.is(lines.length, 2, 'no rebuild line for a refused rebuild');
+  for (const f of ['real/mine.png', 'generated/8_0.jpg', 'real/0.png', 'pairs.jsonl']) assert.ok(existsSync(join(d, f)), f);
+  assert.is(loadDataset(d).pairs.length, 8, 'the old build is left intact');
+  // Moved out: the rebuild goes ahead.
+  rmSync(join(d, 'real', 'mine.png'));
+  rmSync(join(d, 'generated', '8_0.jpg'));
+  rmSync(join(d, 'generated', 'extra'), { recursive: true });
+  assert.is((await ensureDemoDataset(d, { count: 9, size: 16, seed: 1, variants: 1, log })).reused, false);
+  assert.is(lines[2], `demo dataset: rebuilding ${d}: other parameters were asked for: count 8 → 9`);
+  // An interrupted build's leftovers (temp files, its own images) are not foreign.
+  const stamp = JSON.parse(readFileSync(join(d, 'demo.json'), 'utf8')) as Record<string, unknown>;
+  writeFileSync(join(d, 'demo.json'), JSON.stringify({ ...stamp, complete: false }));
+  put(d, 'real/.5.png.4242.tmp');
+  await ensureDemoDataset(d, { count: 9, size: 16, seed: 1, variants: 1, log });
+  assert.match(lines[3], /rebuilding .*: an earlier build was interrupted/);
+  assert.not.ok(existsSync(join(d, 'real/.5.png.4242.tmp')));
 });
 
 test.run();

@@ -80,4 +80,24 @@ test('a corrupt image gives ImageDecodeError naming the file', async () => {
   }
 });
 
+test('truncated JPEGs decoded at once: each error names its file once and carries the decoder\'s own reason', async () => {
+  // libvips shares one error buffer between threads: concurrent failures used to come back as
+  // "Unknown error" or as several files' messages glued together; a truncated JPEG that needs
+  // resizing and cropping escaped as a plain Error (which crashed embed and eval).
+  const dir = mkdtempSync(join(tmpdir(), 'genalign-img-'));
+  const noise = (w: number, h: number): Buffer => Buffer.from(Array.from({ length: w * h * 3 }, (_, i) => (i * 7919) % 251));
+  for (const [w, h] of [[32, 32], [48, 32]]) {
+    const jpg = await sharp(noise(w, h), { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+    const paths = Array.from({ length: 8 }, (_, i) => join(dir, `cut${w}x${h}_${i}.jpg`));
+    for (const p of paths) writeFileSync(p, jpg.subarray(0, jpg.length >> 1));
+    const results = await Promise.allSettled(paths.map((p) => preprocessImage(p, defaultPreprocess(32))));
+    results.forEach((r, i) => {
+      assert.is(r.status, 'rejected', paths[i]);
+      const e = (r as PromiseRejectedResult).reason as Error;
+      assert.instance(e, ImageDecodeError, `${paths[i]}: ${e.message}`);
+      assert.is(e.message, `${paths[i]}: cannot decode image (VipsJpeg: premature end of JPEG image)`);
+    });
+  }
+});
+
 test.run();
