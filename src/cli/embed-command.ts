@@ -2,11 +2,14 @@
 // Embeds every .jpg/.jpeg/.png/.webp in DIR (sorted by file name) and writes `image_embeds`
 // F32 [N, projection_dim] (projection output, not normalized) with metadata `files`
 // (JSON array of the file names in row order). Corrupt images are skipped with a warning.
+// Flags, --out and the adapter's base seed are checked before the GPU is touched; non-finite
+// embeddings (a diverged adapter) are an error and nothing is written.
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { extname, join } from 'node:path';
+import { writableProblem } from '../gpu/atomic-file.ts';
+import { dirname, extname, join, resolve } from 'node:path';
 import { getDevice, type Device } from '../gpu/device.ts';
 import { loadModel } from '../io/hf-checkpoint.ts';
-import { readPeftAdapter } from '../io/peft.ts';
+import { adapterBaseProblem, readPeftAdapter } from '../io/peft.ts';
 import { IMAGE_EXTENSIONS, parsePreprocessorConfig } from '../io/image.ts';
 import { embedPaths } from '../train/embedding.ts';
 import { writeSafetensors } from '../io/safetensors.ts';
@@ -24,10 +27,43 @@ export const EMBED_FLAGS: FlagSpec[] = [
 ];
 
 export function listImages(dir: string): string[] {
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`--images ${dir}: not a directory`);
+  if (!existsSync(dir)) throw new UsageError(`embed: --images ${dir}: not a directory (it does not exist); pass the folder that holds the images`);
+  if (!statSync(dir).isDirectory()) throw new UsageError(`embed: --images ${dir}: not a directory (it is a file); pass the folder that holds the images`);
   return readdirSync(dir)
     .filter((f) => IMAGE_EXTENSIONS.includes(extname(f).toLowerCase()))
     .sort();
+}
+
+/**
+ * Why `flag path` cannot receive the command's output, or null when it can: checked up front,
+ * so a bad --out fails before any image is embedded. `kind` 'file': a file written next to its
+ * siblings (temp file + rename), its directory created if missing; 'dir': a directory, created
+ * if missing, that receives `what`.
+ */
+export function outputPathProblem(flag: string, path: string, kind: 'file' | 'dir', what: string): string | null {
+  const abs = resolve(path);
+  const exists = existsSync(abs);
+  if (exists) {
+    const isDir = statSync(abs).isDirectory();
+    if (kind === 'dir' && !isDir) return `${flag} ${path} is an existing file, but ${flag} names a directory (for ${what}); pass a new or existing directory instead`;
+    if (kind === 'file' && isDir) return `${flag} ${path} is a directory, but ${flag} names a file (${what}); pass a file path such as ${join(path, 'embeds.safetensors')}`;
+  }
+  // The directory that must accept new entries (judged by its nearest existing ancestor when it is to be created).
+  const problem = writableProblem(kind === 'dir' ? abs : dirname(abs));
+  return problem ? `${flag} ${path}: ${problem}; pass a location you can write to` : null;
+}
+
+/** How the error for non-finite embeddings names a --lora student, and what to do about it. */
+export function studentDescription(loraDir: string, out: string): { name: string; hint: string } {
+  return {
+    name: `the LoRA student (--lora ${loraDir})`,
+    hint: `Its weights have likely diverged in training (too high a --lr): use an earlier checkpoint of that run (checkpoints/step-*), or retrain with a lower --lr. Nothing was written to ${out}.`,
+  };
+}
+
+/** The same for the base model of --model. */
+export function baseDescription(model: string, out: string): { name: string; hint: string } {
+  return { name: `the base model (--model ${model})`, hint: `Its weights hold NaN/Inf or overflow float32; check the checkpoint. Nothing was written to ${out}.` };
 }
 
 export function memoryReport(device: Device): string {
@@ -45,21 +81,33 @@ export async function runEmbed(argv: string[]): Promise<number> {
   for (const req of ['model', 'images', 'out'] as const) if (!f[req]) throw new UsageError(`embed: --${req} is required (see --help)`);
   const out = String(f.out);
   if (!out.endsWith('.safetensors')) throw new UsageError(`embed: --out must end with .safetensors, got '${out}'`);
+  const outProblem = outputPathProblem('--out', out, 'file', 'the .safetensors file of embeddings');
+  if (outProblem) throw new UsageError(`embed: ${outProblem}`);
+  const imagesDir = String(f.images);
+  const names = listImages(imagesDir);
+  if (names.length === 0) throw new UsageError(`embed: no .jpg/.jpeg/.png/.webp files in ${imagesDir}`);
+  const loraDir = f.lora ? String(f.lora) : undefined;
+  const baseProblem = loraDir ? adapterBaseProblem(loraDir, String(f.model), Number(f.seed)) : null;
+  if (baseProblem) throw new UsageError(`embed: ${baseProblem}`);
   const device = await getDevice();
   const loaded = loadModel(String(f.model), device, Number(f.seed));
-  const lora = f.lora ? readPeftAdapter(String(f.lora), loaded.model.cfg, device) : undefined;
+  const lora = loraDir ? readPeftAdapter(loraDir, loaded.model.cfg, device) : undefined;
   const pre = parsePreprocessorConfig(loaded.preprocessor, loaded.model.cfg.imageSize);
-  const total = listImages(String(f.images)).length;
-  if (total === 0) throw new UsageError(`embed: no .jpg/.jpeg/.png/.webp files in ${String(f.images)}`);
-  const progress = new Progress(total, 'embed');
-  const names = listImages(String(f.images));
-  const res = await embedPaths(device, loaded.model, lora, names.map((n) => join(String(f.images), n)), pre, Number(f.batch), {
+  const progress = new Progress(names.length, 'embed');
+  const res = await embedPaths(device, loaded.model, lora, names.map((n) => join(imagesDir, n)), pre, Number(f.batch), {
     onProgress: (d) => progress.update(d),
     onSkip: (p, reason) => progress.log(`warning: skipping ${p}: ${reason}`),
+    model: loraDir ? studentDescription(loraDir, out) : baseDescription(String(f.model), out),
   });
   if (f.verbose) progress.log(memoryReport(device));
   const files = names.filter((_, i) => res.ok[i]);
-  writeSafetensors(out, { image_embeds: { shape: [files.length, res.dim], data: res.embeds } }, { files: JSON.stringify(files), model: loaded.source, ...(f.lora ? { lora: String(f.lora) } : {}) });
+  try {
+    writeSafetensors(out, { image_embeds: { shape: [files.length, res.dim], data: res.embeds } }, { files: JSON.stringify(files), model: loaded.source, ...(loraDir ? { lora: loraDir } : {}) });
+  } catch (e) {
+    const msg = (e as Error).message;
+    const prefix = `Could not write ${out}: `;
+    throw new Error(`embed: could not write --out ${out}: ${msg.startsWith(prefix) ? msg.slice(prefix.length) : msg}`);
+  }
   const skipped = names.length - files.length;
   console.error(`embed: wrote ${files.length} embeddings [${files.length}, ${res.dim}] to ${out}${skipped ? ` (skipped ${skipped} unreadable)` : ''}`);
   lora?.dispose();

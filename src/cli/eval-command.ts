@@ -1,15 +1,17 @@
 // `npm run eval -- --data DIR --model DIR|NAME [--lora DIR] [--out DIR]`
 // Measures alignment of generated to real images (paired cosine, R@1/R@5, modality gap),
 // before (teacher on both sides) and after (LoRA student on generated), and draws Figure 3.
+// --out and the adapter's base seed are checked before the GPU is touched; non-finite
+// embeddings (a diverged adapter) are an error and nothing is written.
 import { resolve } from 'node:path';
-import { mkdirSync } from 'node:fs';
 import { getDevice } from '../gpu/device.ts';
 import { loadModel } from '../io/hf-checkpoint.ts';
-import { readPeftAdapter } from '../io/peft.ts';
+import { adapterBaseProblem, readPeftAdapter } from '../io/peft.ts';
 import { parsePreprocessorConfig } from '../io/image.ts';
 import { loadDataset, splitByValFraction } from '../io/dataset.ts';
 import { evaluatePairs } from '../train/evaluate.ts';
 import { parseFlags, helpText, positive, fraction, UsageError, type FlagSpec } from './args.ts';
+import { baseDescription, outputPathProblem, studentDescription } from './embed-command.ts';
 
 export const EVAL_FLAGS: FlagSpec[] = [
   { name: 'data', type: 'string', help: 'dataset directory (pairs.jsonl, or real/ + generated/)' },
@@ -29,15 +31,26 @@ export async function runEval(argv: string[]): Promise<number> {
   }
   const f = parseFlags(argv, EVAL_FLAGS, 'eval');
   for (const req of ['data', 'model'] as const) if (!f[req]) throw new UsageError(`eval: --${req} is required (see --help)`);
+  const outProblem = outputPathProblem('--out', String(f.out), 'dir', 'metrics.json and figure3.svg/png');
+  if (outProblem) throw new UsageError(`eval: ${outProblem}`);
+  const loraDir = f.lora ? String(f.lora) : undefined;
+  const baseProblem = loraDir ? adapterBaseProblem(loraDir, String(f.model), Number(f.seed)) : null;
+  if (baseProblem) throw new UsageError(`eval: ${baseProblem}`);
   const dataset = loadDataset(String(f.data));
   const pairs = Number(f['val-fraction']) > 0 ? splitByValFraction(dataset.pairs, Number(f['val-fraction']), Number(f.seed)).val : dataset.pairs;
   const device = await getDevice();
   const loaded = loadModel(String(f.model), device, Number(f.seed));
-  const lora = f.lora ? readPeftAdapter(String(f.lora), loaded.model.cfg, device) : undefined;
+  const lora = loraDir ? readPeftAdapter(loraDir, loaded.model.cfg, device) : undefined;
   const pre = parsePreprocessorConfig(loaded.preprocessor, loaded.model.cfg.imageSize);
+  // Created by the first write, after every embedding is known to be finite.
   const out = resolve(String(f.out));
-  mkdirSync(out, { recursive: true });
-  const { report, files } = await evaluatePairs(device, loaded.model, lora, undefined, pre, pairs, out, { batch: Number(f.batch), plot: f.plot as 'tsne' | 'pca' | 'none', seed: Number(f.seed) });
+  const { report, files } = await evaluatePairs(device, loaded.model, lora, undefined, pre, pairs, out, {
+    batch: Number(f.batch),
+    plot: f.plot as 'tsne' | 'pca' | 'none',
+    seed: Number(f.seed),
+    baseModel: baseDescription(String(f.model), out),
+    ...(loraDir ? { student: studentDescription(loraDir, out) } : {}),
+  });
   console.log(JSON.stringify(report, null, 2));
   process.stderr.write(`wrote ${files.join(', ')}\n`);
   lora?.dispose();

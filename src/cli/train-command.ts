@@ -16,6 +16,7 @@ import { defaultPreprocess, parsePreprocessorConfig, type PreprocessConfig } fro
 import { NAMED_CONFIGS } from '../nn/config.ts';
 import { parseFlags, helpText, positive, nonNegative, fraction, UsageError, type FlagSpec } from './args.ts';
 import { Progress } from './progress.ts';
+import { studentDescription } from './embed-command.ts';
 
 export const DEMO_DIR = 'data/demo';
 
@@ -239,7 +240,7 @@ export async function runTrain(argv: string[]): Promise<number> {
   process.stderr.write(`adapter (PEFT): ${join(result.runDir, 'adapter')}\n`);
   if (o.eval && result.valPairs.length >= 2) {
     process.stderr.write(`eval on ${result.valPairs.length} held-out pairs…\n`);
-    const ev = await evaluatePairs(device, result.model.model, result.lora, result.projection ?? undefined, result.pre, result.valPairs, result.runDir, { batch: o.batch, plot: o.plot, seed: o.seed }, result.teacherCache);
+    const ev = await evaluatePairs(device, result.model.model, result.lora, result.projection ?? undefined, result.pre, result.valPairs, result.runDir, { batch: o.batch, plot: o.plot, seed: o.seed, student: studentDescription(join(result.runDir, 'adapter'), result.runDir) }, result.teacherCache);
     const r = ev.report;
     process.stderr.write(
       `paired cosine ${r.paired_cosine_before.toFixed(4)} → ${r.paired_cosine_after.toFixed(4)}  ` +

@@ -2,7 +2,7 @@
 // target. A crash or a full disk mid-write leaves the previous file intact. In the lowest layer
 // (like cache-dir.ts) so every layer can use it: the matmul autotune cache in ops/ writes
 // through it as well as io/ and train/.
-import { openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync, mkdirSync, existsSync } from 'node:fs';
+import { openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync, mkdirSync, existsSync, statSync } from 'node:fs';
 import { dirname, basename, join, resolve } from 'node:path';
 
 /**
@@ -22,6 +22,28 @@ export function makeDirs(dir: string): void {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
+  }
+}
+
+/**
+ * Why new files cannot be created in `dir`, or null when they can. A missing `dir` is judged by
+ * its nearest existing ancestor (where makeDirs would start), and nothing is created. The test
+ * creates and removes a probe file: access() passes everything for root, and read-only or
+ * virtual file systems (/proc) only refuse the create.
+ */
+export function writableProblem(dir: string): string | null {
+  let d = resolve(dir);
+  while (!existsSync(d)) d = dirname(d);
+  if (!statSync(d).isDirectory()) return d === resolve(dir) ? `${d} is a file, not a directory` : `${d} is a file, so nothing can be created under it`;
+  try {
+    const probe = join(d, `.genalign-write-test-${process.pid}`);
+    closeSync(openSync(probe, 'wx'));
+    unlinkSync(probe);
+    return null;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code === 'EROFS' ? 'read-only file system' : code === 'ENOENT' ? 'it does not accept new files' : (code ?? (e as Error).message);
+    return `cannot write into ${d} (${why})`;
   }
 }
 

@@ -1,14 +1,21 @@
 // PEFT LoRA adapters: adapter_model.safetensors + adapter_config.json, as written by
 // `peft.get_peft_model(CLIPVisionModelWithProjection, LoraConfig(...)).save_pretrained(dir)`.
 // Keys: base_model.model.<module path>.lora_A.weight [r, in] and .lora_B.weight [out, r].
+//
+// When the base model is a random-weight preset (--model tiny, ...), its weights depend on the
+// seed, so the adapter fits only that seed. genalign records it in the safetensors
+// __metadata__ (genalign_base_model, genalign_base_seed), not in adapter_config.json: PEFT
+// ignores __metadata__, whereas PEFT before 0.14 rejects unknown adapter_config.json keys
+// (TypeError: LoraConfig.__init__() got an unexpected keyword argument).
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Device } from '../gpu/device.ts';
-import type { ClipVisionConfig } from '../nn/config.ts';
+import { NAMED_CONFIGS, type ClipVisionConfig } from '../nn/config.ts';
 import { LoraAdapter, ALL_TARGETS, modulePath, moduleShape, type LoraTarget } from '../nn/lora.ts';
 import { parameter } from '../tensor/tensor.ts';
 import { SafetensorsFile, writeSafetensors } from './safetensors.ts';
 import { writeFileAtomic } from '../gpu/atomic-file.ts';
+import { isModelDir } from './hf-checkpoint.ts';
 
 export const PEFT_PREFIX = 'base_model.model.';
 
@@ -36,15 +43,32 @@ export function peftKey(path: string, which: 'A' | 'B'): string {
  */
 export const PROJECTION_KEY = `${PEFT_PREFIX}visual_projection.weight`;
 
-/** Writes the adapter atomically (tensors first, then the config). */
-export async function writePeftAdapter(dir: string, adapter: LoraAdapter, baseModel: string): Promise<void> {
+/** safetensors __metadata__ keys of the preset base model and its seed (see the header comment). */
+export const BASE_MODEL_KEY = 'genalign_base_model';
+export const BASE_SEED_KEY = 'genalign_base_seed';
+
+function isPreset(model: string): boolean {
+  return Object.hasOwn(NAMED_CONFIGS, model);
+}
+
+/**
+ * Writes the adapter atomically (tensors first, then the config). `baseModel` is the model's
+ * source (a directory or a preset name). When it is a preset and `baseSeed` is given, the seed
+ * its random weights were made with is recorded (embed/eval then refuse another --seed).
+ */
+export async function writePeftAdapter(dir: string, adapter: LoraAdapter, baseModel: string, baseSeed?: number): Promise<void> {
   const tensors: Record<string, { shape: readonly number[]; data: Float32Array }> = {};
   for (const pair of adapter.pairs.values()) {
     tensors[peftKey(pair.path, 'A')] = { shape: pair.a.shape, data: await pair.a.read() };
     tensors[peftKey(pair.path, 'B')] = { shape: pair.b.shape, data: await pair.b.read() };
   }
   if (adapter.projection) tensors[PROJECTION_KEY] = { shape: adapter.projection.shape, data: await adapter.projection.read() };
-  writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
+  const metadata: Record<string, string> = { format: 'pt' };
+  if (baseSeed !== undefined && isPreset(baseModel)) {
+    metadata[BASE_MODEL_KEY] = baseModel;
+    metadata[BASE_SEED_KEY] = String(baseSeed);
+  }
+  writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, metadata);
   const cfg: AdapterConfig = {
     peft_type: 'LORA',
     r: adapter.options.rank,
@@ -58,6 +82,53 @@ export async function writePeftAdapter(dir: string, adapter: LoraAdapter, baseMo
     modules_to_save: adapter.projection ? ['visual_projection'] : null,
   };
   writeFileAtomic(join(dir, 'adapter_config.json'), JSON.stringify(cfg, null, 2) + '\n');
+}
+
+/**
+ * The preset base model and seed an adapter was trained on, as writePeftAdapter recorded them;
+ * null when none is recorded (a directory base model, an older or a non-genalign adapter) or
+ * the file cannot be read (readPeftAdapter reports that).
+ */
+export function readAdapterBase(dir: string): { model: string; seed: number } | null {
+  const stPath = join(dir, 'adapter_model.safetensors');
+  if (!existsSync(stPath)) return null;
+  let meta: Record<string, string>;
+  try {
+    const st = SafetensorsFile.open(stPath);
+    meta = { ...st.metadata };
+    st.close();
+  } catch {
+    return null;
+  }
+  const model = meta[BASE_MODEL_KEY];
+  const seed = Number(meta[BASE_SEED_KEY]);
+  if (model === undefined || meta[BASE_SEED_KEY] === undefined || !Number.isInteger(seed)) return null;
+  return { model, seed };
+}
+
+/**
+ * Why the adapter in `dir` does not fit `--model modelSpec --seed seed`, or null when it fits
+ * (or records nothing). Only preset base models are checked: their random weights depend on
+ * the seed. Cheap (reads the safetensors header only), so callers run it before loading models.
+ */
+export function adapterBaseProblem(dir: string, modelSpec: string, seed: number): string | null {
+  if (isModelDir(modelSpec) || !isPreset(modelSpec)) return null;
+  const base = readAdapterBase(dir);
+  if (!base) return null;
+  const trained = `--lora ${dir} was trained on the preset model '${base.model}' with --seed ${base.seed} (recorded in adapter_model.safetensors)`;
+  if (base.model !== modelSpec) return `${trained}, not on '${modelSpec}': pass --model ${base.model} --seed ${base.seed}.`;
+  if (base.seed !== seed) return `${trained}; a preset's random base weights depend on the seed, so this adapter fits only those weights, but --seed is ${seed}. Pass --seed ${base.seed}.`;
+  return null;
+}
+
+/** "name (first at index i)" for each array that holds NaN or ±Inf. */
+function nonFiniteTensors(arrays: Iterable<[string, Float32Array]>): string[] {
+  const bad: string[] = [];
+  for (const [name, data] of arrays) {
+    const i = data.findIndex((v) => !Number.isFinite(v));
+    if (i >= 0) bad.push(`${name} (first at index ${i}: ${data[i]})`);
+  }
+  return bad;
 }
 
 /** Reads a PEFT adapter directory for a model with config `cfg`. Lists every problem at once. */
@@ -86,6 +157,7 @@ export function readPeftAdapter(dir: string, cfg: ClipVisionConfig, device: Devi
     const arrays = new Map<string, { a: Float32Array; b: Float32Array }>();
     const problems: string[] = [];
     const targets = new Set<LoraTarget>();
+    const names = new Map<string, { a: string; b: string }>();
     const keys = new Set([...st.tensors.keys()].filter((k) => k.includes('lora_')));
     for (let layer = 0; layer < cfg.numHiddenLayers; layer++) {
       for (const t of ALL_TARGETS) {
@@ -107,6 +179,7 @@ export function readPeftAdapter(dir: string, cfg: ClipVisionConfig, device: Devi
         if (sb.join(',') !== `${out},${rank}`) problems.push(`${kb}: expected [${out}, ${rank}], found [${sb.join(', ')}]`);
         targets.add(t);
         arrays.set(path, { a: st.float32(ka), b: st.float32(kb) });
+        names.set(path, { a: ka, b: kb });
       }
     }
     let projection: Float32Array | null = null;
@@ -119,6 +192,17 @@ export function readPeftAdapter(dir: string, cfg: ClipVisionConfig, device: Devi
     for (const k of keys) problems.push(`${k}: not a LoRA weight of this CLIP vision model (wrong model or module path?)`);
     if (arrays.size === 0) problems.push('no LoRA weights found');
     if (problems.length) throw new Error(`${stPath}: adapter does not fit the model:\n  - ${problems.join('\n  - ')}`);
+    const nonFinite = nonFiniteTensors([
+      ...[...arrays].flatMap(([path, ab]): [string, Float32Array][] => [[names.get(path)!.a, ab.a], [names.get(path)!.b, ab.b]]),
+      ...(projection ? [[PROJECTION_KEY, projection] as [string, Float32Array]] : []),
+    ]);
+    if (nonFinite.length) {
+      throw new Error(
+        `${stPath}: adapter weights are not finite (NaN or ±Inf) in ${nonFinite.length} tensor(s):\n  - ${nonFinite.slice(0, 5).join('\n  - ')}` +
+          `${nonFinite.length > 5 ? `\n  ... and ${nonFinite.length - 5} more` : ''}\n` +
+          'The training run that wrote it diverged: use an earlier checkpoint of the run (checkpoints/step-*), or retrain with a lower --lr.',
+      );
+    }
     const adapter = LoraAdapter.fromArrays(cfg, { rank, alpha, targets: ALL_TARGETS.filter((t) => targets.has(t)), seed: 0 }, arrays, device);
     if (projection) adapter.projection = parameter(projection, [cfg.projectionDim, cfg.hiddenSize], 'student.visual_projection.weight', device);
     return adapter;

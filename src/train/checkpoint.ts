@@ -52,7 +52,7 @@ export async function saveCheckpoint(runDir: string, adapter: LoraAdapter, baseM
   const tmp = join(root, `.${name}.tmp-${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
-  await writePeftAdapter(tmp, adapter, baseModel);
+  await writePeftAdapter(tmp, adapter, baseModel, state.seed);
   const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
   for (const [k, v] of Object.entries(optimizer.m)) tensors[`m.${k}`] = { shape: [v.length], data: v };
   for (const [k, v] of Object.entries(optimizer.v)) tensors[`v.${k}`] = { shape: [v.length], data: v };

@@ -1,20 +1,31 @@
 // Batched embedding of image files with a CLIP vision model (teacher or LoRA student), with
 // decoding of the next batch overlapped with the GPU work of the current one. Unreadable
-// images are skipped (reported through onSkip) and marked in `ok`.
+// images are skipped (reported through onSkip) and marked in `ok`. A batch whose embeddings
+// are not finite (diverged LoRA weights, a broken checkpoint) stops with NonFiniteEmbeddingError:
+// NaN rows would otherwise flow silently into files and metrics.
 import type { Device } from '../gpu/device.ts';
 import { fromArray, scope } from '../tensor/tensor.ts';
 import { noGrad } from '../tensor/autograd.ts';
 import type { ClipVisionModel } from '../nn/vit.ts';
 import type { LoraAdapter } from '../nn/lora.ts';
-import { ImageDecodeError, preprocessImage, type PreprocessConfig } from '../io/image.ts';
+import { ImageDecodeError, decodeReason, preprocessImage, type PreprocessConfig } from '../io/image.ts';
 
 export interface EmbedHooks {
   onProgress?: (done: number, total: number) => void;
+  /** An image that could not be decoded; `reason` is the decoder's message without the path. */
   onSkip?: (path: string, reason: string) => void;
+  /**
+   * Names the model in the error for non-finite embeddings, with what to do about it, e.g.
+   * "the LoRA student (--lora DIR)". Default: "the LoRA student" or "the base model".
+   */
+  model?: { name: string; hint?: string };
   projection?: import('../tensor/tensor.ts').Tensor;
   /** Polled after each batch; true stops early (ok then covers only the files processed). */
   shouldStop?: () => boolean;
 }
+
+/** The model gave NaN or ±Inf embeddings; the message names the model and the first image. */
+export class NonFiniteEmbeddingError extends Error {}
 
 export interface EmbeddedFiles {
   /** ok[i] is false for files that could not be decoded. */
@@ -31,7 +42,7 @@ async function decodeAll(paths: string[], pre: PreprocessConfig, onSkip?: (p: st
         return await preprocessImage(p, pre);
       } catch (e) {
         if (e instanceof ImageDecodeError) {
-          onSkip?.(p, (e as Error).message);
+          onSkip?.(p, decodeReason(p, e));
           return null;
         }
         throw e;
@@ -73,7 +84,15 @@ export async function embedPaths(device: Device, model: ClipVisionModel, lora: L
     next = b + 1 < batches.length ? decodeAll(batches[b + 1], pre, hooks.onSkip) : null;
     const good = cur.filter((p): p is Float32Array => p !== null);
     for (const p of cur) ok.push(p !== null);
-    if (good.length) chunks.push(await embedPixels(device, model, lora, good, hooks.projection));
+    if (good.length) {
+      const rows = await embedPixels(device, model, lora, good, hooks.projection);
+      const problem = nonFiniteProblem(rows, dim, batches[b].filter((_, i) => cur[i] !== null), lora, hooks);
+      if (problem) {
+        await next?.catch(() => null); // no decode outlives the call
+        throw new NonFiniteEmbeddingError(problem);
+      }
+      chunks.push(rows);
+    }
     done += batches[b].length;
     hooks.onProgress?.(done, paths.length);
     if (hooks.shouldStop?.() && next) {
@@ -88,4 +107,25 @@ export async function embedPaths(device: Device, model: ClipVisionModel, lora: L
     off += c.length;
   }
   return { ok, embeds, dim };
+}
+
+/** The error message when a row of `rows` ([files.length, dim]) holds NaN or ±Inf, else null. */
+function nonFiniteProblem(rows: Float32Array, dim: number, files: string[], lora: LoraAdapter | undefined, hooks: EmbedHooks): string | null {
+  const bad: number[] = [];
+  for (let r = 0; r < files.length; r++) {
+    for (let j = r * dim; j < (r + 1) * dim; j++) {
+      if (!Number.isFinite(rows[j])) {
+        bad.push(r);
+        break;
+      }
+    }
+  }
+  if (bad.length === 0) return null;
+  const name = hooks.model?.name ?? (lora ? 'the LoRA student' : 'the base model');
+  const hint =
+    hooks.model?.hint ??
+    (lora
+      ? 'Its LoRA weights have likely diverged during training (too high a learning rate): use an earlier checkpoint of the run, or retrain with a lower --lr.'
+      : 'The model weights hold NaN/Inf or overflow in float32: check the checkpoint.');
+  return `embeddings of ${name} are not finite (NaN or ±Inf) for ${bad.length} of ${files.length} image(s) in a batch, first: ${files[bad[0]]}. ${hint}`;
 }

@@ -4,6 +4,7 @@
 //   modality gap: distance between the centroids of normalized real and generated embeddings
 // "before" = the teacher on both sides (equal to the student at step 0); "after" = the student
 // on generated images. Also draws the Figure 3 plot (t-SNE or PCA, before | after).
+// Non-finite embeddings (a diverged adapter) are an error before anything is written.
 import { join } from 'node:path';
 import type { Device } from '../gpu/device.ts';
 import type { Tensor } from '../tensor/tensor.ts';
@@ -22,8 +23,10 @@ export interface EvalOptions {
   batch: number;
   plot: 'tsne' | 'pca' | 'none';
   seed: number;
-  /** Which generated image of a pair to use (the first, deterministic). */
   log?: (l: string) => void;
+  /** How errors name the base model and the student (see EmbedHooks.model), e.g. with the --lora directory. */
+  baseModel?: { name: string; hint?: string };
+  student?: { name: string; hint?: string };
 }
 
 export interface EvalOutput {
@@ -57,7 +60,7 @@ export async function evaluatePairs(
     else toEmbed.push(i);
   });
   if (toEmbed.length) {
-    const r = await embedPaths(device, model, undefined, toEmbed.map((i) => pairs[i].real), pre, opts.batch, { onSkip: skip });
+    const r = await embedPaths(device, model, undefined, toEmbed.map((i) => pairs[i].real), pre, opts.batch, { onSkip: skip, model: opts.baseModel });
     let k = 0;
     toEmbed.forEach((i, j) => {
       if (!r.ok[j]) {
@@ -68,9 +71,10 @@ export async function evaluatePairs(
       k++;
     });
   }
+  // The first generated image of each pair (deterministic).
   const genPaths = pairs.map((p) => p.generated[0]);
-  const before = await embedPaths(device, model, undefined, genPaths, pre, opts.batch, { onSkip: skip });
-  const after = await embedPaths(device, model, lora, genPaths, pre, opts.batch, { projection });
+  const before = await embedPaths(device, model, undefined, genPaths, pre, opts.batch, { onSkip: skip, model: opts.baseModel });
+  const after = await embedPaths(device, model, lora, genPaths, pre, opts.batch, { projection, model: opts.student });
   // Keep pairs where both sides decoded.
   const keep = pairs.map((_, i) => realOk[i] && before.ok[i]);
   const n = keep.filter(Boolean).length;

@@ -11,7 +11,7 @@
 // every micro-batch's loss uses all effective-batch reals as negatives. Each generated row's
 // loss depends only on its own student embedding and the fixed teacher matrix, so summing
 // micro-batch gradients (each scaled by 1/accum) gives exactly the full-batch gradient.
-import { existsSync, readFileSync, rmSync, statfsSync, writeFileSync, appendFileSync, unlinkSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statfsSync, appendFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { Device } from '../gpu/device.ts';
@@ -27,7 +27,7 @@ import { parsePreprocessorConfig, type PreprocessConfig } from '../io/image.ts';
 import { loadDataset, splitByValFraction, type Pair } from '../io/dataset.ts';
 import { PairLoader, type PairBatch } from '../io/loader.ts';
 import { readPeftAdapter } from '../io/peft.ts';
-import { makeDirs, writeFileAtomic } from '../gpu/atomic-file.ts';
+import { makeDirs, writableProblem, writeFileAtomic } from '../gpu/atomic-file.ts';
 import { AdamW } from './optimizer.ts';
 import { learningRate, type ScheduleOptions } from './schedule.ts';
 import { saveCheckpoint, loadLatestCheckpoint, setAsideDivergedCheckpoint, checkpointName, type TrainerState } from './checkpoint.ts';
@@ -123,23 +123,11 @@ function configHash(o: TrainOptions): string {
   return createHash('sha256').update(JSON.stringify(keyed)).digest('hex').slice(0, 16);
 }
 
-/** Creates `dir` and writes a probe file there; returns why that failed, or null. */
-function writeProblem(dir: string): string | null {
-  try {
-    makeDirs(dir);
-    const probe = join(dir, `.write-test-${process.pid}`);
-    writeFileSync(probe, Buffer.alloc(4096));
-    unlinkSync(probe);
-    return null;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code ?? (e as Error).message;
-  }
-}
-
 /** Fails before training if the run directory is not writable or the disk is nearly full. */
 export function preflightOutput(runDir: string, neededBytes: number): void {
-  const problem = writeProblem(runDir);
-  if (problem) throw new Error(`Output directory ${runDir} is not writable (${problem}). Choose another --out.`);
+  const problem = writableProblem(runDir);
+  if (problem) throw new Error(`Output directory ${runDir}: ${problem}. Choose another --out.`);
+  makeDirs(runDir);
   try {
     const fs = statfsSync(runDir);
     const free = fs.bavail * fs.bsize;
@@ -314,10 +302,10 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
 
   let stepped = false;
   try {
-    const outProblem = writeProblem(runDir);
-    if (outProblem) throw new Error(`Output directory ${runDir} is not writable (${outProblem}). Choose another --out.`);
-    const cacheProblem = o.teacherCache ? writeProblem(o.cacheDir) : null;
-    if (cacheProblem) throw new Error(`Teacher cache directory ${o.cacheDir} is not writable (${cacheProblem}). Choose another --cache-dir (or set GENALIGN_CACHE_DIR), or pass --no-teacher-cache.`);
+    const outProblem = writableProblem(runDir);
+    if (outProblem) throw new Error(`Output directory ${runDir}: ${outProblem}. Choose another --out.`);
+    const cacheProblem = o.teacherCache ? writableProblem(o.cacheDir) : null;
+    if (cacheProblem) throw new Error(`Teacher cache directory ${o.cacheDir}: ${cacheProblem}. Choose another --cache-dir (or set GENALIGN_CACHE_DIR), or pass --no-teacher-cache.`);
 
     const loaded = loadModel(o.model, device, o.seed);
     const model = loaded.model;

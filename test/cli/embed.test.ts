@@ -3,16 +3,16 @@
 // are what PEFT writes for CLIPVisionModelWithProjection (test/fixtures/peft_keys.json).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { copyFileSync, cpSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { chmodSync, copyFileSync, cpSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { getDevice } from '../../src/gpu/device.ts';
 import { NAMED_CONFIGS } from '../../src/nn/config.ts';
-import { readPeftAdapter } from '../../src/io/peft.ts';
+import { readPeftAdapter, writePeftAdapter } from '../../src/io/peft.ts';
 import { parsePreprocessorConfig } from '../../src/io/image.ts';
-import { readSafetensors } from '../../src/io/safetensors.ts';
+import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.ts';
 import { embedPaths } from '../../src/train/embedding.ts';
 import { train, type TrainOptions } from '../../src/train/trainer.ts';
-import { ATTENTION_TARGETS } from '../../src/nn/lora.ts';
+import { ATTENTION_TARGETS, LoraAdapter } from '../../src/nn/lora.ts';
 import { assertClose, fixture, FIXTURE_DIR } from '../helpers/fixtures.ts';
 import { tmp, tinyDataset, runCli } from './helpers.ts';
 
@@ -30,6 +30,8 @@ test('embed: a model-sized PNG plus a corrupt .jpg → exit 0, warning names the
   const r = await runCli('embed', ['--model', MODEL, '--images', dir, '--out', out]);
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stderr, new RegExp(`warning: skipping .*broken\\.jpg`));
+  // The path once, then the decoder's reason.
+  assert.match(r.stderr, `warning: skipping ${join(dir, 'broken.jpg')}: cannot decode image (`);
   assert.match(r.stderr, /wrote 1 embeddings \[1, 32\].*skipped 1 unreadable/);
   const st = readSafetensors(out);
   assert.equal(JSON.parse(st.metadata.files), ['a_square32.png']);
@@ -52,7 +54,7 @@ test('embed errors: --out not .safetensors and a missing --images dir exit 2; a 
   assert.match(bad.stderr, /embed: --out must end with \.safetensors, got '.*x\.npy'/);
   const missing = await runCli('embed', ['--model', MODEL, '--images', join(root, 'no-such-dir'), '--out', join(root, 'y.safetensors')]);
   assert.is(missing.code, 2, missing.stderr);
-  assert.match(missing.stderr, /--images .*no-such-dir: not a directory/);
+  assert.match(missing.stderr, /^embed: --images .*no-such-dir: not a directory/);
   const binDir = join(root, 'bin-model');
   mkdirSync(binDir);
   copyFileSync(join(MODEL, 'config.json'), join(binDir, 'config.json'));
@@ -62,6 +64,69 @@ test('embed errors: --out not .safetensors and a missing --images dir exit 2; a 
   assert.match(bin.stderr, /error: .*bin-model: found pytorch_model\.bin but no model\.safetensors/);
   assert.match(bin.stderr, /safe_serialization=True/);
   assert.not.ok(existsSync(join(root, 'z.safetensors')) || existsSync(join(root, 'y.safetensors')));
+});
+
+test('embed --out checked before any image is embedded: a directory, a path under a file, an unwritable place', async () => {
+  const asDir = join(root, 'out-dir.safetensors');
+  mkdirSync(asDir);
+  const dir = await runCli('embed', ['--model', MODEL, '--images', IMAGES, '--out', asDir]);
+  assert.is(dir.code, 2, dir.stderr);
+  assert.match(dir.stderr, `embed: --out ${asDir} is a directory, but --out names a file`);
+  const file = join(root, 'plain-file');
+  writeFileSync(file, 'x');
+  const underFile = join(file, 'e.safetensors');
+  const under = await runCli('embed', ['--model', MODEL, '--images', IMAGES, '--out', underFile]);
+  assert.is(under.code, 2, under.stderr);
+  assert.match(under.stderr, `embed: --out ${underFile}: ${file} is a file`);
+  let target: string;
+  if (process.getuid?.() === 0) {
+    target = '/proc/genalign-embed-test/e.safetensors'; // root ignores modes; /proc takes no new files
+  } else {
+    const ro = join(root, 'read-only');
+    mkdirSync(ro);
+    chmodSync(ro, 0o555);
+    target = join(ro, 'e.safetensors');
+  }
+  const unwritable = await runCli('embed', ['--model', MODEL, '--images', IMAGES, '--out', target]);
+  assert.is(unwritable.code, 2, unwritable.stderr);
+  assert.match(unwritable.stderr, `embed: --out ${target}: cannot write into `);
+  for (const r of [dir, under, unwritable]) assert.not.match(r.stderr, /embed \d+\/\d+|EACCES|ENOTDIR|\.tmp/, 'failed before embedding, without a bare Node error');
+});
+
+test('embed --lora with diverged weights (1e30): an error naming the adapter directory, nothing written', async () => {
+  const big = join(root, 'lora-1e30');
+  cpSync(join(FIXTURE_DIR, 'clip-tiny-lora'), big, { recursive: true });
+  const st = readSafetensors(join(big, 'adapter_model.safetensors'));
+  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+  for (const [k, t] of st.tensors) tensors[k] = { shape: t.shape, data: new Float32Array(t.data.length).fill(1e30) };
+  writeSafetensors(join(big, 'adapter_model.safetensors'), tensors, st.metadata);
+  const out = join(root, 'diverged.safetensors');
+  const r = await runCli('embed', ['--model', MODEL, '--lora', big, '--images', IMAGES, '--out', out]);
+  assert.is(r.code, 1, r.stderr);
+  assert.match(r.stderr, `error: embeddings of the LoRA student (--lora ${big}) are not finite (NaN or ±Inf)`);
+  assert.match(r.stderr, `Nothing was written to ${out}.`);
+  assert.not.ok(existsSync(out));
+});
+
+test('embed --lora of an adapter trained on preset tiny with --seed 5: refused without --seed 5, accepted with it', async () => {
+  const device = await getDevice();
+  const lora = LoraAdapter.create(NAMED_CONFIGS.tiny, { rank: 4, alpha: 4, targets: [...ATTENTION_TARGETS], seed: 5 }, device);
+  const dir = join(root, 'tiny-seed5');
+  mkdirSync(dir);
+  await writePeftAdapter(dir, lora, 'tiny', 5);
+  lora.dispose();
+  const out = join(root, 'seed.safetensors');
+  const wrong = await runCli('embed', ['--model', 'tiny', '--lora', dir, '--images', IMAGES, '--out', out]);
+  assert.is(wrong.code, 2, wrong.stderr);
+  assert.match(wrong.stderr, `embed: --lora ${dir} was trained on the preset model 'tiny' with --seed 5`);
+  assert.match(wrong.stderr, /Pass --seed 5\./);
+  assert.not.ok(existsSync(out));
+  const other = await runCli('embed', ['--model', 'vit-b-32', '--lora', dir, '--images', IMAGES, '--out', out]);
+  assert.is(other.code, 2, other.stderr);
+  assert.match(other.stderr, /not on 'vit-b-32': pass --model tiny --seed 5\./);
+  const right = await runCli('embed', ['--model', 'tiny', '--seed', '5', '--lora', dir, '--images', IMAGES, '--out', out]);
+  assert.is(right.code, 0, right.stderr);
+  assert.ok(existsSync(out));
 });
 
 test('embed --lora with an adapter of the wrong rank: exit 1, the message names the tensor and both shapes', async () => {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { getDevice } from '../../src/gpu/device.ts';
 import { NAMED_CONFIGS } from '../../src/nn/config.ts';
 import { LoraAdapter, ATTENTION_TARGETS } from '../../src/nn/lora.ts';
-import { readPeftAdapter } from '../../src/io/peft.ts';
+import { readAdapterBase, readPeftAdapter } from '../../src/io/peft.ts';
 import { readSafetensors } from '../../src/io/safetensors.ts';
 import { ensureDemoDataset } from '../../src/io/demo-data.ts';
 import { saveCheckpoint, loadLatestCheckpoint, checkpointName, setAsideDivergedCheckpoint, type TrainerState } from '../../src/train/checkpoint.ts';
@@ -69,6 +69,8 @@ test('save → load: layout, trainer state, optimizer moments and adapter come b
     assert.equal(Array.from(await back.get(path)!.b.read()), Array.from(await p.b.read()), `${path} B`);
   }
   back.dispose();
+  // The preset base model's seed (its random weights depend on it) is recorded for embed/eval.
+  assert.equal(readAdapterBase(dir), { model: 'tiny', seed: state(6).seed });
   lora.dispose();
 });
 

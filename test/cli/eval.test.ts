@@ -1,0 +1,135 @@
+// `npm run eval` as a user meets it: a bad --out fails before any GPU work with a message that
+// names the flag; a diverged adapter is an error (no NaN metrics written); an adapter trained
+// on a seeded random preset refuses another --seed; decode warnings name the file once with
+// the decoder's reason.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { chmodSync, cpSync, existsSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { getDevice } from '../../src/gpu/device.ts';
+import { NAMED_CONFIGS } from '../../src/nn/config.ts';
+import { ATTENTION_TARGETS, LoraAdapter } from '../../src/nn/lora.ts';
+import { BASE_SEED_KEY, readAdapterBase, writePeftAdapter } from '../../src/io/peft.ts';
+import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.ts';
+import { FIXTURE_DIR } from '../helpers/fixtures.ts';
+import { tmp, tinyDataset, runCli } from './helpers.ts';
+
+const root = tmp('cli-eval');
+const MODEL = join(FIXTURE_DIR, 'clip-tiny');
+const FIXTURE_LORA = join(FIXTURE_DIR, 'clip-tiny-lora');
+test.after(() => rmSync(root, { recursive: true, force: true }));
+
+let data = '';
+test.before(async () => {
+  data = await tinyDataset(join(root, 'data'), 8);
+});
+
+/** A copy of the fixture adapter with every weight replaced by `value` (1e30: diverged; NaN). */
+function divergedAdapter(dir: string, value: number): string {
+  cpSync(FIXTURE_LORA, dir, { recursive: true });
+  const path = join(dir, 'adapter_model.safetensors');
+  const st = readSafetensors(path);
+  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+  for (const [k, t] of st.tensors) tensors[k] = { shape: t.shape, data: new Float32Array(t.data.length).fill(value) };
+  writeSafetensors(path, tensors, st.metadata);
+  return dir;
+}
+
+test('eval --out: an existing file, a path under a file and an unwritable place fail up front, naming --out', async () => {
+  const file = join(data, 'pairs.jsonl');
+  const isFile = await runCli('eval', ['--data', data, '--model', MODEL, '--out', file]);
+  assert.is(isFile.code, 2, isFile.stderr);
+  assert.match(isFile.stderr, `eval: --out ${file} is an existing file, but --out names a directory (for metrics.json and figure3.svg/png)`);
+  assert.not.match(isFile.stderr, /EEXIST/);
+  const under = await runCli('eval', ['--data', data, '--model', MODEL, '--out', join(file, 'sub')]);
+  assert.is(under.code, 2, under.stderr);
+  assert.match(under.stderr, `eval: --out ${join(file, 'sub')}: ${file} is a file`);
+  // Unwritable: a read-only directory for a normal user; root writes anywhere a mode allows, so
+  // it gets /proc, which takes no new files.
+  let target: string;
+  let why: RegExp;
+  if (process.getuid?.() === 0) {
+    target = '/proc/genalign-eval-test';
+    why = /cannot write into \/proc \(/;
+  } else {
+    const ro = join(root, 'read-only');
+    mkdirSync(ro);
+    chmodSync(ro, 0o555);
+    target = join(ro, 'out');
+    why = /cannot write into .*read-only \(permission denied\)/;
+  }
+  const unwritable = await runCli('eval', ['--data', data, '--model', MODEL, '--out', target]);
+  assert.is(unwritable.code, 2, unwritable.stderr);
+  assert.match(unwritable.stderr, `eval: --out ${target}: `);
+  assert.match(unwritable.stderr, why);
+  assert.not.match(unwritable.stderr, /EACCES|adapter:/, 'no bare Node error, and no GPU started');
+});
+
+test('eval --lora with diverged weights: an error naming the adapter, and nothing written', async () => {
+  const big = divergedAdapter(join(root, 'lora-1e30'), 1e30);
+  const out = join(root, 'eval-1e30');
+  const r = await runCli('eval', ['--data', data, '--model', MODEL, '--lora', big, '--out', out, '--plot', 'none']);
+  assert.is(r.code, 1, r.stderr);
+  assert.match(r.stderr, `error: embeddings of the LoRA student (--lora ${big}) are not finite (NaN or ±Inf)`);
+  assert.match(r.stderr, /diverged/);
+  assert.not.ok(existsSync(out), 'no metrics.json (nor its directory)');
+  assert.not.match(r.stdout, /NaN|null/);
+  // NaN weights are refused when the adapter is read, naming the file and a tensor.
+  const nan = divergedAdapter(join(root, 'lora-nan'), NaN);
+  const n = await runCli('eval', ['--data', data, '--model', MODEL, '--lora', nan, '--out', out, '--plot', 'none']);
+  assert.is(n.code, 1, n.stderr);
+  assert.match(n.stderr, `error: ${join(nan, 'adapter_model.safetensors')}: adapter weights are not finite (NaN or ±Inf) in 16 tensor(s)`);
+  assert.match(n.stderr, /layers\.0\.self_attn\.q_proj\.lora_A\.weight \(first at index 0: NaN\)/);
+  assert.not.ok(existsSync(out));
+});
+
+test('adapter of a seeded random preset: the seed travels in the safetensors metadata and eval refuses another --seed', async () => {
+  const device = await getDevice();
+  const lora = LoraAdapter.create(NAMED_CONFIGS.tiny, { rank: 4, alpha: 4, targets: [...ATTENTION_TARGETS], seed: 5 }, device);
+  const dir = join(root, 'tiny-seed5');
+  mkdirSync(dir);
+  await writePeftAdapter(dir, lora, 'tiny', 5);
+  // A directory base model records nothing (its weights do not depend on a seed).
+  const fromDir = join(root, 'dir-base');
+  mkdirSync(fromDir);
+  await writePeftAdapter(fromDir, lora, MODEL, 5);
+  lora.dispose();
+  assert.equal(readAdapterBase(dir), { model: 'tiny', seed: 5 });
+  assert.is(readAdapterBase(fromDir), null);
+  assert.is(readAdapterBase(FIXTURE_LORA), null);
+  assert.is(readSafetensors(join(dir, 'adapter_model.safetensors')).metadata[BASE_SEED_KEY], '5');
+  // adapter_config.json keeps exactly PEFT's keys: PEFT before 0.14 rejects unknown ones.
+  const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+  assert.equal(Object.keys(cfg).sort(), ['base_model_name_or_path', 'bias', 'inference_mode', 'lora_alpha', 'lora_dropout', 'modules_to_save', 'peft_type', 'r', 'target_modules', 'task_type']);
+
+  const out = join(root, 'eval-seed');
+  const wrong = await runCli('eval', ['--data', data, '--model', 'tiny', '--lora', dir, '--out', out, '--plot', 'none']);
+  assert.is(wrong.code, 2, wrong.stderr);
+  assert.match(wrong.stderr, `eval: --lora ${dir} was trained on the preset model 'tiny' with --seed 5`);
+  assert.match(wrong.stderr, /but --seed is 0\. Pass --seed 5\./);
+  assert.not.ok(existsSync(out));
+  const right = await runCli('eval', ['--data', data, '--model', 'tiny', '--lora', dir, '--seed', '5', '--out', out, '--plot', 'none']);
+  assert.is(right.code, 0, right.stderr);
+  assert.ok(existsSync(join(out, 'metrics.json')));
+});
+
+test('eval decode warnings name the file once, with the decoder\'s reason', async () => {
+  const d = join(root, 'data-cut');
+  cpSync(data, d, { recursive: true });
+  const cut = [join(d, 'generated', '1_0.jpg'), join(d, 'generated', '2_0.jpg'), join(d, 'generated', '3_0.jpg')];
+  for (const p of cut) {
+    const bytes = readFileSync(p);
+    writeFileSync(p, bytes.subarray(0, bytes.length >> 1));
+  }
+  const r = await runCli('eval', ['--data', d, '--model', MODEL, '--out', join(root, 'eval-cut'), '--plot', 'none']);
+  assert.is(r.code, 0, r.stderr);
+  for (const p of cut) {
+    const lines = r.stderr.split('\n').filter((l) => l.includes(p));
+    assert.is(lines.length, 1, r.stderr);
+    assert.is(lines[0].split(p).length, 2, `the path once: ${lines[0]}`);
+    assert.match(lines[0], /^warning: eval: skipping \S+: cannot decode image \([^()]*VipsJpeg: premature end of JPEG image\)$/);
+  }
+  assert.not.match(r.stderr, /Unknown error/);
+});
+
+test.run();
