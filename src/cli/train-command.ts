@@ -23,6 +23,13 @@ export const DEMO_DIR = 'data/demo';
 /** Settings the demo uses instead of the paper's (a 3-minute CPU run, not 50k steps). */
 export const DEMO_OVERRIDES = { model: 'tiny', steps: 60, batch: 32, lr: 3e-3, warmup: 5, valFraction: 0.25, saveEvery: 30, alpha: 8 };
 
+/** "--steps 60, --batch 32, ..." from DEMO_OVERRIDES (flag names are the kebab-case keys). */
+function demoDefaults(): string {
+  return Object.entries(DEMO_OVERRIDES)
+    .map(([k, v]) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} ${v}`)
+    .join(', ');
+}
+
 export const TRAIN_FLAGS: FlagSpec[] = [
   { name: 'data', type: 'string', help: 'dataset directory (pairs.jsonl, or real/ + generated/); omit to train on the embedded demo' },
   { name: 'model', type: 'string', help: 'HF CLIP model directory or preset (tiny, vit-b-32, vit-b-16, vit-l-14); required with --data' },
@@ -142,7 +149,7 @@ function resumeOptions(dir: string, f: Record<string, unknown>, argv: string[]):
 
 export async function runTrain(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
-    console.log(helpText('train', 'GMAIL: train a LoRA student (generated images) to align with a frozen CLIP teacher (real images).\nWith no --data, trains the tiny model on the embedded demo dataset (not diffusion outputs; see README).', TRAIN_FLAGS));
+    console.log(helpText('train', `GMAIL: train a LoRA student (generated images) to align with a frozen CLIP teacher (real images).\nWith no --data, trains the tiny model on the embedded demo dataset (not diffusion outputs; see README),\nwith its own defaults where no flag is given: ${demoDefaults()}.`, TRAIN_FLAGS));
     return 0;
   }
   const f = parseFlags(argv, TRAIN_FLAGS, 'train');
