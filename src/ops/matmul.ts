@@ -452,7 +452,7 @@ export async function autotuneMatmul(device: Device, shape: MatmulShape, reps = 
   const ranked = Object.entries(gflops).sort((x, y) => y[1] - x[1]);
   if (ranked.length === 0) throw new Error(`autotuneMatmul: no variant ran for ${shapeClass(shape)} on ${device.adapter.name}`);
   const [winner, best] = ranked[0];
-  storeTuned(matmulCaps(device), shape, { variant: winner, gflops: Math.round(best * 100) / 100 });
+  storeTuned(matmulCaps(device), shape, { variant: winner, gflops: Number(best.toPrecision(4)) });
   return { shapeClass: shapeClass(shape), winner, gflops };
 }
 
