@@ -131,6 +131,11 @@ export function setAsideDivergedCheckpoint(runDir: string, step: number): SetAsi
   return { setAside: aside, latest };
 }
 
+/** Whether the run directory holds a complete checkpoint (something --resume can continue from). */
+export function loadableCheckpointExists(runDir: string): boolean {
+  return completeCheckpoints(join(runDir, 'checkpoints')).length > 0;
+}
+
 /** Parses a JSON file of a run; a damaged file is an error that names it. */
 export function readRunJson<T>(path: string, what: string): T {
   try {

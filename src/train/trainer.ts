@@ -11,7 +11,7 @@
 // every micro-batch's loss uses all effective-batch reals as negatives. Each generated row's
 // loss depends only on its own student embedding and the fixed teacher matrix, so summing
 // micro-batch gradients (each scaled by 1/accum) gives exactly the full-batch gradient.
-import { existsSync, readFileSync, rmSync, statfsSync, appendFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, statfsSync, appendFileSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { Device } from '../gpu/device.ts';
@@ -30,7 +30,7 @@ import { readPeftAdapter } from '../io/peft.ts';
 import { makeDirs, writableProblem, writeFileAtomic } from '../gpu/atomic-file.ts';
 import { AdamW } from './optimizer.ts';
 import { learningRate, type ScheduleOptions } from './schedule.ts';
-import { saveCheckpoint, loadLatestCheckpoint, setAsideDivergedCheckpoint, checkpointName, type TrainerState } from './checkpoint.ts';
+import { saveCheckpoint, loadLatestCheckpoint, loadableCheckpointExists, setAsideDivergedCheckpoint, checkpointName, type TrainerState } from './checkpoint.ts';
 import { TeacherCache, modelKey, fileKey } from './teacher-cache.ts';
 import { embedPaths } from './embedding.ts';
 
@@ -148,7 +148,9 @@ export function preflightOutput(runDir: string, neededBytes: number): void {
 function divergedCheckpointNote(runDir: string, step: number, lr: number): string {
   const { setAside, latest } = setAsideDivergedCheckpoint(runDir, step);
   const dir = join(runDir, 'checkpoints');
-  const advice = `Resuming repeats the same steps with the same settings, so it is likely to diverge again: start a new run with a lower --lr (now ${lr}), or check the data.`;
+  const advice = latest
+    ? `Resuming repeats the same steps with the same settings, so it is likely to diverge again: start a new run (another --out) with a lower --lr (now ${lr}), or check the data.`
+    : `Start a new run (another --out, or delete ${runDir}) with a lower --lr (now ${lr}), or check the data.`;
   if (setAside) {
     return `The weights saved after step ${step} gave this, so that checkpoint was moved to ${join(dir, setAside)}` +
       (latest ? `; checkpoints/latest and adapter/ now point to ${latest}, the newest checkpoint whose weights gave a finite loss. ` : ', and no earlier checkpoint is left. ') + advice;
@@ -266,8 +268,44 @@ function refuseExistingRun(runDir: string): void {
     ...(existsSync(metrics) && readFileSync(metrics, 'utf8').trim() ? ['metrics.jsonl'] : []),
     ...['checkpoints', 'adapter'].filter((f) => existsSync(join(runDir, f))),
   ];
-  if (found.length) {
-    throw new Error(`${runDir} already holds a run (${found.join(', ')}); nothing there was changed. Continue it with: npm run train -- --resume ${runDir}, or choose another --out.`);
+  if (!found.length) return;
+  if (!loadableCheckpointExists(runDir)) {
+    throw new Error(`${runDir} already holds a run that stopped before its first checkpoint (${found.join(', ')}), so there is nothing to resume; nothing there was changed. Choose another --out, or delete that directory to reuse the name.`);
+  }
+  throw new Error(`${runDir} already holds a run (${found.join(', ')}); nothing there was changed. Continue it with: npm run train -- --resume ${runDir}, or choose another --out.`);
+}
+
+/**
+ * Marks `runDir` as in use by this process (run.lock holding the pid) and returns the release.
+ * A second trainer on the same directory would interleave metrics.jsonl lines and overwrite
+ * checkpoints, so it is refused while the pid in the lock is alive; a lock left by a process
+ * that died (kill -9) is taken over.
+ */
+function lockRunDir(runDir: string): () => void {
+  const path = join(runDir, 'run.lock');
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const fd = openSync(path, 'wx');
+      writeSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      return () => rmSync(path, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
+    }
+    const pid = Number(readFileSync(path, 'utf8').trim());
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
+      throw new Error(`${runDir} is in use by another training process (pid ${pid}, see ${path}); nothing there was changed. Wait for it, or choose another --out.`);
+    }
+    rmSync(path, { force: true }); // stale: its process is gone
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
@@ -307,23 +345,12 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
     const cacheProblem = o.teacherCache ? writableProblem(o.cacheDir) : null;
     if (cacheProblem) throw new Error(`Teacher cache directory ${o.cacheDir}: ${cacheProblem}. Choose another --cache-dir (or set GENALIGN_CACHE_DIR), or pass --no-teacher-cache.`);
 
-    const loaded = loadModel(o.model, device, o.seed);
-    const model = loaded.model;
-    const pre = parsePreprocessorConfig(loaded.preprocessor, model.cfg.imageSize);
-    const S = model.cfg.imageSize;
-    if (pre.cropHeight !== S || pre.cropWidth !== S) {
-      model.dispose();
-      throw new Error(`${join(loaded.source, 'preprocessor_config.json')}: crop_size ${pre.cropWidth}x${pre.cropHeight} does not match the model's image_size ${S} (config.json); the crop must be ${S}x${S}.`);
-    }
-    const student = makeStudent(model, o, device);
+    makeDirs(runDir);
+    const unlock = lockRunDir(runDir);
     try {
-      return await runTraining(device, o, { ...hooks, onStep: (r, total) => ((stepped = true), hooks.onStep?.(r, total)) }, log, runDir, trainPairs, valPairs, loaded, pre, student);
-    } catch (e) {
-      // On failure nothing is handed to the caller: free the model and the student here.
-      student.lora.dispose();
-      student.projection?.dispose();
-      model.dispose();
-      throw e;
+      return await trainLocked(device, o, hooks, log, runDir, trainPairs, valPairs, () => (stepped = true));
+    } finally {
+      unlock();
     }
   } catch (e) {
     if (createdRunDir && !stepped) {
@@ -333,6 +360,28 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
         // Nothing was created there (e.g. --out under a file): the original error is what matters.
       }
     }
+    throw e;
+  }
+}
+
+/** Model, student and the run itself, with the run directory locked. */
+async function trainLocked(device: Device, o: TrainOptions, hooks: TrainHooks, log: (l: string) => void, runDir: string, trainPairs: Pair[], valPairs: Pair[], onStepped: () => void): Promise<TrainResult> {
+  const loaded = loadModel(o.model, device, o.seed);
+  const model = loaded.model;
+  const pre = parsePreprocessorConfig(loaded.preprocessor, model.cfg.imageSize);
+  const S = model.cfg.imageSize;
+  if (pre.cropHeight !== S || pre.cropWidth !== S) {
+    model.dispose();
+    throw new Error(`${join(loaded.source, 'preprocessor_config.json')}: crop_size ${pre.cropWidth}x${pre.cropHeight} does not match the model's image_size ${S} (config.json); the crop must be ${S}x${S}.`);
+  }
+  const student = makeStudent(model, o, device);
+  try {
+    return await runTraining(device, o, { ...hooks, onStep: (r, total) => (onStepped(), hooks.onStep?.(r, total)) }, log, runDir, trainPairs, valPairs, loaded, pre, student);
+  } catch (e) {
+    // On failure nothing is handed to the caller: free the model and the student here.
+    student.lora.dispose();
+    student.projection?.dispose();
+    model.dispose();
     throw e;
   }
 }
@@ -352,7 +401,6 @@ async function runTraining(
   const model = loaded.model;
   const adapterBytes = student.params.reduce((a, p) => a + p.byteLength, 0);
   preflightOutput(runDir, 6 * adapterBytes * (o.keepCheckpoints + 1) + 16 * 2 ** 20);
-  writeFileAtomic(resolvedConfigPath(runDir), JSON.stringify({ ...o, data: resolve(o.data), out: runDir, model: loaded.source, adapter: device.adapter, modelConfig: model.cfg, configHash: configHash(o) }, null, 2) + '\n');
 
   const microBatch = o.batch;
   const dropLast = trainPairs.length >= 2 * microBatch;
@@ -401,15 +449,20 @@ async function runTraining(
       await device.sync();
     }
     saved.dispose();
-    optimizer.loadStateDict(ckpt.optimizer);
     startStep = ckpt.state.step;
+    if (totalSteps < startStep) {
+      throw new Error(`--resume ${o.resume}: the run is already at step ${startStep}, past the ${totalSteps} steps asked for; nothing was changed. Resume with --steps ${startStep} or more.`);
+    }
+    optimizer.loadStateDict(ckpt.optimizer);
     const before = ckpt.state.schedule as unknown as ScheduleOptions;
-    if (startStep > 0 && before.totalSteps !== totalSteps && startStep < totalSteps) {
+    const was = learningRate(startStep, before);
+    const now = learningRate(startStep, sched);
+    if (before.totalSteps !== totalSteps && startStep < totalSteps && Math.abs(now - was) > 1e-9 * Math.max(now, was)) {
       // --steps / --epochs changed: the cosine is laid over the new length, so the learning rate
-      // does not continue where the checkpoint left it.
+      // does not continue the way the checkpoint's schedule would have.
       log(
-        `warning: the schedule now spans ${totalSteps} steps instead of ${before.totalSteps}: the learning rate goes from ` +
-          `${learningRate(startStep - 1, before).toExponential(2)} (step ${startStep}) to ${learningRate(startStep, sched).toExponential(2)} (step ${startStep + 1})`,
+        `warning: the schedule now spans ${totalSteps} steps instead of ${before.totalSteps}: step ${startStep + 1} uses learning rate ` +
+          `${now.toExponential(2)} where the run's schedule had ${was.toExponential(2)} (step ${startStep} used ${learningRate(startStep - 1, before).toExponential(2)})`,
       );
     }
     start = { epoch: ckpt.state.epoch, batch: ckpt.state.batchInEpoch };
@@ -430,6 +483,8 @@ async function runTraining(
   } else if (existsSync(metricsPath)) {
     writeFileAtomic(metricsPath, '');
   }
+  // Written once the options are known to fit the run (a resume that is refused keeps the old one).
+  writeFileAtomic(resolvedConfigPath(runDir), JSON.stringify({ ...o, data: resolve(o.data), out: runDir, model: loaded.source, adapter: device.adapter, modelConfig: model.cfg, configHash: configHash(o) }, null, 2) + '\n');
 
   const realById = new Map(trainPairs.map((p) => [p.id, p.real]));
   const loader = new PairLoader(trainPairs, {

@@ -243,7 +243,7 @@ test('NaN loss (absurd --lr 1e30): the checkpoint whose weights gave it is set a
   const f = await failure({ out, lr: 1e30, clip: 0, steps: 6, saveEvery: 1 });
   assert.match(f.message, /Loss became NaN at step 2; stopping without applying this update/);
   assert.match(f.message, /The weights saved after step 1 gave this, so that checkpoint was moved to .*step-000001\.nonfinite, and no earlier checkpoint is left\./);
-  assert.match(f.message, /start a new run with a lower --lr \(now 1e\+30\)/);
+  assert.match(f.message, /Start a new run \(another --out, or delete .*run-nan-lr\) with a lower --lr \(now 1e\+30\)/);
   assert.equal(readdirSync(join(out, 'checkpoints')).sort(), ['step-000001.nonfinite']);
   assert.not.ok(existsSync(join(out, 'adapter')), 'adapter/ no longer offers the diverged weights');
   assert.ok(existsSync(join(out, 'adapter.nonfinite', 'adapter_model.safetensors')), 'the diverged adapter is kept aside, not deleted');
@@ -280,6 +280,38 @@ test('a new run refuses a directory that holds a run; a failed start leaves no r
   assert.not.ok(existsSync(fresh), 'the run directory created for the failed run is gone');
 });
 
+test('a run that stopped before its first checkpoint: a new run there is refused with advice that fits (nothing to resume)', async () => {
+  const out = join(root, 'run-no-checkpoint');
+  assert.match((await failureWithNanAt(2, { out, steps: 4, saveEvery: 500 })).message, /No checkpoint had been written yet\. Start a new run \(another --out, or delete /);
+  const again = await failure({ out });
+  assert.match(again.message, /already holds a run that stopped before its first checkpoint \(metrics\.jsonl\), so there is nothing to resume; nothing there was changed\. Choose another --out, or delete that directory/);
+});
+
+test('run.lock: a second trainer on a directory in use is refused; a lock left by a dead process is taken over', async () => {
+  const out = join(root, 'run-locked');
+  mkdirSync(out, { recursive: true });
+  // This test process is alive: its pid in the lock stands for another trainer.
+  writeFileSync(join(out, 'run.lock'), `${process.ppid}\n`);
+  const refused = await failure({ out });
+  assert.match(refused.message, new RegExp(`is in use by another training process \\(pid ${process.ppid}, see .*run\\.lock\\); nothing there was changed`));
+  assert.ok(existsSync(join(out, 'run.lock')), 'the other process keeps its lock');
+  assert.not.ok(existsSync(join(out, 'metrics.jsonl')));
+  // A pid that is not running: the lock is stale.
+  writeFileSync(join(out, 'run.lock'), '2147483646\n');
+  const r = await run({ out, steps: 1 });
+  assert.is(r.metrics.length, 1);
+  assert.not.ok(existsSync(join(out, 'run.lock')), 'released at the end');
+});
+
+test('resume with fewer --steps than the run already did: an error, and config.json is left as it was', async () => {
+  const out = join(root, 'run-shorter');
+  await run({ out, steps: 3, saveEvery: 1 });
+  const config = readFileSync(join(out, 'config.json'), 'utf8');
+  const f = await failure({ out, steps: 2, saveEvery: 1, resume: out });
+  assert.match(f.message, /the run is already at step 3, past the 2 steps asked for; nothing was changed\. Resume with --steps 3 or more\./);
+  assert.is(readFileSync(join(out, 'config.json'), 'utf8'), config);
+});
+
 test('batch settings are checked against the training pairs before any work', async () => {
   assert.throws(() => checkBatchFits({ batch: 1, accum: 1 }, 24), /Effective batch 1 \(--batch 1 × --accum 1\): the InfoNCE loss needs at least 2 pairs per step/);
   assert.throws(() => checkBatchFits({ batch: 30, accum: 1 }, 24), /--batch 30 is larger than the 24 training pairs\. Use --batch 24 or less/);
@@ -303,8 +335,13 @@ test('resuming with more --steps warns that the learning rate does not continue 
   const out = join(root, 'run-extend');
   await run({ out, steps: 2, saveEvery: 1, warmup: 0 });
   const extended = await run({ out, steps: 4, saveEvery: 1, warmup: 0, resume: out });
-  assert.ok(extended.logs.some((l) => /warning: the schedule now spans 4 steps instead of 2: the learning rate goes from .* \(step 2\) to .* \(step 3\)/.test(l)), extended.logs.join('\n'));
+  assert.ok(extended.logs.some((l) => /warning: the schedule now spans 4 steps instead of 2: step 3 uses learning rate .* where the run's schedule had .* \(step 2 used .*\)/.test(l)), extended.logs.join('\n'));
   assert.is(extended.metrics.length, 4);
+  // Still in warmup, the learning rate does not depend on the run's length: no warning.
+  const warm = join(root, 'run-extend-warmup');
+  await run({ out: warm, steps: 2, saveEvery: 1, warmup: 10 });
+  const warmExtended = await run({ out: warm, steps: 4, saveEvery: 1, warmup: 10, resume: warm });
+  assert.not.ok(warmExtended.logs.some((l) => /schedule now spans/.test(l)), warmExtended.logs.join('\n'));
 });
 
 test('a failing run frees the model and the student (pool live bytes back to where they were)', async () => {
