@@ -29,8 +29,10 @@ export const EMBED_FLAGS: FlagSpec[] = [
 export function listImages(dir: string): string[] {
   if (!existsSync(dir)) throw new UsageError(`embed: --images ${dir}: not a directory (it does not exist); pass the folder that holds the images`);
   if (!statSync(dir).isDirectory()) throw new UsageError(`embed: --images ${dir}: not a directory (it is a file); pass the folder that holds the images`);
-  return readdirSync(dir)
-    .filter((f) => IMAGE_EXTENSIONS.includes(extname(f).toLowerCase()))
+  // Only files: a folder named like an image (photos.png/) is not one.
+  return readdirSync(dir, { withFileTypes: true })
+    .filter((e) => !e.isDirectory() && IMAGE_EXTENSIONS.includes(extname(e.name).toLowerCase()))
+    .map((e) => e.name)
     .sort();
 }
 

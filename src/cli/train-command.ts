@@ -53,7 +53,7 @@ export const TRAIN_FLAGS: FlagSpec[] = [
   { name: 'targets', type: 'string', default: ATTENTION_TARGETS.join(','), help: `LoRA target modules, comma-separated from ${ALL_TARGETS.join(',')}` },
   { name: 'dual-projection', type: 'bool', default: false, help: "train the student's own copy of visual_projection (the paper's dual projection)" },
   { name: 'tau', type: 'float', default: 0.07, help: 'InfoNCE temperature (fixed)', check: positive },
-  { name: 'seed', type: 'int', default: 0, help: 'seed for LoRA init, data order and generated-image choice' },
+  { name: 'seed', type: 'int', default: 0, help: 'seed for LoRA init, data order, generated-image choice, and the random weights of a preset --model (embed/eval then need the same --seed)' },
   { name: 'val-fraction', type: 'float', default: 0.1, help: 'held-out fraction of pairs (deterministic by id) for the final eval', check: fraction },
   { name: 'resume', type: 'string', help: 'continue the run in this run directory from its newest checkpoint' },
   { name: 'teacher-cache', type: 'bool', default: true, help: 'cache teacher embeddings of real images (--no-teacher-cache to recompute every step)' },
@@ -67,23 +67,34 @@ export const TRAIN_FLAGS: FlagSpec[] = [
   { name: 'validate', type: 'bool', default: false, help: "check the dataset only: decode and preprocess every image (as --model's preprocessing would), list every problem, train nothing" },
 ];
 
-/** The preprocessing of --model (its preprocessor_config.json and image_size), without loading weights. */
-function modelPreprocess(spec: string): PreprocessConfig {
+/**
+ * The preprocessing of --model (its preprocessor_config.json and image_size), without loading
+ * weights, and what is wrong with it: a crop that is not the model's image size (training
+ * refuses that model too).
+ */
+function modelPreprocess(spec: string): { pre: PreprocessConfig; problem: string | null } {
   if (isModelDir(spec)) {
     const cfg = readModelConfig(spec);
     const p = join(spec, 'preprocessor_config.json');
-    return parsePreprocessorConfig(existsSync(p) ? readRunJson<unknown>(p, 'preprocessor config') : null, cfg.imageSize);
+    const pre = parsePreprocessorConfig(existsSync(p) ? readRunJson<unknown>(p, 'preprocessor config') : null, cfg.imageSize);
+    const S = cfg.imageSize;
+    const problem = pre.cropWidth !== S || pre.cropHeight !== S ? `${p}: crop_size ${pre.cropWidth}x${pre.cropHeight} does not match the model's image_size ${S} (config.json); the crop must be ${S}x${S}` : null;
+    return { pre, problem };
   }
   const cfg = NAMED_CONFIGS[spec];
   if (!cfg) throw new UsageError(`train: --model ${spec}: not a directory and not a preset (presets: ${Object.keys(NAMED_CONFIGS).join(', ')})`);
-  return defaultPreprocess(cfg.imageSize);
+  return { pre: defaultPreprocess(cfg.imageSize), problem: null };
 }
 
 /** --validate: every pair's files are checked; exit 0 when nothing is wrong, 1 otherwise. */
 async function validateDataset(data: string, model: string): Promise<number> {
   const warnings: string[] = [];
   const dataset = loadDataset(data, { onWarn: (w) => (warnings.push(w), process.stderr.write(w + '\n')) });
-  const pre = modelPreprocess(model);
+  const { pre, problem: modelProblem } = modelPreprocess(model);
+  if (modelProblem) {
+    warnings.push(modelProblem);
+    process.stderr.write(`problem: ${modelProblem}\n`);
+  }
   process.stderr.write(`validate: decoding ${dataset.pairs.length} pairs' images in ${dataset.dir} at ${pre.cropWidth}x${pre.cropHeight} (--model ${model})…\n`);
   let progress: Progress | null = null;
   const res = await validateImages(dataset, {
@@ -95,16 +106,20 @@ async function validateDataset(data: string, model: string): Promise<number> {
   const problems = res.bad.length + warnings.length;
   process.stderr.write(
     `validate: ${res.checked} image files checked, ${res.bad.length} could not be used` +
-      (warnings.length ? `; ${warnings.length} dataset warning(s) above` : '') +
-      (problems ? '. Training skips bad images (and aborts past --max-bad-fraction); re-encode or remove them.\n' : ': no problems found.\n'),
+      (warnings.length ? `; ${warnings.length} other problem(s) above` : '') +
+      (res.bad.length ? '. Training skips bad images (and aborts past --max-bad-fraction); re-encode or remove them.\n' : problems ? '.\n' : ': no problems found.\n'),
   );
   return problems ? 1 : 0;
 }
 
-function timestamp(): string {
+/** runs/<local time>, with -2, -3, … when a run started in the same second already has that name. */
+function defaultRunDir(): string {
   const d = new Date();
   const p = (n: number): string => String(n).padStart(2, '0');
-  return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
+  const base = join('runs', `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`);
+  let dir = base;
+  for (let k = 2; existsSync(dir); k++) dir = `${base}-${k}`;
+  return dir;
 }
 
 function parseTargets(s: string): LoraTarget[] {
@@ -178,7 +193,7 @@ export async function runTrain(argv: string[]): Promise<number> {
     o = {
       data: String(f.data),
       model: pick('model', DEMO_OVERRIDES.model),
-      out: (f.out as string | undefined) ?? join('runs', timestamp()),
+      out: (f.out as string | undefined) ?? defaultRunDir(),
       steps: pick('steps', DEMO_OVERRIDES.steps),
       epochs: Number(f.epochs),
       batch: pick('batch', DEMO_OVERRIDES.batch),

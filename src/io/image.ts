@@ -83,23 +83,42 @@ export class ImageDecodeError extends Error {}
  */
 let retryChain: Promise<unknown> = Promise.resolve();
 
-/** The decoder's own message for `path`, without repeats; `first` is the error the first attempt gave. */
+/** Decodes `path` once more; its error message, or null if it decoded this time. */
+function decodeAgain(path: string): Promise<string | null> {
+  return sharp(path, { failOn: 'error' })
+    .raw()
+    .toBuffer()
+    .then(
+      () => null,
+      (e: unknown) => (e instanceof Error ? e.message : String(e)),
+    );
+}
+
+/** Retries per failed file: the retries run one at a time, but other files' first decodes may still overlap them. */
+const REASON_ATTEMPTS = 3;
+
+/**
+ * The decoder's own message for `path`, without repeats; `first` is the error the first attempt
+ * gave (which may be another file's, or "Unknown error"). Retries run until one gives a clean
+ * message (one line, not "Unknown error"), at most REASON_ATTEMPTS; the first clean retry
+ * message wins, else the most informative message seen.
+ */
 async function decoderMessage(path: string, first: unknown): Promise<string> {
-  const retry = retryChain.then(() =>
-    sharp(path, { failOn: 'error' })
-      .raw()
-      .toBuffer()
-      .then(
-        () => null,
-        (e: unknown) => (e instanceof Error ? e.message : String(e)),
-      ),
-  );
+  const lines = (m: string): string[] => [...new Set(m.split('\n').map((l) => l.trim()).filter((l) => l !== '' && l !== 'Unknown error'))];
+  const retries: string[][] = [];
+  const retry = retryChain.then(async () => {
+    for (let k = 0; k < REASON_ATTEMPTS; k++) {
+      const again = await decodeAgain(path);
+      if (again === null) return;
+      retries.push(lines(again));
+      if (retries[retries.length - 1].length === 1) return;
+    }
+  });
   retryChain = retry.catch(() => undefined);
-  const again = await retry;
-  const firstMessage = first instanceof Error ? first.message : String(first);
-  const pick = again !== null && again !== 'Unknown error' ? again : firstMessage;
-  const lines = [...new Set(pick.split('\n').map((l) => l.trim()).filter((l) => l !== ''))];
-  return lines.length ? lines.join('; ') : 'unknown decoder error';
+  await retry;
+  const all = [...retries, lines(first instanceof Error ? first.message : String(first))];
+  const pick = all.find((l) => l.length === 1) ?? all.find((l) => l.length > 0) ?? ['unknown decoder error'];
+  return pick.join('; ');
 }
 
 /**

@@ -108,15 +108,16 @@ export function readAdapterBase(dir: string): { model: string; seed: number } | 
 
 /**
  * Why the adapter in `dir` does not fit `--model modelSpec --seed seed`, or null when it fits
- * (or records nothing). Only preset base models are checked: their random weights depend on
- * the seed. Cheap (reads the safetensors header only), so callers run it before loading models.
+ * (or records nothing). Only adapters trained on a preset record their base: a preset's random
+ * weights depend on the seed, and fit neither another preset nor a checkpoint directory. Cheap
+ * (reads the safetensors header only), so callers run it before loading models.
  */
 export function adapterBaseProblem(dir: string, modelSpec: string, seed: number): string | null {
-  if (isModelDir(modelSpec) || !isPreset(modelSpec)) return null;
   const base = readAdapterBase(dir);
   if (!base) return null;
   const trained = `--lora ${dir} was trained on the preset model '${base.model}' with --seed ${base.seed} (recorded in adapter_model.safetensors)`;
-  if (base.model !== modelSpec) return `${trained}, not on '${modelSpec}': pass --model ${base.model} --seed ${base.seed}.`;
+  // A preset's weights are random: its adapter means nothing on a checkpoint's weights either.
+  if (isModelDir(modelSpec) || base.model !== modelSpec) return `${trained}, not on '${modelSpec}': pass --model ${base.model} --seed ${base.seed}.`;
   if (base.seed !== seed) return `${trained}; a preset's random base weights depend on the seed, so this adapter fits only those weights, but --seed is ${seed}. Pass --seed ${base.seed}.`;
   return null;
 }

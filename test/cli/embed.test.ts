@@ -15,6 +15,7 @@ import { train, type TrainOptions } from '../../src/train/trainer.ts';
 import { ATTENTION_TARGETS, LoraAdapter } from '../../src/nn/lora.ts';
 import { assertClose, fixture, FIXTURE_DIR } from '../helpers/fixtures.ts';
 import { tmp, tinyDataset, runCli } from './helpers.ts';
+import { listImages } from '../../src/cli/embed-command.ts';
 
 const root = tmp('cli-embed');
 const MODEL = join(FIXTURE_DIR, 'clip-tiny');
@@ -124,9 +125,23 @@ test('embed --lora of an adapter trained on preset tiny with --seed 5: refused w
   const other = await runCli('embed', ['--model', 'vit-b-32', '--lora', dir, '--images', IMAGES, '--out', out]);
   assert.is(other.code, 2, other.stderr);
   assert.match(other.stderr, /not on 'vit-b-32': pass --model tiny --seed 5\./);
+  // A preset's random weights fit no checkpoint directory either (clip-tiny has the same shapes).
+  const onDir = await runCli('embed', ['--model', MODEL, '--seed', '5', '--lora', dir, '--images', IMAGES, '--out', out]);
+  assert.is(onDir.code, 2, onDir.stderr);
+  assert.match(onDir.stderr, `not on '${MODEL}': pass --model tiny --seed 5.`);
+  assert.not.ok(existsSync(out));
   const right = await runCli('embed', ['--model', 'tiny', '--seed', '5', '--lora', dir, '--images', IMAGES, '--out', out]);
   assert.is(right.code, 0, right.stderr);
   assert.ok(existsSync(out));
+});
+
+test('embed: a folder named like an image in --images is not an image (not listed, not reported as undecodable)', async () => {
+  const images = join(root, 'images-with-folder');
+  cpSync(IMAGES, images, { recursive: true });
+  mkdirSync(join(images, 'album.png'));
+  const withFolder = listImages(images);
+  assert.not.ok(withFolder.includes('album.png'));
+  assert.equal(withFolder, listImages(IMAGES));
 });
 
 test('embed --lora with an adapter of the wrong rank: exit 1, the message names the tensor and both shapes', async () => {

@@ -8,6 +8,7 @@ import { TRAIN_FLAGS } from '../../src/cli/train-command.ts';
 import { EMBED_FLAGS } from '../../src/cli/embed-command.ts';
 import { EVAL_FLAGS } from '../../src/cli/eval-command.ts';
 import type { FlagSpec } from '../../src/cli/args.ts';
+import { FIXTURE_DIR } from '../helpers/fixtures.ts';
 import { tmp, tinyDataset, spawnCli, runCli, waitFor, waitForFile, fileSays, readMetrics, readAdapter, adapterDifference } from './helpers.ts';
 
 const root = tmp('cli-train');
@@ -128,6 +129,16 @@ test('train --validate: lists every unreadable image of the dataset, trains noth
   assert.ok(r.stderr.includes(`bad image: ${generated}: `), r.stderr);
   assert.match(r.stderr, /validate: 48 image files checked, 2 could not be used\. Training skips bad images/);
   assert.not.ok(existsSync(join(root, 'run-validate')), 'nothing trained, no run directory');
+});
+
+test('train --validate: a preprocessor_config.json whose crop does not fit the model is reported (exit 1)', async () => {
+  const model = join(root, 'model-crop48');
+  cpSync(join(FIXTURE_DIR, 'clip-tiny'), model, { recursive: true });
+  writeFileSync(join(model, 'preprocessor_config.json'), JSON.stringify({ size: { shortest_edge: 48 }, crop_size: { height: 48, width: 48 } }));
+  const r = await runCli('train', ['--validate', '--data', data, '--model', model]);
+  assert.is(r.code, 1, r.stderr);
+  assert.ok(r.stderr.includes(`problem: ${join(model, 'preprocessor_config.json')}: crop_size 48x48 does not match the model's image_size 32`), r.stderr);
+  assert.match(r.stderr, /0 could not be used; 1 other problem\(s\) above\.\n/);
 });
 
 function checkHelp(out: string, specs: readonly FlagSpec[], command: string): void {
