@@ -8,9 +8,9 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { writableProblem } from '../gpu/atomic-file.ts';
 import { dirname, extname, join, resolve } from 'node:path';
 import { getDevice, type Device } from '../gpu/device.ts';
-import { loadModel } from '../io/hf-checkpoint.ts';
+import { loadModel, modelPreprocessing } from '../io/hf-checkpoint.ts';
 import { adapterBaseProblem, readPeftAdapter } from '../io/peft.ts';
-import { IMAGE_EXTENSIONS, parsePreprocessorConfig } from '../io/image.ts';
+import { IMAGE_EXTENSIONS } from '../io/image.ts';
 import { embedPaths } from '../train/embedding.ts';
 import { writeSafetensors } from '../io/safetensors.ts';
 import { parseFlags, helpText, positive, UsageError, type FlagSpec } from './args.ts';
@@ -94,7 +94,7 @@ export async function runEmbed(argv: string[]): Promise<number> {
   const device = await getDevice();
   const loaded = loadModel(String(f.model), device, Number(f.seed));
   const lora = loraDir ? readPeftAdapter(loraDir, loaded.model.cfg, device) : undefined;
-  const pre = parsePreprocessorConfig(loaded.preprocessor, loaded.model.cfg.imageSize);
+  const pre = modelPreprocessing(loaded);
   const progress = new Progress(names.length, 'embed');
   const res = await embedPaths(device, loaded.model, lora, names.map((n) => join(imagesDir, n)), pre, Number(f.batch), {
     onProgress: (d) => progress.update(d),

@@ -5,9 +5,8 @@
 // embeddings (a diverged adapter) are an error and nothing is written.
 import { resolve } from 'node:path';
 import { getDevice } from '../gpu/device.ts';
-import { loadModel } from '../io/hf-checkpoint.ts';
+import { loadModel, modelPreprocessing } from '../io/hf-checkpoint.ts';
 import { adapterBaseProblem, readPeftAdapter } from '../io/peft.ts';
-import { parsePreprocessorConfig } from '../io/image.ts';
 import { loadDataset, splitByValFraction } from '../io/dataset.ts';
 import { evaluatePairs } from '../train/evaluate.ts';
 import { parseFlags, helpText, positive, fraction, UsageError, type FlagSpec } from './args.ts';
@@ -41,7 +40,7 @@ export async function runEval(argv: string[]): Promise<number> {
   const device = await getDevice();
   const loaded = loadModel(String(f.model), device, Number(f.seed));
   const lora = loraDir ? readPeftAdapter(loraDir, loaded.model.cfg, device) : undefined;
-  const pre = parsePreprocessorConfig(loaded.preprocessor, loaded.model.cfg.imageSize);
+  const pre = modelPreprocessing(loaded);
   // Created by the first write, after every embedding is known to be finite.
   const out = resolve(String(f.out));
   const { report, files } = await evaluatePairs(device, loaded.model, lora, undefined, pre, pairs, out, {

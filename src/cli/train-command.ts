@@ -12,7 +12,7 @@ import { evaluatePairs } from '../train/evaluate.ts';
 import { readRunJson } from '../train/checkpoint.ts';
 import { loadDataset, validateImages } from '../io/dataset.ts';
 import { isModelDir, readModelConfig } from '../io/hf-checkpoint.ts';
-import { defaultPreprocess, parsePreprocessorConfig, type PreprocessConfig } from '../io/image.ts';
+import { cropProblem, defaultPreprocess, parsePreprocessorConfig, type PreprocessConfig } from '../io/image.ts';
 import { NAMED_CONFIGS } from '../nn/config.ts';
 import { parseFlags, helpText, positive, nonNegative, fraction, UsageError, type FlagSpec } from './args.ts';
 import { Progress } from './progress.ts';
@@ -77,9 +77,7 @@ function modelPreprocess(spec: string): { pre: PreprocessConfig; problem: string
     const cfg = readModelConfig(spec);
     const p = join(spec, 'preprocessor_config.json');
     const pre = parsePreprocessorConfig(existsSync(p) ? readRunJson<unknown>(p, 'preprocessor config') : null, cfg.imageSize);
-    const S = cfg.imageSize;
-    const problem = pre.cropWidth !== S || pre.cropHeight !== S ? `${p}: crop_size ${pre.cropWidth}x${pre.cropHeight} does not match the model's image_size ${S} (config.json); the crop must be ${S}x${S}` : null;
-    return { pre, problem };
+    return { pre, problem: cropProblem(pre, cfg.imageSize, p) };
   }
   const cfg = NAMED_CONFIGS[spec];
   if (!cfg) throw new UsageError(`train: --model ${spec}: not a directory and not a preset (presets: ${Object.keys(NAMED_CONFIGS).join(', ')})`);

@@ -8,6 +8,7 @@ import { fromArray, shapeStr, type Tensor } from '../tensor/tensor.ts';
 import { parseHfConfig, NAMED_CONFIGS, type ClipVisionConfig } from '../nn/config.ts';
 import { ClipVisionModel, expectedShapes } from '../nn/vit.ts';
 import { SafetensorsFile } from './safetensors.ts';
+import { cropProblem, parsePreprocessorConfig, type PreprocessConfig } from './image.ts';
 
 export interface LoadedModel {
   model: ClipVisionModel;
@@ -96,6 +97,15 @@ export function loadClipVision(dir: string, device: Device): LoadedModel {
   }
   const pre = join(dir, 'preprocessor_config.json');
   return { model: ClipVisionModel.fromWeights(cfg, weights, device), source: resolve(dir), preprocessor: existsSync(pre) ? readJson(pre) : null };
+}
+
+/** The model's preprocessing (preprocessor_config.json, or CLIP's defaults); an error naming the file when its crop does not fit the model. */
+export function modelPreprocessing(loaded: LoadedModel): PreprocessConfig {
+  const S = loaded.model.cfg.imageSize;
+  const pre = parsePreprocessorConfig(loaded.preprocessor, S);
+  const problem = cropProblem(pre, S, join(loaded.source, 'preprocessor_config.json'));
+  if (problem) throw new Error(`${problem}.`);
+  return pre;
 }
 
 /** `--model` accepts a directory or a preset name (tiny, vit-b-32, vit-b-16, vit-l-14; random weights). */

@@ -64,6 +64,12 @@ export function parsePreprocessorConfig(json: unknown, imageSize: number): Prepr
   return cfg;
 }
 
+/** Why `pre` cannot feed a model of `imageSize` (the crop must be imageSize²), or null; `file` names the preprocessor config. */
+export function cropProblem(pre: PreprocessConfig, imageSize: number, file: string): string | null {
+  if (pre.cropWidth === imageSize && pre.cropHeight === imageSize) return null;
+  return `${file}: crop_size ${pre.cropWidth}x${pre.cropHeight} does not match the model's image_size ${imageSize} (config.json); the crop must be ${imageSize}x${imageSize}`;
+}
+
 /** HF's get_resize_output_image_size(default_to_square=False). */
 export function resizeTarget(width: number, height: number, size: number): { width: number; height: number } {
   const short = Math.min(width, height);

@@ -22,8 +22,8 @@ import { backward, noGrad } from '../tensor/autograd.ts';
 import { infoNceGenToReal } from '../ops/index.ts';
 import { LoraAdapter, type LoraTarget } from '../nn/lora.ts';
 import type { ClipVisionModel } from '../nn/vit.ts';
-import { loadModel, type LoadedModel } from '../io/hf-checkpoint.ts';
-import { parsePreprocessorConfig, type PreprocessConfig } from '../io/image.ts';
+import { loadModel, modelPreprocessing, type LoadedModel } from '../io/hf-checkpoint.ts';
+import type { PreprocessConfig } from '../io/image.ts';
 import { loadDataset, splitByValFraction, type Pair } from '../io/dataset.ts';
 import { PairLoader, type PairBatch } from '../io/loader.ts';
 import { readPeftAdapter } from '../io/peft.ts';
@@ -368,11 +368,12 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
 async function trainLocked(device: Device, o: TrainOptions, hooks: TrainHooks, log: (l: string) => void, runDir: string, trainPairs: Pair[], valPairs: Pair[], onStepped: () => void): Promise<TrainResult> {
   const loaded = loadModel(o.model, device, o.seed);
   const model = loaded.model;
-  const pre = parsePreprocessorConfig(loaded.preprocessor, model.cfg.imageSize);
-  const S = model.cfg.imageSize;
-  if (pre.cropHeight !== S || pre.cropWidth !== S) {
+  let pre: PreprocessConfig;
+  try {
+    pre = modelPreprocessing(loaded);
+  } catch (e) {
     model.dispose();
-    throw new Error(`${join(loaded.source, 'preprocessor_config.json')}: crop_size ${pre.cropWidth}x${pre.cropHeight} does not match the model's image_size ${S} (config.json); the crop must be ${S}x${S}.`);
+    throw e;
   }
   const student = makeStudent(model, o, device);
   try {

@@ -135,6 +135,17 @@ test('embed --lora of an adapter trained on preset tiny with --seed 5: refused w
   assert.ok(existsSync(out));
 });
 
+test('embed: a preprocessor_config.json whose crop does not fit the model is an error naming the file', async () => {
+  const model = join(root, 'model-crop48');
+  cpSync(MODEL, model, { recursive: true });
+  writeFileSync(join(model, 'preprocessor_config.json'), JSON.stringify({ size: { shortest_edge: 48 }, crop_size: { height: 48, width: 48 } }));
+  const out = join(root, 'crop.safetensors');
+  const r = await runCli('embed', ['--model', model, '--images', IMAGES, '--out', out]);
+  assert.is(r.code, 1, r.stderr);
+  assert.ok(r.stderr.includes(`error: ${join(model, 'preprocessor_config.json')}: crop_size 48x48 does not match the model's image_size 32 (config.json); the crop must be 32x32.`), r.stderr);
+  assert.not.ok(existsSync(out));
+});
+
 test('embed: a folder named like an image in --images is not an image (not listed, not reported as undecodable)', async () => {
   const images = join(root, 'images-with-folder');
   cpSync(IMAGES, images, { recursive: true });
