@@ -7,14 +7,14 @@ import { chmodSync, copyFileSync, cpSync, mkdirSync, readFileSync, readdirSync, 
 import { join } from 'node:path';
 import { getDevice } from '../../src/gpu/device.ts';
 import { NAMED_CONFIGS } from '../../src/nn/config.ts';
-import { readPeftAdapter, writePeftAdapter } from '../../src/io/peft.ts';
+import { readPeftAdapter } from '../../src/io/peft.ts';
 import { parsePreprocessorConfig } from '../../src/io/image.ts';
-import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.ts';
+import { readSafetensors } from '../../src/io/safetensors.ts';
 import { embedPaths } from '../../src/train/embedding.ts';
 import { train, type TrainOptions } from '../../src/train/trainer.ts';
-import { ATTENTION_TARGETS, LoraAdapter } from '../../src/nn/lora.ts';
+import { ATTENTION_TARGETS } from '../../src/nn/lora.ts';
 import { assertClose, fixture, FIXTURE_DIR } from '../helpers/fixtures.ts';
-import { tmp, tinyDataset, runCli } from './helpers.ts';
+import { tmp, tinyDataset, runCli, divergedAdapter, seededPresetAdapter } from './helpers.ts';
 import { listImages } from '../../src/cli/embed-command.ts';
 
 const root = tmp('cli-embed');
@@ -95,12 +95,7 @@ test('embed --out checked before any image is embedded: a directory, a path unde
 });
 
 test('embed --lora with diverged weights (1e30): an error naming the adapter directory, nothing written', async () => {
-  const big = join(root, 'lora-1e30');
-  cpSync(join(FIXTURE_DIR, 'clip-tiny-lora'), big, { recursive: true });
-  const st = readSafetensors(join(big, 'adapter_model.safetensors'));
-  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
-  for (const [k, t] of st.tensors) tensors[k] = { shape: t.shape, data: new Float32Array(t.data.length).fill(1e30) };
-  writeSafetensors(join(big, 'adapter_model.safetensors'), tensors, st.metadata);
+  const big = divergedAdapter(join(root, 'lora-1e30'), 1e30);
   const out = join(root, 'diverged.safetensors');
   const r = await runCli('embed', ['--model', MODEL, '--lora', big, '--images', IMAGES, '--out', out]);
   assert.is(r.code, 1, r.stderr);
@@ -110,12 +105,7 @@ test('embed --lora with diverged weights (1e30): an error naming the adapter dir
 });
 
 test('embed --lora of an adapter trained on preset tiny with --seed 5: refused without --seed 5, accepted with it', async () => {
-  const device = await getDevice();
-  const lora = LoraAdapter.create(NAMED_CONFIGS.tiny, { rank: 4, alpha: 4, targets: [...ATTENTION_TARGETS], seed: 5 }, device);
-  const dir = join(root, 'tiny-seed5');
-  mkdirSync(dir);
-  await writePeftAdapter(dir, lora, 'tiny', 5);
-  lora.dispose();
+  const dir = await seededPresetAdapter(join(root, 'tiny-seed5'));
   const out = join(root, 'seed.safetensors');
   const wrong = await runCli('embed', ['--model', 'tiny', '--lora', dir, '--images', IMAGES, '--out', out]);
   assert.is(wrong.code, 2, wrong.stderr);

@@ -6,13 +6,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { chmodSync, cpSync, existsSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { getDevice } from '../../src/gpu/device.ts';
-import { NAMED_CONFIGS } from '../../src/nn/config.ts';
-import { ATTENTION_TARGETS, LoraAdapter } from '../../src/nn/lora.ts';
-import { BASE_SEED_KEY, readAdapterBase, writePeftAdapter } from '../../src/io/peft.ts';
-import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.ts';
+import { BASE_SEED_KEY, readAdapterBase } from '../../src/io/peft.ts';
+import { readSafetensors } from '../../src/io/safetensors.ts';
 import { FIXTURE_DIR } from '../helpers/fixtures.ts';
-import { tmp, tinyDataset, runCli } from './helpers.ts';
+import { tmp, tinyDataset, runCli, divergedAdapter, seededPresetAdapter } from './helpers.ts';
 
 const root = tmp('cli-eval');
 const MODEL = join(FIXTURE_DIR, 'clip-tiny');
@@ -23,17 +20,6 @@ let data = '';
 test.before(async () => {
   data = await tinyDataset(join(root, 'data'), 8);
 });
-
-/** A copy of the fixture adapter with every weight replaced by `value` (1e30: diverged; NaN). */
-function divergedAdapter(dir: string, value: number): string {
-  cpSync(FIXTURE_LORA, dir, { recursive: true });
-  const path = join(dir, 'adapter_model.safetensors');
-  const st = readSafetensors(path);
-  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
-  for (const [k, t] of st.tensors) tensors[k] = { shape: t.shape, data: new Float32Array(t.data.length).fill(value) };
-  writeSafetensors(path, tensors, st.metadata);
-  return dir;
-}
 
 test('eval --out: an existing file, a path under a file and an unwritable place fail up front, naming --out', async () => {
   const file = join(data, 'pairs.jsonl');
@@ -84,16 +70,9 @@ test('eval --lora with diverged weights: an error naming the adapter, and nothin
 });
 
 test('adapter of a seeded random preset: the seed travels in the safetensors metadata and eval refuses another --seed', async () => {
-  const device = await getDevice();
-  const lora = LoraAdapter.create(NAMED_CONFIGS.tiny, { rank: 4, alpha: 4, targets: [...ATTENTION_TARGETS], seed: 5 }, device);
-  const dir = join(root, 'tiny-seed5');
-  mkdirSync(dir);
-  await writePeftAdapter(dir, lora, 'tiny', 5);
+  const dir = await seededPresetAdapter(join(root, 'tiny-seed5'));
   // A directory base model records nothing (its weights do not depend on a seed).
-  const fromDir = join(root, 'dir-base');
-  mkdirSync(fromDir);
-  await writePeftAdapter(fromDir, lora, MODEL, 5);
-  lora.dispose();
+  const fromDir = await seededPresetAdapter(join(root, 'dir-base'), MODEL);
   assert.equal(readAdapterBase(dir), { model: 'tiny', seed: 5 });
   assert.is(readAdapterBase(fromDir), null);
   assert.is(readAdapterBase(FIXTURE_LORA), null);

@@ -1,17 +1,41 @@
 // Shared by the CLI tests: tiny datasets in a temp dir, and CLI subprocesses
 // (`node --import tsx src/cli/<cmd>.ts`) with a private teacher cache.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureDemoDataset } from '../../src/io/demo-data.ts';
-import { readSafetensors } from '../../src/io/safetensors.ts';
+import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.ts';
+import { getDevice } from '../../src/gpu/device.ts';
+import { NAMED_CONFIGS } from '../../src/nn/config.ts';
+import { ATTENTION_TARGETS, LoraAdapter } from '../../src/nn/lora.ts';
+import { writePeftAdapter } from '../../src/io/peft.ts';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 export function tmp(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `genalign-${prefix}-`));
+}
+
+/** A copy of the fixture adapter test/fixtures/clip-tiny-lora with every weight replaced by `value` (1e30: diverged; NaN). */
+export function divergedAdapter(dir: string, value: number): string {
+  cpSync(join(ROOT, 'test', 'fixtures', 'clip-tiny-lora'), dir, { recursive: true });
+  const path = join(dir, 'adapter_model.safetensors');
+  const st = readSafetensors(path);
+  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+  for (const [k, t] of st.tensors) tensors[k] = { shape: t.shape, data: new Float32Array(t.data.length).fill(value) };
+  writeSafetensors(path, tensors, st.metadata);
+  return dir;
+}
+
+/** A freshly initialised rank-4 adapter of the tiny preset written to `dir` as trained on `base` with base seed 5. */
+export async function seededPresetAdapter(dir: string, base = 'tiny'): Promise<string> {
+  const lora = LoraAdapter.create(NAMED_CONFIGS.tiny, { rank: 4, alpha: 4, targets: [...ATTENTION_TARGETS], seed: 5 }, await getDevice());
+  mkdirSync(dir, { recursive: true });
+  await writePeftAdapter(dir, lora, base, 5);
+  lora.dispose();
+  return dir;
 }
 
 /** A demo dataset of `count` pairs at 32×32 (the tiny model's size), one generated image each. */
