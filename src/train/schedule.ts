@@ -1,6 +1,8 @@
 // Learning-rate schedule: linear warmup, then cosine decay to minLr, optionally with warm
 // restarts (SGDR, Loshchilov & Hutter 2017: period T0 steps, each next period × tMult).
 // The paper trains with "cosine annealing with warm restarts"; plain cosine is the default.
+// Every step equals PyTorch's LinearLR warmup followed by CosineAnnealingLR / CosineAnnealingWarmRestarts
+// (test/train/schedule.test.ts); a non-integer restartMult, which PyTorch does not allow, rounds each period.
 
 export interface ScheduleOptions {
   baseLr: number;
