@@ -170,13 +170,69 @@ export function oomHelp(e: unknown, o: Pick<TrainOptions, 'batch' | 'accum'>): n
   throw e;
 }
 
-interface StudentState {
+/** AdamW over the student's parameters with the run's betas, eps, weight decay and clipping. */
+export function makeOptimizer(params: Parameter[], o: Pick<TrainOptions, 'lr' | 'beta1' | 'beta2' | 'eps' | 'weightDecay' | 'clip'>): AdamW {
+  return new AdamW(params, { lr: o.lr, betas: [o.beta1, o.beta2], eps: o.eps, weightDecay: o.weightDecay, maxGradNorm: o.clip > 0 ? o.clip : undefined });
+}
+
+/**
+ * The student side of one step: per micro-batch, the student forward on its generated images,
+ * GMAIL's loss against all teacher embeddings of the step (`teacher` [rows, D], micro-batches in
+ * order; each micro-batch's own reals are its positives, every other real a negative), and
+ * backward weighted by the micro-batch's share, so the parameters' .grad sum to the gradient of
+ * the whole effective batch's loss. Returns that loss and the top-1 accuracy (row-weighted).
+ */
+export async function accumulateGradients(
+  device: Device,
+  model: ClipVisionModel,
+  student: StudentState,
+  tau: number,
+  micro: readonly { generated: Float32Array; n: number }[],
+  teacher: Float32Array,
+): Promise<{ loss: number; accuracy: number }> {
+  const D = model.cfg.projectionDim;
+  const S = model.cfg.imageSize;
+  const rows = micro.reduce((a, b) => a + b.n, 0);
+  const lossTensors: Tensor[] = [];
+  const accTensors: Tensor[] = [];
+  let rowStart = 0;
+  for (const { generated, n } of micro) {
+    // Reals of this micro-batch first (the loss takes column i as row i's positive), then
+    // every other real of the effective batch as extra negatives.
+    const r = new Float32Array(rows * D);
+    r.set(teacher.subarray(rowStart * D, (rowStart + n) * D), 0);
+    r.set(teacher.subarray(0, rowStart * D), n * D);
+    r.set(teacher.subarray((rowStart + n) * D), rowStart * D + n * D);
+    rowStart += n;
+    const [loss, acc] = scope(() => {
+      const g = model.forward(fromArray(generated, [n, 3, S, S], device), { lora: student.lora, projection: student.projection ?? undefined });
+      const res = infoNceGenToReal(g, fromArray(r, [rows, D], device), { tau });
+      // Each micro-batch's loss is a mean over its rows; weight by its share of the batch.
+      backward(res.loss, fromArray([n / rows], [], device));
+      return [res.loss.keep(), res.accuracy.keep()];
+    });
+    lossTensors.push(loss);
+    accTensors.push(acc);
+  }
+  let loss = 0;
+  let accuracy = 0;
+  for (let k = 0; k < micro.length; k++) {
+    const w = micro[k].n / rows;
+    loss += w * (await lossTensors[k].item());
+    accuracy += w * (await accTensors[k].item());
+    lossTensors[k].dispose();
+    accTensors[k].dispose();
+  }
+  return { loss, accuracy };
+}
+
+export interface StudentState {
   lora: LoraAdapter;
   projection: Parameter | null;
   params: Parameter[];
 }
 
-function makeStudent(model: ClipVisionModel, o: TrainOptions, device: Device): StudentState {
+export function makeStudent(model: ClipVisionModel, o: Pick<TrainOptions, 'rank' | 'alpha' | 'targets' | 'seed' | 'dualProjection'>, device: Device): StudentState {
   const lora = LoraAdapter.create(model.cfg, { rank: o.rank, alpha: o.alpha, targets: o.targets, seed: o.seed }, device);
   let projection: Parameter | null = null;
   if (o.dualProjection) {
@@ -413,7 +469,7 @@ async function runTraining(
   if (o.warmup >= totalSteps) log(`warning: --warmup ${o.warmup} is not shorter than the run (${totalSteps} steps): the learning rate never reaches --lr ${o.lr}`);
 
   const sched: ScheduleOptions = { baseLr: o.lr, minLr: o.minLr, warmupSteps: o.warmup, totalSteps, restartPeriod: o.restartPeriod, restartMult: o.restartMult };
-  const optimizer = new AdamW(student.params, { lr: o.lr, betas: [o.beta1, o.beta2], eps: o.eps, weightDecay: o.weightDecay, maxGradNorm: o.clip > 0 ? o.clip : undefined });
+  const optimizer = makeOptimizer(student.params, o);
 
   let cache: TeacherCache | null = null;
   if (o.teacherCache) {
@@ -503,7 +559,6 @@ async function runTraining(
 
   hooks.onStart?.({ totalSteps, startStep, trainPairs: trainPairs.length, valPairs: valPairs.length, runDir, adapter: device.adapter.name });
   const D = model.cfg.projectionDim;
-  const S = model.cfg.imageSize;
   const t0 = Date.now();
   let lastLoss: number | null = null;
   let step = startStep;
@@ -544,38 +599,7 @@ async function runTraining(
         off += t.length;
       }
 
-      // Student side, one micro-batch at a time; gradients accumulate in the LoRA params.
-      const lossTensors: Tensor[] = [];
-      const accTensors: Tensor[] = [];
-      let rowStart = 0;
-      for (const b of micro) {
-        const n = b.ids.length;
-        // Reals of this micro-batch first (the loss takes column i as row i's positive), then
-        // every other real of the effective batch as extra negatives.
-        const r = new Float32Array(rows * D);
-        r.set(all.subarray(rowStart * D, (rowStart + n) * D), 0);
-        r.set(all.subarray(0, rowStart * D), n * D);
-        r.set(all.subarray((rowStart + n) * D), rowStart * D + n * D);
-        rowStart += n;
-        const [loss, acc] = scope(() => {
-          const g = model.forward(fromArray(b.generated, [n, 3, S, S], device), { lora: student.lora, projection: student.projection ?? undefined });
-          const res = infoNceGenToReal(g, fromArray(r, [rows, D], device), { tau: o.tau });
-          // Each micro-batch's loss is a mean over its rows; weight by its share of the batch.
-          backward(res.loss, fromArray([n / rows], [], device));
-          return [res.loss.keep(), res.accuracy.keep()];
-        });
-        lossTensors.push(loss);
-        accTensors.push(acc);
-      }
-      let loss = 0;
-      let acc = 0;
-      for (let k = 0; k < micro.length; k++) {
-        const w = micro[k].ids.length / rows;
-        loss += w * (await lossTensors[k].item());
-        acc += w * (await accTensors[k].item());
-        lossTensors[k].dispose();
-        accTensors[k].dispose();
-      }
+      let { loss, accuracy: acc } = await accumulateGradients(device, model, student, o.tau, micro.map((b) => ({ generated: b.generated, n: b.ids.length })), all);
       if (step + 1 === testHook('GENALIGN_TEST_NAN_AT_STEP')) loss = Number.NaN;
       if (!Number.isFinite(loss)) {
         optimizer.zeroGrad();
