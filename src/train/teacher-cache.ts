@@ -4,7 +4,7 @@
 // where modelKey hashes the model identity and the preprocessing, and each row's key hashes the
 // file's absolute path, size and mtime (so an edited image is re-embedded).
 import { createHash } from 'node:crypto';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { makeDirs } from '../gpu/atomic-file.ts';
 import { join, resolve } from 'node:path';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
@@ -15,11 +15,26 @@ function sha(s: string): string {
   return createHash('sha256').update(s).digest('hex').slice(0, 20);
 }
 
-/** Identity of (model, preprocessing): weights file size+mtime for directories, name+seed for presets. */
+/** The shard files a sharded checkpoint's index names (its weight_map values), sorted; none when unreadable. */
+function shardFiles(index: string): string[] {
+  try {
+    const map = (JSON.parse(readFileSync(index, 'utf8')) as { weight_map?: Record<string, string> }).weight_map ?? {};
+    return [...new Set(Object.values(map))].sort();
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Identity of (model, preprocessing): for a directory, the size and mtime of its config and
+ * weight files (every shard of a sharded checkpoint); for a preset, its name and seed.
+ */
 export function modelKey(source: string, cfg: ClipVisionConfig, pre: PreprocessConfig, seed: number): string {
   let weights = `preset:${source}:seed${seed}`;
   if (existsSync(source) && statSync(source).isDirectory()) {
-    const files = ['model.safetensors', 'model.safetensors.index.json', 'config.json'].map((f) => join(source, f)).filter((f) => existsSync(f));
+    const index = join(source, 'model.safetensors.index.json');
+    const names = ['model.safetensors', 'model.safetensors.index.json', 'config.json', ...(existsSync(index) ? shardFiles(index) : [])];
+    const files = names.map((f) => join(source, f)).filter((f) => existsSync(f));
     weights = files.map((f) => `${resolve(f)}:${statSync(f).size}:${statSync(f).mtimeMs}`).join('|');
   }
   return sha(JSON.stringify({ weights, cfg, pre }));

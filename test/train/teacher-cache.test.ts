@@ -1,0 +1,79 @@
+// The teacher cache's keys: a cached embedding may only be reused for the same model weights,
+// preprocessing and image file. Every ingredient of the key is changed once and must change it.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { cpSync, mkdtempSync, rmSync, utimesSync, writeFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { NAMED_CONFIGS } from '../../src/nn/config.ts';
+import { defaultPreprocess } from '../../src/io/image.ts';
+import { modelKey, fileKey } from '../../src/train/teacher-cache.ts';
+import { FIXTURE_DIR } from '../helpers/fixtures.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'genalign-tcache-'));
+test.after(() => rmSync(root, { recursive: true, force: true }));
+const cfg = NAMED_CONFIGS.tiny;
+const pre = defaultPreprocess(32);
+
+test('modelKey of a preset: changes with the seed, the config and every preprocessing field', () => {
+  const base = modelKey('tiny', cfg, pre, 0);
+  assert.is(modelKey('tiny', cfg, pre, 0), base, 'deterministic');
+  const changed = [
+    modelKey('tiny', cfg, pre, 1),
+    modelKey('vit-b-32', cfg, pre, 0),
+    modelKey('tiny', { ...cfg, layerNormEps: 1e-6 }, pre, 0),
+    modelKey('tiny', cfg, { ...pre, cropHeight: 30, cropWidth: 30 }, 0),
+    modelKey('tiny', cfg, { ...pre, size: 40 }, 0),
+    modelKey('tiny', cfg, { ...pre, mean: [0.5, 0.5, 0.5] }, 0),
+    modelKey('tiny', cfg, { ...pre, std: [0.5, 0.5, 0.5] }, 0),
+    modelKey('tiny', cfg, { ...pre, doResize: false }, 0),
+    modelKey('tiny', cfg, { ...pre, doCenterCrop: false }, 0),
+  ];
+  for (const [i, k] of changed.entries()) assert.is.not(k, base, `change ${i} gives another key`);
+  assert.is(new Set(changed).size, changed.length);
+});
+
+test('modelKey of a directory: a rewritten weights file, config or shard gives another key; the seed does not matter', () => {
+  const dir = join(root, 'model');
+  cpSync(join(FIXTURE_DIR, 'clip-tiny'), dir, { recursive: true });
+  const base = modelKey(dir, cfg, pre, 0);
+  assert.is(modelKey(dir, cfg, pre, 7), base, 'weights from files do not depend on the seed');
+  const weights = join(dir, 'model.safetensors');
+  const t = statSync(weights).mtime;
+  utimesSync(weights, t, new Date(t.getTime() + 5000));
+  const touched = modelKey(dir, cfg, pre, 0);
+  assert.is.not(touched, base, 'model.safetensors rewritten (mtime)');
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ vision_config: { hidden_size: 64 } }));
+  assert.is.not(modelKey(dir, cfg, pre, 0), touched, 'config.json rewritten');
+  // Sharded: a shard named by the index is part of the identity.
+  const sharded = join(root, 'sharded');
+  cpSync(dir, sharded, { recursive: true });
+  rmSync(join(sharded, 'model.safetensors'));
+  cpSync(weights, join(sharded, 'model-00001-of-00001.safetensors'));
+  writeFileSync(join(sharded, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'visual_projection.weight': 'model-00001-of-00001.safetensors' } }));
+  const s0 = modelKey(sharded, cfg, pre, 0);
+  writeFileSync(join(sharded, 'model-00001-of-00001.safetensors'), 'a different shard');
+  assert.is.not(modelKey(sharded, cfg, pre, 0), s0, 'a rewritten shard');
+});
+
+test('fileKey: the absolute path, the size and the mtime of the image decide it', () => {
+  const a = join(root, 'a.png');
+  writeFileSync(a, 'image bytes');
+  const k = fileKey(a);
+  assert.is(fileKey(a), k);
+  // The same file through a relative path: the same key (the key resolves the path).
+  const rel = relative(process.cwd(), a);
+  assert.is(fileKey(rel), k);
+  const b = join(root, 'b.png');
+  cpSync(a, b, { preserveTimestamps: true });
+  assert.is.not(fileKey(b), k, 'another path');
+  // Keys are memoised per path string within a process, so the edited file is read through new strings.
+  writeFileSync(a, 'image bytes, longer');
+  assert.is.not(fileKey(`${root}/./a.png`), k, 'another size');
+  const t = statSync(a).mtime;
+  writeFileSync(a, 'image bytes');
+  utimesSync(a, t, new Date(t.getTime() + 5000));
+  assert.is.not(fileKey(`${root}//a.png`), k, 'same size, another mtime');
+});
+
+test.run();
