@@ -147,11 +147,17 @@ export function readPeftAdapter(dir: string, cfg: ClipVisionConfig, device: Devi
     throw new Error(`${cfgPath}: not valid JSON (${(e as Error).message})`);
   }
   if (raw.peft_type !== 'LORA') throw new Error(`${cfgPath}: peft_type is ${JSON.stringify(raw.peft_type)}, only LORA is supported`);
-  const rank = raw.r;
-  const alpha = raw.lora_alpha ?? rank;
+  // PEFT's LoraConfig defaults: r = 8, lora_alpha = 8 (a config saved by PEFT always has both).
+  const rank = raw.r ?? 8;
+  const alpha = raw.lora_alpha ?? 8;
   if (typeof rank !== 'number' || !Number.isInteger(rank) || rank <= 0) throw new Error(`${cfgPath}: r must be a positive integer`);
   if (typeof alpha !== 'number' || !(alpha > 0)) throw new Error(`${cfgPath}: lora_alpha must be a positive number`);
   if (raw.use_rslora === true || raw.use_dora === true) throw new Error(`${cfgPath}: rsLoRA/DoRA adapters are not supported`);
+  // Per-module ranks or alphas would give some modules another scaling than alpha / r.
+  for (const key of ['rank_pattern', 'alpha_pattern'] as const) {
+    const v = raw[key];
+    if (v && typeof v === 'object' && Object.keys(v).length > 0) throw new Error(`${cfgPath}: ${key} is set (${Object.keys(v).join(', ')}); per-module ranks or alphas are not supported`);
+  }
   if (!existsSync(stPath)) throw new Error(`${dir}: no adapter_model.safetensors`);
   const st = SafetensorsFile.open(stPath);
   try {
