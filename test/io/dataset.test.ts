@@ -230,8 +230,14 @@ test('val split: deterministic, close to the fraction, stable when pairs are add
   // Another seed gives another split.
   const d = splitByValFraction(fakePairs(ids), 0.1, 8);
   assert.not.equal(d.val.map((p) => p.id), a.val.map((p) => p.id));
-  // Membership is exactly the hash rule.
+  // Membership is exactly the hash rule, both ways.
   for (const p of a.val) assert.ok(splitHash(p.id, 7) < 0.1);
+  for (const p of a.train) assert.ok(splitHash(p.id, 7) >= 0.1);
+  // The hash is uniform on [0, 1), so the val share is the fraction for any fraction:
+  // Kolmogorov–Smirnov distance of the 2000 hashes to U(0, 1), below the 0.1% critical value.
+  const h = ids.map((id) => splitHash(id, 7)).sort((x, y) => x - y);
+  const ks = Math.max(...h.map((x, i) => Math.max(Math.abs(x - i / h.length), Math.abs(x - (i + 1) / h.length))));
+  assert.ok(ks < 1.95 / Math.sqrt(h.length), `KS distance ${ks}`);
 });
 
 test('val split: both sides non-empty for tiny sets; fraction 0; bad fraction', () => {
