@@ -103,6 +103,30 @@ test('reads F16 and BF16 from hand-made bytes', () => {
   f.close();
 });
 
+test('F16 and BF16: every one of the 65536 bit patterns decodes to the value IEEE 754 / bfloat16 define', () => {
+  const all = u16le(Array.from({ length: 65536 }, (_, i) => i));
+  const header = {
+    h: { dtype: 'F16', shape: [65536], data_offsets: [0, 131072] },
+    g: { dtype: 'BF16', shape: [65536], data_offsets: [131072, 262144] },
+  };
+  const { tensors } = readSafetensors(put('all-halves.safetensors', fileBytes(header, Buffer.concat([all, all]))));
+  const h = tensors.get('h')!.data;
+  const g = tensors.get('g')!.data;
+  const f32 = new DataView(new ArrayBuffer(4));
+  for (let bits = 0; bits < 65536; bits++) {
+    // binary16: sign, 5-bit exponent (bias 15), 10-bit fraction; exponent 0 = subnormal, 31 = inf/NaN.
+    const sign = bits & 0x8000 ? -1 : 1;
+    const e = (bits >> 10) & 0x1f;
+    const m = bits & 0x3ff;
+    const want = e === 0 ? sign * m * 2 ** -24 : e === 31 ? (m ? NaN : sign * Infinity) : sign * (1 + m / 1024) * 2 ** (e - 15);
+    if (Number.isNaN(want) ? !Number.isNaN(h[bits]) : !Object.is(h[bits], want)) assert.unreachable(`F16 0x${bits.toString(16)}: ${h[bits]}, expected ${want}`);
+    // bfloat16 is the top half of a float32.
+    f32.setUint32(0, bits << 16);
+    const wantB = f32.getFloat32(0);
+    if (Number.isNaN(wantB) ? !Number.isNaN(g[bits]) : !Object.is(g[bits], wantB)) assert.unreachable(`BF16 0x${bits.toString(16)}: ${g[bits]}, expected ${wantB}`);
+  }
+});
+
 test('integer tensors can be read raw but not as floats', () => {
   const data = Buffer.alloc(8);
   data.writeInt32LE(-5, 0);
