@@ -19,10 +19,17 @@ test('an image already at the target size passes through unchanged (exact)', asy
   assert.ok(max < 1e-5, `max diff ${max}`);
 });
 
+// images/ (fx_clip.py) and images-crop/ (fx_crop.py: resized size minus crop odd, so the crop
+// offset's rounding matters: (39 − 32) // 2 = 3, not 4).
+const CASES = (): [string, string, string][] => [
+  ...files().map((n): [string, string, string] => ['clip', 'images', n]),
+  ...(JSON.parse(fixture('crop').metadata.image_files) as string[]).map((n): [string, string, string] => ['crop', 'images-crop', n]),
+];
+
 test('resized + center-cropped images match PIL bicubic within half an 8-bit level on average (measured 0.26–0.29, max 3.8 levels)', async () => {
-  for (const name of files()) {
-    const px = await preprocessImage(join(FIXTURE_DIR, 'images', name), defaultPreprocess(32));
-    const ref = fixture('clip').get(`pre.${name}`);
+  for (const [fx, dir, name] of CASES()) {
+    const px = await preprocessImage(join(FIXTURE_DIR, dir, name), defaultPreprocess(32));
+    const ref = fixture(fx).get(`pre.${name}`);
     assert.is(px.length, ref.data.length, name);
     // sharp (libvips) and PIL implement bicubic with different filter support/rounding, so pixels
     // differ by a few 8-bit levels at edges. In normalized units one level is 1/255/std ≈ 0.015.
