@@ -162,6 +162,33 @@ test('t-SNE keeps two well-separated clusters apart and is deterministic', () =>
   assert.ok(knnPurity(tsne(mixed, n, 8, { iterations: 300 }).y, n, 5) < 0.75, 'unstructured data shows no two clusters');
 });
 
+test('t-SNE: the reported KL is KL(P‖Q) of the returned map (float64, written out here), and optimising lowers it', () => {
+  const n = 60;
+  const dim = 8;
+  const x = twoClusters(n, dim, 4, 11);
+  const p = jointAffinities(squaredDistances(x, n, dim), n, Math.min(30, (n - 1) / 3));
+  const klOf = (y: Float64Array): number => {
+    let z = 0;
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) if (i !== j) z += 1 / (1 + (y[2 * i] - y[2 * j]) ** 2 + (y[2 * i + 1] - y[2 * j + 1]) ** 2);
+    let kl = 0;
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) {
+        const pij = p[i * n + j];
+        if (i === j || pij <= 0) continue;
+        const q = 1 / (1 + (y[2 * i] - y[2 * j]) ** 2 + (y[2 * i + 1] - y[2 * j + 1]) ** 2) / z;
+        kl += pij * Math.log(pij / q);
+      }
+    }
+    return kl;
+  };
+  // Early exaggeration (the first 250 steps) optimises a distorted objective, so KL may rise
+  // there; after it, the plain gradient steps lower KL below the start and below step 300.
+  const runs = [0, 300, 500, 750].map((iterations) => tsne(x, n, dim, { iterations, seed: 1 }));
+  for (const r of runs) assert.ok(Math.abs(r.kl - klOf(r.y)) <= 1e-9 * Math.abs(klOf(r.y)), `reported KL ${r.kl} vs ${klOf(r.y)}`);
+  const [k0, k300, k500, k750] = runs.map((r) => r.kl);
+  assert.ok(k500 < k300 && k750 <= k500 && k750 < k0, `KL: ${runs.map((r) => r.kl.toFixed(4)).join(' → ')}`);
+});
+
 test('t-SNE clamps the perplexity for small n and rejects bad input', () => {
   const r = tsne(twoClusters(10, 3, 8, 1), 10, 3, { iterations: 100 });
   assert.is(r.perplexity, 3);
