@@ -266,6 +266,29 @@ test('writeFigure3 writes a two-panel SVG with legend and a PNG of the stated si
     assert.is(count(svg, `r="2.2" fill="${REAL_COLOR}"`), 40);
     assert.is(count(svg, `r="2.2" fill="${GEN_COLOR}"`), 40);
     assert.is(count(svg, `fill="${REAL_COLOR}"`), 41);
+    // What is drawn is the returned map: in each panel the real-coloured circles sit at the real
+    // rows of coords and the generated-coloured ones at the generated rows, through one
+    // increasing map in x and one decreasing map in y (SVG y points down).
+    const m = r.pairsPlotted;
+    for (const [panel, coords] of [['panel-before', r.coords.before], ['panel-after', r.coords.after]] as const) {
+      const body = svg.slice(svg.indexOf(`id="${panel}"`), svg.indexOf('</g>\n</g>', svg.indexOf(`id="${panel}"`)));
+      for (const [color, first] of [[REAL_COLOR, 0], [GEN_COLOR, m]] as const) {
+        const drawn = [...body.matchAll(new RegExp(`<circle cx="([-\\d.]+)" cy="([-\\d.]+)" r="2.2" fill="${color}"/>`, 'g'))].map((c) => [Number(c[1]), Number(c[2])]);
+        assert.is(drawn.length, m, `${panel}: ${m} points of ${color}`);
+        let checked = 0;
+        for (let j = 0; j < m; j++) {
+          for (let k = 0; k < m; k++) {
+            const [dx, dy] = [coords[2 * (first + j)] - coords[2 * (first + k)], coords[2 * (first + j) + 1] - coords[2 * (first + k) + 1]];
+            const [sx, sy] = [drawn[j][0] - drawn[k][0], drawn[j][1] - drawn[k][1]];
+            // Only pairs more than a rounding step (0.1 px) apart on screen are compared.
+            if (Math.abs(sx) > 0.2) assert.ok(Math.sign(sx) === Math.sign(dx), `${panel} ${color}: x order of points ${j}, ${k}`);
+            if (Math.abs(sy) > 0.2) assert.ok(Math.sign(sy) === -Math.sign(dy), `${panel} ${color}: y order of points ${j}, ${k}`);
+            if (Math.abs(sx) > 0.2) checked++;
+          }
+        }
+        assert.ok(checked > m * (m - 1) * 0.8, `${panel} ${color}: most pairs compared (${checked})`);
+      }
+    }
     const meta = await sharp(readFileSync(r.pngPath)).metadata();
     assert.is(meta.format, 'png');
     assert.is(meta.width, FIGURE_WIDTH * PNG_SCALE);
