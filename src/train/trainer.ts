@@ -123,11 +123,8 @@ function configHash(o: TrainOptions): string {
   return createHash('sha256').update(JSON.stringify(keyed)).digest('hex').slice(0, 16);
 }
 
-/** Fails before training if the run directory is not writable or the disk is nearly full. */
-export function preflightOutput(runDir: string, neededBytes: number): void {
-  const problem = writableProblem(runDir);
-  if (problem) throw new Error(`Output directory ${runDir}: ${problem}. Choose another --out.`);
-  makeDirs(runDir);
+/** Fails before training if the disk of the run directory (created and checked writable by train()) is nearly full. */
+function checkFreeSpace(runDir: string, neededBytes: number): void {
   try {
     const fs = statfsSync(runDir);
     const free = fs.bavail * fs.bsize;
@@ -136,7 +133,7 @@ export function preflightOutput(runDir: string, neededBytes: number): void {
     }
   } catch (e) {
     if ((e as Error).message.startsWith('Not enough disk space')) throw e;
-    // statfs unsupported: the write probe above is all we can check.
+    // statfs unsupported: train()'s write probe is all we can check.
   }
 }
 
@@ -457,7 +454,7 @@ async function runTraining(
 ): Promise<TrainResult> {
   const model = loaded.model;
   const adapterBytes = student.params.reduce((a, p) => a + p.byteLength, 0);
-  preflightOutput(runDir, 6 * adapterBytes * (o.keepCheckpoints + 1) + 16 * 2 ** 20);
+  checkFreeSpace(runDir, 6 * adapterBytes * (o.keepCheckpoints + 1) + 16 * 2 ** 20);
 
   const microBatch = o.batch;
   const dropLast = trainPairs.length >= 2 * microBatch;
