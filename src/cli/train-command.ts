@@ -11,8 +11,7 @@ import { train, type TrainOptions } from '../train/trainer.ts';
 import { evaluatePairs } from '../train/evaluate.ts';
 import { readRunJson } from '../train/checkpoint.ts';
 import { loadDataset, validateImages } from '../io/dataset.ts';
-import { isModelDir, readModelConfig } from '../io/hf-checkpoint.ts';
-import { cropProblem, defaultPreprocess, parsePreprocessorConfig, type PreprocessConfig } from '../io/image.ts';
+import { isModelDir, preprocessingOf } from '../io/hf-checkpoint.ts';
 import { NAMED_CONFIGS } from '../nn/config.ts';
 import { parseFlags, helpText, positive, nonNegative, fraction, UsageError, type FlagSpec } from './args.ts';
 import { Progress } from './progress.ts';
@@ -67,28 +66,11 @@ export const TRAIN_FLAGS: FlagSpec[] = [
   { name: 'validate', type: 'bool', default: false, help: "check the dataset only: decode and preprocess every image (as --model's preprocessing would), list every problem, train nothing" },
 ];
 
-/**
- * The preprocessing of --model (its preprocessor_config.json and image_size), without loading
- * weights, and what is wrong with it: a crop that is not the model's image size (training
- * refuses that model too).
- */
-function modelPreprocess(spec: string): { pre: PreprocessConfig; problem: string | null } {
-  if (isModelDir(spec)) {
-    const cfg = readModelConfig(spec);
-    const p = join(spec, 'preprocessor_config.json');
-    const pre = parsePreprocessorConfig(existsSync(p) ? readRunJson<unknown>(p, 'preprocessor config') : null, cfg.imageSize);
-    return { pre, problem: cropProblem(pre, cfg.imageSize, p) };
-  }
-  const cfg = NAMED_CONFIGS[spec];
-  if (!cfg) throw new UsageError(`train: --model ${spec}: not a directory and not a preset (presets: ${Object.keys(NAMED_CONFIGS).join(', ')})`);
-  return { pre: defaultPreprocess(cfg.imageSize), problem: null };
-}
-
 /** --validate: every pair's files are checked; exit 0 when nothing is wrong, 1 otherwise. */
 async function validateDataset(data: string, model: string): Promise<number> {
   const warnings: string[] = [];
   const dataset = loadDataset(data, { onWarn: (w) => (warnings.push(w), process.stderr.write(w + '\n')) });
-  const { pre, problem: modelProblem } = modelPreprocess(model);
+  const { pre, problem: modelProblem } = preprocessingOf(model);
   if (modelProblem) {
     warnings.push(modelProblem);
     process.stderr.write(`problem: ${modelProblem}\n`);
@@ -169,6 +151,9 @@ export async function runTrain(argv: string[]): Promise<number> {
   if (f.validate) {
     if (f.resume) throw new UsageError('train: --validate checks a dataset (--data); it does not go with --resume');
     if (f.data && !f.model) throw new UsageError('train: --model is required with --data (its preprocessing decides the crop the images are checked at)');
+    if (f.model && !isModelDir(String(f.model)) && !Object.hasOwn(NAMED_CONFIGS, String(f.model))) {
+      throw new UsageError(`train: --model ${String(f.model)}: not a directory and not a preset (presets: ${Object.keys(NAMED_CONFIGS).join(', ')})`);
+    }
     if (!f.data) await ensureDemoDataset(resolve(DEMO_DIR), {});
     return validateDataset(f.data ? String(f.data) : resolve(DEMO_DIR), f.model ? String(f.model) : DEMO_OVERRIDES.model);
   }

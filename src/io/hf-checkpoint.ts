@@ -101,19 +101,31 @@ export function loadClipVision(dir: string, device: Device): LoadedModel {
 
 /** The model's preprocessing (preprocessor_config.json, or CLIP's defaults); an error naming the file when its crop does not fit the model. */
 export function modelPreprocessing(loaded: LoadedModel): PreprocessConfig {
-  const S = loaded.model.cfg.imageSize;
-  const pre = parsePreprocessorConfig(loaded.preprocessor, S);
-  const problem = cropProblem(pre, S, join(loaded.source, 'preprocessor_config.json'));
+  const { pre, problem } = checkedPreprocessing(loaded.preprocessor, loaded.model.cfg.imageSize, loaded.source);
   if (problem) throw new Error(`${problem}.`);
   return pre;
+}
+
+/** The same for `--model spec` without loading its weights, with the crop problem returned rather than thrown (for --validate). */
+export function preprocessingOf(spec: string): { pre: PreprocessConfig; problem: string | null } {
+  if (!isModelDir(spec)) return checkedPreprocessing(null, presetConfig(spec).imageSize, spec);
+  const file = join(spec, 'preprocessor_config.json');
+  return checkedPreprocessing(existsSync(file) ? readJson(file) : null, readModelConfig(spec).imageSize, spec);
+}
+
+function checkedPreprocessing(json: unknown, imageSize: number, source: string): { pre: PreprocessConfig; problem: string | null } {
+  const pre = parsePreprocessorConfig(json, imageSize);
+  return { pre, problem: cropProblem(pre, imageSize, join(source, 'preprocessor_config.json')) };
+}
+
+function presetConfig(spec: string): ClipVisionConfig {
+  const cfg = NAMED_CONFIGS[spec];
+  if (!cfg) throw new Error(`--model ${spec}: not a directory and not a preset (presets: ${Object.keys(NAMED_CONFIGS).join(', ')})`);
+  return cfg;
 }
 
 /** `--model` accepts a directory or a preset name (tiny, vit-b-32, vit-b-16, vit-l-14; random weights). */
 export function loadModel(spec: string, device: Device, seed = 0): LoadedModel {
   if (isModelDir(spec)) return loadClipVision(spec, device);
-  const cfg = NAMED_CONFIGS[spec];
-  if (!cfg) {
-    throw new Error(`--model ${spec}: not a directory and not a preset (presets: ${Object.keys(NAMED_CONFIGS).join(', ')})`);
-  }
-  return { model: ClipVisionModel.random(cfg, seed, device), source: spec, preprocessor: null };
+  return { model: ClipVisionModel.random(presetConfig(spec), seed, device), source: spec, preprocessor: null };
 }
