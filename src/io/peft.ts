@@ -13,7 +13,7 @@ import type { Device } from '../gpu/device.ts';
 import { NAMED_CONFIGS, type ClipVisionConfig } from '../nn/config.ts';
 import { LoraAdapter, ALL_TARGETS, modulePath, moduleShape, type LoraTarget } from '../nn/lora.ts';
 import { parameter } from '../tensor/tensor.ts';
-import { SafetensorsFile, writeSafetensors } from './safetensors.ts';
+import { SafetensorsFile, encodeSafetensors } from './safetensors.ts';
 import { writeFileAtomic } from '../gpu/atomic-file.ts';
 import { isModelDir } from './hf-checkpoint.ts';
 
@@ -51,12 +51,19 @@ function isPreset(model: string): boolean {
   return Object.hasOwn(NAMED_CONFIGS, model);
 }
 
+/** The two files of a PEFT adapter directory, as bytes: adapter_model.safetensors and adapter_config.json. */
+export interface PeftAdapterFiles {
+  'adapter_model.safetensors': Uint8Array[];
+  'adapter_config.json': string;
+}
+
 /**
- * Writes the adapter atomically (tensors first, then the config). `baseModel` is the model's
- * source (a directory or a preset name). When it is a preset and `baseSeed` is given, the seed
- * its random weights were made with is recorded (embed/eval then refuse another --seed).
+ * Serialises the adapter: its LoRA weights (and the student projection) in PEFT's layout, and
+ * adapter_config.json. `baseModel` is the model's source (a directory or a preset name). When it
+ * is a preset and `baseSeed` is given, the seed its random weights were made with is recorded
+ * (embed/eval then refuse another --seed).
  */
-export async function writePeftAdapter(dir: string, adapter: LoraAdapter, baseModel: string, baseSeed?: number): Promise<void> {
+export async function encodePeftAdapter(adapter: LoraAdapter, baseModel: string, baseSeed?: number): Promise<PeftAdapterFiles> {
   const tensors: Record<string, { shape: readonly number[]; data: Float32Array }> = {};
   for (const pair of adapter.pairs.values()) {
     tensors[peftKey(pair.path, 'A')] = { shape: pair.a.shape, data: await pair.a.read() };
@@ -68,7 +75,6 @@ export async function writePeftAdapter(dir: string, adapter: LoraAdapter, baseMo
     metadata[BASE_MODEL_KEY] = baseModel;
     metadata[BASE_SEED_KEY] = String(baseSeed);
   }
-  writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, metadata);
   const cfg: AdapterConfig = {
     peft_type: 'LORA',
     r: adapter.options.rank,
@@ -81,7 +87,14 @@ export async function writePeftAdapter(dir: string, adapter: LoraAdapter, baseMo
     inference_mode: true,
     modules_to_save: adapter.projection ? ['visual_projection'] : null,
   };
-  writeFileAtomic(join(dir, 'adapter_config.json'), JSON.stringify(cfg, null, 2) + '\n');
+  return { 'adapter_model.safetensors': encodeSafetensors(tensors, metadata), 'adapter_config.json': JSON.stringify(cfg, null, 2) + '\n' };
+}
+
+/** Writes the adapter into `dir`, each file atomically (tensors first, then the config). */
+export async function writePeftAdapter(dir: string, adapter: LoraAdapter, baseModel: string, baseSeed?: number): Promise<void> {
+  const files = await encodePeftAdapter(adapter, baseModel, baseSeed);
+  writeFileAtomic(join(dir, 'adapter_model.safetensors'), files['adapter_model.safetensors']);
+  writeFileAtomic(join(dir, 'adapter_config.json'), files['adapter_config.json']);
 }
 
 /**
