@@ -7,7 +7,10 @@ export interface FlagSpec {
   name: string;
   type: FlagType;
   help: string;
+  /** Value when the flag is not given (parseFlags fills it in). */
   default?: string | number | boolean;
+  /** What --help shows as the default when `default` is not set (a value the command works out itself). */
+  defaultText?: string;
   /** Validates a parsed value; return an error message or null. */
   check?: (v: string | number | boolean) => string | null;
 }
@@ -73,7 +76,8 @@ export function helpText(command: string, summary: string, specs: readonly FlagS
   const width = Math.max(...specs.map((s) => s.name.length + (s.type === 'bool' ? 0 : s.type.length + 3))) + 4;
   for (const s of specs) {
     const left = `--${s.name}${s.type === 'bool' ? '' : ` <${s.type}>`}`;
-    const def = s.default === undefined ? '' : ` (default: ${String(s.default)})`;
+    const shown = s.default === undefined ? s.defaultText : String(s.default);
+    const def = shown === undefined ? '' : ` (default: ${shown})`;
     lines.push(`  ${left.padEnd(width)}${s.help}${def}`);
   }
   lines.push(`  ${'--help'.padEnd(width)}show this help`);

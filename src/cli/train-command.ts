@@ -1,68 +1,54 @@
 // `npm run train -- --data DIR --model DIR|NAME [flags]` — GMAIL training end to end.
 // With no --data it builds (or reuses) the embedded demo dataset and trains the `tiny` model.
-import { defaultCacheDir } from '../gpu/cache-dir.ts';
+// The flags are derived from the option table in src/train/options.ts (types, defaults, checks,
+// help, the demo's values, and what --resume may change); --validate is this command's own.
 import { join, resolve } from 'node:path';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { getDevice } from '../gpu/device.ts';
-import { ALL_TARGETS, ATTENTION_TARGETS, type LoraTarget } from '../nn/lora.ts';
 import { ensureDemoDataset } from '../io/demo-data.ts';
-import { train, type TrainOptions } from '../train/trainer.ts';
-import { evaluatePairs } from '../train/evaluate.ts';
+import { train, type TrainHooks } from '../train/trainer.ts';
 import { readRunJson } from '../train/checkpoint.ts';
+import {
+  TRAIN_OPTIONS, OPTION_KEYS, DEMO_DATA_DIR, flagName, optionsFromFlags, newRunOptions, resumedOptions, OptionValueError, ResumeConflictError,
+  type OptionDecl, type OptionKey, type TrainOptions, type FlagValue, type GivenOptions,
+} from '../train/options.ts';
 import { loadDataset, validateImages } from '../io/dataset.ts';
 import { isModelDir, preprocessingOf } from '../io/hf-checkpoint.ts';
 import { NAMED_CONFIGS } from '../nn/config.ts';
-import { parseFlags, helpText, positive, nonNegative, fraction, UsageError, type FlagSpec } from './args.ts';
+import { parseFlags, helpText, UsageError, type FlagSpec } from './args.ts';
 import { Progress } from './progress.ts';
-import { studentDescription } from './embed-command.ts';
 
-export const DEMO_DIR = 'data/demo';
-
-/** Settings the demo uses instead of the paper's (a 3-minute CPU run, not 50k steps). */
-export const DEMO_OVERRIDES = { model: 'tiny', steps: 60, batch: 32, lr: 3e-3, warmup: 5, valFraction: 0.25, saveEvery: 30, alpha: 8 };
-
-/** "--steps 60, --batch 32, ..." from DEMO_OVERRIDES (flag names are the kebab-case keys). */
+/** The demo's own values, as flags: "--model tiny, --steps 60, ..." (from the option table). */
 function demoDefaults(): string {
-  return Object.entries(DEMO_OVERRIDES)
-    .map(([k, v]) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} ${v}`)
+  return OPTION_KEYS.filter((k) => k !== 'data' && TRAIN_OPTIONS[k].demo !== undefined)
+    .map((k) => `--${flagName(k)} ${String(TRAIN_OPTIONS[k].demo)}`)
     .join(', ');
 }
 
+/** The flag of one option: parsed by its type, checked by the option's own conversion, --help from its declaration. */
+function optionFlag(key: OptionKey): FlagSpec {
+  const d = TRAIN_OPTIONS[key] as OptionDecl<unknown>;
+  const literal = typeof d.default === 'function' || d.default === undefined || d.default === null ? undefined : Array.isArray(d.default) ? d.default.join(',') : String(d.default);
+  return {
+    name: flagName(key),
+    type: d.flagType,
+    help: d.help,
+    defaultText: d.defaultText ?? literal,
+    check: (v) => {
+      try {
+        d.fromFlag(v);
+        return null;
+      } catch (e) {
+        if (e instanceof OptionValueError) return e.message;
+        throw e;
+      }
+    },
+  };
+}
+
 export const TRAIN_FLAGS: FlagSpec[] = [
-  { name: 'data', type: 'string', help: 'dataset directory (pairs.jsonl, or real/ + generated/); omit to train on the embedded demo' },
-  { name: 'model', type: 'string', help: 'HF CLIP model directory or preset (tiny, vit-b-32, vit-b-16, vit-l-14); required with --data' },
-  { name: 'out', type: 'string', help: 'run directory (default runs/<timestamp>)' },
-  { name: 'steps', type: 'int', default: 0, help: 'optimizer steps (0 = use --epochs)', check: nonNegative },
-  { name: 'epochs', type: 'int', default: 1, help: 'epochs over the training pairs when --steps is 0', check: positive },
-  { name: 'batch', type: 'int', default: 32, help: 'pairs per micro-batch on the GPU', check: positive },
-  { name: 'accum', type: 'int', default: 1, help: 'micro-batches per step (effective batch = batch × accum; the paper used 256)', check: positive },
-  { name: 'lr', type: 'float', default: 1e-4, help: 'AdamW peak learning rate', check: positive },
-  { name: 'min-lr', type: 'float', default: 0, help: 'learning rate at the end of each cosine cycle', check: nonNegative },
-  { name: 'weight-decay', type: 'float', default: 0.01, help: 'AdamW decoupled weight decay', check: nonNegative },
-  { name: 'beta1', type: 'float', default: 0.9, help: 'AdamW beta1', check: fraction },
-  { name: 'beta2', type: 'float', default: 0.999, help: 'AdamW beta2', check: fraction },
-  { name: 'eps', type: 'float', default: 1e-8, help: 'AdamW epsilon', check: positive },
-  { name: 'clip', type: 'float', default: 1.0, help: 'clip the global gradient L2 norm to this (0 = off)', check: nonNegative },
-  { name: 'warmup', type: 'int', default: 100, help: 'linear warmup steps', check: nonNegative },
-  { name: 'restart-period', type: 'int', default: 0, help: 'cosine warm-restart period in steps (0 = one cosine decay, no restarts)', check: nonNegative },
-  { name: 'restart-mult', type: 'float', default: 1, help: 'period multiplier after each warm restart', check: positive },
-  { name: 'rank', type: 'int', default: 4, help: 'LoRA rank r', check: positive },
-  { name: 'alpha', type: 'float', default: 4, help: 'LoRA alpha; updates are scaled by alpha / rank', check: positive },
-  { name: 'targets', type: 'string', default: ATTENTION_TARGETS.join(','), help: `LoRA target modules, comma-separated from ${ALL_TARGETS.join(',')}` },
-  { name: 'dual-projection', type: 'bool', default: false, help: "train the student's own copy of visual_projection (the paper's dual projection)" },
-  { name: 'tau', type: 'float', default: 0.07, help: 'InfoNCE temperature (fixed)', check: positive },
-  { name: 'seed', type: 'int', default: 0, help: 'seed for LoRA init, data order, generated-image choice, and the random weights of a preset --model (embed/eval then need the same --seed)' },
-  { name: 'val-fraction', type: 'float', default: 0.1, help: 'held-out fraction of pairs (deterministic by id) for the final eval', check: fraction },
-  { name: 'resume', type: 'string', help: 'continue the run in this run directory from its newest checkpoint' },
-  { name: 'teacher-cache', type: 'bool', default: true, help: 'cache teacher embeddings of real images (--no-teacher-cache to recompute every step)' },
-  { name: 'cache-dir', type: 'string', help: 'teacher cache directory (default $GENALIGN_CACHE_DIR or ~/.cache/genalign)' },
-  { name: 'save-every', type: 'int', default: 500, help: 'write a checkpoint every N steps (and at the end)', check: positive },
-  { name: 'log-every', type: 'int', default: 10, help: 'plain-text progress line every N steps when not on a TTY', check: positive },
-  { name: 'keep-checkpoints', type: 'int', default: 3, help: 'how many checkpoints to keep', check: positive },
-  { name: 'max-bad-fraction', type: 'float', default: 0.05, help: 'abort when more than this fraction of images fail to decode', check: fraction },
-  { name: 'eval', type: 'bool', default: true, help: 'evaluate on the val split at the end (--no-eval to skip)' },
-  { name: 'plot', type: 'string', default: 'tsne', help: 'Figure-3 projection: tsne or pca', check: (v) => (v === 'tsne' || v === 'pca' ? null : 'must be tsne or pca') },
+  ...OPTION_KEYS.map(optionFlag),
   { name: 'validate', type: 'bool', default: false, help: "check the dataset only: decode and preprocess every image (as --model's preprocessing would), list every problem, train nothing" },
 ];
 
@@ -92,122 +78,78 @@ async function validateDataset(data: string, model: string): Promise<number> {
   return problems ? 1 : 0;
 }
 
-/** runs/<local time>, with -2, -3, … when a run started in the same second already has that name. */
-function defaultRunDir(): string {
-  const d = new Date();
-  const p = (n: number): string => String(n).padStart(2, '0');
-  const base = join('runs', `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`);
-  let dir = base;
-  for (let k = 2; existsSync(dir); k++) dir = `${base}-${k}`;
-  return dir;
+/** The options given on this command line (flag values converted by each option), by option key. */
+function givenOptions(f: Record<string, FlagValue | undefined>): GivenOptions {
+  const flags: Partial<Record<OptionKey, FlagValue>> = {};
+  for (const key of OPTION_KEYS) {
+    const v = f[flagName(key)];
+    if (v !== undefined) flags[key] = v;
+  }
+  try {
+    return optionsFromFlags(flags);
+  } catch (e) {
+    if (e instanceof OptionValueError) throw new UsageError(`train: ${e.message}`);
+    throw e;
+  }
 }
 
-function parseTargets(s: string): LoraTarget[] {
-  const list = s.split(',').map((t) => t.trim()).filter(Boolean);
-  if (!list.length) throw new UsageError('train: --targets is empty');
-  for (const t of list) if (!(ALL_TARGETS as readonly string[]).includes(t)) throw new UsageError(`train: --targets has unknown module '${t}' (choose from ${ALL_TARGETS.join(', ')})`);
-  return list as LoraTarget[];
-}
-
-
-/** Options of a run being resumed come from its config.json; flags given now may not change them. */
-function resumeOptions(dir: string, f: Record<string, unknown>, argv: string[]): TrainOptions {
+/** Options of a run being resumed: its config.json, with what this command line may change. */
+function resumeOptions(dir: string, given: GivenOptions): TrainOptions {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`train: --resume ${dir}: not a directory (pass the run directory, e.g. runs/20261202-101500)`);
   const p = join(dir, 'config.json');
   if (!existsSync(p)) throw new UsageError(`train: --resume ${dir}: no config.json there (is it a run directory?)`);
-  const saved = readRunJson<TrainOptions>(p, 'run options');
-  const allowed = new Set(['resume', 'steps', 'epochs', 'save-every', 'log-every', 'eval', 'plot', 'cache-dir', 'teacher-cache', 'no-teacher-cache', 'no-eval', 'keep-checkpoints', 'max-bad-fraction']);
-  for (const a of argv) {
-    if (!a.startsWith('--')) continue;
-    const name = a.slice(2).split('=')[0];
-    if (!allowed.has(name)) throw new UsageError(`train: --${name} cannot be changed when resuming (the run's options are in ${p})`);
+  try {
+    return resumedOptions(readRunJson<unknown>(p, 'run options'), p, given, dir);
+  } catch (e) {
+    if (e instanceof ResumeConflictError) throw new UsageError(`train: ${e.message}`);
+    throw e;
   }
-  // A flag given now wins; otherwise the run keeps its saved value (not the flag's default:
-  // a run started with --no-eval must not evaluate after --resume).
-  const given = (name: string): boolean => argv.some((a) => a === `--${name}` || a.startsWith(`--${name}=`) || a === `--no-${name}`);
-  const pick = <T>(name: string, savedValue: T): T => (given(name) ? (f[name] as T) : savedValue);
-  return {
-    ...saved,
-    out: dir,
-    resume: dir,
-    steps: pick('steps', saved.steps),
-    epochs: pick('epochs', saved.epochs),
-    saveEvery: pick('save-every', saved.saveEvery),
-    logEvery: pick('log-every', saved.logEvery),
-    keepCheckpoints: pick('keep-checkpoints', saved.keepCheckpoints),
-    maxBadFraction: pick('max-bad-fraction', saved.maxBadFraction),
-    eval: pick('eval', saved.eval),
-    plot: pick('plot', saved.plot),
-    teacherCache: pick('teacher-cache', saved.teacherCache),
-    cacheDir: pick('cache-dir', saved.cacheDir),
-  };
 }
 
-export async function runTrain(argv: string[]): Promise<number> {
+/** The run's options from the options given on the command line: a resumed run's, or a new run's (the demo's when there is no --data). */
+function resolveOptions(given: GivenOptions): { options: TrainOptions; demo: boolean } {
+  if (given.resume) return { options: resumeOptions(resolve(String(given.resume)), given), demo: false };
+  const demo = given.data === undefined;
+  try {
+    return { options: newRunOptions(given, demo), demo };
+  } catch (e) {
+    if (e instanceof OptionValueError) throw new UsageError(`train: ${e.message}`);
+    throw e;
+  }
+}
+
+/** The options `npm run train -- <argv>` would train with (usage errors as UsageError); nothing is built or written. */
+export function trainOptionsOf(argv: string[]): TrainOptions {
+  return resolveOptions(givenOptions(parseFlags(argv, TRAIN_FLAGS, 'train'))).options;
+}
+
+/**
+ * The train command. `inject` plugs test doubles into the run (file operations that fail at a
+ * chosen point, a delay after each step); the CLI entry point passes nothing.
+ */
+export async function runTrain(argv: string[], inject: Pick<TrainHooks, 'files' | 'transformLoss' | 'onStep'> = {}): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
     console.log(helpText('train', `GMAIL: train a LoRA student (generated images) to align with a frozen CLIP teacher (real images).\nWith no --data, trains the tiny model on the embedded demo dataset (not diffusion outputs; see README),\nwith its own defaults where no flag is given: ${demoDefaults()}.`, TRAIN_FLAGS));
     return 0;
   }
   const f = parseFlags(argv, TRAIN_FLAGS, 'train');
+  const given = givenOptions(f);
+  const demoDir = resolve(DEMO_DATA_DIR);
   if (f.validate) {
-    if (f.resume) throw new UsageError('train: --validate checks a dataset (--data); it does not go with --resume');
-    if (f.data && !f.model) throw new UsageError('train: --model is required with --data (its preprocessing decides the crop the images are checked at)');
-    if (f.model && !isModelDir(String(f.model)) && !Object.hasOwn(NAMED_CONFIGS, String(f.model))) {
-      throw new UsageError(`train: --model ${String(f.model)}: not a directory and not a preset (presets: ${Object.keys(NAMED_CONFIGS).join(', ')})`);
+    if (given.resume) throw new UsageError('train: --validate checks a dataset (--data); it does not go with --resume');
+    if (given.data && !given.model) throw new UsageError('train: --model is required with --data (its preprocessing decides the crop the images are checked at)');
+    const model = given.model === undefined ? String(TRAIN_OPTIONS.model.demo) : String(given.model);
+    if (!isModelDir(model) && !Object.hasOwn(NAMED_CONFIGS, model)) {
+      throw new UsageError(`train: --model ${model}: not a directory and not a preset (presets: ${Object.keys(NAMED_CONFIGS).join(', ')})`);
     }
-    if (!f.data) await ensureDemoDataset(resolve(DEMO_DIR), {});
-    return validateDataset(f.data ? String(f.data) : resolve(DEMO_DIR), f.model ? String(f.model) : DEMO_OVERRIDES.model);
+    if (!given.data) await ensureDemoDataset(demoDir, {});
+    return validateDataset(given.data ? String(given.data) : demoDir, model);
   }
-  let o: TrainOptions;
-  if (f.resume) {
-    o = resumeOptions(resolve(String(f.resume)), f, argv);
-  } else {
-    const demo = !f.data;
-    const given = (name: string): boolean => argv.some((a) => a === `--${name}` || a.startsWith(`--${name}=`));
-    if (demo) {
-      const dir = resolve(DEMO_DIR);
-      process.stderr.write(`No --data given: using the embedded demo dataset in ${dir}.\n` +
-        'Its "generated" images are a systematic rendering shift of the "real" ones, not diffusion outputs; see the README for real pairs.\n');
-      await ensureDemoDataset(dir, {});
-      f.data = dir;
-    } else if (!f.model) {
-      throw new UsageError('train: --model is required with --data (an HF CLIP directory, or a preset such as vit-b-32)');
-    }
-    const pick = <T>(name: string, demoValue: T): T => (demo && !given(name) ? demoValue : (f[name] as T));
-    o = {
-      data: String(f.data),
-      model: pick('model', DEMO_OVERRIDES.model),
-      out: (f.out as string | undefined) ?? defaultRunDir(),
-      steps: pick('steps', DEMO_OVERRIDES.steps),
-      epochs: Number(f.epochs),
-      batch: pick('batch', DEMO_OVERRIDES.batch),
-      accum: Number(f.accum),
-      lr: pick('lr', DEMO_OVERRIDES.lr),
-      minLr: Number(f['min-lr']),
-      weightDecay: Number(f['weight-decay']),
-      beta1: Number(f.beta1),
-      beta2: Number(f.beta2),
-      eps: Number(f.eps),
-      clip: Number(f.clip),
-      warmup: pick('warmup', DEMO_OVERRIDES.warmup),
-      restartPeriod: Number(f['restart-period']),
-      restartMult: Number(f['restart-mult']),
-      rank: Number(f.rank),
-      alpha: pick('alpha', DEMO_OVERRIDES.alpha),
-      targets: parseTargets(String(f.targets)),
-      dualProjection: Boolean(f['dual-projection']),
-      tau: Number(f.tau),
-      seed: Number(f.seed),
-      valFraction: pick('val-fraction', DEMO_OVERRIDES.valFraction),
-      teacherCache: Boolean(f['teacher-cache']),
-      cacheDir: (f['cache-dir'] as string | undefined) ?? defaultCacheDir(),
-      saveEvery: pick('save-every', DEMO_OVERRIDES.saveEvery),
-      logEvery: Number(f['log-every']),
-      keepCheckpoints: Number(f['keep-checkpoints']),
-      maxBadFraction: Number(f['max-bad-fraction']),
-      eval: Boolean(f.eval),
-      plot: f.plot as 'tsne' | 'pca',
-      resume: null,
-    };
+  const { options: o, demo } = resolveOptions(given);
+  if (demo) {
+    process.stderr.write(`No --data given: using the embedded demo dataset in ${demoDir}.\n` +
+      'Its "generated" images are a systematic rendering shift of the "real" ones, not diffusion outputs; see the README for real pairs.\n');
+    await ensureDemoDataset(demoDir, {});
   }
 
   const device = await getDevice();
@@ -223,41 +165,42 @@ export async function runTrain(argv: string[]): Promise<number> {
   process.on('SIGINT', onSigint);
   let progress: Progress | null = null;
   let lastPlain = 0;
+  const say = (l: string): void => (progress ? progress.log(l) : void process.stderr.write(l + '\n'));
   const result = await train(device, o, {
-    log: (l) => (progress ? progress.log(l) : process.stderr.write(l + '\n')),
+    ...inject,
+    log: say,
     onStart: (i) => {
       process.stderr.write(`run: ${i.runDir}\nadapter: ${i.adapter}\ntraining ${i.totalSteps} steps (from ${i.startStep}) on ${i.trainPairs} pairs, effective batch ${o.batch * o.accum}\n`);
       progress = new Progress(i.totalSteps, 'train', process.stderr, Number.POSITIVE_INFINITY);
       if (i.startStep) progress.update(i.startStep);
     },
-    onStep: (r, total) => {
+    onStep: async (r, total) => {
       const fields = { epoch: r.epoch, loss: r.loss, acc: r.accuracy, 'img/s': r.images_per_s, lr: r.lr };
       if (process.stderr.isTTY && process.env.CI !== 'true') progress!.update(r.step, fields);
       else if (r.step - lastPlain >= o.logEvery || r.step === total || r.step === 1) {
         lastPlain = r.step;
         process.stderr.write(`step ${r.step}/${total}  epoch ${r.epoch}  loss ${r.loss.toFixed(4)}  acc ${r.accuracy.toFixed(3)}  ${r.images_per_s.toFixed(1)} img/s  lr ${r.lr.toExponential(2)}  |g| ${r.grad_norm.toFixed(3)}\n`);
       }
+      await inject.onStep?.(r, total);
     },
     shouldStop: () => stop,
   });
   process.off('SIGINT', onSigint);
-  if (result.stoppedEarly) return 130;
-  process.stderr.write(`adapter (PEFT): ${join(result.runDir, 'adapter')}\n`);
-  if (o.eval && result.valPairs.length >= 2) {
-    process.stderr.write(`eval on ${result.valPairs.length} held-out pairs…\n`);
-    const ev = await evaluatePairs(device, result.model.model, result.lora, result.projection ?? undefined, result.pre, result.valPairs, result.runDir, { batch: o.batch, plot: o.plot, seed: o.seed, student: studentDescription(join(result.runDir, 'adapter'), result.runDir) }, result.teacherCache);
-    const r = ev.report;
-    process.stderr.write(
-      `paired cosine ${r.paired_cosine_before.toFixed(4)} → ${r.paired_cosine_after.toFixed(4)}  ` +
-        `R@1 ${r.r1_before.toFixed(3)} → ${r.r1_after.toFixed(3)}  R@5 ${r.r5_before.toFixed(3)} → ${r.r5_after.toFixed(3)}  ` +
-        `gap ${r.gap_before.toFixed(4)} → ${r.gap_after.toFixed(4)}  (n=${r.n_val})\n` +
-        `wrote ${ev.files.join(', ')}\n`,
-    );
-  } else if (o.eval) {
-    process.stderr.write('eval skipped: fewer than 2 val pairs (raise --val-fraction)\n');
+  try {
+    if (result.stoppedEarly) return 130;
+    if (result.eval) {
+      const r = result.eval.report;
+      process.stderr.write(
+        `paired cosine ${r.paired_cosine_before.toFixed(4)} → ${r.paired_cosine_after.toFixed(4)}  ` +
+          `R@1 ${r.r1_before.toFixed(3)} → ${r.r1_after.toFixed(3)}  R@5 ${r.r5_before.toFixed(3)} → ${r.r5_after.toFixed(3)}  ` +
+          `gap ${r.gap_before.toFixed(4)} → ${r.gap_after.toFixed(4)}  (n=${r.n_val})\n` +
+          `wrote ${result.eval.files.join(', ')}\n`,
+      );
+    }
+    return 0;
+  } finally {
+    result.lora.dispose();
+    result.projection?.dispose();
+    result.model.model.dispose();
   }
-  result.lora.dispose();
-  result.projection?.dispose();
-  result.model.model.dispose();
-  return 0;
 }

@@ -83,6 +83,18 @@ function epochSeed(seed: number, epoch: number): number {
   return mix32(mix32((seed + 0x9e3779b9) >>> 0) ^ mix32((epoch + 0x51ed27) >>> 0));
 }
 
+/**
+ * Batches per epoch of `count` pairs: full batches only with `dropLast` (else the last one may
+ * be partial), cut to a multiple of `perStep` so that no optimizer step straddles two epochs.
+ */
+export function epochBatches(count: number, batchSize: number, dropLast: boolean, perStep: number): number {
+  const batches = dropLast ? Math.floor(count / batchSize) : Math.ceil(count / batchSize);
+  if (batches === 0) throw new Error(`PairLoader: ${count} pairs make no full batch of ${batchSize} with dropLast; lower the batch size or set dropLast false`);
+  const usable = batches - (batches % perStep);
+  if (usable === 0) throw new Error(`PairLoader: ${count} pairs make ${batches} batch(es) of ${batchSize}, fewer than the ${perStep} of one step; lower the batch size or the batches per step`);
+  return usable;
+}
+
 export class PairLoader {
   readonly batchSize: number;
   readonly dropLast: boolean;
@@ -115,14 +127,7 @@ export class PairLoader {
     this.dropLast = opts.dropLast ?? pairs.length >= 2 * opts.batchSize;
     const perStep = opts.batchesPerStep ?? 1;
     if (!Number.isInteger(perStep) || perStep <= 0) throw new Error(`PairLoader: batchesPerStep must be a positive integer, got ${perStep}`);
-    const batches = this.dropLast ? Math.floor(pairs.length / opts.batchSize) : Math.ceil(pairs.length / opts.batchSize);
-    this.batchesPerEpoch = batches - (batches % perStep);
-    if (batches === 0) {
-      throw new Error(`PairLoader: ${pairs.length} pairs make no full batch of ${opts.batchSize} with dropLast; lower the batch size or set dropLast false`);
-    }
-    if (this.batchesPerEpoch === 0) {
-      throw new Error(`PairLoader: ${pairs.length} pairs make ${batches} batch(es) of ${opts.batchSize}, fewer than the ${perStep} of one step; lower the batch size or the batches per step`);
-    }
+    this.batchesPerEpoch = epochBatches(pairs.length, opts.batchSize, this.dropLast, perStep);
     this.prefetchDepth = Math.max(0, Math.floor(opts.prefetch ?? 2));
     this.maxBadFraction = opts.maxBadFraction ?? 0.05;
     if (!(this.maxBadFraction >= 0 && this.maxBadFraction <= 1)) throw new Error(`PairLoader: maxBadFraction must be in [0, 1], got ${this.maxBadFraction}`);

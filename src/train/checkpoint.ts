@@ -1,25 +1,44 @@
-// Checkpoints: a PEFT adapter (for Python users) plus the trainer state (for --resume).
+// Checkpoints: a PEFT adapter (for Python users) plus the trainer state (for --resume), and the
+// run directory's recovery after a crash.
 //
 // Layout inside the run directory:
 //   checkpoints/step-000120/adapter_model.safetensors   PEFT keys, lora_A [r, in], lora_B [out, r]
 //   checkpoints/step-000120/adapter_config.json
 //   checkpoints/step-000120/optimizer.safetensors       AdamW moments: m.<param>, v.<param>
-//   checkpoints/step-000120/trainer_state.json          step, data position, schedule, RNG seed, …
-//   checkpoints/latest                                  name of the newest complete checkpoint
-//   adapter/                                            copy of the newest adapter (what users load)
+//   checkpoints/step-000120/trainer_state.json          step, data position, schedule, seed, …
+//   checkpoints/latest                                  name of the checkpoint to resume from
+//   adapter/                                            the latest checkpoint's adapter (what users load)
 //   checkpoints/step-000121.nonfinite                   a checkpoint whose weights gave a NaN/Inf
 //                                                       loss on the next step, set aside so that
 //                                                       --resume does not pick it up
-// A checkpoint directory is written under a temporary name and renamed into place, and
-// `latest` is rewritten atomically afterwards, so a crash never leaves a half checkpoint as
-// the one --resume picks up.
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, cpSync } from 'node:fs';
+//
+// A checkpoint is complete when all four files are there and readable. Saving one is ordered so
+// that a crash after any single file operation leaves a state the next start can recover:
+//   1. write the four files into checkpoints/.step-N.tmp
+//   2. point `latest` at step-N (atomic rewrite)        — a crash here: latest names a missing
+//                                                          checkpoint, recovery falls back to the
+//                                                          newest complete one
+//   3. rename .step-N.tmp → step-N                       — the checkpoint appears whole
+//   4. publish adapter/ from step-N, file by file, each by an atomic rename (see publishAdapter)
+//   5. retention: each old checkpoint is renamed to .step-K.deleting (so it stops counting at
+//      once) and then removed.
+// inspectRun reads a run directory and says what a crash left behind (temporary files, half-
+// removed checkpoints, a stale `latest` or adapter/, metrics lines past the checkpoint);
+// repairRun puts it right. Both run with the run directory locked, and repairRun only after
+// everything a resume needs has been checked, so a refused resume changes nothing.
+import { existsSync, lstatSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LoraAdapter } from '../nn/lora.ts';
-import { writePeftAdapter } from '../io/peft.ts';
-import { writeFileAtomic } from '../gpu/atomic-file.ts';
-import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
+import { encodePeftAdapter } from '../io/peft.ts';
+import { FileOpError, isAtomicTemp, nodeFiles, removeTree, makeDirs, writeFileAtomic, type FileOps } from '../gpu/atomic-file.ts';
+import { SafetensorsFile, encodeSafetensors, readSafetensors } from '../io/safetensors.ts';
 import type { AdamWState } from './optimizer.ts';
+
+export const CHECKPOINTS_DIR = 'checkpoints';
+export const ADAPTER_DIR = 'adapter';
+export const METRICS_FILE = 'metrics.jsonl';
+const ADAPTER_FILES = ['adapter_config.json', 'adapter_model.safetensors'] as const;
+const CHECKPOINT_FILES = [...ADAPTER_FILES, 'optimizer.safetensors', 'trainer_state.json'] as const;
 
 export interface TrainerState {
   step: number;
@@ -33,6 +52,8 @@ export interface TrainerState {
   lastLoss: number | null;
   /** The scheduler is a pure function of step and these options. */
   schedule: Record<string, number>;
+  /** Training time up to this checkpoint, so metrics.jsonl's elapsed_s continues after a resume. */
+  elapsedS?: number;
 }
 
 export interface Checkpoint {
@@ -45,51 +66,164 @@ export function checkpointName(step: number): string {
   return `step-${String(step).padStart(6, '0')}`;
 }
 
-export async function saveCheckpoint(runDir: string, adapter: LoraAdapter, baseModel: string, optimizer: AdamWState, state: TrainerState, keep = 3): Promise<string> {
-  const root = join(runDir, 'checkpoints');
-  mkdirSync(root, { recursive: true });
-  const name = checkpointName(state.step);
-  const tmp = join(root, `.${name}.tmp-${process.pid}`);
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  await writePeftAdapter(tmp, adapter, baseModel, state.seed);
-  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
-  for (const [k, v] of Object.entries(optimizer.m)) tensors[`m.${k}`] = { shape: [v.length], data: v };
-  for (const [k, v] of Object.entries(optimizer.v)) tensors[`v.${k}`] = { shape: [v.length], data: v };
-  writeSafetensors(join(tmp, 'optimizer.safetensors'), tensors, {
-    step: String(optimizer.step),
-    paramSteps: JSON.stringify(optimizer.paramSteps ?? {}),
-  });
-  writeFileAtomic(join(tmp, 'trainer_state.json'), JSON.stringify(state, null, 2) + '\n');
-  const final = join(root, name);
-  rmSync(final, { recursive: true, force: true });
-  renameSync(tmp, final);
-  writeFileAtomic(join(root, 'latest'), name + '\n');
-  publishAdapter(runDir, final);
-  // Retention: keep the newest `keep` checkpoints.
-  const all = completeCheckpoints(root);
-  for (const old of all.slice(0, Math.max(0, all.length - keep))) rmSync(join(root, old), { recursive: true, force: true });
-  return final;
+function stepOfName(name: string): number {
+  return Number(name.slice('step-'.length));
 }
 
-/** The user-facing adapter/ copy of a checkpoint's adapter, replaced as a whole. */
-function publishAdapter(runDir: string, checkpointDir: string): void {
-  const adapterTmp = join(runDir, `.adapter.tmp-${process.pid}`);
-  rmSync(adapterTmp, { recursive: true, force: true });
-  mkdirSync(adapterTmp, { recursive: true });
-  cpSync(join(checkpointDir, 'adapter_model.safetensors'), join(adapterTmp, 'adapter_model.safetensors'));
-  cpSync(join(checkpointDir, 'adapter_config.json'), join(adapterTmp, 'adapter_config.json'));
-  rmSync(join(runDir, 'adapter'), { recursive: true, force: true });
-  renameSync(adapterTmp, join(runDir, 'adapter'));
+/** Parses a JSON file of a run; a damaged file is an error that names it. */
+export function readRunJson<T>(path: string, what: string): T {
+  let text: string;
+  try {
+    if (statSync(path).isDirectory()) throw new Error('it is a directory, not a file');
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new Error(`${path}: cannot read the ${what} (${(e as Error).message})`);
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (e) {
+    throw new Error(`${path}: cannot read the ${what} (${(e as Error).message}); the file is damaged or truncated`);
+  }
+}
+
+/** Checks trainer_state.json's fields (types and ranges); the error names the file and the field. */
+export function parseTrainerState(json: unknown, path: string): TrainerState {
+  const bad = (field: string, want: string, got: unknown): never => {
+    throw new Error(`${path}: "${field}" must be ${want}, got ${JSON.stringify(got)}; the trainer state is damaged (use another checkpoint: write its name into checkpoints/latest)`);
+  };
+  if (!json || typeof json !== 'object' || Array.isArray(json)) bad('(file)', 'a JSON object', json);
+  const s = json as Record<string, unknown>;
+  const count = (field: string, min: number): number => {
+    const v = s[field];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) bad(field, `an integer >= ${min}`, v);
+    return v as number;
+  };
+  const step = count('step', 1);
+  const epoch = count('epoch', 0);
+  const batchInEpoch = count('batchInEpoch', 0);
+  if (typeof s.seed !== 'number' || !Number.isInteger(s.seed)) bad('seed', 'an integer', s.seed);
+  if (typeof s.configHash !== 'string' || !/^[0-9a-f]{16}$/.test(s.configHash)) bad('configHash', '16 hex digits', s.configHash);
+  if (s.lastLoss !== null && (typeof s.lastLoss !== 'number' || !Number.isFinite(s.lastLoss))) bad('lastLoss', 'a finite number or null', s.lastLoss);
+  const schedule = s.schedule;
+  if (!schedule || typeof schedule !== 'object' || Array.isArray(schedule)) bad('schedule', 'an object of numbers', schedule);
+  for (const [k, v] of Object.entries(schedule as Record<string, unknown>)) if (typeof v !== 'number' || !Number.isFinite(v)) bad(`schedule.${k}`, 'a finite number', v);
+  if (s.elapsedS !== undefined && (typeof s.elapsedS !== 'number' || !(s.elapsedS >= 0))) bad('elapsedS', 'a number >= 0', s.elapsedS);
+  return {
+    step, epoch, batchInEpoch, seed: s.seed as number, configHash: s.configHash as string, lastLoss: s.lastLoss as number | null,
+    schedule: schedule as Record<string, number>, ...(s.elapsedS !== undefined ? { elapsedS: s.elapsedS as number } : {}),
+  };
+}
+
+/**
+ * Why `dir` is not a complete checkpoint, or null when it is: every file present and a regular
+ * file, trainer_state.json valid, the two safetensors headers intact, adapter_config.json JSON.
+ */
+export function checkpointProblem(dir: string): string | null {
+  for (const f of CHECKPOINT_FILES) {
+    const p = join(dir, f);
+    if (!existsSync(p)) return `${f} is missing`;
+    if (!statSync(p).isFile()) return `${f} is not a file`;
+  }
+  try {
+    parseTrainerState(readRunJson(join(dir, 'trainer_state.json'), 'trainer state'), join(dir, 'trainer_state.json'));
+    readRunJson(join(dir, 'adapter_config.json'), 'adapter config');
+    for (const f of ['adapter_model.safetensors', 'optimizer.safetensors']) SafetensorsFile.open(join(dir, f)).close();
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return null;
 }
 
 /** Names of the complete checkpoints under `root`, oldest first (by step number: names pass 6 digits after step 999999). */
 function completeCheckpoints(root: string): string[] {
+  return stepDirs(root).filter((d) => checkpointProblem(join(root, d)) === null);
+}
+
+/** Every step-N directory under `root`, oldest first. */
+function stepDirs(root: string): string[] {
   if (!existsSync(root)) return [];
-  const stepOf = (d: string): number => Number(d.slice('step-'.length));
   return readdirSync(root)
-    .filter((d) => /^step-\d+$/.test(d) && existsSync(join(root, d, 'trainer_state.json')))
-    .sort((a, b) => stepOf(a) - stepOf(b));
+    .filter((d) => /^step-\d+$/.test(d) && lstatSync(join(root, d)).isDirectory())
+    .sort((a, b) => stepOfName(a) - stepOfName(b));
+}
+
+/**
+ * Writes the checkpoint of `state.step` (see the header for the order of operations), publishes
+ * its adapter, and keeps the newest `keep` checkpoints up to this step.
+ */
+export async function saveCheckpoint(runDir: string, adapter: LoraAdapter, baseModel: string, optimizer: AdamWState, state: TrainerState, keep = 3, files: FileOps = nodeFiles): Promise<string> {
+  const root = join(runDir, CHECKPOINTS_DIR);
+  const name = checkpointName(state.step);
+  const adapterFiles = await encodePeftAdapter(adapter, baseModel, state.seed);
+  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+  for (const [k, v] of Object.entries(optimizer.m)) tensors[`m.${k}`] = { shape: [v.length], data: v };
+  for (const [k, v] of Object.entries(optimizer.v)) tensors[`v.${k}`] = { shape: [v.length], data: v };
+  const optimizerBytes = encodeSafetensors(tensors, { step: String(optimizer.step), paramSteps: JSON.stringify(optimizer.paramSteps ?? {}) });
+
+  makeDirs(root, files);
+  const tmp = join(root, `.${name}.tmp`);
+  removeTree(tmp, files);
+  files.mkdir(tmp);
+  files.write(join(tmp, 'adapter_model.safetensors'), adapterFiles['adapter_model.safetensors']);
+  files.write(join(tmp, 'adapter_config.json'), [adapterFiles['adapter_config.json']]);
+  files.write(join(tmp, 'optimizer.safetensors'), optimizerBytes);
+  files.write(join(tmp, 'trainer_state.json'), [JSON.stringify(state, null, 2) + '\n']);
+  const final = join(root, name);
+  // A checkpoint of this step from before a rollback of `latest` is replaced.
+  if (existsSync(final)) retire(root, name, files);
+  writeFileAtomic(join(root, 'latest'), name + '\n', files);
+  files.rename(tmp, final);
+  publishAdapter(runDir, final, files);
+  const older = completeCheckpoints(root).filter((d) => stepOfName(d) <= state.step);
+  for (const old of older.slice(0, Math.max(0, older.length - keep))) retire(root, old, files);
+  return final;
+}
+
+/** Removes checkpoint `name`: renamed first (it stops counting as a checkpoint at once), then deleted. */
+function retire(root: string, name: string, files: FileOps): void {
+  const doomed = join(root, `.${name}.deleting`);
+  removeTree(doomed, files);
+  files.rename(join(root, name), doomed);
+  removeTree(doomed, files);
+}
+
+function sameBytes(path: string, bytes: Buffer): boolean {
+  try {
+    return statSync(path).isFile() && readFileSync(path).equals(bytes);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Makes adapter/ hold `checkpointDir`'s adapter files. The first time, adapter/ appears whole (a
+ * temporary directory renamed into place). After that each file that differs is replaced by an
+ * atomic rename, so adapter/ always holds complete files; within a run adapter_config.json does
+ * not change, so only the weights are replaced. Files users put into adapter/ are left alone.
+ */
+export function publishAdapter(runDir: string, checkpointDir: string, files: FileOps = nodeFiles): void {
+  const dest = join(runDir, ADAPTER_DIR);
+  if (existsSync(dest) && !lstatSync(dest).isDirectory()) throw new Error(`${dest} is not a directory: genalign publishes the latest adapter there. Move that file away and run the same command again.`);
+  if (!existsSync(dest)) {
+    const tmp = join(runDir, '.adapter.tmp');
+    removeTree(tmp, files);
+    files.mkdir(tmp);
+    for (const f of ADAPTER_FILES) files.write(join(tmp, f), [readFileSync(join(checkpointDir, f))]);
+    files.rename(tmp, dest);
+    return;
+  }
+  for (const f of ADAPTER_FILES) {
+    const want = readFileSync(join(checkpointDir, f));
+    if (sameBytes(join(dest, f), want)) continue;
+    const tmp = join(runDir, `.adapter-${f}.tmp`);
+    files.write(tmp, [want]);
+    files.rename(tmp, join(dest, f));
+  }
+}
+
+/** Whether adapter/ holds exactly the adapter files of `checkpointDir`. */
+function adapterMatches(runDir: string, checkpointDir: string): boolean {
+  return ADAPTER_FILES.every((f) => sameBytes(join(runDir, ADAPTER_DIR, f), readFileSync(join(checkpointDir, f))));
 }
 
 export interface SetAside {
@@ -104,28 +238,29 @@ export interface SetAside {
  * `step` holds the weights that produced it, so --resume must not pick it up: it is renamed to
  * `step-N.nonfinite` (kept for inspection, not deleted), and `latest` and adapter/ go back to
  * the newest remaining checkpoint. Older checkpoints are untouched: their weights gave a finite
- * loss on the step after them.
+ * loss on the step after them. A crash part-way is recovered like any other: `latest` naming a
+ * missing checkpoint falls back to the newest complete one.
  */
-export function setAsideDivergedCheckpoint(runDir: string, step: number): SetAside {
-  const root = join(runDir, 'checkpoints');
+export function setAsideDivergedCheckpoint(runDir: string, step: number, files: FileOps = nodeFiles): SetAside {
+  const root = join(runDir, CHECKPOINTS_DIR);
   const name = checkpointName(step);
   if (!existsSync(join(root, name))) {
     const left = completeCheckpoints(root);
     return { setAside: null, latest: left.length ? left[left.length - 1] : null };
   }
   const aside = `${name}.nonfinite`;
-  rmSync(join(root, aside), { recursive: true, force: true });
-  renameSync(join(root, name), join(root, aside));
+  removeTree(join(root, aside), files);
+  files.rename(join(root, name), join(root, aside));
   const left = completeCheckpoints(root);
   const latest = left.length ? left[left.length - 1] : null;
   if (latest) {
-    writeFileAtomic(join(root, 'latest'), latest + '\n');
-    publishAdapter(runDir, join(root, latest));
+    writeFileAtomic(join(root, 'latest'), latest + '\n', files);
+    publishAdapter(runDir, join(root, latest), files);
   } else {
-    rmSync(join(root, 'latest'), { force: true });
-    if (existsSync(join(runDir, 'adapter'))) {
-      rmSync(join(runDir, 'adapter.nonfinite'), { recursive: true, force: true });
-      renameSync(join(runDir, 'adapter'), join(runDir, 'adapter.nonfinite'));
+    if (existsSync(join(root, 'latest'))) files.unlink(join(root, 'latest'));
+    if (existsSync(join(runDir, ADAPTER_DIR))) {
+      removeTree(join(runDir, 'adapter.nonfinite'), files);
+      files.rename(join(runDir, ADAPTER_DIR), join(runDir, 'adapter.nonfinite'));
     }
   }
   return { setAside: aside, latest };
@@ -133,33 +268,153 @@ export function setAsideDivergedCheckpoint(runDir: string, step: number): SetAsi
 
 /** Whether the run directory holds a complete checkpoint (something --resume can continue from). */
 export function loadableCheckpointExists(runDir: string): boolean {
-  return completeCheckpoints(join(runDir, 'checkpoints')).length > 0;
+  return completeCheckpoints(join(runDir, CHECKPOINTS_DIR)).length > 0;
 }
 
-/** Parses a JSON file of a run; a damaged file is an error that names it. */
-export function readRunJson<T>(path: string, what: string): T {
+/** Temporary entries a crash leaves in the run directory (`.adapter.tmp`, writeFileAtomic's temps, a lock set aside, a write probe). */
+export function isRunTemp(name: string): boolean {
+  return isAtomicTemp(name) || /^\.adapter(\.tmp(-\d+)?|-.+\.tmp)$/.test(name) || /^\.run\.lock\.stale-\d+$/.test(name) || /^\.genalign-write-test-\d+$/.test(name);
+}
+
+/** Temporary entries a crash leaves in checkpoints/ (a checkpoint being written or removed, latest's temp). */
+function isCheckpointTemp(name: string): boolean {
+  return isAtomicTemp(name) || /^\.step-\d+\.(tmp(-\d+)?|deleting)$/.test(name);
+}
+
+export interface RunInspection {
+  runDir: string;
+  /** The checkpoint to resume from, or null when there is none. */
+  latest: { name: string; dir: string; step: number } | null;
+  /** Things the repair will do, one line each, for the log (empty when nothing was left by a crash). */
+  notes: string[];
+  /** Temporary files and directories to remove. */
+  litter: string[];
+  /** Step directories to remove: incomplete ones older than `latest` (a removal that was cut short). */
+  halfRemoved: string[];
+  /** checkpoints/latest does not name `latest` and must be rewritten. */
+  latestFileStale: boolean;
+  /** adapter/ does not hold `latest`'s adapter. */
+  adapterStale: boolean;
+  /** metrics.jsonl has lines past `latest`'s step (or torn lines) and must be cut back. */
+  metricsStale: boolean;
+}
+
+/**
+ * Reads the state a run directory was left in (nothing is changed). `latest` is taken from
+ * checkpoints/latest when it names a complete checkpoint. When it is missing or names a checkpoint
+ * that does not exist (a crash between writing `latest` and renaming the checkpoint into place,
+ * or while setting a diverged checkpoint aside), the newest complete checkpoint is used. When it
+ * names a checkpoint that exists but is damaged, that is an error: the user chooses.
+ */
+export function inspectRun(runDir: string): RunInspection {
+  const root = join(runDir, CHECKPOINTS_DIR);
+  const notes: string[] = [];
+  const litter: string[] = [];
+  if (existsSync(runDir)) for (const f of readdirSync(runDir)) if (isRunTemp(f)) litter.push(join(runDir, f));
+  if (existsSync(root)) for (const f of readdirSync(root)) if (isCheckpointTemp(f)) litter.push(join(root, f));
+  if (litter.length) notes.push(`removing ${litter.length} temporary file(s) left by an interrupted run`);
+
+  const complete = completeCheckpoints(root);
+  const latestFile = join(root, 'latest');
+  let latestName: string | null = null;
+  let latestFileStale = false;
+  if (existsSync(latestFile)) {
+    const named = readRunText(latestFile).trim();
+    if (!/^step-\d+$/.test(named)) throw new Error(`${latestFile} should hold a checkpoint name such as step-000120, but holds ${JSON.stringify(named.slice(0, 80))}. ${completeHint(complete, latestFile)}`);
+    if (existsSync(join(root, named))) {
+      const problem = checkpointProblem(join(root, named));
+      if (problem) throw new Error(`${latestFile} points to ${named}, which is incomplete or damaged (${problem}). ${completeHint(complete.filter((d) => d !== named), latestFile)}`);
+      latestName = named;
+    } else {
+      latestName = complete.length ? complete[complete.length - 1] : null;
+      latestFileStale = true;
+      notes.push(`${latestFile} names ${named}, which does not exist (a checkpoint was interrupted); ` + (latestName ? `continuing from ${latestName}, the newest complete checkpoint` : 'no complete checkpoint is left'));
+    }
+  } else if (complete.length) {
+    latestName = complete[complete.length - 1];
+    latestFileStale = true;
+    notes.push(`${latestFile} is missing; continuing from ${latestName}, the newest complete checkpoint`);
+  }
+  const latestStep = latestName ? stepOfName(latestName) : 0;
+  const halfRemoved = stepDirs(root)
+    .filter((d) => stepOfName(d) < latestStep && !complete.includes(d))
+    .map((d) => join(root, d));
+  if (halfRemoved.length) notes.push(`removing ${halfRemoved.length} incomplete older checkpoint(s) whose removal was interrupted`);
+  const latest = latestName ? { name: latestName, dir: join(root, latestName), step: latestStep } : null;
+  const adapterStale = latest !== null && !adapterMatches(runDir, latest.dir);
+  if (adapterStale) notes.push(`${join(runDir, ADAPTER_DIR)} does not hold ${latest.name}'s adapter; publishing it again`);
+  return { runDir, latest, notes, litter, halfRemoved, latestFileStale, adapterStale, metricsStale: metricsLinesPast(runDir, latestStep) };
+}
+
+function readRunText(path: string): string {
   try {
-    return JSON.parse(readFileSync(path, 'utf8')) as T;
+    if (statSync(path).isDirectory()) throw new Error('it is a directory, not a file');
+    return readFileSync(path, 'utf8');
   } catch (e) {
-    throw new Error(`${path}: cannot read the ${what} (${(e as Error).message}); the file is damaged or truncated`);
+    throw new Error(`${path}: cannot read (${(e as Error).message})`);
   }
 }
 
-/** Loads the newest complete checkpoint of a run directory, or null if there is none. */
-export function loadLatestCheckpoint(runDir: string): Checkpoint | null {
-  const root = join(runDir, 'checkpoints');
-  const latest = join(root, 'latest');
-  if (!existsSync(latest)) return null;
-  const name = readFileSync(latest, 'utf8').trim();
-  const dir = join(root, name);
-  if (!existsSync(join(dir, 'trainer_state.json'))) {
-    const others = completeCheckpoints(root).filter((d) => d !== name);
-    const hint = others.length
-      ? ` Complete checkpoints here: ${others.join(', ')}; to resume from one, write its name into ${latest} (e.g. echo ${others[others.length - 1]} > ${latest}).`
-      : ' No other complete checkpoint is left.';
-    throw new Error(`${latest} points to ${name}, which is incomplete or missing.${hint}`);
+function completeHint(others: string[], latestFile: string): string {
+  return others.length
+    ? `Complete checkpoints here: ${others.join(', ')}; to resume from one, write its name into ${latestFile} (e.g. echo ${others[others.length - 1]} > ${latestFile}).`
+    : 'No other complete checkpoint is left.';
+}
+
+/** The step of a metrics.jsonl line; a line cut short by a crash counts as past every checkpoint. */
+function stepOfLine(line: string): number {
+  try {
+    const step = (JSON.parse(line) as { step?: unknown }).step;
+    return typeof step === 'number' ? step : Number.POSITIVE_INFINITY;
+  } catch {
+    return Number.POSITIVE_INFINITY;
   }
-  const state = readRunJson<TrainerState>(join(dir, 'trainer_state.json'), 'trainer state');
+}
+
+function metricsLinesPast(runDir: string, step: number): boolean {
+  const path = join(runDir, METRICS_FILE);
+  if (!existsSync(path)) return false;
+  const text = readRunText(path);
+  if (text !== '' && !text.endsWith('\n')) return true;
+  return text.split('\n').some((l) => l !== '' && stepOfLine(l) > step);
+}
+
+/**
+ * Puts right what inspectRun found: removes temporary files and half-removed checkpoints,
+ * rewrites `latest`, publishes adapter/ from the latest checkpoint, finishes the retention that
+ * a crash cut short (the newest `keep` checkpoints up to the latest stay), and cuts
+ * metrics.jsonl back to the steps up to the latest checkpoint (so the log reads as one run when
+ * the steps after it are trained again).
+ */
+export function repairRun(ins: RunInspection, keep: number, files: FileOps = nodeFiles, log: (l: string) => void = () => undefined): void {
+  for (const note of ins.notes) log(`recovery: ${note}`);
+  for (const p of [...ins.litter, ...ins.halfRemoved]) removeTree(p, files);
+  const root = join(ins.runDir, CHECKPOINTS_DIR);
+  if (ins.latest) {
+    const older = completeCheckpoints(root).filter((d) => stepOfName(d) <= ins.latest!.step);
+    const doomed = older.slice(0, Math.max(0, older.length - keep));
+    if (doomed.length) log(`recovery: removing ${doomed.join(', ')} (--keep-checkpoints ${keep})`);
+    for (const old of doomed) retire(root, old, files);
+  }
+  if (ins.latestFileStale) {
+    if (ins.latest) writeFileAtomic(join(root, 'latest'), ins.latest.name + '\n', files);
+    else if (existsSync(join(root, 'latest'))) files.unlink(join(root, 'latest'));
+  }
+  if (ins.latest && ins.adapterStale) publishAdapter(ins.runDir, ins.latest.dir, files);
+  if (ins.metricsStale) {
+    const path = join(ins.runDir, METRICS_FILE);
+    const step = ins.latest?.step ?? 0;
+    const kept = readRunText(path).split('\n').filter((l) => l !== '' && stepOfLine(l) <= step);
+    writeFileAtomic(path, kept.map((l) => l + '\n').join(''), files);
+  }
+}
+
+/** Reads checkpoint `dir` (complete, see checkpointProblem): trainer state and optimizer moments. */
+export function loadCheckpoint(dir: string): Checkpoint {
+  const problem = checkpointProblem(dir);
+  if (problem) throw new Error(`${dir}: not a complete checkpoint (${problem})`);
+  const statePath = join(dir, 'trainer_state.json');
+  const state = parseTrainerState(readRunJson(statePath, 'trainer state'), statePath);
   const st = readSafetensors(join(dir, 'optimizer.safetensors'));
   const m: Record<string, Float32Array> = {};
   const v: Record<string, Float32Array> = {};
@@ -167,6 +422,24 @@ export function loadLatestCheckpoint(runDir: string): Checkpoint | null {
     if (k.startsWith('m.')) m[k.slice(2)] = t.data;
     else if (k.startsWith('v.')) v[k.slice(2)] = t.data;
   }
-  const paramSteps = st.metadata.paramSteps ? (JSON.parse(st.metadata.paramSteps) as Record<string, number>) : undefined;
-  return { dir, state, optimizer: { step: Number(st.metadata.step ?? state.step), m, v, ...(paramSteps ? { paramSteps } : {}) } };
+  let paramSteps: Record<string, number> | undefined;
+  try {
+    paramSteps = st.metadata.paramSteps ? (JSON.parse(st.metadata.paramSteps) as Record<string, number>) : undefined;
+  } catch (e) {
+    throw new Error(`${join(dir, 'optimizer.safetensors')}: metadata "paramSteps" is not JSON (${(e as Error).message})`);
+  }
+  const optStep = Number(st.metadata.step ?? state.step);
+  if (!Number.isInteger(optStep) || optStep < 0) throw new Error(`${join(dir, 'optimizer.safetensors')}: metadata "step" must be an integer >= 0, got ${JSON.stringify(st.metadata.step)}`);
+  return { dir, state, optimizer: { step: optStep, m, v, ...(paramSteps ? { paramSteps } : {}) } };
+}
+
+/** Loads the checkpoint a resume would continue from (inspectRun's choice), or null if there is none. */
+export function loadLatestCheckpoint(runDir: string): Checkpoint | null {
+  const ins = inspectRun(runDir);
+  return ins.latest ? loadCheckpoint(ins.latest.dir) : null;
+}
+
+/** True for errors of a full disk (the run can be resumed once there is space). */
+export function isNoSpace(e: unknown): boolean {
+  return e instanceof FileOpError && (e.code === 'ENOSPC' || e.code === 'EDQUOT');
 }

@@ -12,7 +12,7 @@ import type { ClipVisionModel } from '../nn/vit.ts';
 import type { LoraAdapter } from '../nn/lora.ts';
 import type { PreprocessConfig } from '../io/image.ts';
 import type { Pair } from '../io/dataset.ts';
-import { writeFileAtomic } from '../gpu/atomic-file.ts';
+import { writeFileAtomic, type FileOps } from '../gpu/atomic-file.ts';
 import { embedPaths } from './embedding.ts';
 import { alignmentMetrics, evalReport, type EvalReport } from './metrics.ts';
 import { writeFigure3 } from './plot.ts';
@@ -27,6 +27,8 @@ export interface EvalOptions {
   /** How errors name the base model and the student (see EmbedHooks.model), e.g. with the --lora directory. */
   baseModel?: { name: string; hint?: string };
   student?: { name: string; hint?: string };
+  /** The file operations that write metrics.json and the figure (default: the real file system). */
+  files?: FileOps;
 }
 
 export interface EvalOutput {
@@ -101,7 +103,7 @@ export async function evaluatePairs(
   const mAfter = alignmentMetrics(genAfter, real, n, D);
   const report = evalReport(mBefore, mAfter);
   const files: string[] = [join(outDir, 'metrics.json')];
-  writeFileAtomic(join(outDir, 'metrics.json'), JSON.stringify(report, null, 2) + '\n');
+  writeFileAtomic(join(outDir, 'metrics.json'), JSON.stringify(report, null, 2) + '\n', opts.files);
   if (opts.plot !== 'none') {
     await writeFigure3(outDir, {
       before: { real, gen: genBefore },
@@ -110,6 +112,7 @@ export async function evaluatePairs(
       dim: D,
       method: opts.plot,
       seed: opts.seed,
+      files: opts.files,
       subtitles: [`paired cosine ${report.paired_cosine_before.toFixed(3)}, R@1 ${report.r1_before.toFixed(3)}`, `paired cosine ${report.paired_cosine_after.toFixed(3)}, R@1 ${report.r1_after.toFixed(3)}`],
     });
     files.push(join(outDir, 'figure3.svg'), join(outDir, 'figure3.png'));

@@ -5,7 +5,7 @@
 // from that SVG by sharp, figure3.png.
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { writeFileAtomic } from '../gpu/atomic-file.ts';
+import { writeFileAtomic, type FileOps } from '../gpu/atomic-file.ts';
 import { pca2d, seededSubsample, tsne } from './tsne.ts';
 
 export interface EmbeddingPair {
@@ -28,6 +28,8 @@ export interface Figure3Options {
   maxPairs?: number;
   /** t-SNE perplexity (default 30). */
   perplexity?: number;
+  /** The file operations that write the two files (default: the real file system). */
+  files?: FileOps;
 }
 
 export interface Figure3Result {
@@ -88,8 +90,8 @@ export async function writeFigure3(outDir: string, o: Figure3Options): Promise<F
   const png = await sharp(Buffer.from(svg), { density: 72 * PNG_SCALE }).png().toBuffer();
   const svgPath = join(outDir, 'figure3.svg');
   const pngPath = join(outDir, 'figure3.png');
-  writeFileAtomic(svgPath, svg);
-  writeFileAtomic(pngPath, png);
+  writeFileAtomic(svgPath, svg, o.files);
+  writeFileAtomic(pngPath, png, o.files);
   return {
     svgPath,
     pngPath,

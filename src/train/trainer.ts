@@ -1,74 +1,53 @@
-// The GMAIL training loop.
+// The GMAIL training loop, as named stages that train() runs top to bottom:
 //
-//   dataset → loader (decode + preprocess off the main thread, prefetched)
-//   → teacher f_r(real) (frozen: from the embedding cache, or a noGrad forward)
-//   → student f_g(generated) (same weights + LoRA) → InfoNCE gen→real (Eq. 1, fused kernel)
-//   → backward (LoRA only) → AdamW (+ global-norm clipping, warmup + cosine schedule)
-//   → metrics.jsonl / progress → checkpoints (PEFT adapter + trainer state) → eval.
+//   openRun        create and lock the run directory (a new run: only a new or empty one), or
+//                  lock it and read where a crash left it (--resume); nothing is changed yet
+//   buildStudent   model, preprocessing, LoRA student and AdamW, restored from the checkpoint
+//   prepareRun     the teacher cache, then (everything checked) the crash repair, config.json
+//   stepLoop       dataset → loader (decode + preprocess off the main thread, prefetched)
+//                  → teacher f_r(real) (frozen: from the embedding cache, or a noGrad forward)
+//                  → student f_g(generated) (same weights + LoRA) → InfoNCE gen→real (Eq. 1)
+//                  → backward (LoRA only) → AdamW (+ global-norm clipping, warmup + cosine)
+//                  → metrics.jsonl → checkpoint and publish (checkpoint.ts) every --save-every
+//   finalEval      alignment measures and Figure 3 on the held-out pairs
+//
+// Every file operation on the run directory goes through one FileOps (hooks.files), so the
+// crash-consistency test can fail or kill the process at each of them.
 //
 // Gradient accumulation: the effective batch is batch × accum pairs. The teacher embeddings of
 // the whole effective batch are known before the student runs (cache or noGrad forward), so
 // every micro-batch's loss uses all effective-batch reals as negatives. Each generated row's
 // loss depends only on its own student embedding and the fixed teacher matrix, so summing
 // micro-batch gradients (each scaled by 1/accum) gives exactly the full-batch gradient.
-import { closeSync, existsSync, openSync, readFileSync, rmSync, statfsSync, appendFileSync, writeSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { createHash } from 'node:crypto';
+import { existsSync, lstatSync, readFileSync, readdirSync, statSync, statfsSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import type { Device } from '../gpu/device.ts';
 import { OutOfMemoryError } from '../gpu/encoder.ts';
 import { BufferTooLargeError } from '../gpu/pool.ts';
+import { FileOpError, errnoReason, makeDirs, nodeFiles, removeTree, writableProblem, writeFileAtomic, type FileOps } from '../gpu/atomic-file.ts';
 import { Parameter, fromArray, scope, type Tensor } from '../tensor/tensor.ts';
 import { backward, noGrad } from '../tensor/autograd.ts';
 import { infoNceGenToReal } from '../ops/index.ts';
-import { LoraAdapter, type LoraTarget } from '../nn/lora.ts';
+import { LoraAdapter } from '../nn/lora.ts';
 import type { ClipVisionModel } from '../nn/vit.ts';
 import { loadModel, modelPreprocessing, type LoadedModel } from '../io/hf-checkpoint.ts';
 import type { PreprocessConfig } from '../io/image.ts';
 import { loadDataset, splitByValFraction, type Pair } from '../io/dataset.ts';
-import { PairLoader, type PairBatch } from '../io/loader.ts';
+import { PairLoader, epochBatches, type PairBatch } from '../io/loader.ts';
 import { readPeftAdapter } from '../io/peft.ts';
-import { makeDirs, writableProblem, writeFileAtomic } from '../gpu/atomic-file.ts';
 import { AdamW } from './optimizer.ts';
 import { learningRate, type ScheduleOptions } from './schedule.ts';
-import { saveCheckpoint, loadLatestCheckpoint, loadableCheckpointExists, setAsideDivergedCheckpoint, checkpointName, type TrainerState } from './checkpoint.ts';
+import {
+  ADAPTER_DIR, CHECKPOINTS_DIR, METRICS_FILE, saveCheckpoint, loadCheckpoint, inspectRun, repairRun, isRunTemp, isNoSpace, setAsideDivergedCheckpoint,
+  checkpointName, readRunJson, type Checkpoint, type RunInspection, type TrainerState,
+} from './checkpoint.ts';
+import { configHash, configHashBeforeSchema, savedOptions, type TrainOptions } from './options.ts';
 import { TeacherCache, modelKey, fileKey } from './teacher-cache.ts';
 import { embedPaths } from './embedding.ts';
+import { evaluatePairs, type EvalOutput } from './evaluate.ts';
 
-export interface TrainOptions {
-  data: string;
-  model: string;
-  out: string;
-  steps: number;
-  epochs: number;
-  batch: number;
-  accum: number;
-  lr: number;
-  minLr: number;
-  weightDecay: number;
-  beta1: number;
-  beta2: number;
-  eps: number;
-  clip: number;
-  warmup: number;
-  restartPeriod: number;
-  restartMult: number;
-  rank: number;
-  alpha: number;
-  targets: LoraTarget[];
-  dualProjection: boolean;
-  tau: number;
-  seed: number;
-  valFraction: number;
-  teacherCache: boolean;
-  cacheDir: string;
-  saveEvery: number;
-  logEvery: number;
-  keepCheckpoints: number;
-  maxBadFraction: number;
-  eval: boolean;
-  plot: 'tsne' | 'pca';
-  resume: string | null;
-}
+export type { TrainOptions } from './options.ts';
 
 export interface StepRecord {
   step: number;
@@ -81,12 +60,21 @@ export interface StepRecord {
   elapsed_s: number;
 }
 
+/** What the caller plugs into a run: progress callbacks, Ctrl-C, and the file operations. */
 export interface TrainHooks {
   onStart?: (info: { totalSteps: number; startStep: number; trainPairs: number; valPairs: number; runDir: string; adapter: string }) => void;
-  onStep?: (r: StepRecord, totalSteps: number) => void;
+  /** After each step is logged and (when due) checkpointed; the loop waits for a returned promise. */
+  onStep?: (r: StepRecord, totalSteps: number) => void | Promise<void>;
   log?: (line: string) => void;
   /** Polled after every step; true stops the run after a checkpoint (Ctrl-C). */
   shouldStop?: () => boolean;
+  /** Every mutation of the run directory (default: the real file system). */
+  files?: FileOps;
+  /**
+   * Sees the loss of each step (1-based) before it is checked, and may replace it: tests make
+   * a step's loss NaN to exercise the divergence handling.
+   */
+  transformLoss?: (step: number, loss: number) => number;
 }
 
 export interface TrainResult {
@@ -100,51 +88,38 @@ export interface TrainResult {
   projection: Parameter | null;
   pre: PreprocessConfig;
   teacherCache: TeacherCache | null;
+  /** The final eval (when --eval and at least 2 val pairs), else null. */
+  eval: EvalOutput | null;
 }
 
 export class NonFiniteLossError extends Error {}
 
-// Test-only hooks (used by test/cli and test/train to make failure paths deterministic; never
-// set them in real runs):
-//   GENALIGN_TEST_NAN_AT_STEP=k     the loss of step k (1-based) is replaced by NaN
-//   GENALIGN_TEST_STEP_DELAY_MS=ms  sleep after every step, so a test can signal a run mid-way
-function testHook(name: 'GENALIGN_TEST_NAN_AT_STEP' | 'GENALIGN_TEST_STEP_DELAY_MS'): number {
-  const v = Number(process.env[name] ?? '');
-  return Number.isFinite(v) && v > 0 ? v : 0;
-}
-
-/** Options that must be identical when resuming (anything that changes the loss sequence). */
-function configHash(o: TrainOptions): string {
-  const keyed = {
-    data: resolve(o.data), model: o.model, batch: o.batch, accum: o.accum, lr: o.lr, minLr: o.minLr, wd: o.weightDecay,
-    b1: o.beta1, b2: o.beta2, eps: o.eps, clip: o.clip, warmup: o.warmup, rp: o.restartPeriod, rm: o.restartMult,
-    rank: o.rank, alpha: o.alpha, targets: o.targets, dual: o.dualProjection, tau: o.tau, seed: o.seed, val: o.valFraction,
-  };
-  return createHash('sha256').update(JSON.stringify(keyed)).digest('hex').slice(0, 16);
-}
-
-/** Fails before training if the disk of the run directory (created and checked writable by train()) is nearly full. */
+/** Fails before training if the disk of the run directory is nearly full. */
 function checkFreeSpace(runDir: string, neededBytes: number): void {
+  let free: number;
   try {
     const fs = statfsSync(runDir);
-    const free = fs.bavail * fs.bsize;
-    if (free < neededBytes) {
-      throw new Error(`Not enough disk space in ${runDir}: ${(free / 2 ** 20).toFixed(1)} MiB free, checkpoints need about ${(neededBytes / 2 ** 20).toFixed(1)} MiB. Free space or choose another --out.`);
-    }
-  } catch (e) {
-    if ((e as Error).message.startsWith('Not enough disk space')) throw e;
-    // statfs unsupported: train()'s write probe is all we can check.
+    free = fs.bavail * fs.bsize;
+  } catch {
+    return; // statfs unsupported: a full disk shows up as a named ENOSPC error instead
+  }
+  if (free < neededBytes) {
+    throw new Error(`Not enough disk space in ${runDir}: ${(free / 2 ** 20).toFixed(1)} MiB free, checkpoints need about ${(neededBytes / 2 ** 20).toFixed(1)} MiB. Free space or choose another --out.`);
   }
 }
 
 /**
  * What a non-finite loss or gradient at step `step + 1` means for the checkpoints: the one
  * written after step `step` holds the weights that produced it, so it is set aside, and the
- * message says which checkpoint --resume would now continue from.
+ * message says which checkpoint --resume would now continue from. At step 0 no update has been
+ * applied, so the learning rate cannot be the cause.
  */
-function divergedCheckpointNote(runDir: string, step: number, lr: number): string {
-  const { setAside, latest } = setAsideDivergedCheckpoint(runDir, step);
-  const dir = join(runDir, 'checkpoints');
+function divergedCheckpointNote(runDir: string, step: number, lr: number, files: FileOps, model: string): string {
+  if (step === 0) {
+    return `No update had been applied yet, so the learning rate is not the cause: the base model (--model ${model}) or the images give non-finite values. Check the model with \`npm run embed -- --model ${model} --images DIR --out x.safetensors\`.`;
+  }
+  const { setAside, latest } = setAsideDivergedCheckpoint(runDir, step, files);
+  const dir = join(runDir, CHECKPOINTS_DIR);
   const advice = latest
     ? `Resuming repeats the same steps with the same settings, so it is likely to diverge again: start a new run (another --out) with a lower --lr (now ${lr}), or check the data.`
     : `Start a new run (another --out, or delete ${runDir}) with a lower --lr (now ${lr}), or check the data.`;
@@ -243,13 +218,12 @@ export function makeStudent(model: ClipVisionModel, o: Pick<TrainOptions, 'rank'
   return { lora, projection, params: [...lora.parameters(), ...(projection ? [projection] : [])] };
 }
 
-/** Teacher embeddings [n, D] for real paths, from the cache or computed now (noGrad). */
-async function teacherEmbeddings(
-  device: Device,
-  model: ClipVisionModel,
-  batch: PairBatch,
-  cache: TeacherCache | null,
-): Promise<Float32Array> {
+/**
+ * Teacher embeddings [n, D] for the real images of a batch, from the cache or computed now
+ * (noGrad). A non-finite row is an error naming where it came from: the cache file (damaged) or
+ * the base model (its weights overflow on that image), never the learning rate.
+ */
+async function teacherEmbeddings(device: Device, model: ClipVisionModel, batch: PairBatch, cache: TeacherCache | null, modelName: string): Promise<Float32Array> {
   const D = model.cfg.projectionDim;
   const n = batch.ids.length;
   const out = new Float32Array(n * D);
@@ -258,6 +232,9 @@ async function teacherEmbeddings(
   const toCompute: number[] = [];
   for (let i = 0; i < n; i++) {
     const row = cache?.get(fileKey(batch.realPaths[i]));
+    if (row && !row.every(Number.isFinite)) {
+      throw new Error(`The teacher cache ${cache!.path} holds a non-finite embedding for ${batch.realPaths[i]}: the cache file is damaged. Delete it (it is rebuilt), or pass --no-teacher-cache.`);
+    }
     if (row) out.set(row, i * D);
     else toCompute.push(i);
   }
@@ -273,6 +250,9 @@ async function teacherEmbeddings(
     t.dispose();
     toCompute.forEach((i, k) => {
       const row = emb.slice(k * D, (k + 1) * D);
+      if (!row.every(Number.isFinite)) {
+        throw new Error(`The teacher (the base model, --model ${modelName}) gives a non-finite embedding for ${batch.realPaths[i]}: its weights hold NaN/Inf or overflow float32 on this image. Check the checkpoint.`);
+      }
       out.set(row, i * D);
       cache?.set(fileKey(batch.realPaths[i]), row);
     });
@@ -306,62 +286,6 @@ export async function warmTeacherCache(device: Device, model: ClipVisionModel, p
   return res.ok.length === missing.length;
 }
 
-export function resolvedConfigPath(runDir: string): string {
-  return join(runDir, 'config.json');
-}
-
-/**
- * A new run must not write into a directory that holds another run: its metrics.jsonl would
- * be restarted and its adapter/ replaced, and its old checkpoints would mix with the new
- * ones. A config.json alone (a run stopped before its first step) may be replaced.
- */
-function refuseExistingRun(runDir: string): void {
-  const metrics = join(runDir, 'metrics.jsonl');
-  const found = [
-    ...(existsSync(metrics) && readFileSync(metrics, 'utf8').trim() ? ['metrics.jsonl'] : []),
-    ...['checkpoints', 'adapter'].filter((f) => existsSync(join(runDir, f))),
-  ];
-  if (!found.length) return;
-  if (!loadableCheckpointExists(runDir)) {
-    throw new Error(`${runDir} already holds a run that stopped before its first checkpoint (${found.join(', ')}), so there is nothing to resume; nothing there was changed. Choose another --out, or delete that directory to reuse the name.`);
-  }
-  throw new Error(`${runDir} already holds a run (${found.join(', ')}); nothing there was changed. Continue it with: npm run train -- --resume ${runDir}, or choose another --out.`);
-}
-
-/**
- * Marks `runDir` as in use by this process (run.lock holding the pid) and returns the release.
- * A second trainer on the same directory would interleave metrics.jsonl lines and overwrite
- * checkpoints, so it is refused while the pid in the lock is alive; a lock left by a process
- * that died (kill -9) is taken over.
- */
-function lockRunDir(runDir: string): () => void {
-  const path = join(runDir, 'run.lock');
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const fd = openSync(path, 'wx');
-      writeSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      return () => rmSync(path, { force: true });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
-    }
-    const pid = Number(readFileSync(path, 'utf8').trim());
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
-      throw new Error(`${runDir} is in use by another training process (pid ${pid}, see ${path}); nothing there was changed. Wait for it, or choose another --out.`);
-    }
-    rmSync(path, { force: true }); // stale: its process is gone
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** The batch settings against the number of training pairs (checked before any GPU work). */
 export function checkBatchFits(o: Pick<TrainOptions, 'batch' | 'accum'>, trainPairs: number): void {
   if (trainPairs < 2) throw new Error(`Only ${trainPairs} training pair(s): contrastive training needs at least 2 (lower --val-fraction or add data).`);
@@ -378,207 +302,386 @@ export function checkBatchFits(o: Pick<TrainOptions, 'batch' | 'accum'>, trainPa
   }
 }
 
-export async function train(device: Device, o: TrainOptions, hooks: TrainHooks = {}): Promise<TrainResult> {
-  const log = hooks.log ?? ((l: string) => process.stderr.write(l + '\n'));
-  const runDir = resolve(o.out);
-  if (!o.resume) refuseExistingRun(runDir);
-  // A run directory this call creates is removed again if the run fails before its first step.
-  const createdRunDir = !existsSync(runDir);
+// --- openRun: the run directory and its lock -----------------------------------------------------
 
-  // Data first: a bad dataset should fail in seconds, before any GPU work.
-  const dataset = loadDataset(o.data, { onWarn: log });
-  const { train: trainPairs, val: valPairs } = splitByValFraction(dataset.pairs, o.valFraction, o.seed);
-  log(`data: ${dataset.pairs.length} pairs in ${o.data} (${trainPairs.length} train, ${valPairs.length} val)`);
-  checkBatchFits(o, trainPairs.length);
+const LOCK_FILE = 'run.lock';
 
-  let stepped = false;
+/** The run directory, locked by this process. */
+interface OpenRun {
+  runDir: string;
+  /** This process created the directory, so it may remove it again if the run fails before its first step. */
+  created: boolean;
+  /** What a crash left there (for a new run: only temporary files), put right by prepareRun. */
+  inspection: RunInspection;
+  /** The checkpoint to continue from (--resume), or null: the run starts at step 0. */
+  checkpoint: Checkpoint | null;
+  release(): void;
+}
+
+interface LockOwner {
+  pid: number;
+  host: string | null;
+  text: string;
+}
+
+/** Who holds `path` ("<pid> <host>"), or null when it is gone. A directory in its place is an error that says what to do. */
+function readLock(path: string): LockOwner | null {
+  let text: string;
   try {
-    const outProblem = writableProblem(runDir);
-    if (outProblem) throw new Error(`Output directory ${runDir}: ${outProblem}. Choose another --out.`);
-    const cacheProblem = o.teacherCache ? writableProblem(o.cacheDir) : null;
-    if (cacheProblem) throw new Error(`Teacher cache directory ${o.cacheDir}: ${cacheProblem}. Choose another --cache-dir (or set GENALIGN_CACHE_DIR), or pass --no-teacher-cache.`);
-
-    makeDirs(runDir);
-    const unlock = lockRunDir(runDir);
-    try {
-      return await trainLocked(device, o, hooks, log, runDir, trainPairs, valPairs, () => (stepped = true));
-    } finally {
-      unlock();
+    if (lstatSync(path).isDirectory()) {
+      throw new Error(`${path} is a directory, but genalign keeps the lock file of a training run there. Remove it (rmdir ${path}) and run the command again.`);
     }
+    text = readFileSync(path, 'utf8');
   } catch (e) {
-    if (createdRunDir && !stepped) {
-      try {
-        rmSync(runDir, { recursive: true, force: true });
-      } catch {
-        // Nothing was created there (e.g. --out under a file): the original error is what matters.
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+  const [pid, host] = text.trim().split(/\s+/);
+  return { pid: Number(pid), host: host ?? null, text };
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Why `owner` still holds the run directory, or null when its lock is stale (its process is gone, or it is this process's own). */
+function lockHeldProblem(runDir: string, path: string, owner: LockOwner): string | null {
+  if (owner.host !== null && owner.host !== hostname()) {
+    return `${runDir} is locked by a training process on another machine (pid ${owner.pid} on ${owner.host}, see ${path}); nothing there was changed. If no trainer runs there any more, delete ${path}.`;
+  }
+  if (Number.isInteger(owner.pid) && owner.pid > 0 && owner.pid !== process.pid && processAlive(owner.pid)) {
+    return `${runDir} is in use by another training process (pid ${owner.pid}, see ${path}); nothing there was changed. Wait for it, or choose another --out.`;
+  }
+  return null;
+}
+
+/**
+ * Takes run.lock (created with O_EXCL, holding "<pid> <host>") and returns its release. A lock
+ * whose process is gone (kill -9) is taken over: renamed aside first, so that of two trainers
+ * that both found it stale only one can take it, and checked after the rename in case a live
+ * lock had replaced it meanwhile (that one is put back).
+ */
+function acquireLock(runDir: string, files: FileOps, log: (l: string) => void): () => void {
+  const path = join(runDir, LOCK_FILE);
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      files.write(path, [`${process.pid} ${hostname()}\n`], { exclusive: true });
+      let held = true;
+      return () => {
+        if (!held) return;
+        held = false;
+        try {
+          files.unlink(path);
+        } catch (e) {
+          // A lock that stays behind is stale once this process exits; the next start takes it over.
+          log(`warning: ${(e as Error).message}`);
+        }
+      };
+    } catch (e) {
+      if (!(e instanceof FileOpError) || e.code !== 'EEXIST') {
+        if (e instanceof FileOpError) throw new FileOpError('write', path, e.code, e.detail, `Output directory ${runDir}: cannot create ${path} (${errnoReason(e)}). Choose another --out.`);
+        throw e;
       }
     }
+    const owner = readLock(path);
+    if (!owner) continue;
+    const held = lockHeldProblem(runDir, path, owner);
+    if (held) throw new Error(held);
+    const aside = join(runDir, `.run.lock.stale-${process.pid}`);
+    try {
+      files.rename(path, aside);
+    } catch (e) {
+      if ((e as FileOpError).code === 'ENOENT') continue;
+      throw e;
+    }
+    const moved = readLock(aside);
+    if (moved && moved.text !== owner.text) {
+      try {
+        files.link(aside, path);
+      } finally {
+        files.unlink(aside);
+      }
+      throw new Error(lockHeldProblem(runDir, path, moved) ?? `${runDir} is in use by another training process (see ${path}).`);
+    }
+    files.unlink(aside);
+  }
+  throw new Error(`${path}: could not take the lock (another process keeps replacing it); nothing there was changed.`);
+}
+
+/** A short list of directory entries for messages. */
+function entryList(names: string[]): string {
+  return names.length > 5 ? `${names.slice(0, 5).join(', ')}, … ${names.length} entries` : names.join(', ');
+}
+
+/** Entries of a directory that are not this trainer's own lock or temporary files. */
+function contentOf(runDir: string): string[] {
+  return readdirSync(runDir).filter((f) => f !== LOCK_FILE && !isRunTemp(f)).sort();
+}
+
+/**
+ * Why a new run may not use `runDir`, or null when it may: a new run only uses a directory
+ * that does not exist yet or is empty (but for a stale lock and temporary files), so nothing a
+ * user or another run put there can be overwritten.
+ */
+function newRunProblem(runDir: string): string | null {
+  if (!existsSync(runDir)) return null;
+  if (!statSync(runDir).isDirectory()) return `Output directory ${runDir} is a file, not a directory. Choose another --out.`;
+  const lock = join(runDir, LOCK_FILE);
+  if (existsSync(lock)) {
+    const owner = readLock(lock);
+    const held = owner && lockHeldProblem(runDir, lock, owner);
+    if (held) return held;
+  }
+  const content = contentOf(runDir);
+  if (!content.length) return null;
+  const runFiles = content.filter((f) => f === METRICS_FILE || f === CHECKPOINTS_DIR || f === ADAPTER_DIR || (f === 'config.json' && isRunConfig(join(runDir, f))));
+  if (runFiles.length) {
+    const hasCheckpoint = inspectRunQuietly(runDir);
+    return hasCheckpoint
+      ? `${runDir} already holds a run (${runFiles.join(', ')}); nothing there was changed. Continue it with: npm run train -- --resume ${runDir}, or choose another --out.`
+      : `${runDir} already holds a run that stopped before its first checkpoint (${runFiles.join(', ')}); nothing there was changed. Start it again from step 0 with its saved options: npm run train -- --resume ${runDir}, or choose another --out.`;
+  }
+  return `Output directory ${runDir} is not empty (${entryList(content)}): a new run uses only a new or empty directory, so that nothing already there is overwritten; nothing there was changed. Choose another --out (it is created).`;
+}
+
+/** Whether the run directory has a checkpoint to continue from (false when it cannot tell). */
+function inspectRunQuietly(runDir: string): boolean {
+  try {
+    return inspectRun(runDir).latest !== null;
+  } catch {
+    return true;
+  }
+}
+
+/** Whether `path` is the config.json of a genalign run (it records configHash), not e.g. an HF model's. */
+function isRunConfig(path: string): boolean {
+  try {
+    const j = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+    return typeof j.configHash === 'string';
+  } catch {
+    return false;
+  }
+}
+
+/** Creates `runDir` (and missing parents); true when this call created it, false when it existed. */
+function createRunDir(runDir: string, files: FileOps): boolean {
+  let d = dirname(runDir);
+  while (!existsSync(d)) d = dirname(d);
+  if (!statSync(d).isDirectory()) throw new Error(`Output directory ${runDir}: ${d} is a file, so nothing can be created under it. Choose another --out.`);
+  try {
+    makeDirs(dirname(runDir), files);
+    files.mkdir(runDir);
+    return true;
+  } catch (e) {
+    if (e instanceof FileOpError && e.code === 'EEXIST' && existsSync(runDir) && statSync(runDir).isDirectory()) return false;
+    if (e instanceof FileOpError) throw new Error(`Output directory ${runDir}: cannot create it (${errnoReason(e)}). Choose another --out.`);
     throw e;
   }
 }
 
-/** Model, student and the run itself, with the run directory locked. */
-async function trainLocked(device: Device, o: TrainOptions, hooks: TrainHooks, log: (l: string) => void, runDir: string, trainPairs: Pair[], valPairs: Pair[], onStepped: () => void): Promise<TrainResult> {
-  const loaded = loadModel(o.model, device, o.seed);
-  const model = loaded.model;
-  let pre: PreprocessConfig;
-  try {
-    pre = modelPreprocessing(loaded);
-  } catch (e) {
-    model.dispose();
-    throw e;
+/**
+ * Opens the run directory for this run, with nothing in it changed but the lock: a new run
+ * creates the directory (or takes an empty one) and locks it; --resume locks it, reads where a
+ * crash left it and loads the checkpoint to continue from, which must fit the run's options.
+ */
+function openRun(o: TrainOptions, totalSteps: number, files: FileOps, log: (l: string) => void): OpenRun {
+  const runDir = resolve(o.out);
+  if (!o.resume) {
+    const early = newRunProblem(runDir);
+    if (early) throw new Error(early);
+    const created = createRunDir(runDir, files);
+    const release = acquireLock(runDir, files, log);
+    try {
+      // Checked again under the lock: another process may have used the directory meanwhile.
+      const late = newRunProblem(runDir);
+      if (late) throw new Error(late);
+      return { runDir, created, inspection: inspectRun(runDir), checkpoint: null, release };
+    } catch (e) {
+      release();
+      throw e;
+    }
   }
-  const student = makeStudent(model, o, device);
+  if (!existsSync(runDir) || !statSync(runDir).isDirectory()) throw new Error(`--resume ${o.resume}: not a directory`);
+  const release = acquireLock(runDir, files, log);
   try {
-    return await runTraining(device, o, { ...hooks, onStep: (r, total) => (onStepped(), hooks.onStep?.(r, total)) }, log, runDir, trainPairs, valPairs, loaded, pre, student);
+    const inspection = inspectRun(runDir);
+    const checkpoint = inspection.latest ? loadCheckpoint(inspection.latest.dir) : null;
+    if (checkpoint) {
+      const saved = checkpoint.state.configHash;
+      if (saved !== configHash(o) && saved !== configHashBeforeSchema(o)) {
+        throw new Error(`--resume ${o.resume}: ${checkpoint.dir} was trained with other options than ${join(runDir, 'config.json')} holds (model, data, batch, lr, LoRA or seed); nothing was changed. Resume with the run's own config.json.`);
+      }
+      if (totalSteps < checkpoint.state.step) {
+        throw new Error(`--resume ${o.resume}: the run is already at step ${checkpoint.state.step}, past the ${totalSteps} steps asked for; nothing was changed. Resume with --steps ${checkpoint.state.step} or more.`);
+      }
+    }
+    return { runDir, created: false, inspection, checkpoint, release };
   } catch (e) {
-    // On failure nothing is handed to the caller: free the model and the student here.
-    student.lora.dispose();
-    student.projection?.dispose();
-    model.dispose();
+    release();
     throw e;
   }
 }
 
-async function runTraining(
-  device: Device,
-  o: TrainOptions,
-  hooks: TrainHooks,
-  log: (l: string) => void,
-  runDir: string,
-  trainPairs: Pair[],
-  valPairs: Pair[],
-  loaded: LoadedModel,
-  pre: PreprocessConfig,
-  student: StudentState,
-): Promise<TrainResult> {
-  const model = loaded.model;
-  const adapterBytes = student.params.reduce((a, p) => a + p.byteLength, 0);
-  checkFreeSpace(runDir, 6 * adapterBytes * (o.keepCheckpoints + 1) + 16 * 2 ** 20);
-
-  const microBatch = o.batch;
-  const dropLast = trainPairs.length >= 2 * microBatch;
-  const loader0 = new PairLoader(trainPairs, { batchSize: microBatch, preprocess: pre, seed: o.seed, prefetch: 0, dropLast, batchesPerStep: o.accum });
-  const stepsPerEpoch = loader0.batchesPerEpoch / o.accum;
-  await loader0.close();
-  const totalSteps = o.steps > 0 ? o.steps : o.epochs * stepsPerEpoch;
-  if (!(totalSteps > 0)) throw new Error('Nothing to train: set --steps or --epochs to a positive number.');
-  if (o.warmup >= totalSteps) log(`warning: --warmup ${o.warmup} is not shorter than the run (${totalSteps} steps): the learning rate never reaches --lr ${o.lr}`);
-
-  const sched: ScheduleOptions = { baseLr: o.lr, minLr: o.minLr, warmupSteps: o.warmup, totalSteps, restartPeriod: o.restartPeriod, restartMult: o.restartMult };
-  const optimizer = makeOptimizer(student.params, o);
-
-  let cache: TeacherCache | null = null;
-  if (o.teacherCache) {
-    cache = new TeacherCache(o.cacheDir, modelKey(loaded.source, model.cfg, pre, o.seed), model.cfg.projectionDim);
-    const complete = await warmTeacherCache(device, model, pre, [...trainPairs, ...valPairs], cache, Math.max(o.batch, 8), log, hooks.shouldStop).catch((e: unknown) => oomHelp(e, o));
-    if (!complete) {
-      log('stopped while filling the teacher cache; what was embedded is saved, so running the same command again continues from there');
-      optimizer.dispose();
-      return { runDir, steps: 0, stoppedEarly: true, lastLoss: null, valPairs, model: loaded, lora: student.lora, projection: student.projection, pre, teacherCache: cache };
-    }
+/**
+ * A new run that fails before its first step leaves nothing behind in a directory it created:
+ * its own files are removed, then the directory if it is empty (anything else put there stays).
+ */
+function abandonNewRun(run: OpenRun, files: FileOps): void {
+  for (const f of ['config.json', METRICS_FILE, CHECKPOINTS_DIR, ...readdirSync(run.runDir).filter(isRunTemp)]) {
+    const p = join(run.runDir, f);
+    if (existsSync(p)) removeTree(p, files);
   }
+  run.release();
+  try {
+    files.rmdir(run.runDir);
+  } catch {
+    // Not empty (something else was put there) or already gone: leave it.
+  }
+}
 
-  // Resume: LoRA weights, optimizer moments, step and data position.
-  let startStep = 0;
-  let start = { epoch: 0, batch: 0 };
-  const metricsPath = join(runDir, 'metrics.jsonl');
-  if (o.resume) {
-    const ckpt = loadLatestCheckpoint(runDir);
-    if (!ckpt) throw new Error(`--resume ${o.resume}: no checkpoint found in ${join(runDir, 'checkpoints')}`);
-    if (ckpt.state.configHash !== configHash(o)) {
-      throw new Error(`--resume ${o.resume}: the checkpoint was trained with different options (model, data, batch, lr, LoRA or seed); resume with the run's own config.json`);
-    }
-    const saved = readPeftAdapter(ckpt.dir, model.cfg, device);
+// --- buildStudent: model, student and optimizer, restored from the checkpoint --------------------
+
+interface Built {
+  loaded: LoadedModel;
+  pre: PreprocessConfig;
+  student: StudentState;
+  optimizer: AdamW;
+}
+
+/** Copies a checkpoint's LoRA weights (and projection) into the student and its moments into the optimizer. */
+async function restoreStudent(device: Device, model: ClipVisionModel, student: StudentState, optimizer: AdamW, ckpt: Checkpoint): Promise<void> {
+  const saved = readPeftAdapter(ckpt.dir, model.cfg, device);
+  try {
     for (const [path, pair] of student.lora.pairs) {
       const s = saved.get(path);
       if (!s) throw new Error(`--resume: checkpoint ${ckpt.dir} has no LoRA weights for ${path}`);
       device.batch.copy(s.a.buffer, 0, pair.a.buffer, 0, pair.a.byteLength);
       device.batch.copy(s.b.buffer, 0, pair.b.buffer, 0, pair.b.byteLength);
     }
-    await device.sync();
     if (student.projection) {
       if (!saved.projection) throw new Error(`--resume: checkpoint ${ckpt.dir} has no student projection (visual_projection in adapter_model.safetensors)`);
       device.batch.copy(saved.projection.buffer, 0, student.projection.buffer, 0, student.projection.byteLength);
-      await device.sync();
     }
+    await device.sync();
+  } finally {
     saved.dispose();
-    startStep = ckpt.state.step;
-    if (totalSteps < startStep) {
-      throw new Error(`--resume ${o.resume}: the run is already at step ${startStep}, past the ${totalSteps} steps asked for; nothing was changed. Resume with --steps ${startStep} or more.`);
-    }
-    optimizer.loadStateDict(ckpt.optimizer);
-    const before = ckpt.state.schedule as unknown as ScheduleOptions;
-    const was = learningRate(startStep, before);
-    const now = learningRate(startStep, sched);
-    if (before.totalSteps !== totalSteps && startStep < totalSteps && Math.abs(now - was) > 1e-9 * Math.max(now, was)) {
-      // --steps / --epochs changed: the cosine is laid over the new length, so the learning rate
-      // does not continue the way the checkpoint's schedule would have.
-      log(
-        `warning: the schedule now spans ${totalSteps} steps instead of ${before.totalSteps}: step ${startStep + 1} uses learning rate ` +
-          `${now.toExponential(2)} where the run's schedule had ${was.toExponential(2)} (step ${startStep} used ${learningRate(startStep - 1, before).toExponential(2)})`,
-      );
-    }
-    start = { epoch: ckpt.state.epoch, batch: ckpt.state.batchInEpoch };
-    // Drop log lines past the checkpoint so metrics.jsonl reads as one run.
-    if (existsSync(metricsPath)) {
-      // A line cut short by a crash (killed mid-write) is dropped like the steps after the checkpoint.
-      const stepOf = (l: string): number => {
-        try {
-          return (JSON.parse(l) as { step: number }).step;
-        } catch {
-          return Number.POSITIVE_INFINITY;
-        }
-      };
-      const kept = readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l && stepOf(l) <= startStep);
-      writeFileAtomic(metricsPath, kept.map((l) => l + '\n').join(''));
-    }
-    log(`resumed from ${ckpt.dir} at step ${startStep}`);
-  } else if (existsSync(metricsPath)) {
-    writeFileAtomic(metricsPath, '');
   }
-  // Written once the options are known to fit the run (a resume that is refused keeps the old one).
-  writeFileAtomic(resolvedConfigPath(runDir), JSON.stringify({ ...o, data: resolve(o.data), out: runDir, model: loaded.source, adapter: device.adapter, modelConfig: model.cfg, configHash: configHash(o) }, null, 2) + '\n');
+  optimizer.loadStateDict(ckpt.optimizer);
+}
 
-  const realById = new Map(trainPairs.map((p) => [p.id, p.real]));
-  const loader = new PairLoader(trainPairs, {
-    batchSize: microBatch,
-    preprocess: pre,
+async function buildStudent(device: Device, o: TrainOptions, checkpoint: Checkpoint | null): Promise<Built> {
+  const loaded = loadModel(o.model, device, o.seed);
+  try {
+    const pre = modelPreprocessing(loaded);
+    const student = makeStudent(loaded.model, o, device);
+    try {
+      const optimizer = makeOptimizer(student.params, o);
+      try {
+        if (checkpoint) await restoreStudent(device, loaded.model, student, optimizer, checkpoint);
+        return { loaded, pre, student, optimizer };
+      } catch (e) {
+        optimizer.dispose();
+        throw e;
+      }
+    } catch (e) {
+      student.lora.dispose();
+      student.projection?.dispose();
+      throw e;
+    }
+  } catch (e) {
+    loaded.model.dispose();
+    throw e;
+  }
+}
+
+// --- prepareRun: teacher cache, crash repair, config.json ----------------------------------------
+
+/** config.json: the saved options, the model's config, the adapter it ran on, and configHash. */
+function runConfigText(o: TrainOptions, built: Built, device: Device): string {
+  return JSON.stringify({ ...savedOptions(o), model: built.loaded.source, modelConfig: built.loaded.model.cfg, adapter: device.adapter, configHash: configHash(o) }, null, 2) + '\n';
+}
+
+/** Rewrites config.json when its content changes (a resume with another --steps, say). */
+function writeRunConfig(runDir: string, text: string, files: FileOps): void {
+  const path = join(runDir, 'config.json');
+  if (existsSync(path) && readFileSync(path, 'utf8') === text) return;
+  writeFileAtomic(path, text, files);
+}
+
+// --- stepLoop ---------------------------------------------------------------------------------------
+
+interface LoopContext {
+  device: Device;
+  o: TrainOptions;
+  hooks: TrainHooks;
+  files: FileOps;
+  log: (l: string) => void;
+  runDir: string;
+  built: Built;
+  cache: TeacherCache | null;
+  trainPairs: Pair[];
+  sched: ScheduleOptions;
+  totalSteps: number;
+  startStep: number;
+  start: { epoch: number; batch: number };
+  /** Training time before this process (from the checkpoint). */
+  elapsedBefore: number;
+}
+
+interface LoopResult {
+  step: number;
+  stoppedEarly: boolean;
+  lastLoss: number | null;
+}
+
+/** Writes the checkpoint after `step` (weights checked finite first) and publishes its adapter. */
+async function writeCheckpoint(ctx: LoopContext, step: number, position: { epoch: number; batch: number }, lastLoss: number | null, elapsedS: number): Promise<void> {
+  const { o, built, runDir } = ctx;
+  for (const p of built.student.params) {
+    const data = await p.read();
+    const bad = data.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) {
+      throw new NonFiniteLossError(`${p.name ?? 'a trainable tensor'}[${bad}] = ${data[bad]} after step ${step}: not writing ${checkpointName(step)}. ${divergedCheckpointNote(runDir, step, o.lr, ctx.files, o.model)}`);
+    }
+  }
+  const state: TrainerState = {
+    step, epoch: position.epoch, batchInEpoch: position.batch, seed: o.seed, configHash: configHash(o), lastLoss,
+    schedule: { ...ctx.sched }, elapsedS,
+  };
+  await saveCheckpoint(runDir, built.student.lora, built.loaded.source, await built.optimizer.stateDict(), state, o.keepCheckpoints, ctx.files);
+}
+
+async function stepLoop(ctx: LoopContext): Promise<LoopResult> {
+  const { device, o, hooks, files, built, cache } = ctx;
+  const model = built.loaded.model;
+  const metricsPath = join(ctx.runDir, METRICS_FILE);
+  const realById = new Map(ctx.trainPairs.map((p) => [p.id, p.real]));
+  const loader = new PairLoader(ctx.trainPairs, {
+    batchSize: o.batch,
+    preprocess: built.pre,
     seed: o.seed,
     prefetch: 2 * o.accum,
     maxBadFraction: o.maxBadFraction,
-    onWarn: log,
-    start,
-    dropLast,
+    onWarn: ctx.log,
+    start: ctx.start,
+    dropLast: ctx.trainPairs.length >= 2 * o.batch,
     batchesPerStep: o.accum,
-    realNeeded: cache ? (id) => !cache!.has(fileKey(realById.get(id)!)) : undefined,
+    realNeeded: cache ? (id) => !cache.has(fileKey(realById.get(id)!)) : undefined,
   });
-
-  hooks.onStart?.({ totalSteps, startStep, trainPairs: trainPairs.length, valPairs: valPairs.length, runDir, adapter: device.adapter.name });
   const D = model.cfg.projectionDim;
   const t0 = Date.now();
+  const elapsed = (): number => ctx.elapsedBefore + (Date.now() - t0) / 1000;
   let lastLoss: number | null = null;
-  let step = startStep;
-  let position = start;
+  let step = ctx.startStep;
+  let position = ctx.start;
   let stoppedEarly = false;
-
-  const checkpoint = async (): Promise<void> => {
-    for (const p of student.params) {
-      const data = await p.read();
-      const bad = data.findIndex((v) => !Number.isFinite(v));
-      if (bad >= 0) {
-        throw new NonFiniteLossError(`${p.name ?? 'a trainable tensor'}[${bad}] = ${data[bad]} after step ${step}: not writing ${checkpointName(step)}. ${divergedCheckpointNote(runDir, step, o.lr)}`);
-      }
-    }
-    const state: TrainerState = {
-      step, epoch: position.epoch, batchInEpoch: position.batch, seed: o.seed, configHash: configHash(o), lastLoss,
-      schedule: { ...sched },
-    };
-    await saveCheckpoint(runDir, student.lora, loaded.source, await optimizer.stateDict(), state, o.keepCheckpoints);
-  };
-
   try {
-    while (step < totalSteps) {
+    while (step < ctx.totalSteps) {
       const stepStart = Date.now();
       const micro: PairBatch[] = [];
       for (let k = 0; k < o.accum; k++) micro.push(await loader.next());
@@ -586,59 +689,184 @@ async function runTraining(
       const nextPos = { epoch: last.epoch + Math.floor((last.index + 1) / loader.batchesPerEpoch), batch: (last.index + 1) % loader.batchesPerEpoch };
 
       // Teacher side for the whole effective batch.
-      const teach: Float32Array[] = [];
-      for (const b of micro) teach.push(await teacherEmbeddings(device, model, b, cache));
       const rows = micro.reduce((a, b) => a + b.ids.length, 0);
-      const all = new Float32Array(rows * D);
+      const teacher = new Float32Array(rows * D);
       let off = 0;
-      for (const t of teach) {
-        all.set(t, off);
+      for (const b of micro) {
+        const t = await teacherEmbeddings(device, model, b, cache, o.model);
+        teacher.set(t, off);
         off += t.length;
       }
 
-      let { loss, accuracy: acc } = await accumulateGradients(device, model, student, o.tau, micro.map((b) => ({ generated: b.generated, n: b.ids.length })), all);
-      if (step + 1 === testHook('GENALIGN_TEST_NAN_AT_STEP')) loss = Number.NaN;
+      const res = await accumulateGradients(device, model, built.student, o.tau, micro.map((b) => ({ generated: b.generated, n: b.ids.length })), teacher);
+      const loss = hooks.transformLoss ? hooks.transformLoss(step + 1, res.loss) : res.loss;
       if (!Number.isFinite(loss)) {
-        optimizer.zeroGrad();
-        throw new NonFiniteLossError(`Loss became ${loss} at step ${step + 1}; stopping without applying this update. ${divergedCheckpointNote(runDir, step, o.lr)}`);
+        built.optimizer.zeroGrad();
+        throw new NonFiniteLossError(`Loss became ${loss} at step ${step + 1}; stopping without applying this update. ${divergedCheckpointNote(ctx.runDir, step, o.lr, files, o.model)}`);
       }
-      const lr = learningRate(step, sched);
-      const normT = optimizer.step(lr);
+      const lr = learningRate(step, ctx.sched);
+      const normT = built.optimizer.step(lr);
       const gradNorm = await normT.item();
       normT.dispose();
-      optimizer.zeroGrad();
+      built.optimizer.zeroGrad();
       if (!Number.isFinite(gradNorm)) {
         // The loss was finite but a gradient was not: the update just applied spoiled the
         // weights in memory, so this step is neither logged nor checkpointed.
-        throw new NonFiniteLossError(`The gradient norm became ${gradNorm} at step ${step + 1} (the loss was ${loss}); stopping before this step is logged or saved. ${divergedCheckpointNote(runDir, step, o.lr)}`);
+        throw new NonFiniteLossError(`The gradient norm became ${gradNorm} at step ${step + 1} (the loss was ${loss}); stopping before this step is logged or saved. ${divergedCheckpointNote(ctx.runDir, step, o.lr, files, o.model)}`);
       }
       step++;
       position = nextPos;
       lastLoss = loss;
       const rec: StepRecord = {
-        step, epoch: last.epoch, loss, accuracy: acc, lr, grad_norm: gradNorm,
-        images_per_s: rows / ((Date.now() - stepStart) / 1000), elapsed_s: (Date.now() - t0) / 1000,
+        step, epoch: last.epoch, loss, accuracy: res.accuracy, lr, grad_norm: gradNorm,
+        images_per_s: rows / ((Date.now() - stepStart) / 1000), elapsed_s: elapsed(),
       };
-      appendFileSync(metricsPath, JSON.stringify(rec) + '\n');
-      hooks.onStep?.(rec, totalSteps);
-      if (step % o.saveEvery === 0 || step === totalSteps) await checkpoint();
-      const delay = testHook('GENALIGN_TEST_STEP_DELAY_MS');
-      if (delay) await new Promise((r) => setTimeout(r, delay));
-      if (hooks.shouldStop?.() && step < totalSteps) {
-        if (step % o.saveEvery !== 0) await checkpoint();
-        log(`stopped at step ${step}; checkpoint written. Resume with: npm run train -- --resume ${runDir}`);
+      files.append(metricsPath, JSON.stringify(rec) + '\n');
+      if (step % o.saveEvery === 0 || step === ctx.totalSteps) await writeCheckpoint(ctx, step, position, lastLoss, elapsed());
+      await hooks.onStep?.(rec, ctx.totalSteps);
+      if (hooks.shouldStop?.() && step < ctx.totalSteps) {
+        if (step % o.saveEvery !== 0) await writeCheckpoint(ctx, step, position, lastLoss, elapsed());
+        ctx.log(`stopped at step ${step}; checkpoint written. Resume with: npm run train -- --resume ${ctx.runDir}`);
         stoppedEarly = true;
         break;
       }
     }
   } catch (e) {
     await loader.close();
-    optimizer.dispose();
     oomHelp(e, o);
   }
   await loader.close();
-  optimizer.dispose();
-  if (loader.badCount > 0) log(`warning: skipped ${loader.badCount} unreadable image file(s) of ${loader.seenCount} decoded (pairs with them were left out of their batches)`);
-  if (step === startStep && step === totalSteps) log(`nothing to do: the run is already at step ${step}/${totalSteps}`);
-  return { runDir, steps: step, stoppedEarly, lastLoss, valPairs, model: loaded, lora: student.lora, projection: student.projection, pre, teacherCache: cache };
+  if (loader.badCount > 0) ctx.log(`warning: skipped ${loader.badCount} unreadable image file(s) of ${loader.seenCount} decoded (pairs with them were left out of their batches)`);
+  return { step, stoppedEarly, lastLoss };
+}
+
+// --- finalEval ------------------------------------------------------------------------------------
+
+async function finalEval(device: Device, o: TrainOptions, built: Built, valPairs: Pair[], runDir: string, cache: TeacherCache | null, files: FileOps, log: (l: string) => void): Promise<EvalOutput | null> {
+  if (!o.eval) return null;
+  if (valPairs.length < 2) {
+    log('eval skipped: fewer than 2 val pairs (raise --val-fraction)');
+    return null;
+  }
+  log(`eval on ${valPairs.length} held-out pairs…`);
+  const adapterDir = join(runDir, ADAPTER_DIR);
+  return evaluatePairs(device, built.loaded.model, built.student.lora, built.student.projection ?? undefined, built.pre, valPairs, runDir, {
+    batch: o.batch,
+    plot: o.plot,
+    seed: o.seed,
+    log,
+    files,
+    student: {
+      name: `the LoRA student (${adapterDir})`,
+      hint: `Its weights have likely diverged in training (too high a --lr): use an earlier checkpoint of the run (checkpoints/step-*), or retrain with a lower --lr. Nothing was written to ${runDir}.`,
+    },
+  }, cache);
+}
+
+// --- train: the stages in order ---------------------------------------------------------------------
+
+export async function train(device: Device, o: TrainOptions, hooks: TrainHooks = {}): Promise<TrainResult> {
+  const log = hooks.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const files = hooks.files ?? nodeFiles;
+
+  // Data and flags first: a bad dataset should fail in seconds, before the run directory is
+  // touched or any GPU work starts.
+  const dataset = loadDataset(o.data, { onWarn: log });
+  const { train: trainPairs, val: valPairs } = splitByValFraction(dataset.pairs, o.valFraction, o.seed);
+  log(`data: ${dataset.pairs.length} pairs in ${o.data} (${trainPairs.length} train, ${valPairs.length} val)`);
+  checkBatchFits(o, trainPairs.length);
+  const totalSteps = o.steps > 0 ? o.steps : (o.epochs * epochBatches(trainPairs.length, o.batch, trainPairs.length >= 2 * o.batch, o.accum)) / o.accum;
+  if (!(totalSteps > 0)) throw new Error('Nothing to train: set --steps or --epochs to a positive number.');
+  if (o.warmup >= totalSteps) log(`warning: --warmup ${o.warmup} is not shorter than the run (${totalSteps} steps): the learning rate never reaches --lr ${o.lr}`);
+  const cacheProblem = o.teacherCache ? writableProblem(o.cacheDir) : null;
+  if (cacheProblem) throw new Error(`Teacher cache directory ${o.cacheDir}: ${cacheProblem}. Choose another --cache-dir (or set GENALIGN_CACHE_DIR), or pass --no-teacher-cache.`);
+
+  const run = openRun(o, totalSteps, files, log);
+  try {
+    const built = await buildStudent(device, o, run.checkpoint);
+    try {
+      return await runStages(device, o, hooks, files, log, run, built, trainPairs, valPairs, totalSteps);
+    } catch (e) {
+      // On failure nothing is handed to the caller: free the model and the student here.
+      built.student.lora.dispose();
+      built.student.projection?.dispose();
+      built.loaded.model.dispose();
+      throw e;
+    }
+  } catch (e) {
+    // A run that logged no step has nothing worth keeping in a directory it created.
+    const metrics = join(run.runDir, METRICS_FILE);
+    if (run.created && !(existsSync(metrics) && statSync(metrics).size > 0)) {
+      try {
+        abandonNewRun(run, files);
+      } catch {
+        // Leaving a few files is better than hiding the error that stopped the run.
+      }
+    }
+    if (isNoSpace(e)) {
+      const next = existsSync(join(run.runDir, 'config.json')) ? `continue the run with: npm run train -- --resume ${run.runDir}` : 'run the same command again';
+      throw new Error(`${(e as Error).message}\nThe disk is full. Nothing already written was lost: free some space, then ${next}`);
+    }
+    throw e;
+  } finally {
+    run.release();
+  }
+}
+
+/** Everything after the student exists: teacher cache, repair and config.json, the steps, the final eval. */
+async function runStages(device: Device, o: TrainOptions, hooks: TrainHooks, files: FileOps, log: (l: string) => void, run: OpenRun, built: Built, trainPairs: Pair[], valPairs: Pair[], totalSteps: number): Promise<TrainResult> {
+  const model = built.loaded.model;
+  const ckpt = run.checkpoint;
+  const sched: ScheduleOptions = { baseLr: o.lr, minLr: o.minLr, warmupSteps: o.warmup, totalSteps, restartPeriod: o.restartPeriod, restartMult: o.restartMult };
+  const startStep = ckpt?.state.step ?? 0;
+  const result = (steps: number, stoppedEarly: boolean, lastLoss: number | null, cache: TeacherCache | null, ev: EvalOutput | null): TrainResult => ({
+    runDir: run.runDir, steps, stoppedEarly, lastLoss, valPairs, model: built.loaded, lora: built.student.lora, projection: built.student.projection, pre: built.pre, teacherCache: cache, eval: ev,
+  });
+  try {
+    let cache: TeacherCache | null = null;
+    if (o.teacherCache) {
+      cache = new TeacherCache(o.cacheDir, modelKey(built.loaded.source, model.cfg, built.pre, o.seed), model.cfg.projectionDim);
+      const complete = await warmTeacherCache(device, model, built.pre, [...trainPairs, ...valPairs], cache, Math.max(o.batch, 8), log, hooks.shouldStop).catch((e: unknown) => oomHelp(e, o));
+      if (!complete) {
+        log('stopped while filling the teacher cache; what was embedded is saved, so running the same command again continues from there');
+        return result(startStep, true, null, cache, null);
+      }
+    }
+    const adapterBytes = built.student.params.reduce((a, p) => a + p.byteLength, 0);
+    checkFreeSpace(run.runDir, 6 * adapterBytes * (o.keepCheckpoints + 1) + 16 * 2 ** 20);
+
+    // Everything is checked: put right what a crash left, then record the options.
+    repairRun(run.inspection, o.keepCheckpoints, files, log);
+    writeRunConfig(run.runDir, runConfigText(o, built, device), files);
+    if (ckpt) {
+      const before = ckpt.state.schedule as unknown as ScheduleOptions;
+      const was = learningRate(startStep, before);
+      const now = learningRate(startStep, sched);
+      if (before.totalSteps !== totalSteps && startStep < totalSteps && Math.abs(now - was) > 1e-9 * Math.max(now, was)) {
+        // --steps / --epochs changed: the cosine is laid over the new length, so the learning rate
+        // does not continue the way the checkpoint's schedule would have.
+        log(
+          `warning: the schedule now spans ${totalSteps} steps instead of ${before.totalSteps}: step ${startStep + 1} uses learning rate ` +
+            `${now.toExponential(2)} where the run's schedule had ${was.toExponential(2)} (step ${startStep} used ${learningRate(startStep - 1, before).toExponential(2)})`,
+        );
+      }
+      log(`resumed from ${ckpt.dir} at step ${startStep}`);
+    } else if (o.resume) {
+      log(`no checkpoint in ${join(run.runDir, CHECKPOINTS_DIR)} yet: starting the run from step 0 with its saved options`);
+    }
+
+    hooks.onStart?.({ totalSteps, startStep, trainPairs: trainPairs.length, valPairs: valPairs.length, runDir: run.runDir, adapter: device.adapter.name });
+    const loop = await stepLoop({
+      device, o, hooks, files, log, runDir: run.runDir, built, cache, trainPairs, sched, totalSteps, startStep,
+      start: ckpt ? { epoch: ckpt.state.epoch, batch: ckpt.state.batchInEpoch } : { epoch: 0, batch: 0 },
+      elapsedBefore: ckpt?.state.elapsedS ?? 0,
+    });
+    if (loop.step === startStep && loop.step === totalSteps) log(`nothing to do: the run is already at step ${loop.step}/${totalSteps}`);
+    if (loop.stoppedEarly) return result(loop.step, true, loop.lastLoss, cache, null);
+    log(`adapter (PEFT): ${join(run.runDir, ADAPTER_DIR)}`);
+    const ev = await finalEval(device, o, built, valPairs, run.runDir, cache, files, log);
+    return result(loop.step, false, loop.lastLoss, cache, ev);
+  } finally {
+    built.optimizer.dispose();
+  }
 }

@@ -56,8 +56,12 @@ export interface Spawned {
   done: Promise<CliResult>;
 }
 
-export function spawnCli(command: 'train' | 'embed' | 'eval' | 'autotune', args: string[], env: Record<string, string> = {}): Spawned {
-  const child = spawn(process.execPath, ['--import', 'tsx', join('src', 'cli', `${command}.ts`), ...args], {
+/** A CLI command, or 'train-test': `train` with test doubles (test/helpers/train-child.ts: delays, faults, NaN losses set by env). */
+export type CliCommand = 'train' | 'embed' | 'eval' | 'autotune' | 'train-test';
+
+export function spawnCli(command: CliCommand, args: string[], env: Record<string, string> = {}): Spawned {
+  const entry = command === 'train-test' ? join('test', 'helpers', 'train-child.ts') : join('src', 'cli', `${command}.ts`);
+  const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
     cwd: ROOT,
     env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp/xdg', CI: 'true', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -73,7 +77,7 @@ export function spawnCli(command: 'train' | 'embed' | 'eval' | 'autotune', args:
   return { child, done };
 }
 
-export function runCli(command: 'train' | 'embed' | 'eval' | 'autotune', args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+export function runCli(command: CliCommand, args: string[], env: Record<string, string> = {}): Promise<CliResult> {
   return spawnCli(command, args, env).done;
 }
 

@@ -34,9 +34,10 @@ test('SIGKILL after checkpoint 4, then --resume: losses of steps 1..8 and the fi
   // The run must actually train (the loss changes), or the comparison below proves nothing.
   assert.ok(Math.abs(lossA[7] - lossA[0]) > 1e-3, `loss did not move: ${lossA}`);
 
-  const b = spawnCli('train', [...resumeArgs(cache), '--out', dirB], { GENALIGN_TEST_STEP_DELAY_MS: '300' });
-  // `latest` is rewritten right after the checkpoint directory is renamed into place.
-  await waitFor(fileSays(join(dirB, 'checkpoints', 'latest'), 'step-000004'), 'checkpoint step-000004', 60_000, b.done);
+  const b = spawnCli('train-test', [...resumeArgs(cache), '--out', dirB], { GENALIGN_TEST_STEP_DELAY_MS: '300' });
+  // `latest` names step-000004 and the checkpoint directory is in place (it is renamed in right after latest is written).
+  const ckpt4 = fileSays(join(dirB, 'checkpoints', 'latest'), 'step-000004');
+  await waitFor(() => ckpt4() && existsSync(join(dirB, 'checkpoints', 'step-000004')), 'checkpoint step-000004', 60_000, b.done);
   b.child.kill('SIGKILL');
   const killed = await b.done;
   assert.is(killed.signal, 'SIGKILL', 'run B was killed, not finished');
@@ -75,7 +76,7 @@ test('--resume refuses to change an option that changes the loss sequence (exit 
 
 test('Ctrl-C (SIGINT): checkpoint at the current step, exit code 130, message says how to --resume', async () => {
   const dir = join(root, 'runInt');
-  const s = spawnCli('train', ['--data', data, '--model', 'tiny', '--steps', '200', '--batch', '8', '--save-every', '1000', '--no-eval', '--val-fraction', '0', '--cache-dir', join(root, 'cache-int'), '--out', dir], { GENALIGN_TEST_STEP_DELAY_MS: '100' });
+  const s = spawnCli('train-test', ['--data', data, '--model', 'tiny', '--steps', '200', '--batch', '8', '--save-every', '1000', '--no-eval', '--val-fraction', '0', '--cache-dir', join(root, 'cache-int'), '--out', dir], { GENALIGN_TEST_STEP_DELAY_MS: '100' });
   // metrics.jsonl appears after step 1, long after the SIGINT handler is installed.
   await waitForFile(join(dir, 'metrics.jsonl'), 60_000, s.done);
   s.child.kill('SIGINT');
@@ -146,7 +147,8 @@ function checkHelp(out: string, specs: readonly FlagSpec[], command: string): vo
   for (const s of specs) {
     const line = lines.find((l) => l.trimStart().startsWith(`--${s.name} `) || l.trim() === `--${s.name}`);
     assert.ok(line, `${command} --help lists --${s.name}`);
-    if (s.default !== undefined) assert.ok(line.includes(`(default: ${String(s.default)})`), `${command} --help shows the default of --${s.name}: ${line}`);
+    const shown = s.default === undefined ? s.defaultText : String(s.default);
+    if (shown !== undefined) assert.ok(line.includes(`(default: ${shown})`), `${command} --help shows the default of --${s.name}: ${line}`);
   }
   assert.ok(lines.some((l) => l.trimStart().startsWith('--help')));
 }

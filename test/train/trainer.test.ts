@@ -13,7 +13,7 @@ import { ClipVisionModel } from '../../src/nn/vit.ts';
 import type { ForwardOptions } from '../../src/nn/vit.ts';
 import type { Tensor } from '../../src/tensor/tensor.ts';
 import { ensureDemoDataset } from '../../src/io/demo-data.ts';
-import { train, oomHelp, checkBatchFits, type TrainOptions, type TrainResult } from '../../src/train/trainer.ts';
+import { train, oomHelp, checkBatchFits, type TrainHooks, type TrainOptions, type TrainResult } from '../../src/train/trainer.ts';
 import { runTrain } from '../../src/cli/train-command.ts';
 import { ATTENTION_TARGETS } from '../../src/nn/lora.ts';
 import { assertClose } from '../helpers/fixtures.ts';
@@ -61,11 +61,11 @@ async function run(over: Partial<TrainOptions> = {}): Promise<Run> {
   return { result, logs, metrics, adapter };
 }
 
-async function failure(over: Partial<TrainOptions>): Promise<{ message: string; logs: string[] }> {
+async function failure(over: Partial<TrainOptions>, hooks: TrainHooks = {}): Promise<{ message: string; logs: string[] }> {
   const device = await getDevice();
   const logs: string[] = [];
   try {
-    const r = await train(device, options(over), { log: (l) => logs.push(l) });
+    const r = await train(device, options(over), { ...hooks, log: (l) => logs.push(l) });
     r.lora.dispose();
     r.model.model.dispose();
   } catch (e) {
@@ -74,14 +74,9 @@ async function failure(over: Partial<TrainOptions>): Promise<{ message: string; 
   throw new Error(`expected train(${JSON.stringify(over)}) to fail`);
 }
 
-/** failure() with the loss of step `step` replaced by NaN (the trainer's GENALIGN_TEST_NAN_AT_STEP hook). */
+/** failure() with the loss of step `step` replaced by NaN (the trainer's transformLoss hook). */
 async function failureWithNanAt(step: number, over: Partial<TrainOptions>): Promise<{ message: string; logs: string[] }> {
-  process.env.GENALIGN_TEST_NAN_AT_STEP = String(step);
-  try {
-    return await failure(over);
-  } finally {
-    delete process.env.GENALIGN_TEST_NAN_AT_STEP;
-  }
+  return failure(over, { transformLoss: (s, loss) => (s === step ? Number.NaN : loss) });
 }
 
 /** Counts forward passes without a LoRA adapter (= teacher forwards) while `fn` runs. */
@@ -158,7 +153,8 @@ test('metrics.jsonl: one line per step with the StepRecord keys; config.json hol
   assert.ok(r.metrics[2].lr < r.metrics[1].lr, 'cosine decay');
   const cfg = JSON.parse(readFileSync(join(r.result.runDir, 'config.json'), 'utf8')) as Record<string, unknown>;
   assert.is(cfg.data, data);
-  assert.is(cfg.out, r.result.runDir);
+  // Where the run and the cache live is per invocation: never read back from config.json.
+  assert.not.ok('out' in cfg || 'cacheDir' in cfg || 'resume' in cfg, Object.keys(cfg).join(', '));
   assert.is(cfg.model, 'tiny');
   assert.is(cfg.batch, 8);
   assert.is(cfg.steps, 3);
@@ -248,10 +244,13 @@ test('NaN loss (absurd --lr 1e30): the checkpoint whose weights gave it is set a
   assert.not.ok(existsSync(join(out, 'adapter')), 'adapter/ no longer offers the diverged weights');
   assert.ok(existsSync(join(out, 'adapter.nonfinite', 'adapter_model.safetensors')), 'the diverged adapter is kept aside, not deleted');
   assert.is(readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').length, 1);
-  assert.match((await failure({ out, lr: 1e30, clip: 0, steps: 6, saveEvery: 1, resume: out })).message, /no checkpoint found/);
+  // --resume with no checkpoint left starts the run again from step 0 (and it diverges again).
+  const again = await failure({ out, lr: 1e30, clip: 0, steps: 6, saveEvery: 1, resume: out });
+  assert.ok(again.logs.some((l) => /no checkpoint in .*checkpoints yet: starting the run from step 0 with its saved options/.test(l)), again.logs.join('\n'));
+  assert.match(again.message, /Loss became NaN at step 2/);
 });
 
-test('NaN loss at step 3 (GENALIGN_TEST_NAN_AT_STEP): checkpoint 2 is set aside, checkpoint 1 becomes latest and adapter/', async () => {
+test('NaN loss at step 3 (transformLoss hook): checkpoint 2 is set aside, checkpoint 1 becomes latest and adapter/', async () => {
   const out = join(root, 'run-nan-hook');
   const f = await failureWithNanAt(3, { out, steps: 6, saveEvery: 1 });
   assert.match(f.message, /Loss became NaN at step 3/);
@@ -273,18 +272,22 @@ test('a new run refuses a directory that holds a run; a failed start leaves no r
   const out = first.result.runDir;
   const metricsBefore = readFileSync(join(out, 'metrics.jsonl'), 'utf8');
   const refused = await failure({ out, steps: 3 });
-  assert.match(refused.message, /already holds a run \(metrics\.jsonl, checkpoints, adapter\); nothing there was changed\. Continue it with: npm run train -- --resume /);
+  assert.match(refused.message, /already holds a run \(adapter, checkpoints, config\.json, metrics\.jsonl\); nothing there was changed\. Continue it with: npm run train -- --resume /);
   assert.is(readFileSync(join(out, 'metrics.jsonl'), 'utf8'), metricsBefore);
   const fresh = join(root, 'run-failed-start');
   assert.match((await failure({ out: fresh, model: 'vit-h-99' })).message, /not a directory and not a preset/);
   assert.not.ok(existsSync(fresh), 'the run directory created for the failed run is gone');
 });
 
-test('a run that stopped before its first checkpoint: a new run there is refused with advice that fits (nothing to resume)', async () => {
+test('a run that stopped before its first checkpoint: a new run there is refused, --resume starts it again from step 0', async () => {
   const out = join(root, 'run-no-checkpoint');
   assert.match((await failureWithNanAt(2, { out, steps: 4, saveEvery: 500 })).message, /No checkpoint had been written yet\. Start a new run \(another --out, or delete /);
+  const metrics = readFileSync(join(out, 'metrics.jsonl'), 'utf8');
   const again = await failure({ out });
-  assert.match(again.message, /already holds a run that stopped before its first checkpoint \(metrics\.jsonl\), so there is nothing to resume; nothing there was changed\. Choose another --out, or delete that directory/);
+  assert.match(again.message, /already holds a run that stopped before its first checkpoint \(config\.json, metrics\.jsonl\); nothing there was changed\. Start it again from step 0 with its saved options: npm run train -- --resume /);
+  assert.is(readFileSync(join(out, 'metrics.jsonl'), 'utf8'), metrics, 'the refused run changed nothing');
+  const resumed = await run({ out, steps: 4, saveEvery: 500, resume: out });
+  assert.equal(resumed.metrics.map((m) => m.step), [1, 2, 3, 4], 'metrics.jsonl restarts with the run');
 });
 
 test('run.lock: a second trainer on a directory in use is refused; a lock left by a dead process is taken over', async () => {
@@ -439,7 +442,7 @@ test('unwritable output directory: fails before training (no metrics, no teacher
   const cacheDir = join(root, 'cache-unwritable');
   let message = '';
   try {
-    await train(device, options({ out: join(file, 'run'), cacheDir }), { onStep: () => steps++, onStart: () => steps++ });
+    await train(device, options({ out: join(file, 'run'), cacheDir }), { onStep: () => void steps++, onStart: () => void steps++ });
   } catch (e) {
     message = (e as Error).message;
   }
