@@ -9,6 +9,9 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { IMAGE_EXTENSIONS, imageDecodeError, preprocessImage, type PreprocessConfig } from './image.ts';
+import { inlineListWithRest, listWithRest } from '../gpu/problem-list.ts';
+
+export { LIST_LIMIT, listWithRest } from '../gpu/problem-list.ts';
 
 export interface Pair {
   id: string;
@@ -45,15 +48,6 @@ export interface LoadDatasetOptions {
 }
 
 export const MANIFEST_NAME = 'pairs.jsonl';
-/** How many paths a problem message lists before it says "... and N more". */
-export const LIST_LIMIT = 20;
-
-/** "a, b, c" or "a, b, ... (and 7 more)" with at most `limit` items named. */
-export function listWithRest(items: readonly string[], limit = LIST_LIMIT): string {
-  const shown = items.slice(0, limit).join('\n  ');
-  const rest = items.length - limit;
-  return rest > 0 ? `${shown}\n  ... and ${rest} more` : shown;
-}
 
 function isImageFile(name: string): boolean {
   return IMAGE_EXTENSIONS.includes(extname(name).toLowerCase());
@@ -182,7 +176,7 @@ export function loadDataset(dir: string, opts: LoadDatasetOptions = {}): Dataset
   if (layout === 'manifest') {
     const seen = new Map<string, string[]>();
     for (const p of raw) seen.set(p.id, [...(seen.get(p.id) ?? []), p.origin]);
-    const dupes = [...seen].filter(([, where]) => where.length > 1).map(([id, where]) => `'${id}' (${where.join(', ')})`);
+    const dupes = [...seen].filter(([, where]) => where.length > 1).map(([id, where]) => `'${id}' (${inlineListWithRest(where, 5)})`);
     if (dupes.length > 0) {
       throw new Error(`${manifest}: duplicate ids: ${listWithRest(dupes)}. Give each line a unique "id" (the default id is the real file's name stem).`);
     }

@@ -8,6 +8,7 @@ import { fromArray, shapeStr, type Tensor } from '../tensor/tensor.ts';
 import { parseHfConfig, NAMED_CONFIGS, type ClipVisionConfig } from '../nn/config.ts';
 import { ClipVisionModel, expectedShapes } from '../nn/vit.ts';
 import { SafetensorsFile } from './safetensors.ts';
+import { inlineListWithRest, listWithRest, LIST_LIMIT } from '../gpu/problem-list.ts';
 import { cropProblem, parsePreprocessorConfig, type PreprocessConfig } from './image.ts';
 
 export interface LoadedModel {
@@ -43,7 +44,7 @@ function checkpointFiles(dir: string): string[] {
   const other = readdirSync(dir).filter((f) => /\.(bin|pt|pth|ckpt)$/.test(f));
   if (other.length) {
     throw new Error(
-      `${dir}: found ${other.join(', ')} but no model.safetensors. genalign reads only safetensors checkpoints ` +
+      `${dir}: found ${inlineListWithRest(other, 5)} but no model.safetensors. genalign reads only safetensors checkpoints ` +
         '(pickle files can run arbitrary code and are not read). Convert in Python: ' +
         "`CLIPModel.from_pretrained(dir).save_pretrained(out_dir, safe_serialization=True)`.",
     );
@@ -84,7 +85,7 @@ export function loadClipVision(dir: string, device: Device): LoadedModel {
       if (!f) problems.push(`missing tensor ${name} (expected ${shapeStr(shape)})`);
       else if (shapeStr(f.shape) !== shapeStr(shape)) problems.push(`${name}: expected ${shapeStr(shape)}, found ${shapeStr(f.shape)}`);
     }
-    if (problems.length) throw new Error(`${dir}: checkpoint does not match its config.json (${problems.length} problem${problems.length > 1 ? 's' : ''}):\n  - ${problems.join('\n  - ')}`);
+    if (problems.length) throw new Error(`${dir}: checkpoint does not match its config.json (${problems.length} problem${problems.length > 1 ? 's' : ''}):\n  ${listWithRest(problems, LIST_LIMIT, '- ')}`);
     for (const [name, shape] of expected) {
       const f = found.get(name)!;
       weights.set(name, fromArray(f.file.float32(name), shape, device).keep());

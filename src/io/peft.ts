@@ -15,6 +15,7 @@ import { LoraAdapter, ALL_TARGETS, modulePath, moduleShape, type LoraTarget } fr
 import { parameter } from '../tensor/tensor.ts';
 import { SafetensorsFile, writeSafetensors } from './safetensors.ts';
 import { writeFileAtomic } from '../gpu/atomic-file.ts';
+import { inlineListWithRest, listWithRest, LIST_LIMIT } from '../gpu/problem-list.ts';
 import { isModelDir } from './hf-checkpoint.ts';
 
 export const PEFT_PREFIX = 'base_model.model.';
@@ -156,7 +157,7 @@ export function readPeftAdapter(dir: string, cfg: ClipVisionConfig, device: Devi
   // Per-module ranks or alphas would give some modules another scaling than alpha / r.
   for (const key of ['rank_pattern', 'alpha_pattern'] as const) {
     const v = raw[key];
-    if (v && typeof v === 'object' && Object.keys(v).length > 0) throw new Error(`${cfgPath}: ${key} is set (${Object.keys(v).join(', ')}); per-module ranks or alphas are not supported`);
+    if (v && typeof v === 'object' && Object.keys(v).length > 0) throw new Error(`${cfgPath}: ${key} is set (${inlineListWithRest(Object.keys(v), 5)}); per-module ranks or alphas are not supported`);
   }
   if (!existsSync(stPath)) throw new Error(`${dir}: no adapter_model.safetensors`);
   const st = SafetensorsFile.open(stPath);
@@ -198,15 +199,14 @@ export function readPeftAdapter(dir: string, cfg: ClipVisionConfig, device: Devi
     }
     for (const k of keys) problems.push(`${k}: not a LoRA weight of this CLIP vision model (wrong model or module path?)`);
     if (arrays.size === 0) problems.push('no LoRA weights found');
-    if (problems.length) throw new Error(`${stPath}: adapter does not fit the model:\n  - ${problems.join('\n  - ')}`);
+    if (problems.length) throw new Error(`${stPath}: adapter does not fit the model (${problems.length} problem${problems.length > 1 ? 's' : ''}):\n  ${listWithRest(problems, LIST_LIMIT, '- ')}`);
     const nonFinite = nonFiniteTensors([
       ...[...arrays].flatMap(([path, ab]): [string, Float32Array][] => [[names.get(path)!.a, ab.a], [names.get(path)!.b, ab.b]]),
       ...(projection ? [[PROJECTION_KEY, projection] as [string, Float32Array]] : []),
     ]);
     if (nonFinite.length) {
       throw new Error(
-        `${stPath}: adapter weights are not finite (NaN or ±Inf) in ${nonFinite.length} tensor(s):\n  - ${nonFinite.slice(0, 5).join('\n  - ')}` +
-          `${nonFinite.length > 5 ? `\n  ... and ${nonFinite.length - 5} more` : ''}\n` +
+        `${stPath}: adapter weights are not finite (NaN or ±Inf) in ${nonFinite.length} tensor(s):\n  ${listWithRest(nonFinite, 5, '- ')}\n` +
           'The training run that wrote it diverged: use an earlier checkpoint of the run (checkpoints/step-*), or retrain with a lower --lr.',
       );
     }

@@ -120,6 +120,27 @@ test('missing and mis-shaped tensors are all listed in one error', async () => {
   }
 });
 
+test('a checkpoint with thousands of problems: the error lists the first 20 and how many more', async () => {
+  const device = await getDevice();
+  const dir = tmp();
+  // clip-tiny's 2 layers of weights under a config of 100 layers: 98 × 16 tensors are missing.
+  const cfg = JSON.parse(readFileSync(join(MODEL, 'config.json'), 'utf8')) as { vision_config: Record<string, unknown> };
+  cfg.vision_config.num_hidden_layers = 100;
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+  copyFileSync(join(MODEL, 'model.safetensors'), join(dir, 'model.safetensors'));
+  try {
+    loadClipVision(dir, device);
+    assert.unreachable();
+  } catch (e) {
+    const m = (e as Error).message;
+    assert.match(m, `${dir}: checkpoint does not match its config.json (1568 problems):`);
+    const lines = m.split('\n');
+    assert.is(lines.length, 1 + 20 + 1, m);
+    assert.match(lines[1], /^  - missing tensor vision_model\.encoder\.layers\.2\./);
+    assert.is(lines[21], '  ... and 1548 more');
+  }
+});
+
 test('.bin checkpoints get a safetensors-only explanation; bad model names are listed', async () => {
   const device = await getDevice();
   const dir = tmp();
