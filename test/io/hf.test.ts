@@ -141,6 +141,18 @@ test('a checkpoint with thousands of problems: the error lists the first 20 and 
   }
 });
 
+test('config.json with num_hidden_layers 1e8: loadClipVision fails at once, naming config.json and the field', async () => {
+  const device = await getDevice();
+  const dir = tmp();
+  const cfg = JSON.parse(readFileSync(join(MODEL, 'config.json'), 'utf8')) as { vision_config: Record<string, unknown> };
+  cfg.vision_config.num_hidden_layers = 1e8;
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+  copyFileSync(join(MODEL, 'model.safetensors'), join(dir, 'model.safetensors'));
+  const t0 = Date.now();
+  assert.throws(() => loadClipVision(dir, device), (e: Error) => e.message.startsWith(`${join(dir, 'config.json')}: invalid CLIP vision config:\n  - num_hidden_layers 100000000 is above genalign's limit of 256`));
+  assert.ok(Date.now() - t0 < 1000, `${Date.now() - t0} ms`);
+});
+
 test('.bin checkpoints get a safetensors-only explanation; bad model names are listed', async () => {
   const device = await getDevice();
   const dir = tmp();
