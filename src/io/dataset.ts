@@ -5,7 +5,8 @@
 //   DIR/real/<id>.<ext> + DIR/generated/<id>.<ext> | DIR/generated/<id>_<k>.<ext>   (no manifest)
 // loadDataset checks that every listed file exists (cheap); whether the files decode is found
 // out by the loader at training time, or up front by validateImages (--validate).
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { readRegularTextFile } from '../gpu/regular-file.ts';
 import { basename, extname, join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { IMAGE_EXTENSIONS, imageDecodeError, preprocessImage, type PreprocessConfig } from './image.ts';
@@ -68,7 +69,7 @@ interface RawPair {
 }
 
 function parseManifest(dir: string, manifestPath: string): RawPair[] {
-  const text = readFileSync(manifestPath, 'utf8');
+  const text = readRegularTextFile(manifestPath, `the dataset's manifest, a text file with one JSON object per line (see docs/data-format.md); without it, ${dir} needs real/ and generated/ folders`);
   const lines = text.split(/\r?\n/);
   const out: RawPair[] = [];
   for (let i = 0; i < lines.length; i++) {

@@ -7,7 +7,8 @@
 // __metadata__ (genalign_base_model, genalign_base_seed), not in adapter_config.json: PEFT
 // ignores __metadata__, whereas PEFT before 0.14 rejects unknown adapter_config.json keys
 // (TypeError: LoraConfig.__init__() got an unexpected keyword argument).
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { readRegularTextFile } from '../gpu/regular-file.ts';
 import { join } from 'node:path';
 import type { Device } from '../gpu/device.ts';
 import { NAMED_CONFIGS, type ClipVisionConfig } from '../nn/config.ts';
@@ -142,8 +143,9 @@ export function readPeftAdapter(dir: string, cfg: ClipVisionConfig, device: Devi
     throw new Error(`${dir}: no adapter_config.json (expected a PEFT LoRA adapter directory)`);
   }
   let raw: Record<string, unknown>;
+  const text = readRegularTextFile(cfgPath, "the adapter's configuration (the JSON file adapter_config.json that PEFT's save_pretrained writes)");
   try {
-    raw = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
+    raw = JSON.parse(text) as Record<string, unknown>;
   } catch (e) {
     throw new Error(`${cfgPath}: not valid JSON (${(e as Error).message})`);
   }
@@ -160,7 +162,7 @@ export function readPeftAdapter(dir: string, cfg: ClipVisionConfig, device: Devi
     if (v && typeof v === 'object' && Object.keys(v).length > 0) throw new Error(`${cfgPath}: ${key} is set (${inlineListWithRest(Object.keys(v), 5)}); per-module ranks or alphas are not supported`);
   }
   if (!existsSync(stPath)) throw new Error(`${dir}: no adapter_model.safetensors`);
-  const st = SafetensorsFile.open(stPath);
+  const st = SafetensorsFile.open(stPath, "the adapter's weights (the safetensors file adapter_model.safetensors that PEFT's save_pretrained writes)");
   try {
     const arrays = new Map<string, { a: Float32Array; b: Float32Array }>();
     const problems: string[] = [];

@@ -8,7 +8,8 @@
 // format requires, the tensors' byte ranges, sorted, must tile the data section exactly: from
 // byte 0 to the end of the file, with no gap and no overlap. The header itself may end in
 // spaces (writers pad it so the data starts 8-byte aligned).
-import { openSync, readSync, fstatSync, closeSync } from 'node:fs';
+import { readSync, fstatSync, closeSync } from 'node:fs';
+import { openRegularFile } from '../gpu/regular-file.ts';
 import { writeFileAtomic } from '../gpu/atomic-file.ts';
 
 export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
@@ -45,12 +46,17 @@ export class SafetensorsFile {
     this.fd = fd;
   }
 
-  static open(path: string): SafetensorsFile {
+  /**
+   * Opens and validates the header of `path`, which must be a regular file. `expected` says what
+   * it should be in the error for a directory, FIFO or other non-file (e.g. "the adapter
+   * weights, a safetensors file").
+   */
+  static open(path: string, expected = 'a safetensors file'): SafetensorsFile {
     let fd: number;
     try {
-      fd = openSync(path, 'r');
+      fd = openRegularFile(path, expected);
     } catch (e) {
-      throw new SafetensorsError(`${path}: cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      throw new SafetensorsError((e as Error).message);
     }
     try {
       const size = fstatSync(fd).size;

@@ -3,10 +3,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { mkdtempSync, writeFileSync, copyFileSync, readFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, copyFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { getDevice } from '../../src/gpu/device.ts';
-import { loadClipVision, loadModel } from '../../src/io/hf-checkpoint.ts';
+import { loadClipVision, loadModel, preprocessingOf } from '../../src/io/hf-checkpoint.ts';
 import { parseHfConfig, HF_DEFAULTS } from '../../src/nn/config.ts';
 import { readSafetensors } from '../../src/io/safetensors.ts';
 import { FIXTURE_DIR } from '../helpers/fixtures.ts';
@@ -151,6 +151,46 @@ test('config.json with num_hidden_layers 1e8: loadClipVision fails at once, nami
   const t0 = Date.now();
   assert.throws(() => loadClipVision(dir, device), (e: Error) => e.message.startsWith(`${join(dir, 'config.json')}: invalid CLIP vision config:\n  - num_hidden_layers 100000000 is above genalign's limit of 256`));
   assert.ok(Date.now() - t0 < 1000, `${Date.now() - t0} ms`);
+});
+
+test('a directory where a file should be: config.json, model.safetensors, the index, a shard, preprocessor_config.json', async () => {
+  const device = await getDevice();
+  /** A copy of clip-tiny in which `edit` replaces files with directories; the error loadClipVision gives. */
+  const loadError = (edit: (dir: string) => void): string => {
+    const dir = tmp();
+    cpSync(MODEL, dir, { recursive: true });
+    edit(dir);
+    try {
+      loadClipVision(dir, device).model.dispose();
+    } catch (e) {
+      return (e as Error).message;
+    }
+    assert.unreachable('loaded');
+    return '';
+  };
+  const asDir = (dir: string, name: string): void => {
+    rmSync(join(dir, name), { force: true });
+    mkdirSync(join(dir, name));
+  };
+  let dir = '';
+  let m = loadError((d) => asDir((dir = d), 'config.json'));
+  assert.is(m, `${join(dir, 'config.json')} is a directory; expected the model's configuration (the JSON file config.json of an HF CLIP model)`);
+  m = loadError((d) => asDir((dir = d), 'model.safetensors'));
+  assert.is(m, `${join(dir, 'model.safetensors')} is a directory; expected the model's weights (a safetensors file)`);
+  m = loadError((d) => asDir((dir = d), 'model.safetensors.index.json'));
+  assert.is(m, `${join(dir, 'model.safetensors.index.json')} is a directory; expected the JSON index of a sharded checkpoint (its weight_map names the shard files)`);
+  m = loadError((d) => {
+    dir = d;
+    rmSync(join(d, 'model.safetensors'));
+    mkdirSync(join(d, 'model-00001-of-00001.safetensors'));
+    writeFileSync(join(d, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'visual_projection.weight': 'model-00001-of-00001.safetensors' } }));
+  });
+  assert.is(m, `${join(dir, 'model-00001-of-00001.safetensors')} is a directory; expected a checkpoint shard named in ${join(dir, 'model.safetensors.index.json')} (a safetensors file)`);
+  m = loadError((d) => asDir((dir = d), 'preprocessor_config.json'));
+  const preprocessor = `${join(dir, 'preprocessor_config.json')} is a directory; expected the model's image preprocessing settings (the JSON file preprocessor_config.json)`;
+  assert.is(m, preprocessor);
+  // --validate reads it without loading the weights.
+  assert.throws(() => preprocessingOf(dir), (e: Error) => e.message === preprocessor);
 });
 
 test('.bin checkpoints get a safetensors-only explanation; bad model names are listed', async () => {

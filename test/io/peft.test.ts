@@ -2,7 +2,7 @@
 // and per-module rank_pattern / alpha_pattern, which would change some modules' scaling, are refused.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getDevice } from '../../src/gpu/device.ts';
@@ -41,6 +41,19 @@ test('rank_pattern / alpha_pattern with entries are refused, naming the key; emp
   const ok = readPeftAdapter(adapterWith('empty-patterns', (c) => Object.assign(c, { rank_pattern: {}, alpha_pattern: {} })), cfg, device);
   assert.is(ok.scaling, 2);
   ok.dispose();
+});
+
+test('adapter_config.json or adapter_model.safetensors that is a directory: the error names it and what was expected', async () => {
+  const device = await getDevice();
+  for (const [name, expected] of [
+    ['adapter_config.json', "the adapter's configuration (the JSON file adapter_config.json that PEFT's save_pretrained writes)"],
+    ['adapter_model.safetensors', "the adapter's weights (the safetensors file adapter_model.safetensors that PEFT's save_pretrained writes)"],
+  ]) {
+    const dir = adapterWith(`dir-${name}`, () => undefined);
+    rmSync(join(dir, name));
+    mkdirSync(join(dir, name));
+    assert.throws(() => readPeftAdapter(dir, cfg, device), (e: Error) => e.message === `${join(dir, name)} is a directory; expected ${expected}`);
+  }
 });
 
 test('an adapter with hundreds of foreign tensors: the error lists the first 20 and how many more', async () => {

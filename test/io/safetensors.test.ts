@@ -1,11 +1,14 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync, existsSync, readdirSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync, readFileSync, rmSync, existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { FIXTURE_DIR } from '../helpers/fixtures.ts';
 import { SafetensorsFile, SafetensorsError, readSafetensors, writeSafetensors } from '../../src/io/safetensors.ts';
 
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const dir = mkdtempSync(join(tmpdir(), 'genalign-st-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -30,13 +33,13 @@ function put(name: string, bytes: Uint8Array): string {
 }
 
 /** Asserts opening `path` throws a SafetensorsError whose message starts with the path and matches re. */
-function expectError(path: string, re: RegExp): void {
+function expectError(path: string, re: RegExp, expected?: string): void {
   try {
-    SafetensorsFile.open(path);
+    SafetensorsFile.open(path, expected);
   } catch (e) {
     assert.instance(e, SafetensorsError);
     const msg = (e as Error).message;
-    assert.ok(msg.startsWith(`${path}: `), `message names the file: ${msg}`);
+    assert.ok(msg.startsWith(`${path}: `) || msg.startsWith(`${path} `), `message names the file: ${msg}`);
     assert.match(msg, re);
     return;
   }
@@ -234,9 +237,19 @@ test('every committed fixture under test/fixtures satisfies the layout rule', ()
   for (const f of files) SafetensorsFile.open(f).close();
 });
 
-test('missing file and implausible header length', () => {
+test('missing file, a directory or a FIFO in its place, and implausible header length', () => {
   const missing = join(dir, 'does-not-exist.safetensors');
-  expectError(missing, /cannot open \(ENOENT\)/);
+  expectError(missing, /does-not-exist\.safetensors does not exist; expected a safetensors file$/);
+  const folder = join(dir, 'folder.safetensors');
+  mkdirSync(folder);
+  expectError(folder, /folder\.safetensors is a directory; expected the adapter weights$/, 'the adapter weights');
+  // A FIFO without a writer would block the open for ever, so it is tried in a child process with a timeout.
+  const fifo = join(dir, 'fifo.safetensors');
+  execFileSync('mkfifo', [fifo]);
+  const script = `import { SafetensorsFile } from './src/io/safetensors.ts'; try { SafetensorsFile.open(${JSON.stringify(fifo)}); } catch (e) { console.log(e.message); }`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, timeout: 30_000, encoding: 'utf8' });
+  assert.is(r.signal, null, `the open blocked on the FIFO (killed after 30 s)`);
+  assert.is(r.stdout.trim(), `${fifo} is a FIFO (named pipe); expected a safetensors file`, r.stderr);
   const huge = Buffer.alloc(16);
   huge.writeBigUInt64LE(2n ** 40n);
   expectError(put('huge.safetensors', huge), /header length \d+ is implausible/);
