@@ -3,7 +3,8 @@
 // are what PEFT writes for CLIPVisionModelWithProjection (test/fixtures/peft_keys.json).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { chmodSync, copyFileSync, cpSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, copyFileSync, cpSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { getDevice } from '../../src/gpu/device.ts';
 import { NAMED_CONFIGS } from '../../src/nn/config.ts';
@@ -14,7 +15,7 @@ import { embedPaths } from '../../src/train/embedding.ts';
 import { train, type TrainOptions } from '../../src/train/trainer.ts';
 import { ATTENTION_TARGETS } from '../../src/nn/lora.ts';
 import { assertClose, fixture, FIXTURE_DIR } from '../helpers/fixtures.ts';
-import { tmp, tinyDataset, runCli, divergedAdapter, seededPresetAdapter } from './helpers.ts';
+import { tmp, tinyDataset, runCli, spawnCli, divergedAdapter, seededPresetAdapter, type CliResult } from './helpers.ts';
 import { listImages } from '../../src/cli/embed-command.ts';
 
 const root = tmp('cli-embed');
@@ -141,8 +142,42 @@ test('embed: a folder named like an image in --images is not an image (not liste
   cpSync(IMAGES, images, { recursive: true });
   mkdirSync(join(images, 'album.png'));
   const withFolder = listImages(images);
-  assert.not.ok(withFolder.includes('album.png'));
-  assert.equal(withFolder, listImages(IMAGES));
+  assert.not.ok(withFolder.names.includes('album.png'));
+  assert.equal(withFolder.names, listImages(IMAGES).names);
+  assert.equal(withFolder.skipped, [{ name: 'album.png', kind: 'a directory' }]);
+});
+
+/** Runs the CLI, killing it after `ms` (a hang fails the test instead of blocking the suite). */
+async function runWithin(ms: number, command: 'embed' | 'eval', args: string[]): Promise<CliResult> {
+  const { child, done } = spawnCli(command, args);
+  const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+  try {
+    return await done;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+test('embed: a FIFO named pipe.png in --images is skipped with its reason instead of hanging; a link to an image is used', async () => {
+  const dir = join(root, 'imgs-fifo');
+  mkdirSync(dir);
+  copyFileSync(join(IMAGES, 'a_square32.png'), join(dir, 'a_square32.png'));
+  symlinkSync(join(dir, 'a_square32.png'), join(dir, 'b_link.png'));
+  execFileSync('mkfifo', [join(dir, 'pipe.png')]);
+  symlinkSync(join(dir, 'gone.png'), join(dir, 'c_dangling.png'));
+  assert.equal(listImages(dir), {
+    names: ['a_square32.png', 'b_link.png'],
+    skipped: [
+      { name: 'c_dangling.png', kind: 'a broken symbolic link' },
+      { name: 'pipe.png', kind: 'a FIFO (named pipe)' },
+    ],
+  });
+  const out = join(root, 'fifo.safetensors');
+  const r = await runWithin(120_000, 'embed', ['--model', MODEL, '--images', dir, '--out', out]);
+  assert.is(r.signal, null, `embed hung (killed after 120 s): ${r.stderr}`);
+  assert.is(r.code, 0, r.stderr);
+  assert.ok(r.stderr.includes(`warning: embed: skipping 2 entries of ${dir} named like images that are not regular files:\n  c_dangling.png (a broken symbolic link)\n  pipe.png (a FIFO (named pipe))\n`), r.stderr);
+  assert.equal(JSON.parse(readSafetensors(out).metadata.files), ['a_square32.png', 'b_link.png']);
 });
 
 test('embed --lora with an adapter of the wrong rank: exit 1, the message names the tensor and both shapes', async () => {
