@@ -2,7 +2,8 @@
 // Embeds every .jpg/.jpeg/.png/.webp in DIR (sorted by file name) and writes `image_embeds`
 // F32 [N, projection_dim] (projection output, not normalized) with metadata `files`
 // (JSON array of the file names in row order). Corrupt images are skipped with a warning, and
-// so are entries named like images that are not regular files (directories, FIFOs, devices).
+// so are entries named like images that are not regular files (directories, FIFOs, devices);
+// when no image decodes, it is an error and nothing is written.
 // Flags, --out and the adapter's base seed are checked before the GPU is touched; non-finite
 // embeddings (a diverged adapter) are an error and nothing is written.
 import { existsSync, readdirSync, statSync } from 'node:fs';
@@ -132,13 +133,27 @@ export async function runEmbed(argv: string[]): Promise<number> {
   const lora = loraDir ? readPeftAdapter(loraDir, loaded.model.cfg, device) : undefined;
   const pre = modelPreprocessing(loaded);
   const progress = new Progress(names.length, 'embed');
+  const undecodable: { path: string; reason: string }[] = [];
   const res = await embedPaths(device, loaded.model, lora, names.map((n) => join(imagesDir, n)), pre, Number(f.batch), {
     onProgress: (d) => progress.update(d),
-    onSkip: (p, reason) => progress.log(`warning: skipping ${p}: ${reason}`),
+    onSkip: (p, reason) => {
+      undecodable.push({ path: p, reason });
+      progress.log(`warning: skipping ${p}: ${reason}`);
+    },
     model: loraDir ? studentDescription(loraDir, out) : baseDescription(String(f.model), out),
   });
   if (f.verbose) progress.log(memoryReport(device));
   const files = names.filter((_, i) => res.ok[i]);
+  if (files.length === 0) {
+    // In file-name order (decodes finish in any order).
+    const reasons = undecodable.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)).map((u) => `${u.path}: ${u.reason}`);
+    lora?.dispose();
+    loaded.model.dispose();
+    throw new Error(
+      `embed: none of the ${names.length} image(s) in ${imagesDir} could be decoded, so nothing was written to ${out}:\n  ${listWithRest(reasons, 5)}\n` +
+        'Check that --images names the right folder, and re-encode or replace the files.',
+    );
+  }
   try {
     writeSafetensors(out, { image_embeds: { shape: [files.length, res.dim], data: res.embeds } }, { files: JSON.stringify(files), model: loaded.source, ...(loraDir ? { lora: loraDir } : {}) });
   } catch (e) {

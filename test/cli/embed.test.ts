@@ -180,6 +180,22 @@ test('embed: a FIFO named pipe.png in --images is skipped with its reason instea
   assert.equal(JSON.parse(readSafetensors(out).metadata.files), ['a_square32.png', 'b_link.png']);
 });
 
+test('embed: when no image decodes, exit 1 naming the first files and their reasons, and nothing is written', async () => {
+  const dir = join(root, 'imgs-all-bad');
+  mkdirSync(dir);
+  const bytes = readFileSync(join(IMAGES, 'a_square32.png'));
+  writeFileSync(join(dir, 'a_cut.png'), bytes.subarray(0, bytes.length >> 1));
+  for (let i = 0; i < 7; i++) writeFileSync(join(dir, `junk${i}.jpg`), 'not an image');
+  const out = join(root, 'all-bad.safetensors');
+  const r = await runCli('embed', ['--model', MODEL, '--images', dir, '--out', out]);
+  assert.is(r.code, 1, r.stderr);
+  assert.ok(r.stderr.includes(`error: embed: none of the 8 image(s) in ${dir} could be decoded, so nothing was written to ${out}:\n  ${join(dir, 'a_cut.png')}: cannot decode image (`), r.stderr);
+  assert.ok(r.stderr.includes(`\n  ${join(dir, 'junk3.jpg')}: cannot decode image (`), r.stderr);
+  assert.ok(r.stderr.includes('\n  ... and 3 more\n'), r.stderr);
+  assert.not.match(r.stderr, /wrote \d+ embeddings/);
+  assert.not.ok(existsSync(out));
+});
+
 test('embed --lora with an adapter of the wrong rank: exit 1, the message names the tensor and both shapes', async () => {
   const dir = join(root, 'lora-wrong-rank');
   cpSync(join(FIXTURE_DIR, 'clip-tiny-lora'), dir, { recursive: true });
