@@ -196,6 +196,30 @@ test('embed: when no image decodes, exit 1 naming the first files and their reas
   assert.not.ok(existsSync(out));
 });
 
+test('embed: file names with terminal escapes or a right-to-left override are printed escaped, never raw', async () => {
+  const dir = join(root, 'imgs-evil');
+  mkdirSync(dir);
+  copyFileSync(join(IMAGES, 'a_square32.png'), join(dir, 'a_square32.png'));
+  const evil = '\x1b[2J\x1b[31mevil.png';
+  const bidi = 'x\u202egnp.exe.png';
+  writeFileSync(join(dir, evil), 'not an image');
+  writeFileSync(join(dir, bidi), 'not an image');
+  const out = join(root, 'evil.safetensors');
+  const r = await runCli('embed', ['--model', MODEL, '--images', dir, '--out', out]);
+  assert.is(r.code, 0, r.stderr);
+  assert.not.ok(r.stderr.includes('\x1b') || r.stdout.includes('\x1b'), 'no raw ESC byte');
+  assert.not.ok(r.stderr.includes('\u202e') || r.stdout.includes('\u202e'), 'no raw U+202E');
+  assert.ok(r.stderr.includes(`warning: skipping ${join(dir, '\\x1b[2J\\x1b[31mevil.png')}: cannot decode image (`), r.stderr);
+  assert.ok(r.stderr.includes(`warning: skipping ${join(dir, 'x\\u202egnp.exe.png')}: cannot decode image (`), r.stderr);
+  // All bad: the error lists the names escaped as well.
+  rmSync(join(dir, 'a_square32.png'));
+  const bad = await runCli('embed', ['--model', MODEL, '--images', dir, '--out', out + '2.safetensors']);
+  assert.is(bad.code, 1, bad.stderr);
+  assert.not.ok(bad.stderr.includes('\x1b'), 'no raw ESC byte in the error');
+  assert.match(bad.stderr, /error: embed: none of the 2 image\(s\)/);
+  assert.ok(bad.stderr.includes('\\x1b[2J\\x1b[31mevil.png: cannot decode image'), bad.stderr);
+});
+
 test('embed --lora with an adapter of the wrong rank: exit 1, the message names the tensor and both shapes', async () => {
   const dir = join(root, 'lora-wrong-rank');
   cpSync(join(FIXTURE_DIR, 'clip-tiny-lora'), dir, { recursive: true });
