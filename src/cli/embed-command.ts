@@ -1,7 +1,9 @@
 // `npm run embed -- --model DIR|NAME [--lora DIR] --images DIR --out FILE.safetensors [--batch N]`
 // Embeds every .jpg/.jpeg/.png/.webp in DIR (sorted by file name) and writes `image_embeds`
 // F32 [N, projection_dim] (projection output, not normalized) with metadata `files`
-// (JSON array of the file names in row order). Corrupt images are skipped with a warning.
+// (JSON array of the file names in row order). Corrupt images are skipped with a warning, and
+// so are entries named like images that are not regular files (directories, FIFOs, devices);
+// when no image decodes, it is an error and nothing is written.
 // Flags, --out and the adapter's base seed are checked before the GPU is touched; non-finite
 // embeddings (a diverged adapter) are an error and nothing is written.
 import { existsSync, readdirSync, statSync } from 'node:fs';
@@ -15,6 +17,9 @@ import { embedPaths } from '../train/embedding.ts';
 import { writeSafetensors } from '../io/safetensors.ts';
 import { parseFlags, helpText, positive, UsageError, type FlagSpec } from './args.ts';
 import { Progress } from './progress.ts';
+import { escapeForTerminal } from './terminal.ts';
+import { nonFileKind } from '../gpu/regular-file.ts';
+import { listWithRest } from '../gpu/problem-list.ts';
 
 export const EMBED_FLAGS: FlagSpec[] = [
   { name: 'model', type: 'string', help: 'HF CLIP model directory, or a preset: tiny, vit-b-32, vit-b-16, vit-l-14 (random weights)' },
@@ -26,14 +31,38 @@ export const EMBED_FLAGS: FlagSpec[] = [
   { name: 'verbose', type: 'bool', default: false, help: 'print GPU memory use' },
 ];
 
-export function listImages(dir: string): string[] {
+export interface ImageListing {
+  /** Names of the image files (regular files, or symbolic links to them), sorted. */
+  names: string[];
+  /** Entries named like images that are not regular files, with what they are; sorted by name. */
+  skipped: { name: string; kind: string }[];
+}
+
+/**
+ * The images of `dir`: entries with an image extension that are regular files. A directory,
+ * FIFO, socket, device or broken link named like an image is skipped (reading a FIFO would
+ * wait for ever) and listed in `skipped` with what it is.
+ */
+export function listImages(dir: string): ImageListing {
   if (!existsSync(dir)) throw new UsageError(`embed: --images ${dir}: not a directory (it does not exist); pass the folder that holds the images`);
   if (!statSync(dir).isDirectory()) throw new UsageError(`embed: --images ${dir}: not a directory (it is a file); pass the folder that holds the images`);
-  // Only files: a folder named like an image (photos.png/) is not one.
-  return readdirSync(dir, { withFileTypes: true })
-    .filter((e) => !e.isDirectory() && IMAGE_EXTENSIONS.includes(extname(e.name).toLowerCase()))
-    .map((e) => e.name)
-    .sort();
+  const names: string[] = [];
+  const skipped: ImageListing['skipped'] = [];
+  for (const name of readdirSync(dir)) {
+    if (!IMAGE_EXTENSIONS.includes(extname(name).toLowerCase())) continue;
+    let kind: string | null;
+    try {
+      kind = nonFileKind(statSync(join(dir, name))); // follows symbolic links
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      kind = code === 'ENOENT' ? 'a broken symbolic link' : `unreadable (${code ?? (e as Error).message})`;
+    }
+    if (kind) skipped.push({ name, kind });
+    else names.push(name);
+  }
+  names.sort();
+  skipped.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return { names, skipped };
 }
 
 /**
@@ -74,6 +103,11 @@ export function memoryReport(device: Device): string {
   return `GPU memory (genalign pool on ${device.adapter.name}): live ${mb(s.liveBytes)} in ${s.liveBuffers} buffers, cached free ${mb(s.freeBytes)}, total ${mb(s.totalBytes)}`;
 }
 
+/** A line on stderr, with control characters of quoted file names escaped. */
+function warn(line: string): void {
+  process.stderr.write(`${escapeForTerminal(line)}\n`);
+}
+
 export async function runEmbed(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
     console.log(helpText('embed', 'Embed a folder of images with a CLIP vision encoder (optionally a LoRA student).', EMBED_FLAGS));
@@ -86,7 +120,10 @@ export async function runEmbed(argv: string[]): Promise<number> {
   const outProblem = outputPathProblem('--out', out, 'file', 'the .safetensors file of embeddings');
   if (outProblem) throw new UsageError(`embed: ${outProblem}`);
   const imagesDir = String(f.images);
-  const names = listImages(imagesDir);
+  const { names, skipped: notFiles } = listImages(imagesDir);
+  if (notFiles.length > 0) {
+    warn(`warning: embed: skipping ${notFiles.length} entr${notFiles.length > 1 ? 'ies' : 'y'} of ${imagesDir} named like images that are not regular files:\n  ${listWithRest(notFiles.map((e) => `${e.name} (${e.kind})`))}`);
+  }
   if (names.length === 0) throw new UsageError(`embed: no .jpg/.jpeg/.png/.webp files in ${imagesDir}`);
   const loraDir = f.lora ? String(f.lora) : undefined;
   const baseProblem = loraDir ? adapterBaseProblem(loraDir, String(f.model), Number(f.seed)) : null;
@@ -96,13 +133,27 @@ export async function runEmbed(argv: string[]): Promise<number> {
   const lora = loraDir ? readPeftAdapter(loraDir, loaded.model.cfg, device) : undefined;
   const pre = modelPreprocessing(loaded);
   const progress = new Progress(names.length, 'embed');
+  const undecodable: { path: string; reason: string }[] = [];
   const res = await embedPaths(device, loaded.model, lora, names.map((n) => join(imagesDir, n)), pre, Number(f.batch), {
     onProgress: (d) => progress.update(d),
-    onSkip: (p, reason) => progress.log(`warning: skipping ${p}: ${reason}`),
+    onSkip: (p, reason) => {
+      undecodable.push({ path: p, reason });
+      progress.log(`warning: skipping ${p}: ${reason}`);
+    },
     model: loraDir ? studentDescription(loraDir, out) : baseDescription(String(f.model), out),
   });
   if (f.verbose) progress.log(memoryReport(device));
   const files = names.filter((_, i) => res.ok[i]);
+  if (files.length === 0) {
+    // In file-name order (decodes finish in any order).
+    const reasons = undecodable.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)).map((u) => `${u.path}: ${u.reason}`);
+    lora?.dispose();
+    loaded.model.dispose();
+    throw new Error(
+      `embed: none of the ${names.length} image(s) in ${imagesDir} could be decoded, so nothing was written to ${out}:\n  ${listWithRest(reasons, 5)}\n` +
+        'Check that --images names the right folder, and re-encode or replace the files.',
+    );
+  }
   try {
     writeSafetensors(out, { image_embeds: { shape: [files.length, res.dim], data: res.embeds } }, { files: JSON.stringify(files), model: loaded.source, ...(loraDir ? { lora: loraDir } : {}) });
   } catch (e) {
@@ -111,7 +162,7 @@ export async function runEmbed(argv: string[]): Promise<number> {
     throw new Error(`embed: could not write --out ${out}: ${msg.startsWith(prefix) ? msg.slice(prefix.length) : msg}`);
   }
   const skipped = names.length - files.length;
-  console.error(`embed: wrote ${files.length} embeddings [${files.length}, ${res.dim}] to ${out}${skipped ? ` (skipped ${skipped} unreadable)` : ''}`);
+  warn(`embed: wrote ${files.length} embeddings [${files.length}, ${res.dim}] to ${out}${skipped ? ` (skipped ${skipped} unreadable)` : ''}`);
   lora?.dispose();
   loaded.model.dispose();
   return 0;

@@ -2,7 +2,8 @@
 // Measures alignment of generated to real images (paired cosine, R@1/R@5, modality gap),
 // before (teacher on both sides) and after (LoRA student on generated), and draws Figure 3.
 // --out and the adapter's base seed are checked before the GPU is touched; non-finite
-// embeddings (a diverged adapter) are an error and nothing is written.
+// embeddings (a diverged adapter) are an error and nothing is written. Everything printed goes
+// through escapeForTerminal (file names from the dataset may hold control characters).
 import { resolve } from 'node:path';
 import { getDevice } from '../gpu/device.ts';
 import { loadModel, modelPreprocessing } from '../io/hf-checkpoint.ts';
@@ -11,6 +12,7 @@ import { loadDataset, splitByValFraction } from '../io/dataset.ts';
 import { evaluatePairs } from '../train/evaluate.ts';
 import { parseFlags, helpText, positive, fraction, UsageError, type FlagSpec } from './args.ts';
 import { baseDescription, outputPathProblem, studentDescription } from './embed-command.ts';
+import { escapeForTerminal } from './terminal.ts';
 
 export const EVAL_FLAGS: FlagSpec[] = [
   { name: 'data', type: 'string', help: 'dataset directory (pairs.jsonl, or real/ + generated/)' },
@@ -22,6 +24,11 @@ export const EVAL_FLAGS: FlagSpec[] = [
   { name: 'batch', type: 'int', default: 32, help: 'images per GPU batch', check: positive },
   { name: 'plot', type: 'string', default: 'tsne', help: 'Figure-3 projection: tsne, pca or none', check: (v) => (['tsne', 'pca', 'none'].includes(String(v)) ? null : 'must be tsne, pca or none') },
 ];
+
+/** A line on stderr, with control characters of quoted file names escaped. */
+function warn(line: string): void {
+  process.stderr.write(`${escapeForTerminal(line)}\n`);
+}
 
 export async function runEval(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
@@ -35,7 +42,7 @@ export async function runEval(argv: string[]): Promise<number> {
   const loraDir = f.lora ? String(f.lora) : undefined;
   const baseProblem = loraDir ? adapterBaseProblem(loraDir, String(f.model), Number(f.seed)) : null;
   if (baseProblem) throw new UsageError(`eval: ${baseProblem}`);
-  const dataset = loadDataset(String(f.data));
+  const dataset = loadDataset(String(f.data), { onWarn: warn });
   const pairs = Number(f['val-fraction']) > 0 ? splitByValFraction(dataset.pairs, Number(f['val-fraction']), Number(f.seed)).val : dataset.pairs;
   const device = await getDevice();
   const loaded = loadModel(String(f.model), device, Number(f.seed));
@@ -47,11 +54,12 @@ export async function runEval(argv: string[]): Promise<number> {
     batch: Number(f.batch),
     plot: f.plot as 'tsne' | 'pca' | 'none',
     seed: Number(f.seed),
+    log: warn,
     baseModel: baseDescription(String(f.model), out),
     ...(loraDir ? { student: studentDescription(loraDir, out) } : {}),
   });
-  console.log(JSON.stringify(report, null, 2));
-  process.stderr.write(`wrote ${files.join(', ')}\n`);
+  process.stdout.write(`${escapeForTerminal(JSON.stringify(report, null, 2))}\n`);
+  warn(`wrote ${files.join(', ')}`);
   lora?.dispose();
   loaded.model.dispose();
   return 0;

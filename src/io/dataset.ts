@@ -5,10 +5,14 @@
 //   DIR/real/<id>.<ext> + DIR/generated/<id>.<ext> | DIR/generated/<id>_<k>.<ext>   (no manifest)
 // loadDataset checks that every listed file exists (cheap); whether the files decode is found
 // out by the loader at training time, or up front by validateImages (--validate).
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { readRegularTextFile } from '../gpu/regular-file.ts';
 import { basename, extname, join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { IMAGE_EXTENSIONS, imageDecodeError, preprocessImage, type PreprocessConfig } from './image.ts';
+import { inlineListWithRest, listWithRest } from '../gpu/problem-list.ts';
+
+export { LIST_LIMIT, listWithRest } from '../gpu/problem-list.ts';
 
 export interface Pair {
   id: string;
@@ -45,15 +49,6 @@ export interface LoadDatasetOptions {
 }
 
 export const MANIFEST_NAME = 'pairs.jsonl';
-/** How many paths a problem message lists before it says "... and N more". */
-export const LIST_LIMIT = 20;
-
-/** "a, b, c" or "a, b, ... (and 7 more)" with at most `limit` items named. */
-export function listWithRest(items: readonly string[], limit = LIST_LIMIT): string {
-  const shown = items.slice(0, limit).join('\n  ');
-  const rest = items.length - limit;
-  return rest > 0 ? `${shown}\n  ... and ${rest} more` : shown;
-}
 
 function isImageFile(name: string): boolean {
   return IMAGE_EXTENSIONS.includes(extname(name).toLowerCase());
@@ -74,7 +69,7 @@ interface RawPair {
 }
 
 function parseManifest(dir: string, manifestPath: string): RawPair[] {
-  const text = readFileSync(manifestPath, 'utf8');
+  const text = readRegularTextFile(manifestPath, `the dataset's manifest, a text file with one JSON object per line (see docs/data-format.md); without it, ${dir} needs real/ and generated/ folders`);
   const lines = text.split(/\r?\n/);
   const out: RawPair[] = [];
   for (let i = 0; i < lines.length; i++) {
@@ -182,7 +177,7 @@ export function loadDataset(dir: string, opts: LoadDatasetOptions = {}): Dataset
   if (layout === 'manifest') {
     const seen = new Map<string, string[]>();
     for (const p of raw) seen.set(p.id, [...(seen.get(p.id) ?? []), p.origin]);
-    const dupes = [...seen].filter(([, where]) => where.length > 1).map(([id, where]) => `'${id}' (${where.join(', ')})`);
+    const dupes = [...seen].filter(([, where]) => where.length > 1).map(([id, where]) => `'${id}' (${inlineListWithRest(where, 5)})`);
     if (dupes.length > 0) {
       throw new Error(`${manifest}: duplicate ids: ${listWithRest(dupes)}. Give each line a unique "id" (the default id is the real file's name stem).`);
     }

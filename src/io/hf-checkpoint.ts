@@ -1,13 +1,15 @@
 // Loading Hugging Face CLIP checkpoints: a directory with config.json and model.safetensors, or
 // a sharded model.safetensors.index.json. F32 / F16 / BF16 tensors become f32 on the GPU.
 // text_model.*, text_projection.*, logit_scale and position_ids are ignored.
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { readRegularTextFile } from '../gpu/regular-file.ts';
 import type { Device } from '../gpu/device.ts';
 import { fromArray, shapeStr, type Tensor } from '../tensor/tensor.ts';
 import { parseHfConfig, NAMED_CONFIGS, type ClipVisionConfig } from '../nn/config.ts';
 import { ClipVisionModel, expectedShapes } from '../nn/vit.ts';
 import { SafetensorsFile } from './safetensors.ts';
+import { inlineListWithRest, listWithRest, LIST_LIMIT } from '../gpu/problem-list.ts';
 import { cropProblem, parsePreprocessorConfig, type PreprocessConfig } from './image.ts';
 
 export interface LoadedModel {
@@ -22,9 +24,17 @@ function ignored(name: string): boolean {
   return name.startsWith('text_model.') || name.startsWith('text_projection') || name === 'logit_scale' || name.endsWith('position_ids');
 }
 
+/** What each JSON file of a model directory is, for the error when it is not a file. */
+const JSON_FILE_ROLES: Record<string, string> = {
+  'config.json': "the model's configuration (the JSON file config.json of an HF CLIP model)",
+  'preprocessor_config.json': "the model's image preprocessing settings (the JSON file preprocessor_config.json)",
+  'model.safetensors.index.json': 'the JSON index of a sharded checkpoint (its weight_map names the shard files)',
+};
+
 function readJson(path: string): unknown {
+  const text = readRegularTextFile(path, JSON_FILE_ROLES[basename(path)] ?? 'a JSON file');
   try {
-    return JSON.parse(readFileSync(path, 'utf8'));
+    return JSON.parse(text);
   } catch (e) {
     throw new Error(`${path}: cannot read JSON (${(e as Error).message})`);
   }
@@ -43,7 +53,7 @@ function checkpointFiles(dir: string): string[] {
   const other = readdirSync(dir).filter((f) => /\.(bin|pt|pth|ckpt)$/.test(f));
   if (other.length) {
     throw new Error(
-      `${dir}: found ${other.join(', ')} but no model.safetensors. genalign reads only safetensors checkpoints ` +
+      `${dir}: found ${inlineListWithRest(other, 5)} but no model.safetensors. genalign reads only safetensors checkpoints ` +
         '(pickle files can run arbitrary code and are not read). Convert in Python: ' +
         "`CLIPModel.from_pretrained(dir).save_pretrained(out_dir, safe_serialization=True)`.",
     );
@@ -68,13 +78,14 @@ export function loadClipVision(dir: string, device: Device): LoadedModel {
   const cfg = readModelConfig(dir);
   const expected = expectedShapes(cfg);
   const files = checkpointFiles(dir);
+  const index = join(dir, 'model.safetensors.index.json');
   const found = new Map<string, { file: SafetensorsFile; shape: number[] }>();
   const opened: SafetensorsFile[] = [];
   const weights = new Map<string, Tensor>();
   try {
     for (const f of files) {
       if (!existsSync(f)) throw new Error(`${f}: listed in the index but missing`);
-      const st = SafetensorsFile.open(f);
+      const st = SafetensorsFile.open(f, existsSync(index) ? `a checkpoint shard named in ${index} (a safetensors file)` : "the model's weights (a safetensors file)");
       opened.push(st);
       for (const [name, info] of st.tensors) if (!ignored(name)) found.set(name, { file: st, shape: info.shape });
     }
@@ -84,7 +95,7 @@ export function loadClipVision(dir: string, device: Device): LoadedModel {
       if (!f) problems.push(`missing tensor ${name} (expected ${shapeStr(shape)})`);
       else if (shapeStr(f.shape) !== shapeStr(shape)) problems.push(`${name}: expected ${shapeStr(shape)}, found ${shapeStr(f.shape)}`);
     }
-    if (problems.length) throw new Error(`${dir}: checkpoint does not match its config.json (${problems.length} problem${problems.length > 1 ? 's' : ''}):\n  - ${problems.join('\n  - ')}`);
+    if (problems.length) throw new Error(`${dir}: checkpoint does not match its config.json (${problems.length} problem${problems.length > 1 ? 's' : ''}):\n  ${listWithRest(problems, LIST_LIMIT, '- ')}`);
     for (const [name, shape] of expected) {
       const f = found.get(name)!;
       weights.set(name, fromArray(f.file.float32(name), shape, device).keep());

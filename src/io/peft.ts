@@ -7,7 +7,8 @@
 // __metadata__ (genalign_base_model, genalign_base_seed), not in adapter_config.json: PEFT
 // ignores __metadata__, whereas PEFT before 0.14 rejects unknown adapter_config.json keys
 // (TypeError: LoraConfig.__init__() got an unexpected keyword argument).
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { readRegularTextFile } from '../gpu/regular-file.ts';
 import { join } from 'node:path';
 import type { Device } from '../gpu/device.ts';
 import { NAMED_CONFIGS, type ClipVisionConfig } from '../nn/config.ts';
@@ -15,6 +16,7 @@ import { LoraAdapter, ALL_TARGETS, modulePath, moduleShape, type LoraTarget } fr
 import { parameter } from '../tensor/tensor.ts';
 import { SafetensorsFile, encodeSafetensors } from './safetensors.ts';
 import { writeFileAtomic } from '../gpu/atomic-file.ts';
+import { inlineListWithRest, listWithRest, LIST_LIMIT } from '../gpu/problem-list.ts';
 import { isModelDir } from './hf-checkpoint.ts';
 
 export const PEFT_PREFIX = 'base_model.model.';
@@ -154,8 +156,9 @@ export function readPeftAdapter(dir: string, cfg: ClipVisionConfig, device: Devi
     throw new Error(`${dir}: no adapter_config.json (expected a PEFT LoRA adapter directory)`);
   }
   let raw: Record<string, unknown>;
+  const text = readRegularTextFile(cfgPath, "the adapter's configuration (the JSON file adapter_config.json that PEFT's save_pretrained writes)");
   try {
-    raw = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
+    raw = JSON.parse(text) as Record<string, unknown>;
   } catch (e) {
     throw new Error(`${cfgPath}: not valid JSON (${(e as Error).message})`);
   }
@@ -169,10 +172,10 @@ export function readPeftAdapter(dir: string, cfg: ClipVisionConfig, device: Devi
   // Per-module ranks or alphas would give some modules another scaling than alpha / r.
   for (const key of ['rank_pattern', 'alpha_pattern'] as const) {
     const v = raw[key];
-    if (v && typeof v === 'object' && Object.keys(v).length > 0) throw new Error(`${cfgPath}: ${key} is set (${Object.keys(v).join(', ')}); per-module ranks or alphas are not supported`);
+    if (v && typeof v === 'object' && Object.keys(v).length > 0) throw new Error(`${cfgPath}: ${key} is set (${inlineListWithRest(Object.keys(v), 5)}); per-module ranks or alphas are not supported`);
   }
   if (!existsSync(stPath)) throw new Error(`${dir}: no adapter_model.safetensors`);
-  const st = SafetensorsFile.open(stPath);
+  const st = SafetensorsFile.open(stPath, "the adapter's weights (the safetensors file adapter_model.safetensors that PEFT's save_pretrained writes)");
   try {
     const arrays = new Map<string, { a: Float32Array; b: Float32Array }>();
     const problems: string[] = [];
@@ -211,15 +214,14 @@ export function readPeftAdapter(dir: string, cfg: ClipVisionConfig, device: Devi
     }
     for (const k of keys) problems.push(`${k}: not a LoRA weight of this CLIP vision model (wrong model or module path?)`);
     if (arrays.size === 0) problems.push('no LoRA weights found');
-    if (problems.length) throw new Error(`${stPath}: adapter does not fit the model:\n  - ${problems.join('\n  - ')}`);
+    if (problems.length) throw new Error(`${stPath}: adapter does not fit the model (${problems.length} problem${problems.length > 1 ? 's' : ''}):\n  ${listWithRest(problems, LIST_LIMIT, '- ')}`);
     const nonFinite = nonFiniteTensors([
       ...[...arrays].flatMap(([path, ab]): [string, Float32Array][] => [[names.get(path)!.a, ab.a], [names.get(path)!.b, ab.b]]),
       ...(projection ? [[PROJECTION_KEY, projection] as [string, Float32Array]] : []),
     ]);
     if (nonFinite.length) {
       throw new Error(
-        `${stPath}: adapter weights are not finite (NaN or ±Inf) in ${nonFinite.length} tensor(s):\n  - ${nonFinite.slice(0, 5).join('\n  - ')}` +
-          `${nonFinite.length > 5 ? `\n  ... and ${nonFinite.length - 5} more` : ''}\n` +
+        `${stPath}: adapter weights are not finite (NaN or ±Inf) in ${nonFinite.length} tensor(s):\n  ${listWithRest(nonFinite, 5, '- ')}\n` +
           'The training run that wrote it diverged: use an earlier checkpoint of the run (checkpoints/step-*), or retrain with a lower --lr.',
       );
     }

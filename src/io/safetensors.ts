@@ -4,8 +4,12 @@
 // to the start of the data section) and may hold "__metadata__": {string: string}.
 //
 // The reader validates everything against the file size before touching data, so a truncated
-// or inconsistent file gives an error naming the file and the tensor instead of garbage.
-import { openSync, readSync, fstatSync, closeSync } from 'node:fs';
+// or inconsistent file gives an error naming the file and the tensor instead of garbage. As the
+// format requires, the tensors' byte ranges, sorted, must tile the data section exactly: from
+// byte 0 to the end of the file, with no gap and no overlap. The header itself may end in
+// spaces (writers pad it so the data starts 8-byte aligned).
+import { readSync, fstatSync, closeSync } from 'node:fs';
+import { openRegularFile } from '../gpu/regular-file.ts';
 import { writeFileAtomic } from '../gpu/atomic-file.ts';
 
 export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
@@ -42,12 +46,17 @@ export class SafetensorsFile {
     this.fd = fd;
   }
 
-  static open(path: string): SafetensorsFile {
+  /**
+   * Opens and validates the header of `path`, which must be a regular file. `expected` says what
+   * it should be in the error for a directory, FIFO or other non-file (e.g. "the adapter
+   * weights, a safetensors file").
+   */
+  static open(path: string, expected = 'a safetensors file'): SafetensorsFile {
     let fd: number;
     try {
-      fd = openSync(path, 'r');
+      fd = openRegularFile(path, expected);
     } catch (e) {
-      throw new SafetensorsError(`${path}: cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      throw new SafetensorsError((e as Error).message);
     }
     try {
       const size = fstatSync(fd).size;
@@ -116,6 +125,36 @@ export class SafetensorsFile {
         fail(p, `tensor '${name}' ends at data byte ${en} but the data section has only ${dataLen} bytes: the file is truncated`);
       }
       this.tensors.set(name, { name, dtype, shape, begin: dataStart + b, end: dataStart + en });
+    }
+    this.checkLayout(dataStart, dataLen);
+  }
+
+  /**
+   * The format's layout rule: sorted by offset, the tensors' byte ranges follow each other
+   * without gaps or overlaps from data byte 0 to the end of the file. Bytes that belong to two
+   * tensors, or to none, mean the header does not describe the data (a corrupt or tampered file).
+   */
+  private checkLayout(dataStart: number, dataLen: number): void {
+    const p = this.path;
+    const ranges = [...this.tensors.values()]
+      .map((t) => ({ name: t.name, begin: t.begin - dataStart, end: t.end - dataStart }))
+      .sort((x, y) => x.begin - y.begin || x.end - y.end);
+    let covered = 0;
+    let previous: { name: string; begin: number; end: number } | null = null;
+    for (const r of ranges) {
+      if (r.begin < covered && previous) {
+        fail(p, `tensors '${previous.name}' (data_offsets [${previous.begin}, ${previous.end}]) and '${r.name}' (data_offsets [${r.begin}, ${r.end}]) overlap: each tensor must have bytes of its own. The file is corrupt; re-download or re-save it`);
+      }
+      if (r.begin > covered) {
+        const where = previous ? `between tensor '${previous.name}' (data_offsets [${previous.begin}, ${previous.end}]) and '${r.name}' (data_offsets [${r.begin}, ${r.end}])` : `before the first tensor '${r.name}' (data_offsets [${r.begin}, ${r.end}])`;
+        fail(p, `no tensor covers data bytes ${covered} to ${r.begin}, ${where}: the tensors must follow each other without gaps. The file is corrupt; re-download or re-save it`);
+      }
+      covered = r.end;
+      previous = r;
+    }
+    if (covered !== dataLen) {
+      const last = previous ? `the last tensor '${previous.name}' ends at data byte ${covered}` : 'the header lists no tensors';
+      fail(p, `the data section is ${dataLen} bytes but ${last}: ${dataLen - covered} bytes at the end belong to no tensor. The file is corrupt or has data appended; re-download or re-save it`);
     }
   }
 

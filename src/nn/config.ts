@@ -4,6 +4,8 @@
 // CLIPVisionConfig default below (hidden 768, intermediate 3072, 12 layers, 12 heads,
 // image 224, patch 32, quick_gelu, eps 1e-5; projection_dim 512 from CLIPConfig).
 
+import { listWithRest, LIST_LIMIT } from '../gpu/problem-list.ts';
+
 export type HiddenAct = 'quick_gelu' | 'gelu';
 
 export interface ClipVisionConfig {
@@ -81,15 +83,74 @@ export function parseHfConfig(json: unknown, source: string): ClipVisionConfig {
   return cfg;
 }
 
+/**
+ * Upper bounds on the config.json fields, far above every published CLIP vision tower (the
+ * largest OpenCLIP one, ViT-bigG/14: 48 layers, hidden 1664, intermediate 8192, 16 heads; the
+ * OpenAI ViT-L/14 at 336 px: 577 tokens). They stop a corrupt or hostile config.json before
+ * genalign allocates anything for it: 1e8 layers would otherwise build a list of 1.6e9 tensor
+ * names before the first weight is read.
+ */
+export const CONFIG_LIMITS = {
+  num_hidden_layers: 256,
+  hidden_size: 16_384,
+  intermediate_size: 65_536,
+  num_attention_heads: 1024,
+  image_size: 8192,
+  patch_size: 8192,
+  projection_dim: 16_384,
+} as const;
+
+/** At most 16384 patches per image (128 × 128; ViT-L/14 at 336 px has 576). */
+export const MAX_PATCHES = 16_384;
+
+/** At most 2e10 parameters (80 GB as f32; ViT-bigG/14's vision tower has under 2e9). */
+export const MAX_PARAMETERS = 2e10;
+
+const CONFIG_FIELDS: [keyof typeof CONFIG_LIMITS, keyof ClipVisionConfig][] = [
+  ['num_hidden_layers', 'numHiddenLayers'],
+  ['hidden_size', 'hiddenSize'],
+  ['intermediate_size', 'intermediateSize'],
+  ['num_attention_heads', 'numAttentionHeads'],
+  ['image_size', 'imageSize'],
+  ['patch_size', 'patchSize'],
+  ['projection_dim', 'projectionDim'],
+];
+
+/** Parameters of the vision tower with projection (what expectedShapes in vit.ts lists). */
+export function parameterCount(cfg: ClipVisionConfig): number {
+  const D = cfg.hiddenSize;
+  const I = cfg.intermediateSize;
+  const embeddings = D + D * cfg.numChannels * cfg.patchSize ** 2 + numTokens(cfg) * D;
+  const layer = 4 * (D * D + D) + 2 * I * D + I + D + 4 * D;
+  return embeddings + 4 * D + cfg.numHiddenLayers * layer + cfg.projectionDim * D;
+}
+
+/**
+ * Checks a config before anything is built from it: integer sizes, each field within
+ * CONFIG_LIMITS, then the relations between fields (heads divide hidden, patches tile the
+ * image) and the totals (patches, parameters). `source` names the file in the error.
+ */
 export function validateConfig(cfg: ClipVisionConfig, source: string): void {
   const problems: string[] = [];
-  if (cfg.hiddenSize % cfg.numAttentionHeads !== 0) problems.push(`hidden_size ${cfg.hiddenSize} is not divisible by num_attention_heads ${cfg.numAttentionHeads}`);
-  if (cfg.imageSize % cfg.patchSize !== 0) problems.push(`image_size ${cfg.imageSize} is not divisible by patch_size ${cfg.patchSize}`);
-  if (cfg.numChannels !== 3) problems.push(`num_channels ${cfg.numChannels} is not supported (RGB only)`);
-  for (const k of ['hiddenSize', 'intermediateSize', 'numHiddenLayers', 'numAttentionHeads', 'imageSize', 'patchSize', 'projectionDim'] as const) {
-    if (!Number.isInteger(cfg[k])) problems.push(`${k} must be an integer, got ${cfg[k]}`);
+  for (const [key, field] of CONFIG_FIELDS) {
+    const v = cfg[field] as number;
+    if (!Number.isInteger(v) || v < 1) problems.push(`${key} must be a positive integer, got ${v}`);
+    else if (v > CONFIG_LIMITS[key]) problems.push(`${key} ${v} is above genalign's limit of ${CONFIG_LIMITS[key]} (far above any CLIP model; the file is likely corrupt)`);
   }
-  if (problems.length) throw new Error(`${source}: invalid CLIP vision config:\n  - ${problems.join('\n  - ')}`);
+  if (cfg.numChannels !== 3) problems.push(`num_channels ${cfg.numChannels} is not supported (RGB only)`);
+  if (!(cfg.layerNormEps > 0 && cfg.layerNormEps < 1)) problems.push(`layer_norm_eps ${cfg.layerNormEps} must be between 0 and 1 (CLIP uses 1e-5)`);
+  if (problems.length === 0) {
+    if (cfg.hiddenSize % cfg.numAttentionHeads !== 0) problems.push(`hidden_size ${cfg.hiddenSize} is not divisible by num_attention_heads ${cfg.numAttentionHeads}`);
+    if (cfg.patchSize > cfg.imageSize) problems.push(`patch_size ${cfg.patchSize} is larger than image_size ${cfg.imageSize}`);
+    else if (cfg.imageSize % cfg.patchSize !== 0) problems.push(`image_size ${cfg.imageSize} is not divisible by patch_size ${cfg.patchSize}`);
+  }
+  if (problems.length === 0) {
+    const patches = numPatches(cfg);
+    if (patches > MAX_PATCHES) problems.push(`image_size ${cfg.imageSize} / patch_size ${cfg.patchSize} gives ${patches} patches per image, above genalign's limit of ${MAX_PATCHES}`);
+    const params = parameterCount(cfg);
+    if (params > MAX_PARAMETERS) problems.push(`these sizes give ${params.toExponential(2)} parameters, above genalign's limit of ${MAX_PARAMETERS.toExponential(0)}`);
+  }
+  if (problems.length) throw new Error(`${source}: invalid CLIP vision config:\n  ${listWithRest(problems, LIST_LIMIT, '- ')}\nFix these fields in ${source} (see CONFIG_LIMITS in src/nn/config.ts for the bounds).`);
 }
 
 export function numPatches(cfg: ClipVisionConfig): number {

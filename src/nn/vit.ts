@@ -10,6 +10,7 @@
 // LoRA projection) and optionally its own trainable projection ("dual projection").
 import { Tensor, fromArray, shapeStr } from '../tensor/tensor.ts';
 import type { Device } from '../gpu/device.ts';
+import { listWithRest, LIST_LIMIT } from '../gpu/problem-list.ts';
 import { add, attention, gatherRows, layerNorm, linear, loraLinear, matmul, patchify, reshape, concat } from '../ops/index.ts';
 import type { Activation } from '../ops/index.ts';
 import type { ClipVisionConfig } from './config.ts';
@@ -73,7 +74,7 @@ export class ClipVisionModel {
       if (!t) problems.push(`missing ${name} (expected ${shapeStr(shape)})`);
       else if (shapeStr(t.shape) !== shapeStr(shape)) problems.push(`${name}: expected ${shapeStr(shape)}, found ${shapeStr(t.shape)}`);
     }
-    if (problems.length) throw new Error(`CLIP vision weights do not fit the config:\n  - ${problems.join('\n  - ')}`);
+    if (problems.length) throw new Error(`CLIP vision weights do not fit the config (${problems.length} problem${problems.length > 1 ? 's' : ''}):\n  ${listWithRest(problems, LIST_LIMIT, '- ')}`);
     for (const t of weights.values()) t.keep();
     // The conv weight is used as a [D, C·P·P] matrix.
     const pw = weights.get('vision_model.embeddings.patch_embedding.weight')!;

@@ -53,29 +53,58 @@ export function fileKey(path: string): string {
   return k;
 }
 
+/** Why the cache file's contents cannot be used at all, or null when its rows can be read. */
+function cacheShapeProblem(embeds: { shape: number[] } | undefined, keys: unknown, dim: number): string | null {
+  if (!embeds || embeds.shape.length !== 2) return "it has no 'embeds' matrix";
+  if (!Array.isArray(keys) || !keys.every((k) => typeof k === 'string')) return "its 'keys' metadata is not a list of strings";
+  if (embeds.shape[1] !== dim) return `its ${embeds.shape[0]} rows have ${embeds.shape[1]} values each, but the model's embeddings have ${dim}`;
+  if (embeds.shape[0] !== keys.length) return `it has ${embeds.shape[0]} rows but ${keys.length} keys`;
+  return null;
+}
+
 export class TeacherCache {
   private readonly rows = new Map<string, Float32Array>();
   private dirty = false;
   readonly path: string;
 
+  /**
+   * Loads `<cacheDir>/teacher-<key>.safetensors` when it exists. The cache is only a cache:
+   * rows that are not finite (NaN or ±Inf) are dropped, and a file of the wrong shape is
+   * ignored, each with one warning through `warn` (default: stderr). Dropped rows are
+   * recomputed by whoever asks for them, and the next save() rewrites the file without them.
+   */
   constructor(
     cacheDir: string,
     readonly key: string,
     readonly dim: number,
+    warn: (message: string) => void = (m) => process.stderr.write(`${m}\n`),
   ) {
     this.path = join(cacheDir, `teacher-${key}.safetensors`);
-    if (existsSync(this.path)) {
-      try {
-        const st = readSafetensors(this.path);
-        const t = st.tensors.get('embeds');
-        const keys = JSON.parse(st.metadata.keys ?? '[]') as string[];
-        if (t && t.shape[1] === dim && t.shape[0] === keys.length) {
-          keys.forEach((k, i) => this.rows.set(k, t.data.slice(i * dim, (i + 1) * dim)));
-        }
-      } catch (e) {
-        // A damaged cache is only a cache: start over (and say so).
-        process.stderr.write(`warning: ignoring unreadable teacher cache ${this.path}: ${(e as Error).message}\n`);
+    if (!existsSync(this.path)) return;
+    try {
+      const st = readSafetensors(this.path);
+      const t = st.tensors.get('embeds');
+      const keys: unknown = JSON.parse(st.metadata.keys ?? '[]');
+      const problem = cacheShapeProblem(t, keys, dim);
+      if (problem || !t) {
+        warn(`warning: ignoring teacher cache ${this.path}: ${problem}; its embeddings are recomputed`);
+        this.dirty = true;
+        return;
       }
+      const keyList = keys as string[];
+      let dropped = 0;
+      keyList.forEach((k, i) => {
+        const row = t.data.slice(i * dim, (i + 1) * dim);
+        if (row.every(Number.isFinite)) this.rows.set(k, row);
+        else dropped++;
+      });
+      if (dropped > 0) {
+        warn(`warning: teacher cache ${this.path}: dropped ${dropped} of ${keyList.length} cached embedding(s) that are not finite (NaN or ±Inf); they are recomputed`);
+        this.dirty = true;
+      }
+    } catch (e) {
+      // A damaged cache is only a cache: start over (and say so).
+      warn(`warning: ignoring unreadable teacher cache ${this.path}: ${(e as Error).message}`);
     }
   }
 
@@ -91,8 +120,10 @@ export class TeacherCache {
     return this.rows.get(key);
   }
 
+  /** Stores a row; a row that is not finite is not stored (it would poison later runs). */
   set(key: string, row: Float32Array): void {
     if (row.length !== this.dim) throw new Error(`TeacherCache: row has ${row.length} values, expected ${this.dim}`);
+    if (!row.every(Number.isFinite)) return;
     this.rows.set(key, row);
     this.dirty = true;
   }

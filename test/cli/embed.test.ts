@@ -3,7 +3,8 @@
 // are what PEFT writes for CLIPVisionModelWithProjection (test/fixtures/peft_keys.json).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { chmodSync, copyFileSync, cpSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, copyFileSync, cpSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { getDevice } from '../../src/gpu/device.ts';
 import { NAMED_CONFIGS } from '../../src/nn/config.ts';
@@ -14,7 +15,7 @@ import { embedPaths } from '../../src/train/embedding.ts';
 import { train, type TrainOptions } from '../../src/train/trainer.ts';
 import { ATTENTION_TARGETS } from '../../src/nn/lora.ts';
 import { assertClose, fixture, FIXTURE_DIR } from '../helpers/fixtures.ts';
-import { tmp, tinyDataset, runCli, divergedAdapter, seededPresetAdapter } from './helpers.ts';
+import { tmp, tinyDataset, runCli, spawnCli, divergedAdapter, seededPresetAdapter, type CliResult } from './helpers.ts';
 import { listImages } from '../../src/cli/embed-command.ts';
 
 const root = tmp('cli-embed');
@@ -141,8 +142,82 @@ test('embed: a folder named like an image in --images is not an image (not liste
   cpSync(IMAGES, images, { recursive: true });
   mkdirSync(join(images, 'album.png'));
   const withFolder = listImages(images);
-  assert.not.ok(withFolder.includes('album.png'));
-  assert.equal(withFolder, listImages(IMAGES));
+  assert.not.ok(withFolder.names.includes('album.png'));
+  assert.equal(withFolder.names, listImages(IMAGES).names);
+  assert.equal(withFolder.skipped, [{ name: 'album.png', kind: 'a directory' }]);
+});
+
+/** Runs the CLI, killing it after `ms` (a hang fails the test instead of blocking the suite). */
+async function runWithin(ms: number, command: 'embed' | 'eval', args: string[]): Promise<CliResult> {
+  const { child, done } = spawnCli(command, args);
+  const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+  try {
+    return await done;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+test('embed: a FIFO named pipe.png in --images is skipped with its reason instead of hanging; a link to an image is used', async () => {
+  const dir = join(root, 'imgs-fifo');
+  mkdirSync(dir);
+  copyFileSync(join(IMAGES, 'a_square32.png'), join(dir, 'a_square32.png'));
+  symlinkSync(join(dir, 'a_square32.png'), join(dir, 'b_link.png'));
+  execFileSync('mkfifo', [join(dir, 'pipe.png')]);
+  symlinkSync(join(dir, 'gone.png'), join(dir, 'c_dangling.png'));
+  assert.equal(listImages(dir), {
+    names: ['a_square32.png', 'b_link.png'],
+    skipped: [
+      { name: 'c_dangling.png', kind: 'a broken symbolic link' },
+      { name: 'pipe.png', kind: 'a FIFO (named pipe)' },
+    ],
+  });
+  const out = join(root, 'fifo.safetensors');
+  const r = await runWithin(120_000, 'embed', ['--model', MODEL, '--images', dir, '--out', out]);
+  assert.is(r.signal, null, `embed hung (killed after 120 s): ${r.stderr}`);
+  assert.is(r.code, 0, r.stderr);
+  assert.ok(r.stderr.includes(`warning: embed: skipping 2 entries of ${dir} named like images that are not regular files:\n  c_dangling.png (a broken symbolic link)\n  pipe.png (a FIFO (named pipe))\n`), r.stderr);
+  assert.equal(JSON.parse(readSafetensors(out).metadata.files), ['a_square32.png', 'b_link.png']);
+});
+
+test('embed: when no image decodes, exit 1 naming the first files and their reasons, and nothing is written', async () => {
+  const dir = join(root, 'imgs-all-bad');
+  mkdirSync(dir);
+  const bytes = readFileSync(join(IMAGES, 'a_square32.png'));
+  writeFileSync(join(dir, 'a_cut.png'), bytes.subarray(0, bytes.length >> 1));
+  for (let i = 0; i < 7; i++) writeFileSync(join(dir, `junk${i}.jpg`), 'not an image');
+  const out = join(root, 'all-bad.safetensors');
+  const r = await runCli('embed', ['--model', MODEL, '--images', dir, '--out', out]);
+  assert.is(r.code, 1, r.stderr);
+  assert.ok(r.stderr.includes(`error: embed: none of the 8 image(s) in ${dir} could be decoded, so nothing was written to ${out}:\n  ${join(dir, 'a_cut.png')}: cannot decode image (`), r.stderr);
+  assert.ok(r.stderr.includes(`\n  ${join(dir, 'junk3.jpg')}: cannot decode image (`), r.stderr);
+  assert.ok(r.stderr.includes('\n  ... and 3 more\n'), r.stderr);
+  assert.not.match(r.stderr, /wrote \d+ embeddings/);
+  assert.not.ok(existsSync(out));
+});
+
+test('embed: file names with terminal escapes or a right-to-left override are printed escaped, never raw', async () => {
+  const dir = join(root, 'imgs-evil');
+  mkdirSync(dir);
+  copyFileSync(join(IMAGES, 'a_square32.png'), join(dir, 'a_square32.png'));
+  const evil = '\x1b[2J\x1b[31mevil.png';
+  const bidi = 'x\u202egnp.exe.png';
+  writeFileSync(join(dir, evil), 'not an image');
+  writeFileSync(join(dir, bidi), 'not an image');
+  const out = join(root, 'evil.safetensors');
+  const r = await runCli('embed', ['--model', MODEL, '--images', dir, '--out', out]);
+  assert.is(r.code, 0, r.stderr);
+  assert.not.ok(r.stderr.includes('\x1b') || r.stdout.includes('\x1b'), 'no raw ESC byte');
+  assert.not.ok(r.stderr.includes('\u202e') || r.stdout.includes('\u202e'), 'no raw U+202E');
+  assert.ok(r.stderr.includes(`warning: skipping ${join(dir, '\\x1b[2J\\x1b[31mevil.png')}: cannot decode image (`), r.stderr);
+  assert.ok(r.stderr.includes(`warning: skipping ${join(dir, 'x\\u202egnp.exe.png')}: cannot decode image (`), r.stderr);
+  // All bad: the error lists the names escaped as well.
+  rmSync(join(dir, 'a_square32.png'));
+  const bad = await runCli('embed', ['--model', MODEL, '--images', dir, '--out', out + '2.safetensors']);
+  assert.is(bad.code, 1, bad.stderr);
+  assert.not.ok(bad.stderr.includes('\x1b'), 'no raw ESC byte in the error');
+  assert.match(bad.stderr, /error: embed: none of the 2 image\(s\)/);
+  assert.ok(bad.stderr.includes('\\x1b[2J\\x1b[31mevil.png: cannot decode image'), bad.stderr);
 });
 
 test('embed --lora with an adapter of the wrong rank: exit 1, the message names the tensor and both shapes', async () => {

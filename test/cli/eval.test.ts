@@ -111,4 +111,27 @@ test('eval decode warnings name the file once, with the decoder\'s reason', asyn
   assert.not.match(r.stderr, /Unknown error/);
 });
 
+test('eval: file names with terminal escapes or a right-to-left override are printed escaped, never raw', async () => {
+  const d = join(root, 'data-evil');
+  cpSync(data, d, { recursive: true });
+  const evil = '\x1b[2J\x1b[31mevil.png';
+  writeFileSync(join(d, 'generated', evil), 'not an image');
+  const lines = [
+    // A corrupt generated image with an escape sequence in its name: reported as undecodable.
+    { id: 'evil', real: 'real/0.png', generated: `generated/${evil}` },
+    // A missing one with a right-to-left override: reported as missing by the dataset check.
+    { id: 'gone', real: 'real/1.png', generated: ['generated/1_0.jpg', 'generated/\u202egnp.exe.png'] },
+  ];
+  writeFileSync(join(d, 'pairs.jsonl'), readFileSync(join(d, 'pairs.jsonl'), 'utf8') + lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+  const r = await runCli('eval', ['--data', d, '--model', MODEL, '--out', join(root, 'eval-evil'), '--plot', 'none']);
+  assert.is(r.code, 0, r.stderr);
+  for (const [name, text] of [['stdout', r.stdout], ['stderr', r.stderr]]) {
+    assert.not.ok(text.includes('\x1b'), `no raw ESC byte on ${name}`);
+    assert.not.ok(text.includes('\u202e'), `no raw U+202E on ${name}`);
+  }
+  assert.ok(r.stderr.includes(`warning: eval: skipping ${join(d, 'generated', '\\x1b[2J\\x1b[31mevil.png')}: cannot decode image (`), r.stderr);
+  assert.ok(r.stderr.includes(`\n  ${join(d, 'generated', '\\u202egnp.exe.png')}\n`), r.stderr);
+  assert.ok(r.stderr.includes(`wrote ${join(root, 'eval-evil', 'metrics.json')}`), r.stderr);
+});
+
 test.run();

@@ -194,6 +194,12 @@ test('missing, empty and unrecognised directories are errors', () => {
   throwsMatching(() => loadDataset(f), /not a directory/);
 });
 
+test('pairs.jsonl that is a directory: the error names it and says a manifest file was expected', () => {
+  const d = freshDir('manifest-dir');
+  mkdirSync(join(d, 'pairs.jsonl'));
+  throwsMatching(() => loadDataset(d), new RegExp(`^${join(d, 'pairs.jsonl').replace(/[.]/g, '\\.')} is a directory; expected the dataset's manifest, a text file with one JSON object per line`));
+});
+
 test('validateImages finds corrupt and truncated files', async () => {
   const d = freshDir('validate');
   const big = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#347' } }).png().toBuffer();

@@ -3,10 +3,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { mkdtempSync, writeFileSync, copyFileSync, readFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, copyFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { getDevice } from '../../src/gpu/device.ts';
-import { loadClipVision, loadModel } from '../../src/io/hf-checkpoint.ts';
+import { loadClipVision, loadModel, preprocessingOf } from '../../src/io/hf-checkpoint.ts';
 import { parseHfConfig, HF_DEFAULTS } from '../../src/nn/config.ts';
 import { readSafetensors } from '../../src/io/safetensors.ts';
 import { FIXTURE_DIR } from '../helpers/fixtures.ts';
@@ -118,6 +118,79 @@ test('missing and mis-shaped tensors are all listed in one error', async () => {
     assert.match(m, /missing tensor visual_projection\.weight \(expected \[32, 64\]\)/);
     assert.match(m, /layers\.0\.mlp\.fc1\.weight: expected \[128, 64\], found \[4, 4\]/);
   }
+});
+
+test('a checkpoint with thousands of problems: the error lists the first 20 and how many more', async () => {
+  const device = await getDevice();
+  const dir = tmp();
+  // clip-tiny's 2 layers of weights under a config of 100 layers: 98 × 16 tensors are missing.
+  const cfg = JSON.parse(readFileSync(join(MODEL, 'config.json'), 'utf8')) as { vision_config: Record<string, unknown> };
+  cfg.vision_config.num_hidden_layers = 100;
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+  copyFileSync(join(MODEL, 'model.safetensors'), join(dir, 'model.safetensors'));
+  try {
+    loadClipVision(dir, device);
+    assert.unreachable();
+  } catch (e) {
+    const m = (e as Error).message;
+    assert.match(m, `${dir}: checkpoint does not match its config.json (1568 problems):`);
+    const lines = m.split('\n');
+    assert.is(lines.length, 1 + 20 + 1, m);
+    assert.match(lines[1], /^  - missing tensor vision_model\.encoder\.layers\.2\./);
+    assert.is(lines[21], '  ... and 1548 more');
+  }
+});
+
+test('config.json with num_hidden_layers 1e8: loadClipVision fails at once, naming config.json and the field', async () => {
+  const device = await getDevice();
+  const dir = tmp();
+  const cfg = JSON.parse(readFileSync(join(MODEL, 'config.json'), 'utf8')) as { vision_config: Record<string, unknown> };
+  cfg.vision_config.num_hidden_layers = 1e8;
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+  copyFileSync(join(MODEL, 'model.safetensors'), join(dir, 'model.safetensors'));
+  const t0 = Date.now();
+  assert.throws(() => loadClipVision(dir, device), (e: Error) => e.message.startsWith(`${join(dir, 'config.json')}: invalid CLIP vision config:\n  - num_hidden_layers 100000000 is above genalign's limit of 256`));
+  assert.ok(Date.now() - t0 < 1000, `${Date.now() - t0} ms`);
+});
+
+test('a directory where a file should be: config.json, model.safetensors, the index, a shard, preprocessor_config.json', async () => {
+  const device = await getDevice();
+  /** A copy of clip-tiny in which `edit` replaces files with directories; the error loadClipVision gives. */
+  const loadError = (edit: (dir: string) => void): string => {
+    const dir = tmp();
+    cpSync(MODEL, dir, { recursive: true });
+    edit(dir);
+    try {
+      loadClipVision(dir, device).model.dispose();
+    } catch (e) {
+      return (e as Error).message;
+    }
+    assert.unreachable('loaded');
+    return '';
+  };
+  const asDir = (dir: string, name: string): void => {
+    rmSync(join(dir, name), { force: true });
+    mkdirSync(join(dir, name));
+  };
+  let dir = '';
+  let m = loadError((d) => asDir((dir = d), 'config.json'));
+  assert.is(m, `${join(dir, 'config.json')} is a directory; expected the model's configuration (the JSON file config.json of an HF CLIP model)`);
+  m = loadError((d) => asDir((dir = d), 'model.safetensors'));
+  assert.is(m, `${join(dir, 'model.safetensors')} is a directory; expected the model's weights (a safetensors file)`);
+  m = loadError((d) => asDir((dir = d), 'model.safetensors.index.json'));
+  assert.is(m, `${join(dir, 'model.safetensors.index.json')} is a directory; expected the JSON index of a sharded checkpoint (its weight_map names the shard files)`);
+  m = loadError((d) => {
+    dir = d;
+    rmSync(join(d, 'model.safetensors'));
+    mkdirSync(join(d, 'model-00001-of-00001.safetensors'));
+    writeFileSync(join(d, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'visual_projection.weight': 'model-00001-of-00001.safetensors' } }));
+  });
+  assert.is(m, `${join(dir, 'model-00001-of-00001.safetensors')} is a directory; expected a checkpoint shard named in ${join(dir, 'model.safetensors.index.json')} (a safetensors file)`);
+  m = loadError((d) => asDir((dir = d), 'preprocessor_config.json'));
+  const preprocessor = `${join(dir, 'preprocessor_config.json')} is a directory; expected the model's image preprocessing settings (the JSON file preprocessor_config.json)`;
+  assert.is(m, preprocessor);
+  // --validate reads it without loading the weights.
+  assert.throws(() => preprocessingOf(dir), (e: Error) => e.message === preprocessor);
 });
 
 test('.bin checkpoints get a safetensors-only explanation; bad model names are listed', async () => {

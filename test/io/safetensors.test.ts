@@ -1,10 +1,14 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync, existsSync, readdirSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync, readFileSync, rmSync, existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FIXTURE_DIR } from '../helpers/fixtures.ts';
 import { SafetensorsFile, SafetensorsError, readSafetensors, writeSafetensors } from '../../src/io/safetensors.ts';
 
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const dir = mkdtempSync(join(tmpdir(), 'genalign-st-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -29,13 +33,13 @@ function put(name: string, bytes: Uint8Array): string {
 }
 
 /** Asserts opening `path` throws a SafetensorsError whose message starts with the path and matches re. */
-function expectError(path: string, re: RegExp): void {
+function expectError(path: string, re: RegExp, expected?: string): void {
   try {
-    SafetensorsFile.open(path);
+    SafetensorsFile.open(path, expected);
   } catch (e) {
     assert.instance(e, SafetensorsError);
     const msg = (e as Error).message;
-    assert.ok(msg.startsWith(`${path}: `), `message names the file: ${msg}`);
+    assert.ok(msg.startsWith(`${path}: `) || msg.startsWith(`${path} `), `message names the file: ${msg}`);
     assert.match(msg, re);
     return;
   }
@@ -187,9 +191,65 @@ test('offsets inconsistent with shape, end before begin, bad shape, bad metadata
   expectError(badMeta, /__metadata__\.step must be a string/);
 });
 
-test('missing file and implausible header length', () => {
+test('overlapping data_offsets are an error naming both tensors', () => {
+  const data = new Uint8Array(16);
+  const overlap = put('overlap.safetensors', fileBytes({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] }, c: { dtype: 'F32', shape: [1], data_offsets: [12, 16] } }, data));
+  expectError(overlap, /tensors 'a' \(data_offsets \[0, 8\]\) and 'b' \(data_offsets \[4, 12\]\) overlap/);
+  // Two names for the same bytes (in header order b, a: sorting by offset finds them).
+  const alias = put('alias.safetensors', fileBytes({ b: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, c: { dtype: 'F32', shape: [2], data_offsets: [8, 16] } }, data));
+  expectError(alias, /tensors '[ab]' \(data_offsets \[0, 8\]\) and '[ab]' \(data_offsets \[0, 8\]\) overlap/);
+  // One tensor inside another.
+  const nested = put('nested.safetensors', fileBytes({ big: { dtype: 'F32', shape: [4], data_offsets: [0, 16] }, small: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, data));
+  expectError(nested, /tensors 'big' .* and 'small' .* overlap/);
+});
+
+test('holes: bytes before the first tensor, between two tensors, or after the last are an error', () => {
+  const data = new Uint8Array(16);
+  const start = put('hole-start.safetensors', fileBytes({ a: { dtype: 'F32', shape: [3], data_offsets: [4, 16] } }, data));
+  expectError(start, /no tensor covers data bytes 0 to 4, before the first tensor 'a' \(data_offsets \[4, 16\]\)/);
+  const middle = put('hole-middle.safetensors', fileBytes({ a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, b: { dtype: 'F32', shape: [2], data_offsets: [8, 16] } }, data));
+  expectError(middle, /no tensor covers data bytes 4 to 8, between tensor 'a' \(data_offsets \[0, 4\]\) and 'b' \(data_offsets \[8, 16\]\)/);
+  const tail = put('hole-end.safetensors', fileBytes({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, data));
+  expectError(tail, /the data section is 16 bytes but the last tensor 'a' ends at data byte 8: 8 bytes at the end belong to no tensor/);
+  const none = put('no-tensors.safetensors', fileBytes({ __metadata__: { format: 'pt' } }, new Uint8Array(3)));
+  expectError(none, /the data section is 3 bytes but the header lists no tensors: 3 bytes at the end belong to no tensor/);
+  // A file genalign wrote, with bytes appended.
+  const p = join(dir, 'appended.safetensors');
+  writeSafetensors(p, { w: { shape: [2], data: Float32Array.from([1, 2]) } });
+  writeFileSync(p, Buffer.concat([readFileSync(p), Buffer.from('extra')]));
+  expectError(p, /ends at data byte 8: 5 bytes at the end belong to no tensor/);
+});
+
+test('valid layouts: header padded with spaces, tensors listed out of offset order, empty tensors, no tensors', () => {
+  const data = new Uint8Array(12);
+  const header = JSON.stringify({ z: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, a: { dtype: 'F32', shape: [2], data_offsets: [4, 12] }, e: { dtype: 'F32', shape: [0], data_offsets: [12, 12] } });
+  const p = put('padded.safetensors', fileBytes(null, data, header + '   '));
+  const f = SafetensorsFile.open(p);
+  assert.equal([...f.tensors.keys()], ['z', 'a', 'e']);
+  f.close();
+  const empty = put('empty.safetensors', fileBytes({}, new Uint8Array(0), '{}      '));
+  SafetensorsFile.open(empty).close();
+});
+
+test('every committed fixture under test/fixtures satisfies the layout rule', () => {
+  const files = (readdirSync(FIXTURE_DIR, { recursive: true }) as string[]).filter((f) => f.endsWith('.safetensors')).map((f) => join(FIXTURE_DIR, f));
+  assert.ok(files.length >= 17, `found ${files.length}: ${files.map((f) => relative(FIXTURE_DIR, f)).join(', ')}`);
+  for (const f of files) SafetensorsFile.open(f).close();
+});
+
+test('missing file, a directory or a FIFO in its place, and implausible header length', () => {
   const missing = join(dir, 'does-not-exist.safetensors');
-  expectError(missing, /cannot open \(ENOENT\)/);
+  expectError(missing, /does-not-exist\.safetensors does not exist; expected a safetensors file$/);
+  const folder = join(dir, 'folder.safetensors');
+  mkdirSync(folder);
+  expectError(folder, /folder\.safetensors is a directory; expected the adapter weights$/, 'the adapter weights');
+  // A FIFO without a writer would block the open for ever, so it is tried in a child process with a timeout.
+  const fifo = join(dir, 'fifo.safetensors');
+  execFileSync('mkfifo', [fifo]);
+  const script = `import { SafetensorsFile } from './src/io/safetensors.ts'; try { SafetensorsFile.open(${JSON.stringify(fifo)}); } catch (e) { console.log(e.message); }`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, timeout: 30_000, encoding: 'utf8' });
+  assert.is(r.signal, null, `the open blocked on the FIFO (killed after 30 s)`);
+  assert.is(r.stdout.trim(), `${fifo} is a FIFO (named pipe); expected a safetensors file`, r.stderr);
   const huge = Buffer.alloc(16);
   huge.writeBigUInt64LE(2n ** 40n);
   expectError(put('huge.safetensors', huge), /header length \d+ is implausible/);

@@ -99,7 +99,7 @@ test('PEFT-initialised student equals the teacher at step 0, and only LoRA gets 
   }
 });
 
-test('mis-shaped checkpoint gives one error listing every problem', async () => {
+test('mis-shaped checkpoint gives one error: how many problems, the first 20, and how many more', async () => {
   const device = await getDevice();
   const weights = new Map();
   const cfg = NAMED_CONFIGS.tiny;
@@ -109,8 +109,11 @@ test('mis-shaped checkpoint gives one error listing every problem', async () => 
     assert.unreachable('should throw');
   } catch (e) {
     const msg = (e as Error).message;
+    assert.match(msg, /^CLIP vision weights do not fit the config \(40 problems\):\n/);
     assert.match(msg, /class_embedding: expected \[64\], found \[63\]/);
-    assert.match(msg, /missing vision_model\.encoder\.layers\.1\.mlp\.fc2\.bias \(expected \[64\]\)/);
+    assert.match(msg, /missing vision_model\.encoder\.layers\.0\.self_attn\.q_proj\.weight \(expected \[64, 64\]\)/);
+    assert.is(msg.split('\n').length, 1 + 20 + 1);
+    assert.match(msg, /\n  \.\.\. and 20 more$/);
   }
   for (const t of weights.values()) t.dispose();
 });
