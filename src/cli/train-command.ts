@@ -18,6 +18,12 @@ import { isModelDir, preprocessingOf } from '../io/hf-checkpoint.ts';
 import { NAMED_CONFIGS } from '../nn/config.ts';
 import { parseFlags, helpText, UsageError, type FlagSpec } from './args.ts';
 import { Progress } from './progress.ts';
+import { escapeForTerminal } from './terminal.ts';
+
+/** Writes to stderr with control characters of file names shown as escapes. */
+function printErr(text: string): void {
+  process.stderr.write(escapeForTerminal(text));
+}
 
 /** The demo's own values, as flags: "--model tiny, --steps 60, ..." (from the option table). */
 function demoDefaults(): string {
@@ -55,22 +61,22 @@ export const TRAIN_FLAGS: FlagSpec[] = [
 /** --validate: every pair's files are checked; exit 0 when nothing is wrong, 1 otherwise. */
 async function validateDataset(data: string, model: string): Promise<number> {
   const warnings: string[] = [];
-  const dataset = loadDataset(data, { onWarn: (w) => (warnings.push(w), process.stderr.write(w + '\n')) });
+  const dataset = loadDataset(data, { onWarn: (w) => (warnings.push(w), printErr(w + '\n')) });
   const { pre, problem: modelProblem } = preprocessingOf(model);
   if (modelProblem) {
     warnings.push(modelProblem);
-    process.stderr.write(`problem: ${modelProblem}\n`);
+    printErr(`problem: ${modelProblem}\n`);
   }
-  process.stderr.write(`validate: decoding ${dataset.pairs.length} pairs' images in ${dataset.dir} at ${pre.cropWidth}x${pre.cropHeight} (--model ${model})…\n`);
+  printErr(`validate: decoding ${dataset.pairs.length} pairs' images in ${dataset.dir} at ${pre.cropWidth}x${pre.cropHeight} (--model ${model})…\n`);
   let progress: Progress | null = null;
   const res = await validateImages(dataset, {
     preprocess: pre,
     concurrency: Math.max(2, cpus().length),
     onProgress: (done, total) => (progress ??= new Progress(total, 'validate')).update(done),
   });
-  for (const b of res.bad) process.stderr.write(`bad image: ${b.message}\n`);
+  for (const b of res.bad) printErr(`bad image: ${b.message}\n`);
   const problems = res.bad.length + warnings.length;
-  process.stderr.write(
+  printErr(
     `validate: ${res.checked} image files checked, ${res.bad.length} could not be used` +
       (warnings.length ? `; ${warnings.length} other problem(s) above` : '') +
       (res.bad.length ? '. Training skips bad images (and aborts past --max-bad-fraction); re-encode or remove them.\n' : problems ? '.\n' : ': no problems found.\n'),
@@ -147,7 +153,7 @@ export async function runTrain(argv: string[], inject: Pick<TrainHooks, 'files' 
   }
   const { options: o, demo } = resolveOptions(given);
   if (demo) {
-    process.stderr.write(`No --data given: using the embedded demo dataset in ${demoDir}.\n` +
+    printErr(`No --data given: using the embedded demo dataset in ${demoDir}.\n` +
       'Its "generated" images are a systematic rendering shift of the "real" ones, not diffusion outputs; see the README for real pairs.\n');
     await ensureDemoDataset(demoDir, {});
   }
@@ -156,21 +162,21 @@ export async function runTrain(argv: string[], inject: Pick<TrainHooks, 'files' 
   let stop = false;
   const onSigint = (): void => {
     if (stop) {
-      process.stderr.write('\nsecond Ctrl-C: exiting without a checkpoint\n');
+      printErr('\nsecond Ctrl-C: exiting without a checkpoint\n');
       process.exit(130);
     }
     stop = true;
-    process.stderr.write('\nCtrl-C: finishing this step and writing a checkpoint (Ctrl-C again to quit now)\n');
+    printErr('\nCtrl-C: finishing this step and writing a checkpoint (Ctrl-C again to quit now)\n');
   };
   process.on('SIGINT', onSigint);
   let progress: Progress | null = null;
   let lastPlain = 0;
-  const say = (l: string): void => (progress ? progress.log(l) : void process.stderr.write(l + '\n'));
+  const say = (l: string): void => (progress ? progress.log(l) : printErr(l + '\n'));
   const result = await train(device, o, {
     ...inject,
     log: say,
     onStart: (i) => {
-      process.stderr.write(`run: ${i.runDir}\nadapter: ${i.adapter}\ntraining ${i.totalSteps} steps (from ${i.startStep}) on ${i.trainPairs} pairs, effective batch ${o.batch * o.accum}\n`);
+      printErr(`run: ${i.runDir}\nadapter: ${i.adapter}\ntraining ${i.totalSteps} steps (from ${i.startStep}) on ${i.trainPairs} pairs, effective batch ${o.batch * o.accum}\n`);
       progress = new Progress(i.totalSteps, 'train', process.stderr, Number.POSITIVE_INFINITY);
       if (i.startStep) progress.update(i.startStep);
     },
@@ -179,7 +185,7 @@ export async function runTrain(argv: string[], inject: Pick<TrainHooks, 'files' 
       if (process.stderr.isTTY && process.env.CI !== 'true') progress!.update(r.step, fields);
       else if (r.step - lastPlain >= o.logEvery || r.step === total || r.step === 1) {
         lastPlain = r.step;
-        process.stderr.write(`step ${r.step}/${total}  epoch ${r.epoch}  loss ${r.loss.toFixed(4)}  acc ${r.accuracy.toFixed(3)}  ${r.images_per_s.toFixed(1)} img/s  lr ${r.lr.toExponential(2)}  |g| ${r.grad_norm.toFixed(3)}\n`);
+        printErr(`step ${r.step}/${total}  epoch ${r.epoch}  loss ${r.loss.toFixed(4)}  acc ${r.accuracy.toFixed(3)}  ${r.images_per_s.toFixed(1)} img/s  lr ${r.lr.toExponential(2)}  |g| ${r.grad_norm.toFixed(3)}\n`);
       }
       await inject.onStep?.(r, total);
     },
@@ -190,7 +196,7 @@ export async function runTrain(argv: string[], inject: Pick<TrainHooks, 'files' 
     if (result.stoppedEarly) return 130;
     if (result.eval) {
       const r = result.eval.report;
-      process.stderr.write(
+      printErr(
         `paired cosine ${r.paired_cosine_before.toFixed(4)} → ${r.paired_cosine_after.toFixed(4)}  ` +
           `R@1 ${r.r1_before.toFixed(3)} → ${r.r1_after.toFixed(3)}  R@5 ${r.r5_before.toFixed(3)} → ${r.r5_after.toFixed(3)}  ` +
           `gap ${r.gap_before.toFixed(4)} → ${r.gap_after.toFixed(4)}  (n=${r.n_val})\n` +

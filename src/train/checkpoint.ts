@@ -32,6 +32,8 @@ import type { LoraAdapter } from '../nn/lora.ts';
 import { encodePeftAdapter } from '../io/peft.ts';
 import { FileOpError, isAtomicTemp, nodeFiles, removeTree, makeDirs, writeFileAtomic, type FileOps } from '../gpu/atomic-file.ts';
 import { SafetensorsFile, encodeSafetensors, readSafetensors } from '../io/safetensors.ts';
+import { readRegularTextFile } from '../gpu/regular-file.ts';
+import { inlineListWithRest } from '../gpu/problem-list.ts';
 import type { AdamWState } from './optimizer.ts';
 
 export const CHECKPOINTS_DIR = 'checkpoints';
@@ -72,13 +74,7 @@ function stepOfName(name: string): number {
 
 /** Parses a JSON file of a run; a damaged file is an error that names it. */
 export function readRunJson<T>(path: string, what: string): T {
-  let text: string;
-  try {
-    if (statSync(path).isDirectory()) throw new Error('it is a directory, not a file');
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new Error(`${path}: cannot read the ${what} (${(e as Error).message})`);
-  }
+  const text = readRegularTextFile(path, `the ${what} (a JSON file)`);
   try {
     return JSON.parse(text) as T;
   } catch (e) {
@@ -319,7 +315,7 @@ export function inspectRun(runDir: string): RunInspection {
   let latestName: string | null = null;
   let latestFileStale = false;
   if (existsSync(latestFile)) {
-    const named = readRunText(latestFile).trim();
+    const named = readRunText(latestFile, 'the name of the checkpoint to resume from (a text file)').trim();
     if (!/^step-\d+$/.test(named)) throw new Error(`${latestFile} should hold a checkpoint name such as step-000120, but holds ${JSON.stringify(named.slice(0, 80))}. ${completeHint(complete, latestFile)}`);
     if (existsSync(join(root, named))) {
       const problem = checkpointProblem(join(root, named));
@@ -346,18 +342,13 @@ export function inspectRun(runDir: string): RunInspection {
   return { runDir, latest, notes, litter, halfRemoved, latestFileStale, adapterStale, metricsStale: metricsLinesPast(runDir, latestStep) };
 }
 
-function readRunText(path: string): string {
-  try {
-    if (statSync(path).isDirectory()) throw new Error('it is a directory, not a file');
-    return readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new Error(`${path}: cannot read (${(e as Error).message})`);
-  }
+function readRunText(path: string, what: string): string {
+  return readRegularTextFile(path, what);
 }
 
 function completeHint(others: string[], latestFile: string): string {
   return others.length
-    ? `Complete checkpoints here: ${others.join(', ')}; to resume from one, write its name into ${latestFile} (e.g. echo ${others[others.length - 1]} > ${latestFile}).`
+    ? `Complete checkpoints here: ${inlineListWithRest(others)}; to resume from one, write its name into ${latestFile} (e.g. echo ${others[others.length - 1]} > ${latestFile}).`
     : 'No other complete checkpoint is left.';
 }
 
@@ -374,7 +365,7 @@ function stepOfLine(line: string): number {
 function metricsLinesPast(runDir: string, step: number): boolean {
   const path = join(runDir, METRICS_FILE);
   if (!existsSync(path)) return false;
-  const text = readRunText(path);
+  const text = readRunText(path, 'the training log (JSON lines)');
   if (text !== '' && !text.endsWith('\n')) return true;
   return text.split('\n').some((l) => l !== '' && stepOfLine(l) > step);
 }
@@ -404,7 +395,7 @@ export function repairRun(ins: RunInspection, keep: number, files: FileOps = nod
   if (ins.metricsStale) {
     const path = join(ins.runDir, METRICS_FILE);
     const step = ins.latest?.step ?? 0;
-    const kept = readRunText(path).split('\n').filter((l) => l !== '' && stepOfLine(l) <= step);
+    const kept = readRunText(path, 'the training log (JSON lines)').split('\n').filter((l) => l !== '' && stepOfLine(l) <= step);
     writeFileAtomic(path, kept.map((l) => l + '\n').join(''), files);
   }
 }

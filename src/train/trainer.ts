@@ -19,7 +19,7 @@
 // every micro-batch's loss uses all effective-batch reals as negatives. Each generated row's
 // loss depends only on its own student embedding and the fixed teacher matrix, so summing
 // micro-batch gradients (each scaled by 1/accum) gives exactly the full-batch gradient.
-import { existsSync, lstatSync, readFileSync, readdirSync, statSync, statfsSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync, statfsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { Device } from '../gpu/device.ts';
@@ -36,11 +36,12 @@ import type { PreprocessConfig } from '../io/image.ts';
 import { loadDataset, splitByValFraction, type Pair } from '../io/dataset.ts';
 import { PairLoader, epochBatches, type PairBatch } from '../io/loader.ts';
 import { readPeftAdapter } from '../io/peft.ts';
+import { readRegularTextFile } from '../gpu/regular-file.ts';
 import { AdamW } from './optimizer.ts';
 import { learningRate, type ScheduleOptions } from './schedule.ts';
 import {
   ADAPTER_DIR, CHECKPOINTS_DIR, METRICS_FILE, saveCheckpoint, loadCheckpoint, inspectRun, repairRun, isRunTemp, isNoSpace, setAsideDivergedCheckpoint,
-  checkpointName, readRunJson, type Checkpoint, type RunInspection, type TrainerState,
+  checkpointName, type Checkpoint, type RunInspection, type TrainerState,
 } from './checkpoint.ts';
 import { configHash, configHashBeforeSchema, savedOptions, type TrainOptions } from './options.ts';
 import { TeacherCache, modelKey, fileKey } from './teacher-cache.ts';
@@ -328,12 +329,9 @@ interface LockOwner {
 function readLock(path: string): LockOwner | null {
   let text: string;
   try {
-    if (lstatSync(path).isDirectory()) {
-      throw new Error(`${path} is a directory, but genalign keeps the lock file of a training run there. Remove it (rmdir ${path}) and run the command again.`);
-    }
-    text = readFileSync(path, 'utf8');
+    text = readRegularTextFile(path, `the lock file of a training run ("<pid> <host>"); if no trainer uses this directory, remove ${path} and run the command again`);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    if (!existsSync(path)) return null; // released meanwhile
     throw e;
   }
   const [pid, host] = text.trim().split(/\s+/);
@@ -825,7 +823,7 @@ async function runStages(device: Device, o: TrainOptions, hooks: TrainHooks, fil
   try {
     let cache: TeacherCache | null = null;
     if (o.teacherCache) {
-      cache = new TeacherCache(o.cacheDir, modelKey(built.loaded.source, model.cfg, built.pre, o.seed), model.cfg.projectionDim);
+      cache = new TeacherCache(o.cacheDir, modelKey(built.loaded.source, model.cfg, built.pre, o.seed), model.cfg.projectionDim, log);
       const complete = await warmTeacherCache(device, model, built.pre, [...trainPairs, ...valPairs], cache, Math.max(o.batch, 8), log, hooks.shouldStop).catch((e: unknown) => oomHelp(e, o));
       if (!complete) {
         log('stopped while filling the teacher cache; what was embedded is saved, so running the same command again continues from there');
