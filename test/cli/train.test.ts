@@ -142,6 +142,45 @@ test('train --validate: a preprocessor_config.json whose crop does not fit the m
   assert.match(r.stderr, /0 could not be used; 1 other problem\(s\) above\.\n/);
 });
 
+test('D1: two trainers started on the same new --out: the one that loses the lock leaves the winner\'s run alone', async () => {
+  // The first trainer loads a 300000-pair manifest (seconds), the second starts 0.3 s later on
+  // a small dataset, so the second creates and locks the directory while the first is loading.
+  const big = join(root, 'data-big');
+  cpSync(join(data, 'real'), join(big, 'real'), { recursive: true });
+  cpSync(join(data, 'generated'), join(big, 'generated'), { recursive: true });
+  const base = readFileSync(join(data, 'pairs.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { real: string; generated: string[] });
+  writeFileSync(join(big, 'pairs.jsonl'), Array.from({ length: 300_000 }, (_, i) => JSON.stringify({ id: `p${i}`, real: base[i % base.length].real, generated: base[i % base.length].generated })).join('\n') + '\n');
+  const out = join(root, 'run-race');
+  const common = ['--model', 'tiny', '--batch', '8', '--no-eval', '--val-fraction', '0', '--out', out];
+  const slow = spawnCli('train-test', ['--data', big, '--steps', '1', '--cache-dir', join(root, 'cache-race-big'), ...common]);
+  await new Promise((r) => setTimeout(r, 300));
+  const fast = spawnCli('train-test', ['--data', data, '--steps', '3', '--cache-dir', join(root, 'cache-race'), ...common], { GENALIGN_TEST_STEP_DELAY_MS: '1000' });
+  const [s, f] = await Promise.all([slow.done, fast.done]);
+  const [winner, loser] = f.code === 0 ? [f, s] : [s, f];
+  assert.is(winner.code, 0, `one trainer finished:\n${f.stderr}\n---\n${s.stderr}`);
+  assert.is(loser.code, 1, loser.stderr);
+  assert.match(loser.stderr, /is in use by another training process \(pid \d+, see .*run\.lock\); nothing there was changed|already holds a run .*; nothing there was changed/);
+  const steps = winner === f ? 3 : 1;
+  assert.equal(readMetrics(out).map((m) => m.step), Array.from({ length: steps }, (_, i) => i + 1), "the winner's run is whole");
+  assert.is(readFileSync(join(out, 'checkpoints', 'latest'), 'utf8').trim(), `step-00000${steps}`);
+  assert.ok(existsSync(join(out, 'adapter', 'adapter_model.safetensors')));
+  assert.equal(readdirSync(out).sort(), ['adapter', 'checkpoints', 'config.json', 'metrics.jsonl']);
+});
+
+test('D16: a file name with terminal escape sequences is printed escaped', async () => {
+  const dirty = join(root, 'data-escape');
+  cpSync(data, dirty, { recursive: true });
+  const evil = '\x1b[2J\x1b[31mevil.png';
+  const manifest = readFileSync(join(dirty, 'pairs.jsonl'), 'utf8').trim().split('\n');
+  writeFileSync(join(dirty, 'real', evil), 'not an image');
+  manifest[0] = JSON.stringify({ ...(JSON.parse(manifest[0]) as object), real: `real/${evil}` });
+  writeFileSync(join(dirty, 'pairs.jsonl'), manifest.join('\n') + '\n');
+  const r = await runCli('train', ['--validate', '--data', dirty, '--model', 'tiny']);
+  assert.is(r.code, 1, r.stderr);
+  assert.not.ok(r.stderr.includes('\x1b'), 'no raw ESC reaches the terminal');
+  assert.ok(r.stderr.includes('bad image: ') && r.stderr.includes('\\x1b[2J\\x1b[31mevil.png'), r.stderr);
+});
+
 function checkHelp(out: string, specs: readonly FlagSpec[], command: string): void {
   const lines = out.split('\n');
   for (const s of specs) {
