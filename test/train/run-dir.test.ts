@@ -95,6 +95,26 @@ test('D3: --resume of a finished run repairs adapter/ in every state a crash in 
   }
 });
 
+test('temporary files of an interrupted run (this version\'s and the earlier names) are removed by the next start; other files stay', async () => {
+  const out = join(root, 'litter');
+  assert.is((await trainArgs([...common(), '--steps', '2', '--save-every', '1', '--out', out])).error, null);
+  const litter = [
+    'checkpoints/.step-000003.tmp-4242/adapter_model.safetensors', 'checkpoints/.step-000003.tmp/trainer_state.json', 'checkpoints/.step-000001.deleting/optimizer.safetensors',
+    'checkpoints/.latest.4242.1764670000000.tmp', '.adapter.tmp-4242/adapter_config.json', '.adapter.tmp/adapter_model.safetensors', '.adapter-adapter_model.safetensors.tmp',
+    '.config.json.4242.1764670000000.tmp', '.metrics.jsonl.4242.1764670000000.tmp', '.run.lock.stale-4242',
+  ];
+  for (const f of litter) {
+    mkdirSync(join(out, f, '..'), { recursive: true });
+    writeFileSync(join(out, f), 'partial');
+  }
+  writeFileSync(join(out, 'notes.txt'), 'mine');
+  const r = await trainArgs(['--resume', out]);
+  assert.is(r.error, null, r.error ?? '');
+  assert.ok(r.logs.some((l) => /recovery: removing 10 temporary file\(s\) left by an interrupted run/.test(l)), r.logs.join('\n'));
+  assert.equal(readdirSync(out).sort(), ['adapter', 'checkpoints', 'config.json', 'metrics.jsonl', 'notes.txt']);
+  assert.equal(readdirSync(join(out, 'checkpoints')).sort(), ['latest', 'step-000002']);
+});
+
 test('D4: a half-removed checkpoint does not count; a NaN rollback never moves latest to it, and resume still works', async () => {
   const out = join(root, 'half-removed');
   assert.is((await trainArgs([...common(), '--steps', '2', '--save-every', '1', '--keep-checkpoints', '3', '--out', out])).error, null);
