@@ -112,7 +112,7 @@ test('temporary files of an interrupted run (this version\'s and the earlier nam
   assert.is(r.error, null, r.error ?? '');
   assert.ok(r.logs.some((l) => /recovery: removing 10 temporary file\(s\) left by an interrupted run/.test(l)), r.logs.join('\n'));
   assert.equal(readdirSync(out).sort(), ['adapter', 'checkpoints', 'config.json', 'metrics.jsonl', 'notes.txt']);
-  assert.equal(readdirSync(join(out, 'checkpoints')).sort(), ['latest', 'step-000002']);
+  assert.equal(readdirSync(join(out, 'checkpoints')).sort(), ['latest', 'step-000001', 'step-000002']);
 });
 
 test('D4: a half-removed checkpoint does not count; a NaN rollback never moves latest to it, and resume still works', async () => {
