@@ -55,6 +55,15 @@ export class FaultyFiles implements FileOps {
     throw fileOpError(op, path, e, to);
   }
 
+  /** The half of a write that lands before the failure; the fault fires whether or not it succeeded (an O_EXCL create of an existing file, say). */
+  private partially(write: () => void): void {
+    try {
+      write();
+    } catch {
+      // The operation fails at this point either way.
+    }
+  }
+
   mkdir(path: string): void {
     if (this.hit('mkdir', path)) this.fail('mkdir', path);
     nodeFiles.mkdir(path);
@@ -62,7 +71,7 @@ export class FaultyFiles implements FileOps {
 
   write(path: string, chunks: readonly (Uint8Array | string)[], opts?: WriteOptions): void {
     if (this.hit('write', path)) {
-      nodeFiles.write(path, [halfOf(chunks)], opts);
+      this.partially(() => nodeFiles.write(path, [halfOf(chunks)], opts));
       this.fail('write', path);
     }
     nodeFiles.write(path, chunks, opts);
@@ -70,7 +79,7 @@ export class FaultyFiles implements FileOps {
 
   append(path: string, text: string): void {
     if (this.hit('append', path)) {
-      nodeFiles.append(path, text.slice(0, Math.floor(text.length / 2)));
+      this.partially(() => nodeFiles.append(path, text.slice(0, Math.floor(text.length / 2))));
       this.fail('append', path);
     }
     nodeFiles.append(path, text);

@@ -16,12 +16,14 @@
 // lock), `latest` naming a complete checkpoint, adapter/ equal to that checkpoint's adapter,
 // metrics.jsonl identical but for its timing fields, the same checkpoint weights and optimizer
 // state, the same eval outputs; and no file outside the run directory touched.
+// The second test does the same for every file operation of a recovery itself (a resume that
+// must clean up a torn temporary file, republish adapter/ and finish retention).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { build } from 'esbuild';
-import { existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { getDevice } from '../../src/gpu/device.ts';
 import { train, type TrainResult } from '../../src/train/trainer.ts';
@@ -162,26 +164,53 @@ function killedRun(child: string, argv: string[], at: number): Promise<{ code: n
   });
 }
 
-test('a kill or a full disk at every file operation of a run: the recovered run equals an uninterrupted one', async () => {
-  const child = await bundleChild();
-  const refDir = join(root, 'reference');
-  const refFiles = new FaultyFiles();
-  assert.is(await trainHere(args(refDir), refFiles), null);
-  const ref = snapshot(refDir);
-  const points = refFiles.ops;
-  // The run really covers what it claims: checkpoints, latest, publishing, retention, eval.
-  const kinds = new Set(points.map((r) => r.op));
-  for (const k of ['mkdir', 'write', 'append', 'rename', 'unlink', 'rmdir'] as const) assert.ok(kinds.has(k), `the run does a ${k}`);
-  assert.ok(points.some((r) => r.to?.endsWith('.deleting')), 'retention ran');
-  assert.ok(points.some((r) => r.to?.endsWith(join('adapter', 'adapter_model.safetensors'))), 'adapter/ was published twice (created, then its weights replaced)');
-  assert.ok(points.some((r) => r.path.includes('.metrics.json.')), 'the final eval wrote metrics.json');
-  assert.equal(ref.tree.filter((p) => p.startsWith('checkpoints/')), ['checkpoints/', 'checkpoints/latest', 'checkpoints/step-000002/', ...['adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors', 'trainer_state.json'].map((f) => `checkpoints/step-000002/${f}`)]);
-  assert.equal(outside(points, refDir), [], 'the uninterrupted run writes only inside its directory');
-  const dataBefore = snapshot(data);
+/** Which part of a run a file operation belongs to, from its path (for the printed summary). */
+function stageOf(r: FileOpRecord, dir: string): string {
+  const p = relative(dir, r.path);
+  if (p === '' || p === 'run.lock' || p.startsWith('.run.lock')) return 'run directory and lock';
+  if (p.includes('config.json') && !p.startsWith('checkpoints') && !p.includes('adapter')) return 'config.json';
+  if (p.includes('metrics.jsonl')) return 'metrics.jsonl';
+  if (p.includes('metrics.json') || p.includes('figure3')) return 'final eval';
+  if (r.to?.endsWith('.deleting') || p.includes('.deleting')) return 'retention';
+  if (p.startsWith('adapter') || p.startsWith('.adapter')) return 'adapter/ publishing';
+  if (p.includes('latest')) return 'latest';
+  return 'checkpoint files';
+}
 
+function stageSummary(points: readonly FileOpRecord[], dir: string): string {
+  const counts = new Map<string, number>();
+  for (const r of points) counts.set(stageOf(r, dir), (counts.get(stageOf(r, dir)) ?? 0) + 1);
+  return [...counts].map(([k, n]) => `${k} ${n}`).join(', ');
+}
+
+interface Reference {
+  child: string;
+  dir: string;
+  snapshot: Snapshot;
+  points: FileOpRecord[];
+}
+
+let reference: Reference | null = null;
+
+/** The uninterrupted run (once), its file operations, and the child process bundle. */
+async function uninterrupted(): Promise<Reference> {
+  if (reference) return reference;
+  const child = await bundleChild();
+  const dir = join(root, 'reference');
+  const files = new FaultyFiles();
+  assert.is(await trainHere(args(dir), files), null);
+  reference = { child, dir, snapshot: snapshot(dir), points: files.ops };
+  return reference;
+}
+
+/**
+ * For every file operation of `points` (a run started in a directory prepared by `start`, with
+ * command line `argv`), a kill there and a full disk there, each followed by the user's recovery;
+ * returns the failures and how many recovered to the reference.
+ */
+async function injectEverywhere(ref: Reference, points: readonly FileOpRecord[], start: (dir: string) => void, argv: (dir: string) => string[]): Promise<{ failures: string[]; recovered: number }> {
   const failures: string[] = [];
   let recovered = 0;
-  /** Recovers `dir` as a user would (--resume when there is a config.json, else the same command) and compares it with the reference. */
   const recover = async (dir: string, where: string): Promise<void> => {
     const again = existsSync(join(dir, 'config.json')) ? ['--resume', dir] : args(dir);
     const files = new FaultyFiles();
@@ -192,7 +221,7 @@ test('a kill or a full disk at every file operation of a run: the recovered run 
     }
     const out = outside(files.ops, dir);
     if (out.length) failures.push(`${where}: recovery touched ${out.join(', ')}`);
-    const p = problems(dir, ref);
+    const p = problems(dir, ref.snapshot);
     if (p.length) failures.push(`${where}: ${p.join('; ')}`);
     else recovered++;
     rmSync(dir, { recursive: true, force: true });
@@ -200,12 +229,14 @@ test('a kill or a full disk at every file operation of a run: the recovered run 
   for (const point of points) {
     // The killed child runs while this process does the full-disk case of the same point.
     const killDir = join(root, `kill-${point.n}`);
-    const killed = killedRun(child, args(killDir), point.n);
+    start(killDir);
+    const killed = killedRun(ref.child, argv(killDir), point.n);
 
-    const where = `ENOSPC at ${describe(point, refDir)}`;
+    const where = `ENOSPC at ${describe(point, ref.dir)}`;
     const dir = join(root, `enospc-${point.n}`);
+    start(dir);
     const files = new FaultyFiles({ mode: 'enospc', at: point.n });
-    const e = await trainHere(args(dir), files);
+    const e = await trainHere(argv(dir), files);
     if (!files.failed) failures.push(`${where}: the run never reached that operation`);
     else {
       // A full disk stops the run with an error naming the file, except while releasing the lock (a warning).
@@ -216,15 +247,59 @@ test('a kill or a full disk at every file operation of a run: the recovered run 
       await recover(dir, where);
     }
 
-    const killWhere = `kill at ${describe(point, refDir)}`;
+    const killWhere = `kill at ${describe(point, ref.dir)}`;
     const k = await killed;
     if (k.signal !== 'SIGKILL') failures.push(`${killWhere}: the run was not killed there (exit ${k.code}): ${k.stderr.slice(-400)}`);
     else await recover(killDir, killWhere);
   }
+  return { failures, recovered };
+}
+
+test('a kill or a full disk at every file operation of a run: the recovered run equals an uninterrupted one', async () => {
+  const ref = await uninterrupted();
+  const points = ref.points;
+  // The run really covers what it claims: checkpoints, latest, publishing, retention, eval.
+  const kinds = new Set(points.map((r) => r.op));
+  for (const k of ['mkdir', 'write', 'append', 'rename', 'unlink', 'rmdir'] as const) assert.ok(kinds.has(k), `the run does a ${k}`);
+  assert.ok(points.some((r) => r.to?.endsWith('.deleting')), 'retention ran');
+  assert.ok(points.some((r) => r.to?.endsWith(join('adapter', 'adapter_model.safetensors'))), 'adapter/ was published twice (created, then its weights replaced)');
+  assert.ok(points.some((r) => r.path.includes('.metrics.json.')), 'the final eval wrote metrics.json');
+  assert.equal(ref.snapshot.tree.filter((p) => p.startsWith('checkpoints/')), ['checkpoints/', 'checkpoints/latest', 'checkpoints/step-000002/', ...['adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors', 'trainer_state.json'].map((f) => `checkpoints/step-000002/${f}`)]);
+  assert.equal(outside(points, ref.dir), [], 'the uninterrupted run writes only inside its directory');
+  const dataBefore = snapshot(data);
+
+  const { failures, recovered } = await injectEverywhere(ref, points, () => undefined, args);
   assert.equal(snapshot(data), dataBefore, 'the dataset was not touched');
   assert.equal(readdirSync(root).sort(), ['data', 'reference'], 'nothing else was created next to the runs');
-  console.log(`  crash consistency: ${points.length} file operations of a run × (kill, ENOSPC) = ${2 * points.length} injections; ${recovered} recovered to the uninterrupted run`);
+  console.log(`  crash consistency: ${points.length} file operations of a run (${stageSummary(points, ref.dir)}) × (kill, ENOSPC) = ${2 * points.length} injections; ${recovered} recovered to the uninterrupted run`);
   assert.equal(failures, [], `${failures.length} of ${2 * points.length} injection points failed:\n${failures.join('\n')}`);
+  assert.is(recovered, 2 * points.length);
+});
+
+test('a kill or a full disk at every file operation of a recovery: recovering again still ends like the uninterrupted run', async () => {
+  const ref = await uninterrupted();
+  // The state a kill while replacing adapter/'s weights after the last checkpoint leaves: a torn
+  // temporary file, adapter/ holding the previous checkpoint's weights, retention not done, no eval.
+  const at = ref.points.find((r) => r.op === 'write' && r.path.endsWith('.adapter-adapter_model.safetensors.tmp'))!;
+  const messy = join(root, 'messy');
+  const k = await killedRun(ref.child, args(messy), at.n);
+  assert.is(k.signal, 'SIGKILL', k.stderr);
+  assert.ok(existsSync(join(messy, 'checkpoints', 'step-000001')) && existsSync(join(messy, '.adapter-adapter_model.safetensors.tmp')) && !existsSync(join(messy, 'metrics.json')));
+  const start = (dir: string): void => cpSync(messy, dir, { recursive: true });
+  // The recovery's own file operations: cleanup, republishing, retention, the final eval, the lock.
+  const probe = join(root, 'probe');
+  start(probe);
+  const files = new FaultyFiles();
+  assert.is(await trainHere(['--resume', probe], files), null);
+  assert.equal(problems(probe, ref.snapshot), []);
+  const points = files.ops.map((r) => ({ ...r, path: r.path.replace(probe, ref.dir), ...(r.to ? { to: r.to.replace(probe, ref.dir) } : {}) }));
+  rmSync(probe, { recursive: true });
+
+  const { failures, recovered } = await injectEverywhere(ref, points, start, (dir) => ['--resume', dir]);
+  rmSync(messy, { recursive: true });
+  console.log(`  crash consistency of a recovery: ${points.length} file operations (${stageSummary(points, ref.dir)}) × (kill, ENOSPC) = ${2 * points.length} injections; ${recovered} recovered to the uninterrupted run`);
+  assert.equal(failures, [], `${failures.length} of ${2 * points.length} injection points failed:\n${failures.join('\n')}`);
+  assert.equal(readdirSync(root).sort(), ['data', 'reference']);
   assert.is(recovered, 2 * points.length);
 });
 
