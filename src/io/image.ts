@@ -8,7 +8,8 @@
 // crop (and the decoded input), not by the resized size (a 1×16000 image resized to shortest
 // edge 224 would be 224×3,584,000).
 //
-// preprocessor_config.json is read by parsePreprocessorConfig.
+// preprocessor_config.json is read by parsePreprocessorConfig, which refuses, naming the file
+// and the field, every value that genalign cannot reproduce or that cannot be meant.
 import sharp from 'sharp';
 import { resizeWindowRgb, type Pixels } from './resample.ts';
 
@@ -43,11 +44,21 @@ export interface PreprocessConfig {
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp'];
 
 /**
+ * Largest size, crop or resize edge accepted in preprocessor_config.json. Real CLIP checkpoints
+ * use 224–448; the bound only stops values that cannot be meant (1e9).
+ */
+export const MAX_PREPROCESS_SIZE = 16384;
+
+/**
  * Most pixels (width × height) of an input image that genalign decodes: sharp's default,
  * 16383². The decoded image is held in memory whole (4 bytes a pixel with alpha), so this
  * bounds one decode at about 1 GiB.
  */
 export const MAX_INPUT_PIXELS = 16383 * 16383;
+
+/** PIL's resampling filters by number (Image.Resampling). */
+const PIL_FILTERS: Record<number, string> = { 0: 'NEAREST', 1: 'LANCZOS', 2: 'BILINEAR', 3: 'BICUBIC', 4: 'BOX', 5: 'HAMMING' };
+const BICUBIC = 3;
 
 export function defaultPreprocess(imageSize: number): PreprocessConfig {
   return {
@@ -81,9 +92,11 @@ class ConfigReader {
     return v;
   }
 
-  /** A pixel count. */
+  /** A pixel count: an integer 1 … MAX_PREPROCESS_SIZE. */
   side(v: unknown, field: string): number {
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) this.fail(field, `must be a positive number, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_PREPROCESS_SIZE) {
+      this.fail(field, `must be a whole number of pixels from 1 to ${MAX_PREPROCESS_SIZE}, got ${JSON.stringify(v)}`);
+    }
     return v;
   }
 
@@ -138,7 +151,9 @@ class ConfigReader {
  * Reads preprocessor_config.json (CLIPImageProcessor's fields, old and new forms) for a model of
  * `imageSize`; absent fields take genalign's defaults for that size (shortest edge and crop
  * imageSize, CLIP's mean/std, rescale 1/255). Throws an Error naming `file` and the field for a
- * malformed value or one without a fixed output size.
+ * value that cannot be meant (zero or negative std, a resize smaller than the crop, sizes beyond
+ * MAX_PREPROCESS_SIZE) or that genalign does not reproduce (resample other than bicubic,
+ * do_convert_rgb false, no fixed output size).
  */
 export function parsePreprocessorConfig(json: unknown, imageSize: number, file = 'preprocessor_config.json'): PreprocessConfig {
   const cfg = defaultPreprocess(imageSize);
@@ -146,10 +161,19 @@ export function parsePreprocessorConfig(json: unknown, imageSize: number, file =
   if (typeof json !== 'object' || Array.isArray(json)) throw new Error(`${file}: must be a JSON object, got ${JSON.stringify(json)}`);
   const r: ConfigReader = new ConfigReader(json as Record<string, unknown>, file);
 
+  if (!r.flag('do_convert_rgb', true)) {
+    r.fail('do_convert_rgb', 'is false, which genalign does not support: every image is converted to RGB as PIL\'s convert("RGB") does (for RGB images the two agree). Set it to true');
+  }
+
   const doResize = r.flag('do_resize', true);
   cfg.resize = null;
   if (doResize) {
     cfg.resize = r.has('size') ? r.resizeRule('size') : { shortestEdge: imageSize };
+    const resample = (json as Record<string, unknown>).resample;
+    if (resample !== undefined && resample !== null && resample !== BICUBIC) {
+      const name = typeof resample === 'number' ? PIL_FILTERS[resample] : undefined;
+      r.fail('resample', `is ${JSON.stringify(resample)}${name ? ` (${name})` : ''}; genalign resizes with PIL's bicubic filter only (resample 3, CLIP's). Set it to 3`);
+    }
   }
 
   const doCrop = r.flag('do_center_crop', true);
@@ -161,6 +185,13 @@ export function parsePreprocessorConfig(json: unknown, imageSize: number, file =
     else c = cfg.resize ?? { width: imageSize, height: imageSize };
     cfg.cropWidth = c.width;
     cfg.cropHeight = c.height;
+    const rz = cfg.resize;
+    if (rz && 'shortestEdge' in rz && rz.shortestEdge < Math.max(c.width, c.height)) {
+      r.fail('size', `(shortest edge ${rz.shortestEdge}) is smaller than crop_size ${c.width}x${c.height}: the resized images would not fill the crop. The shortest edge must be at least ${Math.max(c.width, c.height)} (CLIP uses size = crop size)`);
+    }
+    if (rz && 'width' in rz && (rz.width < c.width || rz.height < c.height)) {
+      r.fail('size', `(${rz.width}x${rz.height}) is smaller than crop_size ${c.width}x${c.height}: the resized images would not fill the crop`);
+    }
   } else {
     const rz = cfg.resize;
     if (!rz || 'shortestEdge' in rz) {
@@ -173,15 +204,15 @@ export function parsePreprocessorConfig(json: unknown, imageSize: number, file =
   if (r.flag('do_rescale', true)) {
     const f = (json as Record<string, unknown>).rescale_factor;
     if (f !== undefined && f !== null) {
-      if (typeof f !== 'number') r.fail('rescale_factor', `must be a number, got ${JSON.stringify(f)}`);
+      if (typeof f !== 'number' || !Number.isFinite(f) || f <= 0) r.fail('rescale_factor', `must be a positive number (CLIP: 1/255 = 0.00392156862745098), got ${JSON.stringify(f)}`);
       cfg.rescaleFactor = f;
     }
   } else cfg.rescaleFactor = null;
 
   if (r.flag('do_normalize', true)) {
     cfg.normalize = {
-      mean: r.triple('image_mean', CLIP_MEAN, () => true, 'numbers'),
-      std: r.triple('image_std', CLIP_STD, () => true, 'numbers'),
+      mean: r.triple('image_mean', CLIP_MEAN, Number.isFinite, 'finite numbers'),
+      std: r.triple('image_std', CLIP_STD, (x) => Number.isFinite(x) && x > 0, 'positive finite numbers (a 0 would divide by zero)'),
     };
   } else cfg.normalize = null;
   return cfg;
@@ -310,9 +341,11 @@ export async function preprocessedPixels(path: string, cfg: PreprocessConfig): P
 /**
  * Decodes `path` to 8-bit pixels without any resampling (so libvips never premultiplies alpha)
  * and without applying an embedded ICC profile (PIL's convert("RGB") applies none). libvips
- * turns grey into RGB by repeating it, 16-bit samples into 8-bit by their high byte and palette
- * images into RGB(A), as PIL's convert does; alpha stays and is ignored by the resampler. CMYK
- * is converted here with PIL's formula (libvips would go through an ICC profile).
+ * turns grey into RGB by repeating it, 16-bit colour samples into 8-bit by their high byte and
+ * palette images into RGB(A), as PIL's convert does; alpha stays and is ignored by the
+ * resampler. CMYK is converted here with PIL's formula (libvips would go through an ICC
+ * profile). One known difference: a 16-bit grey PNG also gets its high byte here, while PIL 9.4
+ * opens it as 32-bit integers and convert("RGB") saturates every value above 255 to white.
  */
 async function decodeRgbSource(path: string): Promise<Pixels> {
   const img = sharp(path, DECODE_OPTIONS);

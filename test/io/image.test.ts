@@ -6,7 +6,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { deflateSync } from 'node:zlib';
 import sharp from 'sharp';
@@ -20,7 +20,9 @@ import {
   ImageDecodeError,
   CLIP_STD,
   MAX_INPUT_PIXELS,
+  type PreprocessConfig,
 } from '../../src/io/image.ts';
+import { preprocessingOf } from '../../src/io/hf-checkpoint.ts';
 
 interface FixtureCase {
   file: string;
@@ -214,6 +216,64 @@ test('preprocessor_config.json: old and new forms of size and crop_size, and the
   assert.is(floats.rescaleFactor, null);
   assert.equal(floats.normalize, { mean: [0.5, 0.5, 0.5], std: [1, 2, 3] });
   assert.is(parsePreprocessorConfig({ do_normalize: false }, 32).normalize, null);
+});
+
+test('preprocessor_config.json: values that cannot be meant or reproduced are refused, naming the file and the field', () => {
+  const file = '/models/clip/preprocessor_config.json';
+  const refused: [Record<string, unknown>, string, RegExp][] = [
+    [{ size: 16, crop_size: 32 }, 'size', /smaller than crop_size 32x32/],
+    [{ size: { shortest_edge: 200 }, crop_size: { height: 224, width: 224 } }, 'size', /at least 224/],
+    [{ size: { height: 224, width: 100 }, crop_size: 224 }, 'size', /smaller than crop_size/],
+    [{ size: 1e9, crop_size: 224 }, 'size', /1 to 16384, got 1000000000/],
+    [{ size: 224.5, crop_size: 224 }, 'size', /whole number/],
+    [{ size: { shortest_edge: 0 }, crop_size: 224 }, 'size.shortest_edge', /whole number/],
+    [{ size: 224, crop_size: { height: 224, width: -1 } }, 'crop_size.width', /whole number/],
+    [{ size: 224, crop_size: { height: 224 } }, 'crop_size', /got keys \{height\}/],
+    [{ size: { longest_edge: 224 } }, 'size', /shortest_edge/],
+    [{ size: '224' }, 'size', /must be a number/],
+    [{ image_std: [0.26, 0, 0.27] }, 'image_std', /positive finite/],
+    [{ image_std: [0.26, -0.1, 0.27] }, 'image_std', /positive finite/],
+    [{ image_std: [0.26, null, 0.27] }, 'image_std', /positive finite/],
+    [{ image_std: 0 }, 'image_std', /positive finite/],
+    [{ image_std: [0.26, 0.26] }, 'image_std', /three/],
+    [{ image_mean: [0.48, 'x', 0.4] }, 'image_mean', /finite numbers/],
+    // JSON.parse turns 1e999 into Infinity.
+    [JSON.parse('{"image_mean": [0.48, 1e999, 0.4]}') as Record<string, unknown>, 'image_mean', /finite numbers/],
+    [{ image_std: [0.26, Infinity, 0.27] }, 'image_std', /positive finite/],
+    [{ rescale_factor: 0 }, 'rescale_factor', /positive number/],
+    [{ rescale_factor: '1/255' }, 'rescale_factor', /positive number/],
+    [{ resample: 2 }, 'resample', /is 2 \(BILINEAR\); genalign resizes with PIL's bicubic filter only/],
+    [{ resample: 0 }, 'resample', /NEAREST/],
+    [{ do_convert_rgb: false }, 'do_convert_rgb', /Set it to true/],
+    [{ do_center_crop: false }, 'do_center_crop', /shortest edge only/],
+    [{ do_center_crop: false, do_resize: false }, 'do_center_crop', /do_resize is false/],
+    [{ do_resize: 'yes' }, 'do_resize', /true or false/],
+  ];
+  for (const [json, field, why] of refused) {
+    try {
+      parsePreprocessorConfig(json, 224, file);
+      assert.unreachable(`${JSON.stringify(json)} should be refused`);
+    } catch (e) {
+      const m = (e as Error).message;
+      assert.ok(m.startsWith(`${file}: "${field}" `), `${JSON.stringify(json)}: ${m}`);
+      assert.match(m, why, `${JSON.stringify(json)}: ${m}`);
+    }
+  }
+  // Values that are not used are not checked (HF ignores them too).
+  const unused: PreprocessConfig = parsePreprocessorConfig({ do_normalize: false, image_std: [0, 0, 0], do_rescale: false, rescale_factor: -1 }, 224, file);
+  assert.is(unused.normalize, null);
+});
+
+test('a refused preprocessor_config.json in a model directory is one error naming its path (what train, embed, eval and --validate see)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'genalign-model-'));
+  copyFileSync(join(FIXTURE_DIR, 'clip-tiny', 'config.json'), join(dir, 'config.json'));
+  const file = join(dir, 'preprocessor_config.json');
+  writeFileSync(file, JSON.stringify({ size: { shortest_edge: 16 }, crop_size: { height: 32, width: 32 }, image_std: [0.26, 0.26, 0.27] }));
+  assert.throws(() => preprocessingOf(dir), (e: Error) => e.message.startsWith(`${file}: "size" (shortest edge 16) is smaller than crop_size 32x32`));
+  writeFileSync(file, JSON.stringify({ size: 32, crop_size: 32, image_std: [0.26, 0, 0.27] }));
+  assert.throws(() => preprocessingOf(dir), (e: Error) => e.message.startsWith(`${file}: "image_std" must be positive finite numbers`));
+  writeFileSync(file, JSON.stringify({ size: 32, crop_size: 32 }));
+  assert.is(preprocessingOf(dir).problem, null);
 });
 
 test('a corrupt image gives ImageDecodeError naming the file', async () => {
