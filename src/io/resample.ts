@@ -118,7 +118,7 @@ export function bicubicTaps(inSize: number, outSize: number, from: number, to: n
  * resized to outWidth × outHeight with PIL's bicubic filter. Only the window is computed: the
  * horizontal pass runs over the source rows that the window's rows need, and only for the
  * window's columns. Window pixels outside the resized image are 0 (HF's center crop pads small
- * images with zeros).
+ * images with zeros). An axis whose size does not change is copied, as PIL skips its pass.
  */
 export function resizeWindowRgb(src: Pixels, outWidth: number, outHeight: number, window: Window): Uint8Array {
   const { width: inW, height: inH, channels } = src;
@@ -136,31 +136,77 @@ export function resizeWindowRgb(src: Pixels, outWidth: number, outHeight: number
   const rows = row1 - row0;
 
   const vert = bicubicTaps(inH, outHeight, row0, row1);
-  const horiz = bicubicTaps(inW, outWidth, col0, col1);
   // Source rows the vertical pass reads.
   const srcRow0 = vert.first[0];
   const srcRow1 = vert.first[rows - 1] + vert.count[rows - 1];
-
-  // Horizontal pass into 8-bit RGB rows (cols × 3 bytes each) for source rows srcRow0 … srcRow1 − 1.
-  // Sums stay within int32 (|weights| sum to less than 2 · 2²²), so `| 0` keeps V8 on integer
-  // arithmetic; Uint8ClampedArray stores do the clip to 0..255.
+  const source = { data, width: inW, channels };
+  const mid =
+    inW === outWidth
+      ? copyColumns(source, srcRow0, srcRow1, col0, cols)
+      : horizontalPass(source, srcRow0, srcRow1, bicubicTaps(inW, outWidth, col0, col1));
   const rowBytes = cols * 3;
-  const mid = new Uint8ClampedArray((srcRow1 - srcRow0) * rowBytes);
-  const g = channels >= 3 ? 1 : 0; // offset of green (and half that of blue) within a source pixel
+  const outRowBytes = window.width * 3;
+  const outLeft = (col0 - window.left) * 3;
+  if (inH === outHeight) {
+    for (let i = 0; i < rows; i++) out.set(mid.subarray(i * rowBytes, (i + 1) * rowBytes), (row0 - window.top + i) * outRowBytes + outLeft);
+  } else {
+    verticalPass(mid, rowBytes, srcRow0, vert, (i, row) => out.set(row, (row0 - window.top + i) * outRowBytes + outLeft));
+  }
+  return out;
+}
+
+interface Source {
+  data: Uint8Array;
+  width: number;
+  channels: number;
+}
+
+/** Offset of green within a source pixel (blue is at twice it): 0 for grey, which is repeated. */
+function greenOffset(channels: number): number {
+  return channels >= 3 ? 1 : 0;
+}
+
+/** Source rows [rowFrom, rowTo), columns [col0, col0 + cols), as RGB rows without resampling. */
+function copyColumns(src: Source, rowFrom: number, rowTo: number, col0: number, cols: number): Uint8Array {
+  const { data, width, channels } = src;
+  const g = greenOffset(channels);
+  const mid = new Uint8Array((rowTo - rowFrom) * cols * 3);
+  let o = 0;
+  for (let y = rowFrom; y < rowTo; y++) {
+    let p = (y * width + col0) * channels;
+    for (let j = 0; j < cols; j++, p += channels) {
+      mid[o++] = data[p];
+      mid[o++] = data[p + g];
+      mid[o++] = data[p + 2 * g];
+    }
+  }
+  return mid;
+}
+
+/**
+ * Horizontal pass: source rows [rowFrom, rowTo) resampled to the output columns of `taps`, as
+ * 8-bit RGB rows. Sums stay within int32 (the |weights| of a pixel sum to less than 2 · 2²²),
+ * so `| 0` keeps V8 on integer arithmetic; the Uint8ClampedArray store clips to 0..255.
+ */
+function horizontalPass(src: Source, rowFrom: number, rowTo: number, taps: Taps): Uint8Array {
+  const { data, width, channels } = src;
+  const { first, count, weights, stride } = taps;
+  const cols = first.length;
+  const g = greenOffset(channels);
   const b2 = 2 * g;
-  const { first: hFirst, count: hCount, weights: hWeights, stride: hStride } = horiz;
-  for (let y = srcRow0; y < srcRow1; y++) {
-    const srcBase = y * inW * channels;
-    let o = (y - srcRow0) * rowBytes;
+  const mid = new Uint8ClampedArray((rowTo - rowFrom) * cols * 3);
+  let o = 0;
+  for (let y = rowFrom; y < rowTo; y++) {
+    const rowBase = y * width * channels;
     for (let j = 0; j < cols; j++) {
       let r = HALF;
       let gr = HALF;
       let b = HALF;
-      let p = srcBase + hFirst[j] * channels;
-      const k0 = j * hStride;
-      const k1 = k0 + hCount[j];
+      let p = rowBase + first[j] * channels;
+      const k0 = j * stride;
+      const k1 = k0 + count[j];
       for (let t = k0; t < k1; t++, p += channels) {
-        const k = hWeights[t];
+        const k = weights[t];
         r = (r + data[p] * k) | 0;
         gr = (gr + data[p + g] * k) | 0;
         b = (b + data[p + b2] * k) | 0;
@@ -170,36 +216,38 @@ export function resizeWindowRgb(src: Pixels, outWidth: number, outHeight: number
       mid[o++] = b >> PRECISION_BITS;
     }
   }
+  return new Uint8Array(mid.buffer);
+}
 
-  // Vertical pass: each window row is a weighted sum of whole `mid` rows, accumulated four rows
-  // at a time (integer sums, so the grouping does not change the result).
+/**
+ * Vertical pass: output row i (of `taps`) is the weighted sum of `mid` rows (mid row 0 is source
+ * row midRow0), accumulated four rows at a time (integer sums, so the grouping does not change
+ * the result); each finished row goes to `emit`, which must copy it.
+ */
+function verticalPass(mid: Uint8Array, rowBytes: number, midRow0: number, taps: Taps, emit: (i: number, row: Uint8ClampedArray) => void): void {
+  const { first, count, weights, stride } = taps;
   const acc = new Int32Array(rowBytes);
   const row = new Uint8ClampedArray(rowBytes);
-  const { first: vFirst, count: vCount, weights: vWeights, stride: vStride } = vert;
-  const outRowBytes = window.width * 3;
-  const outLeft = (col0 - window.left) * 3;
-  for (let i = 0; i < rows; i++) {
+  for (let i = 0; i < first.length; i++) {
     acc.fill(HALF);
-    const k0 = i * vStride;
-    const k1 = k0 + vCount[i];
-    let m = (vFirst[i] - srcRow0) * rowBytes;
-    let t = k0;
+    const k1 = i * stride + count[i];
+    let m = (first[i] - midRow0) * rowBytes;
+    let t = i * stride;
     for (; t + 3 < k1; t += 4, m += 4 * rowBytes) {
-      const ka = vWeights[t];
-      const kb = vWeights[t + 1];
-      const kc = vWeights[t + 2];
-      const kd = vWeights[t + 3];
+      const ka = weights[t];
+      const kb = weights[t + 1];
+      const kc = weights[t + 2];
+      const kd = weights[t + 3];
       const mb = m + rowBytes;
       const mc = mb + rowBytes;
       const md = mc + rowBytes;
       for (let x = 0; x < rowBytes; x++) acc[x] = (acc[x] + mid[m + x] * ka + mid[mb + x] * kb + mid[mc + x] * kc + mid[md + x] * kd) | 0;
     }
     for (; t < k1; t++, m += rowBytes) {
-      const k = vWeights[t];
+      const k = weights[t];
       for (let x = 0; x < rowBytes; x++) acc[x] = (acc[x] + mid[m + x] * k) | 0;
     }
     for (let x = 0; x < rowBytes; x++) row[x] = acc[x] >> PRECISION_BITS;
-    out.set(row, (row0 - window.top + i) * outRowBytes + outLeft);
+    emit(i, row);
   }
-  return out;
 }
