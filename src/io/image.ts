@@ -70,6 +70,11 @@ export function defaultPreprocess(imageSize: number): PreprocessConfig {
   };
 }
 
+/** A config value as it reads in the file; numbers JSON cannot hold (1e999 parses to Infinity) by name. */
+function shown(v: unknown): string {
+  return JSON.stringify(v, (_key, x: unknown) => (typeof x === 'number' && !Number.isFinite(x) ? String(x) : x)) ?? String(v);
+}
+
 /** Reads the fields of one preprocessor_config.json; every error names the file and the field. */
 class ConfigReader {
   constructor(
@@ -88,14 +93,14 @@ class ConfigReader {
   flag(field: string, fallback: boolean): boolean {
     const v = this.json[field];
     if (v === undefined || v === null) return fallback;
-    if (typeof v !== 'boolean') this.fail(field, `must be true or false, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'boolean') this.fail(field, `must be true or false, got ${shown(v)}`);
     return v;
   }
 
   /** A pixel count: an integer 1 … MAX_PREPROCESS_SIZE. */
   side(v: unknown, field: string): number {
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_PREPROCESS_SIZE) {
-      this.fail(field, `must be a whole number of pixels from 1 to ${MAX_PREPROCESS_SIZE}, got ${JSON.stringify(v)}`);
+      this.fail(field, `must be a whole number of pixels from 1 to ${MAX_PREPROCESS_SIZE}, got ${shown(v)}`);
     }
     return v;
   }
@@ -108,7 +113,7 @@ class ConfigReader {
       return intIsShortestEdge ? { shortestEdge: n } : { width: n, height: n };
     }
     if (Array.isArray(v)) {
-      if (v.length !== 2) this.fail(field, `as a list must be [height, width], got ${JSON.stringify(v)}`);
+      if (v.length !== 2) this.fail(field, `as a list must be [height, width], got ${shown(v)}`);
       return { height: this.side(v[0], `${field}[0]`), width: this.side(v[1], `${field}[1]`) };
     }
     if (v && typeof v === 'object') {
@@ -122,7 +127,7 @@ class ConfigReader {
       const allowed = intIsShortestEdge ? '{"shortest_edge": N} or {"height": H, "width": W}' : '{"height": H, "width": W}';
       this.fail(field, `must be a number or ${allowed}, got keys {${keys}}`);
     }
-    return this.fail(field, `must be a number or an object, got ${JSON.stringify(v)}`);
+    return this.fail(field, `must be a number or an object, got ${shown(v)}`);
   }
 
   /** `size`: a number is the shortest edge. */
@@ -141,7 +146,7 @@ class ConfigReader {
     if (v === undefined || v === null) return fallback;
     const list = typeof v === 'number' ? [v, v, v] : v;
     if (!Array.isArray(list) || list.length !== 3 || !list.every((x) => typeof x === 'number' && ok(x))) {
-      this.fail(field, `must be ${what} (one number or three, for R, G, B), got ${JSON.stringify(v)}`);
+      this.fail(field, `must be one number or three (for R, G, B), each ${what}; got ${shown(v)}`);
     }
     return [list[0], list[1], list[2]];
   }
@@ -158,7 +163,7 @@ class ConfigReader {
 export function parsePreprocessorConfig(json: unknown, imageSize: number, file = 'preprocessor_config.json'): PreprocessConfig {
   const cfg = defaultPreprocess(imageSize);
   if (json === undefined || json === null) return cfg;
-  if (typeof json !== 'object' || Array.isArray(json)) throw new Error(`${file}: must be a JSON object, got ${JSON.stringify(json)}`);
+  if (typeof json !== 'object' || Array.isArray(json)) throw new Error(`${file}: must be a JSON object, got ${shown(json)}`);
   const r: ConfigReader = new ConfigReader(json as Record<string, unknown>, file);
 
   if (!r.flag('do_convert_rgb', true)) {
@@ -172,7 +177,7 @@ export function parsePreprocessorConfig(json: unknown, imageSize: number, file =
     const resample = (json as Record<string, unknown>).resample;
     if (resample !== undefined && resample !== null && resample !== BICUBIC) {
       const name = typeof resample === 'number' ? PIL_FILTERS[resample] : undefined;
-      r.fail('resample', `is ${JSON.stringify(resample)}${name ? ` (${name})` : ''}; genalign resizes with PIL's bicubic filter only (resample 3, CLIP's). Set it to 3`);
+      r.fail('resample', `is ${shown(resample)}${name ? ` (${name})` : ''}; genalign resizes with PIL's bicubic filter only (resample 3, CLIP's). Set it to 3`);
     }
   }
 
@@ -204,15 +209,15 @@ export function parsePreprocessorConfig(json: unknown, imageSize: number, file =
   if (r.flag('do_rescale', true)) {
     const f = (json as Record<string, unknown>).rescale_factor;
     if (f !== undefined && f !== null) {
-      if (typeof f !== 'number' || !Number.isFinite(f) || f <= 0) r.fail('rescale_factor', `must be a positive number (CLIP: 1/255 = 0.00392156862745098), got ${JSON.stringify(f)}`);
+      if (typeof f !== 'number' || !Number.isFinite(f) || f <= 0) r.fail('rescale_factor', `must be a positive number (CLIP: 1/255 = 0.00392156862745098), got ${shown(f)}`);
       cfg.rescaleFactor = f;
     }
   } else cfg.rescaleFactor = null;
 
   if (r.flag('do_normalize', true)) {
     cfg.normalize = {
-      mean: r.triple('image_mean', CLIP_MEAN, Number.isFinite, 'finite numbers'),
-      std: r.triple('image_std', CLIP_STD, (x) => Number.isFinite(x) && x > 0, 'positive finite numbers (a 0 would divide by zero)'),
+      mean: r.triple('image_mean', CLIP_MEAN, Number.isFinite, 'a finite number'),
+      std: r.triple('image_std', CLIP_STD, (x) => Number.isFinite(x) && x > 0, 'a positive finite number (a 0 would divide by zero)'),
     };
   } else cfg.normalize = null;
   return cfg;

@@ -231,15 +231,15 @@ test('preprocessor_config.json: values that cannot be meant or reproduced are re
     [{ size: 224, crop_size: { height: 224 } }, 'crop_size', /got keys \{height\}/],
     [{ size: { longest_edge: 224 } }, 'size', /shortest_edge/],
     [{ size: '224' }, 'size', /must be a number/],
-    [{ image_std: [0.26, 0, 0.27] }, 'image_std', /positive finite/],
-    [{ image_std: [0.26, -0.1, 0.27] }, 'image_std', /positive finite/],
-    [{ image_std: [0.26, null, 0.27] }, 'image_std', /positive finite/],
-    [{ image_std: 0 }, 'image_std', /positive finite/],
-    [{ image_std: [0.26, 0.26] }, 'image_std', /three/],
-    [{ image_mean: [0.48, 'x', 0.4] }, 'image_mean', /finite numbers/],
+    [{ image_std: [0.26, 0, 0.27] }, 'image_std', /each a positive finite number/],
+    [{ image_std: [0.26, -0.1, 0.27] }, 'image_std', /each a positive finite number/],
+    [{ image_std: [0.26, null, 0.27] }, 'image_std', /each a positive finite number/],
+    [{ image_std: 0 }, 'image_std', /each a positive finite number/],
+    [{ image_std: [0.26, 0.26] }, 'image_std', /one number or three \(for R, G, B\)/],
+    [{ image_mean: [0.48, 'x', 0.4] }, 'image_mean', /each a finite number/],
     // JSON.parse turns 1e999 into Infinity.
-    [JSON.parse('{"image_mean": [0.48, 1e999, 0.4]}') as Record<string, unknown>, 'image_mean', /finite numbers/],
-    [{ image_std: [0.26, Infinity, 0.27] }, 'image_std', /positive finite/],
+    [JSON.parse('{"image_mean": [0.48, 1e999, 0.4]}') as Record<string, unknown>, 'image_mean', /each a finite number/],
+    [{ image_std: [0.26, Infinity, 0.27] }, 'image_std', /each a positive finite number/],
     [{ rescale_factor: 0 }, 'rescale_factor', /positive number/],
     [{ rescale_factor: '1/255' }, 'rescale_factor', /positive number/],
     [{ resample: 2 }, 'resample', /is 2 \(BILINEAR\); genalign resizes with PIL's bicubic filter only/],
@@ -271,7 +271,7 @@ test('a refused preprocessor_config.json in a model directory is one error namin
   writeFileSync(file, JSON.stringify({ size: { shortest_edge: 16 }, crop_size: { height: 32, width: 32 }, image_std: [0.26, 0.26, 0.27] }));
   assert.throws(() => preprocessingOf(dir), (e: Error) => e.message.startsWith(`${file}: "size" (shortest edge 16) is smaller than crop_size 32x32`));
   writeFileSync(file, JSON.stringify({ size: 32, crop_size: 32, image_std: [0.26, 0, 0.27] }));
-  assert.throws(() => preprocessingOf(dir), (e: Error) => e.message.startsWith(`${file}: "image_std" must be positive finite numbers`));
+  assert.throws(() => preprocessingOf(dir), (e: Error) => e.message.startsWith(`${file}: "image_std" must be one number or three (for R, G, B), each a positive finite number`));
   writeFileSync(file, JSON.stringify({ size: 32, crop_size: 32 }));
   assert.is(preprocessingOf(dir).problem, null);
 });
