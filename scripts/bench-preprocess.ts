@@ -47,12 +47,12 @@ try {
   await sharp(synthetic(512, 384), { raw: { width: 512, height: 384, channels: 3 } }).jpeg({ quality: 90 }).toFile(jpg);
   const png = join(dir, 'small64.png');
   await sharp(synthetic(64, 64), { raw: { width: 64, height: 64, channels: 3 } }).png().toFile(png);
-  for (const [label, path, size] of [['512x384 JPEG -> 224', jpg, 224], ['64x64 PNG -> 32', png, 32]] as const) {
+  for (const [label, path, size] of [['512x384 JPEG -> 224', jpg, 224], ['64x64 PNG -> 32', png, 32], ['64x64 PNG -> 224', png, 224]] as const) {
     const one = await rate(path, size, seconds, 1);
     const eight = await rate(path, size, seconds, 8);
     console.log(`${label}: ${one.toFixed(0)} images/s one at a time, ${eight.toFixed(0)} images/s 8 at once`);
   }
-  for (const [w, h, size] of [[512, 384, 224], [224, 224, 224], [64, 64, 32]]) {
+  for (const [w, h, size] of [[512, 384, 224], [224, 224, 224], [64, 64, 32], [64, 64, 224]]) {
     const src = { width: w, height: h, channels: 3 as const, data: synthetic(w, h) };
     const t = resizeTarget(w, h, size);
     const window = { left: (t.width - size) >> 1, top: (t.height - size) >> 1, width: size, height: size };
