@@ -110,7 +110,7 @@ export function loadClipVision(dir: string, device: Device): LoadedModel {
   return { model: ClipVisionModel.fromWeights(cfg, weights, device), source: resolve(dir), preprocessor: existsSync(pre) ? readJson(pre) : null };
 }
 
-/** The model's preprocessing (preprocessor_config.json, or CLIP's defaults); an error naming the file when its crop does not fit the model. */
+/** The model's preprocessing (preprocessor_config.json, or CLIP's defaults); an error naming the file when a value is refused or its crop does not fit the model. */
 export function modelPreprocessing(loaded: LoadedModel): PreprocessConfig {
   const { pre, problem } = checkedPreprocessing(loaded.preprocessor, loaded.model.cfg.imageSize, loaded.source);
   if (problem) throw new Error(`${problem}.`);
@@ -124,9 +124,11 @@ export function preprocessingOf(spec: string): { pre: PreprocessConfig; problem:
   return checkedPreprocessing(existsSync(file) ? readJson(file) : null, readModelConfig(spec).imageSize, spec);
 }
 
+/** Throws (naming the file and the field) when preprocessor_config.json has a value genalign refuses. */
 function checkedPreprocessing(json: unknown, imageSize: number, source: string): { pre: PreprocessConfig; problem: string | null } {
-  const pre = parsePreprocessorConfig(json, imageSize);
-  return { pre, problem: cropProblem(pre, imageSize, join(source, 'preprocessor_config.json')) };
+  const file = join(source, 'preprocessor_config.json');
+  const pre = parsePreprocessorConfig(json, imageSize, file);
+  return { pre, problem: cropProblem(pre, imageSize, file) };
 }
 
 function presetConfig(spec: string): ClipVisionConfig {

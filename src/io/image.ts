@@ -1,66 +1,225 @@
-// Image preprocessing exactly like HF CLIPImageProcessor, done with sharp:
-//   convert to RGB → resize the shortest edge to `size` (bicubic; the long edge becomes
-//   int(size · long / short)) → center-crop to crop_size (top = (h − crop) // 2) → ÷255 →
-//   normalize with the CLIP mean/std → CHW float32.
-// An image already at the target size passes through resize and crop unchanged.
+// Image preprocessing identical to HF's CLIPImageProcessor (the PIL-based one), bit for bit on
+// the 8-bit pixels and on the float output:
+//   decode (sharp/libvips, no resize, no colour management) → PIL's convert("RGB") (alpha
+//   dropped, grey repeated, CMYK by PIL's formula) → resize (PIL bicubic, io/resample.ts) →
+//   center crop (top = (h − crop) // 2, zero padding where the image is smaller) → × rescale
+//   factor (float32) → (x − mean) / std (float32) → CHW float32.
+// Only the crop window of the resized image is ever computed, so the cost is bounded by the
+// crop (and the decoded input), not by the resized size (a 1×16000 image resized to shortest
+// edge 224 would be 224×3,584,000).
+//
+// preprocessor_config.json is read by parsePreprocessorConfig, which refuses, naming the file
+// and the field, every value that genalign cannot reproduce or that cannot be meant.
 import sharp from 'sharp';
+import { resizeWindowRgb, type Pixels } from './resample.ts';
 
-export const CLIP_MEAN: readonly [number, number, number] = [0.48145466, 0.4578275, 0.40821073];
-export const CLIP_STD: readonly [number, number, number] = [0.26862954, 0.26130258, 0.27577711];
+export type Triple = readonly [number, number, number];
+
+export const CLIP_MEAN: Triple = [0.48145466, 0.4578275, 0.40821073];
+export const CLIP_STD: Triple = [0.26862954, 0.26130258, 0.27577711];
+
+export interface FixedSize {
+  width: number;
+  height: number;
+}
+
+/** How HF resizes: shortest edge to N (the long edge becomes int(N · long / short)), or to exactly width × height. */
+export type ResizeRule = { shortestEdge: number } | FixedSize;
 
 export interface PreprocessConfig {
-  size: number;
-  cropHeight: number;
+  /** null: do_resize is false. */
+  resize: ResizeRule | null;
+  /**
+   * Size of the output: the center crop, or, when do_center_crop is false, the fixed size the
+   * resize gives (a crop of the whole image).
+   */
   cropWidth: number;
-  mean: readonly [number, number, number];
-  std: readonly [number, number, number];
-  doResize: boolean;
-  doCenterCrop: boolean;
+  cropHeight: number;
+  /** Pixels are multiplied by this (do_rescale; HF's default 1/255); null: do_rescale is false. */
+  rescaleFactor: number | null;
+  /** (x − mean) / std per channel; null: do_normalize is false. */
+  normalize: { mean: Triple; std: Triple } | null;
 }
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp'];
 
+/**
+ * Largest size, crop or resize edge accepted in preprocessor_config.json. Real CLIP checkpoints
+ * use 224–448; the bound only stops values that cannot be meant (1e9).
+ */
+export const MAX_PREPROCESS_SIZE = 16384;
+
+/**
+ * Most pixels (width × height) of an input image that genalign decodes: sharp's default,
+ * 16383². The decoded image is held in memory whole (4 bytes a pixel with alpha), so this
+ * bounds one decode at about 1 GiB.
+ */
+export const MAX_INPUT_PIXELS = 16383 * 16383;
+
+/** PIL's resampling filters by number (Image.Resampling). */
+const PIL_FILTERS: Record<number, string> = { 0: 'NEAREST', 1: 'LANCZOS', 2: 'BILINEAR', 3: 'BICUBIC', 4: 'BOX', 5: 'HAMMING' };
+const BICUBIC = 3;
+
 export function defaultPreprocess(imageSize: number): PreprocessConfig {
-  return { size: imageSize, cropHeight: imageSize, cropWidth: imageSize, mean: CLIP_MEAN, std: CLIP_STD, doResize: true, doCenterCrop: true };
+  return {
+    resize: { shortestEdge: imageSize },
+    cropWidth: imageSize,
+    cropHeight: imageSize,
+    rescaleFactor: 1 / 255,
+    normalize: { mean: CLIP_MEAN, std: CLIP_STD },
+  };
 }
 
-function num(v: unknown, what: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new Error(`preprocessor_config.json: ${what} must be a positive number, got ${JSON.stringify(v)}`);
-  return v;
+/** A config value as it reads in the file; numbers JSON cannot hold (1e999 parses to Infinity) by name. */
+function shown(v: unknown): string {
+  return JSON.stringify(v, (_key, x: unknown) => (typeof x === 'number' && !Number.isFinite(x) ? String(x) : x)) ?? String(v);
 }
 
-function triple(v: unknown, fallback: readonly [number, number, number], what: string): readonly [number, number, number] {
-  if (v === undefined || v === null) return fallback;
-  if (!Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === 'number')) throw new Error(`preprocessor_config.json: ${what} must be 3 numbers`);
-  return [v[0], v[1], v[2]];
+/** Reads the fields of one preprocessor_config.json; every error names the file and the field. */
+class ConfigReader {
+  constructor(
+    private readonly json: Record<string, unknown>,
+    private readonly file: string,
+  ) {}
+
+  fail(field: string, problem: string): never {
+    throw new Error(`${this.file}: "${field}" ${problem}`);
+  }
+
+  has(field: string): boolean {
+    return this.json[field] !== undefined && this.json[field] !== null;
+  }
+
+  flag(field: string, fallback: boolean): boolean {
+    const v = this.json[field];
+    if (v === undefined || v === null) return fallback;
+    if (typeof v !== 'boolean') this.fail(field, `must be true or false, got ${shown(v)}`);
+    return v;
+  }
+
+  /** A pixel count: an integer 1 … MAX_PREPROCESS_SIZE. */
+  side(v: unknown, field: string): number {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_PREPROCESS_SIZE) {
+      this.fail(field, `must be a whole number of pixels from 1 to ${MAX_PREPROCESS_SIZE}, got ${shown(v)}`);
+    }
+    return v;
+  }
+
+  /** HF's size forms: N, [height, width], {"height": H, "width": W}, and for a resize {"shortest_edge": N}. */
+  private sizeForm(field: string, intIsShortestEdge: boolean): ResizeRule {
+    const v = this.json[field];
+    if (typeof v === 'number') {
+      const n = this.side(v, field);
+      return intIsShortestEdge ? { shortestEdge: n } : { width: n, height: n };
+    }
+    if (Array.isArray(v)) {
+      if (v.length !== 2) this.fail(field, `as a list must be [height, width], got ${shown(v)}`);
+      return { height: this.side(v[0], `${field}[0]`), width: this.side(v[1], `${field}[1]`) };
+    }
+    if (v && typeof v === 'object') {
+      const o = v as Record<string, unknown>;
+      const keys = Object.keys(o).sort().join(',');
+      if (keys === 'height,width') return { height: this.side(o.height, `${field}.height`), width: this.side(o.width, `${field}.width`) };
+      // CLIPImageProcessor resizes by shortest_edge alone when it is present (longest_edge is not used).
+      if (intIsShortestEdge && (keys === 'shortest_edge' || keys === 'longest_edge,shortest_edge')) {
+        return { shortestEdge: this.side(o.shortest_edge, `${field}.shortest_edge`) };
+      }
+      const allowed = intIsShortestEdge ? '{"shortest_edge": N} or {"height": H, "width": W}' : '{"height": H, "width": W}';
+      this.fail(field, `must be a number or ${allowed}, got keys {${keys}}`);
+    }
+    return this.fail(field, `must be a number or an object, got ${shown(v)}`);
+  }
+
+  /** `size`: a number is the shortest edge. */
+  resizeRule(field: string): ResizeRule {
+    return this.sizeForm(field, true);
+  }
+
+  /** `crop_size`: a number is a square. */
+  fixedSize(field: string): FixedSize {
+    return this.sizeForm(field, false) as FixedSize;
+  }
+
+  /** One number for all channels, or one per channel (R, G, B). */
+  triple(field: string, fallback: Triple, ok: (x: number) => boolean, what: string): Triple {
+    const v = this.json[field];
+    if (v === undefined || v === null) return fallback;
+    const list = typeof v === 'number' ? [v, v, v] : v;
+    if (!Array.isArray(list) || list.length !== 3 || !list.every((x) => typeof x === 'number' && ok(x))) {
+      this.fail(field, `must be one number or three (for R, G, B), each ${what}; got ${shown(v)}`);
+    }
+    return [list[0], list[1], list[2]];
+  }
 }
 
-/** Reads preprocessor_config.json in its old form (size: 224) or new form (size: {shortest_edge: 224}). */
-export function parsePreprocessorConfig(json: unknown, imageSize: number): PreprocessConfig {
+/**
+ * Reads preprocessor_config.json (CLIPImageProcessor's fields, old and new forms) for a model of
+ * `imageSize`; absent fields take genalign's defaults for that size (shortest edge and crop
+ * imageSize, CLIP's mean/std, rescale 1/255). Throws an Error naming `file` and the field for a
+ * value that cannot be meant (zero or negative std, a resize smaller than the crop, sizes beyond
+ * MAX_PREPROCESS_SIZE) or that genalign does not reproduce (resample other than bicubic,
+ * do_convert_rgb false, no fixed output size).
+ */
+export function parsePreprocessorConfig(json: unknown, imageSize: number, file = 'preprocessor_config.json'): PreprocessConfig {
   const cfg = defaultPreprocess(imageSize);
-  if (!json || typeof json !== 'object') return cfg;
-  const j = json as Record<string, unknown>;
-  if (j.size !== undefined) {
-    if (typeof j.size === 'number') cfg.size = num(j.size, 'size');
-    else if (j.size && typeof j.size === 'object') {
-      const s = j.size as Record<string, unknown>;
-      if (s.shortest_edge !== undefined) cfg.size = num(s.shortest_edge, 'size.shortest_edge');
-      else if (s.height !== undefined) cfg.size = Math.min(num(s.height, 'size.height'), num(s.width, 'size.width'));
+  if (json === undefined || json === null) return cfg;
+  if (typeof json !== 'object' || Array.isArray(json)) throw new Error(`${file}: must be a JSON object, got ${shown(json)}`);
+  const r: ConfigReader = new ConfigReader(json as Record<string, unknown>, file);
+
+  if (!r.flag('do_convert_rgb', true)) {
+    r.fail('do_convert_rgb', 'is false, which genalign does not support: every image is converted to RGB as PIL\'s convert("RGB") does (for RGB images the two agree). Set it to true');
+  }
+
+  const doResize = r.flag('do_resize', true);
+  cfg.resize = null;
+  if (doResize) {
+    cfg.resize = r.has('size') ? r.resizeRule('size') : { shortestEdge: imageSize };
+    const resample = (json as Record<string, unknown>).resample;
+    if (resample !== undefined && resample !== null && resample !== BICUBIC) {
+      const name = typeof resample === 'number' ? PIL_FILTERS[resample] : undefined;
+      r.fail('resample', `is ${shown(resample)}${name ? ` (${name})` : ''}; genalign resizes with PIL's bicubic filter only (resample 3, CLIP's). Set it to 3`);
     }
   }
-  cfg.cropHeight = cfg.cropWidth = cfg.size;
-  if (j.crop_size !== undefined) {
-    if (typeof j.crop_size === 'number') cfg.cropHeight = cfg.cropWidth = num(j.crop_size, 'crop_size');
-    else if (j.crop_size && typeof j.crop_size === 'object') {
-      const c = j.crop_size as Record<string, unknown>;
-      cfg.cropHeight = num(c.height, 'crop_size.height');
-      cfg.cropWidth = num(c.width, 'crop_size.width');
+
+  const doCrop = r.flag('do_center_crop', true);
+  if (doCrop) {
+    // Without crop_size the crop is the resize's size (the shortest edge squared), else the model's.
+    let c: FixedSize;
+    if (r.has('crop_size')) c = r.fixedSize('crop_size');
+    else if (cfg.resize && 'shortestEdge' in cfg.resize) c = { width: cfg.resize.shortestEdge, height: cfg.resize.shortestEdge };
+    else c = cfg.resize ?? { width: imageSize, height: imageSize };
+    cfg.cropWidth = c.width;
+    cfg.cropHeight = c.height;
+    const rz = cfg.resize;
+    if (rz && 'shortestEdge' in rz && rz.shortestEdge < Math.max(c.width, c.height)) {
+      r.fail('size', `(shortest edge ${rz.shortestEdge}) is smaller than crop_size ${c.width}x${c.height}: the resized images would not fill the crop. The shortest edge must be at least ${Math.max(c.width, c.height)} (CLIP uses size = crop size)`);
     }
+    if (rz && 'width' in rz && (rz.width < c.width || rz.height < c.height)) {
+      r.fail('size', `(${rz.width}x${rz.height}) is smaller than crop_size ${c.width}x${c.height}: the resized images would not fill the crop`);
+    }
+  } else {
+    const rz = cfg.resize;
+    if (!rz || 'shortestEdge' in rz) {
+      r.fail('do_center_crop', `is false while ${rz ? 'size resizes the shortest edge only' : 'do_resize is false'}, so images keep different sizes; the model needs every image at one size. Set do_center_crop to true, or resize to a fixed {"height": H, "width": W}`);
+    }
+    cfg.cropWidth = rz.width;
+    cfg.cropHeight = rz.height;
   }
-  cfg.mean = triple(j.image_mean, CLIP_MEAN, 'image_mean');
-  cfg.std = triple(j.image_std, CLIP_STD, 'image_std');
-  if (j.do_resize === false) cfg.doResize = false;
-  if (j.do_center_crop === false) cfg.doCenterCrop = false;
+
+  if (r.flag('do_rescale', true)) {
+    const f = (json as Record<string, unknown>).rescale_factor;
+    if (f !== undefined && f !== null) {
+      if (typeof f !== 'number' || !Number.isFinite(f) || f <= 0) r.fail('rescale_factor', `must be a positive number (CLIP: 1/255 = 0.00392156862745098), got ${shown(f)}`);
+      cfg.rescaleFactor = f;
+    }
+  } else cfg.rescaleFactor = null;
+
+  if (r.flag('do_normalize', true)) {
+    cfg.normalize = {
+      mean: r.triple('image_mean', CLIP_MEAN, Number.isFinite, 'a finite number'),
+      std: r.triple('image_std', CLIP_STD, (x) => Number.isFinite(x) && x > 0, 'a positive finite number (a 0 would divide by zero)'),
+    };
+  } else cfg.normalize = null;
   return cfg;
 }
 
@@ -70,7 +229,7 @@ export function cropProblem(pre: PreprocessConfig, imageSize: number, file: stri
   return `${file}: crop_size ${pre.cropWidth}x${pre.cropHeight} does not match the model's image_size ${imageSize} (config.json); the crop must be ${imageSize}x${imageSize}`;
 }
 
-/** HF's get_resize_output_image_size(default_to_square=False). */
+/** HF's get_resize_output_image_size(default_to_square=False): the short edge becomes `size`, the long one int(size · long / short). */
 export function resizeTarget(width: number, height: number, size: number): { width: number; height: number } {
   const short = Math.min(width, height);
   const long = Math.max(width, height);
@@ -79,7 +238,17 @@ export function resizeTarget(width: number, height: number, size: number): { wid
   return width <= height ? { width: newShort, height: newLong } : { width: newLong, height: newShort };
 }
 
+/** The size `rule` resizes a width × height image to. */
+export function resizedSize(width: number, height: number, rule: ResizeRule | null): { width: number; height: number } {
+  if (!rule) return { width, height };
+  if ('shortestEdge' in rule) return resizeTarget(width, height, rule.shortestEdge);
+  return { width: rule.width, height: rule.height };
+}
+
 export class ImageDecodeError extends Error {}
+
+/** sharp's input options for every decode: no colour management (PIL's convert ignores ICC profiles), bounded size. */
+const DECODE_OPTIONS = { failOn: 'error', ignoreIcc: true, limitInputPixels: MAX_INPUT_PIXELS } as const;
 
 /**
  * libvips keeps one error buffer for all its threads. When several decodes fail at the same
@@ -91,7 +260,7 @@ let retryChain: Promise<unknown> = Promise.resolve();
 
 /** Decodes `path` once more; its error message, or null if it decoded this time. */
 function decodeAgain(path: string): Promise<string | null> {
-  return sharp(path, { failOn: 'error' })
+  return sharp(path, DECODE_OPTIONS)
     .raw()
     .toBuffer()
     .then(
@@ -145,55 +314,124 @@ export function decodeReason(path: string, e: Error): string {
 
 /**
  * Decodes and preprocesses one image file into CHW float32 [3, cropH, cropW]. Every failure
- * that is the file's fault (unreadable, corrupt, truncated, too small to crop) is an
- * ImageDecodeError whose message starts with the path and carries the decoder's reason.
+ * that is the file's fault (unreadable, corrupt, truncated, too large) is an ImageDecodeError
+ * whose message starts with the path and carries the reason.
  */
 export async function preprocessImage(path: string, cfg: PreprocessConfig): Promise<Float32Array> {
+  return toChw(await preprocessedPixels(path, cfg), cfg);
+}
+
+/**
+ * The 8-bit RGB pixels of one preprocessed image before rescaling and normalisation: HWC,
+ * cropHeight × cropWidth × 3 bytes (what HF's pipeline holds after resize and center crop).
+ */
+export async function preprocessedPixels(path: string, cfg: PreprocessConfig): Promise<Uint8Array> {
+  let img: Pixels;
   try {
-    return await decodeAndPreprocess(path, cfg);
+    img = await decodeRgbSource(path);
   } catch (e) {
     throw await imageDecodeError(path, e);
   }
+  const size = resizedSize(img.width, img.height, cfg.resize);
+  // HF's center crop: top = (h − crop) // 2, negative (zero padding) when the image is smaller.
+  const window = {
+    left: Math.floor((size.width - cfg.cropWidth) / 2),
+    top: Math.floor((size.height - cfg.cropHeight) / 2),
+    width: cfg.cropWidth,
+    height: cfg.cropHeight,
+  };
+  return resizeWindowRgb(img, size.width, size.height, window);
 }
 
-async function decodeAndPreprocess(path: string, cfg: PreprocessConfig): Promise<Float32Array> {
-  let img = sharp(path, { failOn: 'error' });
-  const meta = await img.metadata();
-  let width = meta.width ?? 0;
-  let height = meta.height ?? 0;
-  if (!width || !height) throw new ImageDecodeError(`${path}: image has no size`);
-  img = img.removeAlpha().toColourspace('srgb');
-  if (cfg.doResize) {
-    const t = resizeTarget(width, height, cfg.size);
-    if (t.width !== width || t.height !== height) {
-      img = img.resize({ width: t.width, height: t.height, fit: 'fill', kernel: 'cubic' });
-      width = t.width;
-      height = t.height;
-    }
+/**
+ * Decodes `path` to 8-bit pixels without any resampling (so libvips never premultiplies alpha)
+ * and without applying an embedded ICC profile (PIL's convert("RGB") applies none). libvips
+ * turns grey into RGB by repeating it, 16-bit colour samples into 8-bit by their high byte and
+ * palette images into RGB(A), as PIL's convert does; alpha stays and is ignored by the
+ * resampler. CMYK is converted here with PIL's formula (libvips would go through an ICC
+ * profile). One known difference: a 16-bit grey PNG also gets its high byte here, while PIL 9.4
+ * opens it as 32-bit integers and convert("RGB") saturates every value above 255 to white.
+ */
+async function decodeRgbSource(path: string): Promise<Pixels> {
+  const img = sharp(path, DECODE_OPTIONS);
+  let meta: sharp.Metadata;
+  try {
+    meta = await img.metadata();
+  } catch (e) {
+    throw await tooLargeError(path, e);
   }
-  let cw = width;
-  let ch = height;
-  if (cfg.doCenterCrop) {
-    cw = cfg.cropWidth;
-    ch = cfg.cropHeight;
-    if (cw > width || ch > height) {
-      throw new ImageDecodeError(`${path}: image ${width}x${height} after resize is smaller than the crop ${cw}x${ch}`);
-    }
-    const top = Math.floor((height - ch) / 2);
-    const left = Math.floor((width - cw) / 2);
-    if (top !== 0 || left !== 0 || cw !== width || ch !== height) {
-      // extract after resize needs a materialised pipeline step.
-      img = sharp(await img.raw().toBuffer(), { raw: { width, height, channels: 3 } }).extract({ left, top, width: cw, height: ch });
-    }
+  if (!meta.width || !meta.height) throw new ImageDecodeError(`${path}: image has no size`);
+  if (meta.space === 'cmyk') {
+    const { data, info } = await img.pipelineColourspace('cmyk').toColourspace('cmyk').raw().toBuffer({ resolveWithObject: true });
+    if (info.channels !== 4) throw new ImageDecodeError(`${path}: CMYK image decoded to ${info.channels} channels, expected 4`);
+    return { width: info.width, height: info.height, channels: 3, data: cmykToRgb(data) };
   }
-  const raw = await img.raw().toBuffer();
-  if (raw.length !== cw * ch * 3) throw new ImageDecodeError(`${path}: decoded ${raw.length} bytes, expected ${cw * ch * 3} (RGB ${cw}x${ch})`);
-  const out = new Float32Array(3 * ch * cw);
-  const plane = ch * cw;
+  const { data, info } = await img.raw().toBuffer({ resolveWithObject: true });
+  const channels = info.channels;
+  if (channels < 1 || channels > 4 || data.length !== info.width * info.height * channels) {
+    throw new ImageDecodeError(`${path}: decoded ${data.length} bytes for ${info.width}x${info.height} with ${channels} channels`);
+  }
+  return { width: info.width, height: info.height, channels: channels as Pixels['channels'], data };
+}
+
+/** sharp's "exceeds pixel limit" as an ImageDecodeError that names the file and its size; other errors pass through. */
+async function tooLargeError(path: string, e: unknown): Promise<unknown> {
+  if (!(e instanceof Error) || !/exceeds pixel limit/i.test(e.message)) return e;
+  const size = await sharp(path, { limitInputPixels: false })
+    .metadata()
+    .then(
+      (m) => ` is ${m.width}x${m.height} = ${((m.width ?? 0) * (m.height ?? 0)).toLocaleString('en-US')} pixels, which`,
+      () => '',
+    );
+  return new ImageDecodeError(
+    `${path}: the input image${size} exceeds genalign's decoding limit of ${MAX_INPUT_PIXELS.toLocaleString('en-US')} pixels (16383x16383); downscale the file`,
+  );
+}
+
+/** PIL's CMYK → RGB: each of R, G, B is (255 − K) − round(C · (255 − K) / 255) for its ink C, M or Y. */
+function cmykToRgb(cmyk: Uint8Array): Uint8Array {
+  const n = cmyk.length >> 2;
+  const rgb = new Uint8Array(n * 3);
+  for (let i = 0; i < n; i++) {
+    const paper = 255 - cmyk[i * 4 + 3];
+    for (let c = 0; c < 3; c++) rgb[i * 3 + c] = paper - mulDiv255(cmyk[i * 4 + c], paper);
+  }
+  return rgb;
+}
+
+/** round(a · b / 255) for a, b in 0..255, in integers. */
+function mulDiv255(a: number, b: number): number {
+  const t = a * b + 128;
+  return ((t >> 8) + t) >> 8;
+}
+
+/**
+ * Float value of each (channel, byte), computed as HF does in float32: x = f32(byte · rescale)
+ * (the product in float64), then f32(f32(x − f32(mean)) / f32(std)). Each float32 operation is
+ * the float64 result rounded once to float32, which is the correctly rounded float32 result.
+ */
+export function valueTable(cfg: PreprocessConfig): Float32Array {
+  const table = new Float32Array(3 * 256);
+  const f = Math.fround;
   for (let c = 0; c < 3; c++) {
-    const m = cfg.mean[c];
-    const s = cfg.std[c];
-    for (let i = 0; i < plane; i++) out[c * plane + i] = (raw[i * 3 + c] / 255 - m) / s;
+    for (let v = 0; v < 256; v++) {
+      let x = cfg.rescaleFactor === null ? v : f(v * cfg.rescaleFactor);
+      if (cfg.normalize) x = f(f(x - f(cfg.normalize.mean[c])) / f(cfg.normalize.std[c]));
+      table[c * 256 + v] = x;
+    }
+  }
+  return table;
+}
+
+/** HWC bytes → CHW float32 through valueTable. */
+function toChw(rgb: Uint8Array, cfg: PreprocessConfig): Float32Array {
+  const table = valueTable(cfg);
+  const plane = cfg.cropWidth * cfg.cropHeight;
+  const out = new Float32Array(3 * plane);
+  for (let c = 0; c < 3; c++) {
+    const base = c * 256;
+    const o = c * plane;
+    for (let i = 0; i < plane; i++) out[o + i] = table[base + rgb[i * 3 + c]];
   }
   return out;
 }

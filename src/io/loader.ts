@@ -4,10 +4,10 @@
 // so a resumed run regenerates exactly the same batches. A pair with several generated images
 // uses generatedIndex(e, id), seeded by (seed, e, id), so each epoch may show a different one.
 //
-// Threads: sharp decodes and resizes on libuv worker threads; preprocessImage's byte → float
-// normalisation runs on the main thread (measured ≈0.85 ms per 224×224 image on a 2-core
-// x86 box, i.e. ≈0.2 s of main-thread time for a 256-pair batch with both sides decoded;
-// see docs/data-format.md).
+// Threads: sharp decodes on libuv worker threads; preprocessImage's resize of the crop window
+// (io/resample.ts) and byte → float step run on the main thread (measured ≈9 ms for a
+// 512×384 image at crop 224 and ≈0.6 ms for a 224² one on a loaded 2-core x86 box; see
+// docs/data-format.md).
 //
 // Prefetch: up to `prefetch` batches decode while the consumer works on the current one. Their
 // files decode in parallel, but batches are finalised (bad-file accounting, warnings, packing)

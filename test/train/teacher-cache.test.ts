@@ -6,7 +6,7 @@ import { cpSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync, stat
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { NAMED_CONFIGS } from '../../src/nn/config.ts';
-import { defaultPreprocess } from '../../src/io/image.ts';
+import { CLIP_MEAN, CLIP_STD, defaultPreprocess } from '../../src/io/image.ts';
 import { modelKey, fileKey, TeacherCache } from '../../src/train/teacher-cache.ts';
 import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.ts';
 import { FIXTURE_DIR } from '../helpers/fixtures.ts';
@@ -24,11 +24,13 @@ test('modelKey of a preset: changes with the seed, the config and every preproce
     modelKey('vit-b-32', cfg, pre, 0),
     modelKey('tiny', { ...cfg, layerNormEps: 1e-6 }, pre, 0),
     modelKey('tiny', cfg, { ...pre, cropHeight: 30, cropWidth: 30 }, 0),
-    modelKey('tiny', cfg, { ...pre, size: 40 }, 0),
-    modelKey('tiny', cfg, { ...pre, mean: [0.5, 0.5, 0.5] }, 0),
-    modelKey('tiny', cfg, { ...pre, std: [0.5, 0.5, 0.5] }, 0),
-    modelKey('tiny', cfg, { ...pre, doResize: false }, 0),
-    modelKey('tiny', cfg, { ...pre, doCenterCrop: false }, 0),
+    modelKey('tiny', cfg, { ...pre, resize: { shortestEdge: 40 } }, 0),
+    modelKey('tiny', cfg, { ...pre, normalize: { mean: [0.5, 0.5, 0.5], std: CLIP_STD } }, 0),
+    modelKey('tiny', cfg, { ...pre, normalize: { mean: CLIP_MEAN, std: [0.5, 0.5, 0.5] } }, 0),
+    modelKey('tiny', cfg, { ...pre, resize: null }, 0),
+    modelKey('tiny', cfg, { ...pre, resize: { width: 32, height: 32 } }, 0),
+    modelKey('tiny', cfg, { ...pre, rescaleFactor: null }, 0),
+    modelKey('tiny', cfg, { ...pre, normalize: null }, 0),
   ];
   for (const [i, k] of changed.entries()) assert.is.not(k, base, `change ${i} gives another key`);
   assert.is(new Set(changed).size, changed.length);
