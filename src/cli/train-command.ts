@@ -104,8 +104,12 @@ function resumeOptions(dir: string, given: GivenOptions): TrainOptions {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`train: --resume ${dir}: not a directory (pass the run directory, e.g. runs/20261202-101500)`);
   const p = join(dir, 'config.json');
   if (!existsSync(p)) throw new UsageError(`train: --resume ${dir}: no config.json there (is it a run directory?)`);
+  const saved = readRunJson<unknown>(p, 'run options');
+  if (!saved || typeof saved !== 'object' || typeof (saved as Record<string, unknown>).configHash !== 'string') {
+    throw new UsageError(`train: --resume ${dir}: ${p} is not the config.json of a genalign run (it has no configHash); pass a run directory that train created`);
+  }
   try {
-    return resumedOptions(readRunJson<unknown>(p, 'run options'), p, given, dir);
+    return resumedOptions(saved, p, given, dir);
   } catch (e) {
     if (e instanceof ResumeConflictError) throw new UsageError(`train: ${e.message}`);
     throw e;

@@ -310,6 +310,7 @@ export function resumedOptions(saved: unknown, configPath: string, given: GivenO
       }
     } else {
       kept = normalized(key, defaultOf(key));
+      if (kept === undefined) throw new OptionValueError(`${configPath}: "${key}" is missing; the file is damaged or was edited (restore it, or start a new run)`);
     }
     if (d.onResume === 'fixed' && g !== undefined && !sameValue(g, kept)) {
       throw new ResumeConflictError(

@@ -811,9 +811,53 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
   }
 }
 
-/** Everything after the student exists: teacher cache, repair and config.json, the steps, the final eval. */
-async function runStages(device: Device, o: TrainOptions, hooks: TrainHooks, files: FileOps, log: (l: string) => void, run: OpenRun, built: Built, trainPairs: Pair[], valPairs: Pair[], totalSteps: number): Promise<TrainResult> {
+/**
+ * prepareRun: fills the teacher cache (outside the run directory), checks the disk, then, with
+ * everything checked, puts right what a crash left and writes config.json. Returns the cache, or
+ * null for the cache when Ctrl-C stopped its filling (`stopped`).
+ */
+async function prepareRun(device: Device, o: TrainOptions, hooks: TrainHooks, files: FileOps, log: (l: string) => void, run: OpenRun, built: Built, pairs: Pair[]): Promise<{ cache: TeacherCache | null; stopped: boolean }> {
   const model = built.loaded.model;
+  let cache: TeacherCache | null = null;
+  if (o.teacherCache) {
+    cache = new TeacherCache(o.cacheDir, modelKey(built.loaded.source, model.cfg, built.pre, o.seed), model.cfg.projectionDim, log);
+    const complete = await warmTeacherCache(device, model, built.pre, pairs, cache, Math.max(o.batch, 8), log, hooks.shouldStop).catch((e: unknown) => oomHelp(e, o));
+    if (!complete) {
+      log('stopped while filling the teacher cache; what was embedded is saved, so running the same command again continues from there');
+      return { cache, stopped: true };
+    }
+  }
+  const adapterBytes = built.student.params.reduce((a, p) => a + p.byteLength, 0);
+  checkFreeSpace(run.runDir, 6 * adapterBytes * (o.keepCheckpoints + 1) + 16 * 2 ** 20);
+  repairRun(run.inspection, o.keepCheckpoints, files, log);
+  writeRunConfig(run.runDir, runConfigText(o, built, device), files);
+  return { cache, stopped: false };
+}
+
+/** Says where a resumed run continues, and warns when a changed --steps moves the learning rate. */
+function logResume(o: TrainOptions, run: OpenRun, sched: ScheduleOptions, log: (l: string) => void): void {
+  const ckpt = run.checkpoint;
+  if (!ckpt) {
+    if (o.resume) log(`no checkpoint in ${join(run.runDir, CHECKPOINTS_DIR)} yet: starting the run from step 0 with its saved options`);
+    return;
+  }
+  const startStep = ckpt.state.step;
+  const before = ckpt.state.schedule as unknown as ScheduleOptions;
+  const was = learningRate(startStep, before);
+  const now = learningRate(startStep, sched);
+  if (before.totalSteps !== sched.totalSteps && startStep < sched.totalSteps && Math.abs(now - was) > 1e-9 * Math.max(now, was)) {
+    // --steps / --epochs changed: the cosine is laid over the new length, so the learning rate
+    // does not continue the way the checkpoint's schedule would have.
+    log(
+      `warning: the schedule now spans ${sched.totalSteps} steps instead of ${before.totalSteps}: step ${startStep + 1} uses learning rate ` +
+        `${now.toExponential(2)} where the run's schedule had ${was.toExponential(2)} (step ${startStep} used ${learningRate(startStep - 1, before).toExponential(2)})`,
+    );
+  }
+  log(`resumed from ${ckpt.dir} at step ${startStep}`);
+}
+
+/** The stages after buildStudent: prepareRun, stepLoop, finalEval. */
+async function runStages(device: Device, o: TrainOptions, hooks: TrainHooks, files: FileOps, log: (l: string) => void, run: OpenRun, built: Built, trainPairs: Pair[], valPairs: Pair[], totalSteps: number): Promise<TrainResult> {
   const ckpt = run.checkpoint;
   const sched: ScheduleOptions = { baseLr: o.lr, minLr: o.minLr, warmupSteps: o.warmup, totalSteps, restartPeriod: o.restartPeriod, restartMult: o.restartMult };
   const startStep = ckpt?.state.step ?? 0;
@@ -821,38 +865,9 @@ async function runStages(device: Device, o: TrainOptions, hooks: TrainHooks, fil
     runDir: run.runDir, steps, stoppedEarly, lastLoss, valPairs, model: built.loaded, lora: built.student.lora, projection: built.student.projection, pre: built.pre, teacherCache: cache, eval: ev,
   });
   try {
-    let cache: TeacherCache | null = null;
-    if (o.teacherCache) {
-      cache = new TeacherCache(o.cacheDir, modelKey(built.loaded.source, model.cfg, built.pre, o.seed), model.cfg.projectionDim, log);
-      const complete = await warmTeacherCache(device, model, built.pre, [...trainPairs, ...valPairs], cache, Math.max(o.batch, 8), log, hooks.shouldStop).catch((e: unknown) => oomHelp(e, o));
-      if (!complete) {
-        log('stopped while filling the teacher cache; what was embedded is saved, so running the same command again continues from there');
-        return result(startStep, true, null, cache, null);
-      }
-    }
-    const adapterBytes = built.student.params.reduce((a, p) => a + p.byteLength, 0);
-    checkFreeSpace(run.runDir, 6 * adapterBytes * (o.keepCheckpoints + 1) + 16 * 2 ** 20);
-
-    // Everything is checked: put right what a crash left, then record the options.
-    repairRun(run.inspection, o.keepCheckpoints, files, log);
-    writeRunConfig(run.runDir, runConfigText(o, built, device), files);
-    if (ckpt) {
-      const before = ckpt.state.schedule as unknown as ScheduleOptions;
-      const was = learningRate(startStep, before);
-      const now = learningRate(startStep, sched);
-      if (before.totalSteps !== totalSteps && startStep < totalSteps && Math.abs(now - was) > 1e-9 * Math.max(now, was)) {
-        // --steps / --epochs changed: the cosine is laid over the new length, so the learning rate
-        // does not continue the way the checkpoint's schedule would have.
-        log(
-          `warning: the schedule now spans ${totalSteps} steps instead of ${before.totalSteps}: step ${startStep + 1} uses learning rate ` +
-            `${now.toExponential(2)} where the run's schedule had ${was.toExponential(2)} (step ${startStep} used ${learningRate(startStep - 1, before).toExponential(2)})`,
-        );
-      }
-      log(`resumed from ${ckpt.dir} at step ${startStep}`);
-    } else if (o.resume) {
-      log(`no checkpoint in ${join(run.runDir, CHECKPOINTS_DIR)} yet: starting the run from step 0 with its saved options`);
-    }
-
+    const { cache, stopped } = await prepareRun(device, o, hooks, files, log, run, built, [...trainPairs, ...valPairs]);
+    if (stopped) return result(startStep, true, null, cache, null);
+    logResume(o, run, sched, log);
     hooks.onStart?.({ totalSteps, startStep, trainPairs: trainPairs.length, valPairs: valPairs.length, runDir: run.runDir, adapter: device.adapter.name });
     const loop = await stepLoop({
       device, o, hooks, files, log, runDir: run.runDir, built, cache, trainPairs, sched, totalSteps, startStep,

@@ -116,6 +116,8 @@ test('a damaged config.json value is an error naming the file and the key; a mis
       `${key} = ${JSON.stringify(bad)}`,
     );
   }
+  const { data: _data, ...noData } = saved;
+  assert.throws(() => resumedOptions(noData, '/runs/x/config.json', {}, '/runs/x'), /\/runs\/x\/config\.json: "data" is missing/);
   const { tau: _tau, ...older } = saved;
   assert.is(resumedOptions(older, '/runs/x/config.json', {}, '/runs/x').tau, 0.07);
   assert.throws(() => resumedOptions([1, 2], '/runs/x/config.json', {}, '/runs/x'), /not a JSON object/);

@@ -60,6 +60,9 @@ test('D2: --out at an HF model directory (or any non-empty folder) is refused an
   assert.match(r.error ?? '', /Output directory .*hf-model is not empty \(config\.json, model\.safetensors\): a new run uses only a new or empty directory, so that nothing already there is overwritten; nothing there was changed\. Choose another --out/);
   assert.equal(contents(model), before, 'the model folder is exactly as it was');
   assert.equal(readdirSync(model).sort(), ['config.json', 'model.safetensors']);
+  // --resume of a model folder is refused the same way: its config.json is not a run's.
+  assert.throws(() => trainOptionsOf(['--resume', model]), /--resume .*hf-model: .*hf-model\/config\.json is not the config\.json of a genalign run \(it has no configHash\)/);
+  assert.equal(contents(model), before);
   // An empty folder, and a new one, are fine.
   mkdirSync(join(root, 'empty-out'));
   assert.is((await trainArgs([...common(), '--steps', '1', '--out', join(root, 'empty-out')])).error, null);
