@@ -353,7 +353,7 @@ function lockHeldProblem(runDir: string, path: string, owner: LockOwner): string
     return `${runDir} is locked by a training process on another machine (pid ${owner.pid} on ${owner.host}, see ${path}); nothing there was changed. If no trainer runs there any more, delete ${path}.`;
   }
   if (Number.isInteger(owner.pid) && owner.pid > 0 && owner.pid !== process.pid && processAlive(owner.pid)) {
-    return `${runDir} is in use by another training process (pid ${owner.pid}, see ${path}); nothing there was changed. Wait for it, or choose another --out.`;
+    return `${runDir} is in use by another training process (pid ${owner.pid}, see ${path}); nothing there was changed. Wait for it, or choose another --out. (If no trainer uses this directory, another program has that pid now: delete ${path}.)`;
   }
   return null;
 }
