@@ -1,11 +1,12 @@
 // PreprocessPool (src/io/preprocess-pool.ts): the same floats and the same ImageDecodeError
 // messages as preprocessImage on the PIL fixture images, each request answered with its own
 // file's result under concurrency, a crashed worker rejects its requests (naming the files) and
-// is replaced, a worker that cannot start fails the pool instead of hanging it, and close()
-// leaves no live worker.
+// is replaced, a worker that cannot start fails the pool instead of hanging it, close() leaves no
+// live worker, and the esbuild bundle finds its worker file.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { deflateSync } from 'node:zlib';
 import { dirname, join } from 'node:path';
@@ -219,6 +220,21 @@ test('close(): queued requests reject, later requests reject, and no worker is l
   const after = await rejection(pool.preprocess(path, cfg));
   assert.is(after.message, `${path}: not preprocessed: the image preprocessing pool is closed`);
   await pool.close(); // a second close is harmless
+});
+
+test('the esbuild bundle runs its own worker file (<out>/preprocess-worker.js, registered by the entry point) without tsx', async () => {
+  const out = join(tmp, 'bundle');
+  execFileSync(process.execPath, [join(ROOT, 'scripts', 'build.mjs'), '--outdir', out, 'test/helpers/bundle-pool-check.ts'], { stdio: 'pipe' });
+  // The bundle's externals (sharp, webgpu) resolve from the project's node_modules.
+  symlinkSync(join(ROOT, 'node_modules'), join(tmp, 'node_modules'));
+  const image = join(FIXTURE_DIR, 'images', 'b_wide48x40.png');
+  const stdout = execFileSync(process.execPath, [join(out, 'test', 'helpers', 'bundle-pool-check.js'), image], { cwd: tmp, encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
+  const res = JSON.parse(stdout) as { worker: string; data: string; live: number };
+  assert.is(res.worker, pathToFileURL(join(out, 'preprocess-worker.js')).href);
+  assert.is(res.live, 0);
+  const bytes = Buffer.from(res.data, 'base64');
+  const got = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+  assert.is(firstDifference(got, await preprocessImage(image, defaultPreprocess(32))), -1, 'bundle result');
 });
 
 test('no worker outlives this file\'s pools', () => {
