@@ -94,9 +94,9 @@ try {
       console.log(`  in-thread, 1 at once:  ${show(await rate(preprocessImage, path, size, seconds, 1))}`);
       console.log(`  in-thread, 8 at once:  ${show(await rate(preprocessImage, path, size, seconds, 8))}`);
       for (const pool of pools) {
-        const inFlight = 2 * pool.size * pool.perWorker;
+        const inFlight = 2 * pool.maxWorkers * pool.perWorker;
         const r = await rate((p, c) => pool.preprocess(p, c), path, size, seconds, inFlight);
-        console.log(`  pool of ${pool.size}, ${String(inFlight).padStart(2)} at once: ${show(r)}`);
+        console.log(`  pool of ${pool.maxWorkers}, ${String(inFlight).padStart(2)} at once: ${show(r)}`);
       }
     }
   } finally {

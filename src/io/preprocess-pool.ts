@@ -9,10 +9,12 @@
 // the main thread (image.ts's imageDecodeError, whose retries run one at a time per process:
 // libvips's error buffer is shared by all threads, workers included).
 //
-// Lifetime: a pool is created and closed explicitly. `new PreprocessPool()` starts its workers;
-// close() rejects the files not yet started, ends the workers and resolves once none is left.
-// An idle worker is unref()'d, so a pool does not by itself keep the process alive; one with
-// work in flight is ref()'d, so an awaited result is never cut off by the process exiting.
+// Lifetime: a pool is created and closed explicitly. Workers start when requests need them: a
+// new one (up to `size`) whenever every worker holds `perWorker` requests, so a call with a few
+// files starts one or two, a batch of hundreds all of them; they then stay until close(), which
+// rejects the files not yet started, ends the workers and resolves once none is left. An idle
+// worker is unref()'d, so a pool does not by itself keep the process alive; one with work in
+// flight is ref()'d, so an awaited result is never cut off by the process exiting.
 //
 // Order: requests start in the order they are made (one queue; the least busy worker takes the
 // oldest), at most `perWorker` per worker at a time (default 4: while a worker resizes one
@@ -22,10 +24,10 @@
 // request order. Float32Array results come back transferred, not copied.
 //
 // Failures: a worker that exits while it holds requests (a crash, or a terminate()) rejects each
-// of them with a PreprocessWorkerError that names the file and says why; the pool then starts a
-// replacement. A worker that exits before it has loaded (its entry file missing or broken) makes
-// the pool fail: every pending and later request rejects with that reason, and no replacement
-// is started (it would fail the same way).
+// of them with a PreprocessWorkerError that names the file and says why; later requests go to a
+// new worker. A worker that exits before it has loaded (its entry file missing or broken), or
+// one that cannot be created, makes the pool fail: every pending and later request rejects
+// with that reason, and no other worker is started (it would fail the same way).
 //
 // Where the worker entry is: from the TypeScript sources it is ./preprocess-worker.ts beside this
 // file. Node 20 does not give workers the main thread's tsx hooks (`--import tsx` is passed on
@@ -61,7 +63,7 @@ export type PreprocessReply =
 export class PreprocessWorkerError extends Error {}
 
 export interface PreprocessPoolOptions {
-  /** Worker threads (default defaultPoolSize()). */
+  /** Most worker threads (default defaultPoolSize()). */
   size?: number;
   /** Requests in flight per worker (default 4). */
   perWorker?: number;
@@ -133,6 +135,8 @@ function revive(reply: Extract<PreprocessReply, { ok: false }>): Error {
 }
 
 export class PreprocessPool {
+  /** Most workers this pool starts. */
+  readonly maxWorkers: number;
   readonly perWorker: number;
   private readonly workerUrl: URL;
   private readonly slots = new Set<Slot>();
@@ -144,21 +148,14 @@ export class PreprocessPool {
   private failure: string | null = null;
 
   constructor(opts: PreprocessPoolOptions = {}) {
-    const size = opts.size ?? defaultPoolSize();
-    if (!Number.isInteger(size) || size < 1) throw new Error(`PreprocessPool: size must be a positive integer, got ${size}`);
+    this.maxWorkers = opts.size ?? defaultPoolSize();
+    if (!Number.isInteger(this.maxWorkers) || this.maxWorkers < 1) throw new Error(`PreprocessPool: size must be a positive integer, got ${this.maxWorkers}`);
     this.perWorker = opts.perWorker ?? 4;
     if (!Number.isInteger(this.perWorker) || this.perWorker < 1) throw new Error(`PreprocessPool: perWorker must be a positive integer, got ${this.perWorker}`);
     this.workerUrl = opts.workerUrl ?? preprocessWorkerUrl();
-    try {
-      for (let i = 0; i < size; i++) this.spawn();
-    } catch (e) {
-      this.failure = 'the pool could not be created';
-      for (const s of this.slots) void s.worker.terminate();
-      throw e;
-    }
   }
 
-  /** Live workers of this pool (0 once close() has resolved). */
+  /** Live workers of this pool (0 before the first request and once close() has resolved). */
   get size(): number {
     return this.slots.size;
   }
@@ -185,7 +182,7 @@ export class PreprocessPool {
     return this.closing;
   }
 
-  private spawn(): void {
+  private spawn(): Slot {
     const worker = startWorker(this.workerUrl);
     const slot: Slot = { worker, jobs: new Map(), ready: false, error: null };
     this.slots.add(slot);
@@ -202,6 +199,7 @@ export class PreprocessPool {
       void worker.terminate();
     });
     worker.on('exit', (code: number) => this.onExit(slot, code));
+    return slot;
   }
 
   private onMessage(slot: Slot, msg: PreprocessReply | { ready: true }): void {
@@ -233,27 +231,33 @@ export class PreprocessPool {
     for (const job of slot.jobs.values()) job.reject(new PreprocessWorkerError(`${job.path}: not preprocessed: ${why}`));
     slot.jobs.clear();
     if (this.closing) return;
-    if (this.failure) {
-      this.rejectQueued(this.failure);
-      for (const s of this.slots) void s.worker.terminate();
-      return;
-    }
-    try {
-      this.spawn();
-    } catch (e) {
-      this.failure = `the image preprocessing worker could not be restarted: ${e instanceof Error ? e.message : String(e)}`;
-      this.rejectQueued(this.failure);
-      for (const s of this.slots) void s.worker.terminate();
-      return;
-    }
-    this.dispatch();
+    if (this.failure) this.fail(this.failure);
+    else this.dispatch();
   }
 
-  /** Posts the oldest queued requests to the least busy workers that have room. */
+  /** Makes the pool fail for `why`: queued requests reject and the other workers end. */
+  private fail(why: string): void {
+    this.failure ??= why;
+    this.rejectQueued(this.failure);
+    for (const s of this.slots) void s.worker.terminate();
+  }
+
+  /**
+   * Posts the oldest queued requests to the least busy workers that have room, starting a worker
+   * when none has room and the pool is below its size.
+   */
   private dispatch(): void {
     while (this.queueHead < this.queue.length) {
       let best: Slot | null = null;
       for (const s of this.slots) if (s.jobs.size < this.perWorker && (!best || s.jobs.size < best.jobs.size)) best = s;
+      if (!best && this.slots.size < this.maxWorkers) {
+        try {
+          best = this.spawn();
+        } catch (e) {
+          this.fail(`the image preprocessing worker could not be started: ${e instanceof Error ? e.message : String(e)}`);
+          return;
+        }
+      }
       if (!best) break;
       const job = this.queue[this.queueHead++];
       if (best.jobs.size === 0) best.worker.ref();

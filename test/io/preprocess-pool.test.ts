@@ -203,14 +203,48 @@ test('a worker entry that cannot load fails the pool: requests reject naming the
   }
 });
 
+test('workers start as requests need them, up to the size', async () => {
+  const cfg = defaultPreprocess(32);
+  const path = join(FIXTURE_DIR, 'images', 'a_square32.png');
+  const pool = new PreprocessPool({ size: 3, perWorker: 2 });
+  const pending: Promise<Float32Array>[] = [];
+  try {
+    assert.is(pool.size, 0, 'no worker before the first request');
+    pending.push(pool.preprocess(path, cfg), pool.preprocess(path, cfg));
+    assert.is(pool.size, 1, 'two requests fit one worker');
+    for (let i = 0; i < 10; i++) pending.push(pool.preprocess(path, cfg));
+    assert.is(pool.size, 3, 'twelve requests start every worker');
+    await Promise.all(pending);
+  } finally {
+    await Promise.allSettled(pending);
+    await pool.close();
+  }
+});
+
+test('a worker that cannot even be created (a URL Worker refuses) fails the pool the same way', async () => {
+  const cfg = defaultPreprocess(32);
+  const good = join(FIXTURE_DIR, 'images', 'a_square32.png');
+  const pool = new PreprocessPool({ size: 1, workerUrl: new URL('https://example.invalid/preprocess-worker.js') });
+  try {
+    const errors = await Promise.all([pool.preprocess(good, cfg), pool.preprocess(good, cfg)].map(rejection));
+    for (const e of errors) {
+      assert.instance(e, PreprocessWorkerError);
+      assert.match(e.message, `${good}: not preprocessed: the image preprocessing worker could not be started: The URL must be of scheme file`);
+    }
+    assert.is(pool.size, 0);
+  } finally {
+    await pool.close();
+  }
+});
+
 test('close(): queued requests reject, later requests reject, and no worker is left', async () => {
   const before = livePreprocessWorkers();
   const pool = new PreprocessPool({ size: 2 });
-  assert.is(pool.size, 2);
-  assert.is(livePreprocessWorkers(), before + 2);
   const cfg = defaultPreprocess(32);
   const path = join(FIXTURE_DIR, 'images', 'd_big96.png');
   const pending = Array.from({ length: 20 }, () => pool.preprocess(path, cfg).then(() => null, (e: unknown) => e as Error));
+  assert.is(pool.size, 2);
+  assert.is(livePreprocessWorkers(), before + 2);
   await pool.close();
   const outcomes = await Promise.all(pending);
   for (const e of outcomes) if (e) assert.instance(e, PreprocessWorkerError);
