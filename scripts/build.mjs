@@ -2,31 +2,41 @@
 // dist/cli/<name>.js for each src/cli/<name>.ts that is a command (train, embed, eval).
 // The WGSL kernels are embedded in the bundle through registerKernelSources (src/gpu/kernels.ts),
 // so dist/ runs without the kernels/ folder. `webgpu` (the native dawn.node) and `sharp` (libvips) stay external.
+// The image preprocessing worker (src/io/preprocess-worker.ts) is its own file,
+// dist/preprocess-worker.js; every other entry point registers that file's URL, relative to
+// itself, through registerPreprocessWorker (src/io/preprocess-pool.ts) before its own code runs.
 //
 //   node scripts/build.mjs                 # library + CLI commands
 //   node scripts/build.mjs bench/run.ts    # ... plus extra entry points (dist/bench/run.js)
+//   node scripts/build.mjs --outdir DIR    # into DIR instead of dist/ (emptied first)
 import { build } from 'esbuild';
 import { readdirSync, readFileSync, rmSync, existsSync } from 'node:fs';
-import { dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const outdir = join(root, 'dist');
+const args = process.argv.slice(2);
+const outAt = args.indexOf('--outdir');
+if (outAt >= 0 && !args[outAt + 1]) throw new Error('build: --outdir needs a directory');
+const outdir = outAt >= 0 ? resolve(args.splice(outAt, 2)[1]) : join(root, 'dist');
 const CLI_COMMANDS = ['train', 'embed', 'eval'];
 
+const WORKER_ENTRY = 'preprocess-worker';
 const entries = { index: join(root, 'src/index.ts') };
 for (const name of CLI_COMMANDS) {
   const file = join(root, 'src/cli', `${name}.ts`);
   if (existsSync(file)) entries[`cli/${name}`] = file;
 }
-for (const extra of process.argv.slice(2)) {
+for (const extra of args) {
   const file = resolve(root, extra);
   if (!existsSync(file)) throw new Error(`build: entry point ${extra} does not exist`);
   entries[relative(root, file).replace(/\.[mc]?tsx?$/, '')] = file;
 }
 
 // One virtual module holds every kernels/*.wgsl source; each entry imports it first, so the
-// sources are registered before any code of the entry runs.
+// sources are registered before any code of the entry runs. Next each entry imports its own
+// virtual module that registers the worker file (one per entry: a module shared by several
+// entries would land in a shared chunk, and import.meta.url would be the chunk's).
 const kernelDir = join(root, 'kernels');
 const kernels = Object.fromEntries(
   readdirSync(kernelDir)
@@ -40,10 +50,22 @@ const embedKernels = {
   setup(b) {
     b.onResolve({ filter: /^genalign-entry:/ }, (args) => ({ path: args.path.slice('genalign-entry:'.length), namespace: 'genalign-entry' }));
     b.onLoad({ filter: /.*/, namespace: 'genalign-entry' }, (args) => ({
-      contents: `import 'genalign:kernels';\nexport * from ${JSON.stringify(args.path)};\n`,
+      contents: `import 'genalign:kernels';\nimport ${JSON.stringify(`genalign:worker-location:${outNames.get(args.path)}`)};\nexport * from ${JSON.stringify(args.path)};\n`,
       resolveDir: root,
       loader: 'js',
     }));
+    b.onResolve({ filter: /^genalign:worker-location:/ }, (args) => ({ path: args.path.slice('genalign:worker-location:'.length), namespace: 'genalign-worker-location' }));
+    b.onLoad({ filter: /.*/, namespace: 'genalign-worker-location' }, (args) => {
+      let rel = relative(dirname(args.path), `${WORKER_ENTRY}.js`).split(sep).join('/');
+      if (!rel.startsWith('.')) rel = `./${rel}`;
+      return {
+        contents:
+          `import { registerPreprocessWorker } from ${JSON.stringify(join(root, 'src/io/preprocess-pool.ts'))};\n` +
+          `registerPreprocessWorker(new URL(${JSON.stringify(rel)}, import.meta.url));\n`,
+        resolveDir: root,
+        loader: 'js',
+      };
+    });
     b.onResolve({ filter: /^genalign:kernels$/ }, () => ({ path: 'kernels', namespace: 'genalign-kernels' }));
     b.onLoad({ filter: /.*/, namespace: 'genalign-kernels' }, () => ({
       contents:
@@ -55,9 +77,14 @@ const embedKernels = {
   },
 };
 
+const outNames = new Map(Object.entries(entries).map(([out, file]) => [file, out]));
+
 rmSync(outdir, { recursive: true, force: true });
 const result = await build({
-  entryPoints: Object.fromEntries(Object.entries(entries).map(([out, file]) => [out, `genalign-entry:${file}`])),
+  entryPoints: {
+    ...Object.fromEntries(Object.entries(entries).map(([out, file]) => [out, `genalign-entry:${file}`])),
+    [WORKER_ENTRY]: join(root, 'src/io/preprocess-worker.ts'),
+  },
   outdir,
   bundle: true,
   splitting: true,
@@ -73,4 +100,4 @@ const result = await build({
 });
 const outputs = Object.entries(result.metafile.outputs).filter(([f]) => f.endsWith('.js'));
 for (const [file, info] of outputs) console.log(`  ${relative(root, file).padEnd(32)} ${(info.bytes / 1024).toFixed(1)} KiB`);
-console.log(`build: ${Object.keys(entries).length} entry points, ${Object.keys(kernels).length} kernels embedded -> ${relative(root, outdir)}/`);
+console.log(`build: ${Object.keys(entries).length} entry points and the preprocessing worker, ${Object.keys(kernels).length} kernels embedded -> ${relative(root, outdir) || '.'}/`);

@@ -4,12 +4,14 @@
 //   DIR/pairs.jsonl  one JSON object per line {"real", "generated": path | [paths], "caption"?, "id"?}
 //   DIR/real/<id>.<ext> + DIR/generated/<id>.<ext> | DIR/generated/<id>_<k>.<ext>   (no manifest)
 // loadDataset checks that every listed file exists (cheap); whether the files decode is found
-// out by the loader at training time, or up front by validateImages (--validate).
+// out by the loader at training time, or up front by validateImages (--validate), which
+// preprocesses the files in a worker pool (io/preprocess-pool.ts) when given a preprocess config.
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { readRegularTextFile } from '../gpu/regular-file.ts';
 import { basename, extname, join, resolve } from 'node:path';
 import sharp from 'sharp';
-import { IMAGE_EXTENSIONS, imageDecodeError, preprocessImage, type PreprocessConfig } from './image.ts';
+import { IMAGE_EXTENSIONS, imageDecodeError, type PreprocessConfig } from './image.ts';
+import { PreprocessPool, PreprocessWorkerError } from './preprocess-pool.ts';
 import { inlineListWithRest, listWithRest } from '../gpu/problem-list.ts';
 
 export { LIST_LIMIT, listWithRest } from '../gpu/problem-list.ts';
@@ -245,9 +247,14 @@ function whyNoPairs(root: string, raw: readonly RawPair[], problems: DatasetProb
 }
 
 export interface ValidateOptions {
-  /** When given, each file goes through the same preprocessing as training (also catches images too small to crop). */
+  /**
+   * When given, each file goes through the same preprocessing as training (also catches images
+   * too small to crop), in a worker pool; else each is only decoded (sharp, libuv threads).
+   */
   preprocess?: PreprocessConfig;
-  /** Files decoded at once (default 8; sharp decodes on libuv worker threads). */
+  /** Worker pool for `preprocess` (not closed here); default: one started for the call and ended before it returns. */
+  pool?: PreprocessPool;
+  /** Files decoded at once (default: 8, or what the pool's workers take at once if that is more). */
   concurrency?: number;
   onProgress?: (done: number, total: number) => void;
 }
@@ -261,22 +268,38 @@ export interface ValidateResult {
 export async function validateImages(dataset: Dataset, opts: ValidateOptions = {}): Promise<ValidateResult> {
   const files = [...new Set(dataset.pairs.flatMap((p) => [p.real, ...p.generated]))];
   const bad: ValidateResult['bad'] = [];
-  const concurrency = Math.max(1, opts.concurrency ?? 8);
+  const pre = opts.preprocess;
+  const ownPool = pre && !opts.pool && files.length > 0 ? new PreprocessPool() : null;
+  const pool = opts.pool ?? ownPool;
+  const concurrency = Math.max(1, opts.concurrency ?? Math.max(8, pool ? pool.maxWorkers * pool.perWorker : 0));
   let next = 0;
   let done = 0;
+  let stop = false;
   const worker = async (): Promise<void> => {
-    while (next < files.length) {
+    while (next < files.length && !stop) {
       const path = files[next++];
       try {
-        if (opts.preprocess) await preprocessImage(path, opts.preprocess);
+        if (pre && pool) await pool.preprocess(path, pre);
         else await sharp(path, { failOn: 'error' }).raw().toBuffer();
       } catch (e) {
+        // A failed pool is not the file's fault: stop and report it.
+        if (e instanceof PreprocessWorkerError) throw e;
         bad.push({ path, message: (await imageDecodeError(path, e)).message });
       }
       opts.onProgress?.(++done, files.length);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(concurrency, files.length) }, worker));
+  const workers = Array.from({ length: Math.min(concurrency, files.length) }, () =>
+    worker().catch((e: unknown) => {
+      stop = true;
+      throw e;
+    }),
+  );
+  // Every file in flight settles before the pool ends; then the first failure, if any, is thrown.
+  const settled = await Promise.allSettled(workers);
+  await ownPool?.close();
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
   bad.sort((a, b) => a.path.localeCompare(b.path));
   return { checked: files.length, bad };
 }

@@ -318,7 +318,7 @@ export function decodeReason(path: string, e: Error): string {
  * whose message starts with the path and carries the reason.
  */
 export async function preprocessImage(path: string, cfg: PreprocessConfig): Promise<Float32Array> {
-  return toChw(await preprocessedPixels(path, cfg), cfg);
+  return preprocessDecoded(await decodeFile(path), cfg);
 }
 
 /**
@@ -326,12 +326,30 @@ export async function preprocessImage(path: string, cfg: PreprocessConfig): Prom
  * cropHeight × cropWidth × 3 bytes (what HF's pipeline holds after resize and center crop).
  */
 export async function preprocessedPixels(path: string, cfg: PreprocessConfig): Promise<Uint8Array> {
-  let img: Pixels;
+  return resizeAndCrop(await decodeFile(path), cfg);
+}
+
+/** decodeRgbSource with every failure that is the file's fault as an ImageDecodeError. */
+async function decodeFile(path: string): Promise<Pixels> {
   try {
-    img = await decodeRgbSource(path);
+    return await decodeRgbSource(path);
   } catch (e) {
     throw await imageDecodeError(path, e);
   }
+}
+
+/**
+ * preprocessImage's steps after the decode: resize, crop, rescale and normalise the pixels that
+ * decodeRgbSource gave. preprocessImage(path) is preprocessDecoded(decodeRgbSource(path)) with a
+ * failed decode turned into an ImageDecodeError; the worker pool (io/preprocess-pool.ts) runs the
+ * two steps in a worker thread and builds that error on the main thread.
+ */
+export function preprocessDecoded(img: Pixels, cfg: PreprocessConfig): Float32Array<ArrayBuffer> {
+  return toChw(resizeAndCrop(img, cfg), cfg);
+}
+
+/** HWC bytes of the crop window of `img` resized by cfg.resize. */
+function resizeAndCrop(img: Pixels, cfg: PreprocessConfig): Uint8Array {
   const size = resizedSize(img.width, img.height, cfg.resize);
   // HF's center crop: top = (h − crop) // 2, negative (zero padding) when the image is smaller.
   const window = {
@@ -351,8 +369,10 @@ export async function preprocessedPixels(path: string, cfg: PreprocessConfig): P
  * resampler. CMYK is converted here with PIL's formula (libvips would go through an ICC
  * profile). One known difference: a 16-bit grey PNG also gets its high byte here, while PIL 9.4
  * opens it as 32-bit integers and convert("RGB") saturates every value above 255 to white.
+ * Failures are sharp's errors as they are, or an ImageDecodeError for an image too large or
+ * without a size (see imageDecodeError for turning the others into messages).
  */
-async function decodeRgbSource(path: string): Promise<Pixels> {
+export async function decodeRgbSource(path: string): Promise<Pixels> {
   const img = sharp(path, DECODE_OPTIONS);
   let meta: sharp.Metadata;
   try {
@@ -424,7 +444,7 @@ export function valueTable(cfg: PreprocessConfig): Float32Array {
 }
 
 /** HWC bytes → CHW float32 through valueTable. */
-function toChw(rgb: Uint8Array, cfg: PreprocessConfig): Float32Array {
+function toChw(rgb: Uint8Array, cfg: PreprocessConfig): Float32Array<ArrayBuffer> {
   const table = valueTable(cfg);
   const plane = cfg.cropWidth * cfg.cropHeight;
   const out = new Float32Array(3 * plane);

@@ -4,16 +4,18 @@
 // so a resumed run regenerates exactly the same batches. A pair with several generated images
 // uses generatedIndex(e, id), seeded by (seed, e, id), so each epoch may show a different one.
 //
-// Threads: sharp decodes on libuv worker threads; preprocessImage's resize of the crop window
-// (io/resample.ts) and byte → float step run on the main thread (measured ≈9 ms for a
-// 512×384 image at crop 224 and ≈0.6 ms for a 224² one on a loaded 2-core x86 box; see
-// docs/data-format.md).
+// Threads: every file is preprocessed (decode, resize of the crop window, byte → float) in a
+// PreprocessPool of worker threads (io/preprocess-pool.ts), so the main thread only receives
+// the finished CHW floats (the resize alone takes ≈9 ms for a 512×384 image at crop 224; see
+// docs/data-format.md). The pool is opts.pool, or one the loader starts at its first decode and
+// ends in close().
 //
 // Prefetch: up to `prefetch` batches decode while the consumer works on the current one. Their
 // files decode in parallel, but batches are finalised (bad-file accounting, warnings, packing)
 // strictly in order, so warnings and the abort point do not depend on timing.
 import { mulberry32 } from '../nn/init.ts';
-import { preprocessImage, ImageDecodeError, type PreprocessConfig } from './image.ts';
+import { ImageDecodeError, type PreprocessConfig } from './image.ts';
+import { PreprocessPool, PreprocessWorkerError } from './preprocess-pool.ts';
 import { fnv1a, listWithRest, mix32, type Pair } from './dataset.ts';
 
 export interface PairBatch {
@@ -67,7 +69,12 @@ export interface PairLoaderOptions {
   onWarn?: (message: string) => void;
   /** Start position for a resumed run (default epoch 0, batch 0). */
   start?: { epoch: number; batch: number };
-  /** Decoder (default preprocessImage); tests use it to inject delays. */
+  /**
+   * Worker pool that preprocesses the files; the loader does not close it. Default: the loader
+   * starts a pool of defaultPoolSize() workers at its first decode and close() ends it.
+   */
+  pool?: PreprocessPool;
+  /** Decoder in place of the pool (no pool is started); tests use it to inject delays. */
   decode?: (path: string, cfg: PreprocessConfig) => Promise<Float32Array>;
 }
 
@@ -114,6 +121,11 @@ export class PairLoader {
   /** Tail of the in-order finalisation chain. */
   private tail: Promise<unknown> = Promise.resolve();
   private failure: Error | null = null;
+  /** The pool this loader started (and close() ends). */
+  private ownPool: PreprocessPool | null = null;
+  /** Decodes started and not yet settled (also those of batches a failure left unfinalised). */
+  private readonly decoding = new Set<Promise<unknown>>();
+  private closed = false;
   private readonly badFiles = new Map<string, string>();
   private readonly decodedFiles = new Set<string>();
 
@@ -131,7 +143,7 @@ export class PairLoader {
     this.prefetchDepth = Math.max(0, Math.floor(opts.prefetch ?? 2));
     this.maxBadFraction = opts.maxBadFraction ?? 0.05;
     if (!(this.maxBadFraction >= 0 && this.maxBadFraction <= 1)) throw new Error(`PairLoader: maxBadFraction must be in [0, 1], got ${this.maxBadFraction}`);
-    this.decode = opts.decode ?? preprocessImage;
+    this.decode = opts.decode ?? ((path, cfg) => this.pool().preprocess(path, cfg));
     this.warn = opts.onWarn ?? ((m) => process.stderr.write(m + '\n'));
     const start = opts.start ?? { epoch: 0, batch: 0 };
     if (!Number.isInteger(start.epoch) || start.epoch < 0 || !Number.isInteger(start.batch) || start.batch < 0) {
@@ -203,6 +215,9 @@ export class PairLoader {
    * bad fraction is exceeded; after any failure every later call rejects with the same error.
    */
   async next(): Promise<PairBatch> {
+    if (this.closed) throw new Error('PairLoader.next: the loader is closed');
+    // A pool that cannot be created is this call's error, not a decode error of each file.
+    if (!this.opts.decode) this.pool();
     this.started = true;
     for (;;) {
       if (this.failure) throw this.failure;
@@ -214,10 +229,22 @@ export class PairLoader {
     }
   }
 
-  /** Waits for in-flight decodes to settle (so no work outlives the loader) and drops them. */
+  /**
+   * Waits for every decode started to settle (so no work outlives the loader), drops the
+   * batches and ends the pool the loader started, if any. next() rejects afterwards.
+   */
   async close(): Promise<void> {
+    this.closed = true;
     this.queue.length = 0;
     await this.tail.catch(() => undefined);
+    await Promise.all(this.decoding);
+    await this.ownPool?.close();
+  }
+
+  private pool(): PreprocessPool {
+    if (this.opts.pool) return this.opts.pool;
+    this.ownPool ??= new PreprocessPool();
+    return this.ownPool;
   }
 
   private schedule(): void {
@@ -233,12 +260,15 @@ export class PairLoader {
     const realNeeded = this.opts.realNeeded ?? (() => true);
     const settle = (path: string): Promise<Float32Array | Error> => {
       if (this.badFiles.has(path)) return Promise.resolve(new ImageDecodeError(this.badFiles.get(path)!));
-      return this.decode(path, cfg).then(
+      const pix = this.decode(path, cfg).then(
         (x) => x,
         (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
       );
+      this.decoding.add(pix);
+      void pix.then(() => this.decoding.delete(pix));
+      return pix;
     };
-    // Start every decode now (sharp queues them on its worker threads)...
+    // Start every decode now (the pool queues them for its workers)...
     const jobs = members.map((p) => {
       const gen = p.generated[this.generatedIndex(epoch, p)];
       const needReal = realNeeded(p.id);
@@ -260,8 +290,9 @@ export class PairLoader {
             ok = false;
             if (!this.badFiles.has(path)) {
               // sharp reports bad files through ImageDecodeError or plain Errors (e.g. a truncated
-              // body after a valid header); only programming errors are not the file's fault.
-              if (pix instanceof TypeError || pix instanceof ReferenceError) throw pix;
+              // body after a valid header); programming errors and a failed worker pool are not
+              // the file's fault.
+              if (pix instanceof TypeError || pix instanceof ReferenceError || pix instanceof PreprocessWorkerError) throw pix;
               this.badFiles.set(path, pix.message);
               this.warn(`warning: skipping pair '${j.pair.id}': ${pix.message.startsWith(path) ? pix.message : `${path}: ${pix.message}`}`);
             }

@@ -1,5 +1,7 @@
 // Batched embedding of image files with a CLIP vision model (teacher or LoRA student), with
-// decoding of the next batch overlapped with the GPU work of the current one. Unreadable
+// decoding of the next batch overlapped with the GPU work of the current one. The files are
+// preprocessed in a PreprocessPool of worker threads (io/preprocess-pool.ts): hooks.pool, or one
+// started for the call and ended before it returns, whatever the outcome. Unreadable
 // images are skipped (reported through onSkip) and marked in `ok`. A batch whose embeddings
 // are not finite (diverged LoRA weights, a broken checkpoint) stops with NonFiniteEmbeddingError:
 // NaN rows would otherwise flow silently into files and metrics.
@@ -8,7 +10,8 @@ import { fromArray, scope } from '../tensor/tensor.ts';
 import { noGrad } from '../tensor/autograd.ts';
 import type { ClipVisionModel } from '../nn/vit.ts';
 import type { LoraAdapter } from '../nn/lora.ts';
-import { ImageDecodeError, decodeReason, preprocessImage, type PreprocessConfig } from '../io/image.ts';
+import { ImageDecodeError, decodeReason, type PreprocessConfig } from '../io/image.ts';
+import { PreprocessPool } from '../io/preprocess-pool.ts';
 
 export interface EmbedHooks {
   onProgress?: (done: number, total: number) => void;
@@ -22,6 +25,8 @@ export interface EmbedHooks {
   projection?: import('../tensor/tensor.ts').Tensor;
   /** Polled after each batch; true stops early (ok then covers only the files processed). */
   shouldStop?: () => boolean;
+  /** Worker pool that preprocesses the files (not closed here); default: one for this call. */
+  pool?: PreprocessPool;
 }
 
 /** The model gave NaN or ±Inf embeddings; the message names the model and the first image. */
@@ -35,11 +40,11 @@ export interface EmbeddedFiles {
   dim: number;
 }
 
-async function decodeAll(paths: string[], pre: PreprocessConfig, onSkip?: (p: string, r: string) => void): Promise<(Float32Array | null)[]> {
+async function decodeAll(pool: PreprocessPool, paths: string[], pre: PreprocessConfig, onSkip?: (p: string, r: string) => void): Promise<(Float32Array | null)[]> {
   return Promise.all(
     paths.map(async (p) => {
       try {
-        return await preprocessImage(p, pre);
+        return await pool.preprocess(p, pre);
       } catch (e) {
         if (e instanceof ImageDecodeError) {
           onSkip?.(p, decodeReason(p, e));
@@ -76,29 +81,31 @@ export async function embedPaths(device: Device, model: ClipVisionModel, lora: L
   const chunks: Float32Array[] = [];
   const batches: string[][] = [];
   for (let i = 0; i < paths.length; i += batch) batches.push(paths.slice(i, i + batch));
-  let next = batches.length ? decodeAll(batches[0], pre, hooks.onSkip) : null;
-  let done = 0;
-  for (let b = 0; b < batches.length; b++) {
-    const cur = await next!;
-    // Decode the next batch while the GPU works on this one.
-    next = b + 1 < batches.length ? decodeAll(batches[b + 1], pre, hooks.onSkip) : null;
-    const good = cur.filter((p): p is Float32Array => p !== null);
-    for (const p of cur) ok.push(p !== null);
-    if (good.length) {
-      const rows = await embedPixels(device, model, lora, good, hooks.projection);
-      const problem = nonFiniteProblem(rows, dim, batches[b].filter((_, i) => cur[i] !== null), lora, hooks);
-      if (problem) {
-        await next?.catch(() => null); // no decode outlives the call
-        throw new NonFiniteEmbeddingError(problem);
+  const ownPool = hooks.pool || batches.length === 0 ? null : new PreprocessPool();
+  const pool = hooks.pool ?? ownPool;
+  let next = batches.length ? decodeAll(pool!, batches[0], pre, hooks.onSkip) : null;
+  try {
+    let done = 0;
+    for (let b = 0; b < batches.length; b++) {
+      const cur = await next!;
+      // Decode the next batch while the GPU works on this one.
+      next = b + 1 < batches.length ? decodeAll(pool!, batches[b + 1], pre, hooks.onSkip) : null;
+      const good = cur.filter((p): p is Float32Array => p !== null);
+      for (const p of cur) ok.push(p !== null);
+      if (good.length) {
+        const rows = await embedPixels(device, model, lora, good, hooks.projection);
+        const problem = nonFiniteProblem(rows, dim, batches[b].filter((_, i) => cur[i] !== null), lora, hooks);
+        if (problem) throw new NonFiniteEmbeddingError(problem);
+        chunks.push(rows);
       }
-      chunks.push(rows);
+      done += batches[b].length;
+      hooks.onProgress?.(done, paths.length);
+      if (hooks.shouldStop?.()) break;
     }
-    done += batches[b].length;
-    hooks.onProgress?.(done, paths.length);
-    if (hooks.shouldStop?.() && next) {
-      await next.catch(() => null);
-      break;
-    }
+  } finally {
+    // No decode outlives the call, and the pool started here ends with it.
+    await next?.catch(() => null);
+    await ownPool?.close();
   }
   const embeds = new Float32Array(chunks.reduce((a, c) => a + c.length, 0));
   let off = 0;

@@ -5,6 +5,7 @@
 // "before" = the teacher on both sides (equal to the student at step 0); "after" = the student
 // on generated images. Also draws the Figure 3 plot (t-SNE or PCA, before | after).
 // Non-finite embeddings (a diverged adapter) are an error before anything is written.
+// The three embedding passes share one image preprocessing pool, ended before evaluatePairs returns.
 import { join } from 'node:path';
 import type { Device } from '../gpu/device.ts';
 import type { Tensor } from '../tensor/tensor.ts';
@@ -13,7 +14,8 @@ import type { LoraAdapter } from '../nn/lora.ts';
 import type { PreprocessConfig } from '../io/image.ts';
 import type { Pair } from '../io/dataset.ts';
 import { writeFileAtomic, type FileOps } from '../gpu/atomic-file.ts';
-import { embedPaths } from './embedding.ts';
+import { PreprocessPool } from '../io/preprocess-pool.ts';
+import { embedPaths, type EmbeddedFiles } from './embedding.ts';
 import { alignmentMetrics, evalReport, type EvalReport } from './metrics.ts';
 import { writeFigure3 } from './plot.ts';
 import type { TeacherCache } from './teacher-cache.ts';
@@ -61,22 +63,31 @@ export async function evaluatePairs(
     if (row) realRows.set(row, i * D);
     else toEmbed.push(i);
   });
-  if (toEmbed.length) {
-    const r = await embedPaths(device, model, undefined, toEmbed.map((i) => pairs[i].real), pre, opts.batch, { onSkip: skip, model: opts.baseModel });
+  // The first generated image of each pair (deterministic).
+  const genPaths = pairs.map((p) => p.generated[0]);
+  const pool = new PreprocessPool();
+  let reals: EmbeddedFiles | null = null;
+  let before: EmbeddedFiles;
+  let after: EmbeddedFiles;
+  try {
+    if (toEmbed.length) reals = await embedPaths(device, model, undefined, toEmbed.map((i) => pairs[i].real), pre, opts.batch, { onSkip: skip, model: opts.baseModel, pool });
+    before = await embedPaths(device, model, undefined, genPaths, pre, opts.batch, { onSkip: skip, model: opts.baseModel, pool });
+    after = await embedPaths(device, model, lora, genPaths, pre, opts.batch, { projection, model: opts.student, pool });
+  } finally {
+    await pool.close();
+  }
+  if (reals) {
+    const got = reals;
     let k = 0;
     toEmbed.forEach((i, j) => {
-      if (!r.ok[j]) {
+      if (!got.ok[j]) {
         realOk[i] = false;
         return;
       }
-      realRows.set(r.embeds.subarray(k * D, (k + 1) * D), i * D);
+      realRows.set(got.embeds.subarray(k * D, (k + 1) * D), i * D);
       k++;
     });
   }
-  // The first generated image of each pair (deterministic).
-  const genPaths = pairs.map((p) => p.generated[0]);
-  const before = await embedPaths(device, model, undefined, genPaths, pre, opts.batch, { onSkip: skip, model: opts.baseModel });
-  const after = await embedPaths(device, model, lora, genPaths, pre, opts.batch, { projection, model: opts.student });
   // Keep pairs where both sides decoded.
   const keep = pairs.map((_, i) => realOk[i] && before.ok[i]);
   const n = keep.filter(Boolean).length;

@@ -11,6 +11,7 @@ import { NAMED_CONFIGS } from '../../src/nn/config.ts';
 import { readPeftAdapter } from '../../src/io/peft.ts';
 import { parsePreprocessorConfig } from '../../src/io/image.ts';
 import { readSafetensors } from '../../src/io/safetensors.ts';
+import { livePreprocessWorkers } from '../../src/io/preprocess-pool.ts';
 import { embedPaths } from '../../src/train/embedding.ts';
 import { train, type TrainOptions } from '../../src/train/trainer.ts';
 import { ATTENTION_TARGETS } from '../../src/nn/lora.ts';
@@ -252,6 +253,7 @@ test('PEFT round trip: trained adapter → embed --lora equals the in-memory stu
   const teacher = await embedPaths(device, res.model.model, undefined, paths, pre, 16);
   const readBack = readPeftAdapter(adapterDir, res.model.model.cfg, device);
   const fromDisk = await embedPaths(device, res.model.model, readBack, paths, pre, 16);
+  assert.is(livePreprocessWorkers(), 0, 'train() and embedPaths ended the preprocessing pools they started');
   assert.equal(Array.from(fromDisk.embeds), Array.from(inMemory.embeds), 'read-back adapter gives bit-identical embeddings');
   assert.is(readBack.scaling, 2, 'lora_alpha 8 / r 4');
   readBack.dispose();

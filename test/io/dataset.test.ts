@@ -3,10 +3,12 @@ import * as assert from 'uvu/assert';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import sharp from 'sharp';
 import { loadDataset, splitByValFraction, splitHash, validateImages, type Pair } from '../../src/io/dataset.ts';
 import { ensureDemoDataset } from '../../src/io/demo-data.ts';
 import { defaultPreprocess, preprocessImage } from '../../src/io/image.ts';
+import { PreprocessPool, PreprocessWorkerError, livePreprocessWorkers } from '../../src/io/preprocess-pool.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'genalign-dataset-'));
 test.after(() => rmSync(root, { recursive: true, force: true }));
@@ -214,6 +216,22 @@ test('validateImages finds corrupt and truncated files', async () => {
   for (const b of res.bad) assert.ok(b.message.includes(b.path), b.message);
   const res2 = await validateImages(ds, { preprocess: defaultPreprocess(32), concurrency: 1 });
   assert.is(res2.bad.length, 2);
+  // The messages preprocessImage gives in-thread, and the pool started for the call has ended.
+  for (const b of res2.bad) {
+    const inThread = await preprocessImage(b.path, defaultPreprocess(32)).then(() => 'decoded', (e: Error) => e.message);
+    assert.is(b.message, inThread);
+  }
+  assert.is(livePreprocessWorkers(), 0);
+  // A pool that cannot work is an error, not a list of bad files.
+  const pool = new PreprocessPool({ size: 1, workerUrl: pathToFileURL(join(dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'broken-preprocess-worker.ts')) });
+  try {
+    await validateImages(ds, { preprocess: defaultPreprocess(32), pool });
+    assert.unreachable('should fail');
+  } catch (e) {
+    assert.instance(e, PreprocessWorkerError);
+  } finally {
+    await pool.close();
+  }
 });
 
 function fakePairs(ids: string[]): Pair[] {

@@ -2,11 +2,13 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import sharp from 'sharp';
 import { loadDataset, type Pair } from '../../src/io/dataset.ts';
 import { PairLoader, TooManyBadImagesError, type PairBatch, type PairLoaderOptions } from '../../src/io/loader.ts';
 import { defaultPreprocess, preprocessImage, CLIP_MEAN, CLIP_STD, type PreprocessConfig } from '../../src/io/image.ts';
+import { PreprocessPool, PreprocessWorkerError, livePreprocessWorkers } from '../../src/io/preprocess-pool.ts';
 
 const S = 8;
 const PRE = defaultPreprocess(S);
@@ -231,7 +233,8 @@ test('realNeeded: skipped real images are not decoded', async () => {
 });
 
 test('resume: start position and skipBatches reproduce the uninterrupted stream', async () => {
-  const full = await take(loader(multi), 7);
+  const whole = loader(multi);
+  const full = await take(whole, 7);
   const resumed = loader(multi, { start: { epoch: 1, batch: 1 } });
   assert.equal(resumed.position, { epoch: 1, batch: 1 });
   const r = await take(resumed, 3);
@@ -240,7 +243,7 @@ test('resume: start position and skipBatches reproduce the uninterrupted stream'
   skipped.skipBatches(4);
   assert.equal((await skipped.next()).ids, full[4].ids);
   assert.throws(() => skipped.skipBatches(1), /before the first next/);
-  await Promise.all([resumed.close(), skipped.close()]);
+  await Promise.all([whole.close(), resumed.close(), skipped.close()]);
 });
 
 /** basic dataset with some generated files replaced by corrupt or truncated bytes. */
@@ -326,6 +329,42 @@ test('one bad file in the first batch of a large dataset does not abort (the fra
   assert.is(fake.badCount, 1);
   assert.is(fake.seenCount, 16);
   await fake.close();
+});
+
+test('a pool that cannot preprocess aborts the loader with PreprocessWorkerError instead of skipping pairs as bad files', async () => {
+  const brokenWorker = pathToFileURL(join(dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'broken-preprocess-worker.ts'));
+  const pool = new PreprocessPool({ size: 1, workerUrl: brokenWorker });
+  const l = loader(basic, { pool });
+  try {
+    await l.next();
+    assert.unreachable('should abort');
+  } catch (e) {
+    assert.instance(e, PreprocessWorkerError);
+    assert.match((e as Error).message, 'could not start: Error: this worker entry cannot load');
+  }
+  assert.is(l.badCount, 0);
+  await l.close();
+  assert.is(pool.size, 0, 'the failed pool has no workers left');
+  await pool.close();
+});
+
+test('close() ends the pool the loader started, and a pool passed in is left open', async () => {
+  const own = loader(basic);
+  await own.next();
+  assert.ok(livePreprocessWorkers() >= 1, 'the loader started a pool');
+  await own.close();
+  assert.is(livePreprocessWorkers(), 0);
+  const pool = new PreprocessPool({ size: 1 });
+  const shared = loader(basic, { pool });
+  await shared.next();
+  await shared.close();
+  assert.is(pool.size, 1);
+  await pool.close();
+  assert.is(livePreprocessWorkers(), 0);
+});
+
+test('no worker outlives the loaders of this file', () => {
+  assert.is(livePreprocessWorkers(), 0);
 });
 
 test.run();

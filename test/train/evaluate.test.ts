@@ -8,12 +8,14 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { getDevice } from '../../src/gpu/device.ts';
 import { loadClipVision, modelPreprocessing } from '../../src/io/hf-checkpoint.ts';
 import { readPeftAdapter } from '../../src/io/peft.ts';
 import { ensureDemoDataset } from '../../src/io/demo-data.ts';
 import { loadDataset } from '../../src/io/dataset.ts';
+import { PreprocessPool, PreprocessWorkerError, livePreprocessWorkers } from '../../src/io/preprocess-pool.ts';
 import { embedPaths } from '../../src/train/embedding.ts';
 import { evaluatePairs } from '../../src/train/evaluate.ts';
 import { FIXTURE_DIR, assertClose } from '../helpers/fixtures.ts';
@@ -91,8 +93,43 @@ test('evaluatePairs: before (teacher) and after (student) metrics equal their de
     }
     assert.ok(Math.abs(after.paired_cosine - before.paired_cosine) > 1e-3, 'the student (non-zero B) differs from the teacher');
     assert.ok(before.r5 < 1 && before.r1 < 1, `retrieval is not trivial here (R@1 ${before.r1}, R@5 ${before.r5})`);
+    assert.is(livePreprocessWorkers(), 0, 'evaluatePairs and embedPaths ended their preprocessing pools');
   } finally {
     lora.dispose();
+    model.dispose();
+  }
+});
+
+test('embedPaths: a pool that cannot work is an error (not skipped files); the pool it starts ends also when it throws', async () => {
+  const device = await getDevice();
+  const data = join(root, 'data-errors');
+  await ensureDemoDataset(data, { count: 8, size: 32, variants: 1, log: () => {} });
+  const paths = loadDataset(data).pairs.map((p) => p.real);
+  const { model, source, preprocessor } = loadClipVision(join(FIXTURE_DIR, 'clip-tiny'), device);
+  try {
+    const pre = modelPreprocessing({ model, source, preprocessor });
+    const pool = new PreprocessPool({ size: 1, workerUrl: pathToFileURL(join(dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'broken-preprocess-worker.ts')) });
+    try {
+      await embedPaths(device, model, undefined, paths, pre, 4, { pool, onSkip: (p) => assert.unreachable(`${p} reported as a bad file`) });
+      assert.unreachable('should fail');
+    } catch (e) {
+      assert.instance(e, PreprocessWorkerError);
+    } finally {
+      await pool.close();
+    }
+    // A hook that throws after the first batch, while the second one decodes.
+    try {
+      await embedPaths(device, model, undefined, paths, pre, 4, {
+        onProgress: () => {
+          throw new Error('progress hook failed');
+        },
+      });
+      assert.unreachable('should fail');
+    } catch (e) {
+      assert.is((e as Error).message, 'progress hook failed');
+    }
+    assert.is(livePreprocessWorkers(), 0);
+  } finally {
     model.dispose();
   }
 });
