@@ -4,7 +4,6 @@
 // help, the demo's values, and what --resume may change); --validate is this command's own.
 import { join, resolve } from 'node:path';
 import { existsSync, statSync } from 'node:fs';
-import { cpus } from 'node:os';
 import { getDevice } from '../gpu/device.ts';
 import { ensureDemoDataset } from '../io/demo-data.ts';
 import { train, type TrainHooks } from '../train/trainer.ts';
@@ -71,7 +70,6 @@ async function validateDataset(data: string, model: string): Promise<number> {
   let progress: Progress | null = null;
   const res = await validateImages(dataset, {
     preprocess: pre,
-    concurrency: Math.max(2, cpus().length),
     onProgress: (done, total) => (progress ??= new Progress(total, 'validate')).update(done),
   });
   for (const b of res.bad) printErr(`bad image: ${b.message}\n`);

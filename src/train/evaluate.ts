@@ -5,7 +5,7 @@
 // "before" = the teacher on both sides (equal to the student at step 0); "after" = the student
 // on generated images. Also draws the Figure 3 plot (t-SNE or PCA, before | after).
 // Non-finite embeddings (a diverged adapter) are an error before anything is written.
-// The three embedding passes share one image preprocessing pool, ended before evaluatePairs returns.
+// The three embedding passes share one image preprocessing pool: opts.pool, or one of this call's, ended before evaluatePairs returns.
 import { join } from 'node:path';
 import type { Device } from '../gpu/device.ts';
 import type { Tensor } from '../tensor/tensor.ts';
@@ -31,6 +31,8 @@ export interface EvalOptions {
   student?: { name: string; hint?: string };
   /** The file operations that write metrics.json and the figure (default: the real file system). */
   files?: FileOps;
+  /** Worker pool that preprocesses the images (not closed here); default: one for this call, closed before it returns. */
+  pool?: PreprocessPool;
 }
 
 export interface EvalOutput {
@@ -65,7 +67,8 @@ export async function evaluatePairs(
   });
   // The first generated image of each pair (deterministic).
   const genPaths = pairs.map((p) => p.generated[0]);
-  const pool = new PreprocessPool();
+  const ownPool = opts.pool ? null : new PreprocessPool();
+  const pool = opts.pool ?? ownPool!;
   let reals: EmbeddedFiles | null = null;
   let before: EmbeddedFiles;
   let after: EmbeddedFiles;
@@ -74,7 +77,7 @@ export async function evaluatePairs(
     before = await embedPaths(device, model, undefined, genPaths, pre, opts.batch, { onSkip: skip, model: opts.baseModel, pool });
     after = await embedPaths(device, model, lora, genPaths, pre, opts.batch, { projection, model: opts.student, pool });
   } finally {
-    await pool.close();
+    await ownPool?.close();
   }
   if (reals) {
     const got = reals;

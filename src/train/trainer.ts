@@ -35,6 +35,7 @@ import { loadModel, modelPreprocessing, type LoadedModel } from '../io/hf-checkp
 import type { PreprocessConfig } from '../io/image.ts';
 import { loadDataset, splitByValFraction, type Pair } from '../io/dataset.ts';
 import { PairLoader, epochBatches, type PairBatch } from '../io/loader.ts';
+import { PreprocessPool } from '../io/preprocess-pool.ts';
 import { readPeftAdapter } from '../io/peft.ts';
 import { readRegularTextFile } from '../gpu/regular-file.ts';
 import { AdamW } from './optimizer.ts';
@@ -71,6 +72,8 @@ export interface TrainHooks {
   shouldStop?: () => boolean;
   /** Every mutation of the run directory (default: the real file system). */
   files?: FileOps;
+  /** The worker pool that preprocesses images for the whole run (not closed by train); default: one of the run's own. */
+  pool?: PreprocessPool;
   /**
    * Sees the loss of each step (1-based) before it is checked, and may replace it: tests make
    * a step's loss NaN to exercise the divergence handling.
@@ -263,7 +266,7 @@ async function teacherEmbeddings(device: Device, model: ClipVisionModel, batch: 
 
 /** Fills the teacher cache for the given real images (one pass before training). */
 /** Returns false when shouldStop interrupted it (what was embedded so far is saved). */
-export async function warmTeacherCache(device: Device, model: ClipVisionModel, pre: PreprocessConfig, pairs: Pair[], cache: TeacherCache, batch: number, log: (l: string) => void, shouldStop?: () => boolean): Promise<boolean> {
+export async function warmTeacherCache(device: Device, model: ClipVisionModel, pre: PreprocessConfig, pairs: Pair[], cache: TeacherCache, batch: number, log: (l: string) => void, shouldStop?: () => boolean, pool?: PreprocessPool): Promise<boolean> {
   const missing = [...new Set(pairs.map((p) => p.real))].filter((p) => !cache.has(fileKey(p)));
   if (!missing.length) {
     log(`teacher cache: all ${pairs.length} real images cached (${cache.path})`);
@@ -274,6 +277,7 @@ export async function warmTeacherCache(device: Device, model: ClipVisionModel, p
   const res = await embedPaths(device, model, undefined, missing, pre, batch, {
     onSkip: (p, r) => log(`warning: teacher cache: skipping ${p}: ${r}`),
     shouldStop,
+    ...(pool ? { pool } : {}),
   });
   const D = model.cfg.projectionDim;
   let row = 0;
@@ -669,6 +673,7 @@ async function stepLoop(ctx: LoopContext): Promise<LoopResult> {
     start: ctx.start,
     dropLast: ctx.trainPairs.length >= 2 * o.batch,
     batchesPerStep: o.accum,
+    ...(hooks.pool ? { pool: hooks.pool } : {}),
     realNeeded: cache ? (id) => !cache.has(fileKey(realById.get(id)!)) : undefined,
   });
   const D = model.cfg.projectionDim;
@@ -740,7 +745,7 @@ async function stepLoop(ctx: LoopContext): Promise<LoopResult> {
 
 // --- finalEval ------------------------------------------------------------------------------------
 
-async function finalEval(device: Device, o: TrainOptions, built: Built, valPairs: Pair[], runDir: string, cache: TeacherCache | null, files: FileOps, log: (l: string) => void): Promise<EvalOutput | null> {
+async function finalEval(device: Device, o: TrainOptions, built: Built, valPairs: Pair[], runDir: string, cache: TeacherCache | null, files: FileOps, log: (l: string) => void, pool: PreprocessPool | undefined): Promise<EvalOutput | null> {
   if (!o.eval) return null;
   if (valPairs.length < 2) {
     log('eval skipped: fewer than 2 val pairs (raise --val-fraction)');
@@ -754,6 +759,7 @@ async function finalEval(device: Device, o: TrainOptions, built: Built, valPairs
     seed: o.seed,
     log,
     files,
+    ...(pool ? { pool } : {}),
     student: {
       name: `the LoRA student (${adapterDir})`,
       hint: `Its weights have likely diverged in training (too high a --lr): use an earlier checkpoint of the run (checkpoints/step-*), or retrain with a lower --lr. Nothing was written to ${runDir}.`,
@@ -780,10 +786,12 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
   if (cacheProblem) throw new Error(`Teacher cache directory ${o.cacheDir}: ${cacheProblem}. Choose another --cache-dir (or set GENALIGN_CACHE_DIR), or pass --no-teacher-cache.`);
 
   const run = openRun(o, totalSteps, files, log);
+  // One pool of preprocessing workers serves the teacher cache, the loader and the final eval.
+  const ownPool = hooks.pool ? null : new PreprocessPool();
   try {
     const built = await buildStudent(device, o, run.checkpoint);
     try {
-      return await runStages(device, o, hooks, files, log, run, built, trainPairs, valPairs, totalSteps);
+      return await runStages(device, o, { ...hooks, pool: hooks.pool ?? ownPool! }, files, log, run, built, trainPairs, valPairs, totalSteps);
     } catch (e) {
       // On failure nothing is handed to the caller: free the model and the student here.
       built.student.lora.dispose();
@@ -808,6 +816,7 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
     throw e;
   } finally {
     run.release();
+    await ownPool?.close();
   }
 }
 
@@ -821,7 +830,7 @@ async function prepareRun(device: Device, o: TrainOptions, hooks: TrainHooks, fi
   let cache: TeacherCache | null = null;
   if (o.teacherCache) {
     cache = new TeacherCache(o.cacheDir, modelKey(built.loaded.source, model.cfg, built.pre, o.seed), model.cfg.projectionDim, log);
-    const complete = await warmTeacherCache(device, model, built.pre, pairs, cache, Math.max(o.batch, 8), log, hooks.shouldStop).catch((e: unknown) => oomHelp(e, o));
+    const complete = await warmTeacherCache(device, model, built.pre, pairs, cache, Math.max(o.batch, 8), log, hooks.shouldStop, hooks.pool).catch((e: unknown) => oomHelp(e, o));
     if (!complete) {
       log('stopped while filling the teacher cache; what was embedded is saved, so running the same command again continues from there');
       return { cache, stopped: true };
@@ -877,7 +886,7 @@ async function runStages(device: Device, o: TrainOptions, hooks: TrainHooks, fil
     if (loop.step === startStep && loop.step === totalSteps) log(`nothing to do: the run is already at step ${loop.step}/${totalSteps}`);
     if (loop.stoppedEarly) return result(loop.step, true, loop.lastLoss, cache, null);
     log(`adapter (PEFT): ${join(run.runDir, ADAPTER_DIR)}`);
-    const ev = await finalEval(device, o, built, valPairs, run.runDir, cache, files, log);
+    const ev = await finalEval(device, o, built, valPairs, run.runDir, cache, files, log, hooks.pool);
     return result(loop.step, false, loop.lastLoss, cache, ev);
   } finally {
     built.optimizer.dispose();

@@ -24,10 +24,11 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { build } from 'esbuild';
 import { cpSync, existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { getDevice } from '../../src/gpu/device.ts';
 import { train, type TrainResult } from '../../src/train/trainer.ts';
 import { trainOptionsOf } from '../../src/cli/train-command.ts';
+import { PreprocessPool } from '../../src/io/preprocess-pool.ts';
 import { FaultyFiles, type FileOpRecord } from '../helpers/faulty-files.ts';
 import { tmp, tinyDataset, ROOT } from '../cli/helpers.ts';
 
@@ -36,7 +37,12 @@ const data = join(root, 'data');
 test.before(async () => {
   await tinyDataset(data, 24);
 });
-test.after(() => rmSync(root, { recursive: true, force: true }));
+// The in-process runs share one pool of preprocessing workers (each would start its own).
+const pool = new PreprocessPool();
+test.after(async () => {
+  await pool.close();
+  rmSync(root, { recursive: true, force: true });
+});
 
 function args(out: string): string[] {
   return [
@@ -55,7 +61,7 @@ function dispose(r: TrainResult): void {
 async function trainHere(argv: string[], files: FaultyFiles): Promise<Error | null> {
   const device = await getDevice();
   try {
-    dispose(await train(device, trainOptionsOf(argv), { files, log: () => undefined }));
+    dispose(await train(device, trainOptionsOf(argv), { files, pool, log: () => undefined }));
     return null;
   } catch (e) {
     return e as Error;
@@ -131,22 +137,24 @@ function describe(r: FileOpRecord, dir: string): string {
 
 /**
  * The child process that is killed: test/helpers/train-child.ts bundled by esbuild (tsx would
- * compile every source file again in each of the many children). It is written under
- * node_modules/ so that `webgpu` and `sharp` resolve, and reads the kernels from kernels/.
+ * compile every source file again in each of the many children), with the preprocessing worker
+ * as a second bundle beside it. They are written under node_modules/ so that `webgpu` and
+ * `sharp` resolve, and read the kernels from kernels/.
  */
 async function bundleChild(): Promise<string> {
-  const out = join(ROOT, 'node_modules', '.cache', 'genalign-test', 'train-child.mjs');
+  const outdir = join(ROOT, 'node_modules', '.cache', 'genalign-test');
   await build({
-    entryPoints: [join(ROOT, 'test', 'helpers', 'train-child.ts')],
+    entryPoints: { 'train-child': join(ROOT, 'test', 'helpers', 'train-child.ts'), 'preprocess-worker': join(ROOT, 'src', 'io', 'preprocess-worker.ts') },
     bundle: true,
     platform: 'node',
     format: 'esm',
     target: 'node20',
-    outfile: out,
+    outdir,
+    outExtension: { '.js': '.mjs' },
     external: ['webgpu', 'sharp'],
     logLevel: 'error',
   });
-  return out;
+  return join(outdir, 'train-child.mjs');
 }
 
 /** Runs the bundled child with `argv`, killed by SIGKILL at file operation `at`. */
@@ -154,7 +162,10 @@ function killedRun(child: string, argv: string[], at: number): Promise<{ code: n
   return new Promise((res, rej) => {
     const p = spawn(process.execPath, [child, ...argv], {
       cwd: ROOT,
-      env: { ...process.env, CI: 'true', GENALIGN_KERNELS_DIR: join(ROOT, 'kernels'), GENALIGN_TEST_FAULT: `kill:${at}` },
+      env: {
+        ...process.env, CI: 'true', GENALIGN_KERNELS_DIR: join(ROOT, 'kernels'), GENALIGN_TEST_FAULT: `kill:${at}`,
+        GENALIGN_TEST_PREPROCESS_WORKER: join(dirname(child), 'preprocess-worker.mjs'),
+      },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';
