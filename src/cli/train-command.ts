@@ -38,7 +38,7 @@ function optionFlag(key: OptionKey): FlagSpec {
   return {
     name: flagName(key),
     type: d.flagType,
-    help: d.help,
+    help: d.onResume === 'may-change' ? `${d.help}; may be changed on --resume` : d.help,
     defaultText: d.defaultText ?? literal,
     check: (v) => {
       try {

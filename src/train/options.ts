@@ -163,7 +163,7 @@ export const TRAIN_OPTIONS = {
     required: 'is required with --data (an HF CLIP directory, or a preset such as vit-b-32)',
     normalize: modelSpec,
   }),
-  out: text({ help: 'run directory: a new or empty directory (default runs/<timestamp>)', onResume: 'per-invocation', default: () => defaultRunDir(), defaultText: 'runs/<timestamp>', normalize: (v) => resolve(v) }),
+  out: text({ help: 'run directory: a new or empty directory', onResume: 'per-invocation', default: () => defaultRunDir(), defaultText: 'runs/<timestamp>', normalize: (v) => resolve(v) }),
   resume: optionalText({ help: 'continue the run in this run directory from its newest checkpoint (or from step 0 if it has none yet)', onResume: 'per-invocation' }),
   steps: int({ help: 'optimizer steps (0 = use --epochs)', onResume: 'may-change', default: 0, demo: 60, check: nonNegative }),
   epochs: int({ help: 'epochs over the training pairs when --steps is 0', onResume: 'may-change', default: 1, check: positive }),
