@@ -270,7 +270,7 @@ function decodeAgain(path: string): Promise<string | null> {
 }
 
 /** Retries per failed file: the retries run one at a time, but other files' first decodes may still overlap them. */
-const REASON_ATTEMPTS = 3;
+const REASON_ATTEMPTS = 5;
 
 /**
  * The decoder's own message for `path`, without repeats; `first` is the error the first attempt
@@ -279,7 +279,9 @@ const REASON_ATTEMPTS = 3;
  * message wins, else the most informative message seen.
  */
 async function decoderMessage(path: string, first: unknown): Promise<string> {
-  const lines = (m: string): string[] => [...new Set(m.split('\n').map((l) => l.trim()).filter((l) => l !== '' && l !== 'Unknown error'))];
+  // "Unknown error", and a prefix with nothing after it ("Input file has corrupt header:"),
+  // are what a decode reads when another thread emptied the shared buffer: no reason at all.
+  const lines = (m: string): string[] => [...new Set(m.split('\n').map((l) => l.trim()).filter((l) => l !== '' && l !== 'Unknown error' && !l.endsWith(':')))];
   const retries: string[][] = [];
   const retry = retryChain.then(async () => {
     for (let k = 0; k < REASON_ATTEMPTS; k++) {
