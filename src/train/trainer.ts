@@ -327,7 +327,14 @@ interface LockOwner {
   pid: number;
   host: string | null;
   text: string;
+  /** The line was written whole (a lock cut short by a crash has no newline). */
+  complete: boolean;
+  /** How long ago the lock file was last written. */
+  ageMs: number;
 }
+
+/** How long a lock may be seen without its line before it counts as cut short by a crash (its writer gone). */
+const LOCK_WRITE_GRACE_MS = 10_000;
 
 /** Who holds `path` ("<pid> <host>"), or null when it is gone. A directory in its place is an error that says what to do. */
 function readLock(path: string): LockOwner | null {
@@ -339,7 +346,13 @@ function readLock(path: string): LockOwner | null {
     throw e;
   }
   const [pid, host] = text.trim().split(/\s+/);
-  return { pid: Number(pid), host: host ?? null, text };
+  let ageMs = 0;
+  try {
+    ageMs = Date.now() - statSync(path).mtimeMs;
+  } catch {
+    // released meanwhile: judged by its content
+  }
+  return { pid: Number(pid), host: host ?? null, text, complete: text.endsWith('\n'), ageMs };
 }
 
 function processAlive(pid: number): boolean {
@@ -353,6 +366,10 @@ function processAlive(pid: number): boolean {
 
 /** Why `owner` still holds the run directory, or null when its lock is stale (its process is gone, or it is this process's own). */
 function lockHeldProblem(runDir: string, path: string, owner: LockOwner): string | null {
+  if (!owner.complete) {
+    // Being written this very moment, or cut short by a crash long ago.
+    return owner.ageMs < LOCK_WRITE_GRACE_MS ? `${runDir} is being locked by another training process right now (${path}); nothing there was changed. Try again in a moment.` : null;
+  }
   if (owner.host !== null && owner.host !== hostname()) {
     return `${runDir} is locked by a training process on another machine (pid ${owner.pid} on ${owner.host}, see ${path}); nothing there was changed. If no trainer runs there any more, delete ${path}.`;
   }
@@ -362,17 +379,48 @@ function lockHeldProblem(runDir: string, path: string, owner: LockOwner): string
   return null;
 }
 
+/** Errors of link() on file systems without hard links (FAT, some network or FUSE mounts). */
+const NO_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV']);
+
 /**
- * Takes run.lock (created with O_EXCL, holding "<pid> <host>") and returns its release. A lock
+ * Creates run.lock with `line` as its whole content, failing with EEXIST when it exists: the
+ * line is written to a temporary file first and hard-linked to run.lock (link() never replaces
+ * a file), so a lock is never seen half written, even after a crash. Without hard links, an
+ * O_EXCL create and write, whose part written on failure is removed again.
+ */
+function createLockFile(path: string, line: string, files: FileOps): void {
+  const tmp = join(dirname(path), `.${LOCK_FILE}.${process.pid}.${Date.now()}.tmp`);
+  try {
+    files.write(tmp, [line]);
+    try {
+      files.link(tmp, path);
+    } catch (e) {
+      if (!(e instanceof FileOpError) || !NO_LINKS.has(e.code ?? '')) throw e;
+      try {
+        files.write(path, [line], { exclusive: true });
+      } catch (w) {
+        // O_EXCL succeeded and the write failed (a full disk): that lock is this process's.
+        if (w instanceof FileOpError && w.code !== 'EEXIST' && existsSync(path) && line.startsWith(readFileSync(path, 'utf8'))) files.unlink(path);
+        throw w;
+      }
+    }
+  } finally {
+    if (existsSync(tmp)) files.unlink(tmp);
+  }
+}
+
+/**
+ * Takes run.lock (created whole by createLockFile, holding "<pid> <host>") and returns its release. A lock
  * whose process is gone (kill -9) is taken over: renamed aside first, so that of two trainers
  * that both found it stale only one can take it, and checked after the rename in case a live
  * lock had replaced it meanwhile (that one is put back).
  */
 function acquireLock(runDir: string, files: FileOps, log: (l: string) => void): () => void {
   const path = join(runDir, LOCK_FILE);
+  const mine = `${process.pid} ${hostname()}\n`;
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
-      files.write(path, [`${process.pid} ${hostname()}\n`], { exclusive: true });
+      createLockFile(path, mine, files);
       let held = true;
       return () => {
         if (!held) return;
@@ -386,7 +434,7 @@ function acquireLock(runDir: string, files: FileOps, log: (l: string) => void): 
       };
     } catch (e) {
       if (!(e instanceof FileOpError) || e.code !== 'EEXIST') {
-        if (e instanceof FileOpError) throw new FileOpError('write', path, e.code, e.detail, `Output directory ${runDir}: cannot create ${path} (${errnoReason(e)}). Choose another --out.`);
+        if (e instanceof FileOpError) throw new FileOpError(e.op, path, e.code, e.detail, `Output directory ${runDir}: cannot create ${path} (${errnoReason(e)}). Choose another --out.`);
         throw e;
       }
     }
@@ -497,7 +545,21 @@ function openRun(o: TrainOptions, totalSteps: number, files: FileOps, log: (l: s
     const early = newRunProblem(runDir);
     if (early) throw new Error(early);
     const created = createRunDir(runDir, files);
-    const release = acquireLock(runDir, files, log);
+    let release: () => void;
+    try {
+      release = acquireLock(runDir, files, log);
+    } catch (e) {
+      // The directory this call made is empty unless another process uses it now: rmdir removes
+      // only an empty directory, so nobody else's file can go with it.
+      if (created) {
+        try {
+          files.rmdir(runDir);
+        } catch {
+          // In use by someone else, or already gone.
+        }
+      }
+      throw e;
+    }
     try {
       // Checked again under the lock: another process may have used the directory meanwhile.
       const late = newRunProblem(runDir);

@@ -24,11 +24,12 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { build } from 'esbuild';
 import { cpSync, existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { getDevice } from '../../src/gpu/device.ts';
 import { train, type TrainResult } from '../../src/train/trainer.ts';
 import { trainOptionsOf } from '../../src/cli/train-command.ts';
 import { PreprocessPool } from '../../src/io/preprocess-pool.ts';
+import { isAtomicTemp } from '../../src/gpu/atomic-file.ts';
 import { FaultyFiles, type FileOpRecord } from '../helpers/faulty-files.ts';
 import { tmp, tinyDataset, ROOT } from '../cli/helpers.ts';
 
@@ -128,6 +129,12 @@ function problems(dir: string, ref: Snapshot): string[] {
 
 function outside(ops: readonly FileOpRecord[], dir: string): string[] {
   return ops.filter((r) => !(r.path + '/').startsWith(dir + '/') || (r.to !== undefined && !(r.to + '/').startsWith(dir + '/'))).map((r) => `${r.op} ${r.path}${r.to ? ` → ${r.to}` : ''}`);
+}
+
+/** The file a temporary file is written for (".<name>.<pid>.<time>.tmp" → "<name>"); other paths as they are. */
+function targetOf(path: string): string {
+  const name = basename(path);
+  return isAtomicTemp(name) ? join(dirname(path), name.slice(1).replace(/\.\d+\.\d+\.tmp$/, '')) : path;
 }
 
 /** Names the point: "17 rename …/checkpoints/.step-000002.tmp → …/step-000002". */
@@ -250,8 +257,9 @@ async function injectEverywhere(ref: Reference, points: readonly FileOpRecord[],
     const e = await trainHere(argv(dir), files);
     if (!files.failed) failures.push(`${where}: the run never reached that operation`);
     else {
-      // A full disk stops the run with an error naming the file, except while releasing the lock (a warning).
-      if (e && !e.message.includes(files.failed.path)) failures.push(`${where}: the error does not name ${files.failed.path}: ${e.message}`);
+      // A full disk stops the run with an error naming the file (or the file a temporary one was
+      // written for), except while releasing the lock (a warning).
+      if (e && !e.message.includes(files.failed.path) && !e.message.includes(targetOf(files.failed.path))) failures.push(`${where}: the error does not name ${files.failed.path}: ${e.message}`);
       if (!e && !(files.failed.op === 'unlink' && files.failed.path.endsWith('run.lock'))) failures.push(`${where}: the run did not stop`);
       const out = outside(files.ops, dir);
       if (out.length) failures.push(`${where}: touched ${out.join(', ')}`);

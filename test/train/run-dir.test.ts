@@ -184,6 +184,12 @@ test('D15: a full disk while appending metrics.jsonl names the file and says how
   assert.match(r.error!, /The disk is full\. Nothing already written was lost: free some space, then continue the run with: npm run train -- --resume .*full-disk/);
   assert.is((await trainArgs(['--resume', out])).error, null);
   assert.equal(readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { step: number }).step), [1, 2]);
+  // A full disk on the lock of a new run: the error names run.lock, and the directory the run had just created is gone.
+  const lockAt = probe.ops.find((r) => r.op === 'write' && r.path.includes('.run.lock.'))!.n;
+  const fresh = join(root, 'full-disk-lock');
+  const l = await trainArgs([...common(), '--steps', '2', '--out', fresh], { files: new FaultyFiles({ mode: 'enospc', at: lockAt }) });
+  assert.match(l.error ?? '', /Output directory .*full-disk-lock: cannot create .*full-disk-lock\/run\.lock \(no space left on device\)/);
+  assert.not.ok(existsSync(fresh));
 });
 
 test.run();
