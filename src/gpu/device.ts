@@ -82,7 +82,7 @@ export class Device {
     this.limits = gpu.limits;
     this.subgroupMatrixConfigs = subgroupMatrixConfigs;
     this.pool = new BufferPool(gpu);
-    this.kernels = new KernelRegistry(gpu);
+    this.kernels = new KernelRegistry(gpu, (n) => this.features.has(n));
     this.batch = new CommandBatch(this);
     gpu.lost.then((info) => {
       this.lostReason = `${info.reason}: ${info.message}`;
