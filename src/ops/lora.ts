@@ -12,7 +12,8 @@
 import { Tensor } from '../tensor/tensor.ts';
 import { record, isGradEnabled } from '../tensor/autograd.ts';
 import { params, checkInputs, grid1d, shapeError, unusedOutput, blockingClass } from './util.ts';
-import { matmulRaw, actGrad, type Activation } from './matmul.ts';
+import { matmulRaw } from './matmul.ts';
+import { activationBackward, type Activation } from './activation.ts';
 
 function isCpu(device: Tensor['device']): boolean {
   return blockingClass('lora', device) === 'cpu';
@@ -138,7 +139,7 @@ export function loraLinear(
   const result = record(op, inputs, out, saved, (g, s, needs) => {
     const [sx, ssu, sw, sa, sb] = s;
     const g2 = g.view([rows, n], false);
-    const dz = pre ? actGrad(g2, s[5], activation) : g2;
+    const dz = pre && activation !== 'none' ? activationBackward(g2, s[5], activation) : g2;
     // du = s·dz·B ([N, r] read transposed as the [K, r] factor of the row pass).
     const du = needs[0] || needs[1] ? rankProject(dz, sb, r, scaling, true) : null;
     let dx: Tensor | null = null;

@@ -1,20 +1,23 @@
 // matmul / linear with a fused epilogue (bias, GELU / quick GELU, residual), forward and backward.
-// Kernels: kernels/matmul.wgsl (f32), kernels/matmul_f16.wgsl (f16 storage, f32 accumulation),
-// kernels/matmul_sgmat.wgsl (subgroup matrices). Which one runs is decided in matmul-select.ts.
+// Kernels: kernels/matmul.wgsl (f32, or f16 storage with f32 accumulation: the same file
+// assembled with the f16 prelude), kernels/matmul_sg.wgsl (CPU adapters), kernels/matmul_sgmat.wgsl
+// (subgroup matrices). Which one runs is decided in matmul-select.ts.
 //
 // Backward of y = act(z) + residual, z = op(A)·op(B) + bias:
 //   dResidual = dY;  dZ = dY ⊙ act'(z) (z is stored by the forward kernel as a second output
-//   while grad is recorded: one extra [.., M, N] write instead of recomputing a whole matmul);
+//   while grad is recorded: one extra [.., M, N] write instead of recomputing a whole matmul;
+//   act' is activationBackward of the activation op);
 //   dBias = Σ_rows dZ;  dA, dB = matmuls of dZ with the saved operands in the matching layout.
 import { Tensor, shapeStr } from '../tensor/tensor.ts';
 import type { Device } from '../gpu/device.ts';
+import type { KernelRef } from '../gpu/kernels.ts';
 import { record, isGradEnabled } from '../tensor/autograd.ts';
-import { checkInputs, grid1d, params, product, shapeError, unusedOutput } from './util.ts';
+import { checkInputs, params, product, shapeError, unusedOutput } from './util.ts';
 import { sum } from './reduce.ts';
+import { activationBackward, type Activation } from './activation.ts';
 import {
   chooseMatmulVariant,
   candidateVariants,
-  ensureSgmatSource,
   layoutOf,
   shapeClass,
   storeTuned,
@@ -24,7 +27,7 @@ import {
   type MatmulVariant,
 } from './matmul-select.ts';
 
-export type Activation = 'none' | 'gelu' | 'quick_gelu';
+export type { Activation };
 
 export interface MatmulOptions {
   transA?: boolean;
@@ -143,7 +146,6 @@ function runVariant(v: MatmulVariant, a: Tensor, b: Tensor, pl: Plan, out: Tenso
   const device = a.device;
   const { batch, M, N, K, layout } = pl.shape;
   if (out.size === 0) return;
-  ensureSgmatSource(v);
   const overrides = {
     ...v.overrides,
     TRANS_A: layout[0] === 'T' ? 1 : 0,
@@ -169,10 +171,11 @@ function runVariant(v: MatmulVariant, a: Tensor, b: Tensor, pl: Plan, out: Tenso
   const inputs = [a.buffer, b.buffer, (epi.bias ?? a).buffer, (epi.residual ?? a).buffer, (lr?.u ?? a).buffer, (lr?.v ?? a).buffer];
   const outputs = [out.buffer, epi.pre ? epi.pre.buffer : unusedOutput(device)];
   // K = 0 needs nothing special: the kernels run no k iterations (z = bias, or 0).
+  const ref: KernelRef = { file: v.file, entry, dtype: v.dtype, overrides, ...(v.accumulator ? { accumulator: v.accumulator } : {}), ...(v.consts ? { consts: v.consts } : {}) };
   for (let b0 = 0; b0 < batch; b0 += max) {
     const nb = Math.min(max, batch - b0);
     device.batch.dispatch(
-      { file: v.file, entry, overrides },
+      ref,
       params([M, N, K, b0, pl.aBs, pl.bBs, M * N, 0]),
       inputs,
       outputs,
@@ -228,7 +231,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const saved = pre ? [a, b, pre] : [a, b];
   const result = record(op, inputs, out, saved, (g, s, needs) => {
     const [sa, sb] = s;
-    const dz = pre ? actGrad(g, s[2], act) : g;
+    const dz = pre && act !== 'none' ? activationBackward(g, s[2], act) : g;
     // Frozen operands (e.g. pretrained weights under LoRA) get no gradient and cost nothing.
     const [da, db] = operandGrads(sa, sb, dz, transA, transB, aShape, bShape, needs[0], needs[1]);
     const grads: (Tensor | null)[] = [da, db];
@@ -305,8 +308,8 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor, activation?: Ac
 // ---------------------------------------------------------------------------------------------
 // Backward pieces (run under noGrad by autograd.backward).
 
-/** Plain matmul for backward and fused ops: no epilogue, no recording. */
-export function mm(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
+/** Plain matmul for backward: no epilogue, no recording. */
+function mm(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
   const pl = plan('matmul backward', a, b, transA, transB, { a, b });
   const v = pickVariant(a.device, pl.shape);
   const out = Tensor.empty(pl.outShape, a.device, pl.shape.dtype);
@@ -369,25 +372,13 @@ function operandGrads(a: Tensor, b: Tensor, dz: Tensor, transA: boolean, transB:
   return [reshapeTo(da, aShape), reshapeTo(db, bShape)];
 }
 
-export function actGrad(g: Tensor, pre: Tensor, act: Activation): Tensor {
-  const device = g.device;
-  const out = Tensor.empty(g.shape, device, g.dtype);
-  device.batch.dispatch(
-    { file: g.dtype === 'f16' ? 'matmul_f16' : 'matmul', entry: 'act_grad', overrides: { ACT: ACT_CODE[act] } },
-    params([0, 0, 0, 0, 0, 0, 0, g.size]),
-    [g.buffer, pre.buffer],
-    [out.buffer],
-    grid1d(device, g.size, 256),
-  );
-  return out;
-}
-
-export function biasGrad(dz: Tensor, n: number): Tensor {
+/** dBias = Σ_rows dZ ([n]; dz holds rows of n). */
+function biasGrad(dz: Tensor, n: number): Tensor {
   const device = dz.device;
   const out = Tensor.empty([n], device, dz.dtype);
   const rows = dz.size / n;
   device.batch.dispatch(
-    { file: dz.dtype === 'f16' ? 'matmul_f16' : 'matmul', entry: 'bias_grad' },
+    { file: 'matmul', entry: 'bias_grad', dtype: dz.dtype },
     params([rows, n, 0, 0, 0, 0, 0, 0]),
     [dz.buffer],
     [out.buffer],

@@ -56,7 +56,8 @@ test('header lines are read from the leading comment block only', () => {
 
 test('kernelFiles lists kernels/ with its subfolders', () => {
   const files = kernelFiles();
-  for (const f of ['matmul', 'activation', 'zz/base']) assert.ok(files.includes(f), f);
+  for (const f of ['matmul', 'activation', 'lib/erf', 'zz/base']) assert.ok(files.includes(f), f);
+  assert.ok(!files.includes('matmul_f16'), 'the f16 matmul is matmul.wgsl with the f16 prelude');
 });
 
 test.run();
