@@ -1,4 +1,5 @@
-// matmul / linear with a fused epilogue (bias, GELU / quick GELU, residual), forward and backward.
+// matmul / linear with a fused epilogue (bias, GELU / quick GELU, residual), forward and backward,
+// and fusedMatmul: the same dispatch for ops that fuse a product into their own forward (LoRA).
 // Kernels: kernels/matmul.wgsl (f32, or f16 storage with f32 accumulation: the same file
 // assembled with the f16 prelude), kernels/matmul_sg.wgsl (CPU adapters), kernels/matmul_sgmat.wgsl
 // (subgroup matrices). Which one runs is decided in matmul-select.ts.
@@ -66,7 +67,7 @@ const seen = new Map<string, MatmulShape>();
 
 /**
  * The variant for a product (chooseMatmulVariant), recording its shape class for autotuneSeen.
- * Every path goes through here: matmul / linear, matmulRaw (LoRA's fused projection) and mm
+ * Every path goes through here: matmul / linear, fusedMatmul (LoRA's fused projection) and mm
  * (backward), so an autotune after one training step covers forward and backward shapes.
  */
 function pickVariant(device: Device, shape: MatmulShape, forced?: string): MatmulVariant {
@@ -256,33 +257,49 @@ function checkLowRank(op: string, pl: Plan, lr: LowRankAddend, named: Record<str
   if (lr.u.dtype !== dtype || lr.v.dtype !== dtype) throw shapeError(op, `low-rank operands must be ${dtype} like the product`, all);
 }
 
+/** What fusedMatmul does with the product before it is stored; every field is optional. */
+export interface FusedMatmulOptions {
+  transA?: boolean;
+  transB?: boolean;
+  /** [N], added to every row. */
+  bias?: Tensor;
+  activation?: Activation;
+  /** The output's shape, added after the activation. */
+  residual?: Tensor;
+  /** Σ_q u[m, q]·V(q, n) added to the product before the bias (unbatched products only). */
+  lowRank?: LowRankAddend;
+  /**
+   * Receives z, the pre-activation (product + addend + bias), in the output's shape and dtype,
+   * for the caller's backward: dz = activationBackward(dy, z, activation).
+   */
+  saveZ?: Tensor;
+  /** Force a variant by name (tests and benches); see matmul-select.ts. */
+  variant?: string;
+}
+
 /**
- * The forward dispatch of matmul with an explicit epilogue and no recording (for fused ops that
- * do their own backward). `pre`, when given, receives the pre-activation z (low-rank addend
- * included); `lowRank` adds Σ_q u[m, q]·V(q, n) to the product.
+ * One matmul dispatch with a fused epilogue, for ops that fuse a product into their own forward
+ * and write their own backward (loraLinear): out = act(op(a)·op(b) + lowRank + bias) + residual.
+ * Nothing is recorded for autograd. Shapes and batching as matmul().
  */
-export function matmulRaw(
-  a: Tensor,
-  b: Tensor,
-  o: {
-    transA?: boolean;
-    transB?: boolean;
-    bias?: Tensor | null;
-    act?: Activation;
-    residual?: Tensor | null;
-    pre?: Tensor | null;
-    lowRank?: LowRankAddend | null;
-    /** Force a variant by name (tests); see matmul-select.ts. */
-    variant?: string;
-  },
-): Tensor {
+export function fusedMatmul(a: Tensor, b: Tensor, o: FusedMatmulOptions = {}): Tensor {
+  const op = 'fusedMatmul';
   const named: Record<string, Tensor> = { a, b };
-  const pl = plan('matmul', a, b, o.transA ?? false, o.transB ?? false, named);
-  checkEpilogue('matmul', pl.outShape, pl.shape.N, pl.shape.dtype, o.bias ?? undefined, o.residual ?? undefined, named);
-  if (o.lowRank) checkLowRank('matmul', pl, o.lowRank, named);
+  if (o.bias) named.bias = o.bias;
+  if (o.residual) named.residual = o.residual;
+  if (o.saveZ) named.saveZ = o.saveZ;
+  checkInputs(op, named);
+  const act = o.activation ?? 'none';
+  if (!(act in ACT_CODE)) throw new Error(`${op}: unknown activation '${act}' (use 'none', 'gelu' or 'quick_gelu')`);
+  const pl = plan(op, a, b, o.transA ?? false, o.transB ?? false, named);
+  checkEpilogue(op, pl.outShape, pl.shape.N, pl.shape.dtype, o.bias, o.residual, named);
+  if (o.lowRank) checkLowRank(op, pl, o.lowRank, named);
+  if (o.saveZ && (o.saveZ.shape.join(',') !== pl.outShape.join(',') || o.saveZ.dtype !== pl.shape.dtype)) {
+    throw shapeError(op, `saveZ must hold the output: ${shapeStr(pl.outShape)} ${pl.shape.dtype}`, named);
+  }
   const v = pickVariant(a.device, pl.shape, o.variant);
   const out = Tensor.empty(pl.outShape, a.device, pl.shape.dtype);
-  runVariant(v, a, b, pl, out, { bias: o.bias ?? null, act: o.act ?? 'none', residual: o.residual ?? null, pre: o.pre ?? null, lowRank: o.lowRank ?? null });
+  runVariant(v, a, b, pl, out, { bias: o.bias ?? null, act, residual: o.residual ?? null, pre: o.saveZ ?? null, lowRank: o.lowRank ?? null });
   return out;
 }
 

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { loraLinear, add, linear, scale, quickGelu } from '../../src/ops/index.ts';
-import { matmulRaw, matmulCaps, type Activation } from '../../src/ops/matmul.ts';
+import { fusedMatmul, matmulCaps, type Activation } from '../../src/ops/matmul.ts';
 import { forceBlockingClass } from '../../src/ops/util.ts';
 import { adapterClass, pickSubgroupMatrixConfig, sgmatVariant } from '../../src/ops/matmul-select.ts';
 import type { Device } from '../../src/gpu/device.ts';
@@ -305,12 +305,12 @@ test('low-rank addend in every matmul kernel (NT and NN, edges, epilogue, pre)',
         const a = cvt(fromArray(ad, [M, K]));
         const b = cvt(fromArray(bd, nn ? [K, N] : [N, K]));
         const pre = Tensor.empty([M, N], dev, f16 ? 'f16' : 'f32');
-        const out = matmulRaw(a, b, {
+        const out = fusedMatmul(a, b, {
           transB: !nn,
           bias: cvt(fromArray(biasd, [N])),
-          act: 'quick_gelu',
+          activation: 'quick_gelu',
           residual: cvt(fromArray(resd, [M, N])),
-          pre,
+          saveZ: pre,
           lowRank: { u: cvt(fromArray(ud, [M, r])), v: cvt(fromArray(vd, vT ? [r, N] : [N, r])), vT },
           ...(variant === 'default' ? {} : { variant }),
         });

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { matmul, linear, gelu, quickGelu, toF16, toF32, type MatmulOptions, type Activation } from '../../src/ops/index.ts';
-import { autotuneMatmul, matmulCaps } from '../../src/ops/matmul.ts';
+import { autotuneMatmul, fusedMatmul, matmulCaps } from '../../src/ops/matmul.ts';
 import {
   chooseMatmulVariant,
   candidateVariants,
@@ -262,6 +262,23 @@ test('shape errors name the op and the shapes', () => {
   assert.throws(() => matmul(a, fromArray(randn(12, 3), [3, 4]), { variant: 'nope' }), /matmul: unknown variant 'nope'/);
   a.dispose();
   b.dispose();
+});
+
+test('fusedMatmul checks its epilogue, low-rank addend and saveZ by name', () => {
+  const a = fromArray(randn(6, 1), [2, 3]);
+  const b = fromArray(randn(12, 2), [4, 3]);
+  const t = (shape: number[]): Tensor => fromArray(randn(shape.reduce((x, y) => x * y, 1), 3), shape);
+  const lowRank = { u: t([2, 2]), v: t([4, 2]), vT: false };
+  try {
+    assert.throws(() => fusedMatmul(a, b, { transB: true, saveZ: t([4, 2]) }), /fusedMatmul: saveZ must hold the output: \[2, 4\] f32/);
+    assert.throws(() => fusedMatmul(a, b, { transB: true, lowRank: { ...lowRank, v: t([2, 4]) } }), /fusedMatmul: the low-rank v must be \[4, 2\]/);
+    assert.throws(() => fusedMatmul(a, b, { transB: true, bias: t([2]) }), /fusedMatmul: bias must be \[4\]/);
+    assert.throws(() => fusedMatmul(t([2, 2, 3]), t([2, 4, 3]), { transB: true, lowRank }), /fusedMatmul: a low-rank addend needs an unbatched product \(got batch 2\)/);
+    assert.throws(() => fusedMatmul(a, b, { transB: true, activation: 'relu' as Activation }), /fusedMatmul: unknown activation 'relu'/);
+  } finally {
+    a.dispose();
+    b.dispose();
+  }
 });
 
 // ---------------------------------------------------------------------------------------------
