@@ -13,12 +13,13 @@
 // backward is activationBackward (src/ops/activation.ts).
 import { Tensor } from '../tensor/tensor.ts';
 import { record, isGradEnabled } from '../tensor/autograd.ts';
-import { params, checkInputs, grid1d, shapeError, unusedOutput, blockingClass } from './util.ts';
+import { params, checkInputs, grid1d, shapeError, unusedOutput } from './util.ts';
 import { fusedMatmul } from './matmul.ts';
 import { activationBackward, type Activation } from './activation.ts';
 
+/** Kernels are blocked for device.blockingClass (see rankProject and lowRankGrads). */
 function isCpu(device: Tensor['device']): boolean {
-  return blockingClass('lora', device) === 'cpu';
+  return device.blockingClass === 'cpu';
 }
 
 /** s·x·lrᵀ: [rows, r]. lr is A [r, K], or B [K, r] with lrT. */

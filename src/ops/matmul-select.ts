@@ -15,6 +15,7 @@ import { defaultCacheDir } from '../gpu/cache-dir.ts';
 import { join } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { writeFileAtomic } from '../gpu/atomic-file.ts';
+import type { AdapterClass } from '../gpu/device.ts';
 import type { KernelDType, OverrideValues } from '../gpu/kernels.ts';
 
 export type MatmulLayout = 'NN' | 'NT' | 'TN' | 'TT';
@@ -41,6 +42,8 @@ export interface SubgroupMatrixConfig {
 /** What the selection needs to know about a device (a Device satisfies it; tests pass fakes). */
 export interface MatmulCapabilities {
   hasFeature(name: string): boolean;
+  /** CPU or GPU adapter (Device.adapterClass; adapterClassOf for fakes). */
+  readonly adapterClass: AdapterClass;
   readonly subgroupMatrixConfigs: readonly unknown[];
   readonly adapter: { readonly name: string; readonly architecture: string; readonly backend: string; readonly vendor: string };
   readonly limits: { readonly maxComputeWorkgroupStorageSize: number; readonly maxComputeInvocationsPerWorkgroup: number };
@@ -209,19 +212,13 @@ export function sgmatVariant(cfg: SubgroupMatrixConfig, subgroupSize = 32): Matm
 // ---------------------------------------------------------------------------------------------
 // Selection
 
-export function adapterClass(caps: MatmulCapabilities): 'cpu' | 'gpu' {
-  const a = caps.adapter;
-  const s = `${a.name} ${a.architecture} ${a.vendor}`.toLowerCase();
-  return /llvmpipe|lavapipe|swiftshader|software|warp/.test(s) ? 'cpu' : 'gpu';
-}
-
 export function layoutOf(transA: boolean, transB: boolean): MatmulLayout {
   return `${transA ? 'T' : 'N'}${transB ? 'T' : 'N'}` as MatmulLayout;
 }
 
 /** All variants that can run this dtype on this device (for forcing and autotuning). */
 export function candidateVariants(caps: MatmulCapabilities, dtype: MatmulDType): MatmulVariant[] {
-  const cls = adapterClass(caps);
+  const cls = caps.adapterClass;
   const list = [...CANDIDATES[cls](dtype)];
   if (cls === 'cpu' && dtype === 'f32' && hasSubgroupsOf8(caps)) list.unshift(...SG_CANDIDATES());
   const cfg = pickSubgroupMatrixConfig(caps, dtype);
@@ -288,7 +285,7 @@ export function chooseMatmulVariant(caps: MatmulCapabilities, shape: MatmulShape
     const v = sgmatFits(caps, shape);
     if (v) return v;
   }
-  return DEFAULTS[adapterClass(caps)](shape.dtype, shape, caps);
+  return DEFAULTS[caps.adapterClass](shape.dtype, shape, caps);
 }
 
 // ---------------------------------------------------------------------------------------------

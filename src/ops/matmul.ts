@@ -42,24 +42,9 @@ export interface MatmulOptions {
 
 const ACT_CODE: Record<Activation, number> = { none: 0, gelu: 1, quick_gelu: 2 };
 
-/** The selection's view of a device: the Device plus the adapter's subgroup size range. */
-const capsCache = new WeakMap<Device, MatmulCapabilities>();
+/** The selection's view of a device (a Device has every capability the selection reads). */
 export function matmulCaps(device: Device): MatmulCapabilities {
-  let c = capsCache.get(device);
-  if (!c) {
-    const info = (device.gpu as unknown as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
-    const min = info?.subgroupMinSize;
-    const max = info?.subgroupMaxSize;
-    c = {
-      hasFeature: (n: string) => device.hasFeature(n),
-      subgroupMatrixConfigs: device.subgroupMatrixConfigs,
-      adapter: device.adapter,
-      limits: device.limits,
-      ...(typeof min === 'number' && typeof max === 'number' ? { subgroupSize: { min, max } } : {}),
-    };
-    capsCache.set(device, c);
-  }
-  return c;
+  return device;
 }
 
 /** Shape classes matmul has seen in this process (for autotuneSeen). */
@@ -73,7 +58,7 @@ const seen = new Map<string, MatmulShape>();
 function pickVariant(device: Device, shape: MatmulShape, forced?: string): MatmulVariant {
   const cls = shapeClass(shape);
   if (!seen.has(cls)) seen.set(cls, shape);
-  return chooseMatmulVariant(matmulCaps(device), shape, forced);
+  return chooseMatmulVariant(device, shape, forced);
 }
 
 interface Plan {
@@ -434,7 +419,7 @@ export async function autotuneMatmul(device: Device, shape: MatmulShape, reps = 
   fill(b);
   const gflops: Record<string, number> = {};
   try {
-    for (const v of candidateVariants(matmulCaps(device), dtype).filter((c) => !only || only.includes(c.name))) {
+    for (const v of candidateVariants(device, dtype).filter((c) => !only || only.includes(c.name))) {
       try {
         const pl = plan('autotune', a, b, transA, transB, { a, b });
         const out = Tensor.empty(pl.outShape, device, dtype).keep();
@@ -460,7 +445,7 @@ export async function autotuneMatmul(device: Device, shape: MatmulShape, reps = 
   const ranked = Object.entries(gflops).sort((x, y) => y[1] - x[1]);
   if (ranked.length === 0) throw new Error(`autotuneMatmul: no variant ran for ${shapeClass(shape)} on ${device.adapter.name}`);
   const [winner, best] = ranked[0];
-  storeTuned(matmulCaps(device), shape, { variant: winner, gflops: Number(best.toPrecision(4)) });
+  storeTuned(device, shape, { variant: winner, gflops: Number(best.toPrecision(4)) });
   return { shapeClass: shapeClass(shape), winner, gflops };
 }
 

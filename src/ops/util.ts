@@ -2,7 +2,6 @@
 import type { Device } from '../gpu/device.ts';
 import type { Workgroups } from '../gpu/encoder.ts';
 import { Tensor, shapeStr } from '../tensor/tensor.ts';
-import { adapterClass } from './matmul-select.ts';
 
 /**
  * Validates op inputs: none disposed, all on one device. Returns that device.
@@ -84,24 +83,4 @@ export function unusedOutput(device: Device): GPUBuffer {
     unusedOutputs.set(device, t);
   }
   return t.buffer;
-}
-
-/** Ops whose kernels are blocked differently on CPU adapters (lavapipe) and GPUs. */
-export type BlockedOp = 'attention' | 'lora' | 'adamw' | 'infonce';
-export type AdapterClass = 'cpu' | 'gpu';
-
-const forcedClasses = new Map<BlockedOp, AdapterClass>();
-
-/**
- * Tests and benches: make `op` block its kernels as on the given adapter class, so that both
- * blockings run (and are checked) on whichever adapter is present; null restores the default.
- */
-export function forceBlockingClass(op: BlockedOp, cls: AdapterClass | null): void {
-  if (cls === null) forcedClasses.delete(op);
-  else forcedClasses.set(op, cls);
-}
-
-/** The adapter class `op` blocks its kernels for on this device (forced, or detected). */
-export function blockingClass(op: BlockedOp, device: Device): AdapterClass {
-  return forcedClasses.get(op) ?? adapterClass(device);
 }

@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { NO_ADAPTER_HELP, createDevice, dawnOptionsFromEnv, type Device } from '../../src/gpu/device.ts';
+import { NO_ADAPTER_HELP, adapterClassOf, createDevice, dawnOptionsFromEnv, type Device } from '../../src/gpu/device.ts';
 import { GpuError } from '../../src/gpu/encoder.ts';
 import { registerKernelSources } from '../../src/gpu/kernels.ts';
 import { Tensor, fromArray } from '../../src/tensor/tensor.ts';
@@ -30,6 +30,15 @@ test('NO_ADAPTER_HELP tells the user how to fix it', () => {
   assert.match(NO_ADAPTER_HELP, /lavapipe >= 25/);
   assert.match(NO_ADAPTER_HELP, /GENALIGN_ADAPTER=/);
   assert.match(NO_ADAPTER_HELP, /GENALIGN_BACKEND=/);
+});
+
+test('adapterClassOf: software rasterizers are CPU adapters, the rest GPUs', () => {
+  const of = (name: string, vendor = '', architecture = ''): string => adapterClassOf({ name, vendor, architecture });
+  assert.is(of('llvmpipe (LLVM 15.0.6, 256 bits)', 'mesa'), 'cpu');
+  assert.is(of('SwiftShader Device (Subzero)', 'google'), 'cpu');
+  assert.is(of('Microsoft Basic Render Driver', 'microsoft', 'warp'), 'cpu');
+  assert.is(of('NVIDIA H200', 'nvidia', 'hopper'), 'gpu');
+  assert.is(of('Apple M2', 'apple', 'metal-3'), 'gpu');
 });
 
 test('dawnOptionsFromEnv: defaults', () => {

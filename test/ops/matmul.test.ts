@@ -19,7 +19,7 @@ import {
 } from '../../src/ops/matmul-select.ts';
 import { backward } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
-import type { Device } from '../../src/gpu/device.ts';
+import { adapterClassOf, type Device } from '../../src/gpu/device.ts';
 import { fixture, expectTensor, gradCheck, device, randn, assertClose, checkScaled, pickRows, type HostTensor, type Tolerance } from '../helpers/fixtures.ts';
 import { vitb32Fixture, vitb32Input, vitb32Probe, VITB32 } from '../helpers/vitb32.ts';
 
@@ -339,11 +339,13 @@ testF16('f16 variant (f16 storage, f32 accumulate) vs the f32 reference, forward
 
 function fakeCaps(over: Partial<{ features: string[]; configs: unknown[]; name: string; wgBytes: number; sg: { min: number; max: number } }>): MatmulCapabilities {
   const features = new Set(over.features ?? []);
+  const adapter = { name: over.name ?? 'NVIDIA H100', architecture: 'hopper', backend: 'vulkan', vendor: 'nvidia' };
   return {
+    adapterClass: adapterClassOf(adapter),
     subgroupSize: over.sg ?? { min: 32, max: 32 },
     hasFeature: (n: string) => features.has(n),
     subgroupMatrixConfigs: over.configs ?? [],
-    adapter: { name: over.name ?? 'NVIDIA H100', architecture: 'hopper', backend: 'vulkan', vendor: 'nvidia' },
+    adapter,
     limits: { maxComputeWorkgroupStorageSize: over.wgBytes ?? 49152, maxComputeInvocationsPerWorkgroup: 1024 },
   };
 }
