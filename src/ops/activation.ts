@@ -6,7 +6,7 @@
 // kernel and save its input (matmul / linear, loraLinear).
 import { Tensor } from '../tensor/tensor.ts';
 import { record } from '../tensor/autograd.ts';
-import { checkInputs, grid1d, params, shapeError } from './util.ts';
+import { checkInputs, grid1d, params, shapeError, F32_F16 } from './util.ts';
 
 const WG = 256;
 
@@ -25,7 +25,7 @@ function dispatchUnary(entry: string, inputs: Tensor[], shape: readonly number[]
 }
 
 function activation(op: string, kind: ActivationKind, x: Tensor): Tensor {
-  checkInputs(op, { x });
+  checkInputs(op, { x }, F32_F16);
   const y = dispatchUnary(`${kind}_forward`, [x], x.shape);
   return record(op, [x], y, [x], (g, [xs]) => [dispatchUnary(`${kind}_backward`, [xs, g], xs.shape)]);
 }

@@ -13,7 +13,7 @@ import { Tensor, shapeStr } from '../tensor/tensor.ts';
 import type { Device } from '../gpu/device.ts';
 import type { KernelRef } from '../gpu/kernels.ts';
 import { record, isGradEnabled } from '../tensor/autograd.ts';
-import { checkInputs, params, product, shapeError, unusedOutput } from './util.ts';
+import { checkInputs, params, product, shapeError, unusedOutput, F32_F16 } from './util.ts';
 import { sum } from './reduce.ts';
 import { activationBackward, type Activation } from './activation.ts';
 import {
@@ -192,7 +192,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const named: Record<string, Tensor> = { a, b };
   if (opts.bias) named.bias = opts.bias;
   if (opts.residual) named.residual = opts.residual;
-  checkInputs(op, named);
+  checkInputs(op, named, F32_F16);
   const transA = opts.transA ?? false;
   const transB = opts.transB ?? false;
   const act = opts.activation ?? 'none';
@@ -273,7 +273,7 @@ export function fusedMatmul(a: Tensor, b: Tensor, o: FusedMatmulOptions = {}): T
   if (o.bias) named.bias = o.bias;
   if (o.residual) named.residual = o.residual;
   if (o.saveZ) named.saveZ = o.saveZ;
-  checkInputs(op, named);
+  checkInputs(op, named, F32_F16);
   const act = o.activation ?? 'none';
   if (!(act in ACT_CODE)) throw new Error(`${op}: unknown activation '${act}' (use 'none', 'gelu' or 'quick_gelu')`);
   const pl = plan(op, a, b, o.transA ?? false, o.transB ?? false, named);
@@ -291,7 +291,7 @@ export function fusedMatmul(a: Tensor, b: Tensor, o: FusedMatmulOptions = {}): T
 /** PyTorch nn.Linear: y = act(x·Wᵀ + b) + residual with W [out, in]; x [..., in]. */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor, activation?: Activation, residual?: Tensor): Tensor {
   const named: Record<string, Tensor> = { x, weight };
-  checkInputs('linear', named);
+  checkInputs('linear', named, F32_F16);
   if (weight.shape.length !== 2) throw shapeError('linear', 'weight must be [out_features, in_features]', named);
   if (x.shape.length < 1 || x.shape[x.shape.length - 1] !== weight.shape[1]) {
     throw shapeError('linear', `x's last dim must equal in_features ${weight.shape[1]}`, named);
