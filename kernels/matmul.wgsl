@@ -84,114 +84,111 @@ fn slab_product(lid: vec3u, acc: ptr<function, array<vec4f, ACC_ROWS>>) {
   }
 }
 
+/// Stages the TILE_K slab at k0: opA(A)[tile_m0.., k0..] as As[k][m] and opB(B)[k0.., tile_n0..]
+/// as Bs[k][n], one element per load.
+fn stage_slabs(base: BatchBase, tile_m0: u32, tile_n0: u32, k0: u32, lidx: u32) {
+  let last_a = arrayLength(&A) - 1u;
+  let last_b = arrayLength(&B) - 1u;
+  for (var t = lidx; t < TILE_M * TILE_K; t += WG_X * WG_Y) {
+    let c = a_tile_coord(t, TILE_M, TILE_K);
+    let slot = c.y * TILE_M + c.x;
+    As[slot / 4u][slot % 4u] = a_tile_value(base.a, tile_m0, k0, c, last_a);
+  }
+  for (var t = lidx; t < TILE_K * TILE_N; t += WG_X * WG_Y) {
+    let c = b_tile_coord(t, TILE_K, TILE_N);
+    let slot = c.x * TILE_N + c.y;
+    Bs[slot / 4u][slot % 4u] = b_tile_value(base.b, k0, tile_n0, c, last_b);
+  }
+}
+
+/// stage_slabs with four-element global loads (mm_tiled_v4). Needs the contiguous dimension of
+/// each operand to be a multiple of 4 (A: K, or M with TRANS_A; B: N, or K with TRANS_B; the
+/// host falls back to mm_tiled otherwise), so a vec4 is either wholly inside the matrix or
+/// wholly outside it.
+fn stage_slabs_v4(base: BatchBase, tile_m0: u32, tile_n0: u32, k0: u32, lidx: u32) {
+  let nthreads = WG_X * WG_Y;
+  let last_a4 = arrayLength(&A4) - 1u;
+  let last_b4 = arrayLength(&B4) - 1u;
+  // Stage opA(A)[tile_m0.., k0..] as As[k][m]: TILE_M * TILE_K / 4 vec4 loads.
+  for (var t = lidx; t < TILE_M * TILE_K / 4u; t += nthreads) {
+    if (TRANS_A) {
+      // A stored [K, M]: four consecutive m of one k, stored as one As vec4.
+      let mm4 = t % (TILE_M / 4u);
+      let kk = t / (TILE_M / 4u);
+      let m = tile_m0 + 4u * mm4;
+      let k = k0 + kk;
+      let v = ld_a4(min((base.a + k * p.M + m) / 4u, last_a4));
+      As[(kk * TILE_M) / 4u + mm4] = select(vec4f(0.0), v, m < p.M && k < p.K);
+    } else {
+      // A stored [M, K]: four consecutive k of one m, one As component in each of 4 rows.
+      let kk4 = t % (TILE_K / 4u);
+      let mm = t / (TILE_K / 4u);
+      let m = tile_m0 + mm;
+      let k = k0 + 4u * kk4;
+      let v = select(vec4f(0.0), ld_a4(min((base.a + m * p.K + k) / 4u, last_a4)), m < p.M && k < p.K);
+      let row = 4u * kk4 * (TILE_M / 4u) + mm / 4u;
+      As[row][mm % 4u] = v.x;
+      As[row + TILE_M / 4u][mm % 4u] = v.y;
+      As[row + 2u * (TILE_M / 4u)][mm % 4u] = v.z;
+      As[row + 3u * (TILE_M / 4u)][mm % 4u] = v.w;
+    }
+  }
+  // Stage opB(B)[k0.., tile_n0..] as Bs[k][n].
+  for (var t = lidx; t < TILE_K * TILE_N / 4u; t += nthreads) {
+    if (TRANS_B) {
+      // B stored [N, K]: four consecutive k of one n.
+      let kk4 = t % (TILE_K / 4u);
+      let nn = t / (TILE_K / 4u);
+      let n = tile_n0 + nn;
+      let k = k0 + 4u * kk4;
+      let v = select(vec4f(0.0), ld_b4(min((base.b + n * p.K + k) / 4u, last_b4)), n < p.N && k < p.K);
+      let row = 4u * kk4 * (TILE_N / 4u) + nn / 4u;
+      Bs[row][nn % 4u] = v.x;
+      Bs[row + TILE_N / 4u][nn % 4u] = v.y;
+      Bs[row + 2u * (TILE_N / 4u)][nn % 4u] = v.z;
+      Bs[row + 3u * (TILE_N / 4u)][nn % 4u] = v.w;
+    } else {
+      // B stored [K, N]: four consecutive n of one k, stored as one Bs vec4.
+      let nn4 = t % (TILE_N / 4u);
+      let kk = t / (TILE_N / 4u);
+      let n = tile_n0 + 4u * nn4;
+      let k = k0 + kk;
+      let v = ld_b4(min((base.b + k * p.N + n) / 4u, last_b4));
+      Bs[kk * (TILE_N / 4u) + nn4] = select(vec4f(0.0), v, n < p.N && k < p.K);
+    }
+  }
+}
+
+// mm_tiled and mm_tiled_v4: for each TILE_K slab, stage it (mm_tiled_v4: four elements per
+// global load), barrier, multiply into the register block, barrier; then store the block. Two
+// entry points because a vec4 view of a binding may not share an entry point with its scalar view.
+
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn mm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
             @builtin(local_invocation_index) lidx: u32) {
-  let batch = wid.z + p.batch_offset;
-  let a_base = batch * p.a_bs;
-  let b_base = batch * p.b_bs;
-  let tile_m0 = wid.y * TILE_M;
-  let tile_n0 = wid.x * TILE_N;
-  let nthreads = WG_X * WG_Y;
+  let base = batch_base(wid);
   var acc: array<vec4f, ACC_ROWS>;
-  for (var r = 0u; r < RM; r++) {
-    acc[r] = vec4f(0.0);
-  }
-  let last_a = arrayLength(&A) - 1u;
-  let last_b = arrayLength(&B) - 1u;
   for (var k0 = 0u; k0 < p.K; k0 += TILE_K) {
-    // Stage opA(A)[tile_m0.., k0..] as As[k][m] and opB(B)[k0.., tile_n0..] as Bs[k][n].
-    for (var t = lidx; t < TILE_M * TILE_K; t += nthreads) {
-      let c = a_tile_coord(t, TILE_M, TILE_K);
-      let slot = c.y * TILE_M + c.x;
-      As[slot / 4u][slot % 4u] = a_tile_value(a_base, tile_m0, k0, c, last_a);
-    }
-    for (var t = lidx; t < TILE_K * TILE_N; t += nthreads) {
-      let c = b_tile_coord(t, TILE_K, TILE_N);
-      let slot = c.x * TILE_N + c.y;
-      Bs[slot / 4u][slot % 4u] = b_tile_value(b_base, k0, tile_n0, c, last_b);
-    }
+    stage_slabs(base, wid.y * TILE_M, wid.x * TILE_N, k0, lidx);
     workgroupBarrier();
     slab_product(lid, &acc);
     workgroupBarrier();
   }
-  store_block(batch * p.c_bs, tile_m0 + lid.y * RM, tile_n0 + lid.x * 4u, &acc);
+  store_block(base.c, wid.y * TILE_M + lid.y * RM, wid.x * TILE_N + lid.x * 4u, &acc);
 }
-
-// mm_tiled_v4: mm_tiled with four-element global loads in the staging. Needs the contiguous
-// dimension of each operand to be a multiple of 4 (A: K, or M with TRANS_A; B: N, or K with
-// TRANS_B; the host falls back to mm_tiled otherwise), so a vec4 is either wholly inside the
-// matrix or wholly outside it. Same tiles, same workgroup layout, same register block.
 
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn mm_tiled_v4(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
                @builtin(local_invocation_index) lidx: u32) {
-  let batch = wid.z + p.batch_offset;
-  let a_base = batch * p.a_bs;
-  let b_base = batch * p.b_bs;
-  let tile_m0 = wid.y * TILE_M;
-  let tile_n0 = wid.x * TILE_N;
-  let nthreads = WG_X * WG_Y;
+  let base = batch_base(wid);
   var acc: array<vec4f, ACC_ROWS>;
-  for (var r = 0u; r < RM; r++) {
-    acc[r] = vec4f(0.0);
-  }
-  let last_a4 = arrayLength(&A4) - 1u;
-  let last_b4 = arrayLength(&B4) - 1u;
   for (var k0 = 0u; k0 < p.K; k0 += TILE_K) {
-    // Stage opA(A)[tile_m0.., k0..] as As[k][m]: TILE_M * TILE_K / 4 vec4 loads.
-    for (var t = lidx; t < TILE_M * TILE_K / 4u; t += nthreads) {
-      if (TRANS_A) {
-        // A stored [K, M]: four consecutive m of one k, stored as one As vec4.
-        let mm4 = t % (TILE_M / 4u);
-        let kk = t / (TILE_M / 4u);
-        let m = tile_m0 + 4u * mm4;
-        let k = k0 + kk;
-        let v = ld_a4(min((a_base + k * p.M + m) / 4u, last_a4));
-        As[(kk * TILE_M) / 4u + mm4] = select(vec4f(0.0), v, m < p.M && k < p.K);
-      } else {
-        // A stored [M, K]: four consecutive k of one m, one As component in each of 4 rows.
-        let kk4 = t % (TILE_K / 4u);
-        let mm = t / (TILE_K / 4u);
-        let m = tile_m0 + mm;
-        let k = k0 + 4u * kk4;
-        let v = select(vec4f(0.0), ld_a4(min((a_base + m * p.K + k) / 4u, last_a4)), m < p.M && k < p.K);
-        let row = 4u * kk4 * (TILE_M / 4u) + mm / 4u;
-        As[row][mm % 4u] = v.x;
-        As[row + TILE_M / 4u][mm % 4u] = v.y;
-        As[row + 2u * (TILE_M / 4u)][mm % 4u] = v.z;
-        As[row + 3u * (TILE_M / 4u)][mm % 4u] = v.w;
-      }
-    }
-    // Stage opB(B)[k0.., tile_n0..] as Bs[k][n].
-    for (var t = lidx; t < TILE_K * TILE_N / 4u; t += nthreads) {
-      if (TRANS_B) {
-        // B stored [N, K]: four consecutive k of one n.
-        let kk4 = t % (TILE_K / 4u);
-        let nn = t / (TILE_K / 4u);
-        let n = tile_n0 + nn;
-        let k = k0 + 4u * kk4;
-        let v = select(vec4f(0.0), ld_b4(min((b_base + n * p.K + k) / 4u, last_b4)), n < p.N && k < p.K);
-        let row = 4u * kk4 * (TILE_N / 4u) + nn / 4u;
-        Bs[row][nn % 4u] = v.x;
-        Bs[row + TILE_N / 4u][nn % 4u] = v.y;
-        Bs[row + 2u * (TILE_N / 4u)][nn % 4u] = v.z;
-        Bs[row + 3u * (TILE_N / 4u)][nn % 4u] = v.w;
-      } else {
-        // B stored [K, N]: four consecutive n of one k, stored as one Bs vec4.
-        let nn4 = t % (TILE_N / 4u);
-        let kk = t / (TILE_N / 4u);
-        let n = tile_n0 + 4u * nn4;
-        let k = k0 + kk;
-        let v = ld_b4(min((b_base + k * p.N + n) / 4u, last_b4));
-        Bs[kk * (TILE_N / 4u) + nn4] = select(vec4f(0.0), v, n < p.N && k < p.K);
-      }
-    }
+    stage_slabs_v4(base, wid.y * TILE_M, wid.x * TILE_N, k0, lidx);
     workgroupBarrier();
     slab_product(lid, &acc);
     workgroupBarrier();
   }
-  store_block(batch * p.c_bs, tile_m0 + lid.y * RM, tile_n0 + lid.x * 4u, &acc);
+  store_block(base.c, wid.y * TILE_M + lid.y * RM, wid.x * TILE_N + lid.x * 4u, &acc);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -199,42 +196,37 @@ fn mm_tiled_v4(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) 
 
 @compute @workgroup_size(WG_X, 1, 1)
 fn mm_direct(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let batch = wid.z + p.batch_offset;
-  let a_base = batch * p.a_bs;
-  let b_base = batch * p.b_bs;
+  let base = batch_base(wid);
   let m0 = wid.y * RM;
   let n0 = (wid.x * WG_X + lid.x) * 4u;
   // Workgroup-uniform: every row and every column of this workgroup is in range.
   let full = m0 + RM <= p.M && (wid.x + 1u) * WG_X * 4u <= p.N;
-  var acc: array<vec4f, ACC_ROWS>;
-  for (var r = 0u; r < RM; r++) {
-    acc[r] = vec4f(0.0);
-  }
+  var acc: array<vec4f, ACC_ROWS>;   // zero-initialised
   if (full) {
     for (var k = 0u; k < p.K; k++) {
       var b4: vec4f;
       if (TRANS_B) {
-        let bi = b_base + n0 * p.K + k;
+        let bi = base.b + n0 * p.K + k;
         b4 = vec4f(ld_b(bi), ld_b(bi + p.K), ld_b(bi + 2u * p.K), ld_b(bi + 3u * p.K));
       } else {
-        let bi = b_base + k * p.N + n0;
+        let bi = base.b + k * p.N + n0;
         b4 = vec4f(ld_b(bi), ld_b(bi + 1u), ld_b(bi + 2u), ld_b(bi + 3u));
       }
       for (var r = 0u; r < RM; r++) {
-        acc[r] += ld_a(a_base + a_index(m0 + r, k)) * b4;
+        acc[r] += ld_a(base.a + a_index(m0 + r, k)) * b4;
       }
     }
   } else {
     let last_a = arrayLength(&A) - 1u;
     let last_b = arrayLength(&B) - 1u;
     for (var k = 0u; k < p.K; k++) {
-      let b4 = b4_at(b_base, k, n0, last_b);
+      let b4 = b4_at(base.b, k, n0, last_b);
       for (var r = 0u; r < RM; r++) {
-        acc[r] += a_at(a_base, m0 + r, k, last_a) * b4;
+        acc[r] += a_at(base.a, m0 + r, k, last_a) * b4;
       }
     }
   }
-  store_block(batch * p.c_bs, m0, n0, &acc);
+  store_block(base.c, m0, n0, &acc);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -30,9 +30,7 @@ const ACC_ROWS: u32 = 32u;
 @compute @workgroup_size(WG_X, 1, 1)
 fn mm_sg(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
          @builtin(subgroup_invocation_id) lane: u32) {
-  let batch = wid.z + p.batch_offset;
-  let a_base = batch * p.a_bs;
-  let b_base = batch * p.b_bs;
+  let base = batch_base(wid);
   let m0 = wid.y * RM;
   let n0 = (wid.x * WG_X + lid.x) * 4u * CN;
   let last_a = arrayLength(&A) - 1u;
@@ -41,14 +39,14 @@ fn mm_sg(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: v
   for (var k = 0u; k < p.K; k++) {
     var b: array<vec4f, 4>;
     for (var c = 0u; c < CN; c++) {
-      b[c] = b4_at(b_base, k, n0 + 4u * c, last_b);
+      b[c] = b4_at(base.b, k, n0 + 4u * c, last_b);
     }
     for (var g = 0u; g < RG; g++) {
-      let av = a_at(a_base, m0 + 8u * g + lane, k, last_a);
+      let av = a_at(base.a, m0 + 8u * g + lane, k, last_a);
       for (var c = 0u; c < CN; c++) {
         bcast8_fma(&acc, 8u * g * CN + c, av, b[c]);
       }
     }
   }
-  store_block(batch * p.c_bs, m0, n0, &acc);
+  store_block(base.c, m0, n0, &acc);
 }

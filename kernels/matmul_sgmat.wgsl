@@ -57,9 +57,7 @@ var<workgroup> Cs: array<Acc, TM * TN>;
 @compute @workgroup_size(4u * SG_SIZE, 1, 1)
 fn mm_sgmat(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lidx: u32,
             @builtin(subgroup_id) sg: u32) {
-  let batch = wid.z + p.batch_offset;
-  let a_base = batch * p.a_bs;
-  let b_base = batch * p.b_bs;
+  let base = batch_base(wid);
   let tile_m0 = wid.y * TM;
   let tile_n0 = wid.x * TN;
   let nthreads = 4u * SG_SIZE;
@@ -71,11 +69,11 @@ fn mm_sgmat(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) 
   for (var k0 = 0u; k0 < p.K; k0 += TK) {
     for (var t = lidx; t < TM * TK; t += nthreads) {
       let c = a_tile_coord(t, TM, TK);
-      As[c.x * TK + c.y] = T(a_tile_value(a_base, tile_m0, k0, c, last_a));
+      As[c.x * TK + c.y] = T(a_tile_value(base.a, tile_m0, k0, c, last_a));
     }
     for (var t = lidx; t < TK * TN; t += nthreads) {
       let c = b_tile_coord(t, TK, TN);
-      Bs[c.x * TN + c.y] = T(b_tile_value(b_base, k0, tile_n0, c, last_b));
+      Bs[c.x * TN + c.y] = T(b_tile_value(base.b, k0, tile_n0, c, last_b));
     }
     workgroupBarrier();
     for (var kk = 0u; kk < TK; kk += SG_K) {
@@ -95,12 +93,11 @@ fn mm_sgmat(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) 
   subgroupMatrixStore<row_major>(&Cs, (sub_m + SG_M) * TN + sub_n, acc[2], TN);
   subgroupMatrixStore<row_major>(&Cs, (sub_m + SG_M) * TN + sub_n + SG_N, acc[3], TN);
   workgroupBarrier();
-  let c_base = batch * p.c_bs;
   for (var e = lidx; e < TM * TN; e += nthreads) {
     let m = tile_m0 + e / TN;
     let n = tile_n0 + e % TN;
     if (m < p.M && n < p.N) {
-      epilogue(c_base + m * p.N + n, n, f32(Cs[e]) + lr_dot(m, n));
+      epilogue(base.c + m * p.N + n, n, f32(Cs[e]) + lr_dot(m, n));
     }
   }
 }

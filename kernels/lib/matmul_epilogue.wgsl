@@ -1,13 +1,13 @@
 // lib/matmul_epilogue.wgsl — what the matmul kernels do with a product before it is stored:
 // the low-rank addend, bias, pre-activation store, activation and residual.
-// uses: lib/matmul_io, lib/gelu
+// uses: lib/matmul_io, lib/activations
 //
 // Math (per output (m, n) of batch element b, with v = sum_k opA(A)[m,k] * opB(B)[k,n]):
 //   z          = v + sum_{q<LR_RANK} lr_u[m,q] * V(q,n)  + (HAS_BIAS ? bias[n] : 0)
 //   out[b,m,n] = act(z) + (HAS_RES ? residual[b,m,n] : 0)
 //   pre[b,m,n] = z                                     (only when STORE_PRE; kept for act backward)
-// with act   = identity (ACT 0), exact erf GELU (ACT 1), quick GELU x·sigmoid(1.702x) (ACT 2),
-//            the functions of lib/gelu (the same as the gelu / quickGelu ops);
+// with act   = identity (ACT 0), exact erf GELU (ACT 1), quick GELU x·sigmoid(1.702x) (ACT 2):
+//            act_fwd of lib/activations (the same code as the gelu / quickGelu ops);
 //      V(q,n) = lr_v[q*N + n] when LR_VT, lr_v[n*LR_RANK + q] otherwise.
 // The low-rank addend is how src/ops/lora.ts folds s·(x·Aᵀ)·Bᵀ (forward: U = s·x·Aᵀ, V = B) and
 // (s·dz·B)·A (dx: U = s·dz·B, V = A with LR_VT) into the frozen matmul: r more FMAs per output,
@@ -16,25 +16,14 @@
 //
 // Functions: epilogue(idx, n, v) applies bias .. residual to one output and stores it (and z);
 //   lr_dot(m, n) is the low-rank addend of one output, lr_u_at / lr_v_at / lr_v4 its factors.
-// Overrides it declares: HAS_BIAS, HAS_RES, STORE_PRE (bool), ACT (u32 0/1/2), LR_RANK (u32,
-//   0 = no low-rank addend), LR_VT (bool, layout of lr_v).
+// Overrides it declares: HAS_BIAS, HAS_RES, STORE_PRE (bool), LR_RANK (u32, 0 = no low-rank
+//   addend), LR_VT (bool, layout of lr_v); it uses ACT of lib/activations (0, 1 or 2 here).
 
 override HAS_BIAS: bool = false;
 override HAS_RES: bool = false;
 override STORE_PRE: bool = false;
-override ACT: u32 = 0u;
 override LR_RANK: u32 = 0u;
 override LR_VT: bool = false;
-
-fn act_fwd(z: f32) -> f32 {
-  if (ACT == 1u) {
-    return gelu(z);
-  }
-  if (ACT == 2u) {
-    return quick_gelu(z);
-  }
-  return z;
-}
 
 /// Bias, pre-activation store, activation, residual, store. `idx` is the flat output index.
 fn epilogue(idx: u32, n: u32, v: f32) {

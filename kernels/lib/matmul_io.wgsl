@@ -46,6 +46,18 @@ struct P {
 @group(0) @binding(7) var<storage, read_write> out: array<T>;
 @group(0) @binding(8) var<storage, read_write> pre: array<T>;
 
+/// Where a workgroup's batch element (wid.z + P.batch_offset) starts in A, B and out.
+struct BatchBase {
+  a: u32,
+  b: u32,
+  c: u32,
+}
+
+fn batch_base(wid: vec3u) -> BatchBase {
+  let batch = wid.z + p.batch_offset;
+  return BatchBase(batch * p.a_bs, batch * p.b_bs, batch * p.c_bs);
+}
+
 fn ld_a(i: u32) -> f32 { return f32(A[i]); }
 fn ld_b(i: u32) -> f32 { return f32(B[i]); }
 fn ld_bias(i: u32) -> f32 { return f32(bias[i]); }

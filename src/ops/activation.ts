@@ -13,21 +13,34 @@ const WG = 256;
 /** The activation a fused matmul epilogue applies ('none': the identity). */
 export type Activation = 'none' | 'gelu' | 'quick_gelu';
 
-type ActivationKind = 'erf' | 'gelu' | 'quick_gelu';
+/** Every Activation, for checking a caller's string. */
+export const ACTIVATIONS: readonly Activation[] = ['none', 'gelu', 'quick_gelu'];
 
-function dispatchUnary(entry: string, inputs: Tensor[], shape: readonly number[]): Tensor {
-  const device = inputs[0].device;
-  const dtype = inputs[0].dtype;
-  const out = Tensor.empty(shape, device, dtype);
+type ActivationKind = Activation | 'erf';
+
+/** The ACT override of kernels/lib/activations.wgsl (also the matmul epilogue's). */
+export const ACT_CODE: Record<ActivationKind, number> = { none: 0, gelu: 1, quick_gelu: 2, erf: 3 };
+
+/** forward: y = f(x) from inputs [x]; backward: dx = g * f'(x) from inputs [x, g]. */
+function dispatchUnary(entry: 'forward' | 'backward', kind: ActivationKind, inputs: Tensor[]): Tensor {
+  const [x] = inputs;
+  const device = x.device;
+  const out = Tensor.empty(x.shape, device, x.dtype);
   if (out.size === 0) return out;
-  device.batch.dispatch({ file: 'activation', entry, dtype }, params([out.size]), inputs.map((t) => t.buffer), [out.buffer], grid1d(device, out.size, WG));
+  device.batch.dispatch(
+    { file: 'activation', entry, dtype: x.dtype, overrides: { ACT: ACT_CODE[kind] } },
+    params([out.size]),
+    inputs.map((t) => t.buffer),
+    [out.buffer],
+    grid1d(device, out.size, WG),
+  );
   return out;
 }
 
 function activation(op: string, kind: ActivationKind, x: Tensor): Tensor {
   checkInputs(op, { x }, F32_F16);
-  const y = dispatchUnary(`${kind}_forward`, [x], x.shape);
-  return record(op, [x], y, [x], (g, [xs]) => [dispatchUnary(`${kind}_backward`, [xs, g], xs.shape)]);
+  const y = dispatchUnary('forward', kind, [x]);
+  return record(op, [x], y, [x], (g, [xs]) => [dispatchUnary('backward', kind, [xs, g])]);
 }
 
 /** GELU, exact form x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)) (PyTorch's nn.GELU() default). */
@@ -53,5 +66,5 @@ export function activationBackward(dy: Tensor, z: Tensor, act: Exclude<Activatio
   if (dy.shape.join(',') !== z.shape.join(',') || dy.dtype !== z.dtype) {
     throw shapeError('activationBackward', `dy and z must have one shape and dtype (got ${dy.dtype} and ${z.dtype})`, { dy, z });
   }
-  return dispatchUnary(`${act}_backward`, [z, dy], z.shape);
+  return dispatchUnary('backward', act, [z, dy]);
 }

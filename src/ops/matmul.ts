@@ -15,7 +15,7 @@ import type { KernelRef } from '../gpu/kernels.ts';
 import { record, isGradEnabled } from '../tensor/autograd.ts';
 import { checkInputs, params, product, shapeError, unusedOutput, F32_F16 } from './util.ts';
 import { sum } from './reduce.ts';
-import { activationBackward, type Activation } from './activation.ts';
+import { activationBackward, ACT_CODE, ACTIVATIONS, type Activation } from './activation.ts';
 import {
   chooseMatmulVariant,
   candidateVariants,
@@ -40,7 +40,6 @@ export interface MatmulOptions {
   variant?: string;
 }
 
-const ACT_CODE: Record<Activation, number> = { none: 0, gelu: 1, quick_gelu: 2 };
 
 /** The selection's view of a device (a Device has every capability the selection reads). */
 export function matmulCaps(device: Device): MatmulCapabilities {
@@ -196,7 +195,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const transA = opts.transA ?? false;
   const transB = opts.transB ?? false;
   const act = opts.activation ?? 'none';
-  if (!(act in ACT_CODE)) throw new Error(`${op}: unknown activation '${act}' (use 'none', 'gelu' or 'quick_gelu')`);
+  if (!ACTIVATIONS.includes(act)) throw new Error(`${op}: unknown activation '${act}' (use 'none', 'gelu' or 'quick_gelu')`);
   const pl = plan(op, a, b, transA, transB, named);
   checkEpilogue(op, pl.outShape, pl.shape.N, pl.shape.dtype, opts.bias, opts.residual, named);
   const device = a.device;
@@ -275,7 +274,7 @@ export function fusedMatmul(a: Tensor, b: Tensor, o: FusedMatmulOptions = {}): T
   if (o.saveZ) named.saveZ = o.saveZ;
   checkInputs(op, named, F32_F16);
   const act = o.activation ?? 'none';
-  if (!(act in ACT_CODE)) throw new Error(`${op}: unknown activation '${act}' (use 'none', 'gelu' or 'quick_gelu')`);
+  if (!ACTIVATIONS.includes(act)) throw new Error(`${op}: unknown activation '${act}' (use 'none', 'gelu' or 'quick_gelu')`);
   const pl = plan(op, a, b, o.transA ?? false, o.transB ?? false, named);
   checkEpilogue(op, pl.outShape, pl.shape.N, pl.shape.dtype, o.bias, o.residual, named);
   if (o.lowRank) checkLowRank(op, pl, o.lowRank, named);
