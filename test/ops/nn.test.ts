@@ -196,6 +196,42 @@ test('layerNorm: dweight/dbias are bit-identical across runs; frozen params get 
   for (const t of [x, w, b]) t.dispose();
 });
 
+// layerNorm's backward follows autograd's needs (which inputs need a gradient): dx is one dispatch
+// (ln_backward_input), dγ and dβ two (ln_backward_params_partial, _final) computed together.
+test('layerNorm backward dispatches only the kernels for the gradients it needs; results unchanged', async () => {
+  const dev = await device();
+  const [xd, wd, bd, gd] = [randn(6 * 40, 21), randn(40, 22), randn(40, 23), upstream(240, 5)];
+  const run = async (needX: boolean, needW: boolean, needB: boolean): Promise<{ dispatches: number; grads: (Float32Array | null)[] }> => {
+    const ts = [fromArray(xd, [6, 40]), fromArray(wd, [40]), fromArray(bd, [40])].map((t) => t.keep());
+    [needX, needW, needB].forEach((need, i) => (ts[i].requiresGrad = need));
+    const [x, w, b] = ts;
+    const y = scope(() => layerNorm(x, w, b).keep());
+    const g = fromArray(gd, [6, 40]).keep();
+    const before = dev.batch.totalDispatches;
+    backward(y, g);
+    const dispatches = dev.batch.totalDispatches - before;
+    const grads = await Promise.all(ts.map((t) => (t.grad ? t.grad.read() : null)));
+    for (const t of [...ts, y, g]) t.dispose();
+    return { dispatches, grads };
+  };
+  const all = await run(true, true, true);
+  assert.is(all.dispatches, 3, 'dx, then the two dγ/dβ stages');
+  const cases: [boolean, boolean, boolean, number][] = [
+    [true, false, false, 1],
+    [false, true, false, 2],
+    [false, false, true, 2],
+  ];
+  for (const [nx, nw, nb, want] of cases) {
+    const got = await run(nx, nw, nb);
+    const label = `needs x=${nx} weight=${nw} bias=${nb}`;
+    assert.is(got.dispatches, want, `${label}: dispatches`);
+    [nx, nw, nb].forEach((need, i) => {
+      if (need) assert.equal(Array.from(got.grads[i]!), Array.from(all.grads[i]!), `${label}: gradient ${i} as with every gradient needed`);
+      else assert.is(got.grads[i], null, `${label}: no gradient ${i}`);
+    });
+  }
+});
+
 test('backward uses saved tensors: inputs may be disposed after the forward; nothing leaks', async () => {
   const dev = await device();
   const before = dev.pool.stats().liveBuffers;
