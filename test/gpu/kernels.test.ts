@@ -2,7 +2,17 @@
 // each once; the typed prelude; directives moved to the top; refusals by name.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assembleKernel, kernelFiles, moduleOrder, parseHeader, registerKernelSources } from '../../src/gpu/kernels.ts';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { assembleKernel, kernelFiles, kernelSource, moduleOrder, parseHeader, registerKernelSources, type KernelDType } from '../../src/gpu/kernels.ts';
+import { gelu } from '../../src/ops/index.ts';
+import { fromArray } from '../../src/tensor/tensor.ts';
+import { device } from '../helpers/fixtures.ts';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 registerKernelSources({
   'zz/base': '// zz/base: no dependencies\nconst BASE: f32 = 1.0;\n',
@@ -14,6 +24,8 @@ registerKernelSources({
   'zz/cycle_a': '// uses: zz/cycle_b\n',
   'zz/cycle_b': '// uses: zz/cycle_a\n',
   zz_missing: '// uses: zz/nope\n',
+  'zz/broken': '// zz/broken: line 4 does not type-check\n\nfn broken() -> u32 {\n  let x: u32 = 1.5f;\n  return x;\n}\n',
+  zz_uses_broken: '// zz_uses_broken\n// uses: zz/base, zz/broken\n@compute @workgroup_size(1) fn main() { _ = broken(); }\n',
 });
 
 test('modules resolve recursively, dependencies first, each once, the kernel last', () => {
@@ -58,6 +70,94 @@ test('kernelFiles lists kernels/ with its subfolders', () => {
   const files = kernelFiles();
   for (const f of ['matmul', 'activation', 'lib/erf', 'zz/base']) assert.ok(files.includes(f), f);
   assert.ok(!files.includes('matmul_f16'), 'the f16 matmul is matmul.wgsl with the f16 prelude');
+});
+
+test('a compile error names the module and its own line, not the assembled line', async () => {
+  const dev = await device();
+  dev.gpu.pushErrorScope('validation');
+  const out = dev.gpu.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
+  dev.batch.dispatch({ file: 'zz_uses_broken', entry: 'main' }, new Uint32Array(4), [], [out], [1]);
+  let message = '';
+  await dev.sync().catch((e: unknown) => (message = (e as Error).message));
+  await dev.gpu.popErrorScope();
+  out.destroy();
+  assert.match(message, /WGSL compile error in kernels\/zz_uses_broken\.wgsl \(storage f32, accumulation f32; modules zz\/base, zz\/broken, zz_uses_broken\)/);
+  assert.match(message, /kernels\/zz\/broken\.wgsl:4:\d+ error: /);
+});
+
+/** `npm run kernel-source -- ...args` without npm: stdout, stderr and the exit status. */
+function kernelSourceCommand(...args: string[]): { out: string; err: string; status: number | null } {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts', 'kernel-source.ts'), ...args], { cwd: ROOT, encoding: 'utf8' });
+  return { out: r.stdout, err: r.stderr, status: r.status };
+}
+
+test('npm run kernel-source prints the assembled kernel for a dtype, and names what it cannot print', () => {
+  const f16 = kernelSourceCommand('matmul', '--dtype', 'f16');
+  assert.is(f16.status, 0, f16.err);
+  assert.is(f16.out, assembleKernel({ file: 'matmul', dtype: 'f16' }).code);
+  assert.match(f16.out, /^enable f16;$/m);
+  assert.match(f16.out, /^alias T = f16;$/m);
+  assert.match(f16.out, /^\/\/ ---- kernels\/lib\/erf\.wgsl$/m);
+  assert.is(kernelSourceCommand('matmul').out, assembleKernel({ file: 'matmul' }).code, 'default dtype f32');
+  const unknown = kernelSourceCommand('no_such_kernel', '--dtype', 'f16');
+  assert.is(unknown.status, 1);
+  assert.match(unknown.err, /unknown kernel 'no_such_kernel' \(dtype f16\); the kernels are: activation, /);
+  const refused = kernelSourceCommand('softmax', '--dtype', 'f16');
+  assert.is(refused.status, 1);
+  assert.match(refused.err, /kernel 'softmax' does not support dtype f16/);
+  assert.match(kernelSourceCommand('matmul', '--dtype', 'f64').err, /--dtype takes f32 or f16 \(got f64\)/);
+  const help = kernelSourceCommand('--help');
+  assert.is(help.status, 0);
+  assert.match(help.out, /^usage: npm run kernel-source -- <kernel>/);
+});
+
+test('a bundle carries kernels/ with its modules: it runs gelu and linear(…, gelu) away from the sources', async () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'genalign-kbundle-'));
+  try {
+    const out = join(tmp, 'bundle');
+    execFileSync(process.execPath, [join(ROOT, 'scripts', 'build.mjs'), '--outdir', out, 'test/helpers/bundle-kernels-check.ts'], { stdio: 'pipe' });
+    // The bundle's externals (webgpu, sharp) resolve from the project's node_modules; kernels/
+    // is not reachable from tmp, and GENALIGN_KERNELS_DIR is unset.
+    symlinkSync(join(ROOT, 'node_modules'), join(tmp, 'node_modules'));
+    const xs = [-6, -1.5, 0.25, 3];
+    const env: NodeJS.ProcessEnv = { ...process.env, NODE_OPTIONS: '' };
+    delete env.GENALIGN_KERNELS_DIR;
+    const stdout = execFileSync(process.execPath, [join(out, 'test', 'helpers', 'bundle-kernels-check.js'), ...xs.map(String)], { cwd: tmp, encoding: 'utf8', env });
+    const res = JSON.parse(stdout.slice(stdout.indexOf('{'))) as { op: number[]; fused: number[] };
+    const want = await gelu(fromArray(xs, [4])).read();
+    assert.equal(res.op, [...want]);
+    assert.equal(res.fused, [...want]);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+/** The device feature each WGSL extension needs. */
+const FEATURE_OF: Record<string, string> = { f16: 'shader-f16', subgroups: 'subgroups', chromium_experimental_subgroup_matrix: 'chromium-experimental-subgroup-matrix' };
+
+test('every kernel assembles and passes WGSL validation for each dtype it declares', async () => {
+  const dev = await device();
+  const checked: string[] = [];
+  const skipped: string[] = [];
+  for (const file of kernelFiles().filter((f) => !f.includes('/') && !f.startsWith('zz_'))) {
+    const h = parseHeader(file, kernelSource(file));
+    for (const dtype of h.dtypes as KernelDType[]) {
+      const consts = Object.fromEntries(h.consts.map((c) => [c, 16]));
+      const a = assembleKernel({ file, dtype, consts });
+      const missing = [...a.code.matchAll(/^enable (\w+);$/gm)].map((m) => FEATURE_OF[m[1]]).filter((f) => !dev.hasFeature(f));
+      if (missing.length) {
+        skipped.push(`${file}<${dtype}> (no ${missing.join(', ')})`);
+        continue;
+      }
+      dev.gpu.pushErrorScope('validation');
+      dev.gpu.createShaderModule({ code: a.code, label: `validate ${file}<${dtype}>` });
+      const e = await dev.gpu.popErrorScope();
+      assert.is(e?.message ?? null, null, `${file}<${dtype}>`);
+      checked.push(`${file}<${dtype}>`);
+    }
+  }
+  assert.ok(checked.length >= 22, `validated ${checked.join(', ')}; skipped ${skipped.join(', ')}`);
+  for (const k of ['matmul<f32>', 'activation<f32>', 'softmax<f32>']) assert.ok(checked.includes(k), k);
 });
 
 test.run();
