@@ -34,7 +34,7 @@ for (const extra of args) {
   entries[relative(root, file).replace(/\.[mc]?tsx?$/, '')] = file;
 }
 
-// One virtual module holds every kernels/*.wgsl source; each entry imports it first, so the
+// One virtual module holds every kernels/**/*.wgsl source; each entry imports it first, so the
 // sources are registered before any code of the entry runs. Next each entry imports its own
 // virtual module that registers the worker file (one per entry: a module shared by several
 // entries would land in a shared chunk, and import.meta.url would be the chunk's).
