@@ -133,14 +133,14 @@ test('GPU errors: a missing entry point surfaces at the next sync as a GpuError 
 });
 
 test('GPU errors: invalid WGSL is reported with its file name, and the device keeps working', async () => {
-  registerKernelSources({ genalign_test_broken: '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5f; }' });
+  registerKernelSources({ zz_device_broken: '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5f; }' });
   const out = Tensor.empty([4], dev);
-  dev.batch.dispatch({ file: 'genalign_test_broken', entry: 'main' }, params([4]), [], [out.buffer], [1]);
+  dev.batch.dispatch({ file: 'zz_device_broken', entry: 'main' }, params([4]), [], [out.buffer], [1]);
   let caught: unknown = null;
   await out.read().catch((e: unknown) => (caught = e));
   out.dispose();
   assert.instance(caught, GpuError);
-  assert.match((caught as Error).message, /WGSL compile error in kernels\/genalign_test_broken\.wgsl/);
+  assert.match((caught as Error).message, /WGSL compile error in kernels\/zz_device_broken\.wgsl/);
   // The failed batch is gone; the next one runs normally.
   const x = fromArray([1, 2, 3], [3], dev);
   const y = scale(x, 2);
