@@ -1,5 +1,6 @@
 // adamw.wgsl — fused AdamW update over flat optimizer buffers, with global-norm gradient
 // clipping (PyTorch torch.optim.AdamW + torch.nn.utils.clip_grad_norm_ semantics).
+// uses: lib/grid, lib/workgroup_reduce
 //
 // The optimizer (src/train/optimizer.ts) keeps all trainable parameters in flat f32 buffers
 // at fixed offsets: param[N], grad[N], m[N], v[N]. A step touches one or more element ranges
@@ -17,7 +18,8 @@
 //     1  grad:     array<f32> (read)   flat gradients
 //     2  partials: array<f32> (write)  one sum of squares per workgroup
 //   Math: workgroup w owns [begin + w*chunk, min(begin + (w+1)*chunk, end)) and writes
-//         partials[out_offset + w] = sum grad[i]^2 over it (strided per invocation, then a tree).
+//         partials[out_offset + w] = sum grad[i]^2 over it (strided per invocation, then a tree,
+//         lib/workgroup_reduce).
 //   Grid: 1-D, ceil((end - begin) / chunk) workgroups (the host caps the count: a few dozen on
 //   CPU adapters, at most 1024 per range on GPUs).
 //
@@ -50,11 +52,10 @@
 //   (wid.x + wid.y * nwg.x) updates elements begin + wg * WG * ITEMS + k * WG + lid, k < ITEMS.
 //   Grid: 2-D (grid1d) over ceil((end - begin) / ITEMS) invocations.
 //
-// Overrides: WG (workgroup size, power of two, default 256; the host uses 8 on CPU adapters, one
-// SIMD vector, so the reductions' barriers are nearly free), ITEMS (elements per invocation in
-// update, default 4; 32 on CPU adapters).
+// Overrides: WG (lib/grid: workgroup size, power of two, default 256; the host uses 8 on CPU
+// adapters, one SIMD vector, so the reductions' barriers are nearly free), ITEMS (elements per
+// invocation in update, default 4; 32 on CPU adapters).
 
-override WG: u32 = 256u;
 override ITEMS: u32 = 4u;
 
 struct PartialsP {
@@ -102,23 +103,9 @@ struct UpdateP {
 @group(0) @binding(4) var<storage, read_write> m: array<f32>;
 @group(0) @binding(5) var<storage, read_write> v: array<f32>;
 
-var<workgroup> red: array<f32, WG>;
-
-// Tree-sums red[0..WG) into red[0]; every invocation must call it (it has barriers).
-fn tree_sum(lid: u32) -> f32 {
-  workgroupBarrier();
-  for (var off = WG / 2u; off > 0u; off = off >> 1u) {
-    if (lid < off) {
-      red[lid] += red[lid + off];
-    }
-    workgroupBarrier();
-  }
-  return red[0];
-}
-
 @compute @workgroup_size(WG)
 fn sumsq_partials(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let w = wid.x + wid.y * nwg.x;
+  let w = row_index(wid, nwg);
   let start = pp.begin + w * pp.chunk;
   let stop = min(start + pp.chunk, pp.end);
   var s = 0.0;
@@ -126,8 +113,7 @@ fn sumsq_partials(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
     let g = grad_in[i];
     s += g * g;
   }
-  red[lid] = s;
-  let total = tree_sum(lid);
+  let total = workgroup_sum(lid, s);
   if (lid == 0u) {
     partials_out[pp.out_offset + w] = total;
   }
@@ -139,8 +125,7 @@ fn norm_finalize(@builtin(local_invocation_index) lid: u32) {
   for (var j = lid; j < fp.n_partials; j += WG) {
     s += partials[j];
   }
-  red[lid] = s;
-  let total = tree_sum(lid);
+  let total = workgroup_sum(lid, s);
   if (lid == 0u) {
     norm_out[0] = sqrt(total);
   }
@@ -152,7 +137,7 @@ fn update(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
   if (up.max_norm > 0.0) {
     c = min(1.0, up.max_norm / (norm[0] + 1e-6));
   }
-  let w = wid.x + wid.y * nwg.x;
+  let w = row_index(wid, nwg);
   let base = up.begin + w * WG * ITEMS + lid;
   for (var k = 0u; k < ITEMS; k++) {
     let i = base + k * WG;

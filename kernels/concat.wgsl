@@ -1,4 +1,5 @@
 // concat.wgsl — copies between slabs along one axis: the kernels behind concat and slice.
+// uses: lib/grid
 //
 // Every tensor is viewed as [outer, axis_len, inner] (row-major), where `outer` is the product of
 // the dims before the axis and `inner` the product of the dims after it.
@@ -20,9 +21,7 @@
 //
 // Dispatch: one invocation per element written, 1-D folded into y past 65535 workgroups:
 //   idx = gid.x + gid.y * nwg.x * WG.
-// Overrides: WG (workgroup size, default 256).
-
-override WG: u32 = 256u;
+// Overrides: WG (lib/grid: workgroup size, default 256).
 
 struct P {
   n: u32,
@@ -41,26 +40,20 @@ struct P {
 
 @compute @workgroup_size(WG)
 fn copy_slab(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let idx = gid.x + gid.y * nwg.x * WG;
+  let idx = flat_index(gid, nwg);
   if (idx >= p.n) { return; }
-  let i = idx % p.inner;
-  let row = idx / p.inner;        // o * len + a
-  let a = row % p.len;
-  let o = row / p.len;
-  dst[(o * p.dst_axis + p.dst_off + a) * p.inner + i] = src[(o * p.src_axis + p.src_off + a) * p.inner + i];
+  let c = slab_coords(idx, p.len, p.inner);   // (o, a, i)
+  dst[(c.x * p.dst_axis + p.dst_off + c.y) * p.inner + c.z] = src[(c.x * p.src_axis + p.src_off + c.y) * p.inner + c.z];
 }
 
 @compute @workgroup_size(WG)
 fn pad_slab(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let idx = gid.x + gid.y * nwg.x * WG;
+  let idx = flat_index(gid, nwg);
   if (idx >= p.n) { return; }
-  let i = idx % p.inner;
-  let row = idx / p.inner;        // o * dst_axis + b
-  let b = row % p.dst_axis;
-  let o = row / p.dst_axis;
+  let c = slab_coords(idx, p.dst_axis, p.inner);   // (o, b, i)
   var v = 0.0;
-  if (b >= p.dst_off && b < p.dst_off + p.len) {
-    v = src[(o * p.src_axis + (b - p.dst_off)) * p.inner + i];
+  if (c.y >= p.dst_off && c.y < p.dst_off + p.len) {
+    v = src[(c.x * p.src_axis + (c.y - p.dst_off)) * p.inner + c.z];
   }
   dst[idx] = v;
 }

@@ -1,5 +1,6 @@
 // cross_entropy.wgsl — mean softmax cross-entropy over a batch of logit rows, and its backward.
 // Matches torch.nn.functional.cross_entropy(logits, targets) (reduction='mean', no weights).
+// uses: lib/grid, lib/workgroup_reduce
 //
 // Buffers (row-major):
 //   logits:  f32 [B, C]
@@ -16,10 +17,9 @@
 //   dlogits[i, c] = gloss * (exp(logits[i, c] - lse_i) - [c == t_i]) / B
 //
 // forward_rows and backward_rows run one workgroup per row (row = wid.x + wid.y * nwg.x); the
-// WG invocations stride over C and combine max / sum with a shared-memory tree reduction.
-// mean_loss is a single workgroup. Overrides: WG (workgroup size, a power of two, default 256).
-
-override WG: u32 = 256u;
+// WG invocations stride over C and combine max / sum with a shared-memory tree reduction
+// (lib/workgroup_reduce). mean_loss is a single workgroup. Overrides: WG (lib/grid: workgroup
+// size, a power of two, default 256).
 
 struct P {
   b: u32,
@@ -27,32 +27,6 @@ struct P {
 }
 
 @group(0) @binding(0) var<uniform> p: P;
-
-var<workgroup> red: array<f32, WG>;
-
-fn workgroup_sum(t: u32, v: f32) -> f32 {
-  red[t] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (t < s) { red[t] += red[t + s]; }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
-
-fn workgroup_max(t: u32, v: f32) -> f32 {
-  red[t] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (t < s) { red[t] = max(red[t], red[t + s]); }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
 
 const NEG_BIG: f32 = -3.0e38;
 
@@ -64,7 +38,7 @@ const NEG_BIG: f32 = -3.0e38;
 
 @compute @workgroup_size(WG)
 fn forward_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) t: u32) {
-  let row = wid.x + wid.y * nwg.x;
+  let row = row_index(wid, nwg);
   if (row >= p.b) { return; }
   let base = row * p.c;
   var m = NEG_BIG;
@@ -101,7 +75,7 @@ fn mean_loss(@builtin(local_invocation_index) t: u32) {
 
 @compute @workgroup_size(WG)
 fn backward_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) t: u32) {
-  let row = wid.x + wid.y * nwg.x;
+  let row = row_index(wid, nwg);
   if (row >= p.b) { return; }
   let base = row * p.c;
   let lse = b_rowstat[2u * row];

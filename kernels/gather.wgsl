@@ -1,4 +1,5 @@
 // gather.wgsl — select rows along one axis by integer indices, and the adjoint (scatter-add).
+// uses: lib/grid
 //
 // Tensors are viewed as [outer, axis_len, inner] (row-major) around the gathered axis.
 //
@@ -21,9 +22,7 @@
 //
 // Dispatch: one invocation per dst element, 1-D folded into y past 65535 workgroups:
 //   idx = gid.x + gid.y * nwg.x * WG.
-// Overrides: WG (workgroup size, default 256).
-
-override WG: u32 = 256u;
+// Overrides: WG (lib/grid: workgroup size, default 256).
 
 struct P {
   n: u32,
@@ -39,27 +38,21 @@ struct P {
 
 @compute @workgroup_size(WG)
 fn gather_rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let idx = gid.x + gid.y * nwg.x * WG;
+  let idx = flat_index(gid, nwg);
   if (idx >= p.n) { return; }
-  let i = idx % p.inner;
-  let row = idx / p.inner;        // o * K + k
-  let k = row % p.dst_axis;
-  let o = row / p.dst_axis;
-  dst[idx] = src[(o * p.src_axis + index[k]) * p.inner + i];
+  let c = slab_coords(idx, p.dst_axis, p.inner);   // (o, k, i)
+  dst[idx] = src[(c.x * p.src_axis + index[c.y]) * p.inner + c.z];
 }
 
 @compute @workgroup_size(WG)
 fn scatter_rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let idx = gid.x + gid.y * nwg.x * WG;
+  let idx = flat_index(gid, nwg);
   if (idx >= p.n) { return; }
-  let i = idx % p.inner;
-  let row = idx / p.inner;        // o * A + a
-  let a = row % p.dst_axis;
-  let o = row / p.dst_axis;
+  let c = slab_coords(idx, p.dst_axis, p.inner);   // (o, a, i)
   let ks = p.dst_axis + 1u;       // where the position list starts in `index`
   var s = 0.0;
-  for (var j = index[a]; j < index[a + 1u]; j++) {
-    s += src[(o * p.src_axis + index[ks + j]) * p.inner + i];
+  for (var j = index[c.y]; j < index[c.y + 1u]; j++) {
+    s += src[(c.x * p.src_axis + index[ks + j]) * p.inner + c.z];
   }
   dst[idx] = s;
 }

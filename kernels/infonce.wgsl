@@ -2,6 +2,7 @@
 // top-1 accuracy, and the backward into the student embeddings G (and the learnable log tau).
 // Tiled like a matmul; kernels/infonce_sg.wgsl holds the subgroup-broadcast variants of the two
 // tile kernels for CPU adapters (llvmpipe, subgroup size 8), same bindings and buffers.
+// uses: lib/grid, lib/workgroup_reduce, lib/infonce_io
 //
 // Inputs: student embeddings G [B, D], teacher embeddings R [M, D] (M >= B; rows B..M-1 of R
 // are extra negatives). The positive for row i is column i. All buffers row-major f32.
@@ -32,8 +33,7 @@
 //     [3 B ntc + 2 (r M + j)] + 0,1   max, sum exp of column j over row tile r (symmetric only)
 //
 // Bindings (group 0), P = uniform { b, m, d, flags, ntc, ntr: u32, eps, inv_tau: f32 }
-//   flags bit 0: tau comes from logtau[0] (learnable); bit 1: symmetric.
-//   ntc / ntr: number of column / row tiles of S used by the forward tile kernel.
+//   (lib/infonce_io, which declares P and the tile kernels' bindings)
 //   fwd_tile:  1 G, 2 R, 3 logtau [1] (any buffer when not learnable), 4 S [B, M] (w),
 //              5 part (w), 6 stats (w: norms only)
 //   fwd_merge: 1 part, 2 S, 3 stats (rw), 4 loss [1] (w), 5 accuracy [1] (w)
@@ -55,12 +55,11 @@
 //     accumulate proj_i = sum_j dS_ij S_ij, reduced through workgroup memory; the epilogue projects
 //     and scales. Workgroups x = 0 write -proj_i for dlogtau. Backward = 1 dispatch (2 learnable).
 //   reduce_dlogtau: one workgroup.
-// Overrides: WG (fwd_merge / reduce_dlogtau workgroup size, a power of two, default 256);
+// Overrides: WG (lib/grid: fwd_merge / reduce_dlogtau workgroup size, a power of two, default 256);
 //   TM, TN (outputs per invocation along rows / columns, 1..4, default 4), WX = WY = 16 and
 //   BK = 16 (fixed in practice: staging arrays hold 1024 = BK * 64 floats, so BK*TM*WY <= 1024,
 //   BK*TN*WX <= 1024, and BK == WX == WY for the partial-reduction reuse of those arrays).
 
-override WG: u32 = 256u;
 override TM: u32 = 4u;
 override TN: u32 = 4u;
 override WX: u32 = 16u;
@@ -69,52 +68,9 @@ override BK: u32 = 16u;
 override BM: u32 = TM * WY;
 override BN: u32 = TN * WX;
 
-struct P {
-  b: u32,
-  m: u32,
-  d: u32,
-  flags: u32,
-  ntc: u32,
-  ntr: u32,
-  eps: f32,
-  inv_tau: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: P;
-
-const NEG_BIG: f32 = -3.0e38;
-const NO_INDEX: u32 = 0xffffffffu;
-
-var<workgroup> red: array<f32, WG>;
-var<workgroup> sa: array<f32, 1024>;
-var<workgroup> sb: array<f32, 1024>;
-var<workgroup> si: array<u32, 1024>;
 var<workgroup> sv: array<f32, 64>;
 
-fn learnable() -> bool { return (p.flags & 1u) != 0u; }
-fn symmetric() -> bool { return (p.flags & 2u) != 0u; }
-fn tau_inverse(logtau: f32) -> f32 { return select(p.inv_tau, exp(-logtau), learnable()); }
-
-fn workgroup_sum(t: u32, v: f32) -> f32 {
-  red[t] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (t < s) { red[t] += red[t + s]; }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
-
 // ---- forward tile: S tile + norms + softmax partials ------------------------------------------
-
-@group(0) @binding(1) var<storage, read> ft_g: array<f32>;
-@group(0) @binding(2) var<storage, read> ft_r: array<f32>;
-@group(0) @binding(3) var<storage, read> ft_logtau: array<f32>;
-@group(0) @binding(4) var<storage, read_write> ft_s: array<f32>;
-@group(0) @binding(5) var<storage, read_write> ft_part: array<f32>;
-@group(0) @binding(6) var<storage, read_write> ft_stats: array<f32>;
 
 @compute @workgroup_size(WX, WY, 1)
 fn fwd_tile(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
@@ -194,20 +150,7 @@ fn fwd_tile(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid
     si[slot] = am;
   }
   workgroupBarrier();
-  if (t < nrow) {
-    var mx = NEG_BIG;
-    var am = NO_INDEX;
-    for (var x = 0u; x < WX; x++) {
-      let v = sa[t * WX + x];
-      if (v > mx) { mx = v; am = si[t * WX + x]; }
-    }
-    var se = 0.0;
-    for (var x = 0u; x < WX; x++) { se += sb[t * WX + x] * exp(sa[t * WX + x] - mx); }
-    let o = 3u * (wid.x * p.b + i0 + t);
-    ft_part[o] = mx;
-    ft_part[o + 1u] = se;
-    ft_part[o + 2u] = bitcast<f32>(am);
-  }
+  if (t < nrow) { write_row_partial(t * WX, WX, 3u * (wid.x * p.b + i0 + t)); }
   if (symmetric()) {
     workgroupBarrier();
     for (var c = 0u; c < TN; c++) {
@@ -298,23 +241,6 @@ fn fwd_merge(@builtin(local_invocation_index) t: u32) {
 
 // ---- backward tile: dG = project(dS / tau . rh) -------------------------------------------------
 
-@group(0) @binding(1) var<storage, read> bt_g: array<f32>;
-@group(0) @binding(2) var<storage, read> bt_r: array<f32>;
-@group(0) @binding(3) var<storage, read> bt_s: array<f32>;
-@group(0) @binding(4) var<storage, read> bt_stats: array<f32>;
-@group(0) @binding(5) var<storage, read> bt_logtau: array<f32>;
-@group(0) @binding(6) var<storage, read> bt_gloss: array<f32>;
-@group(0) @binding(7) var<storage, read_write> bt_dg: array<f32>;
-@group(0) @binding(8) var<storage, read_write> bt_dlogtau_rows: array<f32>;
-
-// dL/dS_ij (coef = gl/B, halved when symmetric).
-fn dlogit(i: u32, j: u32, s: f32, lse: f32, coef: f32) -> f32 {
-  let pos = select(0.0, 1.0, j == i);
-  var v = exp(s - lse) - pos;
-  if (symmetric()) { v += exp(s - bt_stats[4u * p.b + p.m + 2u * j]) - pos; }
-  return coef * v;
-}
-
 @compute @workgroup_size(WX, WY, 1)
 fn bwd_tile(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
             @builtin(local_invocation_index) t: u32) {
@@ -338,7 +264,7 @@ fn bwd_tile(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid
       var v = 0.0;
       if (i < p.b && j < p.m) {
         let s = bt_s[i * p.m + j];
-        let ds = dlogit(i, j, s, bt_stats[4u * i], coef);
+        let ds = dlogit(i, j, s, bt_stats[4u * i], column_lse(j), coef);
         pj[q] += ds * s;
         v = ds * it * bt_stats[4u * p.b + j];
       }

@@ -1,12 +1,14 @@
 // infonce_sg.wgsl — the InfoNCE tile kernels for CPU adapters (llvmpipe/lavapipe), f32.
+// uses: lib/infonce_io, lib/subgroup_broadcast
 //
 // Same math, buffers, bindings and outputs as fwd_tile / bwd_tile in kernels/infonce.wgsl (read
-// its header; fwd_merge and reduce_dlogtau come from there unchanged). Compiled only where the
-// 'subgroups' feature exists and chosen only when the subgroup size is exactly 8, like
-// kernels/matmul_sg.wgsl and for the same reason: on Mesa 25's llvmpipe every load in a loop is a
-// per-lane gather, so each lane loads ONE element of the row operand per 8 rows and
-// subgroupBroadcast hands it to all 8 lanes from registers; the column operand is CN vec4s of the
-// invocation's own columns. Per k: RG + 4*CN gathers (plus RG exps and 1-2 gathers of per-column
+// its header; P and the bindings are lib/infonce_io's; fwd_merge and reduce_dlogtau come from
+// infonce.wgsl unchanged). Compiled only where the 'subgroups' feature exists and chosen only
+// when the subgroup size is exactly 8, like kernels/matmul_sg.wgsl and for the same reason
+// (lib/subgroup_broadcast): on Mesa 25's llvmpipe every load in a loop is a per-lane gather, so
+// each lane loads ONE element of the row operand per 8 rows and subgroupBroadcast hands it to
+// all 8 lanes from registers; the column operand is CN vec4s of the invocation's own columns.
+// Per k: RG + 4*CN gathers (plus RG exps and 1-2 gathers of per-column
 // stats in the backward) for 32*RG*CN vector FMAs.
 //
 // fwd_tile_sg: workgroup (WG_X) computes S rows wid.y*RM.. (RM = 8*RG), columns
@@ -18,55 +20,16 @@
 // bwd_tile_sg: rows wid.y*RM.., D coordinates n0 = (wid.x*WG_X + x)*4*CN..; the K loop runs over
 //   the columns j of S: lane l computes a_j = dS_ij / tau / ||R_j|| for row i = m0 + 8g + l from S
 //   (and proj_i += dS_ij S_ij), R[j, n0..] is read as vec4s. Bindings as bwd_tile.
-// Overrides: WG_X (invocations per workgroup, a multiple of 8), RG (row groups of 8, 1..4),
-//   CN (vec4 column groups per invocation, 1..4), RG*CN <= 4.
-
-enable subgroups;
+// Overrides: WG_X (invocations per workgroup, a multiple of 8), RG (row groups of 8), CN (vec4
+//   column groups per invocation), RG*CN <= 2: the register block holds ACC_ROWS = 16 vec4s.
 
 override WG_X: u32 = 32u;
 override RG: u32 = 2u;
 override CN: u32 = 1u;
 override RM: u32 = 8u * RG;
-
-struct P {
-  b: u32,
-  m: u32,
-  d: u32,
-  flags: u32,
-  ntc: u32,
-  ntr: u32,
-  eps: f32,
-  inv_tau: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: P;
-
-const NEG_BIG: f32 = -3.0e38;
-const NO_INDEX: u32 = 0xffffffffu;
-
-var<workgroup> pm: array<f32, 1024>;
-var<workgroup> ps: array<f32, 1024>;
-var<workgroup> pi: array<u32, 1024>;
-
-fn learnable() -> bool { return (p.flags & 1u) != 0u; }
-fn symmetric() -> bool { return (p.flags & 2u) != 0u; }
-fn tau_inverse(logtau: f32) -> f32 { return select(p.inv_tau, exp(-logtau), learnable()); }
-
-/// Lane l's value v to all lanes, as 8 values (lanes 0..7).
-fn bcast8(v: f32) -> array<f32, 8> {
-  return array<f32, 8>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u),
-    subgroupBroadcast(v, 3u), subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u),
-    subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
-}
+const ACC_ROWS: u32 = 16u;
 
 // ---- forward ----------------------------------------------------------------------------------
-
-@group(0) @binding(1) var<storage, read> ft_g: array<f32>;
-@group(0) @binding(2) var<storage, read> ft_r: array<f32>;
-@group(0) @binding(3) var<storage, read> ft_logtau: array<f32>;
-@group(0) @binding(4) var<storage, read_write> ft_s: array<f32>;
-@group(0) @binding(5) var<storage, read_write> ft_part: array<f32>;
-@group(0) @binding(6) var<storage, read_write> ft_stats: array<f32>;
 
 @compute @workgroup_size(WG_X, 1, 1)
 fn fwd_tile_sg(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
@@ -75,7 +38,7 @@ fn fwd_tile_sg(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) 
   let n0 = (wid.x * WG_X + lid.x) * 4u * CN;
   let last_g = arrayLength(&ft_g) - 1u;
   let last_r = arrayLength(&ft_r) - 1u;
-  var acc: array<vec4f, 16>;
+  var acc: array<vec4f, ACC_ROWS>;
   var gg: array<f32, 4>;
   var rr: array<vec4f, 4>;
   for (var k = 0u; k < p.d; k++) {
@@ -93,16 +56,8 @@ fn fwd_tile_sg(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) 
       let i = m0 + 8u * g + lane;
       let av = select(0.0, ft_g[min(i * p.d + k, last_g)], i < p.b);
       gg[g] += av * av;
-      let r = 8u * g * CN;
       for (var c = 0u; c < CN; c++) {
-        acc[r + 0u * CN + c] += subgroupBroadcast(av, 0u) * b[c];
-        acc[r + 1u * CN + c] += subgroupBroadcast(av, 1u) * b[c];
-        acc[r + 2u * CN + c] += subgroupBroadcast(av, 2u) * b[c];
-        acc[r + 3u * CN + c] += subgroupBroadcast(av, 3u) * b[c];
-        acc[r + 4u * CN + c] += subgroupBroadcast(av, 4u) * b[c];
-        acc[r + 5u * CN + c] += subgroupBroadcast(av, 5u) * b[c];
-        acc[r + 6u * CN + c] += subgroupBroadcast(av, 6u) * b[c];
-        acc[r + 7u * CN + c] += subgroupBroadcast(av, 7u) * b[c];
+        bcast8_fma(&acc, 8u * g * CN + c, av, b[c]);
       }
     }
   }
@@ -146,27 +101,14 @@ fn fwd_tile_sg(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) 
         if (n0 + 4u * c + q < p.m) { se += exp(acc[r * CN + c][q] - mx); }
       }
     }
-    pm[r * WG_X + lid.x] = mx;
-    ps[r * WG_X + lid.x] = se;
-    pi[r * WG_X + lid.x] = am;
+    sa[r * WG_X + lid.x] = mx;
+    sb[r * WG_X + lid.x] = se;
+    si[r * WG_X + lid.x] = am;
   }
   workgroupBarrier();
   let t = lid.x;
   for (var r = t; r < RM; r += WG_X) {
-    if (m0 + r < p.b) {
-      var mx = NEG_BIG;
-      var am = NO_INDEX;
-      for (var x = 0u; x < WG_X; x++) {
-        let v = pm[r * WG_X + x];
-        if (v > mx) { mx = v; am = pi[r * WG_X + x]; }
-      }
-      var se = 0.0;
-      for (var x = 0u; x < WG_X; x++) { se += ps[r * WG_X + x] * exp(pm[r * WG_X + x] - mx); }
-      let o = 3u * (wid.x * p.b + m0 + r);
-      ft_part[o] = mx;
-      ft_part[o + 1u] = se;
-      ft_part[o + 2u] = bitcast<f32>(am);
-    }
+    if (m0 + r < p.b) { write_row_partial(r * WG_X, WG_X, 3u * (wid.x * p.b + m0 + r)); }
   }
   if (symmetric()) {
     let nrow = min(RM, p.b - m0);
@@ -189,15 +131,6 @@ fn fwd_tile_sg(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) 
 
 // ---- backward ---------------------------------------------------------------------------------
 
-@group(0) @binding(1) var<storage, read> bt_g: array<f32>;
-@group(0) @binding(2) var<storage, read> bt_r: array<f32>;
-@group(0) @binding(3) var<storage, read> bt_s: array<f32>;
-@group(0) @binding(4) var<storage, read> bt_stats: array<f32>;
-@group(0) @binding(5) var<storage, read> bt_logtau: array<f32>;
-@group(0) @binding(6) var<storage, read> bt_gloss: array<f32>;
-@group(0) @binding(7) var<storage, read_write> bt_dg: array<f32>;
-@group(0) @binding(8) var<storage, read_write> bt_dlogtau_rows: array<f32>;
-
 @compute @workgroup_size(WG_X, 1, 1)
 fn bwd_tile_sg(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
                @builtin(subgroup_invocation_id) lane: u32) {
@@ -207,10 +140,9 @@ fn bwd_tile_sg(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) 
   let last_s = arrayLength(&bt_s) - 1u;
   let it = tau_inverse(bt_logtau[0]);
   let coef = bt_gloss[0] / f32(p.b) * select(1.0, 0.5, symmetric());
-  let sym = symmetric();
   var lse: array<f32, 4>;
   for (var g = 0u; g < RG; g++) { lse[g] = bt_stats[4u * min(m0 + 8u * g + lane, p.b - 1u)]; }
-  var acc: array<vec4f, 16>;
+  var acc: array<vec4f, ACC_ROWS>;
   var pj: array<f32, 4>;
   for (var j = 0u; j < p.m; j++) {
     var b: array<vec4f, 4>;
@@ -223,27 +155,15 @@ fn bwd_tile_sg(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) 
       b[c] = v;
     }
     let cscale = it * bt_stats[4u * p.b + j];
-    var clse = 0.0;
-    if (sym) { clse = bt_stats[4u * p.b + p.m + 2u * j]; }
+    let clse = column_lse(j);
     for (var g = 0u; g < RG; g++) {
       let i = m0 + 8u * g + lane;
       let s = bt_s[min(i * p.m + j, last_s)];
-      let pos = select(0.0, 1.0, j == i);
-      var v = exp(s - lse[g]) - pos;
-      if (sym) { v += exp(s - clse) - pos; }
-      let ds = select(0.0, coef * v, i < p.b);
+      let ds = select(0.0, dlogit(i, j, s, lse[g], clse, coef), i < p.b);
       pj[g] += ds * s;
       let av = ds * cscale;
-      let r = 8u * g * CN;
       for (var c = 0u; c < CN; c++) {
-        acc[r + 0u * CN + c] += subgroupBroadcast(av, 0u) * b[c];
-        acc[r + 1u * CN + c] += subgroupBroadcast(av, 1u) * b[c];
-        acc[r + 2u * CN + c] += subgroupBroadcast(av, 2u) * b[c];
-        acc[r + 3u * CN + c] += subgroupBroadcast(av, 3u) * b[c];
-        acc[r + 4u * CN + c] += subgroupBroadcast(av, 4u) * b[c];
-        acc[r + 5u * CN + c] += subgroupBroadcast(av, 5u) * b[c];
-        acc[r + 6u * CN + c] += subgroupBroadcast(av, 6u) * b[c];
-        acc[r + 7u * CN + c] += subgroupBroadcast(av, 7u) * b[c];
+        bcast8_fma(&acc, 8u * g * CN + c, av, b[c]);
       }
     }
   }

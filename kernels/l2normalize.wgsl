@@ -1,5 +1,6 @@
 // l2normalize.wgsl — row-wise L2 normalisation y = x / max(||x||, eps), and its backward.
 // Matches torch.nn.functional.normalize(x, p=2, dim=-1, eps).
+// uses: lib/grid, lib/workgroup_reduce
 //
 // The input is viewed as [rows, D] (rows over the last dim), row-major f32.
 //
@@ -20,10 +21,9 @@
 //             n <= eps: gx = gy / eps                      (the clamp makes the map linear)
 //
 // One workgroup per row; WG invocations stride over D and combine partial sums with a
-// shared-memory tree reduction. Row index = wid.x + wid.y * nwg.x (the host folds rows > 65535
-// into y). Overrides: WG (workgroup size, a power of two, default 256).
-
-override WG: u32 = 256u;
+// shared-memory tree reduction (lib/workgroup_reduce). Row index = wid.x + wid.y * nwg.x (the
+// host folds rows > 65535 into y). Overrides: WG (lib/grid: workgroup size, a power of two,
+// default 256).
 
 struct P {
   rows: u32,
@@ -35,21 +35,6 @@ struct P {
 
 @group(0) @binding(0) var<uniform> p: P;
 
-var<workgroup> red: array<f32, WG>;
-
-// Sum of v over the workgroup; every invocation gets the result. Must be called uniformly.
-fn workgroup_sum(t: u32, v: f32) -> f32 {
-  red[t] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (t < s) { red[t] += red[t + s]; }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
-
 // ---- forward ----------------------------------------------------------------------------------
 
 @group(0) @binding(1) var<storage, read> fx: array<f32>;
@@ -58,7 +43,7 @@ fn workgroup_sum(t: u32, v: f32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) t: u32) {
-  let row = wid.x + wid.y * nwg.x;
+  let row = row_index(wid, nwg);
   if (row >= p.rows) { return; }
   let base = row * p.d;
   var ss = 0.0;
@@ -83,7 +68,7 @@ fn forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
 
 @compute @workgroup_size(WG)
 fn backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) t: u32) {
-  let row = wid.x + wid.y * nwg.x;
+  let row = row_index(wid, nwg);
   if (row >= p.rows) { return; }
   let base = row * p.d;
   var dot = 0.0;

@@ -1,4 +1,5 @@
 // layernorm.wgsl — LayerNorm over the last dim, fused forward and backward.
+// uses: lib/grid
 //
 // x is viewed as [rows, D] (row-major). mean and rstd are [rows] f32, written by the forward
 // and read by the backward. weight, bias, dweight, dbias are [D].
@@ -32,10 +33,8 @@
 //
 // Row dispatch: row = wid.x + wid.y * nwg.x (folded past 65535 workgroups); the row < rows
 // guard is workgroup-uniform, so the barriers after it are legal.
-// Overrides: WG (workgroup size, a power of two for the row kernels; the host picks 32..256
+// Overrides: WG (lib/grid: workgroup size, a power of two for the row kernels; the host picks 32..256
 // from D for the row kernels and 64 for the column kernels).
-
-override WG: u32 = 256u;
 
 struct P {
   rows: u32,
@@ -66,14 +65,10 @@ var<workgroup> w_mean: array<f32, WG>;
 var<workgroup> w_m2: array<f32, WG>;
 var<workgroup> red2: array<vec2f, WG>;
 
-fn row_of(wid: vec3u, nwg: vec3u) -> u32 {
-  return wid.x + wid.y * nwg.x;
-}
-
 @compute @workgroup_size(WG)
 fn ln_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
               @builtin(local_invocation_index) lid: u32) {
-  let row = row_of(wid, nwg);
+  let row = row_index(wid, nwg);
   if (row >= p.rows) { return; }
   let base = row * p.d;
   // Welford over this invocation's elements lid, lid + WG, ...
@@ -121,7 +116,7 @@ fn ln_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
 @compute @workgroup_size(WG)
 fn ln_backward_input(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                      @builtin(local_invocation_index) lid: u32) {
-  let row = row_of(wid, nwg);
+  let row = row_index(wid, nwg);
   if (row >= p.rows) { return; }
   let base = row * p.d;
   let mean = mean_s[row];

@@ -5,7 +5,7 @@
 //   forward:  u  = s·x·Aᵀ [rows, r]                               (lowrank_proj, here)
 //             y  = x·Wᵀ + b + u·Bᵀ                                 (ONE matmul: the frozen product
 //                                                                  with u·Bᵀ as its low-rank addend,
-//                                                                  kernels/matmul*.wgsl LR_RANK)
+//                                                                  lib/matmul_epilogue, LR_RANK)
 //   backward: du = s·dz·B [rows, r]                               (lowrank_proj with LR_T)
 //             dx = dz·W + du·A                                     (ONE matmul, addend du·A)
 //             dA = duᵀ·x [r, K],  dB = dzᵀ·u [N, r]               (lowrank_grad below, one dispatch)

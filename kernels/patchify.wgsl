@@ -1,4 +1,5 @@
 // patchify.wgsl — unfold non-overlapping P×P patches (a stride-P convolution becomes a matmul).
+// uses: lib/grid
 //
 // Bindings (group 0):
 //   0  uniform P { batch: u32, channels: u32, height: u32, width: u32, psize: u32, total: u32 }
@@ -17,9 +18,7 @@
 //
 // One invocation per element of the destination, 1-D dispatch folded into y:
 //   i = gid.x + gid.y * nwg.x * WG.
-// Overrides: WG (workgroup size, default 256).
-
-override WG: u32 = 256u;
+// Overrides: WG (lib/grid: workgroup size, default 256).
 
 struct P {
   batch: u32,
@@ -34,39 +33,28 @@ struct P {
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
-// Flat image index of patch element (b, patch index, feature index).
-fn image_index(b: u32, pi: u32, f: u32) -> u32 {
+/// The flat image index of element i of the patch layout [B, nP, C·P·P].
+fn image_index(i: u32) -> u32 {
   let pp = p.psize * p.psize;
   let gw = p.width / p.psize;
-  let c = f / pp;
-  let ky = (f % pp) / p.psize;
-  let kx = f % p.psize;
-  let y = (pi / gw) * p.psize + ky;
-  let x = (pi % gw) * p.psize + kx;
-  return ((b * p.channels + c) * p.height + y) * p.width + x;
+  let e = slab_coords(i, (p.height / p.psize) * gw, p.channels * pp);   // (b, patch, feature)
+  let c = e.z / pp;
+  let y = (e.y / gw) * p.psize + (e.z % pp) / p.psize;
+  let x = (e.y % gw) * p.psize + e.z % p.psize;
+  return ((e.x * p.channels + c) * p.height + y) * p.width + x;
 }
 
 @compute @workgroup_size(WG)
 fn unfold(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * WG;
+  let i = flat_index(gid, nwg);
   if (i >= p.total) { return; }
-  let feat = p.channels * p.psize * p.psize;
-  let np = (p.height / p.psize) * (p.width / p.psize);
-  let f = i % feat;
-  let pi = (i / feat) % np;
-  let b = i / (feat * np);
-  dst[i] = src[image_index(b, pi, f)];
+  dst[i] = src[image_index(i)];
 }
 
 @compute @workgroup_size(WG)
 fn fold(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   // i walks the patch layout and writes the image layout: still one writer per element.
-  let i = gid.x + gid.y * nwg.x * WG;
+  let i = flat_index(gid, nwg);
   if (i >= p.total) { return; }
-  let feat = p.channels * p.psize * p.psize;
-  let np = (p.height / p.psize) * (p.width / p.psize);
-  let f = i % feat;
-  let pi = (i / feat) % np;
-  let b = i / (feat * np);
-  dst[image_index(b, pi, f)] = src[i];
+  dst[image_index(i)] = src[i];
 }

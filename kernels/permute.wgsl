@@ -1,4 +1,5 @@
 // permute.wgsl — generic strided copy: out = x.permute(dims), materialised contiguously.
+// uses: lib/grid
 //
 // Bindings (group 0):
 //   0  uniform P {
@@ -16,9 +17,7 @@
 //
 // Dispatch: one invocation per output element, 1-D folded into y past 65535 workgroups:
 //   i = gid.x + gid.y * nwg.x * WG.
-// Overrides: WG (workgroup size, default 256).
-
-override WG: u32 = 256u;
+// Overrides: WG (lib/grid: workgroup size, default 256).
 
 struct P {
   n: u32,
@@ -35,7 +34,7 @@ struct P {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * WG;
+  let i = flat_index(gid, nwg);
   if (i >= p.n) { return; }
   // Peel output coordinates from the innermost dim outwards.
   var rest = i;

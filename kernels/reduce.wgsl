@@ -1,4 +1,5 @@
 // reduce.wgsl — sum / mean over one axis, and its adjoint (broadcast back along that axis).
+// uses: lib/grid
 //
 // The input is viewed as [outer, K, inner] with the reduced axis in the middle.
 //
@@ -14,9 +15,7 @@
 // One invocation per output element; reduce_axis accumulates sequentially in f32 (simple,
 // deterministic; the tuned reductions come later). Dispatch is 1-D folded into y:
 // idx = gid.x + gid.y * nwg.x * WG.
-// Overrides: WG (workgroup size, default 256).
-
-override WG: u32 = 256u;
+// Overrides: WG (lib/grid: workgroup size, default 256).
 
 struct P {
   outer: u32,
@@ -32,7 +31,7 @@ struct P {
 
 @compute @workgroup_size(WG)
 fn reduce_axis(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let idx = gid.x + gid.y * nwg.x * WG;
+  let idx = flat_index(gid, nwg);
   if (idx >= p.outer * p.inner) { return; }
   let o = idx / p.inner;
   let i = idx % p.inner;
@@ -46,7 +45,7 @@ fn reduce_axis(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
 
 @compute @workgroup_size(WG)
 fn expand_axis(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let idx = gid.x + gid.y * nwg.x * WG;
+  let idx = flat_index(gid, nwg);
   let total = p.outer * p.k * p.inner;
   if (idx >= total) { return; }
   let i = idx % p.inner;

@@ -1,4 +1,5 @@
 // scale.wgsl — out = alpha * a + beta (elementwise affine by scalars).
+// uses: lib/grid
 //
 // Bindings (group 0):
 //   0  uniform P { n: u32, _pad0..2: u32, alpha: f32, beta: f32 }
@@ -7,9 +8,7 @@
 //
 // Math: out[i] = alpha * a[i] + beta
 // Dispatch: 1-D over n, folded into y: i = gid.x + gid.y * nwg.x * WG.
-// Overrides: WG (workgroup size, default 256).
-
-override WG: u32 = 256u;
+// Overrides: WG (lib/grid: workgroup size, default 256).
 
 struct P {
   n: u32,
@@ -26,7 +25,7 @@ struct P {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * WG;
+  let i = flat_index(gid, nwg);
   if (i >= p.n) { return; }
   out[i] = p.alpha * a[i] + p.beta;
 }

@@ -1,9 +1,11 @@
 // softmax.wgsl — softmax over the last axis, forward and backward, one workgroup per row.
+// uses: lib/grid, lib/workgroup_reduce
 //
 // The input is viewed as [rows, D] (row-major, D = last dim). Each workgroup owns one row;
 // its WG invocations stride over the row (element i is handled by invocation i % WG) and
-// combine their partial results with a tree reduction in workgroup memory. Rows of any
-// length work; D up to a few thousand costs D / WG loads per invocation per sweep.
+// combine their partial results with a tree reduction in workgroup memory
+// (lib/workgroup_reduce). Rows of any length work; D up to a few thousand costs D / WG loads
+// per invocation per sweep.
 //
 // Bindings (group 0). A binding number is reused across entry points, never inside one.
 //   softmax_forward:
@@ -26,9 +28,7 @@
 //
 // Dispatch: one workgroup per row, rows folded into y past 65535 workgroups:
 //   row = wid.x + wid.y * nwg.x  (the guard row < rows is workgroup-uniform, so barriers are legal).
-// Overrides: WG (workgroup size, a power of two, default 256; the host picks it from D).
-
-override WG: u32 = 256u;
+// Overrides: WG (lib/grid: workgroup size, a power of two, default 256; the host picks it from D).
 
 struct P {
   rows: u32,
@@ -42,58 +42,32 @@ struct P {
 @group(0) @binding(2) var<storage, read> g: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
 
-var<workgroup> red: array<f32, WG>;
-
 // -FLT_MAX: the identity for max over finite values (and larger than -inf).
 const LOWEST: f32 = -3.40282346638528859812e+38;
-
-fn reduce_max(lid: u32, v: f32) -> f32 {
-  red[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (lid < s) { red[lid] = max(red[lid], red[lid + s]); }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
-
-fn reduce_sum(lid: u32, v: f32) -> f32 {
-  red[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (lid < s) { red[lid] = red[lid] + red[lid + s]; }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
 
 @compute @workgroup_size(WG)
 fn softmax_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                    @builtin(local_invocation_index) lid: u32) {
-  let row = wid.x + wid.y * nwg.x;
+  let row = row_index(wid, nwg);
   if (row >= p.rows) { return; }
   let base = row * p.d;
   var m = LOWEST;
   for (var i = lid; i < p.d; i += WG) { m = max(m, x[base + i]); }
-  m = reduce_max(lid, m);
+  m = workgroup_max(lid, m);
   var s = 0.0;
   for (var i = lid; i < p.d; i += WG) { s += exp(x[base + i] - m); }
-  s = reduce_sum(lid, s);
+  s = workgroup_sum(lid, s);
   for (var i = lid; i < p.d; i += WG) { y[base + i] = exp(x[base + i] - m) / s; }
 }
 
 @compute @workgroup_size(WG)
 fn softmax_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                     @builtin(local_invocation_index) lid: u32) {
-  let row = wid.x + wid.y * nwg.x;
+  let row = row_index(wid, nwg);
   if (row >= p.rows) { return; }
   let base = row * p.d;
   var dot = 0.0;
   for (var i = lid; i < p.d; i += WG) { dot += g[base + i] * ys[base + i]; }
-  dot = reduce_sum(lid, dot);
+  dot = workgroup_sum(lid, dot);
   for (var i = lid; i < p.d; i += WG) { dx[base + i] = ys[base + i] * (g[base + i] - dot); }
 }

@@ -1,7 +1,8 @@
 // Bundles genalign with esbuild into dist/ (ESM, Node 20): dist/index.js for the library and
 // dist/cli/<name>.js for each src/cli/<name>.ts that is a command (train, embed, eval).
-// The WGSL kernels are embedded in the bundle through registerKernelSources (src/gpu/kernels.ts),
-// so dist/ runs without the kernels/ folder. `webgpu` (the native dawn.node) and `sharp` (libvips) stay external.
+// The WGSL kernels (every kernels/**/*.wgsl, modules in subfolders included, keyed by their path
+// under kernels/ without .wgsl: 'matmul', 'lib/erf') are embedded in the bundle through
+// registerKernelSources (src/gpu/kernels.ts), so dist/ runs without the kernels/ folder. `webgpu` (the native dawn.node) and `sharp` (libvips) stay external.
 // The image preprocessing worker (src/io/preprocess-worker.ts) is its own file,
 // dist/preprocess-worker.js; every other entry point registers that file's URL, relative to
 // itself, through registerPreprocessWorker (src/io/preprocess-pool.ts) before its own code runs.
@@ -33,14 +34,18 @@ for (const extra of args) {
   entries[relative(root, file).replace(/\.[mc]?tsx?$/, '')] = file;
 }
 
-// One virtual module holds every kernels/*.wgsl source; each entry imports it first, so the
+// One virtual module holds every kernels/**/*.wgsl source; each entry imports it first, so the
 // sources are registered before any code of the entry runs. Next each entry imports its own
 // virtual module that registers the worker file (one per entry: a module shared by several
 // entries would land in a shared chunk, and import.meta.url would be the chunk's).
 const kernelDir = join(root, 'kernels');
+const wgslFiles = (sub) =>
+  readdirSync(join(kernelDir, sub), { withFileTypes: true }).flatMap((e) => {
+    const rel = sub ? `${sub}/${e.name}` : e.name;
+    return e.isDirectory() ? wgslFiles(rel) : e.name.endsWith('.wgsl') ? [rel] : [];
+  });
 const kernels = Object.fromEntries(
-  readdirSync(kernelDir)
-    .filter((f) => f.endsWith('.wgsl'))
+  wgslFiles('')
     .sort()
     .map((f) => [f.slice(0, -'.wgsl'.length), readFileSync(join(kernelDir, f), 'utf8')]),
 );

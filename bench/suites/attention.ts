@@ -12,7 +12,7 @@
 // max_abs_err is against the genalign composition's output (fwd: O; fwd+bwd: dQ, dK, dV).
 // GFLOP/s counts 4·B·H·N²·Dh forward (QKᵀ and PV) and 12·B·H·N²·Dh forward + backward (plus dV,
 // dP, dQ, dK; the fused backward's recomputation of QKᵀ is not counted), for every row and peer.
-import { attention, forceAttentionSplit } from '../../src/ops/attention.ts';
+import { attention } from '../../src/ops/attention.ts';
 import { permute, matmul, scale, softmax } from '../../src/ops/index.ts';
 import { scope, type Tensor } from '../../src/tensor/tensor.ts';
 import type { Peer, PeerTensor } from '../peer-tfjs.ts';
@@ -73,18 +73,12 @@ function attentionCases(sh: Shape, backwardToo: boolean, allVariants: boolean): 
   // --all-variants: the split factor forced to 1, 2 and 4 (the automatic choice is the 'fused'
   // rows), each against the tfjs peer, to tune the GPU rule.
   for (const split of allVariants ? [1, 2, 4] : []) {
-    const forced = <T>(f: () => T): T => {
-      forceAttentionSplit(split);
-      try {
-        return f();
-      } finally {
-        forceAttentionSplit(null);
-      }
-    };
     rows.push({
       ...base,
       variant: `fused-split${split}`,
-      run: (x: Tensor[]) => forced(() => base.run(x)),
+      run: backwardToo
+        ? (x: Tensor[]) => forwardBackward(x, all, ([q, k, v]) => attention(q, k, v, { scale: s, split }), x[3])
+        : ([q, k, v]: Tensor[]) => attention(q, k, v, { scale: s, split }),
       ...tfjsRow,
     });
   }

@@ -20,7 +20,6 @@ import { NAMED_CONFIGS, forwardFlopsPerImage, numTokens, type ClipVisionConfig }
 import { noGrad } from '../../src/tensor/autograd.ts';
 import { scope, type Tensor } from '../../src/tensor/tensor.ts';
 import { matmul } from '../../src/ops/matmul.ts';
-import { adapterClass, type MatmulCapabilities } from '../../src/ops/matmul-select.ts';
 import type { Device } from '../../src/gpu/device.ts';
 import { maxAbsDiff, uniform, type BenchCase, type HostTensor, type Row, type Suite, type SuiteOptions } from '../harness.ts';
 
@@ -30,7 +29,7 @@ export const MODEL_SEED = 1;
 export function benchBatch(device: Device, configName: string, quick: boolean): number {
   if (quick) return 4;
   if (configName === 'tiny') return 32;
-  return adapterClass(device as MatmulCapabilities) === 'cpu' ? 2 : 32;
+  return device.adapterClass === 'cpu' ? 2 : 32;
 }
 
 export interface LinearShape {

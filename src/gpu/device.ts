@@ -58,6 +58,28 @@ export const NO_ADAPTER_HELP =
   '`bash scripts/setup-software-gpu.sh` to install Mesa lavapipe >= 25. ' +
   'Set GENALIGN_ADAPTER=<name substring> or GENALIGN_BACKEND=<vulkan|metal|d3d12> to pick a specific adapter.';
 
+/**
+ * Whether an adapter runs kernels on CPU cores (llvmpipe/lavapipe, SwiftShader, WARP) or is a
+ * GPU. Kernels are blocked differently for the two: a CPU adapter runs a small workgroup as one
+ * SIMD vector and loads memory lane by lane, a GPU wants wide workgroups.
+ */
+export type AdapterClass = 'cpu' | 'gpu';
+
+export function adapterClassOf(adapter: { readonly name: string; readonly architecture: string; readonly vendor: string }): AdapterClass {
+  const s = `${adapter.name} ${adapter.architecture} ${adapter.vendor}`.toLowerCase();
+  return /llvmpipe|lavapipe|swiftshader|software|warp/.test(s) ? 'cpu' : 'gpu';
+}
+
+/**
+ * Choices that tests and benches inject per device (production code leaves them at their
+ * defaults): `device.settings.blockingClass = 'gpu'` makes a CPU adapter block its kernels as
+ * a GPU does, so both blockings run and are checked on whichever adapter is present.
+ */
+export interface DeviceSettings {
+  /** Adapter class the per-class kernel blockings follow (null: the detected one). */
+  blockingClass: AdapterClass | null;
+}
+
 let nextDeviceId = 1;
 
 /** A WebGPU device plus everything that hangs off it: buffer pool, kernels and the command batch. */
@@ -68,6 +90,11 @@ export class Device {
   readonly features: ReadonlySet<string>;
   readonly limits: GPUSupportedLimits;
   readonly subgroupMatrixConfigs: readonly unknown[];
+  /** Detected from the adapter's name (adapterClassOf). */
+  readonly adapterClass: AdapterClass;
+  /** The adapter's subgroup size range, from its adapter info (absent: not reported). */
+  readonly subgroupSize?: { readonly min: number; readonly max: number };
+  readonly settings: DeviceSettings = { blockingClass: null };
   readonly pool: BufferPool;
   readonly kernels: KernelRegistry;
   readonly batch: CommandBatch;
@@ -81,8 +108,12 @@ export class Device {
     this.features = new Set([...gpu.features]);
     this.limits = gpu.limits;
     this.subgroupMatrixConfigs = subgroupMatrixConfigs;
+    this.adapterClass = adapterClassOf(adapter);
+    const info = (gpu as unknown as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
+    const [min, max] = [info?.subgroupMinSize, info?.subgroupMaxSize];
+    if (typeof min === 'number' && typeof max === 'number') this.subgroupSize = { min, max };
     this.pool = new BufferPool(gpu);
-    this.kernels = new KernelRegistry(gpu);
+    this.kernels = new KernelRegistry(gpu, (n) => this.features.has(n));
     this.batch = new CommandBatch(this);
     gpu.lost.then((info) => {
       this.lostReason = `${info.reason}: ${info.message}`;
@@ -110,6 +141,17 @@ export class Device {
 
   hasFeature(name: string): boolean {
     return this.features.has(name);
+  }
+
+  /** The adapter class kernels are blocked for: settings.blockingClass, or the detected one. */
+  get blockingClass(): AdapterClass {
+    return this.settings.blockingClass ?? this.adapterClass;
+  }
+
+  /** The subgroup size when the device has the 'subgroups' feature with one fixed size (else null). */
+  get fixedSubgroupSize(): number | null {
+    const s = this.subgroupSize;
+    return this.features.has('subgroups') && s && s.min === s.max ? s.min : null;
   }
 
   /** Submits pending work and waits for the GPU to finish it. Throws GPU errors recorded meanwhile. */

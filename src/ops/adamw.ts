@@ -8,13 +8,14 @@
 // every update are bit-reproducible.
 import { Tensor } from '../tensor/tensor.ts';
 import type { Device } from '../gpu/device.ts';
-import { blockingClass, checkInputs, grid1d, params } from './util.ts';
+import { checkInputs, grid1d, params } from './util.ts';
 
 /**
  * Blocking per adapter class. GPUs: 256-wide workgroups, ≤ 1024 partials per range. CPU
  * adapters (lavapipe): the reductions run 8-wide workgroups (one SIMD vector, so the tree's
  * barriers are nearly free) over large chunks, ≤ 64 partials per range; measured on lavapipe
- * over the ViT-B/32 LoRA set (docs/kernels.md).
+ * over the ViT-B/32 LoRA set (docs/kernels.md). The class is device.blockingClass (the detected
+ * one unless device.settings.blockingClass says otherwise).
  */
 interface Blocking {
   /** Workgroup size of sumsq_partials and norm_finalize. */
@@ -32,7 +33,7 @@ const BLOCKING: Record<'cpu' | 'gpu', Blocking> = {
 };
 
 function blocking(device: Device): Blocking {
-  return BLOCKING[blockingClass('adamw', device)];
+  return BLOCKING[device.blockingClass];
 }
 
 /** An element range [begin, end) of the flat buffers. */

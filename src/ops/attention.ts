@@ -7,11 +7,16 @@ import { Tensor, shapeStr } from '../tensor/tensor.ts';
 import { record } from '../tensor/autograd.ts';
 import type { Device } from '../gpu/device.ts';
 import type { KernelRef } from '../gpu/kernels.ts';
-import { blockingClass, checkInputs, grid1d, params, sameShape, shapeError } from './util.ts';
+import { checkInputs, grid1d, params, sameShape, shapeError } from './util.ts';
 
 export interface AttentionOptions {
   /** Multiplier on Q Kᵀ before the softmax; default headDim^-0.5. */
   scale?: number;
+  /**
+   * Invocations sharing each row slot (1, 2, 4, ... dividing the block), forward and backward;
+   * default: the automatic rule of attentionBlocking. For benches tuning the rule and tests.
+   */
+  split?: number;
 }
 
 /** Largest head dim the kernels hold in registers (kernels/attention.wgsl D4_MAX · 4). */
@@ -29,13 +34,6 @@ export interface Blocking {
   tile: number;
   /** Invocations sharing each row slot, each taking every split-th row of a tile (1 = none). */
   split: number;
-}
-
-let forcedSplit: number | null = null;
-
-/** Tests and benches: force the split factor (1, 2, 4, ... dividing the block; null = automatic). */
-export function forceAttentionSplit(split: number | null): void {
-  forcedSplit = split;
 }
 
 /** GPU blocking: the split is raised (1 → 2 → 4) while a dispatch would have fewer workgroups. */
@@ -64,12 +62,8 @@ export function attentionBlocking(cls: 'cpu' | 'gpu', entry: AttentionKernel, d:
   return b;
 }
 
-function blocking(device: Device, entry: AttentionKernel, d: Dims): Blocking {
-  return attentionBlocking(blockingClass('attention', device), entry, d, device.limits.maxComputeWorkgroupStorageSize, forcedSplit);
-}
-
 function dispatchBlocked(device: Device, entry: AttentionKernel, d: Dims, u: ArrayBuffer, inputs: GPUBuffer[], outputs: GPUBuffer[]): void {
-  const b = blocking(device, entry, d);
+  const b = attentionBlocking(device.blockingClass, entry, d, device.limits.maxComputeWorkgroupStorageSize, d.split ?? null);
   const ref: KernelRef = { file: 'attention', entry, overrides: { HEAD_DIM: d.headDim, BLOCK: b.block, ROWS: b.rows, TILE: b.tile, ...(b.split > 1 ? { SPLIT: b.split } : {}) } };
   device.batch.dispatch(ref, u, inputs, outputs, [Math.ceil(d.n / ((b.block / b.split) * b.rows)), d.heads, d.batch]);
 }
@@ -79,6 +73,8 @@ export interface Dims {
   n: number;
   heads: number;
   headDim: number;
+  /** A forced split factor (AttentionOptions.split). */
+  split?: number;
 }
 
 function validate(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Dims & { scale: number } {
@@ -98,7 +94,9 @@ function validate(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Dims
   }
   const scale = opts.scale ?? 1 / Math.sqrt(headDim);
   if (!Number.isFinite(scale)) throw new Error(`attention: scale ${scale} must be a finite number`);
-  return { batch, n, heads, headDim, scale };
+  const split = opts.split;
+  if (split !== undefined && !(Number.isInteger(split) && split >= 1)) throw new Error(`attention: split ${split} must be a positive integer (1, 2, 4, ...)`);
+  return { batch, n, heads, headDim, scale, ...(split !== undefined ? { split } : {}) };
 }
 
 function uniforms(d: Dims, scale: number): ArrayBuffer {

@@ -3,7 +3,7 @@
 // storage works on every device (f16 arithmetic, e.g. the f16 matmul, needs 'shader-f16').
 import { Tensor } from '../tensor/tensor.ts';
 import { record } from '../tensor/autograd.ts';
-import { checkInputs, grid1d, params } from './util.ts';
+import { checkInputs, grid1d, params, F32_F16 } from './util.ts';
 
 const WG = 256;
 
@@ -18,7 +18,7 @@ function castRaw(x: Tensor, to: 'f16' | 'f32'): Tensor {
 
 function cast(x: Tensor, to: 'f16' | 'f32'): Tensor {
   const op = to === 'f16' ? 'toF16' : 'toF32';
-  checkInputs(op, { x });
+  checkInputs(op, { x }, F32_F16);
   if (x.dtype === to) return record(op, [x], x.view(), [], (g) => [g.view()]);
   const out = castRaw(x, to);
   const from = x.dtype;

@@ -11,6 +11,9 @@ const WG = 256;
 
 type BinaryKind = 'add' | 'sub' | 'mul';
 
+/** The OP override of kernels/elementwise.wgsl. */
+const OP_CODE: Record<BinaryKind | 'axpy', number> = { add: 0, sub: 1, mul: 2, axpy: 3 };
+
 function isSuffix(small: readonly number[], big: readonly number[]): boolean {
   if (small.length > big.length) return false;
   const off = big.length - small.length;
@@ -27,10 +30,15 @@ function binaryRaw(kind: BinaryKind | 'axpy', a: Tensor, b: Tensor, outShape: re
   const device = a.device;
   const out = Tensor.empty(outShape, device);
   if (out.size === 0) return out;
-  // vec4 entry points when every size is a multiple of 4 (indices then count vec4s).
+  // The vec4 entry point when every size is a multiple of 4 (indices then count vec4s).
   const v = out.size % 4 === 0 && a.size % 4 === 0 && b.size % 4 === 0 ? 4 : 1;
-  const entry = v === 4 ? `${kind}4` : kind;
-  device.batch.dispatch({ file: 'elementwise', entry }, params([out.size / v, a.size / v, b.size / v, 0], [alpha]), [a.buffer, b.buffer], [out.buffer], grid1d(device, out.size / v, WG));
+  device.batch.dispatch(
+    { file: 'elementwise', entry: v === 4 ? 'binary4' : 'binary', overrides: { OP: OP_CODE[kind] } },
+    params([out.size / v, a.size / v, b.size / v, 0], [alpha]),
+    [a.buffer, b.buffer],
+    [out.buffer],
+    grid1d(device, out.size / v, WG),
+  );
   return out;
 }
 

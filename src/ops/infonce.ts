@@ -7,8 +7,7 @@
 import { Tensor } from '../tensor/tensor.ts';
 import { record } from '../tensor/autograd.ts';
 import type { Device } from '../gpu/device.ts';
-import { blockingClass, checkInputs, params, shapeError } from './util.ts';
-import { matmulCaps } from './matmul.ts';
+import { checkInputs, params, shapeError } from './util.ts';
 
 const KERNEL = 'infonce';
 const KERNEL_SG = 'infonce_sg';
@@ -49,25 +48,14 @@ interface TilePlan {
   cols: number;
 }
 
-const sgPlans = new WeakMap<Device, boolean>();
-function useSubgroups(device: Device): boolean {
-  let v = sgPlans.get(device);
-  if (v === undefined) {
-    const caps = matmulCaps(device);
-    v = caps.hasFeature('subgroups') && caps.subgroupSize?.min === 8 && caps.subgroupSize.max === 8;
-    sgPlans.set(device, v);
-  }
-  return v;
-}
-
 /**
  * Tile plan for an output of `rows x cols`: the subgroup-broadcast kernels (16 x 128 tiles) on
  * CPU adapters with 8-wide subgroups, else the workgroup-memory kernels with 64 x 64 tiles
  * (4 x 4 per invocation), or 32 x 32 (2 x 2) when 64 x 64 tiles would leave fewer than 128
- * workgroups. forceBlockingClass('infonce', 'gpu') makes a CPU adapter run the GPU kernels.
+ * workgroups. device.settings.blockingClass = 'gpu' makes a CPU adapter run the GPU kernels.
  */
 function tilePlan(device: Device, rows: number, cols: number): TilePlan {
-  if (blockingClass('infonce', device) === 'cpu' && useSubgroups(device)) return { file: KERNEL_SG, fwd: 'fwd_tile_sg', bwd: 'bwd_tile_sg', overrides: undefined, rows: 16, cols: 128 };
+  if (device.blockingClass === 'cpu' && device.fixedSubgroupSize === 8) return { file: KERNEL_SG, fwd: 'fwd_tile_sg', bwd: 'bwd_tile_sg', overrides: undefined, rows: 16, cols: 128 };
   const big = Math.ceil(rows / 64) * Math.ceil(cols / 64) >= 128;
   return big
     ? { file: KERNEL, fwd: 'fwd_tile', bwd: 'bwd_tile', overrides: undefined, rows: 64, cols: 64 }

@@ -83,22 +83,20 @@ export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): 
   const mean = Tensor.empty([layout.rows], device);
   const rstd = Tensor.empty([layout.rows], device);
   rowKernel('ln_forward', layout, eps, [x, weight, bias], [y, mean, rstd]);
-  // Only the gradients someone asked for are computed (frozen LayerNorms skip dweight/dbias).
-  const wantX = x.requiresGrad;
-  const wantParams = weight.requiresGrad || bias.requiresGrad;
-  const wantWeight = weight.requiresGrad;
-  const wantBias = bias.requiresGrad;
-  const out = record('layerNorm', [x, weight, bias], y, [x, weight, mean, rstd], (g, [xs, ws, ms, rs]) => {
+  // Backward computes only the gradients autograd needs (needs[i] for x, weight, bias): a frozen
+  // LayerNorm skips the dweight / dbias kernels, an input that needs no gradient skips dx.
+  const out = record('layerNorm', [x, weight, bias], y, [x, weight, mean, rstd], (g, [xs, ws, ms, rs], needs) => {
+    const [needX, needWeight, needBias] = needs;
     let dx: Tensor | null = null;
-    if (wantX) {
+    if (needX) {
       dx = Tensor.empty(xs.shape, xs.device);
       rowKernel('ln_backward_input', layout, 0, [xs, ws, g, ms, rs], [dx]);
     }
-    if (!wantParams) return [dx, null, null];
+    if (!needWeight && !needBias) return [dx, null, null];
     const [dweight, dbias] = paramGrads(xs, ws, g, ms, rs, layout);
-    if (!wantWeight) dweight.dispose();
-    if (!wantBias) dbias.dispose();
-    return [dx, wantWeight ? dweight : null, wantBias ? dbias : null];
+    if (!needWeight) dweight.dispose();
+    if (!needBias) dbias.dispose();
+    return [dx, needWeight ? dweight : null, needBias ? dbias : null];
   });
   // The tape holds its own views of mean / rstd (or nothing was recorded): drop ours.
   mean.dispose();

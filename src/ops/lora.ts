@@ -9,13 +9,17 @@
 // du·A); dA = duᵀ·x and dB = dzᵀ·u are skinny reductions over rows, both in one dispatch
 // (lowrank_grad: row chunks in parallel, then a fixed-order sum of the chunk partials). dW and
 // db are never computed (the weight must be frozen), and no operand is copied or packed.
+// The two matmuls are fusedMatmul (src/ops/matmul.ts) with a low-rank addend; the activation's
+// backward is activationBackward (src/ops/activation.ts).
 import { Tensor } from '../tensor/tensor.ts';
 import { record, isGradEnabled } from '../tensor/autograd.ts';
-import { params, checkInputs, grid1d, shapeError, unusedOutput, blockingClass } from './util.ts';
-import { matmulRaw, actGrad, type Activation } from './matmul.ts';
+import { params, checkInputs, grid1d, shapeError, unusedOutput } from './util.ts';
+import { fusedMatmul } from './matmul.ts';
+import { activationBackward, type Activation } from './activation.ts';
 
+/** Kernels are blocked for device.blockingClass (see rankProject and lowRankGrads). */
 function isCpu(device: Tensor['device']): boolean {
-  return blockingClass('lora', device) === 'cpu';
+  return device.blockingClass === 'cpu';
 }
 
 /** s·x·lrᵀ: [rows, r]. lr is A [r, K], or B [K, r] with lrT. */
@@ -124,7 +128,14 @@ export function loraLinear(
   const inputs = [x, loraA, loraB, ...(residual ? [residual] : [])];
   const tracking = isGradEnabled() && inputs.some((t) => t.requiresGrad);
   const pre = tracking && activation !== 'none' ? Tensor.empty([rows, n], device) : null;
-  const y2 = matmulRaw(x2, weight, { transB: true, bias: bias ?? null, act: activation, residual: res2, pre, lowRank: { u: su, v: loraB, vT: false } });
+  const y2 = fusedMatmul(x2, weight, {
+    transB: true,
+    bias,
+    activation,
+    ...(res2 ? { residual: res2 } : {}),
+    ...(pre ? { saveZ: pre } : {}),
+    lowRank: { u: su, v: loraB, vT: false },
+  });
   res2?.dispose();
   const out = y2.view(outShape);
   y2.dispose();
@@ -138,13 +149,13 @@ export function loraLinear(
   const result = record(op, inputs, out, saved, (g, s, needs) => {
     const [sx, ssu, sw, sa, sb] = s;
     const g2 = g.view([rows, n], false);
-    const dz = pre ? actGrad(g2, s[5], activation) : g2;
+    const dz = pre && activation !== 'none' ? activationBackward(g2, s[5], activation) : g2;
     // du = s·dz·B ([N, r] read transposed as the [K, r] factor of the row pass).
     const du = needs[0] || needs[1] ? rankProject(dz, sb, r, scaling, true) : null;
     let dx: Tensor | null = null;
     if (du && needs[0]) {
       // dx = dz·W + du·A: W [N, K] is the NN right operand, A [r, K] the addend's [r, K] factor.
-      const dx2 = matmulRaw(dz, sw, { lowRank: { u: du, v: sa, vT: true } });
+      const dx2 = fusedMatmul(dz, sw, { lowRank: { u: du, v: sa, vT: true } });
       dx = dx2.view(x.shape);
       dx2.dispose();
     }

@@ -9,13 +9,14 @@
 //                                             subgroup size is 8 (llvmpipe): the fast f32 path there
 //   direct_*  kernels/matmul.wgsl:mm_direct   no workgroup memory; CPU fallback (and f16 on CPU)
 //   tiled_*   kernels/matmul.wgsl:mm_tiled    workgroup-tiled; for GPUs
-//   *_f16     kernels/matmul_f16.wgsl         same kernels, f16 storage, f32 accumulation
+//   *_f16     the same kernel file assembled with the f16 prelude (f16 storage, f32 accumulation)
 //   sgmat_*   kernels/matmul_sgmat.wgsl       chromium_experimental_subgroup_matrix (tensor cores)
 import { defaultCacheDir } from '../gpu/cache-dir.ts';
 import { join } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { writeFileAtomic } from '../gpu/atomic-file.ts';
-import { kernelSource, registerKernelSources, type OverrideValues } from '../gpu/kernels.ts';
+import type { AdapterClass } from '../gpu/device.ts';
+import type { KernelDType, OverrideValues } from '../gpu/kernels.ts';
 
 export type MatmulLayout = 'NN' | 'NT' | 'TN' | 'TT';
 export type MatmulDType = 'f32' | 'f16';
@@ -41,6 +42,8 @@ export interface SubgroupMatrixConfig {
 /** What the selection needs to know about a device (a Device satisfies it; tests pass fakes). */
 export interface MatmulCapabilities {
   hasFeature(name: string): boolean;
+  /** CPU or GPU adapter (Device.adapterClass; adapterClassOf for fakes). */
+  readonly adapterClass: AdapterClass;
   readonly subgroupMatrixConfigs: readonly unknown[];
   readonly adapter: { readonly name: string; readonly architecture: string; readonly backend: string; readonly vendor: string };
   readonly limits: { readonly maxComputeWorkgroupStorageSize: number; readonly maxComputeInvocationsPerWorkgroup: number };
@@ -51,9 +54,13 @@ export interface MatmulCapabilities {
 export interface MatmulVariant {
   /** Stable name, usable as MatmulOptions.variant. */
   name: string;
-  /** Kernel file (a registered source name) and entry point. */
+  /** Kernel file under kernels/ and entry point. */
   file: string;
   entry: string;
+  /** Accumulation type of the kernel's prelude (f16 only for subgroup-matrix configs without f32 results). */
+  accumulator?: KernelDType;
+  /** Const-expression parameters of the kernel (subgroup-matrix shapes). */
+  consts?: Record<string, number>;
   /** Tile/workgroup overrides (layout and epilogue overrides are added by matmul.ts). */
   overrides: OverrideValues;
   /** Output rows and columns covered by one workgroup (for the dispatch grid). */
@@ -71,7 +78,7 @@ function direct(rm: number, wgx: number, dtype: MatmulDType): MatmulVariant {
   const suffix = dtype === 'f16' ? '_f16' : '';
   return {
     name: `direct_r${rm}_w${wgx}${suffix}`,
-    file: dtype === 'f16' ? 'matmul_f16' : 'matmul',
+    file: 'matmul',
     entry: 'mm_direct',
     overrides: { RM: rm, WG_X: wgx },
     tileM: rm,
@@ -109,7 +116,7 @@ function tiled(tm: number, tn: number, tk: number, rm: 4 | 8, dtype: MatmulDType
   const bytesPer = dtype === 'f16' ? 2 : 4;
   return {
     name: `tiled_${tm}x${tn}x${tk}_r${rm}${suffix}`,
-    file: dtype === 'f16' ? 'matmul_f16' : 'matmul',
+    file: 'matmul',
     entry: vec4 ? 'mm_tiled_v4' : 'mm_tiled',
     overrides: { TILE_M: tm, TILE_N: tn, TILE_K: tk, RM: rm, WG_X: tn / 4, WG_Y: tm / rm },
     tileM: tm,
@@ -185,14 +192,15 @@ function isSubgroupMatrixConfig(c: unknown): c is SubgroupMatrixConfig {
 
 /** The subgroup-matrix kernel's workgroup tile is 4x4 result matrices (2x2 subgroups, 2x2 each). */
 export function sgmatVariant(cfg: SubgroupMatrixConfig, subgroupSize = 32): MatmulVariant {
-  const file = `matmul_sgmat@${cfg.componentType}x${cfg.resultComponentType}_${cfg.M}x${cfg.N}x${cfg.K}`;
   const [tm, tn, tk] = [4 * cfg.M, 4 * cfg.N, 2 * cfg.K];
   const inBytes = cfg.componentType === 'f16' ? 2 : 4;
   const resBytes = cfg.resultComponentType === 'f16' ? 2 : 4;
   return {
     name: `sgmat_${cfg.componentType}_${cfg.resultComponentType}_${cfg.M}x${cfg.N}x${cfg.K}`,
-    file,
+    file: 'matmul_sgmat',
     entry: 'mm_sgmat',
+    accumulator: cfg.resultComponentType as KernelDType,
+    consts: { SG_M: cfg.M, SG_N: cfg.N, SG_K: cfg.K },
     overrides: { SG_SIZE: subgroupSize },
     tileM: tm,
     tileN: tn,
@@ -201,30 +209,8 @@ export function sgmatVariant(cfg: SubgroupMatrixConfig, subgroupSize = 32): Matm
   };
 }
 
-/**
- * The subgroup-matrix kernel's matrix dimensions and types must be const-expressions in WGSL,
- * so the one source file kernels/matmul_sgmat.wgsl gets a short prelude per config (the only
- * code generation in the matmul family). Registered under the variant's file name.
- */
-export function ensureSgmatSource(v: MatmulVariant): void {
-  const m = /^matmul_sgmat@(f16|f32)x(f16|f32)_(\d+)x(\d+)x(\d+)$/.exec(v.file);
-  if (!m) return;
-  const [, ct, rt, M, N, K] = m;
-  const prelude =
-    `enable chromium_experimental_subgroup_matrix;\nenable subgroups;\n${ct === 'f16' || rt === 'f16' ? 'enable f16;\n' : ''}` +
-    'diagnostic(off, chromium_experimental.subgroup_matrix_uniformity);\n' +
-    `alias CT = ${ct};\nalias RT = ${rt};\nconst SG_M: u32 = ${M}u;\nconst SG_N: u32 = ${N}u;\nconst SG_K: u32 = ${K}u;\n`;
-  registerKernelSources({ [v.file]: prelude + kernelSource('matmul_sgmat') });
-}
-
 // ---------------------------------------------------------------------------------------------
 // Selection
-
-export function adapterClass(caps: MatmulCapabilities): 'cpu' | 'gpu' {
-  const a = caps.adapter;
-  const s = `${a.name} ${a.architecture} ${a.vendor}`.toLowerCase();
-  return /llvmpipe|lavapipe|swiftshader|software|warp/.test(s) ? 'cpu' : 'gpu';
-}
 
 export function layoutOf(transA: boolean, transB: boolean): MatmulLayout {
   return `${transA ? 'T' : 'N'}${transB ? 'T' : 'N'}` as MatmulLayout;
@@ -232,7 +218,7 @@ export function layoutOf(transA: boolean, transB: boolean): MatmulLayout {
 
 /** All variants that can run this dtype on this device (for forcing and autotuning). */
 export function candidateVariants(caps: MatmulCapabilities, dtype: MatmulDType): MatmulVariant[] {
-  const cls = adapterClass(caps);
+  const cls = caps.adapterClass;
   const list = [...CANDIDATES[cls](dtype)];
   if (cls === 'cpu' && dtype === 'f32' && hasSubgroupsOf8(caps)) list.unshift(...SG_CANDIDATES());
   const cfg = pickSubgroupMatrixConfig(caps, dtype);
@@ -299,7 +285,7 @@ export function chooseMatmulVariant(caps: MatmulCapabilities, shape: MatmulShape
     const v = sgmatFits(caps, shape);
     if (v) return v;
   }
-  return DEFAULTS[adapterClass(caps)](shape.dtype, shape, caps);
+  return DEFAULTS[caps.adapterClass](shape.dtype, shape, caps);
 }
 
 // ---------------------------------------------------------------------------------------------

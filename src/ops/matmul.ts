@@ -1,20 +1,24 @@
-// matmul / linear with a fused epilogue (bias, GELU / quick GELU, residual), forward and backward.
-// Kernels: kernels/matmul.wgsl (f32), kernels/matmul_f16.wgsl (f16 storage, f32 accumulation),
-// kernels/matmul_sgmat.wgsl (subgroup matrices). Which one runs is decided in matmul-select.ts.
+// matmul / linear with a fused epilogue (bias, GELU / quick GELU, residual), forward and backward,
+// and fusedMatmul: the same dispatch for ops that fuse a product into their own forward (LoRA).
+// Kernels: kernels/matmul.wgsl (f32, or f16 storage with f32 accumulation: the same file
+// assembled with the f16 prelude), kernels/matmul_sg.wgsl (CPU adapters), kernels/matmul_sgmat.wgsl
+// (subgroup matrices). Which one runs is decided in matmul-select.ts.
 //
 // Backward of y = act(z) + residual, z = op(A)·op(B) + bias:
 //   dResidual = dY;  dZ = dY ⊙ act'(z) (z is stored by the forward kernel as a second output
-//   while grad is recorded: one extra [.., M, N] write instead of recomputing a whole matmul);
+//   while grad is recorded: one extra [.., M, N] write instead of recomputing a whole matmul;
+//   act' is activationBackward of the activation op);
 //   dBias = Σ_rows dZ;  dA, dB = matmuls of dZ with the saved operands in the matching layout.
 import { Tensor, shapeStr } from '../tensor/tensor.ts';
 import type { Device } from '../gpu/device.ts';
+import type { KernelRef } from '../gpu/kernels.ts';
 import { record, isGradEnabled } from '../tensor/autograd.ts';
-import { checkInputs, grid1d, params, product, shapeError, unusedOutput } from './util.ts';
+import { checkInputs, params, product, shapeError, unusedOutput, F32_F16 } from './util.ts';
 import { sum } from './reduce.ts';
+import { activationBackward, ACT_CODE, ACTIVATIONS, type Activation } from './activation.ts';
 import {
   chooseMatmulVariant,
   candidateVariants,
-  ensureSgmatSource,
   layoutOf,
   shapeClass,
   storeTuned,
@@ -24,7 +28,7 @@ import {
   type MatmulVariant,
 } from './matmul-select.ts';
 
-export type Activation = 'none' | 'gelu' | 'quick_gelu';
+export type { Activation };
 
 export interface MatmulOptions {
   transA?: boolean;
@@ -36,26 +40,10 @@ export interface MatmulOptions {
   variant?: string;
 }
 
-const ACT_CODE: Record<Activation, number> = { none: 0, gelu: 1, quick_gelu: 2 };
 
-/** The selection's view of a device: the Device plus the adapter's subgroup size range. */
-const capsCache = new WeakMap<Device, MatmulCapabilities>();
+/** The selection's view of a device (a Device has every capability the selection reads). */
 export function matmulCaps(device: Device): MatmulCapabilities {
-  let c = capsCache.get(device);
-  if (!c) {
-    const info = (device.gpu as unknown as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
-    const min = info?.subgroupMinSize;
-    const max = info?.subgroupMaxSize;
-    c = {
-      hasFeature: (n: string) => device.hasFeature(n),
-      subgroupMatrixConfigs: device.subgroupMatrixConfigs,
-      adapter: device.adapter,
-      limits: device.limits,
-      ...(typeof min === 'number' && typeof max === 'number' ? { subgroupSize: { min, max } } : {}),
-    };
-    capsCache.set(device, c);
-  }
-  return c;
+  return device;
 }
 
 /** Shape classes matmul has seen in this process (for autotuneSeen). */
@@ -63,13 +51,13 @@ const seen = new Map<string, MatmulShape>();
 
 /**
  * The variant for a product (chooseMatmulVariant), recording its shape class for autotuneSeen.
- * Every path goes through here: matmul / linear, matmulRaw (LoRA's fused projection) and mm
+ * Every path goes through here: matmul / linear, fusedMatmul (LoRA's fused projection) and mm
  * (backward), so an autotune after one training step covers forward and backward shapes.
  */
 function pickVariant(device: Device, shape: MatmulShape, forced?: string): MatmulVariant {
   const cls = shapeClass(shape);
   if (!seen.has(cls)) seen.set(cls, shape);
-  return chooseMatmulVariant(matmulCaps(device), shape, forced);
+  return chooseMatmulVariant(device, shape, forced);
 }
 
 interface Plan {
@@ -143,7 +131,6 @@ function runVariant(v: MatmulVariant, a: Tensor, b: Tensor, pl: Plan, out: Tenso
   const device = a.device;
   const { batch, M, N, K, layout } = pl.shape;
   if (out.size === 0) return;
-  ensureSgmatSource(v);
   const overrides = {
     ...v.overrides,
     TRANS_A: layout[0] === 'T' ? 1 : 0,
@@ -169,10 +156,11 @@ function runVariant(v: MatmulVariant, a: Tensor, b: Tensor, pl: Plan, out: Tenso
   const inputs = [a.buffer, b.buffer, (epi.bias ?? a).buffer, (epi.residual ?? a).buffer, (lr?.u ?? a).buffer, (lr?.v ?? a).buffer];
   const outputs = [out.buffer, epi.pre ? epi.pre.buffer : unusedOutput(device)];
   // K = 0 needs nothing special: the kernels run no k iterations (z = bias, or 0).
+  const ref: KernelRef = { file: v.file, entry, dtype: v.dtype, overrides, ...(v.accumulator ? { accumulator: v.accumulator } : {}), ...(v.consts ? { consts: v.consts } : {}) };
   for (let b0 = 0; b0 < batch; b0 += max) {
     const nb = Math.min(max, batch - b0);
     device.batch.dispatch(
-      { file: v.file, entry, overrides },
+      ref,
       params([M, N, K, b0, pl.aBs, pl.bBs, M * N, 0]),
       inputs,
       outputs,
@@ -203,11 +191,11 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const named: Record<string, Tensor> = { a, b };
   if (opts.bias) named.bias = opts.bias;
   if (opts.residual) named.residual = opts.residual;
-  checkInputs(op, named);
+  checkInputs(op, named, F32_F16);
   const transA = opts.transA ?? false;
   const transB = opts.transB ?? false;
   const act = opts.activation ?? 'none';
-  if (!(act in ACT_CODE)) throw new Error(`${op}: unknown activation '${act}' (use 'none', 'gelu' or 'quick_gelu')`);
+  if (!ACTIVATIONS.includes(act)) throw new Error(`${op}: unknown activation '${act}' (use 'none', 'gelu' or 'quick_gelu')`);
   const pl = plan(op, a, b, transA, transB, named);
   checkEpilogue(op, pl.outShape, pl.shape.N, pl.shape.dtype, opts.bias, opts.residual, named);
   const device = a.device;
@@ -228,7 +216,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const saved = pre ? [a, b, pre] : [a, b];
   const result = record(op, inputs, out, saved, (g, s, needs) => {
     const [sa, sb] = s;
-    const dz = pre ? actGrad(g, s[2], act) : g;
+    const dz = pre && act !== 'none' ? activationBackward(g, s[2], act) : g;
     // Frozen operands (e.g. pretrained weights under LoRA) get no gradient and cost nothing.
     const [da, db] = operandGrads(sa, sb, dz, transA, transB, aShape, bShape, needs[0], needs[1]);
     const grads: (Tensor | null)[] = [da, db];
@@ -253,40 +241,56 @@ function checkLowRank(op: string, pl: Plan, lr: LowRankAddend, named: Record<str
   if (lr.u.dtype !== dtype || lr.v.dtype !== dtype) throw shapeError(op, `low-rank operands must be ${dtype} like the product`, all);
 }
 
+/** What fusedMatmul does with the product before it is stored; every field is optional. */
+export interface FusedMatmulOptions {
+  transA?: boolean;
+  transB?: boolean;
+  /** [N], added to every row. */
+  bias?: Tensor;
+  activation?: Activation;
+  /** The output's shape, added after the activation. */
+  residual?: Tensor;
+  /** Σ_q u[m, q]·V(q, n) added to the product before the bias (unbatched products only). */
+  lowRank?: LowRankAddend;
+  /**
+   * Receives z, the pre-activation (product + addend + bias), in the output's shape and dtype,
+   * for the caller's backward: dz = activationBackward(dy, z, activation).
+   */
+  saveZ?: Tensor;
+  /** Force a variant by name (tests and benches); see matmul-select.ts. */
+  variant?: string;
+}
+
 /**
- * The forward dispatch of matmul with an explicit epilogue and no recording (for fused ops that
- * do their own backward). `pre`, when given, receives the pre-activation z (low-rank addend
- * included); `lowRank` adds Σ_q u[m, q]·V(q, n) to the product.
+ * One matmul dispatch with a fused epilogue, for ops that fuse a product into their own forward
+ * and write their own backward (loraLinear): out = act(op(a)·op(b) + lowRank + bias) + residual.
+ * Nothing is recorded for autograd. Shapes and batching as matmul().
  */
-export function matmulRaw(
-  a: Tensor,
-  b: Tensor,
-  o: {
-    transA?: boolean;
-    transB?: boolean;
-    bias?: Tensor | null;
-    act?: Activation;
-    residual?: Tensor | null;
-    pre?: Tensor | null;
-    lowRank?: LowRankAddend | null;
-    /** Force a variant by name (tests); see matmul-select.ts. */
-    variant?: string;
-  },
-): Tensor {
+export function fusedMatmul(a: Tensor, b: Tensor, o: FusedMatmulOptions = {}): Tensor {
+  const op = 'fusedMatmul';
   const named: Record<string, Tensor> = { a, b };
-  const pl = plan('matmul', a, b, o.transA ?? false, o.transB ?? false, named);
-  checkEpilogue('matmul', pl.outShape, pl.shape.N, pl.shape.dtype, o.bias ?? undefined, o.residual ?? undefined, named);
-  if (o.lowRank) checkLowRank('matmul', pl, o.lowRank, named);
+  if (o.bias) named.bias = o.bias;
+  if (o.residual) named.residual = o.residual;
+  if (o.saveZ) named.saveZ = o.saveZ;
+  checkInputs(op, named, F32_F16);
+  const act = o.activation ?? 'none';
+  if (!ACTIVATIONS.includes(act)) throw new Error(`${op}: unknown activation '${act}' (use 'none', 'gelu' or 'quick_gelu')`);
+  const pl = plan(op, a, b, o.transA ?? false, o.transB ?? false, named);
+  checkEpilogue(op, pl.outShape, pl.shape.N, pl.shape.dtype, o.bias, o.residual, named);
+  if (o.lowRank) checkLowRank(op, pl, o.lowRank, named);
+  if (o.saveZ && (o.saveZ.shape.join(',') !== pl.outShape.join(',') || o.saveZ.dtype !== pl.shape.dtype)) {
+    throw shapeError(op, `saveZ must hold the output: ${shapeStr(pl.outShape)} ${pl.shape.dtype}`, named);
+  }
   const v = pickVariant(a.device, pl.shape, o.variant);
   const out = Tensor.empty(pl.outShape, a.device, pl.shape.dtype);
-  runVariant(v, a, b, pl, out, { bias: o.bias ?? null, act: o.act ?? 'none', residual: o.residual ?? null, pre: o.pre ?? null, lowRank: o.lowRank ?? null });
+  runVariant(v, a, b, pl, out, { bias: o.bias ?? null, act, residual: o.residual ?? null, pre: o.saveZ ?? null, lowRank: o.lowRank ?? null });
   return out;
 }
 
 /** PyTorch nn.Linear: y = act(x·Wᵀ + b) + residual with W [out, in]; x [..., in]. */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor, activation?: Activation, residual?: Tensor): Tensor {
   const named: Record<string, Tensor> = { x, weight };
-  checkInputs('linear', named);
+  checkInputs('linear', named, F32_F16);
   if (weight.shape.length !== 2) throw shapeError('linear', 'weight must be [out_features, in_features]', named);
   if (x.shape.length < 1 || x.shape[x.shape.length - 1] !== weight.shape[1]) {
     throw shapeError('linear', `x's last dim must equal in_features ${weight.shape[1]}`, named);
@@ -305,8 +309,8 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor, activation?: Ac
 // ---------------------------------------------------------------------------------------------
 // Backward pieces (run under noGrad by autograd.backward).
 
-/** Plain matmul for backward and fused ops: no epilogue, no recording. */
-export function mm(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
+/** Plain matmul for backward: no epilogue, no recording. */
+function mm(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
   const pl = plan('matmul backward', a, b, transA, transB, { a, b });
   const v = pickVariant(a.device, pl.shape);
   const out = Tensor.empty(pl.outShape, a.device, pl.shape.dtype);
@@ -369,25 +373,13 @@ function operandGrads(a: Tensor, b: Tensor, dz: Tensor, transA: boolean, transB:
   return [reshapeTo(da, aShape), reshapeTo(db, bShape)];
 }
 
-export function actGrad(g: Tensor, pre: Tensor, act: Activation): Tensor {
-  const device = g.device;
-  const out = Tensor.empty(g.shape, device, g.dtype);
-  device.batch.dispatch(
-    { file: g.dtype === 'f16' ? 'matmul_f16' : 'matmul', entry: 'act_grad', overrides: { ACT: ACT_CODE[act] } },
-    params([0, 0, 0, 0, 0, 0, 0, g.size]),
-    [g.buffer, pre.buffer],
-    [out.buffer],
-    grid1d(device, g.size, 256),
-  );
-  return out;
-}
-
-export function biasGrad(dz: Tensor, n: number): Tensor {
+/** dBias = Σ_rows dZ ([n]; dz holds rows of n). */
+function biasGrad(dz: Tensor, n: number): Tensor {
   const device = dz.device;
   const out = Tensor.empty([n], device, dz.dtype);
   const rows = dz.size / n;
   device.batch.dispatch(
-    { file: dz.dtype === 'f16' ? 'matmul_f16' : 'matmul', entry: 'bias_grad' },
+    { file: 'matmul', entry: 'bias_grad', dtype: dz.dtype },
     params([rows, n, 0, 0, 0, 0, 0, 0]),
     [dz.buffer],
     [out.buffer],
@@ -426,7 +418,7 @@ export async function autotuneMatmul(device: Device, shape: MatmulShape, reps = 
   fill(b);
   const gflops: Record<string, number> = {};
   try {
-    for (const v of candidateVariants(matmulCaps(device), dtype).filter((c) => !only || only.includes(c.name))) {
+    for (const v of candidateVariants(device, dtype).filter((c) => !only || only.includes(c.name))) {
       try {
         const pl = plan('autotune', a, b, transA, transB, { a, b });
         const out = Tensor.empty(pl.outShape, device, dtype).keep();
@@ -452,7 +444,7 @@ export async function autotuneMatmul(device: Device, shape: MatmulShape, reps = 
   const ranked = Object.entries(gflops).sort((x, y) => y[1] - x[1]);
   if (ranked.length === 0) throw new Error(`autotuneMatmul: no variant ran for ${shapeClass(shape)} on ${device.adapter.name}`);
   const [winner, best] = ranked[0];
-  storeTuned(matmulCaps(device), shape, { variant: winner, gflops: Number(best.toPrecision(4)) });
+  storeTuned(device, shape, { variant: winner, gflops: Number(best.toPrecision(4)) });
   return { shapeClass: shapeClass(shape), winner, gflops };
 }
 

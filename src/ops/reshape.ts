@@ -2,11 +2,11 @@
 import type { Tensor } from '../tensor/tensor.ts';
 import { shapeStr } from '../tensor/tensor.ts';
 import { record } from '../tensor/autograd.ts';
-import { checkInputs, product } from './util.ts';
+import { checkInputs, product, F32_F16 } from './util.ts';
 
 /** Same data, new shape. One dimension may be -1 (inferred). */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
-  checkInputs('reshape', { x });
+  checkInputs('reshape', { x }, F32_F16);
   const unknown = shape.filter((d) => d === -1).length;
   if (unknown > 1) throw new Error(`reshape: at most one -1 allowed in ${shapeStr(shape)}`);
   let resolved = [...shape];

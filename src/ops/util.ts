@@ -1,19 +1,27 @@
 // Shared helpers for op files: input validation, uniform params, dispatch grids.
 import type { Device } from '../gpu/device.ts';
 import type { Workgroups } from '../gpu/encoder.ts';
-import { Tensor, shapeStr } from '../tensor/tensor.ts';
-import { adapterClass } from './matmul-select.ts';
+import { Tensor, shapeStr, type DType } from '../tensor/tensor.ts';
+
+/** The dtypes of an op written for f32 only (the default of checkInputs). */
+export const F32_ONLY: readonly DType[] = ['f32'];
+/** The dtypes of an op whose kernels are assembled for f32 and f16 storage. */
+export const F32_F16: readonly DType[] = ['f32', 'f16'];
 
 /**
- * Validates op inputs: none disposed, all on one device. Returns that device.
+ * Validates op inputs: none disposed, all on one device, each of a dtype the op runs on (an op
+ * refuses a dtype by name rather than run an f32 kernel on f16 bytes). Returns that device.
  * `inputs` maps argument names to tensors so the error names the argument.
  */
-export function checkInputs(op: string, inputs: Record<string, Tensor>): Device {
+export function checkInputs(op: string, inputs: Record<string, Tensor>, dtypes: readonly DType[] = F32_ONLY): Device {
   let device: Device | null = null;
   let first = '';
   for (const [name, t] of Object.entries(inputs)) {
     if (!(t instanceof Tensor)) throw new Error(`${op}: argument '${name}' is not a Tensor`);
     if (t.disposed) throw new Error(`${op}: argument '${name}' (${t.describe()}) was used after dispose()`);
+    if (!dtypes.includes(t.dtype)) {
+      throw new Error(`${op}: argument '${name}' (${t.describe()}) is ${t.dtype}, and ${op} runs on ${dtypes.join(' and ')} tensors; convert it with ${t.dtype === 'f16' ? 'toF32' : 'toF16'}`);
+    }
     if (t.device.lost) t.device.assertAlive(op);
     if (!device) {
       device = t.device;
@@ -84,24 +92,4 @@ export function unusedOutput(device: Device): GPUBuffer {
     unusedOutputs.set(device, t);
   }
   return t.buffer;
-}
-
-/** Ops whose kernels are blocked differently on CPU adapters (lavapipe) and GPUs. */
-export type BlockedOp = 'attention' | 'lora' | 'adamw' | 'infonce';
-export type AdapterClass = 'cpu' | 'gpu';
-
-const forcedClasses = new Map<BlockedOp, AdapterClass>();
-
-/**
- * Tests and benches: make `op` block its kernels as on the given adapter class, so that both
- * blockings run (and are checked) on whichever adapter is present; null restores the default.
- */
-export function forceBlockingClass(op: BlockedOp, cls: AdapterClass | null): void {
-  if (cls === null) forcedClasses.delete(op);
-  else forcedClasses.set(op, cls);
-}
-
-/** The adapter class `op` blocks its kernels for on this device (forced, or detected). */
-export function blockingClass(op: BlockedOp, device: Device): AdapterClass {
-  return forcedClasses.get(op) ?? adapterClass(device);
 }

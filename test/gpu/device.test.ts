@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { NO_ADAPTER_HELP, createDevice, dawnOptionsFromEnv, type Device } from '../../src/gpu/device.ts';
+import { NO_ADAPTER_HELP, adapterClassOf, createDevice, dawnOptionsFromEnv, type Device } from '../../src/gpu/device.ts';
 import { GpuError } from '../../src/gpu/encoder.ts';
 import { registerKernelSources } from '../../src/gpu/kernels.ts';
 import { Tensor, fromArray } from '../../src/tensor/tensor.ts';
@@ -30,6 +30,15 @@ test('NO_ADAPTER_HELP tells the user how to fix it', () => {
   assert.match(NO_ADAPTER_HELP, /lavapipe >= 25/);
   assert.match(NO_ADAPTER_HELP, /GENALIGN_ADAPTER=/);
   assert.match(NO_ADAPTER_HELP, /GENALIGN_BACKEND=/);
+});
+
+test('adapterClassOf: software rasterizers are CPU adapters, the rest GPUs', () => {
+  const of = (name: string, vendor = '', architecture = ''): string => adapterClassOf({ name, vendor, architecture });
+  assert.is(of('llvmpipe (LLVM 15.0.6, 256 bits)', 'mesa'), 'cpu');
+  assert.is(of('SwiftShader Device (Subzero)', 'google'), 'cpu');
+  assert.is(of('Microsoft Basic Render Driver', 'microsoft', 'warp'), 'cpu');
+  assert.is(of('NVIDIA H200', 'nvidia', 'hopper'), 'gpu');
+  assert.is(of('Apple M2', 'apple', 'metal-3'), 'gpu');
 });
 
 test('dawnOptionsFromEnv: defaults', () => {
@@ -124,14 +133,14 @@ test('GPU errors: a missing entry point surfaces at the next sync as a GpuError 
 });
 
 test('GPU errors: invalid WGSL is reported with its file name, and the device keeps working', async () => {
-  registerKernelSources({ genalign_test_broken: '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5f; }' });
+  registerKernelSources({ zz_device_broken: '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5f; }' });
   const out = Tensor.empty([4], dev);
-  dev.batch.dispatch({ file: 'genalign_test_broken', entry: 'main' }, params([4]), [], [out.buffer], [1]);
+  dev.batch.dispatch({ file: 'zz_device_broken', entry: 'main' }, params([4]), [], [out.buffer], [1]);
   let caught: unknown = null;
   await out.read().catch((e: unknown) => (caught = e));
   out.dispose();
   assert.instance(caught, GpuError);
-  assert.match((caught as Error).message, /WGSL compile error in kernels\/genalign_test_broken\.wgsl/);
+  assert.match((caught as Error).message, /WGSL compile error in kernels\/zz_device_broken\.wgsl/);
   // The failed batch is gone; the next one runs normally.
   const x = fromArray([1, 2, 3], [3], dev);
   const y = scale(x, 2);

@@ -3,8 +3,6 @@ import * as assert from 'uvu/assert';
 import { AdamW, type AdamWOptions } from '../../src/train/optimizer.ts';
 import { Parameter, fromArray, parameter } from '../../src/tensor/tensor.ts';
 import { fixture, assertClose, F32_TOL, device, type Fixture } from '../helpers/fixtures.ts';
-import { forceBlockingClass } from '../../src/ops/util.ts';
-import { adapterClass } from '../../src/ops/matmul-select.ts';
 
 // Mirrors CONFIGS in scripts/fixtures/fx_adamw.py (the lr per step comes from the fixture).
 interface Config {
@@ -97,7 +95,8 @@ const RUNS = Object.keys(CONFIGS).flatMap((name) => [{ name, other: false }, ...
 
 for (const { name, other } of RUNS) {
   test(`${name}: params and norms after each step match torch.optim.AdamW + clip_grad_norm_${other ? ' (other adapter class blocking)' : ''}`, async () => {
-    if (other) forceBlockingClass('adamw', adapterClass(await device()) === 'cpu' ? 'gpu' : 'cpu');
+    const dev = await device();
+    if (other) dev.settings.blockingClass = dev.adapterClass === 'cpu' ? 'gpu' : 'cpu';
     const fx = fixture('adamw');
     const cfg = CONFIGS[name];
     const params = makeParams(fx, cfg, name);
@@ -111,7 +110,7 @@ for (const { name, other } of RUNS) {
       if (!other) uninterrupted.set(name, history);
       assert.is(opt.stepCount, cfg.steps);
     } finally {
-      forceBlockingClass('adamw', null);
+      dev.settings.blockingClass = null;
       opt.dispose();
       for (const p of list) p.dispose();
     }

@@ -1,8 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { attention, matmul, permute, scale, softmax } from '../../src/ops/index.ts';
-import { forceAttentionSplit, attentionBlocking } from '../../src/ops/attention.ts';
-import { forceBlockingClass } from '../../src/ops/util.ts';
+import { attentionBlocking } from '../../src/ops/attention.ts';
 import { backward, noGrad } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
 import { fixture, expectTensor, assertClose, gradCheck, device, randn, exactNormal, assertRegenerated, checkScaled, type Tolerance } from '../helpers/fixtures.ts';
@@ -99,7 +98,7 @@ function cpuAttention(shape: number[], q: Float32Array, k: Float32Array, v: Floa
   return ref;
 }
 
-async function checkAgainstCpu(label: string, shape: number[], opts: { scale?: number; qScale?: number; seed?: number; tol?: Tolerance } = {}): Promise<void> {
+async function checkAgainstCpu(label: string, shape: number[], opts: { scale?: number; split?: number; qScale?: number; seed?: number; tol?: Tolerance } = {}): Promise<void> {
   const size = shape.reduce((a, b) => a * b, 1);
   const seed = opts.seed ?? 11;
   const qd = randn(size, seed, opts.qScale ?? 1);
@@ -114,7 +113,7 @@ async function checkAgainstCpu(label: string, shape: number[], opts: { scale?: n
     return t;
   });
   try {
-    const out = scope(() => attention(q, k, v, opts.scale === undefined ? {} : { scale: opts.scale }).keep());
+    const out = scope(() => attention(q, k, v, { ...(opts.scale === undefined ? {} : { scale: opts.scale }), ...(opts.split === undefined ? {} : { split: opts.split }) }).keep());
     assertClose(await out.read(), ref.out, opts.tol ?? OUT_TOL, `${label} out`);
     scope(() => backward(out, fromArray(gd, shape)));
     out.dispose();
@@ -231,16 +230,15 @@ test('the other adapter class\'s blocking (GPU: 64 invocations, 1 row each; spli
   // and gradient sums (small B·H·N; 4 is what the bench's ViT shapes get on a GPU). Head dim 64
   // with a split is left to the GPU runs of this file (the fixture cases there use it): on
   // lavapipe its three pipelines take ~40 s to compile.
-  forceBlockingClass('attention', 'gpu');
+  const dev = await device();
+  dev.settings.blockingClass = 'gpu';
   try {
     for (const split of [1, 2, 4]) {
-      forceAttentionSplit(split);
-      await checkAgainstCpu(`gpu blocking split ${split} Dh=16`, [1, 70, 2, 16]);
-      await checkAgainstCpu(`gpu blocking split ${split} Dh=5`, [2, 3, 1, 5]);
+      await checkAgainstCpu(`gpu blocking split ${split} Dh=16`, [1, 70, 2, 16], { split });
+      await checkAgainstCpu(`gpu blocking split ${split} Dh=5`, [2, 3, 1, 5], { split });
     }
   } finally {
-    forceBlockingClass('attention', null);
-    forceAttentionSplit(null);
+    dev.settings.blockingClass = null;
   }
 });
 

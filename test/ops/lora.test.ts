@@ -1,12 +1,9 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { loraLinear, add, linear, scale, quickGelu } from '../../src/ops/index.ts';
-import { matmulRaw, matmulCaps, type Activation } from '../../src/ops/matmul.ts';
-import { forceBlockingClass } from '../../src/ops/util.ts';
-import { adapterClass, pickSubgroupMatrixConfig, sgmatVariant } from '../../src/ops/matmul-select.ts';
-import type { Device } from '../../src/gpu/device.ts';
+import { fusedMatmul, type Activation } from '../../src/ops/matmul.ts';
+import { pickSubgroupMatrixConfig, sgmatVariant } from '../../src/ops/matmul-select.ts';
 
-const isCpuAdapter = (d: Device): boolean => adapterClass(matmulCaps(d)) === 'cpu';
 import { toF16, toF32 } from '../../src/ops/index.ts';
 import { backward } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, Tensor } from '../../src/tensor/tensor.ts';
@@ -116,7 +113,8 @@ const RUNS = CASES.flatMap((c, ci) => [{ c, ci, other: false }, ...(OTHER_BLOCKI
 
 RUNS.forEach(({ c, ci, other }) => {
   test(`loraLinear forward + dx/dA/dB vs float64 host: ${c.name}${other ? ' (other adapter class blocking)' : ''}`, async () => {
-    if (other) forceBlockingClass('lora', isCpuAdapter(await device()) ? 'gpu' : 'cpu');
+    const dev = await device();
+    if (other) dev.settings.blockingClass = dev.adapterClass === 'cpu' ? 'gpu' : 'cpu';
     const { k, n, r } = c;
     const rows = c.lead.reduce((p, q) => p * q, 1);
     const seed = 100 * (ci + 1);
@@ -153,7 +151,7 @@ RUNS.forEach(({ c, ci, other }) => {
       checkScaled(await bb.grad!.read(), ref.dB, `${c.name}: dB`);
       if (res) assertClose(await res.grad!.read(), dyd, { rtol: 0, atol: 0 }, `${c.name}: dresidual`);
     } finally {
-      forceBlockingClass('lora', null);
+      dev.settings.blockingClass = null;
       for (const t of [out, x, a, bb, ...(res ? [res] : [])]) t.dispose();
     }
   });
@@ -295,7 +293,7 @@ test('low-rank addend in every matmul kernel (NT and NN, edges, epilogue, pre)',
     const ad = randn(M * K, 7), bd = randn(N * K, 8, 0.4), biasd = randn(N, 9), ud = randn(M * r, 10), vd = randn(N * r, 11, 0.5), resd = randn(M * N, 12);
     const ref = addendReference(M, N, K, r, nn, vT, ad, bd, biasd, ud, vd, resd);
     // Subgroup-matrix variants where the adapter has a usable config (GPU runs of this file).
-    const sgmat = (['f32', 'f16'] as const).map((t) => pickSubgroupMatrixConfig(matmulCaps(dev), t)).filter((c) => c !== null).map((c) => sgmatVariant(c!, matmulCaps(dev).subgroupSize?.max).name);
+    const sgmat = (['f32', 'f16'] as const).map((t) => pickSubgroupMatrixConfig(dev, t)).filter((c) => c !== null).map((c) => sgmatVariant(c!, dev.subgroupSize?.max).name);
     const variants = [...ADDEND_VARIANTS.filter((v) => sgOk || !v.startsWith('sg_')), ...(f16Ok ? ['direct_r4_w64_f16', 'tiled_32x32x16_r4_f16'] : []), ...sgmat];
     for (const variant of variants) {
       const f16 = variant.endsWith('_f16') || variant.startsWith('sgmat_f16');
@@ -305,12 +303,12 @@ test('low-rank addend in every matmul kernel (NT and NN, edges, epilogue, pre)',
         const a = cvt(fromArray(ad, [M, K]));
         const b = cvt(fromArray(bd, nn ? [K, N] : [N, K]));
         const pre = Tensor.empty([M, N], dev, f16 ? 'f16' : 'f32');
-        const out = matmulRaw(a, b, {
+        const out = fusedMatmul(a, b, {
           transB: !nn,
           bias: cvt(fromArray(biasd, [N])),
-          act: 'quick_gelu',
+          activation: 'quick_gelu',
           residual: cvt(fromArray(resd, [M, N])),
-          pre,
+          saveZ: pre,
           lowRank: { u: cvt(fromArray(ud, [M, r])), v: cvt(fromArray(vd, vT ? [r, N] : [N, r])), vT },
           ...(variant === 'default' ? {} : { variant }),
         });

@@ -4,8 +4,6 @@ import { l2Normalize, crossEntropy, infoNceGenToReal, scale } from '../../src/op
 import { matmul } from '../../src/ops/matmul.ts';
 import { backward } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, parameter } from '../../src/tensor/tensor.ts';
-import { adapterClass } from '../../src/ops/matmul-select.ts';
-import { forceBlockingClass } from '../../src/ops/util.ts';
 import { fixture, expectTensor, assertClose, gradCheck, device, randn, scaledTol, F32_TOL, type HostTensor, type Tolerance } from '../helpers/fixtures.ts';
 
 // Tolerances. Everything meets the f32 default (rtol 1e-5 / atol 1e-6) except dG and dlogtau:
@@ -122,7 +120,12 @@ const NCE_CASES: [string, { learnable?: boolean; symmetric?: boolean }][] = [
  * where the adapter has 8-wide subgroups.
  */
 async function forceOtherBlocking(): Promise<void> {
-  forceBlockingClass('infonce', adapterClass(await device()) === 'cpu' ? 'gpu' : 'cpu');
+  const dev = await device();
+  dev.settings.blockingClass = dev.adapterClass === 'cpu' ? 'gpu' : 'cpu';
+}
+
+async function restoreBlocking(): Promise<void> {
+  (await device()).settings.blockingClass = null;
 }
 const BLOCKINGS = [false, true].map((other) => ({ other, label: other ? ' (other adapter class blocking)' : '' }));
 
@@ -155,7 +158,7 @@ for (const [name, { learnable = false, symmetric = false }] of NCE_CASES) for (c
         await expectTensor(logTau.grad!, fx.get(`${name}.dlogtau`), DLOGTAU_TOL, `${name} dlogtau`);
       }
     } finally {
-      forceBlockingClass('infonce', null);
+      await restoreBlocking();
       g.dispose();
       r.dispose();
       logTau?.dispose();
@@ -260,7 +263,7 @@ for (const [b, m, d, other] of NCE_HOST_CASES) {
       accuracy.dispose();
       assertClose(await g.grad!.read(), ref.dG, scaledTol(ref.dG, NCE_GRAD_K), 'dG vs host');
     } finally {
-      forceBlockingClass('infonce', null);
+      await restoreBlocking();
       g.dispose();
       r.dispose();
     }

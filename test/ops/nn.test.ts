@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { softmax, gelu, quickGelu, erf, layerNorm, add, l2Normalize, mean, mul, scale, sub, transpose } from '../../src/ops/index.ts';
+import { softmax, gelu, quickGelu, erf, layerNorm, add, l2Normalize, mean, mul, scale, sub, transpose, toF16, toF32 } from '../../src/ops/index.ts';
 import { backward, liveGradNodes } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
 import { fixture, expectTensor, assertClose, F32_TOL, gradCheck, device, randn, checkScaled, pickRows } from '../helpers/fixtures.ts';
@@ -196,6 +196,42 @@ test('layerNorm: dweight/dbias are bit-identical across runs; frozen params get 
   for (const t of [x, w, b]) t.dispose();
 });
 
+// layerNorm's backward follows autograd's needs (which inputs need a gradient): dx is one dispatch
+// (ln_backward_input), dγ and dβ two (ln_backward_params_partial, _final) computed together.
+test('layerNorm backward dispatches only the kernels for the gradients it needs; results unchanged', async () => {
+  const dev = await device();
+  const [xd, wd, bd, gd] = [randn(6 * 40, 21), randn(40, 22), randn(40, 23), upstream(240, 5)];
+  const run = async (needX: boolean, needW: boolean, needB: boolean): Promise<{ dispatches: number; grads: (Float32Array | null)[] }> => {
+    const ts = [fromArray(xd, [6, 40]), fromArray(wd, [40]), fromArray(bd, [40])].map((t) => t.keep());
+    [needX, needW, needB].forEach((need, i) => (ts[i].requiresGrad = need));
+    const [x, w, b] = ts;
+    const y = scope(() => layerNorm(x, w, b).keep());
+    const g = fromArray(gd, [6, 40]).keep();
+    const before = dev.batch.totalDispatches;
+    backward(y, g);
+    const dispatches = dev.batch.totalDispatches - before;
+    const grads = await Promise.all(ts.map((t) => (t.grad ? t.grad.read() : null)));
+    for (const t of [...ts, y, g]) t.dispose();
+    return { dispatches, grads };
+  };
+  const all = await run(true, true, true);
+  assert.is(all.dispatches, 3, 'dx, then the two dγ/dβ stages');
+  const cases: [boolean, boolean, boolean, number][] = [
+    [true, false, false, 1],
+    [false, true, false, 2],
+    [false, false, true, 2],
+  ];
+  for (const [nx, nw, nb, want] of cases) {
+    const got = await run(nx, nw, nb);
+    const label = `needs x=${nx} weight=${nw} bias=${nb}`;
+    assert.is(got.dispatches, want, `${label}: dispatches`);
+    [nx, nw, nb].forEach((need, i) => {
+      if (need) assert.equal(Array.from(got.grads[i]!), Array.from(all.grads[i]!), `${label}: gradient ${i} as with every gradient needed`);
+      else assert.is(got.grads[i], null, `${label}: no gradient ${i}`);
+    });
+  }
+});
+
 test('backward uses saved tensors: inputs may be disposed after the forward; nothing leaks', async () => {
   const dev = await device();
   const before = dev.pool.stats().liveBuffers;
@@ -281,6 +317,59 @@ test('shape errors name the op and the shapes', async () => {
   assert.throws(() => gelu(w5), /gelu: argument 'x'.*used after dispose/);
   assert.throws(() => quickGelu(w5), /quickGelu: argument 'x'.*used after dispose/);
   for (const t of [x, w6, w2d, scalar, empty, w0]) t.dispose();
+});
+
+test('an op written for f32 refuses f16 tensors by name', async () => {
+  const h = toF16(fromArray(randn(12, 5), [2, 6]));
+  const w = fromArray(randn(6, 6), [6]);
+  try {
+    assert.throws(() => softmax(h), /softmax: argument 'x' \(Tensor\[2, 6\]\) is f16, and softmax runs on f32 tensors; convert it with toF32/);
+    assert.throws(() => layerNorm(h, w, w), /layerNorm: argument 'x' .* is f16/);
+    assert.throws(() => add(h, h), /add: argument 'a' .* is f16/);
+  } finally {
+    h.dispose();
+    w.dispose();
+  }
+});
+
+// The activations are written once against the storage type T (kernels/activation.wgsl): with
+// f16 storage the math stays f32 and only the loads and stores change, so each result is the f32
+// result (from the same f16 inputs) rounded to f16: within half an f16 ulp (2^-11 relative), or
+// half the smallest f16 subnormal (3e-8) near zero.
+const testF16 = (await device()).hasFeature('shader-f16') ? test : test.skip;
+testF16('gelu, quickGelu and erf on f16 tensors: the f32 results rounded to f16, forward and backward', async () => {
+  const F16_ROUNDING = { rtol: 2 ** -11, atol: 3e-8 };
+  const n = 2000;
+  const xd = randn(n, 31, 3);
+  const gd = randn(n, 32);
+  // The reference runs in f32 on the f16-rounded inputs.
+  const round16 = async (d: Float32Array): Promise<Float32Array> => {
+    const t = toF16(fromArray(d, [n]));
+    const r = await t.read();
+    t.dispose();
+    return r;
+  };
+  const [x16d, g16d] = [await round16(xd), await round16(gd)];
+  for (const [name, op] of [['gelu', gelu], ['quickGelu', quickGelu], ['erf', erf]] as const) {
+    const [y16, dx16, y32, dx32] = scope(() => {
+      const x16 = toF16(fromArray(x16d, [n]));
+      const x32 = fromArray(x16d, [n]);
+      x16.requiresGrad = true;
+      x32.requiresGrad = true;
+      const y = op(x16);
+      const ref = op(x32);
+      assert.is(y.dtype, 'f16');
+      backward(y, toF16(fromArray(g16d, [n])));
+      backward(ref, fromArray(g16d, [n]));
+      return [toF32(y).keep(), toF32(x16.grad!).keep(), ref.keep(), x32.grad!.view().keep()];
+    });
+    try {
+      assertClose(await y16.read(), await y32.read(), F16_ROUNDING, `${name} f16 forward`);
+      assertClose(await dx16.read(), await dx32.read(), F16_ROUNDING, `${name} f16 backward`);
+    } finally {
+      for (const t of [y16, dx16, y32, dx32]) t.dispose();
+    }
+  }
 });
 
 test('empty tensors pass through', async () => {
