@@ -14,12 +14,14 @@
 //
 // Entry sumsq_partials — stage 1 of the global norm
 //   Bindings (group 0):
-//     0  uniform PartialsP { begin: u32, end: u32, chunk: u32, out_offset: u32 }
+//     0  uniform PartialsP { begin: u32, end: u32, chunk: u32, out_offset: u32, grad_scale: f32 }
 //     1  grad:     array<f32> (read)   flat gradients
 //     2  partials: array<f32> (write)  one sum of squares per workgroup
 //   Math: workgroup w owns [begin + w*chunk, min(begin + (w+1)*chunk, end)) and writes
-//         partials[out_offset + w] = sum grad[i]^2 over it (strided per invocation, then a tree,
-//         lib/workgroup_reduce).
+//         partials[out_offset + w] = sum (grad_scale * grad[i])^2 over it (strided per
+//         invocation, then a tree, lib/workgroup_reduce). grad_scale is 1, or 1/loss_scale
+//         when the gradients come from a scaled loss (f16 mixed precision): the norm is then
+//         the unscaled one, and an overflowed (Inf/NaN) gradient makes it non-finite.
 //   Grid: 1-D, ceil((end - begin) / chunk) workgroups (the host caps the count: a few dozen on
 //   CPU adapters, at most 1024 per range on GPUs).
 //
@@ -34,7 +36,7 @@
 //   Bindings (group 0):
 //     0  uniform UpdateP { begin, end, pad, pad: u32,
 //                          decay, step_size, inv_sqrt_bc2, beta1, one_minus_beta1,
-//                          beta2, one_minus_beta2, eps, max_norm: f32 }
+//                          beta2, one_minus_beta2, eps, max_norm, grad_scale: f32 }
 //     1  grad:     array<f32> (read)   flat gradients
 //     2  norm:     array<f32> (read)   [1] from norm_finalize
 //     3  param:    array<f32> (read_write)
@@ -42,7 +44,7 @@
 //     5  v:        array<f32> (read_write)  second moment
 //   Math (torch.optim.AdamW after clip_grad_norm_):
 //     c  = max_norm > 0 ? min(1, max_norm / (norm + 1e-6)) : 1
-//     g  = c * grad[i]
+//     g  = c * grad_scale * grad[i]        (grad_scale: as in sumsq_partials)
 //     m  = beta1 * m + (1 - beta1) * g
 //     v  = beta2 * v + (1 - beta2) * g^2
 //     p  = p * decay                                   decay = 1 - lr * weight_decay
@@ -63,6 +65,7 @@ struct PartialsP {
   end: u32,
   chunk: u32,
   out_offset: u32,
+  grad_scale: f32,
 }
 
 struct FinalP {
@@ -83,6 +86,7 @@ struct UpdateP {
   one_minus_beta2: f32,
   eps: f32,
   max_norm: f32,
+  grad_scale: f32,
 }
 
 // sumsq_partials bindings
@@ -110,7 +114,7 @@ fn sumsq_partials(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
   let stop = min(start + pp.chunk, pp.end);
   var s = 0.0;
   for (var i = start + lid; i < stop; i += WG) {
-    let g = grad_in[i];
+    let g = pp.grad_scale * grad_in[i];
     s += g * g;
   }
   let total = workgroup_sum(lid, s);
@@ -144,7 +148,7 @@ fn update(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
     if (i >= up.end) {
       break;
     }
-    let g = c * grad[i];
+    let g = c * (up.grad_scale * grad[i]);
     let mi = up.beta1 * m[i] + up.one_minus_beta1 * g;
     let vi = up.beta2 * v[i] + up.one_minus_beta2 * (g * g);
     m[i] = mi;
