@@ -172,7 +172,8 @@ testF16('f16 leaves get f16 gradients, equal to the ones that reach f32 leaves t
 
 testF16('axpyNoGrad, scale and neg on f16 tensors (vec4 and scalar entry points)', async () => {
   // Host references in f64 from the unrounded f32 inputs. axpy is an add (k = 2, as above); scale
-  // rounds x and the product (k = 1); neg only x (exact otherwise; k = 1).
+  // rounds x and the product (k = 1); neg only x (exact otherwise; k = 1). Measured 0.52, 0.63,
+  // 0.37 on lavapipe.
   for (const n of [1024, 1026]) {
     const ad = randn(n, 41);
     const bd = randn(n, 42);
