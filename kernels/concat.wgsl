@@ -1,14 +1,15 @@
 // concat.wgsl — copies between slabs along one axis: the kernels behind concat and slice.
 // uses: lib/grid
+// dtypes: f32, f16
 //
 // Every tensor is viewed as [outer, axis_len, inner] (row-major), where `outer` is the product of
 // the dims before the axis and `inner` the product of the dims after it.
 //
-// Bindings (group 0):
+// Bindings (group 0), elements of the storage type T (f32 or f16; copies, no arithmetic):
 //   0  uniform P { n: u32, len: u32, inner: u32, src_axis: u32,
 //                  src_off: u32, dst_axis: u32, dst_off: u32, _pad: u32 }
-//   1  src: array<f32> (read)   viewed as [outer, src_axis, inner]
-//   2  dst: array<f32> (write)  viewed as [outer, dst_axis, inner]
+//   1  src: array<T> (read)   viewed as [outer, src_axis, inner]
+//   2  dst: array<T> (write)  viewed as [outer, dst_axis, inner]
 //
 // Math (o < outer, a < len, i < inner; n = outer * len * inner for copy_slab,
 //       n = outer * dst_axis * inner for pad_slab):
@@ -35,8 +36,8 @@ struct P {
 }
 
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<T>;
+@group(0) @binding(2) var<storage, read_write> dst: array<T>;
 
 @compute @workgroup_size(WG)
 fn copy_slab(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -51,7 +52,7 @@ fn pad_slab(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) 
   let idx = flat_index(gid, nwg);
   if (idx >= p.n) { return; }
   let c = slab_coords(idx, p.dst_axis, p.inner);   // (o, b, i)
-  var v = 0.0;
+  var v = T(0.0);
   if (c.y >= p.dst_off && c.y < p.dst_off + p.len) {
     v = src[(c.x * p.src_axis + (c.y - p.dst_off)) * p.inner + c.z];
   }

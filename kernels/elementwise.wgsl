@@ -1,11 +1,13 @@
 // elementwise.wgsl — binary arithmetic with broadcasting over leading dimensions.
 // uses: lib/grid
+// dtypes: f32, f16
 //
-// Bindings (group 0):
+// Bindings (group 0), elements of the storage type T (f32 or f16; the math is in f32 and the
+// result is rounded to T once, when stored):
 //   0  uniform P { n: u32, a_size: u32, b_size: u32, _pad: u32, alpha: f32 }
-//   1  a:   array<f32>  (read)   a_size elements, row-major
-//   2  b:   array<f32>  (read)   b_size elements, row-major
-//   3  out: array<f32>  (write)  n elements
+//   1  a:   array<T>  (read)   a_size elements, row-major
+//   2  b:   array<T>  (read)   b_size elements, row-major
+//   3  out: array<T>  (write)  n elements
 //
 // Broadcasting: the smaller operand's shape is a suffix of the output shape, so its flat
 // index is i % size (a_size or b_size equals n for the full-size operand, which skips the modulo).
@@ -14,9 +16,10 @@
 //   OP 0 add:   x + y        OP 1 sub:   x - y        OP 2 mul:   x * y
 //   OP 3 axpy:  x + alpha * y
 //
-// Entry points: binary (one element per invocation) and binary4, the same on vec4<f32> views of
-// the same buffers (bindings 1–3 re-declared as arrays of vec4) when n, a_size and b_size are all
-// multiples of 4; then P.n, P.a_size and P.b_size are given in vec4 units. Four elements per
+// Entry points: binary (one element per invocation) and binary4, the same on T4 = vec4<T> views
+// of the same buffers (bindings 1–3 re-declared as arrays of T4: 16-byte elements for f32, 8 for
+// f16) when n, a_size and b_size are all multiples of 4; then P.n, P.a_size and P.b_size are
+// given in vec4 units. Four elements per
 // invocation and one broadcast index per four elements (CPU adapters gain most).
 //
 // Dispatch: 1-D over n, folded into y past 65535 workgroups: i = gid.x + gid.y * nwg.x * WG.
@@ -33,12 +36,12 @@ struct P {
 }
 
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> out4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> a: array<T>;
+@group(0) @binding(2) var<storage, read> b: array<T>;
+@group(0) @binding(3) var<storage, read_write> out: array<T>;
+@group(0) @binding(1) var<storage, read> a4: array<T4>;
+@group(0) @binding(2) var<storage, read> b4: array<T4>;
+@group(0) @binding(3) var<storage, read_write> out4: array<T4>;
 
 // Index into an operand of `size` elements; the full-size operand skips the integer modulo
 // (a per-element division is the costliest instruction here on CPU adapters).
@@ -60,14 +63,14 @@ fn combine(x: f32, y: f32) -> f32 {
 fn binary(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flat_index(gid, nwg);
   if (i >= p.n) { return; }
-  out[i] = combine(a[bidx(i, p.a_size)], b[bidx(i, p.b_size)]);
+  out[i] = T(combine(f32(a[bidx(i, p.a_size)]), f32(b[bidx(i, p.b_size)])));
 }
 
 @compute @workgroup_size(WG)
 fn binary4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flat_index(gid, nwg);
   if (i >= p.n) { return; }
-  let x = a4[bidx(i, p.a_size)];
-  let y = b4[bidx(i, p.b_size)];
-  out4[i] = vec4f(combine(x.x, y.x), combine(x.y, y.y), combine(x.z, y.z), combine(x.w, y.w));
+  let x = vec4f(a4[bidx(i, p.a_size)]);
+  let y = vec4f(b4[bidx(i, p.b_size)]);
+  out4[i] = T4(vec4f(combine(x.x, y.x), combine(x.y, y.y), combine(x.z, y.z), combine(x.w, y.w)));
 }

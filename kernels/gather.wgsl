@@ -1,13 +1,14 @@
 // gather.wgsl — select rows along one axis by integer indices, and the adjoint (scatter-add).
 // uses: lib/grid
+// dtypes: f32, f16
 //
 // Tensors are viewed as [outer, axis_len, inner] (row-major) around the gathered axis.
 //
-// Bindings (group 0):
+// Bindings (group 0), src and dst elements of the storage type T (f32 or f16):
 //   0  uniform P { n: u32, inner: u32, src_axis: u32, dst_axis: u32 }
-//   1  src:   array<f32> (read)   viewed as [outer, src_axis, inner]
+//   1  src:   array<T>   (read)   viewed as [outer, src_axis, inner]
 //   2  index: array<u32> (read)   layout depends on the entry point (below)
-//   3  dst:   array<f32> (write)  viewed as [outer, dst_axis, inner], n = outer * dst_axis * inner
+//   3  dst:   array<T>   (write)  viewed as [outer, dst_axis, inner], n = outer * dst_axis * inner
 //
 // gather_rows (forward; src = x [outer, A, inner], dst = out [outer, K, inner]):
 //   index = idx[0..K), every value < A
@@ -18,7 +19,8 @@
 //   the positions k with idx[k] == a are ks[start[a] .. start[a+1]), in increasing k.
 //   dst[o, a, i] = sum_{k : idx[k] == a} src[o, k, i]
 //   One invocation per dst element loops over its own positions: repeated indices are summed
-//   without float atomics, in a fixed order (deterministic).
+//   without float atomics, in a fixed order (deterministic), in f32 for either storage type,
+//   and rounded to T once, when stored.
 //
 // Dispatch: one invocation per dst element, 1-D folded into y past 65535 workgroups:
 //   idx = gid.x + gid.y * nwg.x * WG.
@@ -32,9 +34,9 @@ struct P {
 }
 
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<T>;
 @group(0) @binding(2) var<storage, read> index: array<u32>;
-@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<T>;
 
 @compute @workgroup_size(WG)
 fn gather_rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -52,7 +54,7 @@ fn scatter_rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgrou
   let ks = p.dst_axis + 1u;       // where the position list starts in `index`
   var s = 0.0;
   for (var j = index[c.y]; j < index[c.y + 1u]; j++) {
-    s += src[(c.x * p.src_axis + index[ks + j]) * p.inner + c.z];
+    s += f32(src[(c.x * p.src_axis + index[ks + j]) * p.inner + c.z]);
   }
-  dst[idx] = s;
+  dst[idx] = T(s);
 }

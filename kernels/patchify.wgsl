@@ -1,10 +1,11 @@
 // patchify.wgsl — unfold non-overlapping P×P patches (a stride-P convolution becomes a matmul).
 // uses: lib/grid
+// dtypes: f32, f16
 //
-// Bindings (group 0):
+// Bindings (group 0), elements of the storage type T (f32 or f16; copies, no arithmetic):
 //   0  uniform P { batch: u32, channels: u32, height: u32, width: u32, psize: u32, total: u32 }
-//   1  src: array<f32> (read)
-//   2  dst: array<f32> (write)
+//   1  src: array<T> (read)
+//   2  dst: array<T> (write)
 //
 // Layouts:
 //   image   [B, C, H, W] row-major (NCHW, as PyTorch pixel_values)
@@ -30,8 +31,8 @@ struct P {
 }
 
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<T>;
+@group(0) @binding(2) var<storage, read_write> dst: array<T>;
 
 /// The flat image index of element i of the patch layout [B, nP, C·P·P].
 fn image_index(i: u32) -> u32 {

@@ -1,14 +1,15 @@
 // permute.wgsl — generic strided copy: out = x.permute(dims), materialised contiguously.
 // uses: lib/grid
+// dtypes: f32, f16
 //
-// Bindings (group 0):
+// Bindings (group 0), elements of the storage type T (f32 or f16; a copy, no arithmetic):
 //   0  uniform P {
 //        n: u32, rank: u32, _pad0: u32, _pad1: u32,
 //        shape:  array<vec4u, 2>,   // output shape, dims 0..rank-1 in shape[d / 4][d % 4]
 //        stride: array<vec4u, 2>,   // for output dim d, the stride (in elements) of x's dim dims[d]
 //      }
-//   1  x:   array<f32> (read)   contiguous row-major input, n elements
-//   2  out: array<f32> (write)  contiguous row-major output, n elements, shape = P.shape
+//   1  x:   array<T> (read)   contiguous row-major input, n elements
+//   2  out: array<T> (write)  contiguous row-major output, n elements, shape = P.shape
 //
 // Math: for each output flat index i with multi-index (j_0, ..., j_{rank-1}) over P.shape,
 //   out[i] = x[sum_d j_d * stride[d]]
@@ -29,8 +30,8 @@ struct P {
 }
 
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read_write> out: array<T>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {

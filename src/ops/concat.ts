@@ -1,9 +1,10 @@
 // concat and slice along one axis (kernels/concat.wgsl), with backward.
 // Both are slab copies on tensors viewed as [outer, axis_len, inner]: concat's backward slices
-// the gradient, slice's backward scatters the gradient into zeros.
+// the gradient, slice's backward scatters the gradient into zeros. f32 and f16 tensors (pure
+// copies; concat's inputs share one dtype); outputs and gradients keep the dtype.
 import { Tensor, shapeStr } from '../tensor/tensor.ts';
 import { record } from '../tensor/autograd.ts';
-import { checkInputs, grid1d, normAxis, params, product, shapeError } from './util.ts';
+import { checkInputs, checkInputsOneDtype, F32_F16, grid1d, normAxis, params, product, shapeError } from './util.ts';
 
 const WG = 256;
 
@@ -23,7 +24,7 @@ function copySlab(src: Tensor, srcOff: number, dst: Tensor, dstOff: number, axis
   if (n === 0) return;
   const device = src.device;
   device.batch.dispatch(
-    { file: 'concat', entry: 'copy_slab' },
+    { file: 'concat', entry: 'copy_slab', dtype: src.dtype },
     params([n, len, inner, src.shape[axis], srcOff, dst.shape[axis], dstOff, 0]),
     [src.buffer],
     [dst.buffer],
@@ -33,7 +34,7 @@ function copySlab(src: Tensor, srcOff: number, dst: Tensor, dstOff: number, axis
 
 /** x[..., start:end, ...] along axis as a new tensor (no validation). */
 function sliceRaw(x: Tensor, axis: number, start: number, end: number): Tensor {
-  const out = Tensor.empty(x.shape.map((d, i) => (i === axis ? end - start : d)), x.device);
+  const out = Tensor.empty(x.shape.map((d, i) => (i === axis ? end - start : d)), x.device, x.dtype);
   copySlab(x, start, out, 0, axis, end - start);
   return out;
 }
@@ -41,11 +42,11 @@ function sliceRaw(x: Tensor, axis: number, start: number, end: number): Tensor {
 /** A tensor of `shape` that is zero except out[..., start:start+len, ...] = g. */
 function padRaw(g: Tensor, shape: readonly number[], axis: number, start: number): Tensor {
   const device = g.device;
-  const out = Tensor.empty(shape, device);
+  const out = Tensor.empty(shape, device, g.dtype);
   if (out.size === 0) return out;
   const { inner } = slabOf(shape, axis);
   device.batch.dispatch(
-    { file: 'concat', entry: 'pad_slab' },
+    { file: 'concat', entry: 'pad_slab', dtype: g.dtype },
     params([out.size, g.shape[axis], inner, g.shape[axis], 0, shape[axis], start, 0]),
     [g.buffer],
     [out.buffer],
@@ -59,7 +60,7 @@ export function concat(xs: readonly Tensor[], axis: number): Tensor {
   if (xs.length === 0) throw new Error('concat: needs at least one tensor');
   const named: Record<string, Tensor> = {};
   xs.forEach((t, i) => (named[`xs[${i}]`] = t));
-  const device = checkInputs('concat', named);
+  const device = checkInputsOneDtype('concat', named);
   const first = xs[0];
   const rank = first.shape.length;
   const ax = normAxis('concat', axis, rank);
@@ -71,7 +72,7 @@ export function concat(xs: readonly Tensor[], axis: number): Tensor {
   }
   const lens = xs.map((t) => t.shape[ax]);
   const outShape = first.shape.map((d, i) => (i === ax ? lens.reduce((a, b) => a + b, 0) : d));
-  const out = Tensor.empty(outShape, device);
+  const out = Tensor.empty(outShape, device, first.dtype);
   let off = 0;
   for (const t of xs) {
     copySlab(t, 0, out, off, ax, t.shape[ax]);
@@ -90,7 +91,7 @@ export function concat(xs: readonly Tensor[], axis: number): Tensor {
 
 /** x[..., start:end, ...] along `axis` (like x.narrow); negative axis/start/end count from the end. */
 export function slice(x: Tensor, axis: number, start: number, end: number): Tensor {
-  checkInputs('slice', { x });
+  checkInputs('slice', { x }, F32_F16);
   const ax = normAxis('slice', axis, x.shape.length);
   const dim = x.shape[ax];
   const s = start < 0 ? start + dim : start;

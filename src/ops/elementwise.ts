@@ -1,9 +1,11 @@
 // add / sub / mul with broadcasting over leading dims (kernels/elementwise.wgsl), with backward.
 // The smaller operand's shape must be a suffix of the larger one's: x[B,N,D] + bias[D] is a
 // bias add, x[B,N,D] + pos[N,D] adds a position table to every batch element.
+// f32 and f16 tensors (f16 storage, f32 math; f16 needs 'shader-f16'); both operands share one
+// dtype, which is the output's and the gradients'.
 import { Tensor, shapeStr } from '../tensor/tensor.ts';
 import { record, setGradAccumulator } from '../tensor/autograd.ts';
-import { checkInputs, grid1d, params, shapeError } from './util.ts';
+import { checkInputsOneDtype, grid1d, params, shapeError } from './util.ts';
 import { sumToShape } from './reduce.ts';
 import { affine } from './scale.ts';
 
@@ -28,12 +30,17 @@ function broadcastShape(op: string, a: Tensor, b: Tensor): readonly number[] {
 
 function binaryRaw(kind: BinaryKind | 'axpy', a: Tensor, b: Tensor, outShape: readonly number[], alpha = 0): Tensor {
   const device = a.device;
-  const out = Tensor.empty(outShape, device);
+  if (a.dtype !== b.dtype) {
+    // Reached only from backward, with a gradient whose dtype is not its tensor's.
+    throw new Error(`${kind}: operands are ${a.dtype} and ${b.dtype}; a gradient must have its tensor's dtype (pass backward() a gradOutput of the output's dtype)`);
+  }
+  const out = Tensor.empty(outShape, device, a.dtype);
   if (out.size === 0) return out;
-  // The vec4 entry point when every size is a multiple of 4 (indices then count vec4s).
+  // The vec4 entry point when every size is a multiple of 4 (indices then count vec4s). Buffers
+  // hold whole tensors from offset 0, so a vec4 of either dtype (16 or 8 bytes) is aligned.
   const v = out.size % 4 === 0 && a.size % 4 === 0 && b.size % 4 === 0 ? 4 : 1;
   device.batch.dispatch(
-    { file: 'elementwise', entry: v === 4 ? 'binary4' : 'binary', overrides: { OP: OP_CODE[kind] } },
+    { file: 'elementwise', entry: v === 4 ? 'binary4' : 'binary', dtype: a.dtype, overrides: { OP: OP_CODE[kind] } },
     params([out.size / v, a.size / v, b.size / v, 0], [alpha]),
     [a.buffer, b.buffer],
     [out.buffer],
@@ -43,7 +50,7 @@ function binaryRaw(kind: BinaryKind | 'axpy', a: Tensor, b: Tensor, outShape: re
 }
 
 function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
-  checkInputs(kind, { a, b });
+  checkInputsOneDtype(kind, { a, b });
   const outShape = broadcastShape(kind, a, b);
   const out = binaryRaw(kind, a, b, outShape);
   const aShape = a.shape;
@@ -85,7 +92,7 @@ export function mul(a: Tensor, b: Tensor): Tensor {
 
 /** x + bias with bias [D] over the last dim of x (an alias of add that checks the bias shape). */
 export function biasAdd(x: Tensor, bias: Tensor): Tensor {
-  checkInputs('biasAdd', { x, bias });
+  checkInputsOneDtype('biasAdd', { x, bias });
   if (bias.shape.length !== 1 || bias.shape[0] !== x.shape[x.shape.length - 1]) {
     throw shapeError('biasAdd', `bias must be [${x.shape[x.shape.length - 1]}] (the last dim of x)`, { x, bias });
   }
@@ -94,7 +101,7 @@ export function biasAdd(x: Tensor, bias: Tensor): Tensor {
 
 /** a + alpha * b without autograd (optimizer updates, gradient accumulation). */
 export function axpyNoGrad(a: Tensor, b: Tensor, alpha: number): Tensor {
-  checkInputs('axpy', { a, b });
+  checkInputsOneDtype('axpy', { a, b });
   if (a.size !== b.size) throw new Error(`axpy: sizes differ: ${shapeStr(a.shape)} vs ${shapeStr(b.shape)}`);
   return binaryRaw('axpy', a, b, a.shape, alpha);
 }

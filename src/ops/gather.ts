@@ -1,9 +1,10 @@
 // gatherRows (kernels/gather.wgsl): select rows along one axis by host-side integer indices,
-// with backward (scatter-add of the gradient, repeated indices summed without atomics).
+// with backward (scatter-add of the gradient, repeated indices summed without atomics). f32 and
+// f16 tensors (f16 storage, the scatter-add in f32); the output and the gradient keep the dtype.
 import { Tensor, shapeStr } from '../tensor/tensor.ts';
 import { record } from '../tensor/autograd.ts';
 import type { Device } from '../gpu/device.ts';
-import { checkInputs, grid1d, normAxis, params, product } from './util.ts';
+import { checkInputs, F32_F16, grid1d, normAxis, params, product } from './util.ts';
 
 const WG = 256;
 
@@ -17,7 +18,7 @@ function dispatchWithIndex(device: Device, entry: 'gather_rows' | 'scatter_rows'
   const buf = device.pool.acquire(Math.max(4, index.byteLength), 'gather indices');
   try {
     device.batch.upload(buf, index);
-    device.batch.dispatch({ file: 'gather', entry }, params([dst.size, inner, src.shape[axis], dst.shape[axis]]), [src.buffer, buf], [dst.buffer], grid1d(device, dst.size, WG));
+    device.batch.dispatch({ file: 'gather', entry, dtype: src.dtype }, params([dst.size, inner, src.shape[axis], dst.shape[axis]]), [src.buffer, buf], [dst.buffer], grid1d(device, dst.size, WG));
   } finally {
     device.pool.release(buf);
   }
@@ -38,7 +39,7 @@ function inverseIndex(idx: Uint32Array, rows: number): Uint32Array {
  * gatherRows(h [B, N, D], [0], 1) -> [B, 1, D] (the CLS token). Indices may repeat.
  */
 export function gatherRows(x: Tensor, indices: readonly number[] | Int32Array, axis = 0): Tensor {
-  const device = checkInputs('gatherRows', { x });
+  const device = checkInputs('gatherRows', { x }, F32_F16);
   const ax = normAxis('gatherRows', axis, x.shape.length);
   const rows = x.shape[ax];
   const idx = new Uint32Array(indices.length);
@@ -50,10 +51,10 @@ export function gatherRows(x: Tensor, indices: readonly number[] | Int32Array, a
     idx[k] = v;
   }
   const inShape = x.shape;
-  const out = Tensor.empty(inShape.map((d, i) => (i === ax ? idx.length : d)), device);
+  const out = Tensor.empty(inShape.map((d, i) => (i === ax ? idx.length : d)), device, x.dtype);
   if (out.size > 0) dispatchWithIndex(device, 'gather_rows', x, idx, out, ax);
   return record('gatherRows', [x], out, [], (g) => {
-    const gx = Tensor.empty(inShape, g.device);
+    const gx = Tensor.empty(inShape, g.device, g.dtype);
     if (gx.size > 0) dispatchWithIndex(g.device, 'scatter_rows', g, inverseIndex(idx, rows), gx, ax);
     return [gx];
   });

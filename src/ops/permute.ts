@@ -1,8 +1,9 @@
 // permute / transpose (kernels/permute.wgsl): a strided copy into a new contiguous tensor,
-// with backward (the gradient permuted by the inverse permutation).
+// with backward (the gradient permuted by the inverse permutation). f32 and f16 tensors; the
+// output and the gradient keep the dtype.
 import { Tensor, shapeStr } from '../tensor/tensor.ts';
 import { record } from '../tensor/autograd.ts';
-import { checkInputs, grid1d, normAxis, params } from './util.ts';
+import { checkInputs, F32_F16, grid1d, normAxis, params } from './util.ts';
 
 const WG = 256;
 /** The uniform holds 8 dims; 6 is the supported maximum (ViT needs at most 5). */
@@ -13,7 +14,7 @@ function permuteRaw(x: Tensor, perm: readonly number[]): Tensor {
   const device = x.device;
   const rank = perm.length;
   const outShape = perm.map((d) => x.shape[d]);
-  const out = Tensor.empty(outShape, device);
+  const out = Tensor.empty(outShape, device, x.dtype);
   if (out.size === 0) return out;
   const inStrides: number[] = new Array(rank);
   let s = 1;
@@ -23,7 +24,7 @@ function permuteRaw(x: Tensor, perm: readonly number[]): Tensor {
   }
   const shape8 = [...outShape, ...new Array(8 - rank).fill(1)];
   const stride8 = [...perm.map((d) => inStrides[d]), ...new Array(8 - rank).fill(0)];
-  device.batch.dispatch({ file: 'permute', entry: 'main' }, params([out.size, rank, 0, 0, ...shape8, ...stride8]), [x.buffer], [out.buffer], grid1d(device, out.size, WG));
+  device.batch.dispatch({ file: 'permute', entry: 'main', dtype: x.dtype }, params([out.size, rank, 0, 0, ...shape8, ...stride8]), [x.buffer], [out.buffer], grid1d(device, out.size, WG));
   return out;
 }
 
@@ -33,7 +34,7 @@ function isIdentity(perm: readonly number[]): boolean {
 
 /** Reorders the dims of x like torch.permute; the result is a contiguous copy (rank <= 6). */
 export function permute(x: Tensor, dims: readonly number[]): Tensor {
-  checkInputs('permute', { x });
+  checkInputs('permute', { x }, F32_F16);
   const rank = x.shape.length;
   const bad = (why: string): Error => new Error(`permute: dims [${dims.join(', ')}] ${why} for x=${shapeStr(x.shape)}`);
   if (rank > MAX_RANK) throw new Error(`permute: rank ${rank} of x=${shapeStr(x.shape)} exceeds the supported maximum ${MAX_RANK}`);
@@ -53,7 +54,7 @@ export function permute(x: Tensor, dims: readonly number[]): Tensor {
 
 /** Swaps two dims (a permute); negative dims count from the end. */
 export function transpose(x: Tensor, dim0: number, dim1: number): Tensor {
-  checkInputs('transpose', { x });
+  checkInputs('transpose', { x }, F32_F16);
   const rank = x.shape.length;
   const a = normAxis('transpose', dim0, rank);
   const b = normAxis('transpose', dim1, rank);

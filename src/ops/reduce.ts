@@ -1,15 +1,16 @@
-// sum / mean over one axis (kernels/reduce.wgsl), with backward.
+// sum / mean over one axis (kernels/reduce.wgsl), with backward. f32 and f16 tensors (f16
+// storage, f32 accumulation); the output and the gradient have the input's dtype.
 import { Tensor, shapeStr } from '../tensor/tensor.ts';
 import { record } from '../tensor/autograd.ts';
-import { checkInputs, grid1d, normAxis, params, product } from './util.ts';
+import { checkInputs, F32_F16, grid1d, normAxis, params, product } from './util.ts';
 
 const WG = 256;
 
 /** Reduces x viewed as [outer, k, inner] over k into a tensor of outShape (outer*inner elements). */
 function reduceRaw(x: Tensor, outer: number, k: number, inner: number, alpha: number, outShape: readonly number[]): Tensor {
   const device = x.device;
-  const out = Tensor.empty(outShape, device);
-  device.batch.dispatch({ file: 'reduce', entry: 'reduce_axis' }, params([outer, k, inner, 0], [alpha]), [x.buffer], [out.buffer], grid1d(device, outer * inner, WG));
+  const out = Tensor.empty(outShape, device, x.dtype);
+  device.batch.dispatch({ file: 'reduce', entry: 'reduce_axis', dtype: x.dtype }, params([outer, k, inner, 0], [alpha]), [x.buffer], [out.buffer], grid1d(device, outer * inner, WG));
   return out;
 }
 
@@ -17,8 +18,8 @@ function reduceRaw(x: Tensor, outer: number, k: number, inner: number, alpha: nu
 function expandRaw(g: Tensor, shape: readonly number[], outer: number, k: number, inner: number, alpha: number): Tensor {
   const device = g.device;
   if (g.size !== outer * inner) throw new Error(`internal: expandAxis ${g.describe()} to ${shapeStr(shape)} (outer ${outer}, inner ${inner})`);
-  const out = Tensor.empty(shape, device);
-  device.batch.dispatch({ file: 'reduce', entry: 'expand_axis' }, params([outer, k, inner, 0], [alpha]), [g.buffer], [out.buffer], grid1d(device, outer * k * inner, WG));
+  const out = Tensor.empty(shape, device, g.dtype);
+  device.batch.dispatch({ file: 'reduce', entry: 'expand_axis', dtype: g.dtype }, params([outer, k, inner, 0], [alpha]), [g.buffer], [out.buffer], grid1d(device, outer * k * inner, WG));
   return out;
 }
 
@@ -28,7 +29,7 @@ export function expandAxis(g: Tensor, shape: readonly number[], axis: number, al
 }
 
 function reduceOp(op: 'sum' | 'mean', x: Tensor, axis: number | undefined, keepDims: boolean): Tensor {
-  checkInputs(op, { x });
+  checkInputs(op, { x }, F32_F16);
   const inShape = x.shape;
   if (axis === undefined) {
     // Reduce everything: x viewed as [1, size, 1].

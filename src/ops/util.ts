@@ -34,6 +34,26 @@ export function checkInputs(op: string, inputs: Record<string, Tensor>, dtypes: 
   return device;
 }
 
+/**
+ * checkInputs for an op whose kernel has one storage type T for all its tensors (f32 or f16 by
+ * default): the tensors must also share one dtype, which is refused by name otherwise rather
+ * than read through the wrong element type. Returns the device.
+ */
+export function checkInputsOneDtype(op: string, inputs: Record<string, Tensor>, dtypes: readonly DType[] = F32_F16): Device {
+  const device = checkInputs(op, inputs, dtypes);
+  const entries = Object.entries(inputs);
+  const [firstName, first] = entries[0];
+  for (const [name, t] of entries) {
+    if (t.dtype !== first.dtype) {
+      throw new Error(
+        `${op}: argument '${name}' (${t.describe()}) is ${t.dtype} but '${firstName}' (${first.describe()}) is ${first.dtype}; ` +
+          `${op} runs on tensors of one dtype: convert '${name}' with ${t.dtype === 'f16' ? 'toF32' : 'toF16'} (or '${firstName}' with ${first.dtype === 'f16' ? 'toF32' : 'toF16'})`,
+      );
+    }
+  }
+  return device;
+}
+
 export function shapeError(op: string, detail: string, inputs: Record<string, Tensor>): Error {
   const shapes = Object.entries(inputs).map(([k, t]) => `${k}=${shapeStr(t.shape)}`).join(', ');
   return new Error(`${op}: ${detail} (got ${shapes})`);

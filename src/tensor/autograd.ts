@@ -130,6 +130,13 @@ export function record(name: string, inputs: Tensor[], output: Tensor, saved: Te
   return output;
 }
 
+/** The seed gradient of `output`: ones of its shape and dtype. */
+function ones(output: Tensor): Tensor {
+  const t = Tensor.empty(output.shape, output.device, output.dtype);
+  t.write(new Float32Array(output.size).fill(1));
+  return t;
+}
+
 function topoOrder(root: GradNode): GradNode[] {
   const order: GradNode[] = [];
   const seen = new Set<GradNode>();
@@ -188,10 +195,13 @@ function accumulateLeaf(leaf: Tensor, g: Tensor): void {
  * The graph is freed afterwards, like PyTorch's retain_graph=False.
  */
 export function backward(output: Tensor, gradOutput?: Tensor): void {
+  if (gradOutput && gradOutput.dtype !== output.dtype) {
+    throw new Error(`backward(): gradOutput ${gradOutput.describe()} is ${gradOutput.dtype} but ${output.describe()} is ${output.dtype}; pass a gradOutput of the output's dtype (toF16 / toF32)`);
+  }
   if (!output.requiresGrad) throw new Error(`backward(): ${output.describe()} does not require grad (no parameter or requiresGrad input reached it, or it was computed under noGrad)`);
   if (!output.gradFn) {
     // A leaf: its gradient is just the seed.
-    const seed = gradOutput ? gradOutput.view() : fromArray(new Float32Array(output.size).fill(1), output.shape, output.device);
+    const seed = gradOutput ? gradOutput.view() : ones(output);
     accumulateLeaf(output, seed);
     return;
   }
@@ -206,7 +216,7 @@ export function backward(output: Tensor, gradOutput?: Tensor): void {
   const grads = new Map<GradNode, Tensor>();
   try {
     noGrad(() => {
-      const seed = gradOutput ? gradOutput.view(output.shape) : fromArray(new Float32Array(output.size).fill(1), output.shape, output.device);
+      const seed = gradOutput ? gradOutput.view(output.shape) : ones(output);
       grads.set(root, seed);
       for (const node of order) {
         const g = grads.get(node);

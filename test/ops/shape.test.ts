@@ -1,9 +1,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { permute, transpose, concat, slice, gatherRows, reshape, patchify } from '../../src/ops/index.ts';
+import { permute, transpose, concat, slice, gatherRows, reshape, patchify, toF16, toF32 } from '../../src/ops/index.ts';
 import { backward, noGrad } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
 import { fixture, expectTensor, gradCheck, device, randn, type Tolerance } from '../helpers/fixtures.ts';
+import { testF16, f16Tol } from '../helpers/f16.ts';
 
 type Fn = (xs: Tensor[]) => Tensor;
 
@@ -176,6 +177,100 @@ test('errors name the op and the shapes', async () => {
   assert.throws(() => slice(d, 0, 0, 1), /slice: argument 'x' .*after dispose/);
   x.dispose();
   y.dispose();
+});
+
+// f16: the same cases on f16 tensors (the kernels with the f16 prelude). The fixture inputs are
+// rounded to f16 with toF16 (the leaves stay f32: gradients come back through toF16's backward),
+// toF32 of the f16 output is compared with the f32 PyTorch reference, and backward(toF32(out),
+// gout) rounds gout to f16 and runs every backward kernel on f16 tensors. f16Tol(ref, k) allows
+// |err| ≤ k·U16·(|ref| + max|ref|), U16 = 2^-11. These ops copy: each output element is one
+// input (or gout) element rounded once, |err| ≤ U16·|ref| ≤ 0.5·U16·(|ref| + max|ref|) with round
+// to nearest, and twice that where a device's f32 → f16 conversion picks the other neighbour
+// (WGSL allows either): k = 1. gatherRows' backward sums the repeated positions (up to 3 in
+// gather_repeat) in f32 from f16-rounded terms and rounds once more; it fits the same k.
+// Measured on lavapipe: forward 0.42 (concat_axis0), gradients 0.43 (gather_mid); gather_repeat's
+// summed gradient 0.17.
+const F16_K = 1;
+
+for (const [name, nIn, fn] of CASES) {
+  testF16(`${name} on f16 tensors: forward and backward match PyTorch (k = ${F16_K})`, async () => {
+    const fx = fixture('shape');
+    const ins = Array.from({ length: nIn }, (_, i) => fx.tensor(`${name}.in${i}`, true).keep());
+    try {
+      const out = scope(() => {
+        const y = fn(ins.map((t) => toF16(t)));
+        assert.is(y.dtype, 'f16', `${name}: f16 inputs give an f16 output`);
+        return toF32(y).keep();
+      });
+      const want = fx.get(`${name}.out`);
+      await expectTensor(out, want, f16Tol(want.data, F16_K), `${name} f16 forward`);
+      scope(() => backward(out, fx.tensor(`${name}.gout`)));
+      out.dispose();
+      for (let i = 0; i < nIn; i++) {
+        // The f16 gradient reached the f32 leaf through toF16's backward.
+        assert.ok(ins[i].grad, `${name}: input ${i} has a gradient`);
+        assert.is(ins[i].grad!.dtype, 'f32');
+        const g = fx.get(`${name}.grad${i}`);
+        await expectTensor(ins[i].grad!, g, f16Tol(g.data, F16_K), `${name} f16 grad ${i}`);
+      }
+    } finally {
+      for (const t of ins) t.dispose();
+    }
+  });
+}
+
+testF16('f16 leaves get f16 gradients, equal to the ones that reach f32 leaves through toF16', async () => {
+  const fx = fixture('shape');
+  for (const [name, nIn, fn] of CASES) {
+    const ins = Array.from({ length: nIn }, (_, i) => fx.tensor(`${name}.in${i}`, true).keep());
+    const halves = ins.map((t) => {
+      const h = noGrad(() => toF16(t)).keep();
+      h.requiresGrad = true;
+      return h;
+    });
+    try {
+      scope(() => backward(toF32(fn(ins.map((t) => toF16(t)))), fx.tensor(`${name}.gout`)));
+      scope(() => backward(fn(halves), toF16(fx.tensor(`${name}.gout`))));
+      for (let i = 0; i < nIn; i++) {
+        assert.is(halves[i].grad!.dtype, 'f16', `${name}: grad ${i} of an f16 leaf`);
+        assert.equal(Array.from(await halves[i].grad!.read()), Array.from(await ins[i].grad!.read()), `${name} grad ${i}`);
+      }
+    } finally {
+      for (const t of [...ins, ...halves]) t.dispose();
+    }
+  }
+});
+
+test('reshape of an f16 tensor is an f16 view; its gradient stays f16', async () => {
+  const data = randn(24, 21);
+  const x = toF16(fromArray(data, [2, 3, 4])).keep();
+  x.requiresGrad = true;
+  const want = Array.from(await x.read());
+  const y = reshape(x, [6, -1]);
+  try {
+    assert.is(y.dtype, 'f16');
+    assert.equal([...y.shape], [6, 4]);
+    assert.is(y.buffer, x.buffer, 'a view shares the storage');
+    assert.equal(Array.from(await y.read()), want);
+    scope(() => backward(y, toF16(fromArray(data, [6, 4]))));
+    assert.is(x.grad!.dtype, 'f16');
+    assert.equal([...x.grad!.shape], [2, 3, 4]);
+    assert.equal(Array.from(await x.grad!.read()), want, 'the gradient is gout, f16-rounded like x');
+  } finally {
+    y.dispose();
+    x.dispose();
+  }
+});
+
+test('concat refuses mixed f16 / f32 inputs, naming the arguments and both dtypes', async () => {
+  const a = fromArray(randn(6, 1), [2, 3]);
+  const h = toF16(fromArray(randn(6, 2), [2, 3]));
+  try {
+    assert.throws(() => concat([a, a, h], 0), /concat: argument 'xs\[2\]' \(Tensor\[2, 3\]\) is f16 but 'xs\[0\]' \(Tensor\[2, 3\]\) is f32; concat runs on tensors of one dtype: convert 'xs\[2\]' with toF32 \(or 'xs\[0\]' with toF16\)/);
+  } finally {
+    a.dispose();
+    h.dispose();
+  }
 });
 
 test.run();
