@@ -14,9 +14,9 @@
 //
 // Entry sumsq_partials — stage 1 of the global norm
 //   Bindings (group 0):
-//     0  uniform PartialsP { begin: u32, end: u32, chunk: u32, out_offset: u32, grad_scale: f32 }
-//     1  grad:     array<f32> (read)   flat gradients
-//     2  partials: array<f32> (write)  one sum of squares per workgroup
+//     0  pp:           PartialsP (uniform)  { begin, end, chunk, out_offset: u32, grad_scale: f32 }
+//     1  grad_in:      array<f32> (read)    flat gradients
+//     2  partials_out: array<f32> (write)   one sum of squares per workgroup
 //   Math: workgroup w owns [begin + w*chunk, min(begin + (w+1)*chunk, end)) and writes
 //         partials[out_offset + w] = sum (grad_scale * grad[i])^2 over it (strided per
 //         invocation, then a tree, lib/workgroup_reduce). grad_scale is 1, or 1/loss_scale
@@ -27,14 +27,14 @@
 //
 // Entry norm_finalize — stage 2 of the global norm, ONE workgroup
 //   Bindings (group 0):
-//     0  uniform FinalP { n_partials: u32 }
+//     0  fp:       FinalP (uniform)    { n_partials: u32 }
 //     1  partials: array<f32> (read)   the stage-1 sums of every range of this step
 //     2  norm_out: array<f32> (write)  [1]: sqrt(sum of partials), the norm before clipping
 //   Math: a strided sum per invocation then a tree, in a fixed order (bit-reproducible).
 //
 // Entry update — the AdamW update of one range
 //   Bindings (group 0):
-//     0  uniform UpdateP { begin, end, pad, pad: u32,
+//     0  up:       UpdateP (uniform)  { begin, end, pad, pad: u32,
 //                          decay, step_size, inv_sqrt_bc2, beta1, one_minus_beta1,
 //                          beta2, one_minus_beta2, eps, max_norm, grad_scale: f32 }
 //     1  grad:     array<f32> (read)   flat gradients
@@ -88,24 +88,6 @@ struct UpdateP {
   max_norm: f32,
   grad_scale: f32,
 }
-
-// sumsq_partials bindings
-@group(0) @binding(0) var<uniform> pp: PartialsP;
-@group(0) @binding(1) var<storage, read> grad_in: array<f32>;
-@group(0) @binding(2) var<storage, read_write> partials_out: array<f32>;
-
-// norm_finalize bindings
-@group(0) @binding(0) var<uniform> fp: FinalP;
-@group(0) @binding(1) var<storage, read> partials: array<f32>;
-@group(0) @binding(2) var<storage, read_write> norm_out: array<f32>;
-
-// update bindings
-@group(0) @binding(0) var<uniform> up: UpdateP;
-@group(0) @binding(1) var<storage, read> grad: array<f32>;
-@group(0) @binding(2) var<storage, read> norm: array<f32>;
-@group(0) @binding(3) var<storage, read_write> param: array<f32>;
-@group(0) @binding(4) var<storage, read_write> m: array<f32>;
-@group(0) @binding(5) var<storage, read_write> v: array<f32>;
 
 @compute @workgroup_size(WG)
 fn sumsq_partials(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u) {

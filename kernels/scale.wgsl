@@ -3,7 +3,7 @@
 // dtypes: f32, f16
 //
 // Bindings (group 0), elements of the storage type T (f32 or f16):
-//   0  uniform P { n: u32, _pad0..2: u32, alpha: f32, beta: f32 }
+//   0  p: P (uniform) { n: u32, _pad0..2: u32, alpha: f32, beta: f32 }
 //   1  a:   array<T> (read)   n elements
 //   2  out: array<T> (write)  n elements
 //
@@ -20,10 +20,6 @@ struct P {
   alpha: f32,
   beta: f32,
 }
-
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> a: array<T>;
-@group(0) @binding(2) var<storage, read_write> out: array<T>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
