@@ -464,20 +464,29 @@ async function runF16(lead: number[], k: number, n: number, r: number, s: number
   });
 });
 
-testF16('loraLinear in f16 (f32 A, B), 1576 rows with coherent row sums, quick GELU + residual, vs float64 host', async () => {
-  const c: Case = { name: 'f16 x[8,197,40]', lead: [8, 197], k: 40, n: 36, r: 4, act: 'quick_gelu', residual: true, bias: true };
-  const rows = 8 * 197;
-  // x + 1 and dy + 0.5: dA and dB grow linearly with the rows (see the tolerance above).
-  const x = randn(rows * c.k, 61).map((v) => v + 1);
-  const dy = randn(rows * c.n, 67).map((v) => v + 0.5);
-  const d = { x, w: randn(c.n * c.k, 62, c.k ** -0.5), b: randn(c.n, 63, 0.1), a: randn(c.r * c.k, 64, c.k ** -0.5), bb: randn(c.n * c.r, 65, 0.5), res: randn(rows * c.n, 66), dy };
-  const ref = reference(c, rows, d.x, d.w, d.b, d.a, d.bb, d.res, d.dy);
-  const out = await runF16(c.lead, c.k, c.n, c.r, S, c.act, d);
-  checkF16(out.y, ref.y, F16_K_COHERENT.y, `${c.name}: y`);
-  checkF16(out.dx, ref.dx, F16_K_COHERENT.dx, `${c.name}: dx`);
-  checkF16(out.dA, ref.dA, F16_K_COHERENT.dA, `${c.name}: dA`);
-  checkF16(out.dB, ref.dB, F16_K_COHERENT.dB, `${c.name}: dB`);
-  assertClose(out.dres!, roundF16(d.dy), { rtol: 0, atol: 0 }, `${c.name}: dresidual`);
+// Run with this adapter's kernel blocking and once more with the other adapter class's.
+[false, true].forEach((other) => {
+  testF16(`loraLinear in f16 (f32 A, B), 1576 rows with coherent row sums, quick GELU + residual, vs float64 host${other ? ' (other adapter class blocking)' : ''}`, async () => {
+    const dev = await device();
+    if (other) dev.settings.blockingClass = dev.adapterClass === 'cpu' ? 'gpu' : 'cpu';
+    try {
+      const c: Case = { name: `f16 x[8,197,40]${other ? ' other blocking' : ''}`, lead: [8, 197], k: 40, n: 36, r: 4, act: 'quick_gelu', residual: true, bias: true };
+      const rows = 8 * 197;
+      // x + 1 and dy + 0.5: dA and dB grow linearly with the rows (see the tolerance above).
+      const x = randn(rows * c.k, 61).map((v) => v + 1);
+      const dy = randn(rows * c.n, 67).map((v) => v + 0.5);
+      const d = { x, w: randn(c.n * c.k, 62, c.k ** -0.5), b: randn(c.n, 63, 0.1), a: randn(c.r * c.k, 64, c.k ** -0.5), bb: randn(c.n * c.r, 65, 0.5), res: randn(rows * c.n, 66), dy };
+      const ref = reference(c, rows, d.x, d.w, d.b, d.a, d.bb, d.res, d.dy);
+      const out = await runF16(c.lead, c.k, c.n, c.r, S, c.act, d);
+      checkF16(out.y, ref.y, F16_K_COHERENT.y, `${c.name}: y`);
+      checkF16(out.dx, ref.dx, F16_K_COHERENT.dx, `${c.name}: dx`);
+      checkF16(out.dA, ref.dA, F16_K_COHERENT.dA, `${c.name}: dA`);
+      checkF16(out.dB, ref.dB, F16_K_COHERENT.dB, `${c.name}: dB`);
+      assertClose(out.dres!, roundF16(d.dy), { rtol: 0, atol: 0 }, `${c.name}: dresidual`);
+    } finally {
+      dev.settings.blockingClass = null;
+    }
+  });
 });
 
 test('loraLinear refuses mixed dtypes by name, and f16 factors', async () => {
