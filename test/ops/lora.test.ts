@@ -370,7 +370,7 @@ test('loraLinear agrees with the composition linear + scale(linear(linear(x, A),
 // worst of many entries ≈ 4 std): k ≈ 4·√(c/3)·ρ with ρ = max √(Σt²) / max|ref|, how far the
 // terms' scale exceeds the result's (computed on the host for these inputs). The sums themselves
 // are f32 and add nothing visible. That estimate is an upper one (the largest √(Σt²) and the
-// largest |ref| are different entries); each k is about 2× the measured worst and at most it.
+// largest |ref| are different entries); each k is 1.75–4× the measured worst (below).
 //   y  : x, W, b, u (stored f16), the f16 copy of B, the store of y: c = 6; ρ = 0.26 (vit_b32),
 //        0.45 (1576 rows) → 1.5–2.5: k = 2
 //   dx : dy, W, du (stored f16), the f16 copy of A, the store of dx, with quick GELU also z and
