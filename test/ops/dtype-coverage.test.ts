@@ -49,7 +49,7 @@ interface Entry {
 
 const OPTIMIZER = 'optimizer state and gradients are the f32 masters';
 // helper A/B convert these; after the merge the table says 'f16'
-const HELPER_A = 'converted to f16 on the elementwise/reduce/scale/shape branch (helper A)';
+const HELPER_A = 'f16 storage, f32 math (elementwise, reduce, scale, shape ops)';
 const HELPER_B = 'converted to f16 on the layernorm/softmax/l2normalize/attention branch (helper B)';
 
 const TABLE: Record<string, Entry> = {
@@ -76,28 +76,23 @@ const TABLE: Record<string, Entry> = {
   gradNormFromPartials: { kind: 'refuses', call: ({ h, f32 }) => ops.gradNormFromPartials(h([4]), 4, f32([1])), note: OPTIMIZER },
 
   // helper A/B convert these; after the merge the table says 'f16'
-  add: { kind: 'either', call: ({ h }) => ops.add(h([2, 4]), h([4])), note: HELPER_A },
-  sub: { kind: 'either', call: ({ h }) => ops.sub(h([2, 4]), h([2, 4])), note: HELPER_A },
-  mul: { kind: 'either', call: ({ h }) => ops.mul(h([2, 4]), h([2, 4])), note: HELPER_A },
-  biasAdd: { kind: 'either', call: ({ h }) => ops.biasAdd(h([2, 4]), h([4])), note: HELPER_A },
-  axpyNoGrad: { kind: 'either', call: ({ h }) => ops.axpyNoGrad(h([2, 4]), h([2, 4]), 0.5), refusesAs: 'axpy', note: HELPER_A },
-  affine: { kind: 'either', call: ({ h }) => ops.affine(h([2, 4]), 2, 1), note: HELPER_A },
-  scale: { kind: 'either', call: ({ h }) => ops.scale(h([2, 4]), 2), refusesAs: 'affine', note: HELPER_A },
-  neg: { kind: 'either', call: ({ h }) => ops.neg(h([2, 4])), refusesAs: 'affine', note: HELPER_A },
-  sum: { kind: 'either', call: ({ h }) => ops.sum(h([2, 4]), 1), note: HELPER_A },
-  mean: { kind: 'either', call: ({ h }) => ops.mean(h([2, 4]), 0), note: HELPER_A },
-  sumToShape: {
-    kind: 'either',
-    call: ({ h }) => ops.sumToShape(h([3, 4]), [4]),
-    note: HELPER_A,
-    gap: 'sumToShape has no dtype check: on f16 it runs the f32 reduce kernel on f16 bytes and returns f32 (src/ops/reduce.ts)',
-  },
-  permute: { kind: 'either', call: ({ h }) => ops.permute(h([2, 3, 4]), [2, 0, 1]), note: HELPER_A },
-  transpose: { kind: 'either', call: ({ h }) => ops.transpose(h([2, 3]), 0, 1), note: HELPER_A },
-  concat: { kind: 'either', call: ({ h }) => ops.concat([h([2, 3]), h([1, 3])], 0), note: HELPER_A },
-  slice: { kind: 'either', call: ({ h }) => ops.slice(h([4, 3]), 0, 1, 3), note: HELPER_A },
-  gatherRows: { kind: 'either', call: ({ h }) => ops.gatherRows(h([4, 3]), [2, 0, 2]), note: HELPER_A },
-  patchify: { kind: 'either', call: ({ h }) => ops.patchify(h([1, 3, 4, 4]), 2), note: HELPER_A },
+  add: { kind: 'f16', call: ({ h }) => ops.add(h([2, 4]), h([4])), note: HELPER_A },
+  sub: { kind: 'f16', call: ({ h }) => ops.sub(h([2, 4]), h([2, 4])), note: HELPER_A },
+  mul: { kind: 'f16', call: ({ h }) => ops.mul(h([2, 4]), h([2, 4])), note: HELPER_A },
+  biasAdd: { kind: 'f16', call: ({ h }) => ops.biasAdd(h([2, 4]), h([4])), note: HELPER_A },
+  axpyNoGrad: { kind: 'f16', call: ({ h }) => ops.axpyNoGrad(h([2, 4]), h([2, 4]), 0.5), refusesAs: 'axpy', note: HELPER_A },
+  affine: { kind: 'f16', call: ({ h }) => ops.affine(h([2, 4]), 2, 1), note: HELPER_A },
+  scale: { kind: 'f16', call: ({ h }) => ops.scale(h([2, 4]), 2), refusesAs: 'affine', note: HELPER_A },
+  neg: { kind: 'f16', call: ({ h }) => ops.neg(h([2, 4])), refusesAs: 'affine', note: HELPER_A },
+  sum: { kind: 'f16', call: ({ h }) => ops.sum(h([2, 4]), 1), note: HELPER_A },
+  mean: { kind: 'f16', call: ({ h }) => ops.mean(h([2, 4]), 0), note: HELPER_A },
+  sumToShape: { kind: 'f16', call: ({ h }) => ops.sumToShape(h([3, 4]), [4]), note: HELPER_A },
+  permute: { kind: 'f16', call: ({ h }) => ops.permute(h([2, 3, 4]), [2, 0, 1]), note: HELPER_A },
+  transpose: { kind: 'f16', call: ({ h }) => ops.transpose(h([2, 3]), 0, 1), note: HELPER_A },
+  concat: { kind: 'f16', call: ({ h }) => ops.concat([h([2, 3]), h([1, 3])], 0), note: HELPER_A },
+  slice: { kind: 'f16', call: ({ h }) => ops.slice(h([4, 3]), 0, 1, 3), note: HELPER_A },
+  gatherRows: { kind: 'f16', call: ({ h }) => ops.gatherRows(h([4, 3]), [2, 0, 2]), note: HELPER_A },
+  patchify: { kind: 'f16', call: ({ h }) => ops.patchify(h([1, 3, 4, 4]), 2), note: HELPER_A },
   layerNorm: { kind: 'either', call: ({ h }) => ops.layerNorm(h([2, 8]), h([8]), h([8])), note: HELPER_B },
   softmax: { kind: 'either', call: ({ h }) => ops.softmax(h([2, 5])), note: HELPER_B },
   l2Normalize: { kind: 'either', call: ({ h }) => ops.l2Normalize(h([2, 8])), note: HELPER_B },
