@@ -1,4 +1,5 @@
 // lora.wgsl — the rank-r pieces of a LoRA projection; the dense part is the matmul kernels.
+// dtypes: f32, f16
 //
 // LoRA (PEFT semantics): y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ with W [N, K] frozen, A [r, K], B [N, r],
 // s = lora_alpha / r. src/ops/lora.ts computes
@@ -12,15 +13,24 @@
 // No operand is copied or packed, and no dW is ever formed: the frozen weight costs the same
 // matmul as in a plain linear layer, plus r FMAs per output and three skinny passes over rows.
 //
+// Storage types (mixed precision): T (f32, or f16 with the f16 prelude) is the dtype of the
+// activations x, dz and of the projections u, du (which the matmul's low-rank addend reads as
+// T, with T copies of B and A as its second factor, made by src/ops/lora.ts). The LoRA factors
+// A and B are f32 master parameters: lowrank_proj reads them as f32, and
+// dA, dB (and the chunk partials) are written in f32, so the gradients reach the masters without
+// an f16 rounding and small ones do not underflow. Every sum accumulates in f32; the only f16
+// roundings are the stores of u and du.
+//
 // lowrank_proj: a workgroup of TPR invocations owns RB consecutive rows; the invocations split K
 //   (lane t reads k = t, t + TPR, …) and each carries all RB rows, so one load of lr(·, k) serves
 //   RB rows. Partials go through workgroup memory; invocation i < RB sums row i's TPR partials in
 //   lane order (deterministic). Ranks are done four at a time (one vec4 accumulator per row);
 //   RANK > 4 re-reads the rows once per group of four.
-//   1 x   array<f32> (read)  [rows, K]
+//   1 x   array<T>   (read)  [rows, K]
 //   2 lr  array<f32> (read)  the low-rank factor: A [r, K] (LR_T = false) or B [K, r] (LR_T = true,
 //                             used for du = s·dz·B where the "K" of this pass is N)
-//   3 u   array<f32> (write) [rows, r]: u[m, j] = s·Σ_k x[m, k]·lr(j, k)
+//   3 u   array<T>   (write) [rows, r]: u[m, j] = s·Σ_k x[m, k]·lr(j, k), summed in f32, one
+//                             rounding to T at the store
 // P { rows: u32, k: u32, r: u32, pad: u32, s: f32 }
 // Overrides: RANK (r, so the rank loops have constant trip counts), TPR (workgroup size, default
 //   64 on GPUs; CPU adapters 8 = one SIMD vector), RB (rows per workgroup, 1..8; GPUs 4, CPU
@@ -41,11 +51,12 @@
 //     takes one pass over the chunk per four. With g.chunks = 1 it writes dA to out0 and dB to
 //     out1 directly; otherwise partial sums part[chunk, j, c'] ([chunks, r, cols0 + cols1],
 //     problem 1's columns after problem 0's) to out0.
-//     1 big0, 2 low0, 3 big1, 4 low1 (read)   5 out0, 6 out1 (write; out1 unused with chunks > 1)
+//     1 big0, 2 low0, 3 big1, 4 low1: array<T> (read)
+//     5 out0, 6 out1: array<f32> (write; out1 unused with chunks > 1); sums in f32
 //   lowrank_grad_sum: 1-D over r·(cols0 + cols1) (folded into y, workgroups of 256); sums the
 //     partials over chunk = 0, 1, …, chunks − 1 in that fixed order (deterministic, no atomics)
 //     and writes dA [r, K] or dB [N, r].
-//     1 part (read)   2 res0 = dA, 3 res1 = dB (write)
+//     1 part: array<f32> (read)   2 res0 = dA, 3 res1 = dB: array<f32> (write)
 //   A problem that is not wanted has cols = 0 (its buffers are dummies); g.z0 = 1 skips problem 0.
 // G { rows, cols0, cols1, span (rows per chunk: 32, or a multiple of 32 when rows would need
 //     more than the host's cap of 512 chunks), chunks (= ceil(rows / span)), z0 }
@@ -68,9 +79,9 @@ struct P {
 }
 
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(2) var<storage, read> lr: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<T>;
 
 var<workgroup> partial: array<vec4f, 1024>; // RB * TPR <= 1024
 
@@ -100,7 +111,7 @@ fn lowrank_proj(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
     for (var k = lid; k < p.k; k += TPR) {
       let f = vec4f(lr_at(j0, k), lr_at(j0 + 1u, k), lr_at(j0 + 2u, k), lr_at(j0 + 3u, k));
       for (var i = 0u; i < RB; i++) {
-        acc[i] += x[min(row0 + i, last) * p.k + k] * f;
+        acc[i] += f32(x[min(row0 + i, last) * p.k + k]) * f;
       }
     }
     for (var i = 0u; i < RB; i++) {
@@ -115,7 +126,7 @@ fn lowrank_proj(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
       }
       for (var j = 0u; j < 4u; j++) {
         if (j0 + j < RANK) {
-          out[(row0 + lid) * RANK + j0 + j] = p.s * sum[j];
+          out[(row0 + lid) * RANK + j0 + j] = T(p.s * sum[j]);
         }
       }
     }
@@ -140,10 +151,10 @@ struct G {
 
 @group(0) @binding(0) var<uniform> g: G;
 // lowrank_grad
-@group(0) @binding(1) var<storage, read> big0: array<f32>;
-@group(0) @binding(2) var<storage, read> low0: array<f32>;
-@group(0) @binding(3) var<storage, read> big1: array<f32>;
-@group(0) @binding(4) var<storage, read> low1: array<f32>;
+@group(0) @binding(1) var<storage, read> big0: array<T>;
+@group(0) @binding(2) var<storage, read> low0: array<T>;
+@group(0) @binding(3) var<storage, read> big1: array<T>;
+@group(0) @binding(4) var<storage, read> low1: array<T>;
 @group(0) @binding(5) var<storage, read_write> out0: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out1: array<f32>;
 // lowrank_grad_sum
@@ -152,24 +163,24 @@ struct G {
 @group(0) @binding(3) var<storage, read_write> res1: array<f32>;
 
 /** low[m, j], 0 past the rank (those accumulator lanes are never stored). */
-fn low_at(low: ptr<storage, array<f32>, read>, m: u32, j: u32) -> f32 {
+fn low_at(low: ptr<storage, array<T>, read>, m: u32, j: u32) -> f32 {
   if (j >= RANK) {
     return 0.0;
   }
-  return (*low)[m * RANK + j];
+  return f32((*low)[m * RANK + j]);
 }
 
 // The row loop of one problem. The buffers come in as pointers, so the choice between problem
 // 0 and 1 is made once per workgroup, outside the loop (on llvmpipe a branch per row cost
 // 4.9 ms against 3.7 ms for dA + dB at 1600 x 768). Ranks j0..j0+3 of columns c0 + i·GWG,
 // rows m0..m1.
-fn reduce_rows(big: ptr<storage, array<f32>, read>, low: ptr<storage, array<f32>, read>, m0: u32, m1: u32, j0: u32, c0: u32, cols: u32) -> array<vec4f, 8> {
+fn reduce_rows(big: ptr<storage, array<T>, read>, low: ptr<storage, array<T>, read>, m0: u32, m1: u32, j0: u32, c0: u32, cols: u32) -> array<vec4f, 8> {
   var acc: array<vec4f, 8>;
   let last = cols - 1u;
   for (var m = m0; m < m1; m++) {
     let f = vec4f(low_at(low, m, j0), low_at(low, m, j0 + 1u), low_at(low, m, j0 + 2u), low_at(low, m, j0 + 3u));
     for (var i = 0u; i < CB; i++) {
-      acc[i] += (*big)[m * cols + min(c0 + i * GWG, last)] * f;
+      acc[i] += f32((*big)[m * cols + min(c0 + i * GWG, last)]) * f;
     }
   }
   return acc;

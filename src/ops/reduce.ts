@@ -59,6 +59,7 @@ export function mean(x: Tensor, axis?: number, keepDims = false): Tensor {
 
 /** Sums a broadcast gradient g (shape = output) down to `shape` (a suffix of g's shape). */
 export function sumToShape(g: Tensor, shape: readonly number[]): Tensor {
+  checkInputs('sumToShape', { g }, F32_F16);
   if (g.size === product(shape)) return g.view(shape);
   const inner = product(shape);
   const outer = g.size / inner;

@@ -6,8 +6,9 @@ import { pickSubgroupMatrixConfig, sgmatVariant } from '../../src/ops/matmul-sel
 
 import { toF16, toF32 } from '../../src/ops/index.ts';
 import { backward } from '../../src/tensor/autograd.ts';
-import { scope, fromArray, Tensor } from '../../src/tensor/tensor.ts';
+import { scope, fromArray, Tensor, f32ToF16Bits, f16BitsToF32 } from '../../src/tensor/tensor.ts';
 import { assertClose, gradCheck, device, randn, exactNormal, fixture, scaledTol, checkScaled, pickRows, assertRegenerated } from '../helpers/fixtures.ts';
+import { testF16, f16Tol } from '../helpers/f16.ts';
 
 // loraLinear forward and dx / dA / dB / dresidual against a float64 host reference computed from
 // the same f32 inputs. The shapes cover one row chunk of the rank-r gradient kernel (rows ≤ 32),
@@ -357,6 +358,174 @@ test('loraLinear agrees with the composition linear + scale(linear(linear(x, A),
   } finally {
     w.dispose();
     bias.dispose();
+  }
+});
+
+// ---- mixed precision: x, W, b, residual and dy in f16, the factors A and B f32 masters ----
+//
+// Against the PyTorch fixtures (references from the unrounded f32 inputs; vit_b32 has 400 rows)
+// and a host float64 case with 1576 rows. Tolerance f16Tol(ref, k): rtol k·U16, atol
+// k·U16·max|ref|. Each f16 rounding perturbs the terms it touches by ≤ U16 relative, with random
+// signs, so a sum of terms t with c roundings per term is off by ≈ √(c/3)·U16·√(Σt²) (std; the
+// worst of many entries ≈ 4 std): k ≈ 4·√(c/3)·ρ with ρ = max √(Σt²) / max|ref|, how far the
+// terms' scale exceeds the result's (computed on the host for these inputs). The sums themselves
+// are f32 and add nothing visible. That estimate is an upper one (the largest √(Σt²) and the
+// largest |ref| are different entries); each k is 1.75–4.2× the measured worst (below).
+//   y  : x, W, b, u (stored f16), the f16 copy of B, the store of y: c = 6; ρ = 0.26 (vit_b32),
+//        0.45 (1576 rows) → 1.5–2.5: k = 2
+//   dx : dy, W, du (stored f16), the f16 copy of A, the store of dx, with quick GELU also z and
+//        dz: c = 5–7; ρ = 0.25–0.51 → 1.3–3.1: k = 3
+//   dA : dy, x, du (stored f16), with quick GELU dz: c = 3–4, no store rounding (f32)
+//   dB : dy, x (in u), u (stored f16), with quick GELU dz: c = 3–4, no store rounding (f32)
+//        zero-mean data as in the fixtures: ρ ≈ 0.45 (computed on the 1576-row inputs without
+//        the offsets below) → 1.7–2.2: k = 2. The 1576-row case has
+//        non-centred activations (x + 1) and a same-sign output gradient (dy + 0.5), as in a
+//        real step, so the row sums are coherent: ρ = 0.061 (dA), 0.077 (dB) → ≤ 0.37: k = 0.5.
+// Measured on lavapipe (the smallest k that passes):
+//   vit_b32:              y 0.86, dx 0.67, dA 0.68, dB 0.62
+//   odd_qgelu:            y 0.81, dx 1.30, dA 0.81, dB 0.94
+//   1576 rows (coherent): y 0.89, dx 1.71, dA 0.12, dB 0.20
+// Accumulating dA and dB in f16 instead (lowrank_grad's accumulators and the chunk sum, a
+// temporary mutation) needs dA 2.04, dB 1.36 on the 1576-row case (10× worse; the test fails)
+// and dA 1.97, dB 2.36 on vit_b32 (dB fails).
+const F16_K = { y: 2, dx: 3, dA: 2, dB: 2 };
+const F16_K_COHERENT = { y: 2, dx: 3, dA: 0.5, dB: 0.5 };
+
+function checkF16(actual: ArrayLike<number>, ref: ArrayLike<number>, k: number, label: string): void {
+  assertClose(actual, ref, f16Tol(ref, k), label);
+}
+
+/** An f16 tensor holding d (rounded to nearest), kept. */
+function half(d: Float32Array, shape: number[]): Tensor {
+  return scope(() => toF16(fromArray(d, shape)).keep());
+}
+
+/** d rounded to f16 and back, on the host. */
+function roundF16(d: Float32Array): Float32Array {
+  return Float32Array.from(new Uint16Array(Array.from(d, f32ToF16Bits)), f16BitsToF32);
+}
+
+interface F16Run {
+  y: Float32Array;
+  dx: Float32Array;
+  dA: Float32Array;
+  dB: Float32Array;
+  dres: Float32Array | null;
+}
+
+/**
+ * loraLinear with x, W, b, residual and dy in f16 and A, B f32 leaves; checks the dtypes of the
+ * output and of every gradient and returns them read back.
+ */
+async function runF16(lead: number[], k: number, n: number, r: number, s: number, act: Activation, d: { x: Float32Array; w: Float32Array; b: Float32Array | null; a: Float32Array; bb: Float32Array; res: Float32Array | null; dy: Float32Array }): Promise<F16Run> {
+  const x = half(d.x, [...lead, k]);
+  const w = half(d.w, [n, k]);
+  const bias = d.b ? half(d.b, [n]) : null;
+  const res = d.res ? half(d.res, [...lead, n]) : null;
+  const a = fromArray(d.a, [r, k]).keep();
+  const bb = fromArray(d.bb, [n, r]).keep();
+  for (const t of [x, a, bb, ...(res ? [res] : [])]) t.requiresGrad = true;
+  try {
+    const y = scope(() => loraLinear(x, w, bias ?? undefined, a, bb, s, act, res ?? undefined).keep());
+    assert.is(y.dtype, 'f16');
+    const dy = half(d.dy, y.shape as number[]);
+    scope(() => backward(y, dy));
+    dy.dispose();
+    const yv = await y.read();
+    y.dispose();
+    assert.is(x.grad!.dtype, 'f16');
+    assert.is(a.grad!.dtype, 'f32');
+    assert.is(bb.grad!.dtype, 'f32');
+    if (res) assert.is(res.grad!.dtype, 'f16');
+    return { y: yv, dx: await x.grad!.read(), dA: await a.grad!.read(), dB: await bb.grad!.read(), dres: res ? await res.grad!.read() : null };
+  } finally {
+    for (const t of [x, w, a, bb, ...(bias ? [bias] : []), ...(res ? [res] : [])]) t.dispose();
+  }
+}
+
+['vit_b32', 'odd_qgelu'].forEach((name, c) => {
+  testF16(`loraLinear in f16 (f32 A, B) matches PyTorch: ${name}`, async () => {
+    const fx = fixture('lora');
+    const m: Record<string, string> = Object.fromEntries(fx.metadata[name].split(';').map((kv) => kv.split('=')));
+    const lead: number[] = m.lead.split(',').map(Number);
+    const [k, n, r, s] = [Number(m.k), Number(m.n), Number(m.r), Number(m.s)];
+    const shapes: Record<string, number[]> = { x: [...lead, k], w: [n, k], b: [n], a: [r, k], bb: [n, r], dy: [...lead, n], res: [...lead, n] };
+    const scales: Record<string, number> = { x: 1, w: k ** -0.5, b: 0.1, a: k ** -0.5, bb: 0.5, dy: 1, res: 1 };
+    const data = FX_INPUTS.map((key, i) => exactNormal(shapes[key].reduce((p, q) => p * q, 1), 2000 + 10 * c + i, scales[key]));
+    assertRegenerated(fx, name, data, FX_INPUTS);
+    const [x, w, b, a, bb, dy, res] = data;
+    const out = await runF16(lead, k, n, r, s, m.act as Activation, { x, w, b, a, bb, dy, res: m.residual === '1' ? res : null });
+    const keep = fx.metadata[`${name}.rows`].split(',').map(Number);
+    checkF16(pickRows(out.y, n, keep), fx.get(`${name}.y`).data, F16_K.y, `${name} f16: y`);
+    checkF16(pickRows(out.dx, k, keep), fx.get(`${name}.dx`).data, F16_K.dx, `${name} f16: dx`);
+    checkF16(out.dA, fx.get(`${name}.dA`).data, F16_K.dA, `${name} f16: dA`);
+    checkF16(out.dB, fx.get(`${name}.dB`).data, F16_K.dB, `${name} f16: dB`);
+    // dresidual = dy, which reached the op as f16: exactly the rounded dy.
+    if (out.dres) assertClose(out.dres, roundF16(dy), { rtol: 0, atol: 0 }, `${name} f16: dresidual`);
+  });
+});
+
+// Run with this adapter's kernel blocking and once more with the other adapter class's.
+[false, true].forEach((other) => {
+  testF16(`loraLinear in f16 (f32 A, B), 1576 rows with coherent row sums, quick GELU + residual, vs float64 host${other ? ' (other adapter class blocking)' : ''}`, async () => {
+    const dev = await device();
+    if (other) dev.settings.blockingClass = dev.adapterClass === 'cpu' ? 'gpu' : 'cpu';
+    try {
+      const c: Case = { name: `f16 x[8,197,40]${other ? ' other blocking' : ''}`, lead: [8, 197], k: 40, n: 36, r: 4, act: 'quick_gelu', residual: true, bias: true };
+      const rows = 8 * 197;
+      // x + 1 and dy + 0.5: dA and dB grow linearly with the rows (see the tolerance above).
+      const x = randn(rows * c.k, 61).map((v) => v + 1);
+      const dy = randn(rows * c.n, 67).map((v) => v + 0.5);
+      const d = { x, w: randn(c.n * c.k, 62, c.k ** -0.5), b: randn(c.n, 63, 0.1), a: randn(c.r * c.k, 64, c.k ** -0.5), bb: randn(c.n * c.r, 65, 0.5), res: randn(rows * c.n, 66), dy };
+      const ref = reference(c, rows, d.x, d.w, d.b, d.a, d.bb, d.res, d.dy);
+      const out = await runF16(c.lead, c.k, c.n, c.r, S, c.act, d);
+      checkF16(out.y, ref.y, F16_K_COHERENT.y, `${c.name}: y`);
+      checkF16(out.dx, ref.dx, F16_K_COHERENT.dx, `${c.name}: dx`);
+      checkF16(out.dA, ref.dA, F16_K_COHERENT.dA, `${c.name}: dA`);
+      checkF16(out.dB, ref.dB, F16_K_COHERENT.dB, `${c.name}: dB`);
+      assertClose(out.dres!, roundF16(d.dy), { rtol: 0, atol: 0 }, `${c.name}: dresidual`);
+    } finally {
+      dev.settings.blockingClass = null;
+    }
+  });
+});
+
+test('loraLinear refuses mixed dtypes by name, and f16 factors', async () => {
+  const x16 = half(randn(24, 1), [4, 6]);
+  const w16 = half(randn(30, 2), [5, 6]);
+  const b16 = half(randn(5, 3), [5]);
+  const w32 = fromArray(randn(30, 2), [5, 6]).keep();
+  const b32 = fromArray(randn(5, 3), [5]).keep();
+  const res32 = fromArray(randn(20, 4), [4, 5]).keep();
+  const a32 = fromArray(randn(12, 5), [2, 6]).keep();
+  const bb32 = fromArray(randn(10, 6), [5, 2]).keep();
+  const a16 = half(randn(12, 5), [2, 6]);
+  const bb16 = half(randn(10, 6), [5, 2]);
+  const x32 = fromArray(randn(24, 1), [4, 6]).keep();
+  try {
+    assert.throws(() => loraLinear(x16, w32, b16, a32, bb32, S), /loraLinear: argument 'weight' \(Tensor\[5, 6\]\) is f32 but x is f16; .*convert it with toF16/);
+    assert.throws(() => loraLinear(x16, w16, b32, a32, bb32, S), /loraLinear: argument 'bias' .* is f32 but x is f16/);
+    assert.throws(() => loraLinear(x16, w16, b16, a32, bb32, S, 'none', res32), /loraLinear: argument 'residual' .* is f32 but x is f16/);
+    assert.throws(() => loraLinear(x32, w16, b16, a32, bb32, S), /loraLinear: argument 'weight' .* is f16 but x is f32; .*convert it with toF32/);
+    assert.throws(() => loraLinear(x16, w16, b16, a16, bb32, S), /loraLinear: argument 'loraA' .* is f16, but the LoRA factors are f32 master parameters.*toF32/);
+    assert.throws(() => loraLinear(x16, w16, b16, a32, bb16, S), /loraLinear: argument 'loraB' .* is f16/);
+    w16.requiresGrad = true;
+    assert.throws(() => loraLinear(x16, w16, b16, a32, bb32, S), /loraLinear: the base weight and bias must be frozen/);
+  } finally {
+    for (const t of [x16, w16, b16, w32, b32, res32, a32, bb32, a16, bb16, x32]) t.dispose();
+  }
+});
+
+testF16('loraLinear in f16 refuses an f32 output gradient', async () => {
+  const a = fromArray(randn(12, 5), [2, 6]).keep();
+  a.requiresGrad = true;
+  try {
+    scope(() => {
+      const y = loraLinear(toF16(fromArray(randn(24, 1), [4, 6])), toF16(fromArray(randn(30, 2), [5, 6])), undefined, a, fromArray(randn(10, 6), [5, 2]), S);
+      assert.throws(() => backward(y, fromArray(randn(20, 7), [4, 5])), /loraLinear: the gradient of the output is f32, the output is f16; pass a f16 gradOutput/);
+    });
+  } finally {
+    a.dispose();
   }
 });
 
