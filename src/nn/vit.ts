@@ -66,9 +66,9 @@ export class ClipVisionModel {
     /**
      * The storage type of the frozen weights and of every activation. 'f16' is mixed
      * precision: each op stores f16 and computes in f32 where precision needs it (LayerNorm
-     * statistics, softmax, attention and matmul accumulators); f32 LoRA masters and a student
-     * projection are cast to f16 for each forward (their gradients come back in f32), and the
-     * embeddings forward() returns are f32.
+     * statistics, softmax, attention and matmul accumulators); loraLinear reads the f32 LoRA
+     * masters directly, a student projection is cast to f16 for each forward (its gradient comes
+     * back in f32), and the embeddings forward() returns are f32.
      */
     readonly dtype: DType = 'f32',
   ) {}
@@ -132,12 +132,9 @@ export class ClipVisionModel {
     const W = this.w(`${path}.weight`);
     const b = this.w(`${path}.bias`);
     const pair = lora?.get(path);
-    if (!pair) return linear(x, W, b, activation, residual);
-    const [a, bb] = [this.asStorage(pair.a), this.asStorage(pair.b)];
-    const y = loraLinear(x, W, b, a, bb, lora!.scaling, activation, residual);
-    // The tape keeps its own references to what backward needs; the casts' gradients reach the f32 masters.
-    if (a !== pair.a) disposeAll(a, bb);
-    return y;
+    // loraLinear reads the f32 A/B masters as they are (in f16 too) and returns f32 gradients.
+    if (pair) return loraLinear(x, W, b, pair.a, pair.b, lora!.scaling, activation, residual);
+    return linear(x, W, b, activation, residual);
   }
 
   /** A trainable f32 tensor in the model's storage type: itself (f32), or its differentiable f16 cast. */
