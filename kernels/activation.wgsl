@@ -22,9 +22,7 @@
 // Dispatch: 1-D over n, folded into y past 65535 workgroups: i = gid.x + gid.y * nwg.x * WG.
 // Overrides: ACT (lib/activations), WG (lib/grid: workgroup size, default 256).
 
-struct P {
-  n: u32,
-}
+struct P { n: u32 }
 
 @compute @workgroup_size(WG)
 fn forward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {

@@ -60,33 +60,14 @@
 
 override ITEMS: u32 = 4u;
 
-struct PartialsP {
-  begin: u32,
-  end: u32,
-  chunk: u32,
-  out_offset: u32,
-  grad_scale: f32,
-}
+struct PartialsP { begin: u32, end: u32, chunk: u32, out_offset: u32, grad_scale: f32 }
 
-struct FinalP {
-  n_partials: u32,
-}
+struct FinalP { n_partials: u32 }
 
 struct UpdateP {
-  begin: u32,
-  end: u32,
-  pad0: u32,
-  pad1: u32,
-  decay: f32,
-  step_size: f32,
-  inv_sqrt_bc2: f32,
-  beta1: f32,
-  one_minus_beta1: f32,
-  beta2: f32,
-  one_minus_beta2: f32,
-  eps: f32,
-  max_norm: f32,
-  grad_scale: f32,
+  begin: u32, end: u32, pad0: u32, pad1: u32, decay: f32, step_size: f32, inv_sqrt_bc2: f32,
+  beta1: f32, one_minus_beta1: f32, beta2: f32, one_minus_beta2: f32, eps: f32, max_norm: f32,
+  grad_scale: f32
 }
 
 @compute @workgroup_size(WG)

@@ -19,9 +19,7 @@
 // Dispatch: 1-D over u32 words (to_f16) or elements (to_f32), folded into y past 65535
 // workgroups: i = gid.x + gid.y * nwg.x * WG. Overrides: WG (lib/grid: workgroup size, default 256).
 
-struct P {
-  n: u32,
-}
+struct P { n: u32 }
 
 @compute @workgroup_size(WG)
 fn to_f16(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {

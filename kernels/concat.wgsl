@@ -25,14 +25,8 @@
 // Overrides: WG (lib/grid: workgroup size, default 256).
 
 struct P {
-  n: u32,
-  len: u32,
-  inner: u32,
-  src_axis: u32,
-  src_off: u32,
-  dst_axis: u32,
-  dst_off: u32,
-  _pad: u32,
+  n: u32, len: u32, inner: u32, src_axis: u32, src_off: u32, dst_axis: u32, dst_off: u32,
+  _pad: u32
 }
 
 @compute @workgroup_size(WG)

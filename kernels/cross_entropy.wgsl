@@ -32,10 +32,7 @@
 // (lib/workgroup_reduce). mean_loss is a single workgroup. Overrides: WG (lib/grid: workgroup
 // size, a power of two, default 256).
 
-struct P {
-  b: u32,
-  c: u32,
-}
+struct P { b: u32, c: u32 }
 
 const NEG_BIG: f32 = -3.0e38;
 

@@ -31,13 +31,7 @@
 
 override OP: u32 = 0u;
 
-struct P {
-  n: u32,
-  a_size: u32,
-  b_size: u32,
-  _pad: u32,
-  alpha: f32,
-}
+struct P { n: u32, a_size: u32, b_size: u32, _pad: u32, alpha: f32 }
 
 // Index into an operand of `size` elements; the full-size operand skips the integer modulo
 // (a per-element division is the costliest instruction here on CPU adapters).

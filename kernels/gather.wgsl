@@ -26,12 +26,7 @@
 //   idx = gid.x + gid.y * nwg.x * WG.
 // Overrides: WG (lib/grid: workgroup size, default 256).
 
-struct P {
-  n: u32,
-  inner: u32,
-  src_axis: u32,
-  dst_axis: u32,
-}
+struct P { n: u32, inner: u32, src_axis: u32, dst_axis: u32 }
 
 @compute @workgroup_size(WG)
 fn gather_rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {

@@ -21,14 +21,7 @@
 //   i = gid.x + gid.y * nwg.x * WG.
 // Overrides: WG (lib/grid: workgroup size, default 256).
 
-struct P {
-  batch: u32,
-  channels: u32,
-  height: u32,
-  width: u32,
-  psize: u32,
-  total: u32,
-}
+struct P { batch: u32, channels: u32, height: u32, width: u32, psize: u32, total: u32 }
 
 /// The flat image index of element i of the patch layout [B, nP, C·P·P].
 fn image_index(i: u32) -> u32 {

@@ -19,13 +19,7 @@
 // idx = gid.x + gid.y * nwg.x * WG.
 // Overrides: WG (lib/grid: workgroup size, default 256).
 
-struct P {
-  outer: u32,
-  k: u32,
-  inner: u32,
-  _pad: u32,
-  alpha: f32,
-}
+struct P { outer: u32, k: u32, inner: u32, _pad: u32, alpha: f32 }
 
 @compute @workgroup_size(WG)
 fn reduce_axis(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {

@@ -12,14 +12,7 @@
 // Dispatch: 1-D over n, folded into y: i = gid.x + gid.y * nwg.x * WG.
 // Overrides: WG (lib/grid: workgroup size, default 256).
 
-struct P {
-  n: u32,
-  _p0: u32,
-  _p1: u32,
-  _p2: u32,
-  alpha: f32,
-  beta: f32,
-}
+struct P { n: u32, _p0: u32, _p1: u32, _p2: u32, alpha: f32, beta: f32 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {

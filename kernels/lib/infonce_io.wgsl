@@ -32,16 +32,7 @@
 //   write_row_partial(base, count, o) merges the count partials of one row at sa/sb/si[base ..]
 //   into part[o .. o+2] = (max, Σ exp(S - max), argmax as bitcast u32; ties: the first).
 
-struct P {
-  b: u32,
-  m: u32,
-  d: u32,
-  flags: u32,
-  ntc: u32,
-  ntr: u32,
-  eps: f32,
-  inv_tau: f32,
-}
+struct P { b: u32, m: u32, d: u32, flags: u32, ntc: u32, ntr: u32, eps: f32, inv_tau: f32 }
 
 // A finite "minus infinity" for running maxima, and "no column yet" for argmax.
 const NEG_BIG: f32 = -3.0e38;

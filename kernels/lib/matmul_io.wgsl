@@ -26,22 +26,11 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 
 struct P {
-  M: u32,
-  N: u32,
-  K: u32,
-  batch_offset: u32,
-  a_bs: u32,
-  b_bs: u32,
-  c_bs: u32,
-  n_elems: u32,
+  M: u32, N: u32, K: u32, batch_offset: u32, a_bs: u32, b_bs: u32, c_bs: u32, n_elems: u32
 }
 
 /// Where a workgroup's batch element (wid.z + P.batch_offset) starts in A, B and out.
-struct BatchBase {
-  a: u32,
-  b: u32,
-  c: u32,
-}
+struct BatchBase { a: u32, b: u32, c: u32 }
 
 fn batch_base(wid: vec3u) -> BatchBase {
   let batch = wid.z + p.batch_offset;
