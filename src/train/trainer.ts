@@ -39,7 +39,7 @@ import { PreprocessPool } from '../io/preprocess-pool.ts';
 import { readPeftAdapter } from '../io/peft.ts';
 import { readRegularTextFile } from '../gpu/regular-file.ts';
 import { AdamW } from './optimizer.ts';
-import { GradScaler } from './grad-scaler.ts';
+import { GradScaler, GRAD_SCALER_DEFAULTS, type GradScalerOptions } from './grad-scaler.ts';
 import { learningRate, type ScheduleOptions } from './schedule.ts';
 import {
   ADAPTER_DIR, CHECKPOINTS_DIR, METRICS_FILE, saveCheckpoint, loadCheckpoint, inspectRun, repairRun, isRunTemp, isNoSpace, setAsideDivergedCheckpoint,
@@ -85,6 +85,8 @@ export interface TrainHooks {
    * a step's loss NaN to exercise the divergence handling.
    */
   transformLoss?: (step: number, loss: number) => number;
+  /** --precision f16: the loss scaler's settings (default PyTorch's); tests start it high to make steps overflow. */
+  gradScaler?: GradScalerOptions;
 }
 
 export interface TrainResult {
@@ -980,7 +982,7 @@ async function runStages(device: Device, o: TrainOptions, hooks: TrainHooks, fil
       device, o, hooks, files, log, runDir: run.runDir, built, cache, trainPairs, sched, totalSteps, startStep,
       start: ckpt ? { epoch: ckpt.state.epoch, batch: ckpt.state.batchInEpoch } : { epoch: 0, batch: 0 },
       elapsedBefore: ckpt?.state.elapsedS ?? 0,
-      scaler: o.precision === 'f16' ? new GradScaler(undefined, ckpt?.state.gradScaler) : null,
+      scaler: o.precision === 'f16' ? new GradScaler(hooks.gradScaler ?? GRAD_SCALER_DEFAULTS, ckpt?.state.gradScaler) : null,
     });
     if (loop.step === startStep && loop.step === totalSteps) log(`nothing to do: the run is already at step ${loop.step}/${totalSteps}`);
     if (loop.stoppedEarly) return result(loop.step, true, loop.lastLoss, cache, null);
