@@ -34,6 +34,21 @@ export function checkInputs(op: string, inputs: Record<string, Tensor>, dtypes: 
   return device;
 }
 
+/**
+ * Throws unless every tensor has the dtype of the first one (whose dtype it returns). For ops
+ * whose kernel has one storage type T for all its tensors: a mix (an f16 x with an f32 weight)
+ * is refused by name, never run on the wrong bytes. Call it after checkInputs.
+ */
+export function checkSameDtype(op: string, inputs: Record<string, Tensor>): DType {
+  const [[first, t0], ...rest] = Object.entries(inputs);
+  for (const [name, t] of rest) {
+    if (t.dtype !== t0.dtype) {
+      throw new Error(`${op}: argument '${name}' (${t.describe()}) is ${t.dtype} and '${first}' (${t0.describe()}) is ${t0.dtype}; ${op} needs them in one dtype: convert '${name}' with ${t0.dtype === 'f16' ? 'toF16' : 'toF32'}`);
+    }
+  }
+  return t0.dtype;
+}
+
 export function shapeError(op: string, detail: string, inputs: Record<string, Tensor>): Error {
   const shapes = Object.entries(inputs).map(([k, t]) => `${k}=${shapeStr(t.shape)}`).join(', ');
   return new Error(`${op}: ${detail} (got ${shapes})`);
