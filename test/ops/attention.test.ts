@@ -228,7 +228,7 @@ test('attention refuses a mix of f16 and f32 tensors by name', async () => {
     const q = fromArray(randn(2 * 3 * 1 * 8, 80), [2, 3, 1, 8]);
     const h = toF16(q);
     assert.throws(() => attention(h, q, h), /attention: argument 'k' \(Tensor\[2, 3, 1, 8\]\) is f32 but 'q' \(Tensor\[2, 3, 1, 8\]\) is f16; attention runs on tensors of one dtype: convert 'k' with toF16 \(or 'q' with toF32\)/);
-    assert.throws(() => attention(q, q, h), /attention: argument 'v' .* is f16 and 'q' .* is f32; .* convert 'v' with toF32/);
+    assert.throws(() => attention(q, q, h), /attention: argument 'v' .* is f16 but 'q' .* is f32; .* convert 'v' with toF32/);
   });
 });
 

@@ -499,8 +499,8 @@ test('layerNorm refuses a mix of f16 and f32 tensors by name', async () => {
   const w16 = toF16(w32);
   try {
     assert.throws(() => layerNorm(x16, w32, w16), /layerNorm: argument 'weight' \(Tensor\[6\]\) is f32 but 'x' \(Tensor\[2, 6\]\) is f16; layerNorm runs on tensors of one dtype: convert 'weight' with toF16 \(or 'x' with toF32\)/);
-    assert.throws(() => layerNorm(x16, w16, w32), /layerNorm: argument 'bias' \(Tensor\[6\]\) is f32 and 'x' .* is f16/);
-    assert.throws(() => layerNorm(x32, w16, w16), /layerNorm: argument 'weight' \(Tensor\[6\]\) is f16 and 'x' .* is f32; .* convert 'weight' with toF32/);
+    assert.throws(() => layerNorm(x16, w16, w32), /layerNorm: argument 'bias' \(Tensor\[6\]\) is f32 but 'x' .* is f16/);
+    assert.throws(() => layerNorm(x32, w16, w16), /layerNorm: argument 'weight' \(Tensor\[6\]\) is f16 but 'x' .* is f32; .* convert 'weight' with toF32/);
   } finally {
     for (const t of [x32, x16, w32, w16]) t.dispose();
   }
