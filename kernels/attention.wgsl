@@ -1,11 +1,19 @@
 // attention.wgsl — fused multi-head attention (no mask), forward and backward, flash style:
 // the [N, N] score matrix of a head never reaches global memory.
+// dtypes: f32, f16
 //
 // Layout: q, k, v, out and their gradients are [B, N, H, Dh] row-major, the layout of a linear
 // layer's [B, N, H*Dh] output after a free reshape. Element (b, i, h, d) sits at
 //   ((b * N + i) * H + h) * Dh + d
-// so the rows of one (b, h) head are H*Dh floats apart. lse and delta are [B, H, N]:
+// so the rows of one (b, h) head are H*Dh elements apart. lse and delta are [B, H, N]:
 // (b, h, i) at (b * H + h) * N + i.
+//
+// Types: q, k, v, out, dout, dq, dk, dv have the storage type T (f32 or f16). lse and delta are
+// f32 for either T: one value per row, and every recomputed P_ij = exp(S_ij - lse_i) depends on
+// lse_i absolutely (an f16 lse of ~5 would be off by ~2e-3, i.e. every P by 0.2%). All math is
+// f32: elements are widened on load (load4), the scores, the running max and sum, the output and
+// gradient accumulators and the shared tiles are f32, and only out, dq, dk, dv are rounded to T
+// when stored.
 //
 // Math, per (b, h), with s = scale:
 //   forward:   S = s·Q Kᵀ, P = softmax_rows(S), O = P V, lse_i = log Σ_j exp(S_ij)
@@ -17,7 +25,8 @@
 //              dK_j = s Σ_i dS_ij Q_i,  dV_j = Σ_i P_ij dO_i   (backward_dkv, parallel over key rows)
 //   No atomics: every output row is owned by exactly one invocation.
 //
-// Bindings (group 0; binding 0 is the uniform P { n: u32, heads: u32, rows: u32, _pad: u32, scale: f32 }):
+// Bindings (group 0; binding 0 is the uniform P { n: u32, heads: u32, rows: u32, _pad: u32, scale: f32 }),
+// array<T> except lse and delta (array<f32>):
 //   forward:      1 q, 2 k, 3 v (read)                          4 out, 5 lse (write)
 //   delta:        1 dout, 2 out (read)                          3 delta (write)
 //   backward_dq:  1 q, 2 k, 3 v, 4 dout, 5 lse, 6 delta (read)  7 dq (write)
@@ -72,23 +81,23 @@ struct P {
 @group(0) @binding(0) var<uniform> p: P;
 
 // forward / backward inputs
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(1) var<storage, read> q: array<T>;
+@group(0) @binding(2) var<storage, read> k: array<T>;
+@group(0) @binding(3) var<storage, read> v: array<T>;
 // forward outputs
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<T>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 // backward inputs
-@group(0) @binding(4) var<storage, read> dout: array<f32>;
+@group(0) @binding(4) var<storage, read> dout: array<T>;
 @group(0) @binding(5) var<storage, read> lse_in: array<f32>;
 @group(0) @binding(6) var<storage, read> delta_in: array<f32>;
 // backward outputs
-@group(0) @binding(7) var<storage, read_write> dq: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dk: array<f32>;
-@group(0) @binding(8) var<storage, read_write> dv: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dq: array<T>;
+@group(0) @binding(7) var<storage, read_write> dk: array<T>;
+@group(0) @binding(8) var<storage, read_write> dv: array<T>;
 // delta kernel
-@group(0) @binding(1) var<storage, read> delta_dout: array<f32>;
-@group(0) @binding(2) var<storage, read> delta_o: array<f32>;
+@group(0) @binding(1) var<storage, read> delta_dout: array<T>;
+@group(0) @binding(2) var<storage, read> delta_o: array<T>;
 @group(0) @binding(3) var<storage, read_write> delta: array<f32>;
 
 // Shared tiles: forward and backward_dq stream K and V, backward_dkv streams Q, dO, lse, Δ.
@@ -106,12 +115,12 @@ fn in_dim(d: u32) -> bool {
   return d < HEAD_DIM;
 }
 
-/** Elements 4·d4 .. 4·d4+3 of the row starting at `base` in one of the [B, N, H, Dh] inputs, 0 past Dh. */
-fn load4(buf: ptr<storage, array<f32>, read>, base: u32, d4: u32) -> vec4f {
+/** Elements 4·d4 .. 4·d4+3 of the row starting at `base` in one of the [B, N, H, Dh] inputs, widened to f32, 0 past Dh. */
+fn load4(buf: ptr<storage, array<T>, read>, base: u32, d4: u32) -> vec4f {
   var r = vec4f(0.0);
   for (var c = 0u; c < 4u; c++) {
     let d = d4 * 4u + c;
-    if (in_dim(d)) { r[c] = (*buf)[base + d]; }
+    if (in_dim(d)) { r[c] = f32((*buf)[base + d]); }
   }
   return r;
 }
@@ -214,7 +223,7 @@ fn forward(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid:
         let o = acc[r][d4] * inv;
         for (var c = 0u; c < 4u; c++) {
           let d = d4 * 4u + c;
-          if (in_dim(d)) { out[row + d] = o[c]; }
+          if (in_dim(d)) { out[row + d] = T(o[c]); }
         }
       }
       lse[(wid.z * p.heads + wid.y) * n + i] = m[r] + log(l[r]);
@@ -232,7 +241,7 @@ fn delta_rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups
   let bh = idx / n;
   let row = ((bh / heads) * n + i) * heads * HEAD_DIM + (bh % heads) * HEAD_DIM;
   var acc = 0.0;
-  for (var d = 0u; d < HEAD_DIM; d++) { acc += delta_dout[row + d] * delta_o[row + d]; }
+  for (var d = 0u; d < HEAD_DIM; d++) { acc += f32(delta_dout[row + d]) * f32(delta_o[row + d]); }
   delta[idx] = acc;
 }
 
@@ -333,7 +342,7 @@ fn backward_dq(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) 
         let g = acc[r][d4] * p.scale;
         for (var c = 0u; c < 4u; c++) {
           let d = d4 * 4u + c;
-          if (in_dim(d)) { dq[row + d] = g[c]; }
+          if (in_dim(d)) { dq[row + d] = T(g[c]); }
         }
       }
     }
@@ -450,8 +459,8 @@ fn backward_dkv(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id)
         for (var c = 0u; c < 4u; c++) {
           let d = d4 * 4u + c;
           if (in_dim(d)) {
-            dk[row + d] = gk[c];
-            dv[row + d] = gv[c];
+            dk[row + d] = T(gk[c]);
+            dv[row + d] = T(gv[c]);
           }
         }
       }

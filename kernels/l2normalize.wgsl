@@ -1,24 +1,29 @@
 // l2normalize.wgsl — row-wise L2 normalisation y = x / max(||x||, eps), and its backward.
 // Matches torch.nn.functional.normalize(x, p=2, dim=-1, eps).
 // uses: lib/grid, lib/workgroup_reduce
+// dtypes: f32, f16
 //
-// The input is viewed as [rows, D] (rows over the last dim), row-major f32.
+// The input is viewed as [rows, D] (rows over the last dim), row-major, elements of the storage
+// type T (f32 or f16). The saved row norms are f32 for either T: [rows] floats, and backward
+// divides by them.
 //
 // Bindings (group 0):
 //   forward:   0 uniform P { rows: u32, d: u32, _pad0: u32, _pad1: u32, eps: f32 }
-//              1 x:     array<f32>  [rows, D]   (read)
-//              2 y:     array<f32>  [rows, D]   (write)
+//              1 x:     array<T>    [rows, D]   (read)
+//              2 y:     array<T>    [rows, D]   (write)
 //              3 norms: array<f32>  [rows]      (write; ||x_r||, unclamped, saved for backward)
 //   backward:  0 uniform P (same struct)
-//              1 gy:    array<f32>  [rows, D]   (read; dL/dy)
-//              2 y:     array<f32>  [rows, D]   (read; the forward output)
+//              1 gy:    array<T>    [rows, D]   (read; dL/dy)
+//              2 y:     array<T>    [rows, D]   (read; the forward output)
 //              3 norms: array<f32>  [rows]      (read)
-//              4 gx:    array<f32>  [rows, D]   (write; dL/dx)
+//              4 gx:    array<T>    [rows, D]   (write; dL/dx)
 //
 // Math (n = ||x_r||, m = max(n, eps)):
 //   forward:  y = x / m
 //   backward: n >  eps: gx = (gy - y * (y . gy)) / n      (projection off the unit direction)
 //             n <= eps: gx = gy / eps                      (the clamp makes the map linear)
+// All math is f32 whatever T is: elements are widened on load, Σx² and y·gy are f32 sums (as is
+// the workgroup memory of the reduction), and only the stored y / gx are rounded to T.
 //
 // One workgroup per row; WG invocations stride over D and combine partial sums with a
 // shared-memory tree reduction (lib/workgroup_reduce). Row index = wid.x + wid.y * nwg.x (the
@@ -37,8 +42,8 @@ struct P {
 
 // ---- forward ----------------------------------------------------------------------------------
 
-@group(0) @binding(1) var<storage, read> fx: array<f32>;
-@group(0) @binding(2) var<storage, read_write> fy: array<f32>;
+@group(0) @binding(1) var<storage, read> fx: array<T>;
+@group(0) @binding(2) var<storage, read_write> fy: array<T>;
 @group(0) @binding(3) var<storage, read_write> fnorms: array<f32>;
 
 @compute @workgroup_size(WG)
@@ -48,23 +53,23 @@ fn forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
   let base = row * p.d;
   var ss = 0.0;
   for (var k = t; k < p.d; k += WG) {
-    let v = fx[base + k];
+    let v = f32(fx[base + k]);
     ss += v * v;
   }
   let n = sqrt(workgroup_sum(t, ss));
   let inv = 1.0 / max(n, p.eps);
   for (var k = t; k < p.d; k += WG) {
-    fy[base + k] = fx[base + k] * inv;
+    fy[base + k] = T(f32(fx[base + k]) * inv);
   }
   if (t == 0u) { fnorms[row] = n; }
 }
 
 // ---- backward ---------------------------------------------------------------------------------
 
-@group(0) @binding(1) var<storage, read> bgy: array<f32>;
-@group(0) @binding(2) var<storage, read> by: array<f32>;
+@group(0) @binding(1) var<storage, read> bgy: array<T>;
+@group(0) @binding(2) var<storage, read> by: array<T>;
 @group(0) @binding(3) var<storage, read> bnorms: array<f32>;
-@group(0) @binding(4) var<storage, read_write> bgx: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bgx: array<T>;
 
 @compute @workgroup_size(WG)
 fn backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) t: u32) {
@@ -73,13 +78,13 @@ fn backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec
   let base = row * p.d;
   var dot = 0.0;
   for (var k = t; k < p.d; k += WG) {
-    dot += by[base + k] * bgy[base + k];
+    dot += f32(by[base + k]) * f32(bgy[base + k]);
   }
   let yg = workgroup_sum(t, dot);
   let n = bnorms[row];
   let inv = 1.0 / max(n, p.eps);
   let proj = select(0.0, yg, n > p.eps);
   for (var k = t; k < p.d; k += WG) {
-    bgx[base + k] = (bgy[base + k] - by[base + k] * proj) * inv;
+    bgx[base + k] = T((f32(bgy[base + k]) - f32(by[base + k]) * proj) * inv);
   }
 }

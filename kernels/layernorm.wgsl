@@ -1,20 +1,28 @@
 // layernorm.wgsl — LayerNorm over the last dim, fused forward and backward.
 // uses: lib/grid
+// dtypes: f32, f16
 //
-// x is viewed as [rows, D] (row-major). mean and rstd are [rows] f32, written by the forward
-// and read by the backward. weight, bias, dweight, dbias are [D].
+// x is viewed as [rows, D] (row-major). x, weight, bias, y, g, dx, dweight, dbias have the
+// storage type T (f32 or f16; weight and bias have x's dtype). mean and rstd ([rows]) and the
+// dweight / dbias partial sums are f32 for either T: they are small, and the backward needs the
+// statistics unrounded. weight, bias, dweight, dbias are [D].
+// All math is f32: elements are widened on load (f32(x[i])); the Welford statistics, the affine,
+// the backward's row sums and the column sums over rows are f32 (so is the workgroup memory), and
+// only y, dx, dweight and dbias are rounded to T when stored.
 //
 // Entry points and bindings (group 0). A binding number is reused across entry points, never
 // inside one; each entry's layout is listed in order.
 //   ln_forward              one workgroup per row
-//     0 P  1 x  2 weight  3 bias  4 y (write) [rows, D]  5 mean_out (write)  6 rstd_out (write)
+//     0 P  1 x: T  2 weight: T  3 bias: T  4 y: T (write) [rows, D]
+//     5 mean_out: f32 (write)  6 rstd_out: f32 (write)
 //   ln_backward_input       one workgroup per row
-//     0 P  1 x  2 weight  3 g [rows, D]  4 mean_s  5 rstd_s  6 dx (write) [rows, D]
+//     0 P  1 x: T  2 weight: T  3 g: T [rows, D]  4 mean_s: f32  5 rstd_s: f32
+//     6 dx: T (write) [rows, D]
 //   ln_backward_params_partial   2-D grid [ceil(D / WG), chunks], one invocation per (column, chunk)
-//     0 P  1 x  2 weight (bound, unused: keeps the layout of ln_backward_input)  3 g
-//          4 mean_s  5 rstd_s  6 part (write) [2, chunks, D]
+//     0 P  1 x: T  2 weight: T (bound, unused: keeps the layout of ln_backward_input)  3 g: T
+//     4 mean_s: f32  5 rstd_s: f32  6 part: f32 (write) [2, chunks, D]
 //   ln_backward_params_final     1-D grid over D
-//     0 P  1 partials [2, chunks, D]  2 dweight (write) [D]  3 dbias (write) [D]
+//     0 P  1 partials: f32 [2, chunks, D]  2 dweight: T (write) [D]  3 dbias: T (write) [D]
 // Uniform P { rows: u32, d: u32, chunk_rows: u32, chunks: u32, eps: f32 }.
 //
 // Math, per row r with n = D:
@@ -45,19 +53,19 @@ struct P {
 }
 
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read> partials: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dweight: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read> g: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dbias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<T>;
+@group(0) @binding(2) var<storage, read_write> dweight: array<T>;
+@group(0) @binding(3) var<storage, read> bias: array<T>;
+@group(0) @binding(3) var<storage, read> g: array<T>;
+@group(0) @binding(3) var<storage, read_write> dbias: array<T>;
+@group(0) @binding(4) var<storage, read_write> y: array<T>;
 @group(0) @binding(4) var<storage, read> mean_s: array<f32>;
 @group(0) @binding(5) var<storage, read_write> mean_out: array<f32>;
 @group(0) @binding(5) var<storage, read> rstd_s: array<f32>;
 @group(0) @binding(6) var<storage, read_write> rstd_out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dx: array<T>;
 @group(0) @binding(6) var<storage, read_write> part: array<f32>;
 
 var<workgroup> w_count: array<f32, WG>;
@@ -76,7 +84,7 @@ fn ln_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
   var m = 0.0;
   var m2 = 0.0;
   for (var i = lid; i < p.d; i += WG) {
-    let v = x[base + i];
+    let v = f32(x[base + i]);
     n += 1.0;
     let delta = v - m;
     m += delta / n;
@@ -105,7 +113,7 @@ fn ln_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
   let mean = w_mean[0];
   let rstd = 1.0 / sqrt(w_m2[0] / f32(p.d) + p.eps);
   for (var i = lid; i < p.d; i += WG) {
-    y[base + i] = (x[base + i] - mean) * rstd * weight[i] + bias[i];
+    y[base + i] = T((f32(x[base + i]) - mean) * rstd * f32(weight[i]) + f32(bias[i]));
   }
   if (lid == 0u) {
     mean_out[row] = mean;
@@ -123,8 +131,8 @@ fn ln_backward_input(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
   let rstd = rstd_s[row];
   var acc = vec2f(0.0);
   for (var i = lid; i < p.d; i += WG) {
-    let gw = g[base + i] * weight[i];
-    let xhat = (x[base + i] - mean) * rstd;
+    let gw = f32(g[base + i]) * f32(weight[i]);
+    let xhat = (f32(x[base + i]) - mean) * rstd;
     acc += vec2f(gw, gw * xhat);
   }
   red2[lid] = acc;
@@ -137,9 +145,9 @@ fn ln_backward_input(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
   let mean_gw = red2[0].x * inv_d;
   let mean_gwx = red2[0].y * inv_d;
   for (var i = lid; i < p.d; i += WG) {
-    let gw = g[base + i] * weight[i];
-    let xhat = (x[base + i] - mean) * rstd;
-    dx[base + i] = rstd * (gw - mean_gw - xhat * mean_gwx);
+    let gw = f32(g[base + i]) * f32(weight[i]);
+    let xhat = (f32(x[base + i]) - mean) * rstd;
+    dx[base + i] = T(rstd * (gw - mean_gw - xhat * mean_gwx));
   }
 }
 
@@ -153,8 +161,8 @@ fn ln_backward_params_partial(@builtin(global_invocation_id) gid: vec3u) {
   var sw = 0.0;
   var sb = 0.0;
   for (var r = r0; r < r1; r++) {
-    let gv = g[r * p.d + col];
-    sw += gv * (x[r * p.d + col] - mean_s[r]) * rstd_s[r];
+    let gv = f32(g[r * p.d + col]);
+    sw += gv * (f32(x[r * p.d + col]) - mean_s[r]) * rstd_s[r];
     sb += gv;
   }
   part[chunk * p.d + col] = sw;
@@ -171,6 +179,6 @@ fn ln_backward_params_final(@builtin(global_invocation_id) gid: vec3u) {
     sw += partials[c * p.d + col];
     sb += partials[(p.chunks + c) * p.d + col];
   }
-  dweight[col] = sw;
-  dbias[col] = sb;
+  dweight[col] = T(sw);
+  dbias[col] = T(sb);
 }

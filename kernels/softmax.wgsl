@@ -1,5 +1,6 @@
 // softmax.wgsl — softmax over the last axis, forward and backward, one workgroup per row.
 // uses: lib/grid, lib/workgroup_reduce
+// dtypes: f32, f16
 //
 // The input is viewed as [rows, D] (row-major, D = last dim). Each workgroup owns one row;
 // its WG invocations stride over the row (element i is handled by invocation i % WG) and
@@ -7,22 +8,26 @@
 // (lib/workgroup_reduce). Rows of any length work; D up to a few thousand costs D / WG loads
 // per invocation per sweep.
 //
-// Bindings (group 0). A binding number is reused across entry points, never inside one.
+// Bindings (group 0), elements of the storage type T (f32 or f16). A binding number is reused
+// across entry points, never inside one.
 //   softmax_forward:
 //     0  uniform P { rows: u32, d: u32 }
-//     1  x:  array<f32> (read)    [rows, D]
-//     2  y:  array<f32> (write)   [rows, D]
+//     1  x:  array<T> (read)    [rows, D]
+//     2  y:  array<T> (write)   [rows, D]
 //   softmax_backward:
 //     0  uniform P { rows: u32, d: u32 }
-//     1  ys: array<f32> (read)    [rows, D]  the saved forward output y
-//     2  g:  array<f32> (read)    [rows, D]  dL/dy
-//     3  dx: array<f32> (write)   [rows, D]  dL/dx
+//     1  ys: array<T> (read)    [rows, D]  the saved forward output y
+//     2  g:  array<T> (read)    [rows, D]  dL/dy
+//     3  dx: array<T> (write)   [rows, D]  dL/dx
 //
 // Math (per row, numerically stable):
 //   forward:  m = max_j x_j;  s = sum_j exp(x_j - m);  y_i = exp(x_i - m) / s
 //             (-inf entries, e.g. masked scores, give y_i = 0; a row that is all -inf gives NaN,
 //              as in PyTorch)
 //   backward: dx_i = y_i * (g_i - sum_j g_j * y_j)
+// All math is f32 whatever T is: elements are widened on load (f32(x[i])), the max, the sum of
+// exponentials and the dot product are f32 (so is the workgroup memory of the reductions), and
+// only the stored y / dx are rounded to T.
 // Sweeps: forward reads the row three times (max, sum, write), backward twice (dot, write);
 // rows are short enough to stay in cache, and this keeps no per-row state in registers.
 //
@@ -36,11 +41,11 @@ struct P {
 }
 
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(1) var<storage, read> ys: array<f32>;
-@group(0) @binding(2) var<storage, read> g: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read_write> y: array<T>;
+@group(0) @binding(1) var<storage, read> ys: array<T>;
+@group(0) @binding(2) var<storage, read> g: array<T>;
+@group(0) @binding(3) var<storage, read_write> dx: array<T>;
 
 // -FLT_MAX: the identity for max over finite values (and larger than -inf).
 const LOWEST: f32 = -3.40282346638528859812e+38;
@@ -52,12 +57,12 @@ fn softmax_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
   if (row >= p.rows) { return; }
   let base = row * p.d;
   var m = LOWEST;
-  for (var i = lid; i < p.d; i += WG) { m = max(m, x[base + i]); }
+  for (var i = lid; i < p.d; i += WG) { m = max(m, f32(x[base + i])); }
   m = workgroup_max(lid, m);
   var s = 0.0;
-  for (var i = lid; i < p.d; i += WG) { s += exp(x[base + i] - m); }
+  for (var i = lid; i < p.d; i += WG) { s += exp(f32(x[base + i]) - m); }
   s = workgroup_sum(lid, s);
-  for (var i = lid; i < p.d; i += WG) { y[base + i] = exp(x[base + i] - m) / s; }
+  for (var i = lid; i < p.d; i += WG) { y[base + i] = T(exp(f32(x[base + i]) - m) / s); }
 }
 
 @compute @workgroup_size(WG)
@@ -67,7 +72,7 @@ fn softmax_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) 
   if (row >= p.rows) { return; }
   let base = row * p.d;
   var dot = 0.0;
-  for (var i = lid; i < p.d; i += WG) { dot += g[base + i] * ys[base + i]; }
+  for (var i = lid; i < p.d; i += WG) { dot += f32(g[base + i]) * f32(ys[base + i]); }
   dot = workgroup_sum(lid, dot);
-  for (var i = lid; i < p.d; i += WG) { dx[base + i] = ys[base + i] * (g[base + i] - dot); }
+  for (var i = lid; i < p.d; i += WG) { dx[base + i] = T(f32(ys[base + i]) * (f32(g[base + i]) - dot)); }
 }

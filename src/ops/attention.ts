@@ -3,11 +3,14 @@
 // the per-row log-sum-exp; backward recomputes the scores from it. Backward runs three kernels
 // and no atomics: Δ = rowsum(dO ⊙ O), then dQ parallel over query rows, then dK and dV
 // parallel over key rows.
-import { Tensor, shapeStr } from '../tensor/tensor.ts';
+// f32 and f16 tensors (q, k, v in one dtype): f16 storage with f32 math (scores, running max and
+// sum, accumulators); the saved lse and the backward's Δ are f32 for either dtype. The output and
+// the gradients have the input's dtype.
+import { Tensor, shapeStr, type DType } from '../tensor/tensor.ts';
 import { record } from '../tensor/autograd.ts';
 import type { Device } from '../gpu/device.ts';
 import type { KernelRef } from '../gpu/kernels.ts';
-import { checkInputs, grid1d, params, sameShape, shapeError } from './util.ts';
+import { checkInputs, checkSameDtype, grid1d, params, sameShape, shapeError, F32_F16 } from './util.ts';
 
 export interface AttentionOptions {
   /** Multiplier on Q Kᵀ before the softmax; default headDim^-0.5. */
@@ -62,9 +65,9 @@ export function attentionBlocking(cls: 'cpu' | 'gpu', entry: AttentionKernel, d:
   return b;
 }
 
-function dispatchBlocked(device: Device, entry: AttentionKernel, d: Dims, u: ArrayBuffer, inputs: GPUBuffer[], outputs: GPUBuffer[]): void {
+function dispatchBlocked(device: Device, entry: AttentionKernel, d: Problem, u: ArrayBuffer, inputs: GPUBuffer[], outputs: GPUBuffer[]): void {
   const b = attentionBlocking(device.blockingClass, entry, d, device.limits.maxComputeWorkgroupStorageSize, d.split ?? null);
-  const ref: KernelRef = { file: 'attention', entry, overrides: { HEAD_DIM: d.headDim, BLOCK: b.block, ROWS: b.rows, TILE: b.tile, ...(b.split > 1 ? { SPLIT: b.split } : {}) } };
+  const ref: KernelRef = { file: 'attention', entry, dtype: d.dtype, overrides: { HEAD_DIM: d.headDim, BLOCK: b.block, ROWS: b.rows, TILE: b.tile, ...(b.split > 1 ? { SPLIT: b.split } : {}) } };
   device.batch.dispatch(ref, u, inputs, outputs, [Math.ceil(d.n / ((b.block / b.split) * b.rows)), d.heads, d.batch]);
 }
 
@@ -77,9 +80,13 @@ export interface Dims {
   split?: number;
 }
 
-function validate(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Dims & { scale: number } {
+/** One call's problem: its dims and the storage type of q, k, v, the output and the gradients. */
+type Problem = Dims & { dtype: DType };
+
+function validate(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Problem & { scale: number } {
   const named = { q, k, v };
-  const device = checkInputs('attention', named);
+  const device = checkInputs('attention', named, F32_F16);
+  const dtype = checkSameDtype('attention', named);
   if (q.shape.length !== 4) throw shapeError('attention', 'q, k and v must be [B, N, H, Dh]', named);
   if (!sameShape(q.shape, k.shape) || !sameShape(q.shape, v.shape)) {
     throw shapeError('attention', 'q, k and v must have the same shape [B, N, H, Dh]', named);
@@ -96,34 +103,35 @@ function validate(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Dims
   if (!Number.isFinite(scale)) throw new Error(`attention: scale ${scale} must be a finite number`);
   const split = opts.split;
   if (split !== undefined && !(Number.isInteger(split) && split >= 1)) throw new Error(`attention: split ${split} must be a positive integer (1, 2, 4, ...)`);
-  return { batch, n, heads, headDim, scale, ...(split !== undefined ? { split } : {}) };
+  return { batch, n, heads, headDim, dtype, scale, ...(split !== undefined ? { split } : {}) };
 }
 
 function uniforms(d: Dims, scale: number): ArrayBuffer {
   return params([d.n, d.heads, d.batch * d.heads * d.n, Math.ceil(d.headDim / 4)], [scale]);
 }
 
-function forwardRaw(q: Tensor, k: Tensor, v: Tensor, d: Dims, scale: number): { out: Tensor; lse: Tensor } {
+function forwardRaw(q: Tensor, k: Tensor, v: Tensor, d: Problem, scale: number): { out: Tensor; lse: Tensor } {
   const device = q.device;
-  const out = Tensor.empty(q.shape, device);
+  const out = Tensor.empty(q.shape, device, d.dtype);
+  // f32 for either dtype: backward's P = exp(S - lse) needs lse unrounded.
   const lse = Tensor.empty([d.batch, d.heads, d.n], device);
   if (out.size === 0) return { out, lse };
   dispatchBlocked(device, 'forward', d, uniforms(d, scale), [q.buffer, k.buffer, v.buffer], [out.buffer, lse.buffer]);
   return { out, lse };
 }
 
-function backwardRaw(g: Tensor, saved: readonly Tensor[], d: Dims, scale: number): Tensor[] {
+function backwardRaw(g: Tensor, saved: readonly Tensor[], d: Problem, scale: number): Tensor[] {
   const [q, k, v, out, lse] = saved;
   const device = q.device;
-  const dq = Tensor.empty(q.shape, device);
-  const dk = Tensor.empty(q.shape, device);
-  const dv = Tensor.empty(q.shape, device);
+  const dq = Tensor.empty(q.shape, device, d.dtype);
+  const dk = Tensor.empty(q.shape, device, d.dtype);
+  const dv = Tensor.empty(q.shape, device, d.dtype);
   if (q.size === 0) return [dq, dk, dv];
   const u = uniforms(d, scale);
   const rows = d.batch * d.heads * d.n;
   const delta = Tensor.empty([d.batch, d.heads, d.n], device);
   device.batch.dispatch(
-    { file: 'attention', entry: 'delta_rows', overrides: { HEAD_DIM: d.headDim, BLOCK: DELTA_WG } },
+    { file: 'attention', entry: 'delta_rows', dtype: d.dtype, overrides: { HEAD_DIM: d.headDim, BLOCK: DELTA_WG } },
     u,
     [g.buffer, out.buffer],
     [delta.buffer],
@@ -148,6 +156,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     if (!sameShape(g.shape, saved[0].shape)) {
       throw new Error(`attention backward: gradient ${shapeStr(g.shape)} does not match the output ${shapeStr(saved[0].shape)}`);
     }
+    checkSameDtype('attention backward', { out: saved[3], g });
     return backwardRaw(g, saved, dims, scale);
   });
   // The autograd node holds its own view of lse; without recording nothing needs it.

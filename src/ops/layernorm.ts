@@ -3,9 +3,13 @@
 // mean and rstd ([rows] each) for backward. Backward: dx with one workgroup per row from the
 // saved statistics; dweight / dbias reduced over all rows in two deterministic stages
 // (per-chunk partial sums, then a sum over chunks) — no atomics.
-import { Tensor } from '../tensor/tensor.ts';
+// f32 and f16 tensors: x, weight and bias in one dtype (frozen f16 base weights with f16
+// activations), f16 storage with f32 math. mean / rstd and the dweight / dbias partial sums are
+// f32 whatever the dtype (small, and the backward needs them unrounded); y and every gradient
+// have the input's dtype.
+import { Tensor, type DType } from '../tensor/tensor.ts';
 import { record } from '../tensor/autograd.ts';
-import { checkInputs, grid1d, params, shapeError } from './util.ts';
+import { checkInputs, checkSameDtype, grid1d, params, shapeError, F32_F16 } from './util.ts';
 
 /** Workgroup size of the column kernels (dweight / dbias). */
 const COLUMN_WG = 64;
@@ -22,13 +26,15 @@ function rowWorkgroupSize(d: number): number {
 interface RowLayout {
   rows: number;
   d: number;
+  /** Storage type of x, weight, bias, y and the gradients (the kernel's T). */
+  dtype: DType;
 }
 
 function rowKernel(entry: string, layout: RowLayout, eps: number, inputs: Tensor[], outputs: Tensor[]): void {
   const device = inputs[0].device;
   if (layout.rows === 0) return;
   device.batch.dispatch(
-    { file: 'layernorm', entry, overrides: { WG: rowWorkgroupSize(layout.d) } },
+    { file: 'layernorm', entry, dtype: layout.dtype, overrides: { WG: rowWorkgroupSize(layout.d) } },
     params([layout.rows, layout.d, 0, 0], [eps]),
     inputs.map((t) => t.buffer),
     outputs.map((t) => t.buffer),
@@ -37,24 +43,25 @@ function rowKernel(entry: string, layout: RowLayout, eps: number, inputs: Tensor
 }
 
 /** dweight = sum over rows of g * xhat, dbias = sum over rows of g, both [D]. */
-function paramGrads(x: Tensor, weight: Tensor, g: Tensor, mean: Tensor, rstd: Tensor, { rows, d }: RowLayout): [Tensor, Tensor] {
+function paramGrads(x: Tensor, weight: Tensor, g: Tensor, mean: Tensor, rstd: Tensor, { rows, d, dtype }: RowLayout): [Tensor, Tensor] {
   const device = x.device;
-  const dweight = Tensor.empty([d], device);
-  const dbias = Tensor.empty([d], device);
+  const dweight = Tensor.empty([d], device, dtype);
+  const dbias = Tensor.empty([d], device, dtype);
   const maxGroups = device.limits.maxComputeWorkgroupsPerDimension;
   const chunkRows = Math.max(CHUNK_ROWS, Math.ceil(rows / maxGroups));
   const chunks = Math.ceil(rows / chunkRows);
+  // f32 partial sums for either dtype; only the final sums are rounded to the storage type.
   const partials = Tensor.empty([2, chunks, d], device);
   const u = params([rows, d, chunkRows, chunks], [0]);
   device.batch.dispatch(
-    { file: 'layernorm', entry: 'ln_backward_params_partial', overrides: { WG: COLUMN_WG } },
+    { file: 'layernorm', entry: 'ln_backward_params_partial', dtype, overrides: { WG: COLUMN_WG } },
     u,
     [x.buffer, weight.buffer, g.buffer, mean.buffer, rstd.buffer],
     [partials.buffer],
     [Math.ceil(d / COLUMN_WG), chunks, 1],
   );
   device.batch.dispatch(
-    { file: 'layernorm', entry: 'ln_backward_params_final', overrides: { WG: COLUMN_WG } },
+    { file: 'layernorm', entry: 'ln_backward_params_final', dtype, overrides: { WG: COLUMN_WG } },
     u,
     [partials.buffer],
     [dweight.buffer, dbias.buffer],
@@ -66,10 +73,12 @@ function paramGrads(x: Tensor, weight: Tensor, g: Tensor, mean: Tensor, rstd: Te
 
 /**
  * LayerNorm over the last dim: (x - mean) / sqrt(var + eps) * weight + bias, with the biased
- * variance (as PyTorch). weight and bias must be [D] with D the last dim of x.
+ * variance (as PyTorch). weight and bias must be [D] with D the last dim of x, and have its
+ * dtype (f32 or f16).
  */
 export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): Tensor {
-  checkInputs('layerNorm', { x, weight, bias });
+  checkInputs('layerNorm', { x, weight, bias }, F32_F16);
+  const dtype = checkSameDtype('layerNorm', { x, weight, bias });
   if (x.shape.length === 0) throw shapeError('layerNorm', 'x must have at least one dimension (it is normalised over the last one)', { x, weight, bias });
   const d = x.shape[x.shape.length - 1];
   if (weight.shape.length !== 1 || weight.shape[0] !== d || bias.shape.length !== 1 || bias.shape[0] !== d) {
@@ -77,9 +86,9 @@ export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): 
   }
   if (d === 0) throw shapeError('layerNorm', 'the last dim of x must not be 0', { x, weight, bias });
   if (!Number.isFinite(eps) || eps < 0) throw new Error(`layerNorm: eps must be a finite number >= 0 (got ${eps})`);
-  const layout: RowLayout = { rows: x.size / d, d };
+  const layout: RowLayout = { rows: x.size / d, d, dtype };
   const device = x.device;
-  const y = Tensor.empty(x.shape, device);
+  const y = Tensor.empty(x.shape, device, dtype);
   const mean = Tensor.empty([layout.rows], device);
   const rstd = Tensor.empty([layout.rows], device);
   rowKernel('ln_forward', layout, eps, [x, weight, bias], [y, mean, rstd]);
@@ -87,9 +96,10 @@ export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): 
   // LayerNorm skips the dweight / dbias kernels, an input that needs no gradient skips dx.
   const out = record('layerNorm', [x, weight, bias], y, [x, weight, mean, rstd], (g, [xs, ws, ms, rs], needs) => {
     const [needX, needWeight, needBias] = needs;
+    checkSameDtype('layerNorm backward', { x: xs, g });
     let dx: Tensor | null = null;
     if (needX) {
-      dx = Tensor.empty(xs.shape, xs.device);
+      dx = Tensor.empty(xs.shape, xs.device, dtype);
       rowKernel('ln_backward_input', layout, 0, [xs, ws, g, ms, rs], [dx]);
     }
     if (!needWeight && !needBias) return [dx, null, null];

@@ -35,15 +35,13 @@ export function checkInputs(op: string, inputs: Record<string, Tensor>, dtypes: 
 }
 
 /**
- * checkInputs for an op whose kernel has one storage type T for all its tensors (f32 or f16 by
- * default): the tensors must also share one dtype, which is refused by name otherwise rather
- * than read through the wrong element type. Returns the device.
+ * Throws unless every tensor has the dtype of the first one (whose dtype it returns). For ops
+ * whose kernel has one storage type T for all its tensors: a mix (an f16 x with an f32 weight)
+ * is refused by name, never run on the wrong bytes. Call it after checkInputs.
  */
-export function checkInputsOneDtype(op: string, inputs: Record<string, Tensor>, dtypes: readonly DType[] = F32_F16): Device {
-  const device = checkInputs(op, inputs, dtypes);
-  const entries = Object.entries(inputs);
-  const [firstName, first] = entries[0];
-  for (const [name, t] of entries) {
+export function checkSameDtype(op: string, inputs: Record<string, Tensor>): DType {
+  const [[firstName, first], ...rest] = Object.entries(inputs);
+  for (const [name, t] of rest) {
     if (t.dtype !== first.dtype) {
       throw new Error(
         `${op}: argument '${name}' (${t.describe()}) is ${t.dtype} but '${firstName}' (${first.describe()}) is ${first.dtype}; ` +
@@ -51,6 +49,13 @@ export function checkInputsOneDtype(op: string, inputs: Record<string, Tensor>, 
       );
     }
   }
+  return first.dtype;
+}
+
+/** checkInputs (f32 or f16 by default), then checkSameDtype. Returns the device. */
+export function checkInputsOneDtype(op: string, inputs: Record<string, Tensor>, dtypes: readonly DType[] = F32_F16): Device {
+  const device = checkInputs(op, inputs, dtypes);
+  checkSameDtype(op, inputs);
   return device;
 }
 

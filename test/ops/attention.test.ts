@@ -1,11 +1,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { attention, matmul, permute, scale, softmax } from '../../src/ops/index.ts';
+import { attention, matmul, permute, scale, softmax, toF16, toF32 } from '../../src/ops/index.ts';
 import { attentionBlocking } from '../../src/ops/attention.ts';
 import { backward, noGrad } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
 import { fixture, expectTensor, assertClose, gradCheck, device, randn, exactNormal, assertRegenerated, checkScaled, type Tolerance } from '../helpers/fixtures.ts';
 import { vitb32Fixture, vitb32Input, vitb32Probe, VITB32 } from '../helpers/vitb32.ts';
+import { testF16, f16Tol, U16 } from '../helpers/f16.ts';
 
 // Tolerances. The kernels sum in a different order from PyTorch (an online softmax over keys,
 // rescaled whenever the running max grows, vs a float64 softmax) and f32 exp/log carry ~1e-7
@@ -48,6 +49,50 @@ CASES.forEach((name, c) => {
   });
 });
 
+// attention on f16 tensors (f16 storage; scores, running max and sum, accumulators in f32; lse
+// and Δ kept in f32) against the same fixtures: q, k, v and the upstream gradient are rounded
+// with toF16, whose backward hands the f16 gradients to the f32 leaves widened exactly.
+// k = 2 for every output: q's and k's roundings make an absolute error of the score of about
+// U16·|S| (|S| ≲ 5 here), a relative error of P after the exp; v's and the result's own rounding
+// add one each, and every output is a P-weighted sum, so atol is on max|ref|. The gradients
+// add dO's rounding and the saved f16 output's (in Δ). Measured worst on lavapipe: 0.995 (out of
+// vit_b16), 0.98 (dk), 0.96 (dq), 0.91 (dv). vit_b16 (N = 197, CLIP's token count) and vit_l14
+// (N = 257) sum long enough that an output accumulator kept in f16 needs k = 4.9 and fails.
+// With one key (single) dq = dk = 0 exactly and the f16 result is what is left of dO·v − Δ with
+// Δ from the rounded output: terms of O(1) (the inputs are N(0, 1)), so an all-zero reference is
+// held to atol k·U16.
+const ATTN_F16_K = 2;
+CASES.forEach((name, c) => {
+  testF16(`${name} on f16 tensors: forward and every gradient match PyTorch within f16Tol (k = ${ATTN_F16_K})`, async () => {
+    const fx = fixture('attention');
+    const shape = fx.metadata[name].split(',').map(Number);
+    const size = shape.reduce((a, b) => a * b, 1);
+    const datas = [0, 1, 2, 3].map((i) => exactNormal(size, 1000 + 10 * c + i));
+    const [q, k, v] = datas.slice(0, 3).map((d) => {
+      const t = fromArray(d, shape).keep();
+      t.requiresGrad = true;
+      return t;
+    });
+    const check = async (t: Tensor, key: string): Promise<void> => {
+      const want = fx.get(`${name}.${key}`);
+      const tol = f16Tol(want.data, ATTN_F16_K);
+      await expectTensor(t, want, { rtol: tol.rtol, atol: tol.atol || ATTN_F16_K * U16 }, `${name} f16 ${key}`);
+    };
+    try {
+      const out = scope(() => attention(toF16(q), toF16(k), toF16(v)).keep());
+      assert.is(out.dtype, 'f16');
+      await check(out, 'out');
+      scope(() => backward(out, toF16(fromArray(datas[3], shape))));
+      out.dispose();
+      await check(q.grad!, 'dq');
+      await check(k.grad!, 'dk');
+      await check(v.grad!, 'dv');
+    } finally {
+      for (const t of [q, k, v]) t.dispose();
+    }
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 // A float64 CPU reference for shapes and options the fixtures do not cover.
 
@@ -58,7 +103,8 @@ interface Ref {
   dv: Float64Array;
 }
 
-function cpuAttention(shape: number[], q: Float32Array, k: Float32Array, v: Float32Array, g: Float32Array, scale: number): Ref {
+/** `outForDelta`: the output the backward's Δ = rowsum(g ⊙ out) reads (default: the float64 one). */
+function cpuAttention(shape: number[], q: Float32Array, k: Float32Array, v: Float32Array, g: Float32Array, scale: number, outForDelta?: Float32Array): Ref {
   const [B, N, H, D] = shape;
   const size = B * N * H * D;
   const ref: Ref = { out: new Float64Array(size), dq: new Float64Array(size), dk: new Float64Array(size), dv: new Float64Array(size) };
@@ -81,7 +127,7 @@ function cpuAttention(shape: number[], q: Float32Array, k: Float32Array, v: Floa
       }
       for (let i = 0; i < N; i++) {
         let delta = 0;
-        for (let d = 0; d < D; d++) delta += g[at(b, i, h) + d] * ref.out[at(b, i, h) + d];
+        for (let d = 0; d < D; d++) delta += g[at(b, i, h) + d] * (outForDelta ?? ref.out)[at(b, i, h) + d];
         for (let j = 0; j < N; j++) {
           let dp = 0;
           for (let d = 0; d < D; d++) dp += g[at(b, i, h) + d] * v[at(b, j, h) + d];
@@ -124,6 +170,67 @@ async function checkAgainstCpu(label: string, shape: number[], opts: { scale?: n
     for (const t of [q, k, v]) t.dispose();
   }
 }
+
+// With f16 storage only the loads and stores change: on f16-rounded inputs, the f16 kernels'
+// results are the float64 attention of those inputs rounded to f16 (half an ulp, U16 relative,
+// +1% for last-bit differences), up to the f32 kernels' own error (OUT_TOL / GRAD_TOL atol). The
+// backward's Δ reads the saved f16 output, so the reference's Δ does too. This sees any f16
+// arithmetic or rounded intermediate (a score, the running sum, an accumulator, lse or Δ), which
+// the fixture tests cannot tell from the rounding of the inputs. N = 197 (Dh = 64, the fixtures'
+// pipelines), and the GPU blocking with split 4, whose parts merge their f32 states.
+async function checkF16AgainstCpu(label: string, shape: number[], split?: number): Promise<void> {
+  const size = shape.reduce((a, b) => a * b, 1);
+  const round16 = async (d: Float32Array): Promise<Float32Array> => {
+    const t = toF16(fromArray(d, shape));
+    const r = await t.read();
+    t.dispose();
+    return r;
+  };
+  const [qd, kd, vd, gd] = await Promise.all([0, 1, 2, 3].map((i) => round16(randn(size, 70 + i))));
+  const [out, dq, dk, dv] = scope(() => {
+    const [q, k, v] = [qd, kd, vd].map((d) => {
+      const t = toF16(fromArray(d, shape));
+      t.requiresGrad = true;
+      return t;
+    });
+    const o = attention(q, k, v, split === undefined ? {} : { split });
+    assert.is(o.dtype, 'f16');
+    backward(o, toF16(fromArray(gd, shape)));
+    for (const t of [q, k, v]) assert.is(t.grad!.dtype, 'f16', 'gradients in the input dtype');
+    return [o, q.grad!, k.grad!, v.grad!].map((t) => toF32(t).keep());
+  });
+  try {
+    const out16 = await out.read();
+    const ref = cpuAttention(shape, qd, kd, vd, gd, 1 / Math.sqrt(shape[3]), out16);
+    const rtol = U16 * 1.01;
+    assertClose(out16, ref.out, { rtol, atol: OUT_TOL.atol }, `${label} f16 out`);
+    assertClose(await dq.read(), ref.dq, { rtol, atol: GRAD_TOL.atol }, `${label} f16 dq`);
+    assertClose(await dk.read(), ref.dk, { rtol, atol: GRAD_TOL.atol }, `${label} f16 dk`);
+    assertClose(await dv.read(), ref.dv, { rtol, atol: GRAD_TOL.atol }, `${label} f16 dv`);
+  } finally {
+    for (const t of [out, dq, dk, dv]) t.dispose();
+  }
+}
+
+testF16('attention on f16 tensors is the f32 math rounded to f16 (N = 197; GPU blocking with split 4)', async () => {
+  await checkF16AgainstCpu('N=197', [1, 197, 2, 64]);
+  const dev = await device();
+  dev.settings.blockingClass = 'gpu';
+  try {
+    await checkF16AgainstCpu('gpu blocking split 4', [1, 70, 2, 16], 4);
+  } finally {
+    dev.settings.blockingClass = null;
+  }
+});
+
+test('attention refuses a mix of f16 and f32 tensors by name', async () => {
+  scope(() => {
+    const q = fromArray(randn(2 * 3 * 1 * 8, 80), [2, 3, 1, 8]);
+    const h = toF16(q);
+    assert.throws(() => attention(h, q, h), /attention: argument 'k' \(Tensor\[2, 3, 1, 8\]\) is f32 but 'q' \(Tensor\[2, 3, 1, 8\]\) is f16; attention runs on tensors of one dtype: convert 'k' with toF16 \(or 'q' with toF32\)/);
+    assert.throws(() => attention(q, q, h), /attention: argument 'v' .* is f16 but 'q' .* is f32; .* convert 'v' with toF32/);
+  });
+});
 
 test('head dims that are not multiples of 4, the maximum 128, and a custom scale', async () => {
   await checkAgainstCpu('Dh=5', [2, 9, 3, 5]);

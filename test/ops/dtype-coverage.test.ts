@@ -48,9 +48,8 @@ interface Entry {
 }
 
 const OPTIMIZER = 'optimizer state and gradients are the f32 masters';
-// helper A/B convert these; after the merge the table says 'f16'
 const HELPER_A = 'f16 storage, f32 math (elementwise, reduce, scale, shape ops)';
-const HELPER_B = 'converted to f16 on the layernorm/softmax/l2normalize/attention branch (helper B)';
+const HELPER_B = 'f16 storage; statistics, sums and accumulators in f32 (layerNorm, softmax, l2Normalize, attention)';
 
 const TABLE: Record<string, Entry> = {
   // Written for f16 here.
@@ -75,8 +74,7 @@ const TABLE: Record<string, Entry> = {
   gradSumSquaresPartials: { kind: 'refuses', call: ({ h, f32 }) => ops.gradSumSquaresPartials(h([8]), { begin: 0, end: 8 }, f32([4]), 0), note: OPTIMIZER },
   gradNormFromPartials: { kind: 'refuses', call: ({ h, f32 }) => ops.gradNormFromPartials(h([4]), 4, f32([1])), note: OPTIMIZER },
 
-  // helper A/B convert these; after the merge the table says 'f16'
-  add: { kind: 'f16', call: ({ h }) => ops.add(h([2, 4]), h([4])), note: HELPER_A },
+    add: { kind: 'f16', call: ({ h }) => ops.add(h([2, 4]), h([4])), note: HELPER_A },
   sub: { kind: 'f16', call: ({ h }) => ops.sub(h([2, 4]), h([2, 4])), note: HELPER_A },
   mul: { kind: 'f16', call: ({ h }) => ops.mul(h([2, 4]), h([2, 4])), note: HELPER_A },
   biasAdd: { kind: 'f16', call: ({ h }) => ops.biasAdd(h([2, 4]), h([4])), note: HELPER_A },
@@ -93,10 +91,10 @@ const TABLE: Record<string, Entry> = {
   slice: { kind: 'f16', call: ({ h }) => ops.slice(h([4, 3]), 0, 1, 3), note: HELPER_A },
   gatherRows: { kind: 'f16', call: ({ h }) => ops.gatherRows(h([4, 3]), [2, 0, 2]), note: HELPER_A },
   patchify: { kind: 'f16', call: ({ h }) => ops.patchify(h([1, 3, 4, 4]), 2), note: HELPER_A },
-  layerNorm: { kind: 'either', call: ({ h }) => ops.layerNorm(h([2, 8]), h([8]), h([8])), note: HELPER_B },
-  softmax: { kind: 'either', call: ({ h }) => ops.softmax(h([2, 5])), note: HELPER_B },
-  l2Normalize: { kind: 'either', call: ({ h }) => ops.l2Normalize(h([2, 8])), note: HELPER_B },
-  attention: { kind: 'either', call: ({ h }) => ops.attention(h([1, 4, 2, 8]), h([1, 4, 2, 8]), h([1, 4, 2, 8])), note: HELPER_B },
+  layerNorm: { kind: 'f16', call: ({ h }) => ops.layerNorm(h([2, 8]), h([8]), h([8])), note: HELPER_B },
+  softmax: { kind: 'f16', call: ({ h }) => ops.softmax(h([2, 5])), note: HELPER_B },
+  l2Normalize: { kind: 'f16', call: ({ h }) => ops.l2Normalize(h([2, 8])), note: HELPER_B },
+  attention: { kind: 'f16', call: ({ h }) => ops.attention(h([1, 4, 2, 8]), h([1, 4, 2, 8]), h([1, 4, 2, 8])), note: HELPER_B },
 };
 
 test.before(async () => {

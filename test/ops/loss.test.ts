@@ -1,10 +1,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { l2Normalize, crossEntropy, infoNceGenToReal, scale } from '../../src/ops/index.ts';
+import { l2Normalize, crossEntropy, infoNceGenToReal, scale, toF16, toF32 } from '../../src/ops/index.ts';
 import { matmul } from '../../src/ops/matmul.ts';
 import { backward } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, parameter } from '../../src/tensor/tensor.ts';
 import { fixture, expectTensor, assertClose, gradCheck, device, randn, scaledTol, F32_TOL, type HostTensor, type Tolerance } from '../helpers/fixtures.ts';
+import { testF16, f16Tol, U16 } from '../helpers/f16.ts';
 
 // Tolerances. Everything meets the f32 default (rtol 1e-5 / atol 1e-6) except dG and dlogtau:
 // - l2Normalize / crossEntropy / InfoNCE loss: measured errors stay below 1/4 of F32_TOL on
@@ -68,6 +69,80 @@ test('l2Normalize: rows below eps are divided by eps (no NaN), rank-3 input', as
   const z = fromArray(new Float32Array(4), [4]);
   assertClose(await l2Normalize(z).read(), [0, 0, 0, 0], EXACT, 'l2Normalize of a zero vector');
   z.dispose();
+});
+
+// l2Normalize on f16 tensors (f16 storage, f32 math; the saved row norms stay f32), against the
+// same fixtures: x and the upstream gradient are rounded with toF16 (whose backward hands the f16
+// gradient to the f32 leaf, widened exactly). k = 2: three roundings reach y or dx (x's, y's or
+// g's, the result's), each ≤ U16 relative, and ‖x‖ averages x's; the backward's projection
+// g − y (y·g) cancels, hence atol on max|dx|. Measured worst on lavapipe: 0.52 (y), 0.99 (dx of
+// l2_1x3).
+const L2_F16_K = 2;
+for (const name of ['l2_5x512', 'l2_1x3']) {
+  testF16(`l2Normalize ${name} on f16 tensors: forward and backward match F.normalize within f16Tol (k = ${L2_F16_K})`, async () => {
+    const fx = fixture('loss');
+    const x = fx.tensor(`${name}.x`, true).keep();
+    try {
+      const y = scope(() => l2Normalize(toF16(x)).keep());
+      assert.is(y.dtype, 'f16');
+      const want = fx.get(`${name}.out`);
+      await expectTensor(y, want, f16Tol(want.data, L2_F16_K), `${name} f16 forward`);
+      scope(() => backward(y, toF16(fx.tensor(`${name}.gout`))));
+      y.dispose();
+      const grad = fx.get(`${name}.grad`);
+      await expectTensor(x.grad!, grad, f16Tol(grad.data, L2_F16_K), `${name} f16 grad`);
+    } finally {
+      x.dispose();
+    }
+  });
+}
+
+// With f16 storage only the loads and stores change: on f16-rounded inputs, y is the f32 kernel's
+// y rounded to f16 (half an f16 ulp, U16 relative, +1% for f32 math that two compilations may
+// round differently in the last bit; 3e-8 near zero), and dx is the float64
+// (g − y16 (y16·g)) / ‖x‖ from the f16 y the backward reads, rounded to f16 (atol 4e-6·max|dx|
+// for the f32 dot product and norm). Any f16 arithmetic or rounded intermediate shows up here.
+// Rows of 4096 (16 elements per invocation) and of 24.
+testF16('l2Normalize on f16 tensors is the f32 kernel rounded to f16 (forward and backward)', async () => {
+  const rtol = U16 * 1.01;
+  for (const [rows, d] of [[6, 4096], [5, 24]]) {
+    const n = rows * d;
+    const round16 = async (v: Float32Array): Promise<Float32Array> => {
+      const t = toF16(fromArray(v, [n]));
+      const r = await t.read();
+      t.dispose();
+      return r;
+    };
+    const xd = await round16(randn(n, 51 + d, 2));
+    const gd = await round16(randn(n, 52 + d));
+    const [y16, dx16, y32] = scope(() => {
+      const x = toF16(fromArray(xd, [rows, d]));
+      x.requiresGrad = true;
+      const y = l2Normalize(x);
+      assert.is(y.dtype, 'f16');
+      backward(y, toF16(fromArray(gd, [rows, d])));
+      assert.is(x.grad!.dtype, 'f16', 'the gradient has the input dtype');
+      return [toF32(y).keep(), toF32(x.grad!).keep(), l2Normalize(fromArray(xd, [rows, d])).keep()];
+    });
+    try {
+      const y = await y16.read();
+      assertClose(y, await y32.read(), { rtol, atol: 3e-8 }, `l2Normalize f16 y [${rows}, ${d}]`);
+      const ref = new Float64Array(n);
+      for (let r = 0; r < rows; r++) {
+        let ss = 0;
+        let dot = 0;
+        for (let i = r * d; i < (r + 1) * d; i++) {
+          ss += xd[i] * xd[i];
+          dot += y[i] * gd[i];
+        }
+        for (let i = r * d; i < (r + 1) * d; i++) ref[i] = (gd[i] - y[i] * dot) / Math.sqrt(ss);
+      }
+      const maxRef = ref.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      assertClose(await dx16.read(), ref, { rtol, atol: 3e-8 + 4e-6 * maxRef }, `l2Normalize f16 dx [${rows}, ${d}]`);
+    } finally {
+      for (const t of [y16, dx16, y32]) t.dispose();
+    }
+  }
 });
 
 // ---- crossEntropy -------------------------------------------------------------------------------
