@@ -69,7 +69,7 @@ for (const accum of [1, 2]) {
 }
 
 // --precision f16 against fx_trainstep_f16.py, which emulates f16 storage where genalign stores
-// f16 (see its docstring), with the loss scaled by 2^16 as GradScaler does. Two sources of
+// f16 (see its docstring), with the loss scaled (2^10, fx_trainstep_f16.py says why) as GradScaler does. Two sources of
 // difference remain: genalign accumulates in f32 where the reference uses float64, and a value
 // that lands within an f32 rounding of an f16 rounding boundary can round to the other f16
 // neighbour (one f16 ulp, 2^-11 relative, which later layers carry). Tolerances in units of U16:
@@ -78,11 +78,13 @@ for (const accum of [1, 2]) {
 //   the update of all trainable tensors after each AdamW step: relative L2 error ≤ UPDATE_REL.
 //   (Adam normalises each element's step, so an element whose gradient is within f16 noise of 0
 //   may step the other way; the L2 norm over all elements bounds how much of the update that is.)
-const LOSS_K = 4;
-const GRAD_K = 16;
-const UPDATE_REL = 0.02;
+// Measured on lavapipe: loss 0.53 U16, gradients 4.99 U16 × max, updates 1.8e-2 relative L2 (an
+// lr off by 10% is 1e-1).
+const LOSS_K = 2;
+const GRAD_K = 10;
+const UPDATE_REL = 0.05;
 
-testF16('two training steps at --precision f16 (f16 weights and activations, f32 masters, loss scale 2^16): loss, gradients and updates match the f16-storage reference', async () => {
+testF16('two training steps at --precision f16 (f16 weights and activations, f32 masters, loss scale 2^10): loss, gradients and updates match the f16-storage reference', async () => {
   const device = await getDevice();
   const fx = fixture('trainstep_f16');
   const meta = fx.metadata;
@@ -117,7 +119,7 @@ testF16('two training steps at --precision f16 (f16 weights and activations, f32
       }
       const { norm, skipped } = await optimizer.stepUnlessOverflow(lr, 1 / S);
       optimizer.zeroGrad();
-      assert.not.ok(skipped, `${s}: no overflow at scale 2^16`);
+      assert.not.ok(skipped, `${s}: no overflow at scale ${S}`);
       assertClose([norm], fx.get(`${s}.grad_norm`).data, { rtol: LOSS_K * U16, atol: 0 }, `${s} grad norm (unscaled, before clipping)`);
       const after = await Promise.all(tensors().map(([, p]) => p.read()));
       let err = 0;
