@@ -63,12 +63,13 @@ testF16('embed --precision f16: F32 embeddings within f16 rounding of the PyTorc
   assert.equal(emb.shape, [1, 32]);
   const fx = fixture('clip');
   const ref = fx.get('images_teacher').data.subarray(0, 32);
-  // Two layers of f16 storage (about 30 roundings on a path, each ≤ 2^-11 relative, partly
-  // cancelling): 3e-2 × max|ref| holds the f16 embedding; the f32 one is within 5e-6.
+  // Two layers of f16 storage: about 30 roundings on a path, each ≤ 2^-11 relative and mostly
+  // cancelling; measured 1.05e-3 × max|ref| on lavapipe, held to 4e-3 (8 f16 unit roundoffs).
+  // The f32 embedding is within 5e-6.
   const m = ref.reduce((a, v) => Math.max(a, Math.abs(v)), 0);
   const err = emb.data.reduce((a, v, i) => Math.max(a, Math.abs(v - ref[i])), 0);
   console.log(`  embed f16: max error ${(err / m).toExponential(2)} × max|ref|`);
-  assertClose(emb.data, ref, { rtol: 0, atol: 3e-2 * m }, 'image_embeds f16');
+  assertClose(emb.data, ref, { rtol: 0, atol: 4e-3 * m }, 'image_embeds f16');
   const bad = await runCli('embed', ['--model', MODEL, '--images', dir, '--out', join(root, 'x17.safetensors'), '--precision', 'bf16']);
   assert.is(bad.code, 2, bad.stderr);
   assert.match(bad.stderr, /--precision must be f32 or f16/);
