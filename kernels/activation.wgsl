@@ -5,11 +5,11 @@
 // Bindings (group 0), elements of the storage type T (f32 or f16; math in f32). The two entry
 // points use different layouts; a binding number is reused across entry points, never inside one.
 //   forward:
-//     0  uniform P { n: u32 }   (padded to 16 bytes)
+//     0  p: P (uniform) { n: u32 }   (padded to 16 bytes)
 //     1  x:  array<T> (read)        n elements
 //     2  y:  array<T> (write)       n elements
 //   backward:
-//     0  uniform P { n: u32 }
+//     0  p: P (uniform) { n: u32 }
 //     1  x:  array<T> (read)        the saved forward input, n elements
 //     2  g:  array<T> (read)        dL/dy, n elements
 //     3  dx: array<T> (write)       dL/dx = g * f'(x), n elements
@@ -22,15 +22,7 @@
 // Dispatch: 1-D over n, folded into y past 65535 workgroups: i = gid.x + gid.y * nwg.x * WG.
 // Overrides: ACT (lib/activations), WG (lib/grid: workgroup size, default 256).
 
-struct P {
-  n: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read_write> y: array<T>;
-@group(0) @binding(2) var<storage, read> g: array<T>;
-@group(0) @binding(3) var<storage, read_write> dx: array<T>;
+struct P { n: u32 }
 
 @compute @workgroup_size(WG)
 fn forward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {

@@ -14,27 +14,29 @@
 //
 // Entry sumsq_partials — stage 1 of the global norm
 //   Bindings (group 0):
-//     0  uniform PartialsP { begin: u32, end: u32, chunk: u32, out_offset: u32 }
-//     1  grad:     array<f32> (read)   flat gradients
-//     2  partials: array<f32> (write)  one sum of squares per workgroup
+//     0  pp:           PartialsP (uniform)  { begin, end, chunk, out_offset: u32, grad_scale: f32 }
+//     1  grad_in:      array<f32> (read)    flat gradients
+//     2  partials_out: array<f32> (write)   one sum of squares per workgroup
 //   Math: workgroup w owns [begin + w*chunk, min(begin + (w+1)*chunk, end)) and writes
-//         partials[out_offset + w] = sum grad[i]^2 over it (strided per invocation, then a tree,
-//         lib/workgroup_reduce).
+//         partials[out_offset + w] = sum (grad_scale * grad[i])^2 over it (strided per
+//         invocation, then a tree, lib/workgroup_reduce). grad_scale is 1, or 1/loss_scale
+//         when the gradients come from a scaled loss (f16 mixed precision): the norm is then
+//         the unscaled one, and an overflowed (Inf/NaN) gradient makes it non-finite.
 //   Grid: 1-D, ceil((end - begin) / chunk) workgroups (the host caps the count: a few dozen on
 //   CPU adapters, at most 1024 per range on GPUs).
 //
 // Entry norm_finalize — stage 2 of the global norm, ONE workgroup
 //   Bindings (group 0):
-//     0  uniform FinalP { n_partials: u32 }
+//     0  fp:       FinalP (uniform)    { n_partials: u32 }
 //     1  partials: array<f32> (read)   the stage-1 sums of every range of this step
 //     2  norm_out: array<f32> (write)  [1]: sqrt(sum of partials), the norm before clipping
 //   Math: a strided sum per invocation then a tree, in a fixed order (bit-reproducible).
 //
 // Entry update — the AdamW update of one range
 //   Bindings (group 0):
-//     0  uniform UpdateP { begin, end, pad, pad: u32,
+//     0  up:       UpdateP (uniform)  { begin, end, pad, pad: u32,
 //                          decay, step_size, inv_sqrt_bc2, beta1, one_minus_beta1,
-//                          beta2, one_minus_beta2, eps, max_norm: f32 }
+//                          beta2, one_minus_beta2, eps, max_norm, grad_scale: f32 }
 //     1  grad:     array<f32> (read)   flat gradients
 //     2  norm:     array<f32> (read)   [1] from norm_finalize
 //     3  param:    array<f32> (read_write)
@@ -42,7 +44,7 @@
 //     5  v:        array<f32> (read_write)  second moment
 //   Math (torch.optim.AdamW after clip_grad_norm_):
 //     c  = max_norm > 0 ? min(1, max_norm / (norm + 1e-6)) : 1
-//     g  = c * grad[i]
+//     g  = c * grad_scale * grad[i]        (grad_scale: as in sumsq_partials)
 //     m  = beta1 * m + (1 - beta1) * g
 //     v  = beta2 * v + (1 - beta2) * g^2
 //     p  = p * decay                                   decay = 1 - lr * weight_decay
@@ -58,50 +60,15 @@
 
 override ITEMS: u32 = 4u;
 
-struct PartialsP {
-  begin: u32,
-  end: u32,
-  chunk: u32,
-  out_offset: u32,
-}
+struct PartialsP { begin: u32, end: u32, chunk: u32, out_offset: u32, grad_scale: f32 }
 
-struct FinalP {
-  n_partials: u32,
-}
+struct FinalP { n_partials: u32 }
 
 struct UpdateP {
-  begin: u32,
-  end: u32,
-  pad0: u32,
-  pad1: u32,
-  decay: f32,
-  step_size: f32,
-  inv_sqrt_bc2: f32,
-  beta1: f32,
-  one_minus_beta1: f32,
-  beta2: f32,
-  one_minus_beta2: f32,
-  eps: f32,
-  max_norm: f32,
+  begin: u32, end: u32, pad0: u32, pad1: u32, decay: f32, step_size: f32, inv_sqrt_bc2: f32,
+  beta1: f32, one_minus_beta1: f32, beta2: f32, one_minus_beta2: f32, eps: f32, max_norm: f32,
+  grad_scale: f32
 }
-
-// sumsq_partials bindings
-@group(0) @binding(0) var<uniform> pp: PartialsP;
-@group(0) @binding(1) var<storage, read> grad_in: array<f32>;
-@group(0) @binding(2) var<storage, read_write> partials_out: array<f32>;
-
-// norm_finalize bindings
-@group(0) @binding(0) var<uniform> fp: FinalP;
-@group(0) @binding(1) var<storage, read> partials: array<f32>;
-@group(0) @binding(2) var<storage, read_write> norm_out: array<f32>;
-
-// update bindings
-@group(0) @binding(0) var<uniform> up: UpdateP;
-@group(0) @binding(1) var<storage, read> grad: array<f32>;
-@group(0) @binding(2) var<storage, read> norm: array<f32>;
-@group(0) @binding(3) var<storage, read_write> param: array<f32>;
-@group(0) @binding(4) var<storage, read_write> m: array<f32>;
-@group(0) @binding(5) var<storage, read_write> v: array<f32>;
 
 @compute @workgroup_size(WG)
 fn sumsq_partials(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -110,7 +77,7 @@ fn sumsq_partials(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
   let stop = min(start + pp.chunk, pp.end);
   var s = 0.0;
   for (var i = start + lid; i < stop; i += WG) {
-    let g = grad_in[i];
+    let g = pp.grad_scale * grad_in[i];
     s += g * g;
   }
   let total = workgroup_sum(lid, s);
@@ -144,7 +111,7 @@ fn update(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
     if (i >= up.end) {
       break;
     }
-    let g = c * grad[i];
+    let g = c * (up.grad_scale * grad[i]);
     let mi = up.beta1 * m[i] + up.one_minus_beta1 * g;
     let vi = up.beta2 * v[i] + up.one_minus_beta2 * (g * g);
     m[i] = mi;

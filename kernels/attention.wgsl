@@ -25,12 +25,27 @@
 //              dK_j = s Σ_i dS_ij Q_i,  dV_j = Σ_i P_ij dO_i   (backward_dkv, parallel over key rows)
 //   No atomics: every output row is owned by exactly one invocation.
 //
-// Bindings (group 0; binding 0 is the uniform P { n: u32, heads: u32, rows: u32, _pad: u32, scale: f32 }),
-// array<T> except lse and delta (array<f32>):
-//   forward:      1 q, 2 k, 3 v (read)                          4 out, 5 lse (write)
-//   delta:        1 dout, 2 out (read)                          3 delta (write)
-//   backward_dq:  1 q, 2 k, 3 v, 4 dout, 5 lse, 6 delta (read)  7 dq (write)
-//   backward_dkv: 1 q, 2 k, 3 v, 4 dout, 5 lse, 6 delta (read)  7 dk, 8 dv (write)
+// Bindings (group 0), array<T> except lse and delta (array<f32>):
+//   0  p:          P (uniform)          { n, heads, rows (B·H·N, delta only), _pad: u32, scale: f32 }
+//   forward, backward_dq, backward_dkv read
+//   1  q:          array<T> (read)      [B, N, H, Dh]
+//   2  k:          array<T> (read)      [B, N, H, Dh]
+//   3  v:          array<T> (read)      [B, N, H, Dh]
+//   forward writes
+//   4  out:        array<T> (write)     [B, N, H, Dh]
+//   5  lse:        array<f32> (write)   [B, H, N] log-sum-exp of each query's scores
+//   backward_dq and backward_dkv also read
+//   4  dout:       array<T> (read)      dL/dout
+//   5  lse_in:     array<f32> (read)    lse
+//   6  delta_in:   array<f32> (read)    delta
+//   and write
+//   7  dq:         array<T> (write)     (backward_dq)
+//   7  dk:         array<T> (write)     (backward_dkv)
+//   8  dv:         array<T> (write)     (backward_dkv)
+//   delta
+//   1  delta_dout: array<T> (read)      dL/dout
+//   2  delta_o:    array<T> (read)      out
+//   3  delta:      array<f32> (write)   [B, H, N] rowsum(dout ⊙ out)
 //
 // Dispatch: forward, backward_dq, backward_dkv: [ceil(N / (RB·ROWS)), H, B] with RB = BLOCK/SPLIT.
 // A workgroup owns RB·ROWS consecutive rows (queries, or keys for backward_dkv) of one head and
@@ -77,28 +92,6 @@ struct P {
   _pad: u32,
   scale: f32,
 }
-
-@group(0) @binding(0) var<uniform> p: P;
-
-// forward / backward inputs
-@group(0) @binding(1) var<storage, read> q: array<T>;
-@group(0) @binding(2) var<storage, read> k: array<T>;
-@group(0) @binding(3) var<storage, read> v: array<T>;
-// forward outputs
-@group(0) @binding(4) var<storage, read_write> out: array<T>;
-@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
-// backward inputs
-@group(0) @binding(4) var<storage, read> dout: array<T>;
-@group(0) @binding(5) var<storage, read> lse_in: array<f32>;
-@group(0) @binding(6) var<storage, read> delta_in: array<f32>;
-// backward outputs
-@group(0) @binding(7) var<storage, read_write> dq: array<T>;
-@group(0) @binding(7) var<storage, read_write> dk: array<T>;
-@group(0) @binding(8) var<storage, read_write> dv: array<T>;
-// delta kernel
-@group(0) @binding(1) var<storage, read> delta_dout: array<T>;
-@group(0) @binding(2) var<storage, read> delta_o: array<T>;
-@group(0) @binding(3) var<storage, read_write> delta: array<f32>;
 
 // Shared tiles: forward and backward_dq stream K and V, backward_dkv streams Q, dO, lse, Δ.
 var<workgroup> k_tile: array<vec4f, TILE * D4>;

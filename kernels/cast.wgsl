@@ -6,24 +6,20 @@
 // conversion uses pack2x16float / unpack2x16float, so this module compiles on every device.
 //
 // Bindings (group 0):
-//   0  uniform P { n: u32 }             n = element count
-//   to_f16:  1 x: array<f32> (read, n)   2 y: array<u32> (write, ceil(n/2))
-//   to_f32:  1 x: array<u32> (read, ceil(n/2))   2 y: array<f32> (write, n)
+//   0  p:  P (uniform)           { n: u32 }, n = element count
+//   to_f16:
+//   1  xf: array<f32> (read)      n elements
+//   2  yh: array<u32> (write)     ceil(n/2) words
+//   to_f32:
+//   1  xh: array<u32> (read)      ceil(n/2) words
+//   2  yf: array<f32> (write)     n elements
 //
 // Math: to_f16 rounds each value to the nearest f16 (overflow -> ±inf); an odd tail packs 0 in
 // the high half. to_f32 is exact.
 // Dispatch: 1-D over u32 words (to_f16) or elements (to_f32), folded into y past 65535
 // workgroups: i = gid.x + gid.y * nwg.x * WG. Overrides: WG (lib/grid: workgroup size, default 256).
 
-struct P {
-  n: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> xf: array<f32>;
-@group(0) @binding(2) var<storage, read_write> yh: array<u32>;
-@group(0) @binding(1) var<storage, read> xh: array<u32>;
-@group(0) @binding(2) var<storage, read_write> yf: array<f32>;
+struct P { n: u32 }
 
 @compute @workgroup_size(WG)
 fn to_f16(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {

@@ -6,7 +6,7 @@
 // the dims before the axis and `inner` the product of the dims after it.
 //
 // Bindings (group 0), elements of the storage type T (f32 or f16; copies, no arithmetic):
-//   0  uniform P { n: u32, len: u32, inner: u32, src_axis: u32,
+//   0  p: P (uniform) { n: u32, len: u32, inner: u32, src_axis: u32,
 //                  src_off: u32, dst_axis: u32, dst_off: u32, _pad: u32 }
 //   1  src: array<T> (read)   viewed as [outer, src_axis, inner]
 //   2  dst: array<T> (write)  viewed as [outer, dst_axis, inner]
@@ -25,19 +25,9 @@
 // Overrides: WG (lib/grid: workgroup size, default 256).
 
 struct P {
-  n: u32,
-  len: u32,
-  inner: u32,
-  src_axis: u32,
-  src_off: u32,
-  dst_axis: u32,
-  dst_off: u32,
-  _pad: u32,
+  n: u32, len: u32, inner: u32, src_axis: u32, src_off: u32, dst_axis: u32, dst_off: u32,
+  _pad: u32
 }
-
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> src: array<T>;
-@group(0) @binding(2) var<storage, read_write> dst: array<T>;
 
 @compute @workgroup_size(WG)
 fn copy_slab(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {

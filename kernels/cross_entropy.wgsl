@@ -7,10 +7,21 @@
 //   targets: i32 [B]          class index per row, 0 <= t_i < C (validated on the host)
 //   rowstat: f32 [B, 2]       per row: (lse_i, loss_i)  with lse_i = logsumexp_c logits[i, c]
 //
-// Bindings (group 0), P = uniform { b: u32, c: u32 }:
-//   forward_rows:  0 P, 1 logits, 2 targets, 3 rowstat (write)
-//   mean_loss:     0 P, 1 rowstat, 2 loss: f32 [1] (write)
-//   backward_rows: 0 P, 1 logits, 2 targets, 3 rowstat, 4 gloss: f32 [1] (dL/dloss), 5 dlogits [B, C] (write)
+// Bindings (group 0):
+//   0  p:         P (uniform)           { b: u32, c: u32 }
+//   forward_rows:
+//   1  f_logits:  array<f32> (read)     logits
+//   2  f_targets: array<i32> (read)     targets
+//   3  f_rowstat: array<f32> (write)    rowstat
+//   mean_loss:
+//   1  m_rowstat: array<f32> (read)     rowstat
+//   2  m_loss:    array<f32> (write)    [1] the mean loss
+//   backward_rows:
+//   1  b_logits:  array<f32> (read)     logits
+//   2  b_targets: array<i32> (read)     targets
+//   3  b_rowstat: array<f32> (read)     rowstat
+//   4  b_gloss:   array<f32> (read)     [1] dL/dloss
+//   5  b_dlogits: array<f32> (write)    [B, C]
 //
 // Math:
 //   loss_i = lse_i - logits[i, t_i];   loss = (1/B) sum_i loss_i
@@ -21,20 +32,11 @@
 // (lib/workgroup_reduce). mean_loss is a single workgroup. Overrides: WG (lib/grid: workgroup
 // size, a power of two, default 256).
 
-struct P {
-  b: u32,
-  c: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: P;
+struct P { b: u32, c: u32 }
 
 const NEG_BIG: f32 = -3.0e38;
 
 // ---- forward ----------------------------------------------------------------------------------
-
-@group(0) @binding(1) var<storage, read> f_logits: array<f32>;
-@group(0) @binding(2) var<storage, read> f_targets: array<i32>;
-@group(0) @binding(3) var<storage, read_write> f_rowstat: array<f32>;
 
 @compute @workgroup_size(WG)
 fn forward_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) t: u32) {
@@ -54,9 +56,6 @@ fn forward_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
   }
 }
 
-@group(0) @binding(1) var<storage, read> m_rowstat: array<f32>;
-@group(0) @binding(2) var<storage, read_write> m_loss: array<f32>;
-
 @compute @workgroup_size(WG)
 fn mean_loss(@builtin(local_invocation_index) t: u32) {
   var s = 0.0;
@@ -66,12 +65,6 @@ fn mean_loss(@builtin(local_invocation_index) t: u32) {
 }
 
 // ---- backward ---------------------------------------------------------------------------------
-
-@group(0) @binding(1) var<storage, read> b_logits: array<f32>;
-@group(0) @binding(2) var<storage, read> b_targets: array<i32>;
-@group(0) @binding(3) var<storage, read> b_rowstat: array<f32>;
-@group(0) @binding(4) var<storage, read> b_gloss: array<f32>;
-@group(0) @binding(5) var<storage, read_write> b_dlogits: array<f32>;
 
 @compute @workgroup_size(WG)
 fn backward_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) t: u32) {

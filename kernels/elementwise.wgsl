@@ -4,10 +4,14 @@
 //
 // Bindings (group 0), elements of the storage type T (f32 or f16; the math is in f32 and the
 // result is rounded to T once, when stored):
-//   0  uniform P { n: u32, a_size: u32, b_size: u32, _pad: u32, alpha: f32 }
+//   0  p: P (uniform) { n: u32, a_size: u32, b_size: u32, _pad: u32, alpha: f32 }
 //   1  a:   array<T>  (read)   a_size elements, row-major
 //   2  b:   array<T>  (read)   b_size elements, row-major
 //   3  out: array<T>  (write)  n elements
+//   binary4 reads and writes the same buffers as vec4 arrays:
+//   1  a4:   array<T4> (read)
+//   2  b4:   array<T4> (read)
+//   3  out4: array<T4> (write)
 //
 // Broadcasting: the smaller operand's shape is a suffix of the output shape, so its flat
 // index is i % size (a_size or b_size equals n for the full-size operand, which skips the modulo).
@@ -27,21 +31,7 @@
 
 override OP: u32 = 0u;
 
-struct P {
-  n: u32,
-  a_size: u32,
-  b_size: u32,
-  _pad: u32,
-  alpha: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> a: array<T>;
-@group(0) @binding(2) var<storage, read> b: array<T>;
-@group(0) @binding(3) var<storage, read_write> out: array<T>;
-@group(0) @binding(1) var<storage, read> a4: array<T4>;
-@group(0) @binding(2) var<storage, read> b4: array<T4>;
-@group(0) @binding(3) var<storage, read_write> out4: array<T4>;
+struct P { n: u32, a_size: u32, b_size: u32, _pad: u32, alpha: f32 }
 
 // Index into an operand of `size` elements; the full-size operand skips the integer modulo
 // (a per-element division is the costliest instruction here on CPU adapters).

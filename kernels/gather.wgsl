@@ -5,7 +5,7 @@
 // Tensors are viewed as [outer, axis_len, inner] (row-major) around the gathered axis.
 //
 // Bindings (group 0), src and dst elements of the storage type T (f32 or f16):
-//   0  uniform P { n: u32, inner: u32, src_axis: u32, dst_axis: u32 }
+//   0  p: P (uniform) { n: u32, inner: u32, src_axis: u32, dst_axis: u32 }
 //   1  src:   array<T>   (read)   viewed as [outer, src_axis, inner]
 //   2  index: array<u32> (read)   layout depends on the entry point (below)
 //   3  dst:   array<T>   (write)  viewed as [outer, dst_axis, inner], n = outer * dst_axis * inner
@@ -26,17 +26,7 @@
 //   idx = gid.x + gid.y * nwg.x * WG.
 // Overrides: WG (lib/grid: workgroup size, default 256).
 
-struct P {
-  n: u32,
-  inner: u32,
-  src_axis: u32,
-  dst_axis: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> src: array<T>;
-@group(0) @binding(2) var<storage, read> index: array<u32>;
-@group(0) @binding(3) var<storage, read_write> dst: array<T>;
+struct P { n: u32, inner: u32, src_axis: u32, dst_axis: u32 }
 
 @compute @workgroup_size(WG)
 fn gather_rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {

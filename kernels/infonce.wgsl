@@ -36,9 +36,16 @@
 //   (lib/infonce_io, which declares P and the tile kernels' bindings)
 //   fwd_tile:  1 G, 2 R, 3 logtau [1] (any buffer when not learnable), 4 S [B, M] (w),
 //              5 part (w), 6 stats (w: norms only)
-//   fwd_merge: 1 part, 2 S, 3 stats (rw), 4 loss [1] (w), 5 accuracy [1] (w)
 //   bwd_tile:  1 G, 2 R, 3 S, 4 stats, 5 logtau, 6 gloss [1], 7 dG [B, D] (w), 8 dlogtau_rows [B] (w)
-//   reduce_dlogtau: 1 dlogtau_rows, 2 dlogtau [1] (w)
+//   fwd_merge (declared here):
+//     1  fm_part:  array<f32> (read)   part
+//     2  fm_s:     array<f32> (read)   S
+//     3  fm_stats: array<f32> (write)  stats (read and written)
+//     4  fm_loss:  array<f32> (write)  [1]
+//     5  fm_acc:   array<f32> (write)  [1] accuracy
+//   reduce_dlogtau (declared here):
+//     1  rd_rows: array<f32> (read)    dlogtau_rows
+//     2  rd_out:  array<f32> (write)   [1] dlogtau
 //
 // Structure:
 //   fwd_tile: workgroup (x, y) computes the S tile rows y*BM.., columns x*BN.. (BM = TM*WY,
@@ -181,12 +188,6 @@ fn fwd_tile(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid
 
 // ---- forward merge: per-row stats, loss, accuracy -----------------------------------------------
 
-@group(0) @binding(1) var<storage, read> fm_part: array<f32>;
-@group(0) @binding(2) var<storage, read> fm_s: array<f32>;
-@group(0) @binding(3) var<storage, read_write> fm_stats: array<f32>;
-@group(0) @binding(4) var<storage, read_write> fm_loss: array<f32>;
-@group(0) @binding(5) var<storage, read_write> fm_acc: array<f32>;
-
 @compute @workgroup_size(WG)
 fn fwd_merge(@builtin(local_invocation_index) t: u32) {
   var ls = 0.0;
@@ -321,9 +322,6 @@ fn bwd_tile(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid
     }
   }
 }
-
-@group(0) @binding(1) var<storage, read> rd_rows: array<f32>;
-@group(0) @binding(2) var<storage, read_write> rd_out: array<f32>;
 
 @compute @workgroup_size(WG)
 fn reduce_dlogtau(@builtin(local_invocation_index) t: u32) {

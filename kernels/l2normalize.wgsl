@@ -8,15 +8,16 @@
 // divides by them.
 //
 // Bindings (group 0):
-//   forward:   0 uniform P { rows: u32, d: u32, _pad0: u32, _pad1: u32, eps: f32 }
-//              1 x:     array<T>    [rows, D]   (read)
-//              2 y:     array<T>    [rows, D]   (write)
-//              3 norms: array<f32>  [rows]      (write; ||x_r||, unclamped, saved for backward)
-//   backward:  0 uniform P (same struct)
-//              1 gy:    array<T>    [rows, D]   (read; dL/dy)
-//              2 y:     array<T>    [rows, D]   (read; the forward output)
-//              3 norms: array<f32>  [rows]      (read)
-//              4 gx:    array<T>    [rows, D]   (write; dL/dx)
+//   0  p:      P (uniform)           { rows: u32, d: u32, _pad0: u32, _pad1: u32, eps: f32 }
+//   forward:
+//   1  fx:     array<T> (read)       x [rows, D]
+//   2  fy:     array<T> (write)      y [rows, D]
+//   3  fnorms: array<f32> (write)    [rows] ||x_r||, unclamped, saved for backward
+//   backward:
+//   1  bgy:    array<T> (read)       dL/dy [rows, D]
+//   2  by:     array<T> (read)       the forward output y [rows, D]
+//   3  bnorms: array<f32> (read)     [rows]
+//   4  bgx:    array<T> (write)      dL/dx [rows, D]
 //
 // Math (n = ||x_r||, m = max(n, eps)):
 //   forward:  y = x / m
@@ -30,21 +31,9 @@
 // host folds rows > 65535 into y). Overrides: WG (lib/grid: workgroup size, a power of two,
 // default 256).
 
-struct P {
-  rows: u32,
-  d: u32,
-  _pad0: u32,
-  _pad1: u32,
-  eps: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: P;
+struct P { rows: u32, d: u32, _pad0: u32, _pad1: u32, eps: f32 }
 
 // ---- forward ----------------------------------------------------------------------------------
-
-@group(0) @binding(1) var<storage, read> fx: array<T>;
-@group(0) @binding(2) var<storage, read_write> fy: array<T>;
-@group(0) @binding(3) var<storage, read_write> fnorms: array<f32>;
 
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) t: u32) {
@@ -65,11 +54,6 @@ fn forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
 }
 
 // ---- backward ---------------------------------------------------------------------------------
-
-@group(0) @binding(1) var<storage, read> bgy: array<T>;
-@group(0) @binding(2) var<storage, read> by: array<T>;
-@group(0) @binding(3) var<storage, read> bnorms: array<f32>;
-@group(0) @binding(4) var<storage, read_write> bgx: array<T>;
 
 @compute @workgroup_size(WG)
 fn backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) t: u32) {

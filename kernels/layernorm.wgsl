@@ -12,18 +12,27 @@
 //
 // Entry points and bindings (group 0). A binding number is reused across entry points, never
 // inside one; each entry's layout is listed in order.
+//     0  p:        P (uniform)          { rows: u32, d: u32, chunk_rows: u32, chunks: u32, eps: f32 }
 //   ln_forward              one workgroup per row
-//     0 P  1 x: T  2 weight: T  3 bias: T  4 y: T (write) [rows, D]
-//     5 mean_out: f32 (write)  6 rstd_out: f32 (write)
-//   ln_backward_input       one workgroup per row
-//     0 P  1 x: T  2 weight: T  3 g: T [rows, D]  4 mean_s: f32  5 rstd_s: f32
-//     6 dx: T (write) [rows, D]
-//   ln_backward_params_partial   2-D grid [ceil(D / WG), chunks], one invocation per (column, chunk)
-//     0 P  1 x: T  2 weight: T (bound, unused: keeps the layout of ln_backward_input)  3 g: T
-//     4 mean_s: f32  5 rstd_s: f32  6 part: f32 (write) [2, chunks, D]
+//     1  x:        array<T> (read)      [rows, D]
+//     2  weight:   array<T> (read)      [D]
+//     3  bias:     array<T> (read)      [D]
+//     4  y:        array<T> (write)     [rows, D]
+//     5  mean_out: array<f32> (write)   [rows]
+//     6  rstd_out: array<f32> (write)   [rows]
+//   ln_backward_input       one workgroup per row: 1 x, 2 weight, then
+//     3  g:        array<T> (read)      dL/dy [rows, D]
+//     4  mean_s:   array<f32> (read)    [rows]
+//     5  rstd_s:   array<f32> (read)    [rows]
+//     6  dx:       array<T> (write)     [rows, D]
+//   ln_backward_params_partial   2-D grid [ceil(D / WG), chunks], one invocation per (column,
+//     chunk): 1 x, 2 weight (bound, unused: keeps the layout of ln_backward_input), 3 g,
+//     4 mean_s, 5 rstd_s, then
+//     6  part:     array<f32> (write)   [2, chunks, D]
 //   ln_backward_params_final     1-D grid over D
-//     0 P  1 partials: f32 [2, chunks, D]  2 dweight: T (write) [D]  3 dbias: T (write) [D]
-// Uniform P { rows: u32, d: u32, chunk_rows: u32, chunks: u32, eps: f32 }.
+//     1  partials: array<f32> (read)    [2, chunks, D]
+//     2  dweight:  array<T> (write)     [D]
+//     3  dbias:    array<T> (write)     [D]
 //
 // Math, per row r with n = D:
 //   forward:  mean = sum_i x_i / n,  var = sum_i (x_i - mean)^2 / n  (biased, as PyTorch),
@@ -44,29 +53,7 @@
 // Overrides: WG (lib/grid: workgroup size, a power of two for the row kernels; the host picks 32..256
 // from D for the row kernels and 64 for the column kernels).
 
-struct P {
-  rows: u32,
-  d: u32,
-  chunk_rows: u32,
-  chunks: u32,
-  eps: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(1) var<storage, read> partials: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: array<T>;
-@group(0) @binding(2) var<storage, read_write> dweight: array<T>;
-@group(0) @binding(3) var<storage, read> bias: array<T>;
-@group(0) @binding(3) var<storage, read> g: array<T>;
-@group(0) @binding(3) var<storage, read_write> dbias: array<T>;
-@group(0) @binding(4) var<storage, read_write> y: array<T>;
-@group(0) @binding(4) var<storage, read> mean_s: array<f32>;
-@group(0) @binding(5) var<storage, read_write> mean_out: array<f32>;
-@group(0) @binding(5) var<storage, read> rstd_s: array<f32>;
-@group(0) @binding(6) var<storage, read_write> rstd_out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> dx: array<T>;
-@group(0) @binding(6) var<storage, read_write> part: array<f32>;
+struct P { rows: u32, d: u32, chunk_rows: u32, chunks: u32, eps: f32 }
 
 var<workgroup> w_count: array<f32, WG>;
 var<workgroup> w_mean: array<f32, WG>;

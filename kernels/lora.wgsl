@@ -26,12 +26,12 @@
 //   RB rows. Partials go through workgroup memory; invocation i < RB sums row i's TPR partials in
 //   lane order (deterministic). Ranks are done four at a time (one vec4 accumulator per row);
 //   RANK > 4 re-reads the rows once per group of four.
-//   1 x   array<T>   (read)  [rows, K]
-//   2 lr  array<f32> (read)  the low-rank factor: A [r, K] (LR_T = false) or B [K, r] (LR_T = true,
-//                             used for du = s·dz·B where the "K" of this pass is N)
-//   3 u   array<T>   (write) [rows, r]: u[m, j] = s·Σ_k x[m, k]·lr(j, k), summed in f32, one
-//                             rounding to T at the store
-// P { rows: u32, k: u32, r: u32, pad: u32, s: f32 }
+//   0  p:   P (uniform)        { rows: u32, k: u32, r: u32, pad: u32, s: f32 }
+//   1  x:   array<T> (read)    [rows, K]
+//   2  lr:  array<f32> (read)  the low-rank factor: A [r, K] (LR_T = false) or B [K, r] (LR_T =
+//                              true, used for du = s·dz·B where the "K" of this pass is N)
+//   3  out: array<T> (write)   u [rows, r]: u[m, j] = s·Σ_k x[m, k]·lr(j, k), summed in f32, one
+//                              rounding to T at the store
 // Overrides: RANK (r, so the rank loops have constant trip counts), TPR (workgroup size, default
 //   64 on GPUs; CPU adapters 8 = one SIMD vector), RB (rows per workgroup, 1..8; GPUs 4, CPU
 //   adapters 8, where every load is a per-lane gather and must feed as many FMAs as possible),
@@ -51,12 +51,19 @@
 //     takes one pass over the chunk per four. With g.chunks = 1 it writes dA to out0 and dB to
 //     out1 directly; otherwise partial sums part[chunk, j, c'] ([chunks, r, cols0 + cols1],
 //     problem 1's columns after problem 0's) to out0.
-//     1 big0, 2 low0, 3 big1, 4 low1: array<T> (read)
-//     5 out0, 6 out1: array<f32> (write; out1 unused with chunks > 1); sums in f32
+//     0  g:    G (uniform)         (below)
+//     1  big0: array<T> (read)
+//     2  low0: array<T> (read)
+//     3  big1: array<T> (read)
+//     4  low1: array<T> (read)
+//     5  out0: array<f32> (write)  sums in f32
+//     6  out1: array<f32> (write)  unused with chunks > 1
 //   lowrank_grad_sum: 1-D over r·(cols0 + cols1) (folded into y, workgroups of 256); sums the
 //     partials over chunk = 0, 1, …, chunks − 1 in that fixed order (deterministic, no atomics)
 //     and writes dA [r, K] or dB [N, r].
-//     1 part: array<f32> (read)   2 res0 = dA, 3 res1 = dB: array<f32> (write)
+//     1  part: array<f32> (read)
+//     2  res0: array<f32> (write)  dA
+//     3  res1: array<f32> (write)  dB
 //   A problem that is not wanted has cols = 0 (its buffers are dummies); g.z0 = 1 skips problem 0.
 // G { rows, cols0, cols1, span (rows per chunk: 32, or a multiple of 32 when rows would need
 //     more than the host's cap of 512 chunks), chunks (= ceil(rows / span)), z0 }
@@ -70,18 +77,7 @@ override TPR: u32 = 64u;
 override RB: u32 = 4u;
 override LR_T: bool = false;
 
-struct P {
-  rows: u32,
-  k: u32,
-  r: u32,
-  pad: u32,
-  s: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read> lr: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<T>;
+struct P { rows: u32, k: u32, r: u32, pad: u32, s: f32 }
 
 var<workgroup> partial: array<vec4f, 1024>; // RB * TPR <= 1024
 
@@ -134,7 +130,6 @@ fn lowrank_proj(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
   }
 }
 
-
 // ---- skinny backward reductions over rows, dA and dB in one dispatch ----
 
 override GWG: u32 = 64u;
@@ -148,19 +143,6 @@ struct G {
   chunks: u32,
   z0: u32,     // problem of workgroup z = 0 (1 when only dB is wanted)
 }
-
-@group(0) @binding(0) var<uniform> g: G;
-// lowrank_grad
-@group(0) @binding(1) var<storage, read> big0: array<T>;
-@group(0) @binding(2) var<storage, read> low0: array<T>;
-@group(0) @binding(3) var<storage, read> big1: array<T>;
-@group(0) @binding(4) var<storage, read> low1: array<T>;
-@group(0) @binding(5) var<storage, read_write> out0: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out1: array<f32>;
-// lowrank_grad_sum
-@group(0) @binding(1) var<storage, read> part: array<f32>;
-@group(0) @binding(2) var<storage, read_write> res0: array<f32>;
-@group(0) @binding(3) var<storage, read_write> res1: array<f32>;
 
 /** low[m, j], 0 past the rank (those accumulator lanes are never stored). */
 fn low_at(low: ptr<storage, array<T>, read>, m: u32, j: u32) -> f32 {

@@ -20,7 +20,12 @@
 //              SIMD vector): a workgroup of WG_X invocations computes RM rows x (4*WG_X) columns;
 //              the A operands of a row block are workgroup-uniform (scalar loads + broadcast) and
 //              each invocation loads one vec4 of B per k. No barriers, the CPU cache does the tiling.
-//   bias_grad  db[n] = sum_{r<rows} dz[r, n]                (bindings 1 = dz, 2 = db); P.M = rows
+//   bias_grad  db[n] = sum_{r<rows} dz[r, n]; P.M = rows, with
+//                1  dz_in:  array<T> (read)   dz [rows, N]
+//                2  db_out: array<T> (write)  db [N]
+//              and mm_tiled_v4's vec4 views of bindings 1 and 2:
+//                1  A4: array<T4> (read)
+//                2  B4: array<T4> (read)
 // With f16 storage the loads widen to f32 and the stores round to f16; the epilogue re-reads
 // the stored (f16-rounded) sum, so a fused bias/act sees it rounded.
 // Dispatch: mm_* use workgroup z for the batch (chunks of <= 65535, P.batch_offset = chunk start);
@@ -43,13 +48,6 @@ override RM: u32 = 4u;
 /// One vec4 column group per invocation (store_block's layout of the register block).
 const CN: u32 = 1u;
 const ACC_ROWS: u32 = 16u;
-
-// bias_grad's bindings.
-@group(0) @binding(1) var<storage, read> dz_in: array<T>;
-@group(0) @binding(2) var<storage, read_write> db_out: array<T>;
-// mm_tiled_v4's views of A and B, four elements per load.
-@group(0) @binding(1) var<storage, read> A4: array<T4>;
-@group(0) @binding(2) var<storage, read> B4: array<T4>;
 
 fn ld_a4(i: u32) -> vec4f { return vec4f(A4[i]); }
 fn ld_b4(i: u32) -> vec4f { return vec4f(B4[i]); }

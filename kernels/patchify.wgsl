@@ -3,7 +3,7 @@
 // dtypes: f32, f16
 //
 // Bindings (group 0), elements of the storage type T (f32 or f16; copies, no arithmetic):
-//   0  uniform P { batch: u32, channels: u32, height: u32, width: u32, psize: u32, total: u32 }
+//   0  p: P (uniform) { batch: u32, channels: u32, height: u32, width: u32, psize: u32, total: u32 }
 //   1  src: array<T> (read)
 //   2  dst: array<T> (write)
 //
@@ -21,18 +21,7 @@
 //   i = gid.x + gid.y * nwg.x * WG.
 // Overrides: WG (lib/grid: workgroup size, default 256).
 
-struct P {
-  batch: u32,
-  channels: u32,
-  height: u32,
-  width: u32,
-  psize: u32,
-  total: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> src: array<T>;
-@group(0) @binding(2) var<storage, read_write> dst: array<T>;
+struct P { batch: u32, channels: u32, height: u32, width: u32, psize: u32, total: u32 }
 
 /// The flat image index of element i of the patch layout [B, nP, C·P·P].
 fn image_index(i: u32) -> u32 {

@@ -3,7 +3,7 @@
 // dtypes: f32, f16
 //
 // Bindings (group 0), elements of the storage type T (f32 or f16; a copy, no arithmetic):
-//   0  uniform P {
+//   0  p: P (uniform) {
 //        n: u32, rank: u32, _pad0: u32, _pad1: u32,
 //        shape:  array<vec4u, 2>,   // output shape, dims 0..rank-1 in shape[d / 4][d % 4]
 //        stride: array<vec4u, 2>,   // for output dim d, the stride (in elements) of x's dim dims[d]
@@ -28,10 +28,6 @@ struct P {
   shape: array<vec4u, 2>,
   stride: array<vec4u, 2>,
 }
-
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read_write> out: array<T>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {

@@ -5,7 +5,7 @@
 // The input is viewed as [outer, K, inner] with the reduced axis in the middle.
 //
 // Bindings (group 0), elements of the storage type T (f32 or f16):
-//   0  uniform P { outer: u32, k: u32, inner: u32, _pad: u32, alpha: f32 }
+//   0  p: P (uniform) { outer: u32, k: u32, inner: u32, _pad: u32, alpha: f32 }
 //   1  x:   array<T> (read)
 //   2  out: array<T> (write)
 //
@@ -19,17 +19,7 @@
 // idx = gid.x + gid.y * nwg.x * WG.
 // Overrides: WG (lib/grid: workgroup size, default 256).
 
-struct P {
-  outer: u32,
-  k: u32,
-  inner: u32,
-  _pad: u32,
-  alpha: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read_write> out: array<T>;
+struct P { outer: u32, k: u32, inner: u32, _pad: u32, alpha: f32 }
 
 @compute @workgroup_size(WG)
 fn reduce_axis(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {

@@ -3,7 +3,7 @@
 // dtypes: f32, f16
 //
 // Bindings (group 0), elements of the storage type T (f32 or f16):
-//   0  uniform P { n: u32, _pad0..2: u32, alpha: f32, beta: f32 }
+//   0  p: P (uniform) { n: u32, _pad0..2: u32, alpha: f32, beta: f32 }
 //   1  a:   array<T> (read)   n elements
 //   2  out: array<T> (write)  n elements
 //
@@ -12,18 +12,7 @@
 // Dispatch: 1-D over n, folded into y: i = gid.x + gid.y * nwg.x * WG.
 // Overrides: WG (lib/grid: workgroup size, default 256).
 
-struct P {
-  n: u32,
-  _p0: u32,
-  _p1: u32,
-  _p2: u32,
-  alpha: f32,
-  beta: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> a: array<T>;
-@group(0) @binding(2) var<storage, read_write> out: array<T>;
+struct P { n: u32, _p0: u32, _p1: u32, _p2: u32, alpha: f32, beta: f32 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {

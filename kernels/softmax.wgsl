@@ -11,11 +11,11 @@
 // Bindings (group 0), elements of the storage type T (f32 or f16). A binding number is reused
 // across entry points, never inside one.
 //   softmax_forward:
-//     0  uniform P { rows: u32, d: u32 }
+//     0  p:  P (uniform)         { rows: u32, d: u32 }
 //     1  x:  array<T> (read)    [rows, D]
 //     2  y:  array<T> (write)   [rows, D]
 //   softmax_backward:
-//     0  uniform P { rows: u32, d: u32 }
+//     0  p:  P (uniform)         { rows: u32, d: u32 }
 //     1  ys: array<T> (read)    [rows, D]  the saved forward output y
 //     2  g:  array<T> (read)    [rows, D]  dL/dy
 //     3  dx: array<T> (write)   [rows, D]  dL/dx
@@ -35,17 +35,7 @@
 //   row = wid.x + wid.y * nwg.x  (the guard row < rows is workgroup-uniform, so barriers are legal).
 // Overrides: WG (lib/grid: workgroup size, a power of two, default 256; the host picks it from D).
 
-struct P {
-  rows: u32,
-  d: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read_write> y: array<T>;
-@group(0) @binding(1) var<storage, read> ys: array<T>;
-@group(0) @binding(2) var<storage, read> g: array<T>;
-@group(0) @binding(3) var<storage, read_write> dx: array<T>;
+struct P { rows: u32, d: u32 }
 
 // -FLT_MAX: the identity for max over finite values (and larger than -inf).
 const LOWEST: f32 = -3.40282346638528859812e+38;

@@ -8,6 +8,12 @@
 //   loss           infoNceGenToReal(g, r, { tau: 0.07 }), backward (LoRA A/B only: weights frozen);
 //   optimizer      AdamW.step() (global grad norm + fused update) and zeroGrad().
 // Presets: `tiny` at batch 32, `vit-b-32` at batch 32 on GPUs and 2 on CPU adapters (lavapipe).
+// Each in f32 and, where the adapter has shader-f16, at --precision f16: f16 frozen weights and
+// activations, f32 LoRA masters and AdamW state, the loss scaled by 2^16 before backward and
+// unscaled in AdamW (the trainer also reads the norm back to skip an overflowed step; the bench
+// does not wait for it).
+// extra.peak_bytes: the most bytes the buffer pool had live during the step (weights, adapter,
+// optimizer state, inputs and every activation and gradient), the memory the step needs.
 //
 // GFLOP/s counts teacher forward (the 'teacher forward' rows only) + student forward + student
 // backward, with forwardFlopsPerImage for a forward and, for the backward, the work this step
@@ -23,7 +29,7 @@ import { ClipVisionModel } from '../../src/nn/vit.ts';
 import { LoraAdapter, DEFAULT_LORA } from '../../src/nn/lora.ts';
 import { NAMED_CONFIGS, forwardFlopsPerImage, numTokens, type ClipVisionConfig } from '../../src/nn/config.ts';
 import { backward, noGrad } from '../../src/tensor/autograd.ts';
-import { fromArray, scope } from '../../src/tensor/tensor.ts';
+import { fromArray, scope, type DType } from '../../src/tensor/tensor.ts';
 import { infoNceGenToReal } from '../../src/ops/infonce.ts';
 import { AdamW } from '../../src/train/optimizer.ts';
 import { uniform, type BenchCase, type Row, type Suite } from '../harness.ts';
@@ -48,7 +54,9 @@ interface StepState {
   opt: AdamW;
 }
 
-function trainCase(configName: string, batch: number, cached: boolean, prefix: string, maxReps: number | undefined): BenchCase {
+const LOSS_SCALE = 2 ** 16;
+
+function trainCase(configName: string, batch: number, cached: boolean, prefix: string, maxReps: number | undefined, dtype: DType): BenchCase {
   const cfg = NAMED_CONFIGS[configName];
   const S = cfg.imageSize;
   const P = cfg.projectionDim;
@@ -56,11 +64,12 @@ function trainCase(configName: string, batch: number, cached: boolean, prefix: s
   const flops = batch * ((cached ? 0 : fpi) + fpi + studentBackwardFlopsPerImage(cfg));
   const cacheRows = uniform(batch * P, 131);
   let state: StepState | null = null;
+  let peakBytes = 0;
   return {
     kernel: 'train-step',
     variant: cached ? 'teacher cache' : 'teacher forward',
     shape: `${prefix} [${batch},3,${S},${S}] P=${P}`,
-    dtype: 'f32',
+    dtype,
     flops,
     maxReps,
     inputs: () => [
@@ -70,21 +79,25 @@ function trainCase(configName: string, batch: number, cached: boolean, prefix: s
     run([generated, real]) {
       const device = generated.device;
       if (!state) {
-        const model = ClipVisionModel.random(cfg, MODEL_SEED, device);
+        const model = ClipVisionModel.random(cfg, MODEL_SEED, device, dtype);
         const lora = LoraAdapter.create(cfg, DEFAULT_LORA, device);
         state = { model, lora, opt: new AdamW(lora.parameters(), { lr: LR }) };
       }
       const { model, lora, opt } = state;
+      const scale = dtype === 'f16' ? LOSS_SCALE : 1;
+      device.pool.resetPeak();
       // Outputs: the loss, then g and r (for the check).
-      return scope(() => {
+      const out = scope(() => {
         const r = cached ? fromArray(cacheRows, [batch, P], device) : noGrad(() => model.forward(real));
         const g = model.forward(generated, { lora });
         const { loss } = infoNceGenToReal(g, r, { tau: TAU });
-        backward(loss);
-        opt.step(LR);
+        backward(loss, fromArray([scale], [], device));
+        opt.step(LR, 1 / scale).dispose();
         opt.zeroGrad();
         return [loss, g, r];
       });
+      peakBytes = Math.max(peakBytes, device.pool.stats().peakLiveBytes);
+      return out;
     },
     check: {
       reference: 'host f64 InfoNCE of the step\'s own g and r',
@@ -99,6 +112,7 @@ function trainCase(configName: string, batch: number, cached: boolean, prefix: s
         images_per_s: batch / (row.ms / 1000),
         steps_per_s: 1000 / row.ms,
         images_per_s_wall: batch / (row.wall_ms / 1000),
+        peak_bytes: peakBytes,
       };
       const ref = matmulReferenceGflops(prefix, cfg, earlier, true);
       if (ref !== null && row.gflops !== undefined) out.ratio_to_matmul = row.gflops / ref;
@@ -120,6 +134,7 @@ export const trainSuite: Suite = {
     presetCases(opts, true, (name, batch, prefix) => {
       // A ViT-B/32 step takes seconds on CPU adapters: 3 timed reps there.
       const maxReps = name === 'tiny' ? undefined : 3;
-      return [trainCase(name, batch, true, prefix, maxReps), trainCase(name, batch, false, prefix, maxReps)];
+      const dtypes: DType[] = opts.device.hasFeature('shader-f16') ? ['f32', 'f16'] : ['f32'];
+      return dtypes.flatMap((dtype) => [trainCase(name, batch, true, prefix, maxReps, dtype), trainCase(name, batch, false, prefix, maxReps, dtype)]);
     }),
 };

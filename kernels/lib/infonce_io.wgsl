@@ -5,11 +5,24 @@
 // Uniform P { b, m, d, flags, ntc, ntr: u32, eps, inv_tau: f32 }: G is [b, d], R is [m, d];
 // flags bit 0: tau comes from logtau[0] (learnable); bit 1: symmetric; ntc / ntr: column / row
 // tiles of S in the forward tile kernel.
-// Bindings it declares (group 0), all array<f32>:
-//   forward tile (fwd_tile, fwd_tile_sg):  1 ft_g, 2 ft_r, 3 ft_logtau (read);
-//                                          4 ft_s, 5 ft_part, 6 ft_stats (write)
-//   backward tile (bwd_tile, bwd_tile_sg): 1 bt_g, 2 bt_r, 3 bt_s, 4 bt_stats, 5 bt_logtau,
-//                                          6 bt_gloss (read); 7 bt_dg, 8 bt_dlogtau_rows (write)
+// Bindings it declares (group 0):
+//   0  p: P (uniform)                  for every entry point of both kernels
+//   forward tile (fwd_tile, fwd_tile_sg):
+//   1  ft_g:      array<f32> (read)    G
+//   2  ft_r:      array<f32> (read)    R
+//   3  ft_logtau: array<f32> (read)    [1]; any buffer when not learnable
+//   4  ft_s:      array<f32> (write)   S [B, M]
+//   5  ft_part:   array<f32> (write)   part
+//   6  ft_stats:  array<f32> (write)   stats (norms only)
+//   backward tile (bwd_tile, bwd_tile_sg):
+//   1  bt_g:      array<f32> (read)    G
+//   2  bt_r:      array<f32> (read)    R
+//   3  bt_s:      array<f32> (read)    S
+//   4  bt_stats:  array<f32> (read)    stats
+//   5  bt_logtau: array<f32> (read)    [1]
+//   6  bt_gloss:  array<f32> (read)    [1] dL/dloss
+//   7  bt_dg:     array<f32> (write)   dG [B, D]
+//   8  bt_dlogtau_rows: array<f32> (write)  [B]
 // Workgroup memory it declares: sa, sb (f32) and si (u32), 1024 each: the tile kernels' staging
 //   and their per-invocation softmax partials (max, Σexp, argmax) of the rows of a tile.
 // Functions: learnable(), symmetric(), tau_inverse(logtau) = 1/tau, and
@@ -19,18 +32,7 @@
 //   write_row_partial(base, count, o) merges the count partials of one row at sa/sb/si[base ..]
 //   into part[o .. o+2] = (max, Σ exp(S - max), argmax as bitcast u32; ties: the first).
 
-struct P {
-  b: u32,
-  m: u32,
-  d: u32,
-  flags: u32,
-  ntc: u32,
-  ntr: u32,
-  eps: f32,
-  inv_tau: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: P;
+struct P { b: u32, m: u32, d: u32, flags: u32, ntc: u32, ntr: u32, eps: f32, inv_tau: f32 }
 
 // A finite "minus infinity" for running maxima, and "no column yet" for argmax.
 const NEG_BIG: f32 = -3.0e38;
@@ -46,22 +48,6 @@ fn dlogit(i: u32, j: u32, s: f32, lse_i: f32, clse_j: f32, coef: f32) -> f32 {
   if (symmetric()) { v += exp(s - clse_j) - pos; }
   return coef * v;
 }
-
-@group(0) @binding(1) var<storage, read> ft_g: array<f32>;
-@group(0) @binding(2) var<storage, read> ft_r: array<f32>;
-@group(0) @binding(3) var<storage, read> ft_logtau: array<f32>;
-@group(0) @binding(4) var<storage, read_write> ft_s: array<f32>;
-@group(0) @binding(5) var<storage, read_write> ft_part: array<f32>;
-@group(0) @binding(6) var<storage, read_write> ft_stats: array<f32>;
-
-@group(0) @binding(1) var<storage, read> bt_g: array<f32>;
-@group(0) @binding(2) var<storage, read> bt_r: array<f32>;
-@group(0) @binding(3) var<storage, read> bt_s: array<f32>;
-@group(0) @binding(4) var<storage, read> bt_stats: array<f32>;
-@group(0) @binding(5) var<storage, read> bt_logtau: array<f32>;
-@group(0) @binding(6) var<storage, read> bt_gloss: array<f32>;
-@group(0) @binding(7) var<storage, read_write> bt_dg: array<f32>;
-@group(0) @binding(8) var<storage, read_write> bt_dlogtau_rows: array<f32>;
 
 /// clse_j (the logsumexp of column j, stored by fwd_merge) when symmetric, else 0 (unused).
 fn column_lse(j: u32) -> f32 {

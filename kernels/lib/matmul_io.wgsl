@@ -2,7 +2,7 @@
 // family (matmul.wgsl, matmul_sg.wgsl, matmul_sgmat.wgsl).
 //
 // Bindings it declares (group 0); every array holds the storage type T of the prelude:
-//   0  uniform P { M, N, K, batch_offset, a_bs, b_bs, c_bs, n_elems: u32 }
+//   0  p: P (uniform) { M, N, K, batch_offset, a_bs, b_bs, c_bs, n_elems: u32 }
 //   1  A:        array<T> (read)  opA(A), batch b starts at b*a_bs (a_bs = 0 broadcasts A)
 //   2  B:        array<T> (read)  opB(B), batch b starts at b*b_bs (b_bs = 0: shared weight)
 //   3  bias:     array<T> (read)  [N]; any buffer when !HAS_BIAS
@@ -26,32 +26,11 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 
 struct P {
-  M: u32,
-  N: u32,
-  K: u32,
-  batch_offset: u32,
-  a_bs: u32,
-  b_bs: u32,
-  c_bs: u32,
-  n_elems: u32,
+  M: u32, N: u32, K: u32, batch_offset: u32, a_bs: u32, b_bs: u32, c_bs: u32, n_elems: u32
 }
-
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> A: array<T>;
-@group(0) @binding(2) var<storage, read> B: array<T>;
-@group(0) @binding(3) var<storage, read> bias: array<T>;
-@group(0) @binding(4) var<storage, read> residual: array<T>;
-@group(0) @binding(5) var<storage, read> lr_u: array<T>;
-@group(0) @binding(6) var<storage, read> lr_v: array<T>;
-@group(0) @binding(7) var<storage, read_write> out: array<T>;
-@group(0) @binding(8) var<storage, read_write> pre: array<T>;
 
 /// Where a workgroup's batch element (wid.z + P.batch_offset) starts in A, B and out.
-struct BatchBase {
-  a: u32,
-  b: u32,
-  c: u32,
-}
+struct BatchBase { a: u32, b: u32, c: u32 }
 
 fn batch_base(wid: vec3u) -> BatchBase {
   let batch = wid.z + p.batch_offset;

@@ -11,6 +11,7 @@ import { writableProblem } from '../gpu/atomic-file.ts';
 import { dirname, extname, join, resolve } from 'node:path';
 import { getDevice, type Device } from '../gpu/device.ts';
 import { loadModel, modelPreprocessing } from '../io/hf-checkpoint.ts';
+import { checkPrecision } from '../train/trainer.ts';
 import { adapterBaseProblem, readPeftAdapter } from '../io/peft.ts';
 import { IMAGE_EXTENSIONS } from '../io/image.ts';
 import { embedPaths } from '../train/embedding.ts';
@@ -28,6 +29,7 @@ export const EMBED_FLAGS: FlagSpec[] = [
   { name: 'out', type: 'string', help: 'output .safetensors file' },
   { name: 'batch', type: 'int', default: 16, help: 'images per GPU batch', check: positive },
   { name: 'seed', type: 'int', default: 0, help: 'seed for preset models' },
+  { name: 'precision', type: 'string', default: 'f32', help: "f16: weights and activations in f16 (needs the adapter's shader-f16), embeddings returned in f32", check: (v) => (['f32', 'f16'].includes(String(v)) ? null : 'must be f32 or f16') },
   { name: 'verbose', type: 'bool', default: false, help: 'print GPU memory use' },
 ];
 
@@ -129,7 +131,9 @@ export async function runEmbed(argv: string[]): Promise<number> {
   const baseProblem = loraDir ? adapterBaseProblem(loraDir, String(f.model), Number(f.seed)) : null;
   if (baseProblem) throw new UsageError(`embed: ${baseProblem}`);
   const device = await getDevice();
-  const loaded = loadModel(String(f.model), device, Number(f.seed));
+  const precision = String(f.precision) as 'f32' | 'f16';
+  checkPrecision(device, precision);
+  const loaded = loadModel(String(f.model), device, Number(f.seed), precision);
   const lora = loraDir ? readPeftAdapter(loraDir, loaded.model.cfg, device) : undefined;
   const pre = modelPreprocessing(loaded);
   const progress = new Progress(names.length, 'embed');

@@ -7,6 +7,7 @@
 import { resolve } from 'node:path';
 import { getDevice } from '../gpu/device.ts';
 import { loadModel, modelPreprocessing } from '../io/hf-checkpoint.ts';
+import { checkPrecision } from '../train/trainer.ts';
 import { adapterBaseProblem, readPeftAdapter } from '../io/peft.ts';
 import { loadDataset, splitByValFraction } from '../io/dataset.ts';
 import { evaluatePairs } from '../train/evaluate.ts';
@@ -21,6 +22,7 @@ export const EVAL_FLAGS: FlagSpec[] = [
   { name: 'out', type: 'string', default: '.', help: 'directory for metrics.json and figure3.svg/png' },
   { name: 'val-fraction', type: 'float', default: 0, help: 'evaluate only the held-out split a training run with this --val-fraction and --seed used (0 = all pairs)', check: fraction },
   { name: 'seed', type: 'int', default: 0, help: 'seed of the split (and of preset models)' },
+  { name: 'precision', type: 'string', default: 'f32', help: "f16: weights and activations in f16 (needs the adapter's shader-f16), embeddings returned in f32", check: (v) => (['f32', 'f16'].includes(String(v)) ? null : 'must be f32 or f16') },
   { name: 'batch', type: 'int', default: 32, help: 'images per GPU batch', check: positive },
   { name: 'plot', type: 'string', default: 'tsne', help: 'Figure-3 projection: tsne, pca or none', check: (v) => (['tsne', 'pca', 'none'].includes(String(v)) ? null : 'must be tsne, pca or none') },
 ];
@@ -45,7 +47,9 @@ export async function runEval(argv: string[]): Promise<number> {
   const dataset = loadDataset(String(f.data), { onWarn: warn });
   const pairs = Number(f['val-fraction']) > 0 ? splitByValFraction(dataset.pairs, Number(f['val-fraction']), Number(f.seed)).val : dataset.pairs;
   const device = await getDevice();
-  const loaded = loadModel(String(f.model), device, Number(f.seed));
+  const precision = String(f.precision) as 'f32' | 'f16';
+  checkPrecision(device, precision);
+  const loaded = loadModel(String(f.model), device, Number(f.seed), precision);
   const lora = loraDir ? readPeftAdapter(loraDir, loaded.model.cfg, device) : undefined;
   const pre = modelPreprocessing(loaded);
   // Created by the first write, after every embedding is known to be finite.

@@ -183,11 +183,11 @@ export async function runTrain(argv: string[], inject: Pick<TrainHooks, 'files' 
       if (i.startStep) progress.update(i.startStep);
     },
     onStep: async (r, total) => {
-      const fields = { epoch: r.epoch, loss: r.loss, acc: r.accuracy, 'img/s': r.images_per_s, lr: r.lr };
+      const fields = { epoch: r.epoch, loss: r.loss, acc: r.accuracy, 'img/s': r.images_per_s, lr: r.lr, ...(r.loss_scale !== undefined ? { scale: r.loss_scale } : {}) };
       if (process.stderr.isTTY && process.env.CI !== 'true') progress!.update(r.step, fields);
       else if (r.step - lastPlain >= o.logEvery || r.step === total || r.step === 1) {
         lastPlain = r.step;
-        printErr(`step ${r.step}/${total}  epoch ${r.epoch}  loss ${r.loss.toFixed(4)}  acc ${r.accuracy.toFixed(3)}  ${r.images_per_s.toFixed(1)} img/s  lr ${r.lr.toExponential(2)}  |g| ${r.grad_norm.toFixed(3)}\n`);
+        printErr(`step ${r.step}/${total}  epoch ${r.epoch}  loss ${r.loss.toFixed(4)}  acc ${r.accuracy.toFixed(3)}  ${r.images_per_s.toFixed(1)} img/s  lr ${r.lr.toExponential(2)}  |g| ${r.grad_norm.toFixed(3)}${r.loss_scale !== undefined ? `  scale ${r.loss_scale}${r.skipped ? ' (overflow: step skipped, scale halved)' : ''}` : ''}\n`);
       }
       await inject.onStep?.(r, total);
     },

@@ -15,6 +15,13 @@
 //   // dtypes: f32, f16                       storage types it is written for (default: f32)
 //   // accumulators: f32, f16                 accumulation types it accepts (default: f32)
 //   // consts: SG_M, SG_N                     u32 consts the ref must supply (see KernelRef)
+//   //   N  name: TYPE (ACCESS) comment       a binding: the registry declares it, so the header
+//                                            that documents a kernel's interface is also its
+//                                            only declaration. ACCESS is uniform, read, write or
+//                                            read_write; `//   1  x: array<T> (read)  n elements`
+//                                            becomes `@group(0) @binding(1) var<storage, read>
+//                                            x: array<T>;`. A binding number may be reused by
+//                                            another entry point under another name.
 // Specialisation (tile and workgroup sizes, flags) goes through WGSL `override` constants,
 // never through the source text.
 //
@@ -115,6 +122,24 @@ export interface KernelHeader {
   dtypes: KernelDType[];
   accumulators: KernelDType[];
   consts: string[];
+  /** The bindings its header declares, in header order (duplicates of one declaration once). */
+  bindings: BindingDecl[];
+}
+
+export interface BindingDecl {
+  binding: number;
+  name: string;
+  type: string;
+  access: 'uniform' | 'read' | 'read_write';
+}
+
+/** `//   1  x: array<T> (read) …`: binding number, name, type, then the access in parentheses. */
+const BINDING_LINE = /^\/\/\s+(\d+)\s+(\w+):\s+([\w<>]+)\s+\((uniform|read_write|read|write)\b/;
+
+/** The WGSL declaration of a binding. */
+export function bindingDeclaration(b: BindingDecl): string {
+  const space = b.access === 'uniform' ? 'uniform' : `storage, ${b.access}`;
+  return `@group(0) @binding(${b.binding}) var<${space}> ${b.name}: ${b.type};`;
 }
 
 function listAfter(line: string): string[] {
@@ -133,11 +158,21 @@ function dtypeList(file: string, key: string, items: string[]): KernelDType[] {
 }
 
 export function parseHeader(file: string, src: string): KernelHeader {
-  const h: KernelHeader = { uses: [], dtypes: ['f32'], accumulators: ['f32'], consts: [] };
+  const h: KernelHeader = { uses: [], dtypes: ['f32'], accumulators: ['f32'], consts: [], bindings: [] };
   for (const raw of src.split('\n')) {
     const line = raw.trim();
     if (line === '') continue;
     if (!line.startsWith('//')) break;
+    const b = BINDING_LINE.exec(line);
+    if (b) {
+      const decl: BindingDecl = { binding: Number(b[1]), name: b[2], type: b[3], access: b[4] === 'write' ? 'read_write' : (b[4] as BindingDecl['access']) };
+      const same = h.bindings.find((d) => d.name === decl.name);
+      if (same && bindingDeclaration(same) !== bindingDeclaration(decl)) {
+        throw new Error(`kernels/${file}.wgsl: the header declares binding '${decl.name}' twice, differently (${bindingDeclaration(same)} and ${bindingDeclaration(decl)})`);
+      }
+      if (!same) h.bindings.push(decl);
+      continue;
+    }
     const m = /^\/\/\s*(uses|dtypes|accumulators|consts):/.exec(line);
     if (!m) continue;
     const items = listAfter(line);
@@ -177,6 +212,8 @@ interface Segment {
   start: number;
   lines: number;
   file: string;
+  /** Set on the declarations generated from a header's binding lines. */
+  generated?: boolean;
 }
 
 export interface AssembledKernel {
@@ -231,7 +268,8 @@ export function assembleKernel(ref: Pick<KernelRef, 'file' | 'dtype' | 'accumula
   const directives: string[] = dtype === 'f16' || acc === 'f16' ? ['enable f16;'] : [];
   const parts = modules.map((name) => {
     // Directive lines move to the top; a blank line keeps the part's line numbers.
-    const lines = kernelSource(name).replace(/\n$/, '').split('\n');
+    const src = kernelSource(name);
+    const lines = src.replace(/\n$/, '').split('\n');
     return {
       name,
       lines: lines.map((l) => {
@@ -240,6 +278,7 @@ export function assembleKernel(ref: Pick<KernelRef, 'file' | 'dtype' | 'accumula
         if (!directives.includes(d)) directives.push(d);
         return '';
       }),
+      bindings: parseHeader(name, src).bindings.map(bindingDeclaration),
     };
   });
   const out: string[] = [`// ${ref.file} assembled for storage ${dtype}, accumulation ${acc}: prelude, then ${modules.map((m) => `kernels/${m}.wgsl`).join(', ')}`];
@@ -254,6 +293,11 @@ export function assembleKernel(ref: Pick<KernelRef, 'file' | 'dtype' | 'accumula
     out.push('', `// ---- kernels/${p.name}.wgsl`);
     segments.push({ start: out.length + 1, lines: p.lines.length, file: p.name });
     out.push(...p.lines);
+    if (p.bindings.length) {
+      out.push('', `// ---- bindings declared by the header of kernels/${p.name}.wgsl`);
+      segments.push({ start: out.length + 1, lines: p.bindings.length, file: p.name, generated: true });
+      out.push(...p.bindings);
+    }
   }
   const result: AssembledKernel = { code: out.join('\n') + '\n', modules, preludeKey, prelude: `storage ${dtype}, accumulation ${acc}`, needsF16: directives.includes('enable f16;'), segments };
   assembled.set(key, result);
@@ -265,6 +309,7 @@ function locate(a: AssembledKernel, message: string): string {
   return message.replace(/(^|\s):(\d+):(\d+)(?=\s)/g, (all, pre: string, l: string, c: string) => {
     const line = Number(l);
     const s = a.segments.find((g) => line >= g.start && line < g.start + g.lines);
+    if (s?.generated) return `${pre}kernels/${s.file}.wgsl (binding ${line - s.start + 1} of its header's binding lines)`;
     return s ? `${pre}kernels/${s.file}.wgsl:${line - s.start + 1}:${c}` : all;
   });
 }

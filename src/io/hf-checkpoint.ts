@@ -1,11 +1,12 @@
 // Loading Hugging Face CLIP checkpoints: a directory with config.json and model.safetensors, or
-// a sharded model.safetensors.index.json. F32 / F16 / BF16 tensors become f32 on the GPU.
+// a sharded model.safetensors.index.json. F32 / F16 / BF16 tensors become f32 on the GPU, or f16 for
+// mixed precision (loadClipVision's dtype).
 // text_model.*, text_projection.*, logit_scale and position_ids are ignored.
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { readRegularTextFile } from '../gpu/regular-file.ts';
 import type { Device } from '../gpu/device.ts';
-import { fromArray, shapeStr, type Tensor } from '../tensor/tensor.ts';
+import { fromArray, fromF16Bits, shapeStr, type DType, type Tensor } from '../tensor/tensor.ts';
 import { parseHfConfig, NAMED_CONFIGS, type ClipVisionConfig } from '../nn/config.ts';
 import { ClipVisionModel, expectedShapes } from '../nn/vit.ts';
 import { SafetensorsFile } from './safetensors.ts';
@@ -73,7 +74,7 @@ export function readModelConfig(dir: string): ClipVisionConfig {
 }
 
 /** Loads the vision tower of an HF CLIP checkpoint directory onto the GPU. */
-export function loadClipVision(dir: string, device: Device): LoadedModel {
+export function loadClipVision(dir: string, device: Device, dtype: DType = 'f32'): LoadedModel {
   if (!isModelDir(dir)) throw new Error(`Model directory not found: ${dir}`);
   const cfg = readModelConfig(dir);
   const expected = expectedShapes(cfg);
@@ -98,7 +99,10 @@ export function loadClipVision(dir: string, device: Device): LoadedModel {
     if (problems.length) throw new Error(`${dir}: checkpoint does not match its config.json (${problems.length} problem${problems.length > 1 ? 's' : ''}):\n  ${listWithRest(problems, LIST_LIMIT, '- ')}`);
     for (const [name, shape] of expected) {
       const f = found.get(name)!;
-      weights.set(name, fromArray(f.file.float32(name), shape, device).keep());
+      // f16: F16 tensors go to the GPU as stored; BF16/F32 are rounded to f16 bit patterns on
+      // the host with integer arithmetic (no f32 copy of the checkpoint is ever made).
+      const t = dtype === 'f16' ? fromF16Bits(f.file.float16Bits(name), shape, device) : fromArray(f.file.float32(name), shape, device);
+      weights.set(name, t.keep());
     }
   } catch (e) {
     for (const t of weights.values()) t.dispose();
@@ -107,7 +111,7 @@ export function loadClipVision(dir: string, device: Device): LoadedModel {
     for (const st of opened) st.close();
   }
   const pre = join(dir, 'preprocessor_config.json');
-  return { model: ClipVisionModel.fromWeights(cfg, weights, device), source: resolve(dir), preprocessor: existsSync(pre) ? readJson(pre) : null };
+  return { model: ClipVisionModel.fromWeights(cfg, weights, device, dtype), source: resolve(dir), preprocessor: existsSync(pre) ? readJson(pre) : null };
 }
 
 /** The model's preprocessing (preprocessor_config.json, or CLIP's defaults); an error naming the file when a value is refused or its crop does not fit the model. */
@@ -138,7 +142,7 @@ function presetConfig(spec: string): ClipVisionConfig {
 }
 
 /** `--model` accepts a directory or a preset name (tiny, vit-b-32, vit-b-16, vit-l-14; random weights). */
-export function loadModel(spec: string, device: Device, seed = 0): LoadedModel {
-  if (isModelDir(spec)) return loadClipVision(spec, device);
-  return { model: ClipVisionModel.random(presetConfig(spec), seed, device), source: spec, preprocessor: null };
+export function loadModel(spec: string, device: Device, seed = 0, dtype: DType = 'f32'): LoadedModel {
+  if (isModelDir(spec)) return loadClipVision(spec, device, dtype);
+  return { model: ClipVisionModel.random(presetConfig(spec), seed, device, dtype), source: spec, preprocessor: null };
 }

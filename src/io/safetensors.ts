@@ -11,6 +11,7 @@
 import { readSync, fstatSync, closeSync } from 'node:fs';
 import { openRegularFile } from '../gpu/regular-file.ts';
 import { writeFileAtomic } from '../gpu/atomic-file.ts';
+import { f32BitsToF16Bits, f32ToF16Bits } from '../tensor/tensor.ts';
 
 export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -180,6 +181,16 @@ export class SafetensorsFile {
     return toFloat32(bytes, t.dtype, `${this.path}: tensor '${name}'`);
   }
 
+  /**
+   * Reads a floating-point tensor as IEEE binary16 bit patterns, for f16 weights on the GPU:
+   * F16 as stored (no conversion), BF16 and F32 rounded to nearest even with integer bit
+   * arithmetic (never through an f32 copy of the tensor), F64 through its f32 value.
+   */
+  float16Bits(name: string): Uint16Array {
+    const t = this.info(name);
+    return toF16Bits(this.raw(name), t.dtype, `${this.path}: tensor '${name}'`);
+  }
+
   close(): void {
     if (this.fd !== null) closeSync(this.fd);
     this.fd = null;
@@ -218,6 +229,32 @@ export function toFloat32(bytes: Uint8Array, dtype: SafetensorsDType, what: stri
       for (let i = 0; i < n; i++) u[i] = dv.getUint16(i * 2, true) << 16;
       return out;
     }
+    default:
+      throw new SafetensorsError(`${what}: dtype ${dtype} is not a floating-point type`);
+  }
+}
+
+export function toF16Bits(bytes: Uint8Array, dtype: SafetensorsDType, what: string): Uint16Array {
+  const n = bytes.byteLength / DTYPE_BYTES[dtype];
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out = new Uint16Array(n);
+  switch (dtype) {
+    case 'F16':
+      if (LITTLE_ENDIAN) {
+        new Uint8Array(out.buffer).set(bytes);
+        return out;
+      }
+      for (let i = 0; i < n; i++) out[i] = dv.getUint16(i * 2, true);
+      return out;
+    case 'BF16':
+      for (let i = 0; i < n; i++) out[i] = f32BitsToF16Bits(dv.getUint16(i * 2, true) << 16);
+      return out;
+    case 'F32':
+      for (let i = 0; i < n; i++) out[i] = f32BitsToF16Bits(dv.getUint32(i * 4, true));
+      return out;
+    case 'F64':
+      for (let i = 0; i < n; i++) out[i] = f32ToF16Bits(dv.getFloat64(i * 8, true));
+      return out;
     default:
       throw new SafetensorsError(`${what}: dtype ${dtype} is not a floating-point type`);
   }

@@ -8,10 +8,10 @@
 // Weights are frozen Tensors keyed by HF names. The teacher runs the model under noGrad; the
 // student runs the same weights with a LoraAdapter (every adapted linear layer is one fused
 // LoRA projection) and optionally its own trainable projection ("dual projection").
-import { Tensor, fromArray, shapeStr } from '../tensor/tensor.ts';
+import { Tensor, fromArrayAs, shapeStr, type DType } from '../tensor/tensor.ts';
 import type { Device } from '../gpu/device.ts';
 import { listWithRest, LIST_LIMIT } from '../gpu/problem-list.ts';
-import { add, attention, gatherRows, layerNorm, linear, loraLinear, matmul, patchify, reshape, concat } from '../ops/index.ts';
+import { add, attention, gatherRows, layerNorm, linear, loraLinear, matmul, patchify, reshape, concat, toF16, toF32 } from '../ops/index.ts';
 import type { Activation } from '../ops/index.ts';
 import type { ClipVisionConfig } from './config.ts';
 import { numPatches, numTokens } from './config.ts';
@@ -63,27 +63,36 @@ export class ClipVisionModel {
     readonly cfg: ClipVisionConfig,
     readonly device: Device,
     readonly weights: Map<string, Tensor>,
+    /**
+     * The storage type of the frozen weights and of every activation. 'f16' is mixed
+     * precision: each op stores f16 and computes in f32 where precision needs it (LayerNorm
+     * statistics, softmax, attention and matmul accumulators); loraLinear reads the f32 LoRA
+     * masters directly, a student projection is cast to f16 for each forward (its gradient comes
+     * back in f32), and the embeddings forward() returns are f32.
+     */
+    readonly dtype: DType = 'f32',
   ) {}
 
-  /** Takes ownership of `weights` (uploaded f32 tensors with HF names and validated shapes). */
-  static fromWeights(cfg: ClipVisionConfig, weights: Map<string, Tensor>, device: Device): ClipVisionModel {
+  /** Takes ownership of `weights` (uploaded tensors of `dtype` with HF names and validated shapes). */
+  static fromWeights(cfg: ClipVisionConfig, weights: Map<string, Tensor>, device: Device, dtype: DType = 'f32'): ClipVisionModel {
     const expected = expectedShapes(cfg);
     const problems: string[] = [];
     for (const [name, shape] of expected) {
       const t = weights.get(name);
       if (!t) problems.push(`missing ${name} (expected ${shapeStr(shape)})`);
       else if (shapeStr(t.shape) !== shapeStr(shape)) problems.push(`${name}: expected ${shapeStr(shape)}, found ${shapeStr(t.shape)}`);
+      else if (t.dtype !== dtype) problems.push(`${name}: is ${t.dtype}, the model is ${dtype}`);
     }
     if (problems.length) throw new Error(`CLIP vision weights do not fit the config (${problems.length} problem${problems.length > 1 ? 's' : ''}):\n  ${listWithRest(problems, LIST_LIMIT, '- ')}`);
     for (const t of weights.values()) t.keep();
     // The conv weight is used as a [D, C·P·P] matrix.
     const pw = weights.get('vision_model.embeddings.patch_embedding.weight')!;
     weights.set('vision_model.embeddings.patch_embedding.weight', reshapeFrozen(pw, [cfg.hiddenSize, cfg.numChannels * cfg.patchSize ** 2]));
-    return new ClipVisionModel(cfg, device, weights);
+    return new ClipVisionModel(cfg, device, weights, dtype);
   }
 
-  /** Seeded random init with CLIP-like scales (for tests and benchmarks). */
-  static random(cfg: ClipVisionConfig, seed: number, device: Device): ClipVisionModel {
+  /** Seeded random init with CLIP-like scales (for tests and benchmarks); f16: the same values rounded. */
+  static random(cfg: ClipVisionConfig, seed: number, device: Device, dtype: DType = 'f32'): ClipVisionModel {
     const rnd = mulberry32(seed);
     const weights = new Map<string, Tensor>();
     const D = cfg.hiddenSize;
@@ -103,9 +112,9 @@ export class ClipVisionModel {
         const fanIn = shape.slice(1).reduce((a, b) => a * b, 1);
         data = randomNormal(n, 2 * fanIn ** -0.5, rnd);
       }
-      weights.set(name, fromArray(data, shape, device).keep());
+      weights.set(name, fromArrayAs(data, shape, dtype, device).keep());
     }
-    return ClipVisionModel.fromWeights(cfg, weights, device);
+    return ClipVisionModel.fromWeights(cfg, weights, device, dtype);
   }
 
   get numTokens(): number {
@@ -123,8 +132,14 @@ export class ClipVisionModel {
     const W = this.w(`${path}.weight`);
     const b = this.w(`${path}.bias`);
     const pair = lora?.get(path);
+    // loraLinear reads the f32 A/B masters as they are (in f16 too) and returns f32 gradients.
     if (pair) return loraLinear(x, W, b, pair.a, pair.b, lora!.scaling, activation, residual);
     return linear(x, W, b, activation, residual);
+  }
+
+  /** A trainable f32 tensor in the model's storage type: itself (f32), or its differentiable f16 cast. */
+  private asStorage(t: Tensor): Tensor {
+    return t.dtype === this.dtype ? t : this.dtype === 'f16' ? toF16(t) : toF32(t);
   }
 
   /** pixels [B, 3, H, W] (normalized) → image embeddings [B, projection_dim] (not normalized). */
@@ -144,7 +159,9 @@ export class ClipVisionModel {
     // Intermediates are disposed as soon as they are consumed: tensors that backward needs
     // are kept alive by the tape's own references, so this is safe with or without grad, and
     // under noGrad (the teacher) nothing but the running activation stays allocated.
-    const patches = patchify(pixels, cfg.patchSize);
+    const px = this.asStorage(pixels);
+    const patches = patchify(px, cfg.patchSize);
+    if (px !== pixels) px.dispose();
     const emb = matmul(patches, this.w('vision_model.embeddings.patch_embedding.weight'), { transB: true });
     patches.dispose();
     const clsRow = reshape(this.w('vision_model.embeddings.class_embedding'), [1, 1, D]);
@@ -183,9 +200,16 @@ export class ClipVisionModel {
     disposeAll(h, clsOut);
     const pooled = layerNorm(clsFlat, this.w('vision_model.post_layernorm.weight'), this.w('vision_model.post_layernorm.bias'), cfg.layerNormEps);
     clsFlat.dispose();
-    const out = matmul(pooled, opts.projection ?? lora?.projection ?? this.w('visual_projection.weight'), { transB: true });
+    const projW = opts.projection ?? lora?.projection ?? this.w('visual_projection.weight');
+    const projection = this.asStorage(projW);
+    const out = matmul(pooled, projection, { transB: true });
     pooled.dispose();
-    return out;
+    if (projection !== projW) projection.dispose();
+    if (out.dtype === 'f32') return out;
+    // Embeddings leave the model in f32 (the loss, the metrics and the host all work in f32).
+    const wide = toF32(out);
+    out.dispose();
+    return wide;
   }
 
   /** Bytes of GPU memory held by the frozen weights. */

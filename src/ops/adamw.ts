@@ -61,9 +61,9 @@ function checkRange(op: string, r: FlatRange, size: number): void {
 
 /**
  * Stage 1 of the global gradient norm: writes partialCount(end - begin) sums of squares of
- * grad[begin, end) into partials starting at outOffset. Returns how many it wrote.
+ * gradScale · grad[begin, end) into partials starting at outOffset. Returns how many it wrote.
  */
-export function gradSumSquaresPartials(grad: Tensor, range: FlatRange, partials: Tensor, outOffset: number): number {
+export function gradSumSquaresPartials(grad: Tensor, range: FlatRange, partials: Tensor, outOffset: number, gradScale = 1): number {
   const device = checkInputs('gradSumSquaresPartials', { grad, partials });
   checkRange('gradSumSquaresPartials', range, grad.size);
   const len = range.end - range.begin;
@@ -75,7 +75,7 @@ export function gradSumSquaresPartials(grad: Tensor, range: FlatRange, partials:
   }
   device.batch.dispatch(
     { file: 'adamw', entry: 'sumsq_partials', overrides: { WG: b.reduceWg } },
-    params([range.begin, range.end, chunk, outOffset]),
+    params([range.begin, range.end, chunk, outOffset], [gradScale]),
     [grad.buffer],
     [partials.buffer],
     [count, 1, 1],
@@ -110,6 +110,8 @@ export interface AdamWStepScalars {
   maxNorm: number;
   /** The 1-based step count of the parameters in this range (for bias correction). */
   step: number;
+  /** Multiplies every gradient before use: 1/loss_scale for gradients of a scaled loss (default 1). */
+  gradScale?: number;
 }
 
 export interface AdamWBuffers {
@@ -138,7 +140,7 @@ export function adamwUpdate(b: AdamWBuffers, range: FlatRange, s: AdamWStepScala
   const bc1 = 1 - Math.pow(s.beta1, s.step);
   const bc2 = 1 - Math.pow(s.beta2, s.step);
   const u32 = [range.begin, range.end, 0, 0];
-  const f32 = [1 - s.lr * s.weightDecay, s.lr / bc1, 1 / Math.sqrt(bc2), s.beta1, 1 - s.beta1, s.beta2, 1 - s.beta2, s.eps, s.maxNorm];
+  const f32 = [1 - s.lr * s.weightDecay, s.lr / bc1, 1 / Math.sqrt(bc2), s.beta1, 1 - s.beta1, s.beta2, 1 - s.beta2, s.eps, s.maxNorm, s.gradScale ?? 1];
   const bl = blocking(device);
   device.batch.dispatch(
     { file: 'adamw', entry: 'update', overrides: { WG: bl.updateWg, ITEMS: bl.items } },

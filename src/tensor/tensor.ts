@@ -16,12 +16,20 @@ const u32Scratch = new Uint32Array(f32Scratch.buffer);
 /** IEEE binary16 bits of x, rounded to nearest even (overflow -> inf, NaN kept). */
 export function f32ToF16Bits(x: number): number {
   f32Scratch[0] = x;
-  const u = u32Scratch[0];
+  return f32BitsToF16Bits(u32Scratch[0]);
+}
+
+/**
+ * IEEE binary16 bits of the f32 with bit pattern u, rounded to nearest even (overflow -> inf,
+ * NaN kept). Integer-only, so BF16 data (the top half of an f32: u = bf16 << 16) converts
+ * without passing through a float.
+ */
+export function f32BitsToF16Bits(u: number): number {
   const sign = (u >>> 16) & 0x8000;
   const exp = (u >>> 23) & 0xff;
   let mant = u & 0x7fffff;
   if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
+  const e = exp - 127 + 15;
   if (e >= 0x1f) return sign | 0x7c00;
   if (e <= 0) {
     if (e < -10) return sign;
@@ -185,6 +193,13 @@ export class Tensor {
     this.device.batch.upload(this.buffer, this.dtype === 'f16' ? Uint16Array.from(data, f32ToF16Bits) : data);
   }
 
+  /** Overwrites an f16 tensor's contents with IEEE binary16 bit patterns (no f32 round trip). */
+  writeF16Bits(bits: Uint16Array): void {
+    if (this.dtype !== 'f16') throw new Error(`writeF16Bits: ${this.describe()} is ${this.dtype}, not f16`);
+    if (bits.length !== this.size) throw new Error(`writeF16Bits: ${this.describe()} has ${this.size} elements, got ${bits.length}`);
+    this.device.batch.upload(this.buffer, bits);
+  }
+
   /** Removes this tensor from scope tracking so a scope exit will not dispose it. */
   keep(): this {
     untrack(this);
@@ -227,6 +242,21 @@ export function fromArray(data: ArrayLike<number>, shape: readonly number[], dev
   const t = Tensor.empty(shape, device);
   t.write(data instanceof Float32Array ? data : Float32Array.from(data));
   return t;
+}
+
+/** An f16 tensor from IEEE binary16 bit patterns (as stored in F16 safetensors). */
+export function fromF16Bits(bits: Uint16Array, shape: readonly number[], device: Device = currentDevice()): Tensor {
+  const n = shapeSize(shape);
+  if (bits.length !== n) throw new Error(`fromF16Bits: ${bits.length} values do not fill shape ${shapeStr(shape)} (${n} elements)`);
+  const t = Tensor.empty(shape, device, 'f16');
+  t.writeF16Bits(bits);
+  return t;
+}
+
+/** An f32 or f16 tensor from f32 host data (f16: rounded to nearest even on the host). */
+export function fromArrayAs(data: Float32Array, shape: readonly number[], dtype: DType, device: Device = currentDevice()): Tensor {
+  if (dtype === 'f32') return fromArray(data, shape, device);
+  return fromF16Bits(Uint16Array.from(data, f32ToF16Bits), shape, device);
 }
 
 export function full(shape: readonly number[], value: number, device: Device = currentDevice()): Tensor {

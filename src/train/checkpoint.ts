@@ -35,6 +35,7 @@ import { SafetensorsFile, encodeSafetensors, readSafetensors } from '../io/safet
 import { readRegularTextFile } from '../gpu/regular-file.ts';
 import { inlineListWithRest } from '../gpu/problem-list.ts';
 import type { AdamWState } from './optimizer.ts';
+import type { GradScalerState } from './grad-scaler.ts';
 
 export const CHECKPOINTS_DIR = 'checkpoints';
 export const ADAPTER_DIR = 'adapter';
@@ -56,6 +57,8 @@ export interface TrainerState {
   schedule: Record<string, number>;
   /** Training time up to this checkpoint, so metrics.jsonl's elapsed_s continues after a resume. */
   elapsedS?: number;
+  /** The dynamic loss scale of an f16 run (--precision f16), so a resume scales as the run would have. */
+  gradScaler?: GradScalerState;
 }
 
 export interface Checkpoint {
@@ -104,9 +107,18 @@ export function parseTrainerState(json: unknown, path: string): TrainerState {
   if (!schedule || typeof schedule !== 'object' || Array.isArray(schedule)) bad('schedule', 'an object of numbers', schedule);
   for (const [k, v] of Object.entries(schedule as Record<string, unknown>)) if (typeof v !== 'number' || !Number.isFinite(v)) bad(`schedule.${k}`, 'a finite number', v);
   if (s.elapsedS !== undefined && (typeof s.elapsedS !== 'number' || !(s.elapsedS >= 0))) bad('elapsedS', 'a number >= 0', s.elapsedS);
+  let gradScaler: GradScalerState | undefined;
+  if (s.gradScaler !== undefined) {
+    const g = s.gradScaler as Record<string, unknown> | null;
+    if (!g || typeof g !== 'object' || Array.isArray(g)) bad('gradScaler', 'an object { scale, growthTracker }', g);
+    if (typeof g!.scale !== 'number' || !Number.isFinite(g!.scale) || !(g!.scale > 0)) bad('gradScaler.scale', 'a finite number > 0', g!.scale);
+    if (typeof g!.growthTracker !== 'number' || !Number.isInteger(g!.growthTracker) || (g!.growthTracker as number) < 0) bad('gradScaler.growthTracker', 'an integer >= 0', g!.growthTracker);
+    gradScaler = { scale: g!.scale as number, growthTracker: g!.growthTracker as number };
+  }
   return {
     step, epoch, batchInEpoch, seed: s.seed as number, configHash: s.configHash as string, lastLoss: s.lastLoss as number | null,
     schedule: schedule as Record<string, number>, ...(s.elapsedS !== undefined ? { elapsedS: s.elapsedS as number } : {}),
+    ...(gradScaler ? { gradScaler } : {}),
   };
 }
 

@@ -122,12 +122,48 @@ export class AdamW {
 
   /**
    * One update from each parameter's .grad (parameters without one are skipped). `lr`
-   * overrides the constructor's (for schedules). Returns the global gradient norm before
-   * clipping as a scalar Tensor, computed on the GPU (reading it is up to the caller).
+   * overrides the constructor's (for schedules); `gradScale` multiplies every gradient first
+   * (1/loss_scale for the gradients of a scaled loss). Returns the global gradient norm before
+   * clipping (of the scaled gradients) as a scalar Tensor, computed on the GPU (reading it is up
+   * to the caller).
    */
-  step(lr: number = this.lr): Tensor {
+  step(lr: number = this.lr, gradScale = 1): Tensor {
+    const s = this.begin(lr, gradScale);
+    this.finish(s, lr, gradScale);
+    return s.norm;
+  }
+
+  /**
+   * The step of mixed-precision training (torch.cuda.amp.GradScaler.step): the gradients of a
+   * loss scaled by 1/gradScale are unscaled, and when any of them is Inf or NaN (the global
+   * norm is then not finite) the update is skipped: parameters, moments and step counts stay
+   * as they were. Waits for the norm. Returns it (unscaled, before clipping) and whether the
+   * update was skipped.
+   */
+  async stepUnlessOverflow(lr: number, gradScale: number): Promise<{ norm: number; skipped: boolean }> {
+    const s = this.begin(lr, gradScale);
+    try {
+      const norm = await s.norm.item();
+      if (!Number.isFinite(norm)) {
+        this.steps--;
+        this.slots.forEach((slot, i) => {
+          if (s.active[i]) slot.steps--;
+        });
+        return { norm, skipped: true };
+      }
+      this.finish(s, lr, gradScale);
+      return { norm, skipped: false };
+    } finally {
+      // Released after the update is recorded: the pool reuses the buffer only for later work.
+      s.norm.dispose();
+    }
+  }
+
+  /** Checks the gradients, counts the step, gathers the flat buffers and dispatches the norm. */
+  private begin(lr: number, gradScale: number): { active: boolean[]; ranges: (FlatRange & { step: number })[]; norm: Tensor } {
     const flat = this.buffers('step');
     checkHyper('lr', lr, 0, Infinity, true);
+    if (!(gradScale > 0) || !Number.isFinite(gradScale)) throw new Error(`AdamW.step: gradScale ${gradScale} must be a finite number > 0`);
     const active: boolean[] = this.slots.map((s, i) => {
       const p = s.param;
       if (p.disposed) throw new Error(`AdamW.step: parameter '${this.nameOf(s, i)}' was disposed while the optimizer holds it`);
@@ -136,6 +172,7 @@ export class AdamW {
       if (g.disposed) throw new Error(`AdamW.step: the gradient of '${this.nameOf(s, i)}' was disposed`);
       if (g.size !== p.size) throw new Error(`AdamW.step: the gradient of '${this.nameOf(s, i)}' is ${g.describe()}, the parameter is ${p.describe()}`);
       if (g.device !== this.device) throw new Error(`AdamW.step: the gradient of '${this.nameOf(s, i)}' is on another device than the parameter`);
+      if (g.dtype !== 'f32') throw new Error(`AdamW.step: the gradient of '${this.nameOf(s, i)}' is ${g.dtype}; gradients of f32 parameters must be f32`);
       return true;
     });
     this.steps++;
@@ -152,14 +189,21 @@ export class AdamW {
     if (ranges.length === 0) {
       // Nothing has a gradient: torch's clip_grad_norm_ reports 0 and AdamW changes nothing.
       norm.write(new Float32Array([0]));
-      return norm;
+      return { active, ranges, norm };
     }
     const partials = this.partialsBuffer(ranges.reduce((a, r) => a + partialCount(this.device, r.end - r.begin), 0));
     let nPartials = 0;
-    for (const r of ranges) nPartials += gradSumSquaresPartials(flat.grad, r, partials, nPartials);
+    for (const r of ranges) nPartials += gradSumSquaresPartials(flat.grad, r, partials, nPartials, gradScale);
     gradNormFromPartials(partials, nPartials, norm);
-    for (const r of ranges) {
-      adamwUpdate({ ...flat, norm }, r, {
+    return { active, ranges, norm };
+  }
+
+  /** Dispatches the update of every range (reading the norm on the GPU) and copies the values back. */
+  private finish(st: { active: boolean[]; ranges: (FlatRange & { step: number })[]; norm: Tensor }, lr: number, gradScale: number): void {
+    const flat = this.buffers('step');
+    if (st.ranges.length === 0) return;
+    for (const r of st.ranges) {
+      adamwUpdate({ ...flat, norm: st.norm }, r, {
         lr,
         beta1: this.beta1,
         beta2: this.beta2,
@@ -167,14 +211,14 @@ export class AdamW {
         weightDecay: this.weightDecay,
         maxNorm: this.maxGradNorm,
         step: r.step,
+        gradScale,
       });
     }
     for (let i = 0; i < this.slots.length; i++) {
-      if (!active[i]) continue;
+      if (!st.active[i]) continue;
       const s = this.slots[i];
-      batch.copy(flat.param.buffer, s.offset * 4, s.param.buffer, 0, s.size * 4);
+      this.device.batch.copy(flat.param.buffer, s.offset * 4, s.param.buffer, 0, s.size * 4);
     }
-    return norm;
   }
 
   /**

@@ -48,6 +48,11 @@ export interface OptionDecl<T> {
   readonly demo?: T;
   /** Why the option is needed, when it is required and missing. */
   readonly required?: string;
+  /**
+   * A fixed option added after runs already existed: configHash leaves it out while it has its
+   * default, so those runs (whose checkpoints carry the hash without it) still resume.
+   */
+  readonly hashOmitsDefault?: boolean;
   /** A parsed command-line value → the option's value; throws OptionValueError. */
   fromFlag(v: FlagValue): T;
   /** A value read from config.json → the option's value; throws OptionValueError. */
@@ -65,6 +70,7 @@ interface DeclBase<T> {
   defaultText?: string;
   demo?: T;
   required?: string;
+  hashOmitsDefault?: boolean;
   check?: Check<T>;
 }
 
@@ -117,7 +123,7 @@ function choice<C extends string>(values: readonly C[], d: DeclBase<C>): OptionD
     if (typeof v !== 'string' || !(values as readonly string[]).includes(v)) throw new OptionValueError(`must be ${values.join(' or ')}, got ${JSON.stringify(v)}`);
     return v as C;
   };
-  return { flagType: 'string', help: d.help, onResume: d.onResume, default: d.default, demo: d.demo, fromFlag: parse, fromJson: parse, normalize: (v) => v };
+  return { flagType: 'string', help: d.help, onResume: d.onResume, default: d.default, demo: d.demo, hashOmitsDefault: d.hashOmitsDefault, fromFlag: parse, fromJson: parse, normalize: (v) => v };
 }
 
 /** A comma-separated list of names from `values` on the command line; a JSON array in config.json. */
@@ -183,6 +189,12 @@ export const TRAIN_OPTIONS = {
   alpha: float({ help: 'LoRA alpha; updates are scaled by alpha / rank', onResume: 'fixed', default: 4, demo: 8, check: positive }),
   targets: nameList<LoraTarget>(ALL_TARGETS, { help: `LoRA target modules, comma-separated from ${ALL_TARGETS.join(',')}`, onResume: 'fixed', default: [...ATTENTION_TARGETS], defaultText: ATTENTION_TARGETS.join(',') }),
   dualProjection: bool({ help: "train the student's own copy of visual_projection (the paper's dual projection)", onResume: 'fixed', default: false }),
+  precision: choice(['f32', 'f16'] as const, {
+    help: "f16: mixed precision (frozen weights and activations in f16, needs the adapter's shader-f16; LoRA masters, gradients, AdamW state, the loss and statistics in f32; dynamic loss scaling)",
+    onResume: 'fixed',
+    default: 'f32',
+    hashOmitsDefault: true,
+  }),
   tau: float({ help: 'InfoNCE temperature (fixed)', onResume: 'fixed', default: 0.07, check: positive }),
   seed: int({ help: 'seed for LoRA init, data order, generated-image choice, and the random weights of a preset --model (embed/eval then need the same --seed)', onResume: 'fixed', default: 0 }),
   valFraction: float({ help: 'held-out fraction of pairs (deterministic by id) for the final eval', onResume: 'fixed', default: 0.1, demo: 0.25, check: fraction }),
@@ -331,7 +343,7 @@ export function resumedOptions(saved: unknown, configPath: string, given: GivenO
  * records it; --resume refuses a checkpoint whose hash differs from the run's options.
  */
 export function configHash(o: TrainOptions): string {
-  const fixed = OPTION_KEYS.filter((k) => decl(k).onResume === 'fixed').map((k) => [k, normalized(k, o[k])]);
+  const fixed = OPTION_KEYS.filter((k) => decl(k).onResume === 'fixed' && !(decl(k).hashOmitsDefault && sameValue(o[k], defaultOf(k)))).map((k) => [k, normalized(k, o[k])]);
   return createHash('sha256').update(JSON.stringify(fixed)).digest('hex').slice(0, 16);
 }
 

@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
 import type { PreprocessConfig } from '../io/image.ts';
 import type { ClipVisionConfig } from '../nn/config.ts';
+import type { DType } from '../tensor/tensor.ts';
 
 function sha(s: string): string {
   return createHash('sha256').update(s).digest('hex').slice(0, 20);
@@ -29,7 +30,7 @@ function shardFiles(index: string): string[] {
  * Identity of (model, preprocessing): for a directory, the size and mtime of its config and
  * weight files (every shard of a sharded checkpoint); for a preset, its name and seed.
  */
-export function modelKey(source: string, cfg: ClipVisionConfig, pre: PreprocessConfig, seed: number): string {
+export function modelKey(source: string, cfg: ClipVisionConfig, pre: PreprocessConfig, seed: number, dtype: DType = 'f32'): string {
   let weights = `preset:${source}:seed${seed}`;
   if (existsSync(source) && statSync(source).isDirectory()) {
     const index = join(source, 'model.safetensors.index.json');
@@ -37,7 +38,8 @@ export function modelKey(source: string, cfg: ClipVisionConfig, pre: PreprocessC
     const files = names.map((f) => join(source, f)).filter((f) => existsSync(f));
     weights = files.map((f) => `${resolve(f)}:${statSync(f).size}:${statSync(f).mtimeMs}`).join('|');
   }
-  return sha(JSON.stringify({ weights, cfg, pre }));
+  // f16 teachers compute other embeddings; f32 keys stay as they were before --precision existed.
+  return sha(JSON.stringify(dtype === 'f32' ? { weights, cfg, pre } : { weights, cfg, pre, dtype }));
 }
 
 const keyMemo = new Map<string, string>();

@@ -28,7 +28,7 @@ import { BufferTooLargeError } from '../gpu/pool.ts';
 import { FileOpError, errnoReason, makeDirs, nodeFiles, removeTree, writableProblem, writeFileAtomic, type FileOps } from '../gpu/atomic-file.ts';
 import { Parameter, fromArray, scope, type Tensor } from '../tensor/tensor.ts';
 import { backward, noGrad } from '../tensor/autograd.ts';
-import { infoNceGenToReal } from '../ops/index.ts';
+import { infoNceGenToReal, toF32 } from '../ops/index.ts';
 import { LoraAdapter } from '../nn/lora.ts';
 import type { ClipVisionModel } from '../nn/vit.ts';
 import { loadModel, modelPreprocessing, type LoadedModel } from '../io/hf-checkpoint.ts';
@@ -39,6 +39,7 @@ import { PreprocessPool } from '../io/preprocess-pool.ts';
 import { readPeftAdapter } from '../io/peft.ts';
 import { readRegularTextFile } from '../gpu/regular-file.ts';
 import { AdamW } from './optimizer.ts';
+import { GradScaler, GRAD_SCALER_DEFAULTS, type GradScalerOptions } from './grad-scaler.ts';
 import { learningRate, type ScheduleOptions } from './schedule.ts';
 import {
   ADAPTER_DIR, CHECKPOINTS_DIR, METRICS_FILE, saveCheckpoint, loadCheckpoint, inspectRun, repairRun, isRunTemp, isNoSpace, setAsideDivergedCheckpoint,
@@ -57,9 +58,14 @@ export interface StepRecord {
   loss: number;
   accuracy: number;
   lr: number;
+  /** Global gradient norm before clipping (unscaled); not finite on a step skipped for overflow. */
   grad_norm: number;
   images_per_s: number;
   elapsed_s: number;
+  /** --precision f16: the loss scale this step's backward used. */
+  loss_scale?: number;
+  /** --precision f16: the scaled gradients overflowed, so no update was applied and the scale was lowered. */
+  skipped?: boolean;
 }
 
 /** What the caller plugs into a run: progress callbacks, Ctrl-C, and the file operations. */
@@ -79,6 +85,8 @@ export interface TrainHooks {
    * a step's loss NaN to exercise the divergence handling.
    */
   transformLoss?: (step: number, loss: number) => number;
+  /** --precision f16: the loss scaler's settings (default PyTorch's); tests start it high to make steps overflow. */
+  gradScaler?: GradScalerOptions;
 }
 
 export interface TrainResult {
@@ -165,6 +173,7 @@ export async function accumulateGradients(
   tau: number,
   micro: readonly { generated: Float32Array; n: number }[],
   teacher: Float32Array,
+  lossScale = 1,
 ): Promise<{ loss: number; accuracy: number }> {
   const D = model.cfg.projectionDim;
   const S = model.cfg.imageSize;
@@ -183,8 +192,9 @@ export async function accumulateGradients(
     const [loss, acc] = scope(() => {
       const g = model.forward(fromArray(generated, [n, 3, S, S], device), { lora: student.lora, projection: student.projection ?? undefined });
       const res = infoNceGenToReal(g, fromArray(r, [rows, D], device), { tau });
-      // Each micro-batch's loss is a mean over its rows; weight by its share of the batch.
-      backward(res.loss, fromArray([n / rows], [], device));
+      // Each micro-batch's loss is a mean over its rows; weight by its share of the batch (and
+      // multiply by the loss scale of f16 training, which the optimizer divides out again).
+      backward(res.loss, fromArray([(n / rows) * lossScale], [], device));
       return [res.loss.keep(), res.accuracy.keep()];
     });
     lossTensors.push(loss);
@@ -212,10 +222,13 @@ export function makeStudent(model: ClipVisionModel, o: Pick<TrainOptions, 'rank'
   const lora = LoraAdapter.create(model.cfg, { rank: o.rank, alpha: o.alpha, targets: o.targets, seed: o.seed }, device);
   let projection: Parameter | null = null;
   if (o.dualProjection) {
-    // The student's own projection head starts as a copy of the shared one.
-    const w = model.w('visual_projection.weight');
+    // The student's own projection head starts as a copy of the shared one (an f32 master,
+    // widened from the f16 weight in mixed precision).
+    const shared = model.w('visual_projection.weight');
+    const w = toF32(shared);
     projection = Parameter.fromTensor(fromArray(new Float32Array(w.size), w.shape, device), 'student.visual_projection.weight');
     device.batch.copy(w.buffer, 0, projection.buffer, 0, w.byteLength);
+    w.dispose();
   }
   // The adapter owns the projection, so the PEFT files (and embed --lora) carry it.
   lora.projection = projection;
@@ -638,8 +651,16 @@ async function restoreStudent(device: Device, model: ClipVisionModel, student: S
   optimizer.loadStateDict(ckpt.optimizer);
 }
 
+/** Refuses --precision f16 on an adapter without shader-f16, before anything is loaded. */
+export function checkPrecision(device: Device, precision: 'f32' | 'f16', flag = '--precision'): void {
+  if (precision === 'f16' && !device.hasFeature('shader-f16')) {
+    throw new Error(`${flag} f16 needs the adapter feature 'shader-f16', which ${device.adapter.name} does not offer. Use ${flag} f32 (the default) on this machine.`);
+  }
+}
+
 async function buildStudent(device: Device, o: TrainOptions, checkpoint: Checkpoint | null): Promise<Built> {
-  const loaded = loadModel(o.model, device, o.seed);
+  checkPrecision(device, o.precision);
+  const loaded = loadModel(o.model, device, o.seed, o.precision);
   try {
     const pre = modelPreprocessing(loaded);
     const student = makeStudent(loaded.model, o, device);
@@ -695,6 +716,8 @@ interface LoopContext {
   start: { epoch: number; batch: number };
   /** Training time before this process (from the checkpoint). */
   elapsedBefore: number;
+  /** --precision f16: the dynamic loss scale (null in f32). */
+  scaler: GradScaler | null;
 }
 
 interface LoopResult {
@@ -715,7 +738,7 @@ async function writeCheckpoint(ctx: LoopContext, step: number, position: { epoch
   }
   const state: TrainerState = {
     step, epoch: position.epoch, batchInEpoch: position.batch, seed: o.seed, configHash: configHash(o), lastLoss,
-    schedule: { ...ctx.sched }, elapsedS,
+    schedule: { ...ctx.sched }, elapsedS, ...(ctx.scaler ? { gradScaler: ctx.scaler.stateDict() } : {}),
   };
   await saveCheckpoint(runDir, built.student.lora, built.loaded.source, await built.optimizer.stateDict(), state, o.keepCheckpoints, ctx.files);
 }
@@ -763,18 +786,32 @@ async function stepLoop(ctx: LoopContext): Promise<LoopResult> {
         off += t.length;
       }
 
-      const res = await accumulateGradients(device, model, built.student, o.tau, micro.map((b) => ({ generated: b.generated, n: b.ids.length })), teacher);
+      const scaler = ctx.scaler;
+      const lossScale = scaler?.scale ?? 1;
+      const res = await accumulateGradients(device, model, built.student, o.tau, micro.map((b) => ({ generated: b.generated, n: b.ids.length })), teacher, lossScale);
       const loss = hooks.transformLoss ? hooks.transformLoss(step + 1, res.loss) : res.loss;
       if (!Number.isFinite(loss)) {
         built.optimizer.zeroGrad();
         throw new NonFiniteLossError(`Loss became ${loss} at step ${step + 1}; stopping without applying this update. ${divergedCheckpointNote(ctx.runDir, step, o.lr, files, o.model)}`);
       }
       const lr = learningRate(step, ctx.sched);
-      const normT = built.optimizer.step(lr);
-      const gradNorm = await normT.item();
-      normT.dispose();
-      built.optimizer.zeroGrad();
-      if (!Number.isFinite(gradNorm)) {
+      let gradNorm: number;
+      let skipped = false;
+      if (scaler) {
+        // GradScaler.step + update: unscale, skip the update when a scaled gradient overflowed.
+        ({ norm: gradNorm, skipped } = await built.optimizer.stepUnlessOverflow(lr, 1 / lossScale));
+        built.optimizer.zeroGrad();
+        if (skipped && lossScale <= 1) {
+          throw new NonFiniteLossError(`The gradients at step ${step + 1} are not finite even with the loss scale at ${lossScale} (the loss was ${loss}): this is not an f16 overflow that a smaller scale avoids. ${divergedCheckpointNote(ctx.runDir, step, o.lr, files, o.model)}`);
+        }
+        scaler.update(skipped);
+      } else {
+        const normT = built.optimizer.step(lr);
+        gradNorm = await normT.item();
+        normT.dispose();
+        built.optimizer.zeroGrad();
+      }
+      if (!skipped && !Number.isFinite(gradNorm)) {
         // The loss was finite but a gradient was not: the update just applied spoiled the
         // weights in memory, so this step is neither logged nor checkpointed.
         throw new NonFiniteLossError(`The gradient norm became ${gradNorm} at step ${step + 1} (the loss was ${loss}); stopping before this step is logged or saved. ${divergedCheckpointNote(ctx.runDir, step, o.lr, files, o.model)}`);
@@ -785,6 +822,7 @@ async function stepLoop(ctx: LoopContext): Promise<LoopResult> {
       const rec: StepRecord = {
         step, epoch: last.epoch, loss, accuracy: res.accuracy, lr, grad_norm: gradNorm,
         images_per_s: rows / ((Date.now() - stepStart) / 1000), elapsed_s: elapsed(),
+        ...(scaler ? { loss_scale: lossScale, ...(skipped ? { skipped: true } : {}) } : {}),
       };
       files.append(metricsPath, JSON.stringify(rec) + '\n');
       if (step % o.saveEvery === 0 || step === ctx.totalSteps) await writeCheckpoint(ctx, step, position, lastLoss, elapsed());
@@ -891,7 +929,7 @@ async function prepareRun(device: Device, o: TrainOptions, hooks: TrainHooks, fi
   const model = built.loaded.model;
   let cache: TeacherCache | null = null;
   if (o.teacherCache) {
-    cache = new TeacherCache(o.cacheDir, modelKey(built.loaded.source, model.cfg, built.pre, o.seed), model.cfg.projectionDim, log);
+    cache = new TeacherCache(o.cacheDir, modelKey(built.loaded.source, model.cfg, built.pre, o.seed, model.dtype), model.cfg.projectionDim, log);
     const complete = await warmTeacherCache(device, model, built.pre, pairs, cache, Math.max(o.batch, 8), log, hooks.shouldStop, hooks.pool).catch((e: unknown) => oomHelp(e, o));
     if (!complete) {
       log('stopped while filling the teacher cache; what was embedded is saved, so running the same command again continues from there');
@@ -944,6 +982,7 @@ async function runStages(device: Device, o: TrainOptions, hooks: TrainHooks, fil
       device, o, hooks, files, log, runDir: run.runDir, built, cache, trainPairs, sched, totalSteps, startStep,
       start: ckpt ? { epoch: ckpt.state.epoch, batch: ckpt.state.batchInEpoch } : { epoch: 0, batch: 0 },
       elapsedBefore: ckpt?.state.elapsedS ?? 0,
+      scaler: o.precision === 'f16' ? new GradScaler(hooks.gradScaler ?? GRAD_SCALER_DEFAULTS, ckpt?.state.gradScaler) : null,
     });
     if (loop.step === startStep && loop.step === totalSteps) log(`nothing to do: the run is already at step ${loop.step}/${totalSteps}`);
     if (loop.stoppedEarly) return result(loop.step, true, loop.lastLoss, cache, null);

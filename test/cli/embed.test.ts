@@ -16,6 +16,7 @@ import { embedPaths } from '../../src/train/embedding.ts';
 import { train, type TrainOptions } from '../../src/train/trainer.ts';
 import { ATTENTION_TARGETS } from '../../src/nn/lora.ts';
 import { assertClose, fixture, FIXTURE_DIR } from '../helpers/fixtures.ts';
+import { testF16 } from '../helpers/f16.ts';
 import { tmp, tinyDataset, runCli, spawnCli, divergedAdapter, seededPresetAdapter, type CliResult } from './helpers.ts';
 import { listImages } from '../../src/cli/embed-command.ts';
 
@@ -49,6 +50,29 @@ test('embed: a model-sized PNG plus a corrupt .jpg → exit 0, warning names the
   // Whole-model f32 forward vs a float64 PyTorch reference, as in test/nn/vit.test.ts (worst
   // 4.8e-7 measured on lavapipe; the image is passed through without resizing).
   assertClose(emb.data, ref, { rtol: 0, atol: 5e-6 }, 'image_embeds[a_square32]');
+});
+
+testF16('embed --precision f16: F32 embeddings within f16 rounding of the PyTorch teacher; a bad --precision is a usage error', async () => {
+  const dir = join(root, 'imgs-f16');
+  mkdirSync(dir);
+  copyFileSync(join(IMAGES, 'a_square32.png'), join(dir, 'a_square32.png'));
+  const out = join(root, 'x16.safetensors');
+  const r = await runCli('embed', ['--model', MODEL, '--images', dir, '--out', out, '--precision', 'f16']);
+  assert.is(r.code, 0, r.stderr);
+  const emb = readSafetensors(out).tensors.get('image_embeds')!;
+  assert.equal(emb.shape, [1, 32]);
+  const fx = fixture('clip');
+  const ref = fx.get('images_teacher').data.subarray(0, 32);
+  // Two layers of f16 storage: about 30 roundings on a path, each ≤ 2^-11 relative and mostly
+  // cancelling; measured 1.05e-3 × max|ref| on lavapipe, held to 4e-3 (8 f16 unit roundoffs).
+  // The f32 embedding is within 5e-6.
+  const m = ref.reduce((a, v) => Math.max(a, Math.abs(v)), 0);
+  const err = emb.data.reduce((a, v, i) => Math.max(a, Math.abs(v - ref[i])), 0);
+  console.log(`  embed f16: max error ${(err / m).toExponential(2)} × max|ref|`);
+  assertClose(emb.data, ref, { rtol: 0, atol: 4e-3 * m }, 'image_embeds f16');
+  const bad = await runCli('embed', ['--model', MODEL, '--images', dir, '--out', join(root, 'x17.safetensors'), '--precision', 'bf16']);
+  assert.is(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /--precision must be f32 or f16/);
 });
 
 test('embed errors: --out not .safetensors and a missing --images dir exit 2; a .bin model dir exits 1', async () => {
@@ -241,7 +265,7 @@ test('PEFT round trip: trained adapter → embed --lora equals the in-memory stu
   const o: TrainOptions = {
     data, model: MODEL, out: join(root, 'run'), steps: 3, epochs: 1, batch: 8, accum: 1, lr: 2e-2, minLr: 0, weightDecay: 0.01,
     beta1: 0.9, beta2: 0.999, eps: 1e-8, clip: 1, warmup: 0, restartPeriod: 0, restartMult: 1, rank: 4, alpha: 8,
-    targets: [...ATTENTION_TARGETS], dualProjection: false, tau: 0.07, seed: 0, valFraction: 0, teacherCache: true,
+    targets: [...ATTENTION_TARGETS], dualProjection: false, precision: 'f32', tau: 0.07, seed: 0, valFraction: 0, teacherCache: true,
     cacheDir: join(root, 'cache'), saveEvery: 500, logEvery: 10, keepCheckpoints: 3, maxBadFraction: 0.05, eval: false, plot: 'pca', resume: null,
   };
   const res = await train(device, o, { log: () => undefined });

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { BASE_SEED_KEY, readAdapterBase } from '../../src/io/peft.ts';
 import { readSafetensors } from '../../src/io/safetensors.ts';
 import { FIXTURE_DIR } from '../helpers/fixtures.ts';
+import { testF16 } from '../helpers/f16.ts';
 import { tmp, tinyDataset, runCli, divergedAdapter, seededPresetAdapter } from './helpers.ts';
 
 const root = tmp('cli-eval');
@@ -49,6 +50,26 @@ test('eval --out: an existing file, a path under a file and an unwritable place 
   assert.match(unwritable.stderr, `eval: --out ${target}: `);
   assert.match(unwritable.stderr, why);
   assert.not.match(unwritable.stderr, /EACCES|adapter:/, 'no bare Node error, and no GPU started');
+});
+
+testF16('eval --precision f16 with the fixture adapter: the metrics of the f32 eval within f16 rounding', async () => {
+  const outs: Record<string, Record<string, number>> = {};
+  for (const precision of ['f32', 'f16']) {
+    const out = join(root, `eval-${precision}`);
+    const r = await runCli('eval', ['--data', data, '--model', MODEL, '--lora', FIXTURE_LORA, '--out', out, '--plot', 'none', '--precision', precision]);
+    assert.is(r.code, 0, r.stderr);
+    outs[precision] = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as Record<string, number>;
+  }
+  // Cosines of f16 embeddings (each within ~1e-3 relative of the f32 one, test/cli/embed.test.ts)
+  // move by a few 1e-3; recall on 8 pairs is a count, which such a change may not flip.
+  assert.equal(Object.keys(outs.f16).sort(), Object.keys(outs.f32).sort());
+  for (const key of ['paired_cosine_before', 'paired_cosine_after', 'gap_before', 'gap_after']) {
+    assert.ok(Math.abs(outs.f32[key] - outs.f16[key]) <= 5e-3, `${key}: f32 ${outs.f32[key]} vs f16 ${outs.f16[key]}`);
+  }
+  for (const key of ['r1_before', 'r1_after', 'r5_before', 'r5_after']) {
+    assert.ok(Math.abs(outs.f32[key] - outs.f16[key]) <= 1 / 8, `${key}: at most one of 8 pairs changes rank (f32 ${outs.f32[key]} vs f16 ${outs.f16[key]})`);
+  }
+  assert.is(outs.f16.n_val, outs.f32.n_val);
 });
 
 test('eval --lora with diverged weights: an error naming the adapter, and nothing written', async () => {

@@ -9,6 +9,7 @@ import { EMBED_FLAGS } from '../../src/cli/embed-command.ts';
 import { EVAL_FLAGS } from '../../src/cli/eval-command.ts';
 import type { FlagSpec } from '../../src/cli/args.ts';
 import { FIXTURE_DIR } from '../helpers/fixtures.ts';
+import { testF16 } from '../helpers/f16.ts';
 import { tmp, tinyDataset, spawnCli, runCli, waitFor, waitForFile, fileSays, readMetrics, readAdapter, adapterDifference } from './helpers.ts';
 
 const root = tmp('cli-train');
@@ -191,6 +192,24 @@ function checkHelp(out: string, specs: readonly FlagSpec[], command: string): vo
   }
   assert.ok(lines.some((l) => l.trimStart().startsWith('--help')));
 }
+
+testF16('the embedded demo at --precision f16 aligns as the f32 demo does: paired cosine and R@1 within 0.02 (issue 13)', async () => {
+  const metrics: Record<string, Record<string, number>> = {};
+  for (const precision of ['f32', 'f16']) {
+    const out = join(root, `demo-${precision}`);
+    // The README's second command (no --data: the embedded demo), with its own teacher cache.
+    const r = await runCli('train', ['--out', out, '--precision', precision, '--plot', 'pca', '--cache-dir', join(root, `demo-cache-${precision}`)]);
+    assert.is(r.code, 0, r.stderr);
+    metrics[precision] = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as Record<string, number>;
+    if (precision === 'f16') assert.match(r.stderr, /scale 65536/, 'the loss scale is printed with the progress');
+  }
+  const [a, b] = [metrics.f32, metrics.f16];
+  console.log(`  demo: paired cosine ${a.paired_cosine_after.toFixed(4)} (f32) vs ${b.paired_cosine_after.toFixed(4)} (f16), R@1 ${a.r1_after.toFixed(3)} vs ${b.r1_after.toFixed(3)}`);
+  assert.ok(b.paired_cosine_after - b.paired_cosine_before > 0.03, 'the f16 student learned');
+  for (const key of ['paired_cosine_before', 'paired_cosine_after', 'r1_before', 'r1_after']) {
+    assert.ok(Math.abs(a[key] - b[key]) <= 0.02, `${key}: f32 ${a[key]} vs f16 ${b[key]}`);
+  }
+});
 
 test('--help of train, embed and eval lists every flag with its default (exit 0)', async () => {
   const [t, e, v] = await Promise.all([runCli('train', ['--help']), runCli('embed', ['--help']), runCli('eval', ['--help'])]);

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { assembleKernel, kernelFiles, kernelSource, moduleOrder, parseHeader, registerKernelSources, type KernelDType } from '../../src/gpu/kernels.ts';
+import { assembleKernel, bindingDeclaration, kernelFiles, kernelSource, moduleOrder, parseHeader, registerKernelSources, type KernelDType } from '../../src/gpu/kernels.ts';
 import { gelu } from '../../src/ops/index.ts';
 import { fromArray } from '../../src/tensor/tensor.ts';
 import { device } from '../helpers/fixtures.ts';
@@ -61,9 +61,49 @@ test('a dtype, accumulator or const the file does not declare is refused by name
 });
 
 test('header lines are read from the leading comment block only', () => {
-  const h = parseHeader('x', '// x\n// uses: a, b\n// dtypes: f32, f16\n\nfn f() {}\n// uses: c\n');
-  assert.equal(h, { uses: ['a', 'b'], dtypes: ['f32', 'f16'], accumulators: ['f32'], consts: [] });
+  const h = parseHeader('x', '// x\n// uses: a, b\n// dtypes: f32, f16\n//   1  x: array<T> (read)  n elements\n\nfn f() {}\n// uses: c\n//   2  y: array<T> (write)\n');
+  assert.equal(h, { uses: ['a', 'b'], dtypes: ['f32', 'f16'], accumulators: ['f32'], consts: [], bindings: [{ binding: 1, name: 'x', type: 'array<T>', access: 'read' }] });
   assert.throws(() => parseHeader('x', '// dtypes: f64\n'), /kernels\/x\.wgsl: '\/\/ dtypes:' names 'f64'/);
+});
+
+test('binding lines of a header are its declarations: uniform, read, write (read_write); the same one twice once; a name declared two ways is refused', () => {
+  const src = [
+    '// k — a kernel',
+    '// Bindings (group 0):',
+    '//   0  p:   P (uniform)        { n: u32 }',
+    '//   forward:',
+    '//   1  x:   array<T> (read)    n elements',
+    '//   2  y:   array<T> (write)   n elements',
+    '//   backward:',
+    '//   1  g:   array<T> (read)',
+    '//   2  dx:  array<T> (read_write)  dL/dx',
+    '//   0  p:   P (uniform)        (the same uniform)',
+    '//   prose: 3 items (read) are not bindings, nor is "2 y (write)"',
+    '',
+    'struct P { n: u32 }',
+  ].join('\n');
+  assert.equal(parseHeader('k', src).bindings.map(bindingDeclaration), [
+    '@group(0) @binding(0) var<uniform> p: P;',
+    '@group(0) @binding(1) var<storage, read> x: array<T>;',
+    '@group(0) @binding(2) var<storage, read_write> y: array<T>;',
+    '@group(0) @binding(1) var<storage, read> g: array<T>;',
+    '@group(0) @binding(2) var<storage, read_write> dx: array<T>;',
+  ]);
+  assert.throws(() => parseHeader('k', '//   1  x: array<T> (read)\n//   2  x: array<T> (write)\n'), /kernels\/k\.wgsl: the header declares binding 'x' twice, differently/);
+});
+
+test('no kernel file declares a binding itself: the header is the one declaration, and every declared binding is used', () => {
+  const real = kernelFiles().filter((f) => !f.startsWith('zz'));
+  for (const file of real) {
+    const src = kernelSource(file);
+    assert.not.match(src, /@binding\(/, `kernels/${file}.wgsl declares a binding in its code; declare it in the header (see src/gpu/kernels.ts)`);
+    const body = src.split('\n').filter((l) => !l.trim().startsWith('//')).join('\n');
+    for (const b of parseHeader(file, src).bindings) {
+      const users = [file, ...real.filter((f) => f !== file && moduleOrder(f).includes(file))];
+      const used = users.some((f) => new RegExp(`\\b${b.name}\\b`).test(f === file ? body : kernelSource(f)));
+      assert.ok(used, `kernels/${file}.wgsl declares binding '${b.name}' in its header, and no code uses it`);
+    }
+  }
 });
 
 test('kernelFiles lists kernels/ with its subfolders', () => {

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { getDevice } from '../../src/gpu/device.ts';
 import { loadClipVision, loadModel, preprocessingOf } from '../../src/io/hf-checkpoint.ts';
 import { parseHfConfig, HF_DEFAULTS } from '../../src/nn/config.ts';
-import { readSafetensors } from '../../src/io/safetensors.ts';
+import { SafetensorsFile, readSafetensors } from '../../src/io/safetensors.ts';
 import { FIXTURE_DIR } from '../helpers/fixtures.ts';
 
 const MODEL = join(FIXTURE_DIR, 'clip-tiny');
@@ -96,6 +96,48 @@ test('sharded checkpoint in F16 and BF16 loads and ignores text tensors', async 
     model.dispose();
   }
   ref.model.dispose();
+});
+
+test('f16 loading (--precision f16): F16 weights reach the GPU bit for bit, BF16/F32 are rounded to nearest f16, never through an f32 copy on the host', async () => {
+  const device = await getDevice();
+  const all = readSafetensors(join(MODEL, 'model.safetensors')).tensors;
+  const name = 'vision_model.encoder.layers.1.mlp.fc1.weight';
+  // Every host read of a tensor as f32 fails while the f16 model loads.
+  const f32Read = SafetensorsFile.prototype.float32;
+  for (const dtype of ['F16', 'BF16', 'F32'] as const) {
+    const dir = tmp();
+    copyFileSync(join(MODEL, 'config.json'), join(dir, 'config.json'));
+    if (dtype === 'F32') copyFileSync(join(MODEL, 'model.safetensors'), join(dir, 'model.safetensors'));
+    else writeTyped(join(dir, 'model.safetensors'), all, dtype);
+    const stored = readSafetensors(join(dir, 'model.safetensors')).tensors.get(name)!.data;
+    SafetensorsFile.prototype.float32 = () => {
+      throw new Error('float32() called while loading in f16');
+    };
+    let model;
+    try {
+      model = loadClipVision(dir, device, 'f16').model;
+    } finally {
+      SafetensorsFile.prototype.float32 = f32Read;
+    }
+    assert.is(model.dtype, 'f16');
+    for (const t of model.weights.values()) assert.is(t.dtype, 'f16');
+    const f32Model = loadClipVision(MODEL, device).model;
+    assert.is(model.weightBytes * 2, f32Model.weightBytes, 'half the bytes of the f32 model');
+    f32Model.dispose();
+    const got = await model.w(name).read();
+    for (let i = 0; i < got.length; i++) {
+      const v = stored[i];
+      if (dtype === 'F16') assert.is(got[i], v, `${dtype}[${i}]: the stored value`);
+      else {
+        // Nearest f16: within half an f16 ulp (2^-11 relative; 2^-25 absolute among subnormals),
+        // and on the f16 grid (an f16 value has at most 11 significant bits).
+        assert.ok(Math.abs(got[i] - v) <= 2 ** -11 * Math.abs(v) + 2 ** -25, `${dtype}[${i}]: ${got[i]} vs ${v}`);
+        const scaled = got[i] === 0 ? 0 : got[i] * 2 ** (10 - Math.max(-14, Math.floor(Math.log2(Math.abs(got[i])))));
+        assert.ok(Number.isInteger(scaled), `${dtype}[${i}]: ${got[i]} is an f16 value`);
+      }
+    }
+    model.dispose();
+  }
 });
 
 test('missing and mis-shaped tensors are all listed in one error', async () => {

@@ -117,6 +117,66 @@ for (const { name, other } of RUNS) {
   });
 }
 
+test('loss scaling (GradScaler): gradients × 1024 with gradScale 1/1024 match torch; an overflowed step changes nothing, as GradScaler.step skips optimizer.step', async () => {
+  const fx = fixture('adamw');
+  const name = 'skip'; // clipping, weight decay and parameters without a grad on some steps
+  const cfg = CONFIGS[name];
+  const lr = lrs(fx, name);
+  const params = makeParams(fx, cfg, 'scaled');
+  const opt = new AdamW(params, options(cfg, lr[0]));
+  // The same steps unscaled, for the moments (Adam's update hardly depends on the gradients' scale,
+  // the moments do).
+  const plainParams = makeParams(fx, cfg, 'scaled');
+  const plain = new AdamW(plainParams, options(cfg, lr[0]));
+  const S = 1024; // a power of two: scaling and unscaling are exact in f32, so torch's values hold as they are
+  try {
+    for (let t = 0; t < cfg.steps; t++) {
+      if (t === 2) {
+        // An overflowed backward: one gradient holds Inf and another NaN.
+        const before = await Promise.all(params.map((p) => p.read()));
+        const stepsBefore = opt.stepCount;
+        setGrads(fx, cfg, params, t);
+        for (const [k, bad] of [[0, Infinity], [2, NaN]] as const) {
+          const g = await params[k].grad!.read();
+          g[g.length - 1] = bad;
+          params[k].grad!.write(g);
+        }
+        const r = await opt.stepUnlessOverflow(lr[t], 1 / S);
+        assert.ok(r.skipped && !Number.isFinite(r.norm), 'the overflow is found');
+        assert.is(opt.stepCount, stepsBefore, 'a skipped step is not counted');
+        const after = await Promise.all(params.map((p) => p.read()));
+        for (let i = 0; i < params.length; i++) assert.equal(Array.from(after[i]), Array.from(before[i]), `p${i} unchanged by the skipped step`);
+      }
+      setGrads(fx, cfg, params, t);
+      for (const p of params) {
+        if (!p.grad) continue;
+        const g = await p.grad.read();
+        p.grad.write(g.map((v) => v * S));
+      }
+      const r = await opt.stepUnlessOverflow(lr[t], 1 / S);
+      assert.not.ok(r.skipped, `step ${t} applied`);
+      setGrads(fx, cfg, plainParams, t);
+      plain.step(lr[t]).dispose();
+      // The norm is the unscaled one: torch's clip_grad_norm_ after scaler.unscale_.
+      assertClose([r.norm], fx.get(`${name}.s${t}.norm`).data, NORM_TOL, `scaled step ${t} norm`);
+      // Moments and per-parameter step counts are as if the skipped step never happened.
+      for (let i = 0; i < params.length; i++) assertClose(await params[i].read(), fx.get(`${name}.s${t}.p${i}`).data, PARAM_TOL, `scaled step ${t} p${i}`);
+    }
+    assert.is(opt.stepCount, cfg.steps);
+    // Unscaling by a power of two is exact: the moments and step counts equal the unscaled run's bit for bit.
+    const [a, b] = [await opt.stateDict(), await plain.stateDict()];
+    assert.equal(a.paramSteps, b.paramSteps);
+    for (const k of Object.keys(b.m)) {
+      assert.equal(Array.from(a.m[k]), Array.from(b.m[k]), `m of ${k}`);
+      assert.equal(Array.from(a.v[k]), Array.from(b.v[k]), `v of ${k}`);
+    }
+  } finally {
+    opt.dispose();
+    plain.dispose();
+    for (const p of [...params, ...plainParams]) p.dispose();
+  }
+});
+
 test('stateDict / loadStateDict: resuming mid-way gives the same params as an uninterrupted run', async () => {
   const fx = fixture('adamw');
   const name = 'skip';

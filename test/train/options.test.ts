@@ -4,6 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { TRAIN_OPTIONS, OPTION_KEYS, configHash, flagName, newRunOptions, resumedOptions, savedOptions, OptionValueError, ResumeConflictError, type OptionKey, type TrainOptions } from '../../src/train/options.ts';
@@ -23,7 +24,7 @@ mkdirSync(data);
 const OTHER: Record<OptionKey, string> = {
   data: join(root, 'other-data'), model: 'vit-b-32', out: join(root, 'elsewhere'), resume: join(root, 'other-run'), steps: '7', epochs: '3', batch: '5',
   accum: '2', lr: '0.002', minLr: '1e-6', weightDecay: '0.1', beta1: '0.8', beta2: '0.99', eps: '1e-6', clip: '2', warmup: '3',
-  restartPeriod: '10', restartMult: '2', rank: '8', alpha: '16', targets: 'q_proj,v_proj', dualProjection: 'true', tau: '0.1', seed: '9',
+  restartPeriod: '10', restartMult: '2', rank: '8', alpha: '16', targets: 'q_proj,v_proj', dualProjection: 'true', precision: 'f16', tau: '0.1', seed: '9',
   valFraction: '0.2', teacherCache: 'false', cacheDir: join(root, 'other-cache'), saveEvery: '11', logEvery: '13', keepCheckpoints: '5',
   maxBadFraction: '0.1', eval: 'false', plot: 'pca',
 };
@@ -56,6 +57,21 @@ test('configHash covers exactly the fixed options: each fixed one changes it, no
   }
   // Canonical forms: a relative data path and the absolute one are the same run.
   assert.is(configHash({ ...o, data: resolve(data) }), h);
+});
+
+test('an option added later (--precision) leaves configHash as it was while at its default, so older runs resume; f16 is refused on resuming an f32 run', () => {
+  const o = trainOptionsOf(base());
+  // The hash genalign wrote before --precision existed: every fixed option but precision.
+  const older = OPTION_KEYS.filter((k) => TRAIN_OPTIONS[k].onResume === 'fixed' && k !== 'precision').map((k) => [k, TRAIN_OPTIONS[k].normalize(o[k] as never)]);
+  assert.is(configHash(o), createHash('sha256').update(JSON.stringify(older)).digest('hex').slice(0, 16));
+  const runDir = join(root, 'older-run');
+  mkdirSync(runDir, { recursive: true });
+  const saved: Record<string, unknown> = savedOptions(o);
+  delete saved.precision;
+  const resumed = resumedOptions(saved, join(runDir, 'config.json'), {}, runDir);
+  assert.is(resumed.precision, 'f32', 'a config.json without precision is an f32 run');
+  assert.is(configHash(resumed), configHash(o));
+  assert.throws(() => resumedOptions(saved, join(runDir, 'config.json'), { precision: 'f16' }, runDir), (e: Error) => e instanceof ResumeConflictError && /--precision cannot be changed when resuming: the run was started with "f32"/.test(e.message));
 });
 
 test('config.json holds every option but the per-invocation ones', () => {

@@ -21,6 +21,7 @@ test('modelKey of a preset: changes with the seed, the config and every preproce
   assert.is(modelKey('tiny', cfg, pre, 0), base, 'deterministic');
   const changed = [
     modelKey('tiny', cfg, pre, 1),
+    modelKey('tiny', cfg, pre, 0, 'f16'),
     modelKey('vit-b-32', cfg, pre, 0),
     modelKey('tiny', { ...cfg, layerNormEps: 1e-6 }, pre, 0),
     modelKey('tiny', cfg, { ...pre, cropHeight: 30, cropWidth: 30 }, 0),

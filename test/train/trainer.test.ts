@@ -17,6 +17,7 @@ import { train, oomHelp, checkBatchFits, type TrainHooks, type TrainOptions, typ
 import { runTrain } from '../../src/cli/train-command.ts';
 import { ATTENTION_TARGETS } from '../../src/nn/lora.ts';
 import { assertClose } from '../helpers/fixtures.ts';
+import { testF16 } from '../helpers/f16.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'genalign-trainer-'));
 const data = join(root, 'data');
@@ -30,7 +31,7 @@ function options(over: Partial<TrainOptions> = {}): TrainOptions {
   return {
     data, model: 'tiny', out: join(root, `run${runs++}`), steps: 2, epochs: 1, batch: 8, accum: 1, lr: 1e-2, minLr: 0,
     weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, clip: 1, warmup: 0, restartPeriod: 0, restartMult: 1,
-    rank: 4, alpha: 4, targets: [...ATTENTION_TARGETS], dualProjection: false, tau: 0.07, seed: 0, valFraction: 0,
+    rank: 4, alpha: 4, targets: [...ATTENTION_TARGETS], dualProjection: false, precision: 'f32', tau: 0.07, seed: 0, valFraction: 0,
     teacherCache: true, cacheDir: join(root, 'cache'), saveEvery: 500, logEvery: 10, keepCheckpoints: 3,
     maxBadFraction: 0.05, eval: false, plot: 'pca', resume: null, ...over,
   };
@@ -265,6 +266,54 @@ test('NaN loss after an older checkpoint: that checkpoint is kept and named (its
   const f = await failureWithNanAt(4, { out, steps: 6, saveEvery: 2 });
   assert.match(f.message, /The newest checkpoint, .*step-000002, is kept \(its weights gave a finite loss on the step after it\)/);
   assert.equal(readdirSync(join(out, 'checkpoints')).sort(), ['latest', 'step-000002']);
+});
+
+testF16('--precision f16: loss_scale in metrics.jsonl, overflowed steps skipped (scale halved, adapter untouched), the scale saved and resumed exactly', async () => {
+  const device = await getDevice();
+  // Scaled by 2^40 every gradient overflows f16 (65504): steps are skipped, halving the scale
+  // until it fits; growth every 3 good steps shows the doubling too.
+  const scaler = { initScale: 2 ** 40, growthFactor: 2, backoffFactor: 0.5, growthInterval: 3 };
+  const o = options({ precision: 'f16', steps: 24, saveEvery: 1, keepCheckpoints: 30 });
+  const whole = await train(device, o, { gradScaler: scaler, log: () => {} });
+  const metrics = readFileSync(join(whole.runDir, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  whole.lora.dispose();
+  whole.model.model.dispose();
+  assert.is(metrics.length, 24);
+  const skipped = metrics.filter((m) => m.skipped === true);
+  assert.ok(skipped.length >= 1, 'the first steps overflow');
+  assert.is(metrics[0].loss_scale, 2 ** 40);
+  assert.is(metrics[0].skipped, true);
+  assert.is(metrics[0].grad_norm, null, 'a skipped step logs its non-finite norm as null');
+  // GradScaler.update: halve after an overflow, double after 3 good steps in a row.
+  let scale = 2 ** 40;
+  let good = 0;
+  for (const m of metrics) {
+    assert.is(m.loss_scale, scale, `step ${m.step}: scale`);
+    if (m.skipped) {
+      scale /= 2;
+      good = 0;
+    } else if (++good === 3) {
+      scale *= 2;
+      good = 0;
+    }
+  }
+  assert.ok(metrics.some((m) => !m.skipped && typeof m.grad_norm === 'number' && (m.grad_norm as number) > 0), 'later steps apply updates');
+  // A skipped step leaves the adapter as the step before left it.
+  const first = skipped[0].step as number;
+  const a0 = readFileSync(join(whole.runDir, 'checkpoints', `step-${String(first).padStart(6, '0')}`, 'adapter_model.safetensors'));
+  if (first > 1) assert.ok(a0.equals(readFileSync(join(whole.runDir, 'checkpoints', `step-${String(first - 1).padStart(6, '0')}`, 'adapter_model.safetensors'))));
+  const state = JSON.parse(readFileSync(join(whole.runDir, 'checkpoints', 'step-000024', 'trainer_state.json'), 'utf8')) as { gradScaler: { scale: number; growthTracker: number } };
+  assert.is(state.gradScaler.scale, scale, 'the checkpoint holds the scale after its step');
+  // Stop at step 10, resume to 24: the same losses and scales as the uninterrupted run.
+  const part = options({ precision: 'f16', steps: 10, saveEvery: 5 });
+  const r1 = await train(device, part, { gradScaler: scaler, log: () => {} });
+  r1.lora.dispose();
+  r1.model.model.dispose();
+  const r2 = await train(device, { ...part, steps: 24, resume: part.out }, { gradScaler: scaler, log: () => {} });
+  r2.lora.dispose();
+  r2.model.model.dispose();
+  const resumed = readFileSync(join(part.out, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.equal(resumed.map((m) => [m.loss, m.loss_scale, m.skipped ?? false]), metrics.map((m) => [m.loss, m.loss_scale, m.skipped ?? false]));
 });
 
 test('a new run refuses a directory that holds a run; a failed start leaves no run directory behind', async () => {

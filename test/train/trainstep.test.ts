@@ -12,6 +12,8 @@ import { loadClipVision } from '../../src/io/hf-checkpoint.ts';
 import { ATTENTION_TARGETS } from '../../src/nn/lora.ts';
 import { accumulateGradients, makeOptimizer, makeStudent } from '../../src/train/trainer.ts';
 import { FIXTURE_DIR, assertClose, fixture, scaledTol } from '../helpers/fixtures.ts';
+import { testF16, U16 } from '../helpers/f16.ts';
+import type { Tensor } from '../../src/tensor/tensor.ts';
 
 // f32 through two transformer layers forward and backward, then Adam's normalised update:
 // the loss and norm to 1e-5 relative; parameters to 2e-5 × max|value| (their change per step is
@@ -65,5 +67,84 @@ for (const accum of [1, 2]) {
     }
   });
 }
+
+// --precision f16 against fx_trainstep_f16.py, which emulates f16 storage where genalign stores
+// f16 (see its docstring), with the loss scaled (2^10, fx_trainstep_f16.py says why) as GradScaler does. Two sources of
+// difference remain: genalign accumulates in f32 where the reference uses float64, and a value
+// that lands within an f32 rounding of an f16 rounding boundary can round to the other f16
+// neighbour (one f16 ulp, 2^-11 relative, which later layers carry). Tolerances in units of U16:
+//   loss and the gradient norm: LOSS_K·U16 relative;
+//   each gradient tensor: GRAD_K·U16 × its max |value|;
+//   the update of all trainable tensors after each AdamW step: relative L2 error ≤ UPDATE_REL.
+//   (Adam normalises each element's step, so an element whose gradient is within f16 noise of 0
+//   may step the other way; the L2 norm over all elements bounds how much of the update that is.)
+// Measured on lavapipe: loss 0.53 U16, gradients 4.99 U16 × max, updates 1.8e-2 relative L2 (an
+// lr off by 10% is 1e-1).
+const LOSS_K = 2;
+const GRAD_K = 10;
+const UPDATE_REL = 0.05;
+
+testF16('two training steps at --precision f16 (f16 weights and activations, f32 masters, loss scale 2^10): loss, gradients and updates match the f16-storage reference', async () => {
+  const device = await getDevice();
+  const fx = fixture('trainstep_f16');
+  const meta = fx.metadata;
+  const lrs = JSON.parse(meta.lr) as number[];
+  const [beta1, beta2] = JSON.parse(meta.betas) as [number, number];
+  const S = Number(meta.loss_scale);
+  const { model } = loadClipVision(join(FIXTURE_DIR, 'clip-tiny'), device, 'f16');
+  const student = makeStudent(model, { rank: Number(meta.rank), alpha: Number(meta.alpha), targets: [...ATTENTION_TARGETS], seed: 0, dualProjection: true }, device);
+  const optimizer = makeOptimizer(student.params, { lr: lrs[0], beta1, beta2, eps: Number(meta.eps), weightDecay: Number(meta.weight_decay), clip: Number(meta.clip) });
+  const worst = { loss: 0, grad: 0, update: 0 };
+  try {
+    // The projection master is the f16 weight widened (exact); LoRA A/B from the fixture.
+    assertClose(await student.projection!.read(), fx.get('init.projection').data, { rtol: 0, atol: 0 }, 'projection copy');
+    for (const [path, pair] of student.lora.pairs) {
+      pair.a.write(fx.get(`init.${path}.A`).data);
+      pair.b.write(fx.get(`init.${path}.B`).data);
+    }
+    const tensors = (): [string, Tensor][] => [['projection', student.projection!], ...[...student.lora.pairs].flatMap(([path, pair]) => [[`${path}.A`, pair.a], [`${path}.B`, pair.b]] as [string, Tensor][])];
+    let before = await Promise.all(tensors().map(([, t]) => t.read()));
+    for (const [t, lr] of lrs.entries()) {
+      const s = `s${t + 1}`;
+      const { loss } = await accumulateGradients(device, model, student, Number(meta.tau), [{ generated: fx.get('pixels').data, n: 6 }], fx.get('teacher').data, S);
+      const wantLoss = fx.get(`${s}.loss`).data[0];
+      worst.loss = Math.max(worst.loss, Math.abs(loss - wantLoss) / Math.abs(wantLoss) / U16);
+      assertClose([loss], [wantLoss], { rtol: LOSS_K * U16, atol: 0 }, `${s} loss`);
+      for (const [name, p] of tensors()) {
+        const got = (await p.grad!.read()).map((v) => v / S);
+        const want = fx.get(`${s}.grad.${name}`).data;
+        const m = want.reduce((a, v) => Math.max(a, Math.abs(v)), 0);
+        worst.grad = Math.max(worst.grad, got.reduce((a, v, i) => Math.max(a, Math.abs(v - want[i])), 0) / m / U16);
+        assertClose(got, want, { rtol: 0, atol: GRAD_K * U16 * m }, `${s} gradient of ${name}`);
+      }
+      const { norm, skipped } = await optimizer.stepUnlessOverflow(lr, 1 / S);
+      optimizer.zeroGrad();
+      assert.not.ok(skipped, `${s}: no overflow at scale ${S}`);
+      assertClose([norm], fx.get(`${s}.grad_norm`).data, { rtol: LOSS_K * U16, atol: 0 }, `${s} grad norm (unscaled, before clipping)`);
+      const after = await Promise.all(tensors().map(([, p]) => p.read()));
+      let err = 0;
+      let ref = 0;
+      tensors().forEach(([name], i) => {
+        const want = fx.get(`${s}.${name}`).data;
+        for (let j = 0; j < want.length; j++) {
+          const dRef = want[j] - before[i][j];
+          err += (after[i][j] - before[i][j] - dRef) ** 2;
+          ref += dRef ** 2;
+        }
+      });
+      worst.update = Math.max(worst.update, Math.sqrt(err / ref));
+      assert.ok(Math.sqrt(err / ref) <= UPDATE_REL, `${s}: relative L2 error of the update ${Math.sqrt(err / ref).toExponential(2)} > ${UPDATE_REL}`);
+      // The next step starts from the reference's values, so the steps are checked one by one.
+      tensors().forEach(([name, p]) => p.write(fx.get(`${s}.${name}`).data));
+      before = await Promise.all(tensors().map(([, p]) => p.read()));
+    }
+    console.log(`  f16 train step: worst loss error ${worst.loss.toFixed(2)} U16, gradient ${worst.grad.toFixed(2)} U16 × max, update ${worst.update.toExponential(2)} relative L2`);
+  } finally {
+    optimizer.dispose();
+    student.lora.dispose();
+    student.projection?.dispose();
+    model.dispose();
+  }
+});
 
 test.run();
