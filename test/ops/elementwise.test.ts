@@ -4,7 +4,7 @@ import { add, sub, mul, affine, scale, neg, sum, mean, biasAdd, axpyNoGrad, toF1
 import { backward, noGrad } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
 import { fixture, expectTensor, assertClose, F32_TOL, gradCheck, device, randn, scaledTol } from '../helpers/fixtures.ts';
-import { testF16, f16Tol } from '../helpers/f16.ts';
+import { testF16, f16Tol, checkF16Case, checkF16LeafGradients } from '../helpers/f16.ts';
 
 type Fn = (xs: Tensor[]) => Tensor;
 
@@ -120,55 +120,12 @@ const F16_K: Record<string, [number, number]> = {
   sum_all: [4, 1],
 };
 
-for (const [name, nIn, fn] of CASES) {
-  const [kOut, kGrad] = F16_K[name];
-  testF16(`${name} on f16 tensors: forward and backward match PyTorch (k = ${kOut} / ${kGrad})`, async () => {
-    const fx = fixture('elementwise');
-    const ins = Array.from({ length: nIn }, (_, i) => fx.tensor(`${name}.in${i}`, true).keep());
-    try {
-      const out = scope(() => {
-        const y = fn(ins.map((t) => toF16(t)));
-        assert.is(y.dtype, 'f16', `${name}: f16 inputs give an f16 output`);
-        return toF32(y).keep();
-      });
-      const want = fx.get(`${name}.out`);
-      await expectTensor(out, want, f16Tol(want.data, kOut), `${name} f16 forward`);
-      scope(() => backward(out, fx.tensor(`${name}.gout`)));
-      out.dispose();
-      for (let i = 0; i < nIn; i++) {
-        // The f16 gradient reached the f32 leaf through toF16's backward.
-        assert.ok(ins[i].grad, `${name}: input ${i} has a gradient`);
-        assert.is(ins[i].grad!.dtype, 'f32');
-        const g = fx.get(`${name}.grad${i}`);
-        await expectTensor(ins[i].grad!, g, f16Tol(g.data, kGrad), `${name} f16 grad ${i}`);
-      }
-    } finally {
-      for (const t of ins) t.dispose();
-    }
-  });
+for (const c of CASES) {
+  const [kOut, kGrad] = F16_K[c[0]];
+  testF16(`${c[0]} on f16 tensors: forward and backward match PyTorch (k = ${kOut} / ${kGrad})`, () => checkF16Case('elementwise', c, kOut, kGrad));
 }
 
-testF16('f16 leaves get f16 gradients, equal to the ones that reach f32 leaves through toF16', async () => {
-  const fx = fixture('elementwise');
-  for (const [name, nIn, fn] of CASES) {
-    const ins = Array.from({ length: nIn }, (_, i) => fx.tensor(`${name}.in${i}`, true).keep());
-    const halves = ins.map((t) => {
-      const h = noGrad(() => toF16(t)).keep();
-      h.requiresGrad = true;
-      return h;
-    });
-    try {
-      scope(() => backward(toF32(fn(ins.map((t) => toF16(t)))), fx.tensor(`${name}.gout`)));
-      scope(() => backward(fn(halves), toF16(fx.tensor(`${name}.gout`))));
-      for (let i = 0; i < nIn; i++) {
-        assert.is(halves[i].grad!.dtype, 'f16', `${name}: grad ${i} of an f16 leaf`);
-        assert.equal(Array.from(await halves[i].grad!.read()), Array.from(await ins[i].grad!.read()), `${name} grad ${i}`);
-      }
-    } finally {
-      for (const t of [...ins, ...halves]) t.dispose();
-    }
-  }
-});
+testF16('f16 leaves get f16 gradients, equal to the ones that reach f32 leaves through toF16', () => checkF16LeafGradients('elementwise', CASES));
 
 testF16('axpyNoGrad, scale and neg on f16 tensors (vec4 and scalar entry points)', async () => {
   // Host references in f64 from the unrounded f32 inputs. axpy is an add (k = 2, as above); scale

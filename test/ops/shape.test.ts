@@ -4,7 +4,7 @@ import { permute, transpose, concat, slice, gatherRows, reshape, patchify, toF16
 import { backward, noGrad } from '../../src/tensor/autograd.ts';
 import { scope, fromArray, type Tensor } from '../../src/tensor/tensor.ts';
 import { fixture, expectTensor, gradCheck, device, randn, type Tolerance } from '../helpers/fixtures.ts';
-import { testF16, f16Tol } from '../helpers/f16.ts';
+import { testF16, f16Tol, checkF16Case, checkF16LeafGradients } from '../helpers/f16.ts';
 
 type Fn = (xs: Tensor[]) => Tensor;
 
@@ -192,54 +192,11 @@ test('errors name the op and the shapes', async () => {
 // summed gradient 0.17.
 const F16_K = 1;
 
-for (const [name, nIn, fn] of CASES) {
-  testF16(`${name} on f16 tensors: forward and backward match PyTorch (k = ${F16_K})`, async () => {
-    const fx = fixture('shape');
-    const ins = Array.from({ length: nIn }, (_, i) => fx.tensor(`${name}.in${i}`, true).keep());
-    try {
-      const out = scope(() => {
-        const y = fn(ins.map((t) => toF16(t)));
-        assert.is(y.dtype, 'f16', `${name}: f16 inputs give an f16 output`);
-        return toF32(y).keep();
-      });
-      const want = fx.get(`${name}.out`);
-      await expectTensor(out, want, f16Tol(want.data, F16_K), `${name} f16 forward`);
-      scope(() => backward(out, fx.tensor(`${name}.gout`)));
-      out.dispose();
-      for (let i = 0; i < nIn; i++) {
-        // The f16 gradient reached the f32 leaf through toF16's backward.
-        assert.ok(ins[i].grad, `${name}: input ${i} has a gradient`);
-        assert.is(ins[i].grad!.dtype, 'f32');
-        const g = fx.get(`${name}.grad${i}`);
-        await expectTensor(ins[i].grad!, g, f16Tol(g.data, F16_K), `${name} f16 grad ${i}`);
-      }
-    } finally {
-      for (const t of ins) t.dispose();
-    }
-  });
+for (const c of CASES) {
+  testF16(`${c[0]} on f16 tensors: forward and backward match PyTorch (k = ${F16_K} / ${F16_K})`, () => checkF16Case('shape', c, F16_K, F16_K));
 }
 
-testF16('f16 leaves get f16 gradients, equal to the ones that reach f32 leaves through toF16', async () => {
-  const fx = fixture('shape');
-  for (const [name, nIn, fn] of CASES) {
-    const ins = Array.from({ length: nIn }, (_, i) => fx.tensor(`${name}.in${i}`, true).keep());
-    const halves = ins.map((t) => {
-      const h = noGrad(() => toF16(t)).keep();
-      h.requiresGrad = true;
-      return h;
-    });
-    try {
-      scope(() => backward(toF32(fn(ins.map((t) => toF16(t)))), fx.tensor(`${name}.gout`)));
-      scope(() => backward(fn(halves), toF16(fx.tensor(`${name}.gout`))));
-      for (let i = 0; i < nIn; i++) {
-        assert.is(halves[i].grad!.dtype, 'f16', `${name}: grad ${i} of an f16 leaf`);
-        assert.equal(Array.from(await halves[i].grad!.read()), Array.from(await ins[i].grad!.read()), `${name} grad ${i}`);
-      }
-    } finally {
-      for (const t of [...ins, ...halves]) t.dispose();
-    }
-  }
-});
+testF16('f16 leaves get f16 gradients, equal to the ones that reach f32 leaves through toF16', () => checkF16LeafGradients('shape', CASES));
 
 test('reshape of an f16 tensor is an f16 view; its gradient stays f16', async () => {
   const data = randn(24, 21);
