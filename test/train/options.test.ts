@@ -10,6 +10,8 @@ import { join, resolve } from 'node:path';
 import { TRAIN_OPTIONS, OPTION_KEYS, configHash, flagName, newRunOptions, resumedOptions, savedOptions, OptionValueError, ResumeConflictError, type OptionKey, type TrainOptions } from '../../src/train/options.ts';
 import { TRAIN_FLAGS, trainOptionsOf } from '../../src/cli/train-command.ts';
 import { UsageError } from '../../src/cli/args.ts';
+import { checkPrecision } from '../../src/train/trainer.ts';
+import type { Device } from '../../src/gpu/device.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'genalign-options-'));
 test.after(() => rmSync(root, { recursive: true, force: true }));
@@ -72,6 +74,13 @@ test('an option added later (--precision) leaves configHash as it was while at i
   assert.is(resumed.precision, 'f32', 'a config.json without precision is an f32 run');
   assert.is(configHash(resumed), configHash(o));
   assert.throws(() => resumedOptions(saved, join(runDir, 'config.json'), { precision: 'f16' }, runDir), (e: Error) => e instanceof ResumeConflictError && /--precision cannot be changed when resuming: the run was started with "f32"/.test(e.message));
+});
+
+test('--precision f16 on an adapter without shader-f16: refused before anything loads, naming the adapter and the way out', () => {
+  const without = { hasFeature: () => false, adapter: { name: 'SwiftShader Device (Subzero)' } } as unknown as Device;
+  assert.throws(() => checkPrecision(without, 'f16'), /--precision f16 needs the adapter feature 'shader-f16', which SwiftShader Device \(Subzero\) does not offer\. Use --precision f32/);
+  checkPrecision(without, 'f32');
+  checkPrecision({ hasFeature: (f: string) => f === 'shader-f16', adapter: { name: 'x' } } as unknown as Device, 'f16');
 });
 
 test('config.json holds every option but the per-invocation ones', () => {
