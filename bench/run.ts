@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cpus, loadavg } from 'node:os';
 import { createDevice } from '../src/gpu/device.ts';
-import { adapterSlug, createTimer, formatTable, matchesFilter, runCase, type Failure, type PeerCache, type Report, type Row, type Suite } from './harness.ts';
+import { adapterSlug, createTimer, formatBreakdown, formatTable, matchesFilter, runCase, type Failure, type PeerCache, type Report, type Row, type Suite } from './harness.ts';
 import { startPeer, stopPeer, type Peer } from './peer-tfjs.ts';
 import { elementwiseSuite } from './suites/elementwise.ts';
 import { matmulSuite } from './suites/matmul.ts';
@@ -97,6 +97,7 @@ export async function main(argv: string[], log: (line: string) => void = console
           const row = await runCase(c, device, timer, peer, peerCache, opts, rows);
           rows.push(row);
           log(`  ${what}: ${row.ms.toFixed(3)} ms (wall ${row.wall_ms.toFixed(3)})` + (row.peer_ms !== null ? `, peer ${row.peer_ms.toFixed(3)} ms` : ''));
+          if (row.breakdown) log(`    GPU time by kernel family: ${formatBreakdown(row.breakdown)}`);
         } catch (e) {
           // One broken case (e.g. a kernel not written yet) must not hide the others' numbers.
           const error = e instanceof Error ? e.message : String(e);

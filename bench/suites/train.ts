@@ -12,6 +12,7 @@
 // activations, f32 LoRA masters and AdamW state, the loss scaled by 2^16 before backward and
 // unscaled in AdamW (the trainer also reads the norm back to skip an overflowed step; the bench
 // does not wait for it).
+// breakdown: GPU time per kernel family of one extra, profiled step (where the step's time goes).
 // extra.peak_bytes: the most bytes the buffer pool had live during the step (weights, adapter,
 // optimizer state, inputs and every activation and gradient), the memory the step needs.
 //
@@ -72,6 +73,7 @@ function trainCase(configName: string, batch: number, cached: boolean, prefix: s
     dtype,
     flops,
     maxReps,
+    breakdown: true,
     inputs: () => [
       { shape: [batch, 3, S, S], data: uniform(batch * 3 * S * S, 121) },
       { shape: [batch, 3, S, S], data: uniform(batch * 3 * S * S, 127) },

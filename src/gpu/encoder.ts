@@ -6,6 +6,7 @@
 // written with queue.writeBuffer right before the submit, so queue order keeps it correct.
 // Uploads use a mapped staging buffer copied inside the encoder, so an upload into a pooled
 // buffer can never overtake an earlier, not yet submitted dispatch that used the same buffer.
+import type { DispatchProfiler } from './profiler.ts';
 import type { Device } from './device.ts';
 import type { KernelRef } from './kernels.ts';
 
@@ -32,6 +33,8 @@ export class CommandBatch {
   private slots = 0;
   private dispatches = 0;
   private kernelsInBatch: string[] = [];
+  /** While set, each dispatch runs in a pass of its own with GPU timestamps (src/gpu/profiler.ts). */
+  profiler: DispatchProfiler | null = null;
   private staging: GPUBuffer[] = [];
   private retired: GPUBuffer[] = [];
   private readonly checks: ErrorCheck[] = [];
@@ -89,10 +92,16 @@ export class CommandBatch {
     inputs.forEach((b, i) => entries.push({ binding: 1 + i, resource: { buffer: b } }));
     outputs.forEach((b, i) => entries.push({ binding: 1 + inputs.length + i, resource: { buffer: b } }));
     const bindGroup = this.device.gpu.createBindGroup({ layout: compiled.layout, entries, label: compiled.label });
-    if (!this.pass) this.pass = encoder.beginComputePass({ label: 'genalign pass' });
+    const slots = this.profiler?.reserve({ family: kernel.file, label: compiled.label });
+    if (slots) {
+      this.endPass();
+      const [begin, end] = slots;
+      this.pass = encoder.beginComputePass({ label: 'genalign profiled pass', timestampWrites: { querySet: this.profiler!.querySet, beginningOfPassWriteIndex: begin, endOfPassWriteIndex: end } });
+    } else if (!this.pass) this.pass = encoder.beginComputePass({ label: 'genalign pass' });
     this.pass.setPipeline(compiled.pipeline);
     this.pass.setBindGroup(0, bindGroup);
     this.pass.dispatchWorkgroups(x, y, z);
+    if (slots) this.endPass();
     this.dispatches++;
     this.totalDispatches++;
     if (this.kernelsInBatch[this.kernelsInBatch.length - 1] !== compiled.label) this.kernelsInBatch.push(compiled.label);
