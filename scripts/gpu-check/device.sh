@@ -3,8 +3,9 @@
 # Vulkan loader, then runs the op/ViT tests, the HF+PEFT parity check (both directions, plain
 # and dual-projection adapters) and the bench on the GPU.
 # Carry: device-carry/gpu and test/gpu-bundle (built by scripts/gpu-check/build.sh).
-#   [STAGES='tests parity autotune bench'] bash scripts/gpu-check/device.sh [bench flags...]
-# (default stages: tests parity bench)
+#   [STAGES='tests parity autotune bench torch'] bash scripts/gpu-check/device.sh [bench flags...]
+# (default stages: tests parity bench; torch = the PyTorch + PEFT peer of the train step,
+# bench/peer-torch/gmail_step.py, whose rows go to $OUT/torch-peer.json)
 set -u
 C=device-carry/gpu
 OUT=${OUT:-/tmp/out}
@@ -40,4 +41,9 @@ if [[ " $STAGES " == *" bench "* ]]; then
 echo "=== bench"
 timeout 240 /tmp/node $C/bench.mjs --out $OUT "$@" > $OUT/bench.log 2>&1; echo "bench exit $?"
 tail -80 $OUT/bench.log
+fi
+if [[ " $STAGES " == *" torch "* ]]; then
+echo "=== PyTorch + PEFT GMAIL step (fp32 without TF32, bf16 autocast; micro-batch 64 and 128)"
+timeout 300 python3 bench/peer-torch/gmail_step.py --configs vit-b-32,vit-b-16 --batches 64,128 \
+  --precisions fp32,bf16 --steps 20 --warmup 5 --out $OUT/torch-peer.json 2>&1 | grep -v Warning | tail -12
 fi
