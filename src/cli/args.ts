@@ -87,3 +87,12 @@ export function helpText(command: string, summary: string, specs: readonly FlagS
 export const positive = (v: string | number | boolean): string | null => (typeof v === 'number' && v > 0 ? null : 'must be > 0');
 export const nonNegative = (v: string | number | boolean): string | null => (typeof v === 'number' && v >= 0 ? null : 'must be >= 0');
 export const fraction = (v: string | number | boolean): string | null => (typeof v === 'number' && v >= 0 && v < 1 ? null : 'must be in [0, 1)');
+
+/** --precision of embed and eval (train's comes from its option table): the model's storage dtype. */
+export const PRECISION_FLAG: FlagSpec = {
+  name: 'precision',
+  type: 'string',
+  default: 'f32',
+  help: "f16: weights and activations in f16 (needs the adapter's shader-f16), embeddings returned in f32",
+  check: (v) => (['f32', 'f16'].includes(String(v)) ? null : 'must be f32 or f16'),
+};

@@ -16,7 +16,7 @@ import { adapterBaseProblem, readPeftAdapter } from '../io/peft.ts';
 import { IMAGE_EXTENSIONS } from '../io/image.ts';
 import { embedPaths } from '../train/embedding.ts';
 import { writeSafetensors } from '../io/safetensors.ts';
-import { parseFlags, helpText, positive, UsageError, type FlagSpec } from './args.ts';
+import { parseFlags, helpText, positive, PRECISION_FLAG, UsageError, type FlagSpec } from './args.ts';
 import { Progress } from './progress.ts';
 import { escapeForTerminal } from './terminal.ts';
 import { nonFileKind } from '../gpu/regular-file.ts';
@@ -29,7 +29,7 @@ export const EMBED_FLAGS: FlagSpec[] = [
   { name: 'out', type: 'string', help: 'output .safetensors file' },
   { name: 'batch', type: 'int', default: 16, help: 'images per GPU batch', check: positive },
   { name: 'seed', type: 'int', default: 0, help: 'seed for preset models' },
-  { name: 'precision', type: 'string', default: 'f32', help: "f16: weights and activations in f16 (needs the adapter's shader-f16), embeddings returned in f32", check: (v) => (['f32', 'f16'].includes(String(v)) ? null : 'must be f32 or f16') },
+  PRECISION_FLAG,
   { name: 'verbose', type: 'bool', default: false, help: 'print GPU memory use' },
 ];
 

@@ -11,7 +11,7 @@ import { checkPrecision } from '../train/trainer.ts';
 import { adapterBaseProblem, readPeftAdapter } from '../io/peft.ts';
 import { loadDataset, splitByValFraction } from '../io/dataset.ts';
 import { evaluatePairs } from '../train/evaluate.ts';
-import { parseFlags, helpText, positive, fraction, UsageError, type FlagSpec } from './args.ts';
+import { parseFlags, helpText, positive, fraction, PRECISION_FLAG, UsageError, type FlagSpec } from './args.ts';
 import { baseDescription, outputPathProblem, studentDescription } from './embed-command.ts';
 import { escapeForTerminal } from './terminal.ts';
 
@@ -22,7 +22,7 @@ export const EVAL_FLAGS: FlagSpec[] = [
   { name: 'out', type: 'string', default: '.', help: 'directory for metrics.json and figure3.svg/png' },
   { name: 'val-fraction', type: 'float', default: 0, help: 'evaluate only the held-out split a training run with this --val-fraction and --seed used (0 = all pairs)', check: fraction },
   { name: 'seed', type: 'int', default: 0, help: 'seed of the split (and of preset models)' },
-  { name: 'precision', type: 'string', default: 'f32', help: "f16: weights and activations in f16 (needs the adapter's shader-f16), embeddings returned in f32", check: (v) => (['f32', 'f16'].includes(String(v)) ? null : 'must be f32 or f16') },
+  PRECISION_FLAG,
   { name: 'batch', type: 'int', default: 32, help: 'images per GPU batch', check: positive },
   { name: 'plot', type: 'string', default: 'tsne', help: 'Figure-3 projection: tsne, pca or none', check: (v) => (['tsne', 'pca', 'none'].includes(String(v)) ? null : 'must be tsne, pca or none') },
 ];
