@@ -35,7 +35,7 @@ import { SafetensorsFile, encodeSafetensors, readSafetensors } from '../io/safet
 import { readRegularTextFile } from '../gpu/regular-file.ts';
 import { inlineListWithRest } from '../gpu/problem-list.ts';
 import type { AdamWState } from './optimizer.ts';
-import type { GradScalerState } from './grad-scaler.ts';
+import { checkState, gradScalerStateProblem, type GradScalerState } from './grad-scaler.ts';
 
 export const CHECKPOINTS_DIR = 'checkpoints';
 export const ADAPTER_DIR = 'adapter';
@@ -109,11 +109,9 @@ export function parseTrainerState(json: unknown, path: string): TrainerState {
   if (s.elapsedS !== undefined && (typeof s.elapsedS !== 'number' || !(s.elapsedS >= 0))) bad('elapsedS', 'a number >= 0', s.elapsedS);
   let gradScaler: GradScalerState | undefined;
   if (s.gradScaler !== undefined) {
-    const g = s.gradScaler as Record<string, unknown> | null;
-    if (!g || typeof g !== 'object' || Array.isArray(g)) bad('gradScaler', 'an object { scale, growthTracker }', g);
-    if (typeof g!.scale !== 'number' || !Number.isFinite(g!.scale) || !(g!.scale > 0)) bad('gradScaler.scale', 'a finite number > 0', g!.scale);
-    if (typeof g!.growthTracker !== 'number' || !Number.isInteger(g!.growthTracker) || (g!.growthTracker as number) < 0) bad('gradScaler.growthTracker', 'an integer >= 0', g!.growthTracker);
-    gradScaler = { scale: g!.scale as number, growthTracker: g!.growthTracker as number };
+    const problem = gradScalerStateProblem(s.gradScaler);
+    if (problem) bad(problem.field, problem.want, problem.got);
+    gradScaler = checkState(s.gradScaler as GradScalerState);
   }
   return {
     step, epoch, batchInEpoch, seed: s.seed as number, configHash: s.configHash as string, lastLoss: s.lastLoss as number | null,

@@ -69,9 +69,21 @@ export class GradScaler {
   }
 }
 
+/**
+ * What is wrong with a saved scaler state (a trainer_state.json field), or null: the field, what
+ * it must be, and what it holds.
+ */
+export function gradScalerStateProblem(s: unknown): { field: string; want: string; got: unknown } | null {
+  if (!s || typeof s !== 'object' || Array.isArray(s)) return { field: 'gradScaler', want: 'an object { scale, growthTracker }', got: s };
+  const { scale, growthTracker } = s as Record<string, unknown>;
+  if (typeof scale !== 'number' || !(scale > 0) || !Number.isFinite(scale)) return { field: 'gradScaler.scale', want: 'a finite number > 0', got: scale };
+  if (typeof growthTracker !== 'number' || !Number.isInteger(growthTracker) || growthTracker < 0) return { field: 'gradScaler.growthTracker', want: 'an integer >= 0', got: growthTracker };
+  return null;
+}
+
 /** Checks a saved scaler state (from trainer_state.json); the error names the field. */
 export function checkState(s: GradScalerState): GradScalerState {
-  if (typeof s.scale !== 'number' || !(s.scale > 0) || !Number.isFinite(s.scale)) throw new Error(`"gradScaler.scale" must be a finite number > 0, got ${JSON.stringify(s.scale)}`);
-  if (typeof s.growthTracker !== 'number' || !Number.isInteger(s.growthTracker) || s.growthTracker < 0) throw new Error(`"gradScaler.growthTracker" must be an integer >= 0, got ${JSON.stringify(s.growthTracker)}`);
+  const problem = gradScalerStateProblem(s);
+  if (problem) throw new Error(`"${problem.field}" must be ${problem.want}, got ${JSON.stringify(problem.got)}`);
   return { scale: s.scale, growthTracker: s.growthTracker };
 }

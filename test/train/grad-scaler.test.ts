@@ -5,6 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { GradScaler, GRAD_SCALER_DEFAULTS, checkState } from '../../src/train/grad-scaler.ts';
 import { mulberry32 } from '../../src/nn/init.ts';
+import { parseTrainerState } from '../../src/train/checkpoint.ts';
 
 /**
  * The scale after a sequence of steps, computed the other way round: each overflow halves the
@@ -68,6 +69,20 @@ test('state round trip continues identically; bad saved state is named', () => {
   assert.throws(() => checkState({ scale: 0, growthTracker: 0 }), /"gradScaler\.scale" must be a finite number > 0, got 0/);
   assert.throws(() => checkState({ scale: 2, growthTracker: 1.5 }), /"gradScaler\.growthTracker" must be an integer >= 0/);
   assert.throws(() => new GradScaler({ ...GRAD_SCALER_DEFAULTS, backoffFactor: 1 }), /invalid options/);
+});
+
+test('trainer_state.json: a damaged gradScaler field is named with the file; a good one is read back', () => {
+  const base = { step: 3, epoch: 0, batchInEpoch: 3, seed: 0, configHash: '0123456789abcdef', lastLoss: 1.5, schedule: { baseLr: 1e-3 } };
+  const path = '/run/checkpoints/step-000003/trainer_state.json';
+  assert.equal(parseTrainerState({ ...base, gradScaler: { scale: 1024, growthTracker: 7 } }, path).gradScaler, { scale: 1024, growthTracker: 7 });
+  assert.is(parseTrainerState(base, path).gradScaler, undefined, 'an f32 run has none');
+  for (const [g, msg] of [
+    [null, /"gradScaler" must be an object \{ scale, growthTracker \}, got null/],
+    [{ scale: -1, growthTracker: 0 }, /"gradScaler\.scale" must be a finite number > 0, got -1/],
+    [{ scale: 8, growthTracker: 'x' }, /"gradScaler\.growthTracker" must be an integer >= 0, got "x"/],
+  ] as const) {
+    assert.throws(() => parseTrainerState({ ...base, gradScaler: g }, path), (e: Error) => e.message.startsWith(`${path}: `) && msg.test(e.message) && /the trainer state is damaged/.test(e.message));
+  }
 });
 
 test.run();
