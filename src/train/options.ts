@@ -74,6 +74,11 @@ interface DeclBase<T> {
   check?: Check<T>;
 }
 
+/** What every kind of option carries from its declaration unchanged. */
+function described<T>(d: DeclBase<T>): Pick<OptionDecl<T>, 'help' | 'onResume' | 'default' | 'defaultText' | 'demo' | 'required' | 'hashOmitsDefault'> {
+  return { help: d.help, onResume: d.onResume, default: d.default, defaultText: d.defaultText, demo: d.demo, required: d.required, hashOmitsDefault: d.hashOmitsDefault };
+}
+
 function checked<T>(v: T, check: Check<T> | undefined): T {
   const problem = check?.(v);
   if (problem) throw new OptionValueError(problem);
@@ -86,7 +91,7 @@ function numberOption(flagType: 'int' | 'float', d: DeclBase<number>): OptionDec
     if (flagType === 'int' && !Number.isInteger(v)) throw new OptionValueError(`must be an integer, got ${v}`);
     return checked(v, d.check);
   };
-  return { flagType, help: d.help, onResume: d.onResume, default: d.default, defaultText: d.defaultText, demo: d.demo, required: d.required, fromFlag: parse, fromJson: parse, normalize: (v) => v };
+  return { flagType, ...described(d), fromFlag: parse, fromJson: parse, normalize: (v) => v };
 }
 
 const int = (d: DeclBase<number>): OptionDecl<number> => numberOption('int', d);
@@ -97,7 +102,7 @@ function bool(d: DeclBase<boolean>): OptionDecl<boolean> {
     if (typeof v !== 'boolean') throw new OptionValueError(`must be true or false, got ${JSON.stringify(v)}`);
     return v;
   };
-  return { flagType: 'bool', help: d.help, onResume: d.onResume, default: d.default, demo: d.demo, fromFlag: parse, fromJson: parse, normalize: (v) => v };
+  return { flagType: 'bool', ...described(d), fromFlag: parse, fromJson: parse, normalize: (v) => v };
 }
 
 function text(d: DeclBase<string> & { normalize?: (v: string) => string }): OptionDecl<string> {
@@ -105,7 +110,7 @@ function text(d: DeclBase<string> & { normalize?: (v: string) => string }): Opti
     if (typeof v !== 'string' || v.trim() === '') throw new OptionValueError(`must be a non-empty string, got ${JSON.stringify(v)}`);
     return checked(v, d.check);
   };
-  return { flagType: 'string', help: d.help, onResume: d.onResume, default: d.default, defaultText: d.defaultText, demo: d.demo, required: d.required, fromFlag: parse, fromJson: parse, normalize: d.normalize ?? ((v) => v) };
+  return { flagType: 'string', ...described(d), fromFlag: parse, fromJson: parse, normalize: d.normalize ?? ((v) => v) };
 }
 
 /** A string option that may be absent (null). */
@@ -115,7 +120,7 @@ function optionalText(d: DeclBase<string | null>): OptionDecl<string | null> {
     if (typeof v !== 'string' || v.trim() === '') throw new OptionValueError(`must be a non-empty string, got ${JSON.stringify(v)}`);
     return v;
   };
-  return { flagType: 'string', help: d.help, onResume: d.onResume, default: d.default ?? null, fromFlag: parse, fromJson: parse, normalize: (v) => (v === null ? v : resolve(v)) };
+  return { flagType: 'string', ...described(d), default: d.default ?? null, fromFlag: parse, fromJson: parse, normalize: (v) => (v === null ? v : resolve(v)) };
 }
 
 function choice<C extends string>(values: readonly C[], d: DeclBase<C>): OptionDecl<C> {
@@ -123,7 +128,7 @@ function choice<C extends string>(values: readonly C[], d: DeclBase<C>): OptionD
     if (typeof v !== 'string' || !(values as readonly string[]).includes(v)) throw new OptionValueError(`must be ${values.join(' or ')}, got ${JSON.stringify(v)}`);
     return v as C;
   };
-  return { flagType: 'string', help: d.help, onResume: d.onResume, default: d.default, demo: d.demo, hashOmitsDefault: d.hashOmitsDefault, fromFlag: parse, fromJson: parse, normalize: (v) => v };
+  return { flagType: 'string', ...described(d), fromFlag: parse, fromJson: parse, normalize: (v) => v };
 }
 
 /** A comma-separated list of names from `values` on the command line; a JSON array in config.json. */
@@ -135,10 +140,7 @@ function nameList<C extends string>(values: readonly C[], d: DeclBase<C[]>): Opt
   };
   return {
     flagType: 'string',
-    help: d.help,
-    onResume: d.onResume,
-    default: d.default,
-    defaultText: d.defaultText,
+    ...described(d),
     fromFlag: (v) => check(String(v).split(',').map((t) => t.trim()).filter(Boolean)),
     fromJson: (v) => {
       if (!Array.isArray(v)) throw new OptionValueError(`must be a list, got ${JSON.stringify(v)}`);
