@@ -144,13 +144,7 @@ export class AdamW {
     const s = this.begin(lr, gradScale);
     try {
       const norm = await s.norm.item();
-      if (!Number.isFinite(norm)) {
-        this.steps--;
-        this.slots.forEach((slot, i) => {
-          if (s.active[i]) slot.steps--;
-        });
-        return { norm, skipped: true };
-      }
+      if (!Number.isFinite(norm)) return { norm, skipped: true };
       this.finish(s, lr, gradScale);
       return { norm, skipped: false };
     } finally {
@@ -159,7 +153,10 @@ export class AdamW {
     }
   }
 
-  /** Checks the gradients, counts the step, gathers the flat buffers and dispatches the norm. */
+  /**
+   * Checks the gradients, gathers the flat buffers and dispatches the norm. The step is counted
+   * only by finish(), so a skipped step leaves every count as it was.
+   */
   private begin(lr: number, gradScale: number): { active: boolean[]; ranges: (FlatRange & { step: number })[]; norm: Tensor } {
     const flat = this.buffers('step');
     checkHyper('lr', lr, 0, Infinity, true);
@@ -175,13 +172,11 @@ export class AdamW {
       if (g.dtype !== 'f32') throw new Error(`AdamW.step: the gradient of '${this.nameOf(s, i)}' is ${g.dtype}; gradients of f32 parameters must be f32`);
       return true;
     });
-    this.steps++;
     const norm = Tensor.empty([], this.device);
     const batch = this.device.batch;
     for (let i = 0; i < this.slots.length; i++) {
       if (!active[i]) continue;
       const s = this.slots[i];
-      s.steps++;
       batch.copy(s.param.buffer, 0, flat.param.buffer, s.offset * 4, s.size * 4);
       batch.copy(s.param.grad!.buffer, 0, flat.grad.buffer, s.offset * 4, s.size * 4);
     }
@@ -198,9 +193,13 @@ export class AdamW {
     return { active, ranges, norm };
   }
 
-  /** Dispatches the update of every range (reading the norm on the GPU) and copies the values back. */
+  /** Counts the step, dispatches the update of every range (reading the norm on the GPU) and copies the values back. */
   private finish(st: { active: boolean[]; ranges: (FlatRange & { step: number })[]; norm: Tensor }, lr: number, gradScale: number): void {
     const flat = this.buffers('step');
+    this.steps++;
+    this.slots.forEach((slot, i) => {
+      if (st.active[i]) slot.steps++;
+    });
     if (st.ranges.length === 0) return;
     for (const r of st.ranges) {
       adamwUpdate({ ...flat, norm: st.norm }, r, {
@@ -222,17 +221,17 @@ export class AdamW {
   }
 
   /**
-   * Maximal runs of adjacent parameters that have a gradient and share a step count. With
-   * every gradient present (the usual case) this is one range over all parameters, so the
-   * update is one dispatch.
+   * Maximal runs of adjacent parameters that have a gradient and share a step count, each with
+   * the 1-based count its update will have. With every gradient present (the usual case) this is
+   * one range over all parameters, so the update is one dispatch.
    */
   private ranges(active: boolean[]): (FlatRange & { step: number })[] {
     const out: (FlatRange & { step: number })[] = [];
     this.slots.forEach((s, i) => {
       if (!active[i] || s.size === 0) return;
       const last = out[out.length - 1];
-      if (last && last.end === s.offset && last.step === s.steps) last.end = s.offset + s.size;
-      else out.push({ begin: s.offset, end: s.offset + s.size, step: s.steps });
+      if (last && last.end === s.offset && last.step === s.steps + 1) last.end = s.offset + s.size;
+      else out.push({ begin: s.offset, end: s.offset + s.size, step: s.steps + 1 });
     });
     return out;
   }
