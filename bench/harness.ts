@@ -150,6 +150,8 @@ export interface Report {
   host: { cpus: number; loadavg_start: number; loadavg_end: number };
   results: Row[];
   failures?: Failure[];
+  /** PyTorch peer rows (--torch-rows) that matched no row of this run (bench/peer-torch.ts). */
+  torch_unmatched?: { kernel: string; variant: string; shape: string; dtype: string; peer: string; peer_ms: number; extra?: Record<string, number> }[];
 }
 
 export interface BenchOptions {

@@ -12,6 +12,7 @@ import { cpus, loadavg } from 'node:os';
 import { createDevice } from '../src/gpu/device.ts';
 import { adapterSlug, createTimer, formatBreakdown, formatTable, matchesFilter, runCase, type Failure, type PeerCache, type Report, type Row, type Suite } from './harness.ts';
 import { startPeer, stopPeer, type Peer } from './peer-tfjs.ts';
+import { mergeTorchRows, readTorchRows, type TorchRows } from './peer-torch.ts';
 import { elementwiseSuite } from './suites/elementwise.ts';
 import { matmulSuite } from './suites/matmul.ts';
 import { attentionSuite } from './suites/attention.ts';
@@ -31,7 +32,9 @@ const HELP = `usage: npm run bench -- [options]
   --suite <s>    only these suites (comma-separated names: ${SUITES.map((s) => s.name).join(', ')})
   --no-peer      skip tfjs-backend-webgpu and the timing of genalign-composed peers
   --all-variants every registered kernel variant on every shape (default: on one shape per kernel)
-  --out <dir>    where the JSON goes (default bench/results)`;
+  --out <dir>    where the JSON goes (default bench/results)
+  --torch-rows <file>  rows of bench/peer-torch/gmail_step.py from the same machine: each is set
+                 beside genalign's row of the same kernel/variant/shape/dtype (peer, peer_ms, ratio)`;
 
 export interface BenchRun {
   report: Report;
@@ -50,6 +53,7 @@ export async function main(argv: string[], log: (line: string) => void = console
       'no-peer': { type: 'boolean', default: false },
       'all-variants': { type: 'boolean', default: false },
       out: { type: 'string' },
+      'torch-rows': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -62,6 +66,8 @@ export async function main(argv: string[], log: (line: string) => void = console
   const wanted = values.suite ? values.suite.split(',').map((x) => x.trim()) : null;
   const unknown = wanted?.filter((w) => !SUITES.some((s) => s.name === w)) ?? [];
   if (unknown.length) throw new Error(`bench: unknown suite(s) ${unknown.join(', ')}; known: ${SUITES.map((s) => s.name).join(', ')}`);
+  // Read before any GPU work, so a bad file fails at once instead of after the whole run.
+  const torchRows: TorchRows | null = values['torch-rows'] ? readTorchRows(resolve(values['torch-rows'])) : null;
   const benchDir = dirname(fileURLToPath(import.meta.url));
   const outDir = resolve(values.out ?? join(benchDir, 'results'));
 
@@ -122,6 +128,10 @@ export async function main(argv: string[], log: (line: string) => void = console
     results: rows,
     ...(failures.length ? { failures } : {}),
   };
+  if (torchRows) {
+    const unmatched = mergeTorchRows(report, torchRows);
+    log(`torch peer: ${torchRows.rows.length - unmatched.length} of ${torchRows.rows.length} row(s) set beside ours` + (unmatched.length ? `; unmatched: ${unmatched.map((u) => `${u.shape} ${u.dtype}`).join(', ')}` : ''));
+  }
   mkdirSync(outDir, { recursive: true });
   const path = join(outDir, `${now.toISOString().slice(0, 10)}-${adapterSlug(device.adapter.name)}.json`);
   writeFileSync(path, JSON.stringify(report, null, 2) + '\n');

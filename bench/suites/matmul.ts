@@ -1,5 +1,6 @@
 // Matmul bench: a square 1024³ product plus the ViT-B/32 linear layers at batch 32 (1600 tokens)
-// in the three layouts a training step runs:
+// in the three layouts a training step runs; on GPUs also 4096³ and the ViT-B/16 linear layers at
+// micro-batch 64 (64 × 197 = 12608 tokens, labelled `b16.<layer>`), issue 14's training shapes:
 //   fwd NT  y[M,N]  = x[M,K] · W[N,K]ᵀ          (linear(x, W))
 //   dX  NN  dx[M,K] = dy[M,N] · W[N,K]
 //   dW  TN  dW[N,K] = dy[M,N]ᵀ · x[M,K]
@@ -110,6 +111,7 @@ function problems(quick: boolean, bigGpu: boolean): { square: Problem; rest: Pro
       ...linearProblems('qkv/out', tokens, 768, 768),
       ...linearProblems('fc1', tokens, 768, 3072),
       ...linearProblems('fc2', tokens, 3072, 768),
+      ...(bigGpu ? [...linearProblems('b16.qkv/out', 64 * 197, 768, 768), ...linearProblems('b16.fc1', 64 * 197, 768, 3072), ...linearProblems('b16.fc2', 64 * 197, 3072, 768)] : []),
     ],
   };
 }

@@ -6,8 +6,10 @@
 //                                     (the trainer reads r back to the host; the bench does not);
 //   student        model.forward(generated pixels, { lora }) with a rank-4 adapter on q/k/v/out;
 //   loss           infoNceGenToReal(g, r, { tau: 0.07 }), backward (LoRA A/B only: weights frozen);
-//   optimizer      AdamW.step() (global grad norm + fused update) and zeroGrad().
-// Presets: `tiny` at batch 32, `vit-b-32` at batch 32 on GPUs and 2 on CPU adapters (lavapipe).
+//   optimizer      AdamW.step() (global grad norm, clipped to 1.0 as the trainer's default
+//                  --clip and the PyTorch peer do, + fused update) and zeroGrad().
+// Presets: `tiny` at batch 32; `vit-b-32` at micro-batch 64 on GPUs and 2 on CPU adapters (lavapipe);
+// `vit-b-16` at 64 on GPUs only (the shapes bench/peer-torch/gmail_step.py runs, for --torch-rows).
 // Each in f32 and, where the adapter has shader-f16, at --precision f16: f16 frozen weights and
 // activations, f32 LoRA masters and AdamW state, the loss scaled by 2^16 before backward and
 // unscaled in AdamW (the trainer also reads the norm back to skip an overflowed step; the bench
@@ -83,7 +85,7 @@ function trainCase(configName: string, batch: number, cached: boolean, prefix: s
       if (!state) {
         const model = ClipVisionModel.random(cfg, MODEL_SEED, device, dtype);
         const lora = LoraAdapter.create(cfg, DEFAULT_LORA, device);
-        state = { model, lora, opt: new AdamW(lora.parameters(), { lr: LR }) };
+        state = { model, lora, opt: new AdamW(lora.parameters(), { lr: LR, weightDecay: 0.01, maxGradNorm: 1.0 }) };
       }
       const { model, lora, opt } = state;
       const scale = dtype === 'f16' ? LOSS_SCALE : 1;
