@@ -1,21 +1,22 @@
 // matmul.wgsl — batched matrix product with a fused epilogue: f32 accumulation, storage T
 // (f32, or f16 where the device has 'shader-f16').
-// uses: lib/matmul_io, lib/matmul_block
+// uses: lib/matmul_io, lib/matmul_vec4, lib/matmul_kmajor, lib/matmul_block
 // dtypes: f32, f16
 //
 // Math (per batch element b, 0 <= m < M, 0 <= n < N):
 //   out[b,m,n] = act(opA(A)[b]·opB(B)[b] + bias + low-rank addend) + residual   (lib/matmul_epilogue)
 // Bindings: those of lib/matmul_io (0 uniform P, 1 A, 2 B, 3 bias, 4 residual, 5 lr_u, 6 lr_v,
-//   7 out, 8 pre); mm_tiled_v4 reads bindings 1 and 2 as array<T4> (A4, B4); bias_grad below.
+//   7 out, 8 pre); mm_tiled_v4 reads bindings 1 and 2 through lib/matmul_vec4's vec4 views A4, B4;
+//   bias_grad below.
 //
 // Entry points (all but bias_grad end in store_block: low-rank addend, epilogue, store):
 //   mm_tiled   workgroup-tiled for GPUs. Workgroup (WG_X, WG_Y) = (TILE_N/4, TILE_M/RM) computes a
 //              TILE_M x TILE_N tile; slabs of TILE_K are staged k-major in workgroup memory
 //              (As[k][m], Bs[k][n], vec4 rows) with coalesced loads for every layout; each thread
 //              keeps an RM x 4 register block (RM = 4 or 8; rows ty*RM.., columns tx*4..).
-//   mm_tiled_v4 mm_tiled with four-element global loads while staging (bindings 1 and 2 read as
-//              vec4 arrays A4/B4); only when each operand's contiguous dimension (A: K, or M with
-//              TRANS_A; B: N, or K with TRANS_B) is a multiple of 4 (the host checks).
+//   mm_tiled_v4 mm_tiled with four-element global loads while staging (lib/matmul_vec4, stored
+//              by lib/matmul_kmajor); only when each operand's contiguous dimension (A: K, or M
+//              with TRANS_A; B: N, or K with TRANS_B) is a multiple of 4 (the host checks).
 //   mm_direct  no workgroup memory, for CPU adapters (llvmpipe/lavapipe run 8 invocations as one
 //              SIMD vector): a workgroup of WG_X invocations computes RM rows x (4*WG_X) columns;
 //              the A operands of a row block are workgroup-uniform (scalar loads + broadcast) and
@@ -23,9 +24,6 @@
 //   bias_grad  db[n] = sum_{r<rows} dz[r, n]; P.M = rows, with
 //                1  dz_in:  array<T> (read)   dz [rows, N]
 //                2  db_out: array<T> (write)  db [N]
-//              and mm_tiled_v4's vec4 views of bindings 1 and 2:
-//                1  A4: array<T4> (read)
-//                2  B4: array<T4> (read)
 // With f16 storage the loads widen to f32 and the stores round to f16; the epilogue re-reads
 // the stored (f16-rounded) sum, so a fused bias/act sees it rounded.
 // Dispatch: mm_* use workgroup z for the batch (chunks of <= 65535, P.batch_offset = chunk start);
@@ -48,9 +46,6 @@ override RM: u32 = 4u;
 /// One vec4 column group per invocation (store_block's layout of the register block).
 const CN: u32 = 1u;
 const ACC_ROWS: u32 = 16u;
-
-fn ld_a4(i: u32) -> vec4f { return vec4f(A4[i]); }
-fn ld_b4(i: u32) -> vec4f { return vec4f(B4[i]); }
 
 // ---------------------------------------------------------------------------------------------
 // mm_tiled
@@ -99,61 +94,17 @@ fn stage_slabs(base: BatchBase, tile_m0: u32, tile_n0: u32, k0: u32, lidx: u32) 
   }
 }
 
-/// stage_slabs with four-element global loads (mm_tiled_v4). Needs the contiguous dimension of
-/// each operand to be a multiple of 4 (A: K, or M with TRANS_A; B: N, or K with TRANS_B; the
-/// host falls back to mm_tiled otherwise), so a vec4 is either wholly inside the matrix or
-/// wholly outside it.
+/// stage_slabs with four-element global loads (mm_tiled_v4; lib/matmul_vec4 and
+/// lib/matmul_kmajor). Needs the contiguous dimension of each operand to be a multiple of 4 (the
+/// host falls back to mm_tiled otherwise).
 fn stage_slabs_v4(base: BatchBase, tile_m0: u32, tile_n0: u32, k0: u32, lidx: u32) {
-  let nthreads = WG_X * WG_Y;
-  let last_a4 = arrayLength(&A4) - 1u;
-  let last_b4 = arrayLength(&B4) - 1u;
-  // Stage opA(A)[tile_m0.., k0..] as As[k][m]: TILE_M * TILE_K / 4 vec4 loads.
-  for (var t = lidx; t < TILE_M * TILE_K / 4u; t += nthreads) {
-    if (TRANS_A) {
-      // A stored [K, M]: four consecutive m of one k, stored as one As vec4.
-      let mm4 = t % (TILE_M / 4u);
-      let kk = t / (TILE_M / 4u);
-      let m = tile_m0 + 4u * mm4;
-      let k = k0 + kk;
-      let v = ld_a4(min((base.a + k * p.M + m) / 4u, last_a4));
-      As[(kk * TILE_M) / 4u + mm4] = select(vec4f(0.0), v, m < p.M && k < p.K);
-    } else {
-      // A stored [M, K]: four consecutive k of one m, one As component in each of 4 rows.
-      let kk4 = t % (TILE_K / 4u);
-      let mm = t / (TILE_K / 4u);
-      let m = tile_m0 + mm;
-      let k = k0 + 4u * kk4;
-      let v = select(vec4f(0.0), ld_a4(min((base.a + m * p.K + k) / 4u, last_a4)), m < p.M && k < p.K);
-      let row = 4u * kk4 * (TILE_M / 4u) + mm / 4u;
-      As[row][mm % 4u] = v.x;
-      As[row + TILE_M / 4u][mm % 4u] = v.y;
-      As[row + 2u * (TILE_M / 4u)][mm % 4u] = v.z;
-      As[row + 3u * (TILE_M / 4u)][mm % 4u] = v.w;
-    }
+  for (var t = lidx; t < TILE_M * TILE_K / 4u; t += WG_X * WG_Y) {
+    let c = a4_coord(t, TILE_M, TILE_K);
+    put_a_kmajor(0u, c, fetch_a4(base.a, tile_m0, k0, c, false));
   }
-  // Stage opB(B)[k0.., tile_n0..] as Bs[k][n].
-  for (var t = lidx; t < TILE_K * TILE_N / 4u; t += nthreads) {
-    if (TRANS_B) {
-      // B stored [N, K]: four consecutive k of one n.
-      let kk4 = t % (TILE_K / 4u);
-      let nn = t / (TILE_K / 4u);
-      let n = tile_n0 + nn;
-      let k = k0 + 4u * kk4;
-      let v = select(vec4f(0.0), ld_b4(min((base.b + n * p.K + k) / 4u, last_b4)), n < p.N && k < p.K);
-      let row = 4u * kk4 * (TILE_N / 4u) + nn / 4u;
-      Bs[row][nn % 4u] = v.x;
-      Bs[row + TILE_N / 4u][nn % 4u] = v.y;
-      Bs[row + 2u * (TILE_N / 4u)][nn % 4u] = v.z;
-      Bs[row + 3u * (TILE_N / 4u)][nn % 4u] = v.w;
-    } else {
-      // B stored [K, N]: four consecutive n of one k, stored as one Bs vec4.
-      let nn4 = t % (TILE_N / 4u);
-      let kk = t / (TILE_N / 4u);
-      let n = tile_n0 + 4u * nn4;
-      let k = k0 + kk;
-      let v = ld_b4(min((base.b + k * p.N + n) / 4u, last_b4));
-      Bs[kk * (TILE_N / 4u) + nn4] = select(vec4f(0.0), v, n < p.N && k < p.K);
-    }
+  for (var t = lidx; t < TILE_K * TILE_N / 4u; t += WG_X * WG_Y) {
+    let c = b4_coord(t, TILE_K, TILE_N);
+    put_b_kmajor(0u, c, fetch_b4(base.b, k0, tile_n0, c, false));
   }
 }
 

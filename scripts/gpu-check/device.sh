@@ -3,9 +3,14 @@
 # Vulkan loader, then runs the op/ViT tests, the HF+PEFT parity check (both directions, plain
 # and dual-projection adapters) and the bench on the GPU.
 # Carry: device-carry/gpu and test/gpu-bundle (built by scripts/gpu-check/build.sh).
-#   [STAGES='tests parity autotune bench torch'] bash scripts/gpu-check/device.sh [bench flags...]
+#   [STAGES='tests parity autotune torch bench robustness'] bash scripts/gpu-check/device.sh [bench flags...]
 # (default stages: tests parity bench; torch = the PyTorch + PEFT peer of the train step,
-# bench/peer-torch/gmail_step.py, whose rows go to $OUT/torch-peer.json)
+# bench/peer-torch/gmail_step.py, whose rows go to $OUT/torch-peer.json and, when the bench stage
+# follows, into the bench JSON through --torch-rows; robustness = the square matmuls again with
+# Dawn's disable_robustness toggle, to measure what the bounds clamps cost)
+#
+# Issue 14's one-call measurement (about 8 minutes of GPU time; see docs/benchmarks.md):
+#   STAGES='tests torch bench robustness' bash scripts/gpu-check/device.sh --suite matmul,attention,lora,train
 set -u
 C=device-carry/gpu
 OUT=${OUT:-/tmp/out}
@@ -37,13 +42,22 @@ echo "=== autotune: every matmul candidate on one ViT-B/32 training step's shape
 timeout 200 /tmp/node $C/autotune.mjs --model vit-b-32 --batch 32 --reps 5 > $OUT/autotune.log 2>&1; echo "autotune exit $?"
 grep -v Warning $OUT/autotune.log | tail -30
 fi
-if [[ " $STAGES " == *" bench "* ]]; then
-echo "=== bench"
-timeout 240 /tmp/node $C/bench.mjs --out $OUT "$@" > $OUT/bench.log 2>&1; echo "bench exit $?"
-tail -80 $OUT/bench.log
-fi
 if [[ " $STAGES " == *" torch "* ]]; then
 echo "=== PyTorch + PEFT GMAIL step (fp32 without TF32, bf16 autocast; micro-batch 64 and 128)"
-timeout 300 python3 bench/peer-torch/gmail_step.py --configs vit-b-32,vit-b-16 --batches 64,128 \
-  --precisions fp32,bf16 --steps 20 --warmup 5 --out $OUT/torch-peer.json 2>&1 | grep -v Warning | tail -12
+timeout 130 python3 bench/peer-torch/gmail_step.py --configs vit-b-32,vit-b-16 --batches 64,128 \
+  --precisions fp32,bf16 --steps 20 --warmup 3 --out $OUT/torch-peer.json 2>&1 | grep -v Warning | tail -12
+fi
+if [[ " $STAGES " == *" bench "* ]]; then
+echo "=== bench"
+TORCH_ROWS=()
+[ -s $OUT/torch-peer.json ] && TORCH_ROWS=(--torch-rows $OUT/torch-peer.json)
+timeout 240 /tmp/node $C/bench.mjs --out $OUT "${TORCH_ROWS[@]}" "$@" > $OUT/bench.log 2>&1; echo "bench exit $?"
+tail -80 $OUT/bench.log
+fi
+if [[ " $STAGES " == *" robustness "* ]]; then
+echo "=== square matmuls with Dawn's disable_robustness toggle (no bounds clamps)"
+mkdir -p $OUT/robustness
+GENALIGN_DAWN_ENABLE=disable_robustness timeout 40 /tmp/node $C/bench.mjs --suite matmul --filter square --no-peer \
+  --out $OUT/robustness > $OUT/robustness.log 2>&1; echo "robustness exit $?"
+grep -i "square" $OUT/robustness.log | tail -40
 fi

@@ -6,6 +6,7 @@ const uvu = await import('uvu');
 const files: [string, () => Promise<unknown>][] = [
   ['ops/elementwise', () => import('../../test/ops/elementwise.test.ts')],
   ['ops/matmul', () => import('../../test/ops/matmul.test.ts')],
+  ['ops/matmul-served', () => import('../../test/ops/matmul-served.test.ts')],
   ['ops/nn', () => import('../../test/ops/nn.test.ts')],
   ['ops/shape', () => import('../../test/ops/shape.test.ts')],
   ['ops/attention', () => import('../../test/ops/attention.test.ts')],

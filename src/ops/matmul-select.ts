@@ -9,6 +9,8 @@
 //                                             subgroup size is 8 (llvmpipe): the fast f32 path there
 //   direct_*  kernels/matmul.wgsl:mm_direct   no workgroup memory; CPU fallback (and f16 on CPU)
 //   tiled_*   kernels/matmul.wgsl:mm_tiled    workgroup-tiled; for GPUs
+//   tile8_*   kernels/matmul_tile8.wgsl       8x8 register blocks, vec4 loads, double-buffered
+//                                             workgroup memory; for GPUs (aligned operands)
 //   *_f16     the same kernel file assembled with the f16 prelude (f16 storage, f32 accumulation)
 //   sgmat_*   kernels/matmul_sgmat.wgsl       chromium_experimental_subgroup_matrix (tensor cores)
 import { defaultCacheDir } from '../gpu/cache-dir.ts';
@@ -69,6 +71,11 @@ export interface MatmulVariant {
   dtype: MatmulDType;
   /** Workgroup memory bytes the variant needs (checked against the device limit). */
   workgroupBytes: number;
+  /**
+   * For kernels that read the operands as vec4 (each operand's contiguous dimension a multiple
+   * of 4): what runs instead where a shape is not aligned (src/ops/matmul.ts).
+   */
+  vec4Fallback?: MatmulVariant;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -113,8 +120,7 @@ function hasSubgroupsOf8(caps: MatmulCapabilities): boolean {
  */
 function tiled(tm: number, tn: number, tk: number, rm: 4 | 8, dtype: MatmulDType, vec4 = false): MatmulVariant {
   const suffix = `${vec4 ? '_v4' : ''}${dtype === 'f16' ? '_f16' : ''}`;
-  const bytesPer = dtype === 'f16' ? 2 : 4;
-  return {
+  const v: MatmulVariant = {
     name: `tiled_${tm}x${tn}x${tk}_r${rm}${suffix}`,
     file: 'matmul',
     entry: vec4 ? 'mm_tiled_v4' : 'mm_tiled',
@@ -122,8 +128,40 @@ function tiled(tm: number, tn: number, tk: number, rm: 4 | 8, dtype: MatmulDType
     tileM: tm,
     tileN: tn,
     dtype,
-    workgroupBytes: (tm + tn) * tk * bytesPer,
+    // Staged as vec4<f32> rows whatever the storage type.
+    workgroupBytes: (tm + tn) * tk * 4,
   };
+  // The same tiles with scalar staging loads.
+  if (vec4) v.vec4Fallback = { ...v, name: `tiled_${tm}x${tn}x${tk}_r${rm}${dtype === 'f16' ? '_f16' : ''}`, entry: 'mm_tiled' };
+  return v;
+}
+
+/**
+ * mm_tile8 (kernels/matmul_tile8.wgsl): TILE_M x TILE_N tiles of 8x8 register blocks, slabs of
+ * TILE_K double-buffered in workgroup memory (as f32 vec4 rows: 2·(tm + tn)·tk·4 bytes). Vec4
+ * loads only: unaligned shapes run the 64x64 mm_tiled tiles instead.
+ */
+function tile8(tm: number, tn: number, tk: number, dtype: MatmulDType): MatmulVariant {
+  const [wgx, wgy] = [tn / 8, tm / 8];
+  return {
+    name: `tile8_${tm}x${tn}x${tk}${dtype === 'f16' ? '_f16' : ''}`,
+    file: 'matmul_tile8',
+    entry: 'mm_tile8',
+    overrides: { TILE_M: tm, TILE_N: tn, TILE_K: tk, WG_X: wgx, WG_Y: wgy },
+    tileM: tm,
+    tileN: tn,
+    dtype,
+    workgroupBytes: 2 * (tm + tn) * tk * 4,
+    vec4Fallback: tiled(64, 64, 16, 4, dtype),
+  };
+}
+
+/** Whether a tile8 configuration is one the kernel supports (whole vec4 loads, at most 4 per operand and invocation). */
+export function tile8Valid(tm: number, tn: number, tk: number): boolean {
+  const threads = (tm / 8) * (tn / 8);
+  const aLoads = (tm * tk) / (4 * threads);
+  const bLoads = (tk * tn) / (4 * threads);
+  return tm % 32 === 0 && tn % 32 === 0 && tk % 4 === 0 && Number.isInteger(aLoads) && Number.isInteger(bLoads) && aLoads >= 1 && bLoads >= 1 && aLoads <= 4 && bLoads <= 4;
 }
 
 const SG_CANDIDATES = (): MatmulVariant[] => [subgroupBroadcast(2, 2, 32), subgroupBroadcast(2, 1, 64), subgroupBroadcast(4, 1, 32), subgroupBroadcast(1, 4, 16), subgroupBroadcast(2, 2, 16), subgroupBroadcast(1, 2, 32)];
@@ -135,7 +173,13 @@ const CANDIDATES: Record<'cpu' | 'gpu', (d: MatmulDType) => MatmulVariant[]> = {
   // accumulators with a loop variable; the loop is gone (constant indices), so the RM = 8 tiles
   // are candidates again (autotune / --all-variants), not defaults, and so are the vec4-staging
   // (_v4) tiles: neither has been measured on a GPU yet.
+  // tile8: the large-tile kernel written for issue 14 (not measured on a GPU yet).
   gpu: (d) => [
+    tile8(128, 128, 16, d),
+    tile8(128, 128, 8, d),
+    tile8(128, 64, 16, d),
+    tile8(64, 128, 16, d),
+    tile8(64, 64, 16, d),
     tiled(64, 64, 16, 4, d, true),
     tiled(64, 64, 16, 8, d, true),
     tiled(128, 64, 16, 8, d, true),
@@ -161,7 +205,9 @@ const DEFAULTS: Record<'cpu' | 'gpu', (d: MatmulDType, s: MatmulShape, caps: Mat
     }
     return direct(16, 64, d);
   },
-  gpu: (d, s) => (s.M * s.batch <= 32 || s.N <= 32 ? tiled(32, 32, 16, 4, d) : tiled(64, 64, 16, 4, d)),
+  // Big products: the 128x128 tile8 kernel (unaligned shapes fall back to tiled 64x64 inside
+  // matmul.ts); its tiles need 256 rows and columns of output to fill a GPU at all.
+  gpu: (d, s) => (s.M * s.batch <= 32 || s.N <= 32 ? tiled(32, 32, 16, 4, d) : s.M * s.batch >= 256 && s.N >= 256 ? tile8(128, 128, 16, d) : tiled(64, 64, 16, 4, d)),
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -190,23 +236,54 @@ function isSubgroupMatrixConfig(c: unknown): c is SubgroupMatrixConfig {
   return typeof o.componentType === 'string' && typeof o.resultComponentType === 'string' && typeof o.M === 'number' && typeof o.N === 'number' && typeof o.K === 'number';
 }
 
-/** The subgroup-matrix kernel's workgroup tile is 4x4 result matrices (2x2 subgroups, 2x2 each). */
-export function sgmatVariant(cfg: SubgroupMatrixConfig, subgroupSize = 32): MatmulVariant {
-  const [tm, tn, tk] = [4 * cfg.M, 4 * cfg.N, 2 * cfg.K];
+/** A workgroup layout of the subgroup-matrix kernel: WG_SM x WG_SN subgroups, KSTEPS SG_K steps per slab. */
+export interface SgmatLayout {
+  wgSm: number;
+  wgSn: number;
+  ksteps: number;
+}
+
+/** Layouts tried (autotune candidates), the default first: 128x128 tiles for 16x16 matrices. */
+export const SGMAT_LAYOUTS: readonly SgmatLayout[] = [
+  { wgSm: 2, wgSn: 4, ksteps: 2 },
+  { wgSm: 2, wgSn: 4, ksteps: 1 },
+  { wgSm: 2, wgSn: 2, ksteps: 2 },
+  { wgSm: 1, wgSn: 2, ksteps: 2 },
+];
+
+/**
+ * kernels/matmul_sgmat.wgsl for one device config: each subgroup owns 4 x 2 result matrices, the
+ * workgroup WG_SM x WG_SN subgroups, so its tile is (4·WG_SM·M) x (2·WG_SN·N); slabs of
+ * KSTEPS·K double-buffered in T plus one result-matrix slot per subgroup in workgroup memory.
+ * Null when the layout's vec4 loads per invocation are not whole or exceed the kernel's 8.
+ */
+export function sgmatVariant(cfg: SubgroupMatrixConfig, subgroupSize = 32, layout: SgmatLayout = SGMAT_LAYOUTS[0]): MatmulVariant | null {
+  const { wgSm, wgSn, ksteps } = layout;
+  const [tm, tn, tk] = [wgSm * 4 * cfg.M, wgSn * 2 * cfg.N, ksteps * cfg.K];
+  const threads = wgSm * wgSn * subgroupSize;
+  const loads = [(tm * tk) / (4 * threads), (tk * tn) / (4 * threads)];
+  if (loads.some((l) => !Number.isInteger(l) || l < 1 || l > 8)) return null;
   const inBytes = cfg.componentType === 'f16' ? 2 : 4;
   const resBytes = cfg.resultComponentType === 'f16' ? 2 : 4;
+  const dtype = cfg.componentType as MatmulDType;
   return {
-    name: `sgmat_${cfg.componentType}_${cfg.resultComponentType}_${cfg.M}x${cfg.N}x${cfg.K}`,
+    name: `sgmat_${cfg.componentType}_${cfg.resultComponentType}_${cfg.M}x${cfg.N}x${cfg.K}_w${wgSm}x${wgSn}_k${ksteps}`,
     file: 'matmul_sgmat',
     entry: 'mm_sgmat',
     accumulator: cfg.resultComponentType as KernelDType,
     consts: { SG_M: cfg.M, SG_N: cfg.N, SG_K: cfg.K },
-    overrides: { SG_SIZE: subgroupSize },
+    overrides: { SG_SIZE: subgroupSize, WG_SM: wgSm, WG_SN: wgSn, KSTEPS: ksteps },
     tileM: tm,
     tileN: tn,
-    dtype: cfg.componentType as MatmulDType,
-    workgroupBytes: (tm * tk + tk * tn) * inBytes + tm * tn * resBytes,
+    dtype,
+    workgroupBytes: 2 * (tm * tk + tk * tn) * inBytes + wgSm * wgSn * cfg.M * cfg.N * resBytes,
+    vec4Fallback: tiled(64, 64, 16, 4, dtype),
   };
+}
+
+/** Every subgroup-matrix layout that is valid for the config (default layout first). */
+function sgmatVariants(cfg: SubgroupMatrixConfig, subgroupSize: number | undefined): MatmulVariant[] {
+  return SGMAT_LAYOUTS.map((l) => sgmatVariant(cfg, subgroupSize, l)).filter((v): v is MatmulVariant => v !== null);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -222,7 +299,7 @@ export function candidateVariants(caps: MatmulCapabilities, dtype: MatmulDType):
   const list = [...CANDIDATES[cls](dtype)];
   if (cls === 'cpu' && dtype === 'f32' && hasSubgroupsOf8(caps)) list.unshift(...SG_CANDIDATES());
   const cfg = pickSubgroupMatrixConfig(caps, dtype);
-  if (cfg) list.unshift(sgmatVariant(cfg, caps.subgroupSize?.max));
+  if (cfg) list.unshift(...sgmatVariants(cfg, caps.subgroupSize?.max));
   const wgBytes = caps.limits.maxComputeWorkgroupStorageSize;
   const wgThreads = caps.limits.maxComputeInvocationsPerWorkgroup;
   return list.filter((v) => v.workgroupBytes <= wgBytes && threadsOf(v) <= wgThreads);
@@ -230,7 +307,7 @@ export function candidateVariants(caps: MatmulCapabilities, dtype: MatmulDType):
 
 function threadsOf(v: MatmulVariant): number {
   const o = v.overrides;
-  if (v.entry === 'mm_sgmat') return 4 * (o.SG_SIZE ?? 32);
+  if (v.entry === 'mm_sgmat') return (o.WG_SM ?? 2) * (o.WG_SN ?? 4) * (o.SG_SIZE ?? 32);
   return (o.WG_X ?? 1) * (o.WG_Y ?? 1);
 }
 
@@ -239,7 +316,7 @@ function variantByName(caps: MatmulCapabilities, name: string, dtype: MatmulDTyp
   const all = [...CANDIDATES.cpu(dtype), ...CANDIDATES.gpu(dtype)];
   if (dtype === 'f32' && caps.hasFeature('subgroups')) all.push(...SG_CANDIDATES());
   const cfg = pickSubgroupMatrixConfig(caps, dtype);
-  if (cfg) all.push(sgmatVariant(cfg, caps.subgroupSize?.max));
+  if (cfg) all.push(...sgmatVariants(cfg, caps.subgroupSize?.max));
   const hit = all.find((v) => v.name === name);
   if (!hit) {
     throw new Error(`matmul: unknown variant '${name}' for dtype ${dtype} on ${caps.adapter.name}; known: ${[...new Set(all.map((v) => v.name))].join(', ')}`);
@@ -255,18 +332,19 @@ export function shapeClass(s: MatmulShape): string {
 
 /**
  * Whether the subgroup-matrix kernel is the default (without autotuning) where it is usable.
- * Off: measured on an H200 (2026-11-27) it ran 5.4 TFLOP/s at 4096^3 f16 against 15.4 for
- * tiled_64x64x16_r4_f16, so today it is reached through autotune (it is a candidate) or by name.
- * Flip this once the kernel beats the tiled one (see docs/kernels.md).
+ * On: the f16 path runs on tensor cores wherever the adapter lists a usable config (issue 14).
+ * The first version (2x2 subgroups of 2x2 matrices, 64x64 tiles, scalar staging) ran 5.4
+ * TFLOP/s at 4096^3 f16 on an H200 (2026-11-27); this one (128x128 tiles, vec4 loads, double
+ * buffering) has not been measured yet: scripts/gpu-check measures it against the tiled kernels
+ * and checks it against the f32 kernel on every shape it serves.
  */
-export const SGMAT_BY_DEFAULT = false;
+export const SGMAT_BY_DEFAULT = true;
 
 /** Whether a shape is big enough for the subgroup-matrix kernel's tiles to pay off. */
 function sgmatFits(caps: MatmulCapabilities, shape: MatmulShape): MatmulVariant | null {
   const cfg = pickSubgroupMatrixConfig(caps, shape.dtype);
   if (!cfg || shape.M * shape.batch < 32 || shape.N < 32 || shape.K < 2 * cfg.K) return null;
-  const v = sgmatVariant(cfg, caps.subgroupSize?.max);
-  return v.workgroupBytes <= caps.limits.maxComputeWorkgroupStorageSize ? v : null;
+  return sgmatVariants(cfg, caps.subgroupSize?.max).find((v) => v.workgroupBytes <= caps.limits.maxComputeWorkgroupStorageSize) ?? null;
 }
 
 /**

@@ -141,10 +141,11 @@ function runVariant(v: MatmulVariant, a: Tensor, b: Tensor, pl: Plan, out: Tenso
     ACT: ACT_CODE[epi.act],
     ...(epi.lowRank ? { LR_RANK: epi.lowRank.u.shape[1], LR_VT: epi.lowRank.vT ? 1 : 0 } : {}),
   };
-  // mm_tiled_v4 loads four elements at a time along each operand's contiguous dimension; where
-  // one of them is not a multiple of 4 the same tiles run with scalar loads (mm_tiled).
+  // Vec4 kernels (mm_tiled_v4, mm_tile8, ...) load four elements at a time along each operand's
+  // contiguous dimension; where one of them is not a multiple of 4 the variant's fallback runs.
   const vec4Ok = (layout[0] === 'T' ? M : K) % 4 === 0 && (layout[1] === 'T' ? K : N) % 4 === 0;
-  const entry = v.entry === 'mm_tiled_v4' && !vec4Ok ? 'mm_tiled' : v.entry;
+  if (v.vec4Fallback && !vec4Ok) v = v.vec4Fallback;
+  const entry = v.entry;
   const gx = Math.ceil(N / v.tileN);
   const gy = Math.ceil(M / v.tileM);
   const max = device.limits.maxComputeWorkgroupsPerDimension;

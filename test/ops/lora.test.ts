@@ -294,7 +294,7 @@ test('low-rank addend in every matmul kernel (NT and NN, edges, epilogue, pre)',
     const ad = randn(M * K, 7), bd = randn(N * K, 8, 0.4), biasd = randn(N, 9), ud = randn(M * r, 10), vd = randn(N * r, 11, 0.5), resd = randn(M * N, 12);
     const ref = addendReference(M, N, K, r, nn, vT, ad, bd, biasd, ud, vd, resd);
     // Subgroup-matrix variants where the adapter has a usable config (GPU runs of this file).
-    const sgmat = (['f32', 'f16'] as const).map((t) => pickSubgroupMatrixConfig(dev, t)).filter((c) => c !== null).map((c) => sgmatVariant(c!, dev.subgroupSize?.max).name);
+    const sgmat = (['f32', 'f16'] as const).map((t) => pickSubgroupMatrixConfig(dev, t)).filter((c) => c !== null).flatMap((c) => sgmatVariant(c!, dev.subgroupSize?.max)?.name ?? []);
     const variants = [...ADDEND_VARIANTS.filter((v) => sgOk || !v.startsWith('sg_')), ...(f16Ok ? ['direct_r4_w64_f16', 'tiled_32x32x16_r4_f16'] : []), ...sgmat];
     for (const variant of variants) {
       const f16 = variant.endsWith('_f16') || variant.startsWith('sgmat_f16');

@@ -12,6 +12,8 @@ import {
   shapeClass,
   resetAutotuneMemo,
   SGMAT_BY_DEFAULT,
+  sgmatVariant,
+  tile8Valid,
   type MatmulVariant,
   autotuneCachePath,
   type MatmulCapabilities,
@@ -54,6 +56,10 @@ const CASES: Case[] = [
   { name: 'bcast_a', opts: {} },
   { name: 'tn_aligned', opts: { transA: true } },
   { name: 'tt_aligned', opts: { transA: true, transB: true, activation: 'gelu' }, bias: true },
+  { name: 'nn_tiles', opts: {} },
+  { name: 'tn_tiles_res', opts: { transA: true }, residual: true },
+  { name: 'nt_tiles_bias_gelu', opts: { transB: true, activation: 'gelu' }, bias: true },
+  { name: 'tt_tiles', opts: { transA: true, transB: true } },
 ];
 
 function maxAbs(d: ArrayLike<number>): number {
@@ -157,6 +163,14 @@ test('forced variants agree with PyTorch on layouts, epilogues and edges', async
 // aligned and must run the scalar-load kernel with the same tiles.
 test('forced vec4-staging variants agree with PyTorch (aligned layouts, edges, fallback)', async () => {
   await checkForced(['tiled_64x64x16_r4_v4', 'tiled_64x64x16_r8_v4'], ['nn_bias_gelu', 'nt_bias_qgelu_res', 'tn_aligned', 'tt_aligned', 'batched_nt', 'nn']);
+});
+
+// mm_tile8 (kernels/matmul_tile8.wgsl: 8x8 register blocks, double-buffered slabs, unmasked
+// interior tiles): past one 128x128 tile on every layout (full interior tiles with K = 32..64,
+// a partial last slab with K = 72, several slabs), small aligned cases (only edge tiles), a batch,
+// and 'nn' (unaligned: runs its fallback). 64x128 tiles check a non-square workgroup.
+test('forced tile8 variants agree with PyTorch (full and edge tiles, every layout, fallback)', async () => {
+  await checkForced(['tile8_128x128x16', 'tile8_64x128x16'], ['nn_tiles', 'tn_tiles_res', 'nt_tiles_bias_gelu', 'tt_tiles', 'tn_aligned', 'batched_nt', 'nn']);
 });
 
 /** float64 reference of sampled outputs of x[rows, K] · W[N, K]ᵀ + bias. */
@@ -363,33 +377,55 @@ const APPLE_CONFIGS = [
 const big = (dtype: 'f32' | 'f16', layout: MatmulShape['layout'] = 'NT'): MatmulShape => ({ batch: 1, M: 1600, N: 3072, K: 768, layout, dtype });
 
 test('selection: subgroup matrix when the device lists a usable config', () => {
-  // The sgmat kernel is not the default today (slower than tiled on an H200); the selection
-  // logic for it is exercised with sgmatByDefault = true, and the default is checked too.
-  const choose = (caps: MatmulCapabilities, s: MatmulShape): MatmulVariant => chooseMatmulVariant(caps, s, undefined, true);
+  // The sgmat kernel is the default for f16 where a usable config exists (SGMAT_BY_DEFAULT); the
+  // choice without it is checked too.
+  const choose = (caps: MatmulCapabilities, s: MatmulShape): MatmulVariant => chooseMatmulVariant(caps, s);
   const nv = fakeCaps({ features: SG, configs: NV_CONFIGS });
-  assert.is(choose(nv, big('f16')).name, 'sgmat_f16_f32_16x16x16', 'f16 with an f32 accumulator preferred');
+  assert.is(SGMAT_BY_DEFAULT, true);
+  assert.is(choose(nv, big('f16')).name, 'sgmat_f16_f32_16x16x16_w2x4_k2', 'f16 with an f32 accumulator preferred, 128x128 tiles');
   assert.is(choose(nv, big('f16', 'TN')).entry, 'mm_sgmat');
-  assert.is(chooseMatmulVariant(nv, big('f16')).entry, 'mm_tiled', 'default without SGMAT_BY_DEFAULT');
-  assert.is(SGMAT_BY_DEFAULT, false);
-  assert.is(chooseMatmulVariant(nv, big('f16'), 'sgmat_f16_f32_16x16x16').entry, 'mm_sgmat', 'reachable by name');
+  assert.is(chooseMatmulVariant(nv, big('f16'), undefined, false).entry, 'mm_tile8', 'without SGMAT_BY_DEFAULT: the tiled f16 kernel');
+  assert.is(chooseMatmulVariant(nv, big('f16'), 'sgmat_f16_f32_16x16x16_w2x2_k2').entry, 'mm_sgmat', 'other layouts reachable by name');
   // f32 tensors never silently drop to f16 inputs: NVIDIA lists no f32 config.
-  assert.is(choose(nv, big('f32')).entry, 'mm_tiled');
+  assert.is(choose(nv, big('f32')).entry, 'mm_tile8');
   const apple = fakeCaps({ features: SG, configs: APPLE_CONFIGS, name: 'Apple M2' });
-  assert.is(choose(apple, big('f32')).name, 'sgmat_f32_f32_8x8x8');
-  assert.is(choose(apple, big('f16')).name, 'sgmat_f16_f16_8x8x8');
+  assert.is(choose(apple, big('f32')).name, 'sgmat_f32_f32_8x8x8_w2x4_k2');
+  assert.is(choose(apple, big('f16')).name, 'sgmat_f16_f16_8x8x8_w2x4_k2');
   // Feature missing, or configs without the feature: no subgroup matrix.
-  assert.is(choose(fakeCaps({ features: ['subgroups'], configs: NV_CONFIGS }), big('f16')).entry, 'mm_tiled');
+  assert.is(choose(fakeCaps({ features: ['subgroups'], configs: NV_CONFIGS }), big('f16')).entry, 'mm_tile8');
   assert.is(pickSubgroupMatrixConfig(fakeCaps({ features: SG, configs: [{ bogus: 1 }] }), 'f16'), null);
-  // Tiny problems do not fill a 64x64 tile: regular kernels.
+  // Tiny problems do not fill the tiles: regular kernels.
   assert.is(choose(nv, { batch: 1, M: 1, N: 768, K: 768, layout: 'NT', dtype: 'f16' }).entry, 'mm_tiled');
-  // A config whose tiles exceed workgroup memory is not chosen.
-  assert.is(choose(fakeCaps({ features: SG, configs: APPLE_CONFIGS, wgBytes: 4096 }), big('f32')).entry, 'mm_tiled');
-  assert.ok(candidateVariants(nv, 'f16').some((v) => v.entry === 'mm_sgmat'), 'an autotune candidate');
-  // The kernel's workgroup is 4 subgroups: a varying subgroup size rules it out.
-  assert.is(choose(fakeCaps({ features: SG, configs: NV_CONFIGS, sg: { min: 32, max: 64 } }), big('f16')).entry, 'mm_tiled');
+  // Workgroup memory: 40 KiB for the default 16x16x16 layout; at 32 KiB the single-step slab
+  // layout (24 KiB) is taken; with too little for any layout, no subgroup matrix.
+  assert.is(choose(fakeCaps({ features: SG, configs: NV_CONFIGS, wgBytes: 32768 }), big('f16')).name, 'sgmat_f16_f32_16x16x16_w2x4_k1');
+  assert.is(choose(fakeCaps({ features: SG, configs: APPLE_CONFIGS, wgBytes: 4096 }), big('f32')).entry, 'mm_tile8');
+  const cands = candidateVariants(nv, 'f16').filter((v) => v.entry === 'mm_sgmat').map((v) => v.name);
+  assert.equal(cands, ['sgmat_f16_f32_16x16x16_w2x4_k2', 'sgmat_f16_f32_16x16x16_w2x4_k1', 'sgmat_f16_f32_16x16x16_w2x2_k2', 'sgmat_f16_f32_16x16x16_w1x2_k2'], 'every layout is an autotune candidate');
+  // The kernel's workgroup is a whole number of fixed-size subgroups: a varying size rules it out.
+  assert.is(choose(fakeCaps({ features: SG, configs: NV_CONFIGS, sg: { min: 32, max: 64 } }), big('f16')).entry, 'mm_tile8');
   const v = choose(nv, big('f16'));
-  assert.equal([v.tileM, v.tileN, v.overrides.SG_SIZE], [64, 64, 32]);
-  assert.is(choose(apple, big('f32')).tileM, 32);
+  assert.equal([v.tileM, v.tileN, v.overrides.SG_SIZE, v.overrides.WG_SM, v.overrides.WG_SN, v.overrides.KSTEPS], [128, 128, 32, 2, 4, 2]);
+  assert.is(v.workgroupBytes, 2 * (128 * 32 + 32 * 128) * 2 + 8 * 256 * 4);
+  assert.is(v.vec4Fallback?.name, 'tiled_64x64x16_r4_f16', 'unaligned shapes run the tiled kernel');
+  assert.is(choose(apple, big('f32')).tileM, 64);
+  // The vec4-load layouts need whole loads per invocation: 8x8x8 with 1 x 2 subgroups of 32 lanes has half a load.
+  assert.is(sgmatVariant(APPLE_CONFIGS[0], 32, { wgSm: 1, wgSn: 2, ksteps: 1 }), null);
+});
+
+test('selection: GPU defaults are the tile8 kernel for big products, tiled for small ones, with aligned fallbacks', () => {
+  const gpu = fakeCaps({ name: 'Some GPU' });
+  const f32 = chooseMatmulVariant(gpu, big('f32'));
+  assert.is(f32.name, 'tile8_128x128x16');
+  assert.equal([f32.tileM, f32.tileN, f32.overrides.WG_X, f32.overrides.WG_Y], [128, 128, 16, 16]);
+  assert.is(f32.workgroupBytes, 2 * 256 * 16 * 4, 'two f32 slabs of A and B');
+  assert.is(f32.vec4Fallback?.name, 'tiled_64x64x16_r4');
+  assert.is(chooseMatmulVariant(gpu, { batch: 1, M: 100, N: 768, K: 768, layout: 'NT', dtype: 'f32' }).name, 'tiled_64x64x16_r4');
+  assert.is(chooseMatmulVariant(gpu, { batch: 1, M: 16, N: 768, K: 768, layout: 'NT', dtype: 'f32' }).name, 'tiled_32x32x16_r4');
+  for (const v of candidateVariants(gpu, 'f32').filter((c) => c.entry === 'mm_tile8')) {
+    assert.ok(tile8Valid(v.tileM, v.tileN, Number(v.overrides.TILE_K)), `${v.name} has whole vec4 loads`);
+  }
+  assert.not.ok(tile8Valid(32, 32, 4), 'a 32x32x4 tile has a quarter load per invocation');
 });
 
 test('selection: CPU adapters get the subgroup-broadcast or direct kernel, forcing and shape classes work', async () => {
