@@ -215,7 +215,8 @@ export class ClipTokenizer {
       if (mapped.every((b) => b !== undefined)) bytes.push(...(mapped as number[]));
       else bytes.push(...utf8.encode(token));
     }
-    const text = new TextDecoder('utf-8').decode(new Uint8Array(bytes));
+    // ignoreBOM: a leading U+FEFF is text here (HF keeps it), not a byte order mark to drop.
+    const text = new TextDecoder('utf-8', { ignoreBOM: true }).decode(new Uint8Array(bytes));
     return text.replaceAll(END_OF_WORD, ' ').replace(PY_STRIP, '');
   }
 
