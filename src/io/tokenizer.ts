@@ -240,31 +240,93 @@ export class ClipTokenizer {
     return out;
   }
 
-  /** BPE of one pre-tokenised word (cached). */
+  /**
+   * BPE of one pre-tokenised word (cached). The symbols form a linked list and the candidate
+   * merges a heap ordered by (rank, position), so a word of n bytes takes O(n log n), as in HF's
+   * BPE; a popped candidate whose symbols have changed since it was pushed is skipped.
+   */
   private wordIds(word: string): number[] {
     const hit = this.cache.get(word);
     if (hit) return hit;
     const chars = [...new TextEncoder().encode(word)].map((b) => BYTE_TO_CHAR[b]);
     chars[chars.length - 1] += END_OF_WORD;
-    const symbols = chars.map((c) => this.vocab.get(c) ?? this.unkId);
-    for (;;) {
-      let best = -1;
-      let bestRank = Infinity;
-      let bestId = -1;
-      for (let k = 0; k + 1 < symbols.length; k++) {
-        const m = this.mergeOf.get(`${symbols[k]} ${symbols[k + 1]}`);
-        if (m && m.rank < bestRank) {
-          best = k;
-          bestRank = m.rank;
-          bestId = m.id;
-        }
-      }
-      if (best < 0) break;
-      symbols.splice(best, 2, bestId);
+    const ids = chars.map((c) => this.vocab.get(c) ?? this.unkId);
+    const next = ids.map((_, i) => i + 1);
+    const prev = ids.map((_, i) => i - 1);
+    const alive = ids.map(() => true);
+    const heap = new MergeHeap();
+    const push = (left: number): void => {
+      const right = next[left];
+      if (left < 0 || right >= ids.length) return;
+      const m = this.mergeOf.get(`${ids[left]} ${ids[right]}`);
+      if (m) heap.push({ rank: m.rank, pos: left, id: m.id, left: ids[left], right: ids[right] });
+    };
+    for (let i = 0; i + 1 < ids.length; i++) push(i);
+    for (let c = heap.pop(); c; c = heap.pop()) {
+      const right = next[c.pos];
+      if (!alive[c.pos] || right >= ids.length || ids[c.pos] !== c.left || ids[right] !== c.right) continue;
+      ids[c.pos] = c.id;
+      alive[right] = false;
+      next[c.pos] = next[right];
+      if (next[right] < ids.length) prev[next[right]] = c.pos;
+      push(prev[c.pos]);
+      push(c.pos);
     }
+    const symbols = ids.filter((_, i) => alive[i]);
     this.cache.set(word, symbols);
     return symbols;
   }
+}
+
+interface MergeCandidate {
+  rank: number;
+  /** Index of the left symbol in the word's first symbol list (ties go to the leftmost). */
+  pos: number;
+  /** The merged token's id. */
+  id: number;
+  /** The pair's ids when it was pushed, to recognise a candidate made stale by another merge. */
+  left: number;
+  right: number;
+}
+
+/** A binary min-heap of merge candidates by (rank, pos). */
+class MergeHeap {
+  private readonly items: MergeCandidate[] = [];
+
+  push(c: MergeCandidate): void {
+    const a = this.items;
+    a.push(c);
+    for (let i = a.length - 1; i > 0; ) {
+      const parent = (i - 1) >> 1;
+      if (!before(a[i], a[parent])) break;
+      [a[i], a[parent]] = [a[parent], a[i]];
+      i = parent;
+    }
+  }
+
+  pop(): MergeCandidate | undefined {
+    const a = this.items;
+    const top = a[0];
+    const last = a.pop();
+    if (a.length > 0 && last) {
+      a[0] = last;
+      for (let i = 0; ; ) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < a.length && before(a[l], a[m])) m = l;
+        if (r < a.length && before(a[r], a[m])) m = r;
+        if (m === i) break;
+        [a[i], a[m]] = [a[m], a[i]];
+        i = m;
+      }
+    }
+    return top;
+  }
+}
+
+function before(x: MergeCandidate, y: MergeCandidate): boolean {
+  return x.rank < y.rank || (x.rank === y.rank && x.pos < y.pos);
 }
 
 /** Normalisation as HF CLIPTokenizerFast: NFC, whitespace runs → one space, lowercase per code point. */
