@@ -30,6 +30,7 @@ export const DEFAULT_EOS = '<|endoftext|>';
 /** CLIP's text context: max_position_embeddings of every published CLIP text model. */
 export const DEFAULT_MAX_LENGTH = 77;
 const END_OF_WORD = '</w>';
+const WORD_CACHE_LIMIT = 100_000;
 
 const WS = '\\p{White_Space}';
 /** HF CLIPTokenizer's split pattern; whatever it does not match is whitespace and is dropped. */
@@ -273,6 +274,8 @@ export class ClipTokenizer {
       push(c.pos);
     }
     const symbols = ids.filter((_, i) => alive[i]);
+    // Bounded, so that encoding an endless stream of distinct words does not grow without limit.
+    if (this.cache.size >= WORD_CACHE_LIMIT) this.cache.clear();
     this.cache.set(word, symbols);
     return symbols;
   }
