@@ -409,8 +409,10 @@ test('selection: subgroup matrix when the device lists a usable config', () => {
   assert.is(v.workgroupBytes, 2 * (128 * 32 + 32 * 128) * 2 + 8 * 256 * 4);
   assert.is(v.vec4Fallback?.name, 'tiled_64x64x16_r4_f16', 'unaligned shapes run the tiled kernel');
   assert.is(choose(apple, big('f32')).tileM, 64);
-  // The vec4-load layouts need whole loads per invocation: 8x8x8 with 1 x 2 subgroups of 32 lanes has half a load.
-  assert.is(sgmatVariant(APPLE_CONFIGS[0], 32, { wgSm: 1, wgSn: 2, ksteps: 1 }), null);
+  // The vec4-load layouts need whole loads per invocation: 8x8x8 with 2 x 4 subgroups of 32 lanes
+  // and one k-step per slab has half a load (64x8 of A over 256 invocations).
+  assert.is(sgmatVariant(APPLE_CONFIGS[0], 32, { wgSm: 2, wgSn: 4, ksteps: 1 }), null);
+  assert.ok(sgmatVariant(APPLE_CONFIGS[0], 32, { wgSm: 1, wgSn: 2, ksteps: 1 }), '32x32x8 over 64 invocations: one load each');
 });
 
 test('selection: GPU defaults are the tile8 kernel for big products, tiled for small ones, with aligned fallbacks', () => {
@@ -425,7 +427,8 @@ test('selection: GPU defaults are the tile8 kernel for big products, tiled for s
   for (const v of candidateVariants(gpu, 'f32').filter((c) => c.entry === 'mm_tile8')) {
     assert.ok(tile8Valid(v.tileM, v.tileN, Number(v.overrides.TILE_K)), `${v.name} has whole vec4 loads`);
   }
-  assert.not.ok(tile8Valid(32, 32, 4), 'a 32x32x4 tile has a quarter load per invocation');
+  assert.not.ok(tile8Valid(128, 128, 4), 'a 128x128x4 tile has half a load per invocation');
+  assert.not.ok(tile8Valid(64, 64, 32), '64x64x32 needs 8 loads per invocation, above the kernel limit of 4');
 });
 
 test('selection: CPU adapters get the subgroup-broadcast or direct kernel, forcing and shape classes work', async () => {
