@@ -1,5 +1,5 @@
-// attention.wgsl — fused multi-head attention (no mask), forward and backward, flash style:
-// the [N, N] score matrix of a head never reaches global memory.
+// attention.wgsl — fused multi-head attention, unmasked or causal, forward and backward, flash
+// style: the [N, N] score matrix of a head never reaches global memory, and neither does a mask.
 // dtypes: f32, f16
 //
 // Layout: q, k, v, out and their gradients are [B, N, H, Dh] row-major, the layout of a linear
@@ -24,6 +24,13 @@
 //              dQ_i = s Σ_j dS_ij K_j                      (backward_dq, parallel over query rows)
 //              dK_j = s Σ_i dS_ij Q_i,  dV_j = Σ_i P_ij dO_i   (backward_dkv, parallel over key rows)
 //   No atomics: every output row is owned by exactly one invocation.
+//   Causal (CAUSAL = 1, a text encoder's mask): query i sees keys j ≤ i only, i.e. S_ij = -inf and
+//   P_ij = 0 for j > i. The mask is a comparison of indices inside the kernels: masked keys are
+//   skipped, never scored (forward: they add nothing to m, l or the accumulator; backward: P_ij
+//   and dS_ij are 0). Whole tiles are skipped where that is cheap: a query workgroup stops
+//   streaming keys after its last row, a key workgroup starts streaming queries at its first row,
+//   and an invocation leaves a tile's key loop after its own last row. Every row keeps key 0, so
+//   l > 0 and lse is finite.
 //
 // Bindings (group 0), array<T> except lse and delta (array<f32>):
 //   0  p:          P (uniform)          { n, heads, rows (B·H·N, delta only), _pad: u32, scale: f32 }
@@ -71,12 +78,14 @@
 //   RB        row slots per workgroup (= BLOCK / SPLIT; derived, not set by the host)
 //   TILE      rows per shared-memory tile; shared memory use is 2·TILE·ceil(Dh/4)·16 bytes
 //             (+ 8·TILE for forward and backward_dkv)
+//   CAUSAL    1: causal mask (key j > query i excluded); 0: no mask
 
 override HEAD_DIM: u32 = 64u;
 override BLOCK: u32 = 64u;
 override TILE: u32 = 32u;
 override ROWS: u32 = 1u;
 override SPLIT: u32 = 1u;
+override CAUSAL: u32 = 0u;
 override RB: u32 = BLOCK / SPLIT;
 override D4: u32 = (HEAD_DIM + 3u) / 4u;
 
@@ -102,6 +111,20 @@ var<workgroup> lse_tile: array<f32, TILE>;
 var<workgroup> delta_tile: array<f32, TILE>;
 // Forward with SPLIT > 1: the running (max, sum) of each row slot handed over in the combine.
 var<workgroup> stat_tile: array<vec2f, TILE>;
+
+/** Whether query i may see key j (always, unless causal). */
+fn visible(i: u32, j: u32) -> bool {
+  return CAUSAL == 0u || j <= i;
+}
+
+/**
+ * End of the key range (exclusive) a workgroup of query rows row0 .. row0 + RB·ROWS - 1 streams:
+ * all N keys, or with the causal mask only up to its last row.
+ */
+fn key_end(row0: u32, n: u32) -> u32 {
+  if (CAUSAL == 0u) { return n; }
+  return min(n, row0 + RB * ROWS);
+}
 
 // Element d of a row starting at `base`, or 0 past the head dim (the vec4 padding).
 fn in_dim(d: u32) -> bool {
@@ -144,8 +167,12 @@ fn forward(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid:
     }
   }
 
-  for (var k0 = 0u; k0 < n; k0 += TILE) {
-    let kn = min(TILE, n - k0);
+  // Causal: keys past the workgroup's last row are never loaded, and each invocation stops at
+  // its own last row (first + (ROWS-1)·RB).
+  let kend = key_end(wid.x * RB * ROWS, n);
+  let last = first + (ROWS - 1u) * RB;
+  for (var k0 = 0u; k0 < kend; k0 += TILE) {
+    let kn = min(TILE, kend - k0);
     workgroupBarrier();
     for (var e = lid.x; e < kn * D4; e += BLOCK) {
       let src = head0 + (k0 + e / D4) * stride;
@@ -155,6 +182,7 @@ fn forward(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid:
     workgroupBarrier();
 
     for (var j = part; j < kn; j += SPLIT) {
+      if (!visible(last, k0 + j)) { break; }
       var dots: array<vec4f, ROWS_MAX>;
       for (var r = 0u; r < ROWS; r++) { dots[r] = vec4f(0.0); }
       for (var d4 = 0u; d4 < D4; d4++) {
@@ -163,6 +191,9 @@ fn forward(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid:
       }
       var pr: array<f32, ROWS_MAX>;
       for (var r = 0u; r < ROWS; r++) {
+        pr[r] = 0.0;
+        // A masked key adds nothing (its score is never compared with the running max).
+        if (!visible(first + r * RB, k0 + j)) { continue; }
         let sj = dots[r].x + dots[r].y + dots[r].z + dots[r].w;
         if (sj > m[r]) {
           // New running max: rescale what was accumulated (rare after the first keys).
@@ -274,8 +305,11 @@ fn backward_dq(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) 
     }
   }
 
-  for (var k0 = 0u; k0 < n; k0 += TILE) {
-    let kn = min(TILE, n - k0);
+  // Causal: the same key range as the forward.
+  let kend = key_end(wid.x * RB * ROWS, n);
+  let last = first + (ROWS - 1u) * RB;
+  for (var k0 = 0u; k0 < kend; k0 += TILE) {
+    let kn = min(TILE, kend - k0);
     workgroupBarrier();
     for (var e = lid.x; e < kn * D4; e += BLOCK) {
       let src = head0 + (k0 + e / D4) * stride;
@@ -284,6 +318,7 @@ fn backward_dq(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) 
     }
     workgroupBarrier();
     for (var j = part; j < kn; j += SPLIT) {
+      if (!visible(last, k0 + j)) { break; }
       var s4: array<vec4f, ROWS_MAX>;
       var dp4: array<vec4f, ROWS_MAX>;
       for (var r = 0u; r < ROWS; r++) {
@@ -302,6 +337,8 @@ fn backward_dq(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) 
       }
       var ds: array<f32, ROWS_MAX>;
       for (var r = 0u; r < ROWS; r++) {
+        ds[r] = 0.0;
+        if (!visible(first + r * RB, k0 + j)) { continue; }
         let pij = exp(s4[r].x + s4[r].y + s4[r].z + s4[r].w - lse_r[r]);
         ds[r] = pij * (dp4[r].x + dp4[r].y + dp4[r].z + dp4[r].w - delta_r[r]);
       }
@@ -372,7 +409,11 @@ fn backward_dkv(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id)
     }
   }
 
-  for (var i0 = 0u; i0 < n; i0 += TILE) {
+  // Causal: queries before the workgroup's first key row see none of its keys and are never
+  // loaded; an invocation skips the queries before its own first key.
+  var istart = 0u;
+  if (CAUSAL != 0u) { istart = wid.x * RB * ROWS; }
+  for (var i0 = istart; i0 < n; i0 += TILE) {
     let qn = min(TILE, n - i0);
     workgroupBarrier();
     for (var e = lid.x; e < qn * D4; e += BLOCK) {
@@ -386,6 +427,7 @@ fn backward_dkv(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id)
     }
     workgroupBarrier();
     for (var i = part; i < qn; i += SPLIT) {
+      if (!visible(i0 + i, first)) { continue; }
       var s4: array<vec4f, ROWS_MAX>;
       var dp4: array<vec4f, ROWS_MAX>;
       for (var r = 0u; r < ROWS; r++) {
@@ -408,6 +450,9 @@ fn backward_dkv(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id)
       var pr: array<f32, ROWS_MAX>;
       var ds: array<f32, ROWS_MAX>;
       for (var r = 0u; r < ROWS; r++) {
+        pr[r] = 0.0;
+        ds[r] = 0.0;
+        if (!visible(i0 + i, first + r * RB)) { continue; }
         pr[r] = exp(s4[r].x + s4[r].y + s4[r].z + s4[r].w - lse_i);
         ds[r] = pr[r] * (dp4[r].x + dp4[r].y + dp4[r].z + dp4[r].w - delta_i);
       }

@@ -7,9 +7,12 @@ test/fixtures/<name>.safetensors with fixed seeds. Run with Debian's python3-tor
     apt-get install -y python3-torch      # PyTorch 1.13 on bookworm
     npm run fixtures                      # or: /usr/bin/python3 scripts/make_fixtures.py [names...]
 
-Fixtures are committed; keep the total under ~5 MB.
+A module may list Python packages it needs beyond torch in REQUIRES (fx_text.py: transformers,
+run with /opt/hfenv/bin/python); without them it is skipped when making all fixtures and an
+error when named. Fixtures are committed; keep the total under ~5 MB.
 """
 import importlib
+import importlib.util
 import os
 import pkgutil
 import sys
@@ -37,6 +40,13 @@ def main(argv):
         if wanted and short not in wanted:
             continue
         mod = importlib.import_module(f"fixtures.{name}")
+        missing = [m for m in getattr(mod, "REQUIRES", []) if importlib.util.find_spec(m) is None]
+        if missing:
+            msg = f"{short} needs {', '.join(missing)} (see the header of scripts/fixtures/{name}.py)"
+            if wanted:
+                sys.exit(f"cannot make {msg}")
+            print(f"skipped {msg}")
+            continue
         mod.make(out)
         print(f"wrote fixtures for {short}")
     total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(out) for f in fs)

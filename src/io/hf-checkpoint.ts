@@ -1,14 +1,19 @@
 // Loading Hugging Face CLIP checkpoints: a directory with config.json and model.safetensors, or
 // a sharded model.safetensors.index.json. F32 / F16 / BF16 tensors become f32 on the GPU, or f16 for
-// mixed precision (loadClipVision's dtype).
-// text_model.*, text_projection.*, logit_scale and position_ids are ignored.
+// mixed precision (the loaders' dtype).
+// Which checkpoints: CLIPModel (config.json with text_config + vision_config; tensors
+// vision_model.*, visual_projection.weight, text_model.*, text_projection.weight, logit_scale),
+// CLIPVisionModel[WithProjection] (a vision config) and CLIPTextModel[WithProjection] (a text
+// config). Each loader uploads the tensors of its tower and leaves the others (and
+// position_ids buffers) unread.
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { readRegularTextFile } from '../gpu/regular-file.ts';
 import type { Device } from '../gpu/device.ts';
 import { fromArray, fromF16Bits, shapeStr, type DType, type Tensor } from '../tensor/tensor.ts';
-import { parseHfConfig, NAMED_CONFIGS, type ClipVisionConfig } from '../nn/config.ts';
+import { parseHfConfig, parseHfTextConfig, isTextOnlyConfig, NAMED_CONFIGS, NAMED_TEXT_CONFIGS, type ClipVisionConfig, type ClipTextConfig } from '../nn/config.ts';
 import { ClipVisionModel, expectedShapes } from '../nn/vit.ts';
+import { ClipTextModel, expectedTextShapes } from '../nn/text.ts';
 import { SafetensorsFile } from './safetensors.ts';
 import { inlineListWithRest, listWithRest, LIST_LIMIT } from '../gpu/problem-list.ts';
 import { cropProblem, parsePreprocessorConfig, type PreprocessConfig } from './image.ts';
@@ -19,10 +24,6 @@ export interface LoadedModel {
   source: string;
   /** Parsed preprocessor_config.json when present. */
   preprocessor: unknown;
-}
-
-function ignored(name: string): boolean {
-  return name.startsWith('text_model.') || name.startsWith('text_projection') || name === 'logit_scale' || name.endsWith('position_ids');
 }
 
 /** What each JSON file of a model directory is, for the error when it is not a file. */
@@ -66,35 +67,58 @@ export function isModelDir(path: string): boolean {
   return existsSync(path) && statSync(path).isDirectory();
 }
 
-/** Reads config.json of an HF CLIP (or CLIP vision) model directory. */
-export function readModelConfig(dir: string): ClipVisionConfig {
+function readConfigJson(dir: string): { json: unknown; path: string } {
   const path = join(dir, 'config.json');
   if (!existsSync(path)) throw new Error(`${dir}: no config.json (expected an HF CLIP model directory)`);
-  return parseHfConfig(readJson(path), path);
+  return { json: readJson(path), path };
 }
 
-/** Loads the vision tower of an HF CLIP checkpoint directory onto the GPU. */
-export function loadClipVision(dir: string, device: Device, dtype: DType = 'f32'): LoadedModel {
-  if (!isModelDir(dir)) throw new Error(`Model directory not found: ${dir}`);
-  const cfg = readModelConfig(dir);
-  const expected = expectedShapes(cfg);
+/** Reads config.json of an HF CLIP (or CLIP vision) model directory: the vision tower's config. */
+export function readModelConfig(dir: string): ClipVisionConfig {
+  const { json, path } = readConfigJson(dir);
+  if (isTextOnlyConfig(json)) throw new Error(`${path}: this is a CLIP text config (a CLIPTextModel checkpoint); it has no vision tower. Use a CLIPModel or CLIPVisionModel checkpoint for images`);
+  return parseHfConfig(json, path);
+}
+
+/** Reads config.json of an HF CLIPModel or CLIPTextModel[WithProjection] directory: the text tower's config. */
+export function readTextModelConfig(dir: string): ClipTextConfig {
+  const { json, path } = readConfigJson(dir);
+  return parseHfTextConfig(json, path);
+}
+
+/** A scalar the checkpoint holds besides the towers' tensors (logit_scale), expected shape []. */
+const LOGIT_SCALE = 'logit_scale';
+
+/**
+ * Reads the tensors named in `expected` (with their shapes) from a checkpoint directory onto the
+ * GPU in `dtype`, and the scalars named in `scalars` (shape [], to the host; null when absent).
+ * Every missing or mis-shaped tensor is listed in one error, naming the directory, the tensor,
+ * the file it is in and the shape expected.
+ */
+function readCheckpointTensors(dir: string, expected: Map<string, number[]>, device: Device, dtype: DType, scalars: readonly string[] = []): { weights: Map<string, Tensor>; scalars: Map<string, number | null> } {
   const files = checkpointFiles(dir);
   const index = join(dir, 'model.safetensors.index.json');
   const found = new Map<string, { file: SafetensorsFile; shape: number[] }>();
   const opened: SafetensorsFile[] = [];
   const weights = new Map<string, Tensor>();
+  const values = new Map<string, number | null>();
   try {
     for (const f of files) {
       if (!existsSync(f)) throw new Error(`${f}: listed in the index but missing`);
       const st = SafetensorsFile.open(f, existsSync(index) ? `a checkpoint shard named in ${index} (a safetensors file)` : "the model's weights (a safetensors file)");
       opened.push(st);
-      for (const [name, info] of st.tensors) if (!ignored(name)) found.set(name, { file: st, shape: info.shape });
+      for (const [name, info] of st.tensors) found.set(name, { file: st, shape: info.shape });
     }
     const problems: string[] = [];
+    const misShaped = (name: string, f: { file: SafetensorsFile; shape: number[] }, shape: number[]): string => `${name}: expected ${shapeStr(shape)}, found ${shapeStr(f.shape)} in ${basename(f.file.path)}`;
     for (const [name, shape] of expected) {
       const f = found.get(name);
       if (!f) problems.push(`missing tensor ${name} (expected ${shapeStr(shape)})`);
-      else if (shapeStr(f.shape) !== shapeStr(shape)) problems.push(`${name}: expected ${shapeStr(shape)}, found ${shapeStr(f.shape)}`);
+      else if (shapeStr(f.shape) !== shapeStr(shape)) problems.push(misShaped(name, f, shape));
+    }
+    for (const name of scalars) {
+      const f = found.get(name);
+      if (f && f.shape.length !== 0 && !(f.shape.length === 1 && f.shape[0] === 1)) problems.push(misShaped(name, f, []));
     }
     if (problems.length) throw new Error(`${dir}: checkpoint does not match its config.json (${problems.length} problem${problems.length > 1 ? 's' : ''}):\n  ${listWithRest(problems, LIST_LIMIT, '- ')}`);
     for (const [name, shape] of expected) {
@@ -104,14 +128,69 @@ export function loadClipVision(dir: string, device: Device, dtype: DType = 'f32'
       const t = dtype === 'f16' ? fromF16Bits(f.file.float16Bits(name), shape, device) : fromArray(f.file.float32(name), shape, device);
       weights.set(name, t.keep());
     }
+    for (const name of scalars) {
+      const f = found.get(name);
+      values.set(name, f ? f.file.float32(name)[0] : null);
+    }
   } catch (e) {
     for (const t of weights.values()) t.dispose();
     throw e;
   } finally {
     for (const st of opened) st.close();
   }
+  return { weights, scalars: values };
+}
+
+/** Loads the vision tower of an HF CLIP checkpoint directory onto the GPU. */
+export function loadClipVision(dir: string, device: Device, dtype: DType = 'f32'): LoadedModel {
+  if (!isModelDir(dir)) throw new Error(`Model directory not found: ${dir}`);
+  const cfg = readModelConfig(dir);
+  const { weights } = readCheckpointTensors(dir, expectedShapes(cfg), device, dtype);
   const pre = join(dir, 'preprocessor_config.json');
   return { model: ClipVisionModel.fromWeights(cfg, weights, device, dtype), source: resolve(dir), preprocessor: existsSync(pre) ? readJson(pre) : null };
+}
+
+export interface LoadedTextModel {
+  model: ClipTextModel;
+  /** Directory, resolved. */
+  source: string;
+  /** CLIPModel's logit_scale (log of the inverse temperature), or null when the checkpoint has none (CLIPTextModelWithProjection). */
+  logitScale: number | null;
+}
+
+/** Loads the text tower of an HF CLIPModel or CLIPTextModelWithProjection checkpoint directory onto the GPU. */
+export function loadClipText(dir: string, device: Device, dtype: DType = 'f32'): LoadedTextModel {
+  if (!isModelDir(dir)) throw new Error(`Model directory not found: ${dir}`);
+  const cfg = readTextModelConfig(dir);
+  const { weights, scalars } = readCheckpointTensors(dir, expectedTextShapes(cfg), device, dtype, [LOGIT_SCALE]);
+  return { model: ClipTextModel.fromWeights(cfg, weights, device, dtype), source: resolve(dir), logitScale: scalars.get(LOGIT_SCALE) ?? null };
+}
+
+export interface LoadedClip {
+  vision: LoadedModel;
+  text: ClipTextModel;
+  /** logit_scale: log of the inverse temperature (HF initialises it to log(1/0.07) = 2.6592). */
+  logitScale: number;
+}
+
+/** Loads both towers and logit_scale of an HF CLIPModel checkpoint directory, reading its files once. */
+export function loadClip(dir: string, device: Device, dtype: DType = 'f32'): LoadedClip {
+  if (!isModelDir(dir)) throw new Error(`Model directory not found: ${dir}`);
+  const visionCfg = readModelConfig(dir);
+  const textCfg = readTextModelConfig(dir);
+  const visionShapes = expectedShapes(visionCfg);
+  const textShapes = expectedTextShapes(textCfg);
+  const { weights, scalars } = readCheckpointTensors(dir, new Map([...visionShapes, ...textShapes]), device, dtype, [LOGIT_SCALE]);
+  const logitScale = scalars.get(LOGIT_SCALE);
+  const pick = (shapes: Map<string, number[]>): Map<string, Tensor> => new Map([...shapes.keys()].map((name) => [name, weights.get(name)!]));
+  if (logitScale === null || logitScale === undefined) {
+    for (const t of weights.values()) t.dispose();
+    throw new Error(`${dir}: checkpoint does not match its config.json (1 problem):\n  - missing tensor ${LOGIT_SCALE} (expected [])`);
+  }
+  const text = ClipTextModel.fromWeights(textCfg, pick(textShapes), device, dtype);
+  const pre = join(dir, 'preprocessor_config.json');
+  const vision = { model: ClipVisionModel.fromWeights(visionCfg, pick(visionShapes), device, dtype), source: resolve(dir), preprocessor: existsSync(pre) ? readJson(pre) : null };
+  return { vision, text, logitScale };
 }
 
 /** The model's preprocessing (preprocessor_config.json, or CLIP's defaults); an error naming the file when a value is refused or its crop does not fit the model. */
@@ -146,3 +225,17 @@ export function loadModel(spec: string, device: Device, seed = 0, dtype: DType =
   if (isModelDir(spec)) return loadClipVision(spec, device, dtype);
   return { model: ClipVisionModel.random(presetConfig(spec), seed, device, dtype), source: spec, preprocessor: null };
 }
+
+/**
+ * The text tower for `--model`: a directory's (CLIPModel or CLIPTextModelWithProjection), or a
+ * preset's (NAMED_TEXT_CONFIGS, random weights from seed + TEXT_SEED_OFFSET, so that the two
+ * towers of a preset do not start from one random stream).
+ */
+export function loadTextModel(spec: string, device: Device, seed = 0, dtype: DType = 'f32'): LoadedTextModel {
+  if (isModelDir(spec)) return loadClipText(spec, device, dtype);
+  presetConfig(spec);
+  return { model: ClipTextModel.random(NAMED_TEXT_CONFIGS[spec], seed + TEXT_SEED_OFFSET, device, dtype), source: spec, logitScale: null };
+}
+
+/** Added to a preset's seed for its text tower's random weights. */
+export const TEXT_SEED_OFFSET = 0x7e57;

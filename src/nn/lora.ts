@@ -30,8 +30,12 @@ export interface LoraPair {
   b: Parameter;
 }
 
-export function modulePath(layer: number, target: LoraTarget): string {
-  const base = `vision_model.encoder.layers.${layer}`;
+/** The HF prefix of a CLIP tower's tensors. */
+export type Tower = 'vision_model' | 'text_model';
+
+/** HF module path of linear layer `target` in encoder layer `layer` of `tower` (default: the vision tower, the one LoRA adapts). */
+export function modulePath(layer: number, target: LoraTarget, tower: Tower = 'vision_model'): string {
+  const base = `${tower}.encoder.layers.${layer}`;
   return target === 'fc1' || target === 'fc2' ? `${base}.mlp.${target}` : `${base}.self_attn.${target}`;
 }
 

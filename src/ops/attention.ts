@@ -3,6 +3,8 @@
 // the per-row log-sum-exp; backward recomputes the scores from it. Backward runs three kernels
 // and no atomics: Δ = rowsum(dO ⊙ O), then dQ parallel over query rows, then dK and dV
 // parallel over key rows.
+// Causal (text encoders): query i sees keys j ≤ i. The mask is an index comparison inside the
+// kernels (override CAUSAL), so no mask tensor exists; masked tiles are skipped, not scored.
 // f32 and f16 tensors (q, k, v in one dtype): f16 storage with f32 math (scores, running max and
 // sum, accumulators); the saved lse and the backward's Δ are f32 for either dtype. The output and
 // the gradients have the input's dtype.
@@ -15,6 +17,11 @@ import { checkInputs, checkSameDtype, grid1d, params, sameShape, shapeError, F32
 export interface AttentionOptions {
   /** Multiplier on Q Kᵀ before the softmax; default headDim^-0.5. */
   scale?: number;
+  /**
+   * Causal mask: query i attends to keys j ≤ i only (softmax over S_i0 .. S_ii), as the CLIP
+   * text encoder's causal_attention_mask. Default false (no mask, ViT).
+   */
+  causal?: boolean;
   /**
    * Invocations sharing each row slot (1, 2, 4, ... dividing the block), forward and backward;
    * default: the automatic rule of attentionBlocking. For benches tuning the rule and tests.
@@ -67,7 +74,8 @@ export function attentionBlocking(cls: 'cpu' | 'gpu', entry: AttentionKernel, d:
 
 function dispatchBlocked(device: Device, entry: AttentionKernel, d: Problem, u: ArrayBuffer, inputs: GPUBuffer[], outputs: GPUBuffer[]): void {
   const b = attentionBlocking(device.blockingClass, entry, d, device.limits.maxComputeWorkgroupStorageSize, d.split ?? null);
-  const ref: KernelRef = { file: 'attention', entry, dtype: d.dtype, overrides: { HEAD_DIM: d.headDim, BLOCK: b.block, ROWS: b.rows, TILE: b.tile, ...(b.split > 1 ? { SPLIT: b.split } : {}) } };
+  const overrides = { HEAD_DIM: d.headDim, BLOCK: b.block, ROWS: b.rows, TILE: b.tile, ...(b.split > 1 ? { SPLIT: b.split } : {}), ...(d.causal ? { CAUSAL: 1 } : {}) };
+  const ref: KernelRef = { file: 'attention', entry, dtype: d.dtype, overrides };
   device.batch.dispatch(ref, u, inputs, outputs, [Math.ceil(d.n / ((b.block / b.split) * b.rows)), d.heads, d.batch]);
 }
 
@@ -80,8 +88,8 @@ export interface Dims {
   split?: number;
 }
 
-/** One call's problem: its dims and the storage type of q, k, v, the output and the gradients. */
-type Problem = Dims & { dtype: DType };
+/** One call's problem: its dims, the mask and the storage type of q, k, v, the output and the gradients. */
+type Problem = Dims & { dtype: DType; causal: boolean };
 
 function validate(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Problem & { scale: number } {
   const named = { q, k, v };
@@ -103,7 +111,9 @@ function validate(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Prob
   if (!Number.isFinite(scale)) throw new Error(`attention: scale ${scale} must be a finite number`);
   const split = opts.split;
   if (split !== undefined && !(Number.isInteger(split) && split >= 1)) throw new Error(`attention: split ${split} must be a positive integer (1, 2, 4, ...)`);
-  return { batch, n, heads, headDim, dtype, scale, ...(split !== undefined ? { split } : {}) };
+  const causal = opts.causal ?? false;
+  if (typeof causal !== 'boolean') throw new Error(`attention: causal ${String(causal)} must be true or false`);
+  return { batch, n, heads, headDim, dtype, causal, scale, ...(split !== undefined ? { split } : {}) };
 }
 
 function uniforms(d: Dims, scale: number): ArrayBuffer {
@@ -145,7 +155,8 @@ function backwardRaw(g: Tensor, saved: readonly Tensor[], d: Problem, scale: num
 }
 
 /**
- * softmax(Q Kᵀ · scale) V per batch element and head, without a mask (ViT).
+ * softmax(Q Kᵀ · scale) V per batch element and head, without a mask (ViT) or with the causal
+ * mask (`causal: true`: query i sees keys 0..i; the CLIP text encoder).
  * q, k, v: [B, N, H, Dh] (the layout a linear layer output [B, N, H*Dh] has after a free
  * reshape — no permute needed), Dh ≤ 128. Output: [B, N, H, Dh].
  */

@@ -158,7 +158,7 @@ test('missing and mis-shaped tensors are all listed in one error', async () => {
     assert.match(m, /3 problems/);
     assert.match(m, /missing tensor vision_model\.post_layernorm\.bias \(expected \[64\]\)/);
     assert.match(m, /missing tensor visual_projection\.weight \(expected \[32, 64\]\)/);
-    assert.match(m, /layers\.0\.mlp\.fc1\.weight: expected \[128, 64\], found \[4, 4\]/);
+    assert.match(m, /layers\.0\.mlp\.fc1\.weight: expected \[128, 64\], found \[4, 4\] in model\.safetensors/);
   }
 });
 

@@ -18,17 +18,22 @@ const OUT_TOL: Tolerance = { rtol: 2e-5, atol: 3e-6 };
 const GRAD_TOL: Tolerance = { rtol: 2e-5, atol: 5e-6 };
 
 const CASES = ['vit_b32', 'vit_b16', 'vit_l14', 'small', 'single', 'odd'];
+// Causal cases (fx_attention.CAUSAL_CASES, seeds 2000 + 10·c + i): N = 77 (CLIP's context), 3,
+// 37 and 1, none a multiple of the 32-row tile.
+const CAUSAL_CASES = ['causal_text', 'causal_small', 'causal_odd', 'causal_single'];
+/** Every fixture case: its name, its seed base and whether it is causal. */
+const ALL_CASES = [...CASES.map((name, c) => ({ name, seed: 1000 + 10 * c, causal: false })), ...CAUSAL_CASES.map((name, c) => ({ name, seed: 2000 + 10 * c, causal: true }))];
 
 test.before(async () => {
   await device();
 });
 
-CASES.forEach((name, c) => {
+ALL_CASES.forEach(({ name, seed, causal }) => {
   test(`${name}: forward and backward match PyTorch (float64)`, async () => {
     const fx = fixture('attention');
     const shape = fx.metadata[name].split(',').map(Number);
     const size = shape.reduce((a, b) => a * b, 1);
-    const datas = [0, 1, 2, 3].map((i) => exactNormal(size, 1000 + 10 * c + i));
+    const datas = [0, 1, 2, 3].map((i) => exactNormal(size, seed + i));
     assertRegenerated(fx, name, datas);
     const [q, k, v] = datas.slice(0, 3).map((d) => {
       const t = fromArray(d, shape).keep();
@@ -36,7 +41,7 @@ CASES.forEach((name, c) => {
       return t;
     });
     try {
-      const out = scope(() => attention(q, k, v).keep());
+      const out = scope(() => attention(q, k, v, { causal }).keep());
       await expectTensor(out, fx.get(`${name}.out`), OUT_TOL, `${name} out`);
       scope(() => backward(out, fromArray(datas[3], shape)));
       out.dispose();
@@ -61,13 +66,14 @@ CASES.forEach((name, c) => {
 // With one key (single) dq = dk = 0 exactly and the f16 result is what is left of dO·v − Δ with
 // Δ from the rounded output: terms of O(1) (the inputs are N(0, 1)), so an all-zero reference is
 // held to atol k·U16.
+// The causal cases are held to the same k: masking only removes terms from each sum.
 const ATTN_F16_K = 2;
-CASES.forEach((name, c) => {
+ALL_CASES.forEach(({ name, seed, causal }) => {
   testF16(`${name} on f16 tensors: forward and every gradient match PyTorch within f16Tol (k = ${ATTN_F16_K})`, async () => {
     const fx = fixture('attention');
     const shape = fx.metadata[name].split(',').map(Number);
     const size = shape.reduce((a, b) => a * b, 1);
-    const datas = [0, 1, 2, 3].map((i) => exactNormal(size, 1000 + 10 * c + i));
+    const datas = [0, 1, 2, 3].map((i) => exactNormal(size, seed + i));
     const [q, k, v] = datas.slice(0, 3).map((d) => {
       const t = fromArray(d, shape).keep();
       t.requiresGrad = true;
@@ -79,7 +85,7 @@ CASES.forEach((name, c) => {
       await expectTensor(t, want, { rtol: tol.rtol, atol: tol.atol || ATTN_F16_K * U16 }, `${name} f16 ${key}`);
     };
     try {
-      const out = scope(() => attention(toF16(q), toF16(k), toF16(v)).keep());
+      const out = scope(() => attention(toF16(q), toF16(k), toF16(v), { causal }).keep());
       assert.is(out.dtype, 'f16');
       await check(out, 'out');
       scope(() => backward(out, toF16(fromArray(datas[3], shape))));
@@ -103,8 +109,11 @@ interface Ref {
   dv: Float64Array;
 }
 
-/** `outForDelta`: the output the backward's Δ = rowsum(g ⊙ out) reads (default: the float64 one). */
-function cpuAttention(shape: number[], q: Float32Array, k: Float32Array, v: Float32Array, g: Float32Array, scale: number, outForDelta?: Float32Array): Ref {
+/**
+ * `outForDelta`: the output the backward's Δ = rowsum(g ⊙ out) reads (default: the float64 one).
+ * `causal`: key j > query i is masked (P_ij = 0).
+ */
+function cpuAttention(shape: number[], q: Float32Array, k: Float32Array, v: Float32Array, g: Float32Array, scale: number, outForDelta?: Float32Array, causal = false): Ref {
   const [B, N, H, D] = shape;
   const size = B * N * H * D;
   const ref: Ref = { out: new Float64Array(size), dq: new Float64Array(size), dk: new Float64Array(size), dv: new Float64Array(size) };
@@ -115,6 +124,10 @@ function cpuAttention(shape: number[], q: Float32Array, k: Float32Array, v: Floa
       for (let i = 0; i < N; i++) {
         let m = -Infinity;
         for (let j = 0; j < N; j++) {
+          if (causal && j > i) {
+            P[i][j] = -Infinity;
+            continue;
+          }
           let s = 0;
           for (let d = 0; d < D; d++) s += q[at(b, i, h) + d] * k[at(b, j, h) + d];
           P[i][j] = s * scale;
@@ -144,7 +157,7 @@ function cpuAttention(shape: number[], q: Float32Array, k: Float32Array, v: Floa
   return ref;
 }
 
-async function checkAgainstCpu(label: string, shape: number[], opts: { scale?: number; split?: number; qScale?: number; seed?: number; tol?: Tolerance } = {}): Promise<void> {
+async function checkAgainstCpu(label: string, shape: number[], opts: { scale?: number; split?: number; qScale?: number; seed?: number; tol?: Tolerance; causal?: boolean } = {}): Promise<void> {
   const size = shape.reduce((a, b) => a * b, 1);
   const seed = opts.seed ?? 11;
   const qd = randn(size, seed, opts.qScale ?? 1);
@@ -152,14 +165,15 @@ async function checkAgainstCpu(label: string, shape: number[], opts: { scale?: n
   const vd = randn(size, seed + 2);
   const gd = randn(size, seed + 3);
   const scale = opts.scale ?? 1 / Math.sqrt(shape[3]);
-  const ref = cpuAttention(shape, qd, kd, vd, gd, scale);
+  const causal = opts.causal ?? false;
+  const ref = cpuAttention(shape, qd, kd, vd, gd, scale, undefined, causal);
   const [q, k, v] = [qd, kd, vd].map((d) => {
     const t = fromArray(d, shape).keep();
     t.requiresGrad = true;
     return t;
   });
   try {
-    const out = scope(() => attention(q, k, v, { ...(opts.scale === undefined ? {} : { scale: opts.scale }), ...(opts.split === undefined ? {} : { split: opts.split }) }).keep());
+    const out = scope(() => attention(q, k, v, { causal, ...(opts.scale === undefined ? {} : { scale: opts.scale }), ...(opts.split === undefined ? {} : { split: opts.split }) }).keep());
     assertClose(await out.read(), ref.out, opts.tol ?? OUT_TOL, `${label} out`);
     scope(() => backward(out, fromArray(gd, shape)));
     out.dispose();
@@ -178,7 +192,7 @@ async function checkAgainstCpu(label: string, shape: number[], opts: { scale?: n
 // arithmetic or rounded intermediate (a score, the running sum, an accumulator, lse or Δ), which
 // the fixture tests cannot tell from the rounding of the inputs. N = 197 (Dh = 64, the fixtures'
 // pipelines), and the GPU blocking with split 4, whose parts merge their f32 states.
-async function checkF16AgainstCpu(label: string, shape: number[], split?: number): Promise<void> {
+async function checkF16AgainstCpu(label: string, shape: number[], split?: number, causal = false): Promise<void> {
   const size = shape.reduce((a, b) => a * b, 1);
   const round16 = async (d: Float32Array): Promise<Float32Array> => {
     const t = toF16(fromArray(d, shape));
@@ -193,7 +207,7 @@ async function checkF16AgainstCpu(label: string, shape: number[], split?: number
       t.requiresGrad = true;
       return t;
     });
-    const o = attention(q, k, v, split === undefined ? {} : { split });
+    const o = attention(q, k, v, { causal, ...(split === undefined ? {} : { split }) });
     assert.is(o.dtype, 'f16');
     backward(o, toF16(fromArray(gd, shape)));
     for (const t of [q, k, v]) assert.is(t.grad!.dtype, 'f16', 'gradients in the input dtype');
@@ -201,7 +215,7 @@ async function checkF16AgainstCpu(label: string, shape: number[], split?: number
   });
   try {
     const out16 = await out.read();
-    const ref = cpuAttention(shape, qd, kd, vd, gd, 1 / Math.sqrt(shape[3]), out16);
+    const ref = cpuAttention(shape, qd, kd, vd, gd, 1 / Math.sqrt(shape[3]), out16, causal);
     const rtol = U16 * 1.01;
     assertClose(out16, ref.out, { rtol, atol: OUT_TOL.atol }, `${label} f16 out`);
     assertClose(await dq.read(), ref.dq, { rtol, atol: GRAD_TOL.atol }, `${label} f16 dq`);
@@ -221,6 +235,72 @@ testF16('attention on f16 tensors is the f32 math rounded to f16 (N = 197; GPU b
   } finally {
     dev.settings.blockingClass = null;
   }
+});
+
+testF16('causal attention on f16 tensors is the f32 math rounded to f16 (N = 77, Dh = 64; GPU blocking with split 4)', async () => {
+  await checkF16AgainstCpu('causal N=77', [1, 77, 2, 64], undefined, true);
+  const dev = await device();
+  dev.settings.blockingClass = 'gpu';
+  try {
+    await checkF16AgainstCpu('causal gpu blocking split 4', [1, 70, 2, 16], 4, true);
+  } finally {
+    dev.settings.blockingClass = null;
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Causal mask. The CPU blocking puts 64 query rows (forward) / 32 rows (backward) in a workgroup
+// and streams 32-row tiles, so N = 70 and 150 have workgroups that skip whole key tiles (forward,
+// dQ) and whole query tiles (dK/dV), rows whose last tile is partly masked, and padding rows.
+
+test('causal: against a float64 reference with skipped tiles, odd head dims and N not a multiple of the tile', async () => {
+  await checkAgainstCpu('causal N=70 Dh=16', [2, 70, 2, 16], { causal: true });
+  await checkAgainstCpu('causal N=150 Dh=8', [1, 150, 1, 8], { causal: true, seed: 5 });
+  await checkAgainstCpu('causal N=9 Dh=5', [2, 9, 3, 5], { causal: true });
+  await checkAgainstCpu('causal N=2 Dh=1', [1, 2, 1, 1], { causal: true });
+  // A peaked softmax: the first key sets a running max that later keys must not be masked into.
+  await checkAgainstCpu('causal peaked', [1, 40, 2, 16], { causal: true, qScale: 12, tol: { rtol: 2e-4, atol: 5e-5 } });
+});
+
+test('causal: the GPU blocking (split 1, 2, 4) gives the same results', async () => {
+  const dev = await device();
+  dev.settings.blockingClass = 'gpu';
+  try {
+    for (const split of [1, 2, 4]) {
+      await checkAgainstCpu(`causal gpu blocking split ${split} Dh=16`, [1, 70, 2, 16], { split, causal: true });
+      await checkAgainstCpu(`causal gpu blocking split ${split} Dh=5`, [2, 3, 1, 5], { split, causal: true });
+    }
+  } finally {
+    dev.settings.blockingClass = null;
+  }
+});
+
+test('causal: row i does not depend on keys and values after i (huge later entries change nothing before them)', async () => {
+  const shape = [1, 50, 2, 8];
+  const size = 800;
+  const [qd, kd, vd] = [0, 1, 2].map((i) => randn(size, 90 + i));
+  const cut = 20; // rows 0..19 must not see rows 20.. of k and v
+  const k2 = kd.slice();
+  const v2 = vd.slice();
+  for (let e = cut * 16; e < size; e++) {
+    k2[e] = 1e4;
+    v2[e] = -1e4;
+  }
+  const run = async (k: Float32Array, v: Float32Array): Promise<Float32Array> => {
+    const o = scope(() => attention(fromArray(qd, shape), fromArray(k, shape), fromArray(v, shape), { causal: true }).keep());
+    const r = await o.read();
+    o.dispose();
+    return r;
+  };
+  const a = await run(kd, vd);
+  const b = await run(k2, v2);
+  assert.ok(a.subarray(0, cut * 16).every((x, i) => Object.is(x, b[i])), 'rows before the cut are bit-identical');
+  assert.ok(b.subarray(cut * 16).some((x, i) => x !== a[cut * 16 + i]), 'rows after the cut do change');
+});
+
+test('causal: finite differences on a small shape', async () => {
+  const shape = [1, 6, 2, 4];
+  await gradCheck('causal attention', ([q, k, v]) => attention(q, k, v, { causal: true }), [0, 1, 2].map((i) => ({ shape, data: randn(48, 120 + i) })), { probes: 8 });
 });
 
 test('attention refuses a mix of f16 and f32 tensors by name', async () => {
