@@ -1,7 +1,12 @@
 // `npm run embed -- --model DIR|NAME [--lora DIR] --images DIR --out FILE.safetensors [--batch N]`
-// Embeds every .jpg/.jpeg/.png/.webp in DIR (sorted by file name) and writes `image_embeds`
-// F32 [N, projection_dim] (projection output, not normalized) with metadata `files`
-// (JSON array of the file names in row order). Corrupt images are skipped with a warning, and
+// `npm run embed -- --model DIR|NAME --texts FILE.txt --out FILE.safetensors [--tokenizer DIR]`
+// Images: embeds every .jpg/.jpeg/.png/.webp in DIR (sorted by file name) and writes
+// `image_embeds` F32 [N, projection_dim] (projection output, not normalized) with metadata `files`
+// (JSON array of the file names in row order).
+// Texts: one text per line of a UTF-8 file (blank lines skipped, with a warning), embedded by
+// the frozen text tower (CLIP BPE from the model folder or --tokenizer, truncated to the model's
+// positions): `text_embeds` F32 [N, projection_dim] (HF text_embeds, not normalised) with metadata
+// `texts` (JSON array of the texts in row order). --lora does not apply to texts. Corrupt images are skipped with a warning, and
 // so are entries named like images that are not regular files (directories, FIFOs, devices);
 // when no image decodes, it is an error and nothing is written.
 // Flags, --out and the adapter's base seed are checked before the GPU is touched; non-finite
@@ -18,6 +23,9 @@ import { embedPaths } from '../train/embedding.ts';
 import { writeSafetensors } from '../io/safetensors.ts';
 import { parseFlags, helpText, positive, PRECISION_FLAG, UsageError, type FlagSpec } from './args.ts';
 import { Progress } from './progress.ts';
+import { checkTokenizerFits, loadTokenizerFor, readTextLines, TOKENIZER_FLAG } from './text-common.ts';
+import { loadTextModel } from '../io/hf-checkpoint.ts';
+import { embedTexts } from '../train/text-embedding.ts';
 import { escapeForTerminal } from './terminal.ts';
 import { nonFileKind } from '../gpu/regular-file.ts';
 import { listWithRest } from '../gpu/problem-list.ts';
@@ -26,6 +34,8 @@ export const EMBED_FLAGS: FlagSpec[] = [
   { name: 'model', type: 'string', help: 'HF CLIP model directory, or a preset: tiny, vit-b-32, vit-b-16, vit-l-14 (random weights)' },
   { name: 'lora', type: 'string', help: 'PEFT LoRA adapter directory (the student); omit for the plain model' },
   { name: 'images', type: 'string', help: 'directory of .jpg/.jpeg/.png/.webp images' },
+  { name: 'texts', type: 'string', help: 'UTF-8 text file, one text per line (instead of --images): embedded by the text tower' },
+  TOKENIZER_FLAG,
   { name: 'out', type: 'string', help: 'output .safetensors file' },
   { name: 'batch', type: 'int', default: 16, help: 'images per GPU batch', check: positive },
   { name: 'seed', type: 'int', default: 0, help: 'seed for preset models' },
@@ -116,11 +126,13 @@ export async function runEmbed(argv: string[]): Promise<number> {
     return 0;
   }
   const f = parseFlags(argv, EMBED_FLAGS, 'embed');
-  for (const req of ['model', 'images', 'out'] as const) if (!f[req]) throw new UsageError(`embed: --${req} is required (see --help)`);
+  if (f.images && f.texts) throw new UsageError('embed: give --images or --texts, not both (run embed once for each)');
+  for (const req of ['model', f.texts ? 'texts' : 'images', 'out'] as const) if (!f[req]) throw new UsageError(`embed: --${req} is required (see --help)`);
   const out = String(f.out);
   if (!out.endsWith('.safetensors')) throw new UsageError(`embed: --out must end with .safetensors, got '${out}'`);
   const outProblem = outputPathProblem('--out', out, 'file', 'the .safetensors file of embeddings');
   if (outProblem) throw new UsageError(`embed: ${outProblem}`);
+  if (f.texts) return embedTextFile(f, out);
   const imagesDir = String(f.images);
   const { names, skipped: notFiles } = listImages(imagesDir);
   if (notFiles.length > 0) {
@@ -170,4 +182,37 @@ export async function runEmbed(argv: string[]): Promise<number> {
   lora?.dispose();
   loaded.model.dispose();
   return 0;
+}
+
+/** `embed --texts`: the text tower's embeddings of every non-blank line of the file. */
+async function embedTextFile(f: Record<string, string | number | boolean | undefined>, out: string): Promise<number> {
+  if (f.lora) throw new UsageError('embed: --lora adapts the vision tower only; embed texts without it (the text tower is always the frozen one)');
+  const file = String(f.texts);
+  const { texts, blank } = readTextLines('embed', '--texts', file);
+  if (blank) warn(`warning: embed: skipping ${blank} blank line(s) of ${file}`);
+  if (texts.length === 0) throw new UsageError(`embed: --texts ${file} holds no text (one text per line)`);
+  const model = String(f.model);
+  const tokenizerDir = f.tokenizer === undefined ? undefined : String(f.tokenizer);
+  const tokenizer = loadTokenizerFor('embed', model, tokenizerDir);
+  const device = await getDevice();
+  const precision = String(f.precision) as 'f32' | 'f16';
+  checkPrecision(device, precision);
+  const loaded = loadTextModel(model, device, Number(f.seed), precision, tokenizer);
+  try {
+    checkTokenizerFits('embed', tokenizer, loaded.model.cfg, model, tokenizerDir);
+    const progress = new Progress(texts.length, 'embed');
+    const rows = await embedTexts(device, loaded.model, tokenizer, texts, Number(f.batch), { onProgress: (d) => progress.update(d), model: `the text tower of --model ${model}` });
+    const dim = loaded.model.cfg.projectionDim;
+    try {
+      writeSafetensors(out, { text_embeds: { shape: [texts.length, dim], data: rows } }, { texts: JSON.stringify(texts), model: loaded.source });
+    } catch (e) {
+      const msg = (e as Error).message;
+      const prefix = `Could not write ${out}: `;
+      throw new Error(`embed: could not write --out ${out}: ${msg.startsWith(prefix) ? msg.slice(prefix.length) : msg}`);
+    }
+    warn(`embed: wrote ${texts.length} text embeddings [${texts.length}, ${dim}] to ${out}`);
+    return 0;
+  } finally {
+    loaded.model.dispose();
+  }
 }

@@ -231,10 +231,20 @@ export function loadModel(spec: string, device: Device, seed = 0, dtype: DType =
  * preset's (NAMED_TEXT_CONFIGS, random weights from seed + TEXT_SEED_OFFSET, so that the two
  * towers of a preset do not start from one random stream).
  */
-export function loadTextModel(spec: string, device: Device, seed = 0, dtype: DType = 'f32'): LoadedTextModel {
+export function loadTextModel(spec: string, device: Device, seed = 0, dtype: DType = 'f32', tokenizerIds?: TokenizerIds): LoadedTextModel {
   if (isModelDir(spec)) return loadClipText(spec, device, dtype);
   presetConfig(spec);
-  return { model: ClipTextModel.random(NAMED_TEXT_CONFIGS[spec], seed + TEXT_SEED_OFFSET, device, dtype), source: spec, logitScale: null };
+  // A preset has no tokenizer of its own: it takes the special-token ids of the one it is used
+  // with, or HF pooling (at the first eos_token_id) would look for an id that never occurs.
+  const cfg = tokenizerIds ? { ...NAMED_TEXT_CONFIGS[spec], bosTokenId: tokenizerIds.bosId, eosTokenId: tokenizerIds.eosId, padTokenId: tokenizerIds.padId } : NAMED_TEXT_CONFIGS[spec];
+  return { model: ClipTextModel.random(cfg, seed + TEXT_SEED_OFFSET, device, dtype), source: spec, logitScale: null };
+}
+
+/** The special-token ids of a tokenizer (src/io/tokenizer.ts ClipTokenizer has them). */
+export interface TokenizerIds {
+  bosId: number;
+  eosId: number;
+  padId: number;
 }
 
 /** Added to a preset's seed for its text tower's random weights. */

@@ -7,7 +7,9 @@
 //   zero-shot  CLIP's prompt ensembling: each template filled with the class name, the text
 //              embeddings normalised, averaged over templates, normalised again; an image's
 //              class scores are cosines with those; top-1 / top-5 accuracy per class and overall
-//              (an image is top-k correct when fewer than k classes score strictly above its own);
+//              (an image is top-k correct when fewer than k OTHER classes score at least as high
+//              as its own: a tie counts against it, so a model that cannot tell classes apart,
+//              e.g. every prompt pooled at the same token, scores 0 rather than 100%);
 //   probe      multinomial logistic regression ("train on generated, test on real"), fitted on
 //              the GPU with genalign's own linear, crossEntropy, backward and AdamW, full batch,
 //              from zero weights (so deterministic: the kernels sum in a fixed order).
@@ -96,7 +98,7 @@ export function zeroShotAccuracy(images: Float32Array, labels: readonly number[]
     }
     const y = labels[i];
     let above = 0;
-    for (let c = 0; c < C; c++) if (scores[c] > scores[y]) above++;
+    for (let c = 0; c < C; c++) if (c !== y && scores[c] >= scores[y]) above++;
     count[y]++;
     if (above < 1) hit1[y]++;
     if (above < 5) hit5[y]++;
