@@ -14,35 +14,42 @@
 //   loss = (1/B) sum_i loss_i,  accuracy = (1/B) sum_i correct_i      (argmax ties -> lowest j)
 //   symmetric (M == B): clse_j = logsumexp_i S_ij, closs_j = clse_j - S_jj,
 //                        loss = 0.5 * ((1/B) sum_i loss_i + (1/M) sum_j closs_j)
+//   cosine term (cos_w > 0): cos_i = gh_i . rh_i = S_ii * tau, cosine = (1/B) sum_i (1 - cos_i),
+//                        loss += cos_w * cosine      (added to either variant, not halved)
 // Backward (gl = dL/dloss):
 //   dS_ij  = gl/B * (softmax_j(S_i.)_j - [i==j])                      (x 0.5 and
 //            + gl/B * (softmax_i(S_.j)_i - [i==j])  when symmetric     both terms)
 //   dgh_i  = sum_j dS_ij / tau * rh_j              (a [B, M] x [M, D] product)
+//            - gl * cos_w / B * rh_i               (cosine term: its diagonal, in the same product)
 //   proj_i = gh_i . dgh_i = sum_j dS_ij S_ij       (so it needs no pass over D)
+//            - gl * cos_w / B * cos_i              (cosine term)
 //   dG_i   = (dgh_i - gh_i proj_i) / ||G_i||       (||G_i|| <= eps: dG_i = dgh_i / eps)
-//   dlogtau = -sum_i proj_i                        (dS/dlogtau = -S)
+//   dlogtau = -sum_i sum_j dS_ij S_ij              (dS/dlogtau = -S; the cosine term has no tau)
 // R gets no gradient: the teacher is frozen.
 //
 // Buffers:
-//   stats (f32, 4B + 3M):
+//   stats (f32, 4B + 3M, + B with the cosine term):
 //     [4i+0] lse_i  [4i+1] loss_i  [4i+2] correct_i  [4i+3] ||G_i|| (unclamped)   for i < B
 //     [4B + j]                1 / max(||R_j||, eps)                               for j < M
 //     [4B + M + 2j], [+1]     clse_j, closs_j (symmetric only)                    for j < M
+//     [4B + 3M + i]           cos_i (cosine term only; written by the tile)        for i < B
 //   part (f32, 3 B ntc + 2 M ntr): per-tile softmax partials of S.
 //     [3 (c B + i)] + 0,1,2   max, sum exp(S - max), argmax (bitcast u32) of row i over column tile c
 //     [3 B ntc + 2 (r M + j)] + 0,1   max, sum exp of column j over row tile r (symmetric only)
 //
-// Bindings (group 0), P = uniform { b, m, d, flags, ntc, ntr: u32, eps, inv_tau: f32 }
+// Bindings (group 0), P = uniform { b, m, d, flags, ntc, ntr: u32, eps, inv_tau, cos_w: f32 }
 //   (lib/infonce_io, which declares P and the tile kernels' bindings)
 //   fwd_tile:  1 G, 2 R, 3 logtau [1] (any buffer when not learnable), 4 S [B, M] (w),
-//              5 part (w), 6 stats (w: norms only)
+//              5 part (w), 6 stats (w: norms, and cos_i with the cosine term)
 //   bwd_tile:  1 G, 2 R, 3 S, 4 stats, 5 logtau, 6 gloss [1], 7 dG [B, D] (w), 8 dlogtau_rows [B] (w)
-//   fwd_merge (declared here):
+//   fwd_merge, fwd_merge_cosine (declared here):
 //     1  fm_part:  array<f32> (read)   part
 //     2  fm_s:     array<f32> (read)   S
 //     3  fm_stats: array<f32> (write)  stats (read and written)
 //     4  fm_loss:  array<f32> (write)  [1]
 //     5  fm_acc:   array<f32> (write)  [1] accuracy
+//   fwd_merge_cosine only (the cosine term; fwd_merge runs without it):
+//     6  fm_terms: array<f32> (write)  [2] the loss's two terms: InfoNCE, cosine
 //   reduce_dlogtau (declared here):
 //     1  rd_rows: array<f32> (read)    dlogtau_rows
 //     2  rd_out:  array<f32> (write)   [1] dlogtau
@@ -55,12 +62,14 @@
 //     S is scaled and stored, and per-row (and, when symmetric, per-column) max / sum-exp /
 //     argmax over the tile are merged through workgroup memory into `part`.
 //   fwd_merge: one workgroup (WG) merges the ntc (ntr) partials per row (column), writes the
-//     per-row stats and reduces loss and accuracy. Forward = 2 dispatches, symmetric included.
+//     per-row stats and reduces loss and accuracy (and, as fwd_merge_cosine, the cosine term and
+//     the two terms apart). Forward = 2 dispatches, symmetric and cosine term included.
 //   bwd_tile: workgroup (x, y) computes dG rows y*BM.., coordinates x*BN.. of D; the K loop runs
 //     over the columns j of S: the A tile is dS_ij / tau / ||R_j|| computed from S while staging
 //     (loads coalesced along j), the B tile is R (coalesced along D). The staging invocations also
 //     accumulate proj_i = sum_j dS_ij S_ij, reduced through workgroup memory; the epilogue projects
-//     and scales. Workgroups x = 0 write -proj_i for dlogtau. Backward = 1 dispatch (2 learnable).
+//     and scales. Workgroups x = 0 write -proj_i for dlogtau. The cosine term adds its diagonal
+//     to the A tile and its projection in the epilogue. Backward = 1 dispatch (2 learnable).
 //   reduce_dlogtau: one workgroup.
 // Overrides: WG (lib/grid: fwd_merge / reduce_dlogtau workgroup size, a power of two, default 256);
 //   TM, TN (outputs per invocation along rows / columns, 1..4, default 4), WX = WY = 16 and
@@ -144,6 +153,7 @@ fn fwd_tile(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid
       let j = j0 + tx * TN + c;
       if (j < p.m) {
         if (i < p.b) { ft_s[i * p.m + j] = s; }
+        store_diagonal_cosine(i, j, s, it);
         if (s > mx) { mx = s; am = j; }
       }
     }
@@ -188,10 +198,12 @@ fn fwd_tile(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid
 
 // ---- forward merge: per-row stats, loss, accuracy -----------------------------------------------
 
-@compute @workgroup_size(WG)
-fn fwd_merge(@builtin(local_invocation_index) t: u32) {
+/// Merges the partials, writes the stats, loss and accuracy; returns the loss's two terms
+/// (InfoNCE, and the cosine term's mean (1 - cos_i), 0 without it) to every invocation.
+fn merge(t: u32) -> vec2f {
   var ls = 0.0;
   var cs = 0.0;
+  var dis = 0.0;
   for (var i = t; i < p.b; i += WG) {
     var mx = NEG_BIG;
     var am = NO_INDEX;
@@ -212,6 +224,7 @@ fn fwd_merge(@builtin(local_invocation_index) t: u32) {
     fm_stats[4u * i + 2u] = ok;
     ls += li;
     cs += ok;
+    if (cosine()) { dis += 1.0 - fm_stats[cosine_slot(i)]; }
   }
   var col = 0.0;
   if (symmetric()) {
@@ -234,9 +247,27 @@ fn fwd_merge(@builtin(local_invocation_index) t: u32) {
   let row_loss = workgroup_sum(t, ls) / f32(p.b);
   let correct = workgroup_sum(t, cs);
   let col_loss = workgroup_sum(t, col) / f32(p.m);
+  let nce = select(row_loss, 0.5 * (row_loss + col_loss), symmetric());
+  var cosine_term = 0.0;
+  if (cosine()) { cosine_term = workgroup_sum(t, dis) / f32(p.b); }
   if (t == 0u) {
-    fm_loss[0] = select(row_loss, 0.5 * (row_loss + col_loss), symmetric());
+    fm_loss[0] = select(nce, nce + p.cos_w * cosine_term, cosine());
     fm_acc[0] = correct / f32(p.b);
+  }
+  return vec2f(nce, cosine_term);
+}
+
+@compute @workgroup_size(WG)
+fn fwd_merge(@builtin(local_invocation_index) t: u32) {
+  merge(t);
+}
+
+@compute @workgroup_size(WG)
+fn fwd_merge_cosine(@builtin(local_invocation_index) t: u32) {
+  let terms = merge(t);
+  if (t == 0u) {
+    fm_terms[0] = terms.x;
+    fm_terms[1] = terms.y;
   }
 }
 
@@ -250,7 +281,8 @@ fn bwd_tile(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid
   let tx = lid.x;
   let ty = lid.y;
   let it = tau_inverse(bt_logtau[0]);
-  let coef = bt_gloss[0] / f32(p.b) * select(1.0, 0.5, symmetric());
+  let gl = bt_gloss[0];
+  let coef = gl / f32(p.b) * select(1.0, 0.5, symmetric());
   var acc: array<array<f32, 4>, 4>;
   // Staging element e = t + q*WX*WY of the A tile is (row e / BK, column e % BK): invocation t
   // always stages column t % BK of rows t / BK + q * (WX*WY/BK); pj[q] sums dS*S over its j.
@@ -267,7 +299,8 @@ fn bwd_tile(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid
         let s = bt_s[i * p.m + j];
         let ds = dlogit(i, j, s, bt_stats[4u * i], column_lse(j), coef);
         pj[q] += ds * s;
-        v = ds * it * bt_stats[4u * p.b + j];
+        let rinv = bt_stats[4u * p.b + j];
+        v = ds * it * rinv + cosine_grad(i, j, rinv, gl);
       }
       sa[kk * BM + m] = v;
       q++;
@@ -311,7 +344,7 @@ fn bwd_tile(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid
     if (i < p.b) {
       let gnorm = bt_stats[4u * i + 3u];
       let ginv = 1.0 / max(gnorm, p.eps);
-      let proj = select(0.0, sv[m], gnorm > p.eps);
+      let proj = select(0.0, sv[m] + cosine_projection(i, gl), gnorm > p.eps);
       for (var c = 0u; c < TN; c++) {
         let k = n0 + tx * TN + c;
         if (k < p.d) {

@@ -20,6 +20,8 @@
 // bwd_tile_sg: rows wid.y*RM.., D coordinates n0 = (wid.x*WG_X + x)*4*CN..; the K loop runs over
 //   the columns j of S: lane l computes a_j = dS_ij / tau / ||R_j|| for row i = m0 + 8g + l from S
 //   (and proj_i += dS_ij S_ij), R[j, n0..] is read as vec4s. Bindings as bwd_tile.
+// The cosine term (lib/infonce_io) enters as in infonce.wgsl: the forward stores the diagonal
+//   cosines, the backward adds the diagonal's gradient to a_i and its projection to proj_i.
 // Overrides: WG_X (invocations per workgroup, a multiple of 8), RG (row groups of 8), CN (vec4
 //   column groups per invocation), RG*CN <= 2: the register block holds ACC_ROWS = 16 vec4s.
 
@@ -91,6 +93,7 @@ fn fwd_tile_sg(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) 
         let j = n0 + 4u * c + q;
         if (j < p.m) {
           if (i < p.b) { ft_s[i * p.m + j] = sv[q]; }
+          store_diagonal_cosine(i, j, sv[q], it);
           if (sv[q] > mx) { mx = sv[q]; am = j; }
         }
       }
@@ -139,7 +142,8 @@ fn bwd_tile_sg(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) 
   let last_r = arrayLength(&bt_r) - 1u;
   let last_s = arrayLength(&bt_s) - 1u;
   let it = tau_inverse(bt_logtau[0]);
-  let coef = bt_gloss[0] / f32(p.b) * select(1.0, 0.5, symmetric());
+  let gl = bt_gloss[0];
+  let coef = gl / f32(p.b) * select(1.0, 0.5, symmetric());
   var lse: array<f32, 4>;
   for (var g = 0u; g < RG; g++) { lse[g] = bt_stats[4u * min(m0 + 8u * g + lane, p.b - 1u)]; }
   var acc: array<vec4f, ACC_ROWS>;
@@ -154,14 +158,15 @@ fn bwd_tile_sg(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) 
       }
       b[c] = v;
     }
-    let cscale = it * bt_stats[4u * p.b + j];
+    let rinv = bt_stats[4u * p.b + j];
+    let cscale = it * rinv;
     let clse = column_lse(j);
     for (var g = 0u; g < RG; g++) {
       let i = m0 + 8u * g + lane;
       let s = bt_s[min(i * p.m + j, last_s)];
       let ds = select(0.0, dlogit(i, j, s, lse[g], clse, coef), i < p.b);
       pj[g] += ds * s;
-      let av = ds * cscale;
+      let av = ds * cscale + select(0.0, cosine_grad(i, j, rinv, gl), i < p.b);
       for (var c = 0u; c < CN; c++) {
         bcast8_fma(&acc, 8u * g * CN + c, av, b[c]);
       }
@@ -175,7 +180,7 @@ fn bwd_tile_sg(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) 
     if (wid.x == 0u && lid.x < 8u && i < p.b) { bt_dlogtau_rows[i] = -pj[g]; }
     let gnorm = bt_stats[4u * min(i, p.b - 1u) + 3u];
     let gi = 1.0 / max(gnorm, p.eps);
-    let proj = select(0.0, pj[g], gnorm > p.eps);
+    let proj = select(0.0, pj[g] + cosine_projection(min(i, p.b - 1u), gl), gnorm > p.eps);
     let a = bcast8(gi);
     let c = bcast8(gi * gi * proj);
     for (var l = 0u; l < 8u; l++) {

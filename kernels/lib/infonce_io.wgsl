@@ -2,9 +2,10 @@
 // (kernels/infonce.wgsl, whose header gives the math and the buffer layouts, and
 // kernels/infonce_sg.wgsl).
 //
-// Uniform P { b, m, d, flags, ntc, ntr: u32, eps, inv_tau: f32 }: G is [b, d], R is [m, d];
-// flags bit 0: tau comes from logtau[0] (learnable); bit 1: symmetric; ntc / ntr: column / row
-// tiles of S in the forward tile kernel.
+// Uniform P { b, m, d, flags, ntc, ntr: u32, eps, inv_tau, cos_w: f32 }: G is [b, d], R is [m, d];
+// flags bit 0: tau comes from logtau[0] (learnable); bit 1: symmetric; bit 2: the cosine term
+// cos_w * mean_i(1 - cos(G_i, R_i)) is added (cos_w > 0); ntc / ntr: column / row tiles of S in
+// the forward tile kernel.
 // Bindings it declares (group 0):
 //   0  p: P (uniform)                  for every entry point of both kernels
 //   forward tile (fwd_tile, fwd_tile_sg):
@@ -13,7 +14,7 @@
 //   3  ft_logtau: array<f32> (read)    [1]; any buffer when not learnable
 //   4  ft_s:      array<f32> (write)   S [B, M]
 //   5  ft_part:   array<f32> (write)   part
-//   6  ft_stats:  array<f32> (write)   stats (norms only)
+//   6  ft_stats:  array<f32> (write)   stats (norms, and cos_ii when the cosine term is on)
 //   backward tile (bwd_tile, bwd_tile_sg):
 //   1  bt_g:      array<f32> (read)    G
 //   2  bt_r:      array<f32> (read)    R
@@ -31,8 +32,15 @@
 //   with coef = gl/B (halved when symmetric), s = S_ij, clse_j the column's logsumexp;
 //   write_row_partial(base, count, o) merges the count partials of one row at sa/sb/si[base ..]
 //   into part[o .. o+2] = (max, Σ exp(S - max), argmax as bitcast u32; ties: the first).
+// The cosine term (flags bit 2), whose diagonal cosines cos_ii = gh_i . rh_i = S_ii * tau sit in
+//   stats[cosine_slot(i)] = stats[4B + 3M + i]:
+//   store_diagonal_cosine(i, j, s, inv_tau) (forward tiles) stores S_ij * tau there when j == i;
+//   cosine_grad(i, j, rinv_j, gl) = its dL/dgh_i contribution, as a multiple of R_j:
+//     -gl * cos_w / B * rinv_j when j == i, else 0 (not halved when symmetric);
+//   cosine_projection(i, gl) = gh_i . (that contribution) = -gl * cos_w / B * cos_ii.
+//   Its loss does not depend on tau, so it adds nothing to dlogtau.
 
-struct P { b: u32, m: u32, d: u32, flags: u32, ntc: u32, ntr: u32, eps: f32, inv_tau: f32 }
+struct P { b: u32, m: u32, d: u32, flags: u32, ntc: u32, ntr: u32, eps: f32, inv_tau: f32, cos_w: f32 }
 
 // A finite "minus infinity" for running maxima, and "no column yet" for argmax.
 const NEG_BIG: f32 = -3.0e38;
@@ -41,6 +49,22 @@ const NO_INDEX: u32 = 0xffffffffu;
 fn learnable() -> bool { return (p.flags & 1u) != 0u; }
 fn symmetric() -> bool { return (p.flags & 2u) != 0u; }
 fn tau_inverse(logtau: f32) -> f32 { return select(p.inv_tau, exp(-logtau), learnable()); }
+fn cosine() -> bool { return (p.flags & 4u) != 0u; }
+fn cosine_slot(i: u32) -> u32 { return 4u * p.b + 3u * p.m + i; }
+
+fn store_diagonal_cosine(i: u32, j: u32, s: f32, inv_tau: f32) {
+  if (cosine() && i == j && i < p.b) { ft_stats[cosine_slot(i)] = s / inv_tau; }
+}
+
+fn cosine_grad(i: u32, j: u32, rinv_j: f32, gl: f32) -> f32 {
+  if (cosine() && i == j) { return -gl * p.cos_w / f32(p.b) * rinv_j; }
+  return 0.0;
+}
+
+fn cosine_projection(i: u32, gl: f32) -> f32 {
+  if (cosine()) { return -gl * p.cos_w / f32(p.b) * bt_stats[cosine_slot(i)]; }
+  return 0.0;
+}
 
 fn dlogit(i: u32, j: u32, s: f32, lse_i: f32, clse_j: f32, coef: f32) -> f32 {
   let pos = select(0.0, 1.0, j == i);

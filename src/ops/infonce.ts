@@ -1,8 +1,9 @@
 // Fused gen->real InfoNCE loss, GMAIL Eq. 1 (kernels/infonce.wgsl), with backward.
 //
 // One op instead of normalize -> matmul -> cross-entropy: 2 dispatches forward (tiled S with
-// per-tile softmax partials, then a merge; symmetric included), 1 backward (a tiled dS.R product
-// with the normalisation projection in its epilogue; 2 with a learnable temperature).
+// per-tile softmax partials, then a merge; symmetric and the cosine term included), 1 backward (a
+// tiled dS.R product with the normalisation projection in its epilogue; 2 with a learnable
+// temperature). The optional cosine term's diagonal cosines come from the same tiles.
 // On CPU adapters with 8-wide subgroups the tile kernels come from kernels/infonce_sg.wgsl.
 import { Tensor } from '../tensor/tensor.ts';
 import { record } from '../tensor/autograd.ts';
@@ -15,6 +16,7 @@ const KERNEL_SG = 'infonce_sg';
 const EPS = 1e-12;
 const FLAG_LEARNABLE = 1;
 const FLAG_SYMMETRIC = 2;
+const FLAG_COSINE = 4;
 
 export interface InfoNceOptions {
   /** Fixed temperature (default 0.07). Not allowed together with logTau. */
@@ -23,6 +25,11 @@ export interface InfoNceOptions {
   logTau?: Tensor;
   /** Also add the real->gen direction (CLIP's symmetric loss); needs M == B. */
   symmetric?: boolean;
+  /**
+   * Weight λ of an absolute alignment term added to the loss: λ · mean_i(1 − cos(g_i, r_i)),
+   * the pairs' own cosines (row i of g with row i of r). Default 0: GMAIL's loss alone.
+   */
+  cosineWeight?: number;
 }
 
 export interface InfoNceResult {
@@ -30,6 +37,11 @@ export interface InfoNceResult {
   loss: Tensor;
   /** Scalar [] top-1 accuracy: the fraction of rows i whose best column is i. Not differentiable. */
   accuracy: Tensor;
+  /**
+   * With cosineWeight > 0: [2] (InfoNCE, mean_i(1 − cos(g_i, r_i))), the loss's two terms
+   * (loss = terms[0] + cosineWeight · terms[1]). Not differentiable. Absent otherwise.
+   */
+  terms?: Tensor;
 }
 
 /** Workgroup size covering the longest loop (B or M) without idle invocations on tiny shapes. */
@@ -74,7 +86,8 @@ function tileGrid(device: Device, tp: TilePlan, rows: number, cols: number): [nu
  * GMAIL's gen->real contrastive loss. g: student embeddings [B, D]; r: teacher embeddings
  * [M, D] with M >= B, where rows B.. of r are extra negatives (e.g. a cached teacher batch);
  * the positive for row i is column i. Both are L2-normalised inside the kernel and
- * S = ĝ r̂ᵀ / tau; loss = mean_i -log softmax_j(S_ij)[i].
+ * S = ĝ r̂ᵀ / tau; loss = mean_i -log softmax_j(S_ij)[i], plus cosineWeight · mean_i(1 − ĝ_i·r̂_i)
+ * when cosineWeight > 0.
  *
  * The teacher is frozen: r is treated as a constant and gets NO gradient, even when it
  * requires grad (only g and logTau are recorded as differentiable inputs).
@@ -94,22 +107,29 @@ export function infoNceGenToReal(g: Tensor, r: Tensor, opts: InfoNceOptions = {}
   if (logTau && logTau.size !== 1) throw shapeError(op, 'logTau must be a scalar (one element) holding log(tau)', { logTau });
   const tau = opts.tau ?? 0.07;
   if (!(tau > 0) || !Number.isFinite(tau)) throw new Error(`${op}: tau must be a positive finite number, got ${tau}`);
+  const cosineWeight = opts.cosineWeight ?? 0;
+  if (typeof cosineWeight !== 'number' || !Number.isFinite(cosineWeight) || cosineWeight < 0) {
+    throw new Error(`${op}: cosineWeight must be a finite number >= 0 (0 = no cosine term), got ${String(cosineWeight)}`);
+  }
+  const cosine = cosineWeight > 0;
 
-  const flags = (logTau ? FLAG_LEARNABLE : 0) | (symmetric ? FLAG_SYMMETRIC : 0);
+  const flags = (logTau ? FLAG_LEARNABLE : 0) | (symmetric ? FLAG_SYMMETRIC : 0) | (cosine ? FLAG_COSINE : 0);
   const fp = tilePlan(device, b, m);
   const ntc = Math.ceil(m / fp.cols);
   const ntr = Math.ceil(b / fp.rows);
-  const u = params([b, m, d, flags, ntc, ntr], [EPS, 1 / tau]);
+  const u = params([b, m, d, flags, ntc, ntr], [EPS, 1 / tau, cosineWeight]);
   // When tau is fixed the logtau binding is unused; g stands in for it.
   const tauBuf = logTau ? logTau.buffer : g.buffer;
 
   const s = Tensor.empty([b, m], device);
-  const stats = Tensor.empty([4 * b + 3 * m], device);
+  const stats = Tensor.empty([4 * b + 3 * m + (cosine ? b : 0)], device);
   const part = Tensor.empty([3 * b * ntc + 2 * m * ntr], device);
   const loss = Tensor.empty([], device);
   const accuracy = Tensor.empty([], device);
+  const terms = cosine ? Tensor.empty([2], device) : undefined;
   device.batch.dispatch({ file: fp.file, entry: fp.fwd, overrides: fp.overrides }, u, [g.buffer, r.buffer, tauBuf], [s.buffer, part.buffer, stats.buffer], tileGrid(device, fp, b, m));
-  device.batch.dispatch({ file: KERNEL, entry: 'fwd_merge', overrides: workgroupFor(Math.max(b, m)) }, u, [part.buffer, s.buffer], [stats.buffer, loss.buffer, accuracy.buffer], [1]);
+  const merged = [stats.buffer, loss.buffer, accuracy.buffer, ...(terms ? [terms.buffer] : [])];
+  device.batch.dispatch({ file: KERNEL, entry: terms ? 'fwd_merge_cosine' : 'fwd_merge', overrides: workgroupFor(Math.max(b, m)) }, u, [part.buffer, s.buffer], merged, [1]);
   part.dispose();
 
   const gradG = g.requiresGrad;
@@ -135,5 +155,5 @@ export function infoNceGenToReal(g: Tensor, r: Tensor, opts: InfoNceOptions = {}
   });
   s.dispose();
   stats.dispose();
-  return { loss: out, accuracy };
+  return terms ? { loss: out, accuracy, terms } : { loss: out, accuracy };
 }

@@ -198,6 +198,13 @@ export const TRAIN_OPTIONS = {
     hashOmitsDefault: true,
   }),
   tau: float({ help: 'InfoNCE temperature (fixed)', onResume: 'fixed', default: 0.07, check: positive }),
+  cosineWeight: float({
+    help: "weight λ of an absolute alignment term added to the InfoNCE loss: λ · mean(1 − cos(generated_i, real_i)) over the pairs (0 = the paper's loss alone)",
+    onResume: 'fixed',
+    default: 0,
+    hashOmitsDefault: true,
+    check: nonNegative,
+  }),
   seed: int({ help: 'seed for LoRA init, data order, generated-image choice, and the random weights of a preset --model (embed/eval then need the same --seed)', onResume: 'fixed', default: 0 }),
   valFraction: float({ help: 'held-out fraction of pairs (deterministic by id) for the final eval', onResume: 'fixed', default: 0.1, demo: 0.25, check: fraction }),
   teacherCache: bool({ help: 'cache teacher embeddings of real images (--no-teacher-cache to recompute every step)', onResume: 'may-change', default: true }),

@@ -6,7 +6,8 @@
 //   prepareRun     the teacher cache, then (everything checked) the crash repair, config.json
 //   stepLoop       dataset → loader (decode + preprocess off the main thread, prefetched)
 //                  → teacher f_r(real) (frozen: from the embedding cache, or a noGrad forward)
-//                  → student f_g(generated) (same weights + LoRA) → InfoNCE gen→real (Eq. 1)
+//                  → student f_g(generated) (same weights + LoRA) → InfoNCE gen→real (Eq. 1,
+//                    + --cosine-weight λ · mean(1 − cos) of the pairs when λ > 0)
 //                  → backward (LoRA only) → AdamW (+ global-norm clipping, warmup + cosine)
 //                  → metrics.jsonl → checkpoint and publish (checkpoint.ts) every --save-every
 //   finalEval      alignment measures and Figure 3 on the held-out pairs
@@ -56,6 +57,10 @@ export interface StepRecord {
   step: number;
   epoch: number;
   loss: number;
+  /** --cosine-weight λ > 0: the loss's two terms, loss = loss_infonce + λ · loss_cosine. */
+  loss_infonce?: number;
+  /** --cosine-weight λ > 0: mean over the pairs of 1 − cos(student(generated_i), teacher(real_i)). */
+  loss_cosine?: number;
   accuracy: number;
   lr: number;
   /** Global gradient norm before clipping (unscaled); not finite on a step skipped for overflow. */
@@ -164,22 +169,24 @@ export function makeOptimizer(params: Parameter[], o: Pick<TrainOptions, 'lr' | 
  * GMAIL's loss against all teacher embeddings of the step (`teacher` [rows, D], micro-batches in
  * order; each micro-batch's own reals are its positives, every other real a negative), and
  * backward weighted by the micro-batch's share, so the parameters' .grad sum to the gradient of
- * the whole effective batch's loss. Returns that loss and the top-1 accuracy (row-weighted).
+ * the whole effective batch's loss. Returns that loss and the top-1 accuracy (row-weighted), and
+ * with a cosine term (cosineWeight > 0) the loss's two terms, weighted alike.
  */
 export async function accumulateGradients(
   device: Device,
   model: ClipVisionModel,
   student: StudentState,
-  tau: number,
+  lossOpts: Pick<TrainOptions, 'tau' | 'cosineWeight'>,
   micro: readonly { generated: Float32Array; n: number }[],
   teacher: Float32Array,
   lossScale = 1,
-): Promise<{ loss: number; accuracy: number }> {
+): Promise<{ loss: number; accuracy: number; terms?: { infonce: number; cosine: number } }> {
   const D = model.cfg.projectionDim;
   const S = model.cfg.imageSize;
   const rows = micro.reduce((a, b) => a + b.n, 0);
   const lossTensors: Tensor[] = [];
   const accTensors: Tensor[] = [];
+  const termTensors: Tensor[] = [];
   let rowStart = 0;
   for (const { generated, n } of micro) {
     // Reals of this micro-batch first (the loss takes column i as row i's positive), then
@@ -189,27 +196,35 @@ export async function accumulateGradients(
     r.set(teacher.subarray(0, rowStart * D), n * D);
     r.set(teacher.subarray((rowStart + n) * D), rowStart * D + n * D);
     rowStart += n;
-    const [loss, acc] = scope(() => {
+    const [loss, acc, terms] = scope(() => {
       const g = model.forward(fromArray(generated, [n, 3, S, S], device), { lora: student.lora, projection: student.projection ?? undefined });
-      const res = infoNceGenToReal(g, fromArray(r, [rows, D], device), { tau });
+      const res = infoNceGenToReal(g, fromArray(r, [rows, D], device), { tau: lossOpts.tau, cosineWeight: lossOpts.cosineWeight });
       // Each micro-batch's loss is a mean over its rows; weight by its share of the batch (and
       // multiply by the loss scale of f16 training, which the optimizer divides out again).
       backward(res.loss, fromArray([(n / rows) * lossScale], [], device));
-      return [res.loss.keep(), res.accuracy.keep()];
+      return [res.loss.keep(), res.accuracy.keep(), res.terms?.keep()];
     });
     lossTensors.push(loss);
     accTensors.push(acc);
+    if (terms) termTensors.push(terms);
   }
   let loss = 0;
   let accuracy = 0;
+  const sums = termTensors.length ? { infonce: 0, cosine: 0 } : undefined;
   for (let k = 0; k < micro.length; k++) {
     const w = micro[k].n / rows;
     loss += w * (await lossTensors[k].item());
     accuracy += w * (await accTensors[k].item());
     lossTensors[k].dispose();
     accTensors[k].dispose();
+    if (sums) {
+      const [infonce, cosine] = await termTensors[k].read();
+      sums.infonce += w * infonce;
+      sums.cosine += w * cosine;
+      termTensors[k].dispose();
+    }
   }
-  return { loss, accuracy };
+  return sums ? { loss, accuracy, terms: sums } : { loss, accuracy };
 }
 
 export interface StudentState {
@@ -788,7 +803,7 @@ async function stepLoop(ctx: LoopContext): Promise<LoopResult> {
 
       const scaler = ctx.scaler;
       const lossScale = scaler?.scale ?? 1;
-      const res = await accumulateGradients(device, model, built.student, o.tau, micro.map((b) => ({ generated: b.generated, n: b.ids.length })), teacher, lossScale);
+      const res = await accumulateGradients(device, model, built.student, o, micro.map((b) => ({ generated: b.generated, n: b.ids.length })), teacher, lossScale);
       const loss = hooks.transformLoss ? hooks.transformLoss(step + 1, res.loss) : res.loss;
       if (!Number.isFinite(loss)) {
         built.optimizer.zeroGrad();
@@ -820,7 +835,7 @@ async function stepLoop(ctx: LoopContext): Promise<LoopResult> {
       position = nextPos;
       lastLoss = loss;
       const rec: StepRecord = {
-        step, epoch: last.epoch, loss, accuracy: res.accuracy, lr, grad_norm: gradNorm,
+        step, epoch: last.epoch, loss, ...(res.terms ? { loss_infonce: res.terms.infonce, loss_cosine: res.terms.cosine } : {}), accuracy: res.accuracy, lr, grad_norm: gradNorm,
         images_per_s: rows / ((Date.now() - stepStart) / 1000), elapsed_s: elapsed(),
         ...(scaler ? { loss_scale: lossScale, ...(skipped ? { skipped: true } : {}) } : {}),
       };

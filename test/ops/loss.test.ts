@@ -180,13 +180,19 @@ test('crossEntropy: Int32Array targets and clear errors', async () => {
 
 // ---- infoNceGenToReal: fixtures -----------------------------------------------------------------
 
-const NCE_CASES: [string, { learnable?: boolean; symmetric?: boolean }][] = [
+// The nce_cos_* cases add the cosine term (cosineWeight 0.5 or 2, read from the fixture), with
+// B != M and with the symmetric, learnable variant. Same tolerances: the term is a mean of B
+// cosines (O(1), no 1/tau amplification) and its gradient is of the size of InfoNCE's.
+const NCE_CASES: [string, { learnable?: boolean; symmetric?: boolean; cosine?: boolean }][] = [
   ['nce_8x8x32', {}],
   ['nce_8x24x64', {}],
   ['nce_32x32x512', {}],
   ['nce_learn', { learnable: true }],
   ['nce_sym', { symmetric: true }],
   ['nce_sym_learn', { learnable: true, symmetric: true }],
+  ['nce_cos_8x8x32', { cosine: true }],
+  ['nce_cos_8x24x64', { cosine: true }],
+  ['nce_cos_sym_learn', { learnable: true, symmetric: true, cosine: true }],
 ];
 
 /**
@@ -204,25 +210,34 @@ async function restoreBlocking(): Promise<void> {
 }
 const BLOCKINGS = [false, true].map((other) => ({ other, label: other ? ' (other adapter class blocking)' : '' }));
 
-for (const [name, { learnable = false, symmetric = false }] of NCE_CASES) for (const { other, label } of BLOCKINGS) {
-  test(`infoNceGenToReal ${name}: loss, accuracy, dG${learnable ? ', dlogtau' : ''} match GMAIL Eq. 1 in PyTorch${label}`, async () => {
+for (const [name, { learnable = false, symmetric = false, cosine = false }] of NCE_CASES) for (const { other, label } of BLOCKINGS) {
+  test(`infoNceGenToReal ${name}: loss, accuracy, dG${learnable ? ', dlogtau' : ''}${cosine ? ', terms' : ''} match GMAIL Eq. 1${cosine ? ' + the cosine term' : ''} in PyTorch${label}`, async () => {
     if (other) await forceOtherBlocking();
     const fx = fixture('loss');
     const g = fx.tensor(`${name}.g`, true).keep();
     const r = fx.tensor(`${name}.r`).keep();
     const logTau = learnable ? parameter(fx.get(`${name}.logtau`).data, [], 'logit_scale') : undefined;
     try {
-      const opts = learnable ? { logTau, symmetric } : { tau: scalarOf(fx.get(`${name}.tau`)), symmetric };
-      const { loss, accuracy } = scope(() => {
+      const cosineWeight = cosine ? scalarOf(fx.get(`${name}.cosine_weight`)) : undefined;
+      const opts = learnable ? { logTau, symmetric, cosineWeight } : { tau: scalarOf(fx.get(`${name}.tau`)), symmetric, cosineWeight };
+      const { loss, accuracy, terms } = scope(() => {
         const res = infoNceGenToReal(g, r, opts);
         res.loss.keep();
         res.accuracy.keep();
+        res.terms?.keep();
         return res;
       });
       assert.equal(loss.shape, []);
       assert.equal(accuracy.shape, []);
       await expectTensor(loss, fx.get(`${name}.loss`), NCE_LOSS_TOL, `${name} loss`);
       await expectTensor(accuracy, fx.get(`${name}.accuracy`), EXACT, `${name} accuracy`);
+      if (cosine) {
+        assert.ok(terms, 'terms is returned with cosineWeight > 0');
+        assertClose(await terms!.read(), [scalarOf(fx.get(`${name}.nce`)), scalarOf(fx.get(`${name}.cosine`))], NCE_LOSS_TOL, `${name} terms`);
+        terms!.dispose();
+      } else {
+        assert.is(terms, undefined, 'no terms without the cosine term');
+      }
       scope(() => backward(loss, fx.tensor(`${name}.gout`)));
       loss.dispose();
       accuracy.dispose();
@@ -250,8 +265,11 @@ interface HostNce {
   dLogTau: number;
 }
 
-/** GMAIL Eq. 1 composed from simple steps in float64: normalize, G R^T / tau, cross-entropy. */
-function hostInfoNce(g: Float32Array, r: Float32Array, b: number, m: number, d: number, tau: number): HostNce {
+/**
+ * GMAIL Eq. 1 composed from simple steps in float64: normalize, G R^T / tau, cross-entropy; plus
+ * cosineWeight · mean_i(1 − ĝ_i·r̂_i).
+ */
+function hostInfoNce(g: Float32Array, r: Float32Array, b: number, m: number, d: number, tau: number, cosineWeight = 0): HostNce {
   const normalize = (x: Float32Array, rows: number): { xh: Float64Array; n: Float64Array } => {
     const xh = new Float64Array(rows * d);
     const n = new Float64Array(rows);
@@ -282,9 +300,10 @@ function hostInfoNce(g: Float32Array, r: Float32Array, b: number, m: number, d: 
     let se = 0;
     for (let j = 0; j < m; j++) se += Math.exp(s[j] - mx);
     const lse = mx + Math.log(se);
-    loss += (lse - s[i]) / b;
+    loss += (lse - s[i]) / b + (cosineWeight * (1 - s[i] * tau)) / b;
     if (best === i) correct++;
     const dgh = new Float64Array(d);
+    for (let k = 0; k < d; k++) dgh[k] = (-cosineWeight / b) * rh[i * d + k];
     for (let j = 0; j < m; j++) {
       const ds = (Math.exp(s[j] - lse) - (i === j ? 1 : 0)) / b;
       dLogTau -= ds * s[j];
@@ -297,19 +316,23 @@ function hostInfoNce(g: Float32Array, r: Float32Array, b: number, m: number, d: 
   return { loss, accuracy: correct / b, dG, dLogTau };
 }
 
-// (b, m, d, other blocking): several column blocks and D chunks; the issue's largest sizes,
-// B = M = 1024 and D = 1024 (still 2 dispatches forward and 1 backward); a cached-negatives
-// shape M = 4B. With the other adapter class's blocking, the edge case and a shape whose forward
-// takes the 64 x 64 tiles (>= 128 of them) and whose backward takes the 32 x 32 ones.
-const NCE_HOST_CASES: [number, number, number, boolean][] = [
-  [50, 300, 300, false],
-  [1024, 1024, 1024, false],
-  [256, 1024, 512, false],
-  [50, 300, 300, true],
-  [512, 1024, 256, true],
+// (b, m, d, other blocking, cosine weight): several column blocks and D chunks; the issue's
+// largest sizes, B = M = 1024 and D = 1024 (still 2 dispatches forward and 1 backward); a
+// cached-negatives shape M = 4B. With the other adapter class's blocking, the edge case and a
+// shape whose forward takes the 64 x 64 tiles (>= 128 of them) and whose backward takes the
+// 32 x 32 ones. The cosine term on a shape with several row and column tiles, both blockings
+// (its diagonal crosses tiles).
+const NCE_HOST_CASES: [number, number, number, boolean, number][] = [
+  [50, 300, 300, false, 0],
+  [1024, 1024, 1024, false, 0],
+  [256, 1024, 512, false, 0],
+  [50, 300, 300, true, 0],
+  [512, 1024, 256, true, 0],
+  [50, 300, 300, false, 1.5],
+  [50, 300, 300, true, 1.5],
 ];
-for (const [b, m, d, other] of NCE_HOST_CASES) {
-  test(`infoNceGenToReal: B=${b}, M=${m}, D=${d} vs float64 host reference${BLOCKINGS[Number(other)].label}`, async () => {
+for (const [b, m, d, other, cosineWeight] of NCE_HOST_CASES) {
+  test(`infoNceGenToReal: B=${b}, M=${m}, D=${d}${cosineWeight ? `, cosineWeight ${cosineWeight}` : ''} vs float64 host reference${BLOCKINGS[Number(other)].label}`, async () => {
     const dev = await device();
     if (other) await forceOtherBlocking();
     const tau = 0.07;
@@ -317,7 +340,7 @@ for (const [b, m, d, other] of NCE_HOST_CASES) {
     // Positives correlated with their teacher rows so accuracy is neither 0 nor 1.
     const noise = randn(b * d, 22, 1.6);
     const gData = Float32Array.from({ length: b * d }, (_, i) => rData[i] + noise[i] * (1 + (Math.floor(i / d) % 50) / 10));
-    const ref = hostInfoNce(gData, rData, b, m, d, tau);
+    const ref = hostInfoNce(gData, rData, b, m, d, tau, cosineWeight);
     assert.ok(ref.accuracy > 0 && ref.accuracy < 1, `reference accuracy ${ref.accuracy} should be strictly between 0 and 1`);
     const g = fromArray(gData, [b, d]).keep();
     g.requiresGrad = true;
@@ -325,7 +348,8 @@ for (const [b, m, d, other] of NCE_HOST_CASES) {
     try {
       const d0 = dev.batch.totalDispatches;
       const { loss, accuracy } = scope(() => {
-        const res = infoNceGenToReal(g, r, { tau });
+        const res = infoNceGenToReal(g, r, { tau, cosineWeight });
+        res.terms?.dispose();
         return { loss: res.loss.keep(), accuracy: res.accuracy.keep() };
       });
       assert.is(dev.batch.totalDispatches - d0, 2, 'forward dispatches');
@@ -381,7 +405,7 @@ test('infoNceGenToReal agrees with the composition l2Normalize -> matmul(transB)
 
 // ---- infoNceGenToReal: finite differences, frozen teacher, dispatch count, errors ---------------
 
-test('finite differences: l2Normalize, crossEntropy, infoNce (fixed, learnable, symmetric)', async () => {
+test('finite differences: l2Normalize, crossEntropy, infoNce (fixed, learnable, symmetric, cosine term)', async () => {
   await gradCheck('l2Normalize', ([x]) => l2Normalize(x), [{ shape: [3, 5], data: randn(15, 31) }]);
   await gradCheck('crossEntropy', ([x]) => crossEntropy(x, [2, 0, 5, 1]), [{ shape: [4, 6], data: randn(24, 32, 2) }]);
   const r = fromArray(randn(5 * 4, 33), [5, 4]).keep();
@@ -395,6 +419,13 @@ test('finite differences: l2Normalize, crossEntropy, infoNce (fixed, learnable, 
     ]);
     await gradCheck('infoNce symmetric', ([g, lt]) => infoNceGenToReal(g, rSq, { logTau: lt, symmetric: true }).loss, [
       { shape: [3, 4], data: randn(12, 37) },
+      { shape: [], data: new Float32Array([Math.log(0.7)]) },
+    ]);
+    // The cosine term (cosineWeight 2, so it weighs as much as InfoNCE at tau 0.5), alone and with
+    // learnable tau and the symmetric loss: its dG and that it adds nothing to dlogtau.
+    await gradCheck('infoNce + cosine', ([g]) => infoNceGenToReal(g, r, { tau: 0.5, cosineWeight: 2 }).loss, [{ shape: [3, 4], data: randn(12, 38) }]);
+    await gradCheck('infoNce symmetric + cosine, logTau', ([g, lt]) => infoNceGenToReal(g, rSq, { logTau: lt, symmetric: true, cosineWeight: 0.5 }).loss, [
+      { shape: [3, 4], data: randn(12, 39) },
       { shape: [], data: new Float32Array([Math.log(0.7)]) },
     ]);
   } finally {
@@ -424,24 +455,29 @@ test('infoNceGenToReal: the teacher r gets no gradient even when it requires gra
   }
 });
 
-test('infoNceGenToReal is fused: 2 dispatches forward, 1 backward (2 with learnable tau)', async () => {
+test('infoNceGenToReal is fused: 2 dispatches forward, 1 backward (2 with learnable tau), with or without the cosine term', async () => {
   const dev = await device();
   const g = fromArray(randn(12, 51), [3, 4]).keep();
   const r = fromArray(randn(28, 52), [7, 4]).keep();
   const lt = parameter([Math.log(0.07)], [], 'log_tau');
   g.requiresGrad = true;
   try {
-    for (const [opts, fwd, bwd] of [[{}, 2, 1], [{ logTau: lt }, 2, 2]] as const) {
+    const cases = [[{}, 2, 1], [{ logTau: lt }, 2, 2], [{ cosineWeight: 0.5 }, 2, 1], [{ logTau: lt, cosineWeight: 0.5 }, 2, 2]] as const;
+    for (const [opts, fwd, bwd] of cases) {
       scope(() => {
         const before = dev.batch.totalDispatches;
-        const { loss } = infoNceGenToReal(g, r, opts);
+        const { loss, terms } = infoNceGenToReal(g, r, opts);
+        assert.is(terms !== undefined, 'cosineWeight' in opts, 'terms only with the cosine term');
         assert.is(dev.batch.totalDispatches - before, fwd, 'forward dispatches');
         const mid = dev.batch.totalDispatches;
         backward(loss);
         assert.is(dev.batch.totalDispatches - mid, bwd, 'backward dispatches');
       });
-      g.grad?.dispose();
-      g.grad = null;
+      // Fresh gradients for the next case (accumulating into one would add a dispatch).
+      for (const t of [g, lt]) {
+        t.grad?.dispose();
+        t.grad = null;
+      }
     }
     await dev.sync();
   } finally {
@@ -463,6 +499,9 @@ test('infoNceGenToReal: clear errors for bad shapes and options', async () => {
   assert.throws(() => infoNceGenToReal(g, r6, { tau: 0.1, logTau: lt }), /either tau .* or logTau/);
   assert.throws(() => infoNceGenToReal(g, r6, { tau: 0 }), /tau must be a positive finite number/);
   assert.throws(() => infoNceGenToReal(g, r6, { logTau: g }), /logTau must be a scalar/);
+  for (const bad of [-0.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+    assert.throws(() => infoNceGenToReal(g, r6, { cosineWeight: bad }), /infoNceGenToReal: cosineWeight must be a finite number >= 0/);
+  }
   for (const t of [g, r2, r5, r6, lt]) t.dispose();
 });
 

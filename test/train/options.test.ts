@@ -26,7 +26,7 @@ mkdirSync(data);
 const OTHER: Record<OptionKey, string> = {
   data: join(root, 'other-data'), model: 'vit-b-32', out: join(root, 'elsewhere'), resume: join(root, 'other-run'), steps: '7', epochs: '3', batch: '5',
   accum: '2', lr: '0.002', minLr: '1e-6', weightDecay: '0.1', beta1: '0.8', beta2: '0.99', eps: '1e-6', clip: '2', warmup: '3',
-  restartPeriod: '10', restartMult: '2', rank: '8', alpha: '16', targets: 'q_proj,v_proj', dualProjection: 'true', precision: 'f16', tau: '0.1', seed: '9',
+  restartPeriod: '10', restartMult: '2', rank: '8', alpha: '16', targets: 'q_proj,v_proj', dualProjection: 'true', precision: 'f16', tau: '0.1', cosineWeight: '0.5', seed: '9',
   valFraction: '0.2', teacherCache: 'false', cacheDir: join(root, 'other-cache'), saveEvery: '11', logEvery: '13', keepCheckpoints: '5',
   maxBadFraction: '0.1', eval: 'false', plot: 'pca',
 };
@@ -63,8 +63,9 @@ test('configHash covers exactly the fixed options: each fixed one changes it, no
 
 test('an option added later (--precision) leaves configHash as it was while at its default, so older runs resume; f16 is refused on resuming an f32 run', () => {
   const o = trainOptionsOf(base());
-  // The hash genalign wrote before --precision existed: every fixed option but precision.
-  const older = OPTION_KEYS.filter((k) => TRAIN_OPTIONS[k].onResume === 'fixed' && k !== 'precision').map((k) => [k, TRAIN_OPTIONS[k].normalize(o[k] as never)]);
+  // The hash genalign wrote before --precision existed: every fixed option but the ones added
+  // later (precision, cosineWeight).
+  const older = OPTION_KEYS.filter((k) => TRAIN_OPTIONS[k].onResume === 'fixed' && k !== 'precision' && k !== 'cosineWeight').map((k) => [k, TRAIN_OPTIONS[k].normalize(o[k] as never)]);
   assert.is(configHash(o), createHash('sha256').update(JSON.stringify(older)).digest('hex').slice(0, 16));
   const runDir = join(root, 'older-run');
   mkdirSync(runDir, { recursive: true });
@@ -74,6 +75,34 @@ test('an option added later (--precision) leaves configHash as it was while at i
   assert.is(resumed.precision, 'f32', 'a config.json without precision is an f32 run');
   assert.is(configHash(resumed), configHash(o));
   assert.throws(() => resumedOptions(saved, join(runDir, 'config.json'), { precision: 'f16' }, runDir), (e: Error) => e instanceof ResumeConflictError && /--precision cannot be changed when resuming: the run was started with "f32"/.test(e.message));
+});
+
+test('--cosine-weight: parsed, saved in config.json, hashed only when not 0 (older runs resume as 0), fixed on --resume, refused when negative', () => {
+  const o = trainOptionsOf(base());
+  assert.is(o.cosineWeight, 0, 'default: the paper\'s loss alone');
+  const withTerm = trainOptionsOf([...base(), '--cosine-weight', '0.5']);
+  assert.is(withTerm.cosineWeight, 0.5);
+  assert.is(savedOptions(withTerm).cosineWeight, 0.5, 'config.json records it');
+  assert.is(savedOptions(o).cosineWeight, 0);
+  // 0 leaves the hash as runs without the option have it (precision, at its default f32 here, is
+  // left out as well); any other value is another run.
+  const older = OPTION_KEYS.filter((k) => TRAIN_OPTIONS[k].onResume === 'fixed' && k !== 'cosineWeight' && k !== 'precision').map((k) => [k, TRAIN_OPTIONS[k].normalize(o[k] as never)]);
+  assert.is(configHash(o), createHash('sha256').update(JSON.stringify(older)).digest('hex').slice(0, 16));
+  assert.is(configHash(trainOptionsOf([...base(), '--cosine-weight', '0'])), configHash(o));
+  assert.not.equal(configHash(withTerm), configHash(o));
+  const runDir = join(root, 'before-cosine');
+  mkdirSync(runDir, { recursive: true });
+  const saved: Record<string, unknown> = savedOptions(o);
+  delete saved.cosineWeight;
+  const resumed = resumedOptions(saved, join(runDir, 'config.json'), {}, runDir);
+  assert.is(resumed.cosineWeight, 0, 'a config.json without cosineWeight is the paper\'s loss');
+  assert.is(configHash(resumed), configHash(o));
+  assert.throws(() => resumedOptions(saved, join(runDir, 'config.json'), { cosineWeight: 0.5 }, runDir), (e: Error) => e instanceof ResumeConflictError && /--cosine-weight cannot be changed when resuming: the run was started with 0/.test(e.message));
+  for (const bad of ['-0.5', 'abc']) {
+    assert.throws(() => trainOptionsOf([...base(), '--cosine-weight', bad]), (e: Error) => e instanceof UsageError && /--cosine-weight/.test(e.message), bad);
+  }
+  assert.throws(() => trainOptionsOf([...base(), '--cosine-weight', '-0.5']), /--cosine-weight must be >= 0/);
+  assert.throws(() => resumedOptions({ ...saved, cosineWeight: -1 }, '/runs/x/config.json', {}, '/runs/x'), /\/runs\/x\/config\.json: "cosineWeight" must be >= 0/);
 });
 
 test('--precision f16 on an adapter without shader-f16: refused before anything loads, naming the adapter and the way out', () => {

@@ -31,7 +31,7 @@ function options(over: Partial<TrainOptions> = {}): TrainOptions {
   return {
     data, model: 'tiny', out: join(root, `run${runs++}`), steps: 2, epochs: 1, batch: 8, accum: 1, lr: 1e-2, minLr: 0,
     weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, clip: 1, warmup: 0, restartPeriod: 0, restartMult: 1,
-    rank: 4, alpha: 4, targets: [...ATTENTION_TARGETS], dualProjection: false, precision: 'f32', tau: 0.07, seed: 0, valFraction: 0,
+    rank: 4, alpha: 4, targets: [...ATTENTION_TARGETS], dualProjection: false, precision: 'f32', tau: 0.07, cosineWeight: 0, seed: 0, valFraction: 0,
     teacherCache: true, cacheDir: join(root, 'cache'), saveEvery: 500, logEvery: 10, keepCheckpoints: 3,
     maxBadFraction: 0.05, eval: false, plot: 'pca', resume: null, ...over,
   };
@@ -163,6 +163,22 @@ test('metrics.jsonl: one line per step with the StepRecord keys; config.json hol
   assert.match(String(cfg.configHash), /^[0-9a-f]{16}$/);
   assert.is((cfg.modelConfig as { hiddenSize: number }).hiddenSize, 64);
   assert.equal(readdirSync(join(r.result.runDir, 'checkpoints')).sort(), ['latest', 'step-000002', 'step-000003']);
+});
+
+test('--cosine-weight: metrics.jsonl records loss_infonce and loss_cosine (loss = loss_infonce + λ loss_cosine, over 2 micro-batches); step 1\'s InfoNCE is the λ = 0 loss', async () => {
+  const common = { batch: 4, accum: 2, cacheDir: join(root, 'cache-cosine') };
+  const plain = await run({ ...common, steps: 1 });
+  assert.not.ok('loss_infonce' in plain.metrics[0] || 'loss_cosine' in plain.metrics[0], 'λ = 0 logs the loss alone');
+  const r = await run({ ...common, steps: 2, cosineWeight: 0.5 });
+  assert.is(r.metrics.length, 2);
+  for (const m of r.metrics) {
+    assert.ok(m.loss_cosine > 0 && m.loss_cosine < 2, `loss_cosine ${m.loss_cosine} is a mean of 1 − cos`);
+    assert.ok(Math.abs(m.loss_infonce + 0.5 * m.loss_cosine - m.loss) <= 1e-6 * m.loss, `${m.loss_infonce} + 0.5 × ${m.loss_cosine} vs ${m.loss}`);
+  }
+  // Step 1 sees the same weights and batch as the λ = 0 run: only the added term differs.
+  assertClose([r.metrics[0].loss_infonce], [plain.metrics[0].loss], { rtol: 1e-6, atol: 0 }, 'step-1 InfoNCE term');
+  const cfg = JSON.parse(readFileSync(join(r.result.runDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  assert.is(cfg.cosineWeight, 0.5);
 });
 
 test('runTrain with eval: metrics.json has exactly the documented keys; figure3 written', async () => {

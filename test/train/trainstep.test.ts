@@ -44,7 +44,7 @@ for (const accum of [1, 2]) {
       const micro = Array.from({ length: accum }, (_, k) => ({ generated: pixels.subarray(k * n * per, (k + 1) * n * per), n }));
       for (const [t, lr] of lrs.entries()) {
         const s = `s${t + 1}`;
-        const { loss } = await accumulateGradients(device, model, student, Number(meta.tau), micro, fx.get('teacher').data);
+        const { loss } = await accumulateGradients(device, model, student, { tau: Number(meta.tau), cosineWeight: 0 }, micro, fx.get('teacher').data);
         assertClose([loss], fx.get(`${s}.loss`).data, LOSS_TOL, `${s} loss`);
         const norm = optimizer.step(lr);
         assertClose(await norm.read(), fx.get(`${s}.grad_norm`).data, LOSS_TOL, `${s} grad norm (before clipping)`);
@@ -106,7 +106,7 @@ testF16('two training steps at --precision f16 (f16 weights and activations, f32
     let before = await Promise.all(tensors().map(([, t]) => t.read()));
     for (const [t, lr] of lrs.entries()) {
       const s = `s${t + 1}`;
-      const { loss } = await accumulateGradients(device, model, student, Number(meta.tau), [{ generated: fx.get('pixels').data, n: 6 }], fx.get('teacher').data, S);
+      const { loss } = await accumulateGradients(device, model, student, { tau: Number(meta.tau), cosineWeight: 0 }, [{ generated: fx.get('pixels').data, n: 6 }], fx.get('teacher').data, S);
       const wantLoss = fx.get(`${s}.loss`).data[0];
       worst.loss = Math.max(worst.loss, Math.abs(loss - wantLoss) / Math.abs(wantLoss) / U16);
       assertClose([loss], [wantLoss], { rtol: LOSS_K * U16, atol: 0 }, `${s} loss`);
