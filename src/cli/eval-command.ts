@@ -14,6 +14,8 @@ import { evaluatePairs } from '../train/evaluate.ts';
 import { parseFlags, helpText, positive, fraction, PRECISION_FLAG, UsageError, type FlagSpec } from './args.ts';
 import { baseDescription, outputPathProblem, studentDescription } from './embed-command.ts';
 import { escapeForTerminal } from './terminal.ts';
+import { TOKENIZER_FLAG } from './text-common.ts';
+import { textTowerFor } from '../train/text-tower.ts';
 
 export const EVAL_FLAGS: FlagSpec[] = [
   { name: 'data', type: 'string', help: 'dataset directory (pairs.jsonl, or real/ + generated/)' },
@@ -24,6 +26,7 @@ export const EVAL_FLAGS: FlagSpec[] = [
   { name: 'seed', type: 'int', default: 0, help: 'seed of the split (and of preset models)' },
   PRECISION_FLAG,
   { name: 'batch', type: 'int', default: 32, help: 'images per GPU batch', check: positive },
+  TOKENIZER_FLAG,
   { name: 'plot', type: 'string', default: 'tsne', help: 'Figure-3 projection: tsne, pca or none', check: (v) => (['tsne', 'pca', 'none'].includes(String(v)) ? null : 'must be tsne, pca or none') },
 ];
 
@@ -52,9 +55,11 @@ export async function runEval(argv: string[]): Promise<number> {
   const loaded = loadModel(String(f.model), device, Number(f.seed), precision);
   const lora = loraDir ? readPeftAdapter(loraDir, loaded.model.cfg, device) : undefined;
   const pre = modelPreprocessing(loaded);
+  const text = textTowerFor('eval', String(f.model), f.tokenizer === undefined ? undefined : String(f.tokenizer), device, Number(f.seed), precision, warn);
   // Created by the first write, after every embedding is known to be finite.
   const out = resolve(String(f.out));
   const { report, files } = await evaluatePairs(device, loaded.model, lora, undefined, pre, pairs, out, {
+    ...(text ? { text } : {}),
     batch: Number(f.batch),
     plot: f.plot as 'tsne' | 'pca' | 'none',
     seed: Number(f.seed),
@@ -64,6 +69,7 @@ export async function runEval(argv: string[]): Promise<number> {
   });
   process.stdout.write(`${escapeForTerminal(JSON.stringify(report, null, 2))}\n`);
   warn(`wrote ${files.join(', ')}`);
+  text?.model.dispose();
   lora?.dispose();
   loaded.model.dispose();
   return 0;

@@ -22,7 +22,8 @@ import { embedTexts } from '../train/text-embedding.ts';
 import { ensembleClassEmbeddings, zeroShotAccuracy, type ZeroShotResult } from '../train/downstream.ts';
 import { parseFlags, helpText, positive, PRECISION_FLAG, UsageError, type FlagSpec } from './args.ts';
 import { baseDescription, outputPathProblem, studentDescription } from './embed-command.ts';
-import { checkTokenizerFits, loadTokenizerFor, TOKENIZER_FLAG } from './text-common.ts';
+import { TOKENIZER_FLAG } from './text-common.ts';
+import { checkTokenizerFits, loadTokenizerFor } from '../train/text-tower.ts';
 import { escapeForTerminal } from './terminal.ts';
 
 export const DEFAULT_TEMPLATE = 'a photo of a {}.';

@@ -86,6 +86,34 @@ export function readTextModelConfig(dir: string): ClipTextConfig {
   return parseHfTextConfig(json, path);
 }
 
+/**
+ * Whether `spec` is a checkpoint directory holding a text tower: config.json describes one
+ * (CLIPModel or CLIPTextModel[WithProjection]) and the weights include its token embedding.
+ * (A CLIPModel config saved with a vision-only checkpoint describes a text tower it lacks.)
+ */
+export function hasTextTower(spec: string): boolean {
+  if (!isModelDir(spec)) return false;
+  try {
+    readTextModelConfig(spec);
+  } catch {
+    return false;
+  }
+  const name = 'text_model.embeddings.token_embedding.weight';
+  const index = join(spec, 'model.safetensors.index.json');
+  if (existsSync(index)) {
+    const idx = readJson(index) as { weight_map?: Record<string, string> };
+    return !!idx.weight_map && Object.prototype.hasOwnProperty.call(idx.weight_map, name);
+  }
+  const single = join(spec, 'model.safetensors');
+  if (!existsSync(single)) return false;
+  const f = SafetensorsFile.open(single, 'a CLIP checkpoint');
+  try {
+    return f.has(name);
+  } finally {
+    f.close();
+  }
+}
+
 /** A scalar the checkpoint holds besides the towers' tensors (logit_scale), expected shape []. */
 const LOGIT_SCALE = 'logit_scale';
 

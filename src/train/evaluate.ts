@@ -4,6 +4,10 @@
 //   modality gap: distance between the centroids of normalized real and generated embeddings
 // "before" = the teacher on both sides (equal to the student at step 0); "after" = the student
 // on generated images. Also draws the Figure 3 plot (t-SNE or PCA, before | after).
+// With a text tower (opts.text) and captions on the pairs: text→image and image→text R@1/5/10
+// among the held-out pairs that have a caption (t2i_rK_* / i2t_rK_*): `real` = the teacher on
+// real images, `gen_before` = the teacher on generated images, `gen_after` = the student (with
+// its projection) on generated images; captions always go through the frozen text tower.
 // Non-finite embeddings (a diverged adapter) are an error before anything is written.
 // The three embedding passes share one image preprocessing pool: opts.pool, or one of this call's, ended before evaluatePairs returns.
 import { join } from 'node:path';
@@ -19,6 +23,10 @@ import { embedPaths, type EmbeddedFiles } from './embedding.ts';
 import { alignmentMetrics, evalReport, type EvalReport } from './metrics.ts';
 import { writeFigure3 } from './plot.ts';
 import type { TeacherCache } from './teacher-cache.ts';
+import type { ClipTextModel } from '../nn/text.ts';
+import type { ClipTokenizer } from '../io/tokenizer.ts';
+import { embedTexts } from './text-embedding.ts';
+import { retrievalMetrics } from './downstream.ts';
 import { fileKey } from './teacher-cache.ts';
 
 export interface EvalOptions {
@@ -33,6 +41,8 @@ export interface EvalOptions {
   files?: FileOps;
   /** Worker pool that preprocesses the images (not closed here); default: one for this call, closed before it returns. */
   pool?: PreprocessPool;
+  /** The frozen text tower and its tokenizer: adds caption retrieval to the report. */
+  text?: { model: ClipTextModel; tokenizer: ClipTokenizer; name: string };
 }
 
 export interface EvalOutput {
@@ -115,7 +125,8 @@ export async function evaluatePairs(
   const genAfter = pick(after.embeds, after.ok, keep);
   const mBefore = alignmentMetrics(genBefore, real, n, D);
   const mAfter = alignmentMetrics(genAfter, real, n, D);
-  const report = evalReport(mBefore, mAfter);
+  const report: EvalReport = evalReport(mBefore, mAfter);
+  if (opts.text) Object.assign(report, await captionRetrieval(device, opts.text, pairs.filter((_, i) => keep[i]), { real, genBefore, genAfter }, D, opts.batch, log));
   const files: string[] = [join(outDir, 'metrics.json')];
   writeFileAtomic(join(outDir, 'metrics.json'), JSON.stringify(report, null, 2) + '\n', opts.files);
   if (opts.plot !== 'none') {
@@ -132,4 +143,38 @@ export async function evaluatePairs(
     files.push(join(outDir, 'figure3.svg'), join(outDir, 'figure3.png'));
   }
   return { report, files };
+}
+
+/** The retrieval keys of the report, over the kept pairs that carry a caption (none: {}). */
+async function captionRetrieval(
+  device: Device,
+  text: NonNullable<EvalOptions['text']>,
+  kept: Pair[],
+  rows: { real: Float32Array; genBefore: Float32Array; genAfter: Float32Array },
+  D: number,
+  batch: number,
+  log: (l: string) => void,
+): Promise<Partial<EvalReport>> {
+  const idx = kept.flatMap((p, i) => (p.caption !== undefined && p.caption.trim() !== '' ? [i] : []));
+  if (idx.length < 2) {
+    log(`eval: no caption retrieval: ${idx.length} of ${kept.length} held-out pairs have a caption (need 2; add "caption" to pairs.jsonl, see docs/data-format.md)`);
+    return {};
+  }
+  if (text.model.cfg.projectionDim !== D) {
+    throw new Error(`eval: the text tower of ${text.name} projects to ${text.model.cfg.projectionDim} dims but the vision tower to ${D}; use a CLIPModel checkpoint whose towers share projection_dim`);
+  }
+  if (idx.length < kept.length) log(`eval: caption retrieval on the ${idx.length} of ${kept.length} held-out pairs that have a caption`);
+  const texts = await embedTexts(device, text.model, text.tokenizer, idx.map((i) => kept[i].caption!), batch, { model: `the text tower of ${text.name}` });
+  const sub = (m: Float32Array): Float32Array => {
+    const out = new Float32Array(idx.length * D);
+    idx.forEach((i, j) => out.set(m.subarray(i * D, (i + 1) * D), j * D));
+    return out;
+  };
+  const n = idx.length;
+  return {
+    n_text: n,
+    ...retrievalMetrics(sub(rows.real), texts, n, D, 'real'),
+    ...retrievalMetrics(sub(rows.genBefore), texts, n, D, 'gen_before'),
+    ...retrievalMetrics(sub(rows.genAfter), texts, n, D, 'gen_after'),
+  };
 }

@@ -27,7 +27,12 @@ export interface AlignmentMetrics {
   n: number;
 }
 
-export interface EvalReport {
+/** Retrieval among held-out (image, caption) pairs when the model has a text tower (src/train/downstream.ts). */
+export type RetrievalKey = `${'t2i' | 'i2t'}_r${1 | 5 | 10}_${'real' | 'gen_before' | 'gen_after'}`;
+
+export interface EvalReport extends Partial<Record<RetrievalKey, number>> {
+  /** Pairs the retrieval keys were measured on (held-out pairs with a caption that decoded). */
+  n_text?: number;
   paired_cosine_before: number;
   paired_cosine_after: number;
   r1_before: number;

@@ -32,7 +32,7 @@ import { backward, noGrad } from '../tensor/autograd.ts';
 import { infoNceGenToReal, toF32 } from '../ops/index.ts';
 import { LoraAdapter } from '../nn/lora.ts';
 import type { ClipVisionModel } from '../nn/vit.ts';
-import { loadModel, modelPreprocessing, type LoadedModel } from '../io/hf-checkpoint.ts';
+import { hasTextTower, isModelDir, loadModel, modelPreprocessing, type LoadedModel } from '../io/hf-checkpoint.ts';
 import type { PreprocessConfig } from '../io/image.ts';
 import { loadDataset, splitByValFraction, type Pair } from '../io/dataset.ts';
 import { PairLoader, epochBatches, type PairBatch } from '../io/loader.ts';
@@ -50,6 +50,7 @@ import { configHash, configHashBeforeSchema, savedOptions, type TrainOptions } f
 import { TeacherCache, modelKey, fileKey } from './teacher-cache.ts';
 import { embedPaths } from './embedding.ts';
 import { evaluatePairs, type EvalOutput } from './evaluate.ts';
+import { textTowerFor } from './text-tower.ts';
 
 export type { TrainOptions } from './options.ts';
 
@@ -868,18 +869,25 @@ async function finalEval(device: Device, o: TrainOptions, built: Built, valPairs
   }
   log(`eval on ${valPairs.length} held-out pairs…`);
   const adapterDir = join(runDir, ADAPTER_DIR);
-  return evaluatePairs(device, built.loaded.model, built.student.lora, built.student.projection ?? undefined, built.pre, valPairs, runDir, {
-    batch: o.batch,
-    plot: o.plot,
-    seed: o.seed,
-    log,
-    files,
-    ...(pool ? { pool } : {}),
-    student: {
-      name: `the LoRA student (${adapterDir})`,
-      hint: `Its weights have likely diverged in training (too high a --lr): use an earlier checkpoint of the run (checkpoints/step-*), or retrain with a lower --lr. Nothing was written to ${runDir}.`,
-    },
-  }, cache);
+  // Caption retrieval when the base model is a checkpoint with a text tower and tokenizer files.
+  const text = isModelDir(o.model) && hasTextTower(o.model) ? textTowerFor('eval', o.model, undefined, device, o.seed, o.precision, log) : null;
+  try {
+    return await evaluatePairs(device, built.loaded.model, built.student.lora, built.student.projection ?? undefined, built.pre, valPairs, runDir, {
+      ...(text ? { text } : {}),
+      batch: o.batch,
+      plot: o.plot,
+      seed: o.seed,
+      log,
+      files,
+      ...(pool ? { pool } : {}),
+      student: {
+        name: `the LoRA student (${adapterDir})`,
+        hint: `Its weights have likely diverged in training (too high a --lr): use an earlier checkpoint of the run (checkpoints/step-*), or retrain with a lower --lr. Nothing was written to ${runDir}.`,
+      },
+    }, cache);
+  } finally {
+    text?.model.dispose();
+  }
 }
 
 // --- train: the stages in order ---------------------------------------------------------------------
