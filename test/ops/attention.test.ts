@@ -237,15 +237,10 @@ testF16('attention on f16 tensors is the f32 math rounded to f16 (N = 197; GPU b
   }
 });
 
-testF16('causal attention on f16 tensors is the f32 math rounded to f16 (N = 77, Dh = 64; GPU blocking with split 4)', async () => {
+// (The causal GPU blocking is checked in f32 below: f16 changes only the storage, and every
+// extra f16 pipeline costs tens of seconds of llvmpipe compile time in a cold CI run.)
+testF16('causal attention on f16 tensors is the f32 math rounded to f16 (N = 77, Dh = 64)', async () => {
   await checkF16AgainstCpu('causal N=77', [1, 77, 2, 64], undefined, true);
-  const dev = await device();
-  dev.settings.blockingClass = 'gpu';
-  try {
-    await checkF16AgainstCpu('causal gpu blocking split 4', [1, 70, 2, 16], 4, true);
-  } finally {
-    dev.settings.blockingClass = null;
-  }
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -255,21 +250,23 @@ testF16('causal attention on f16 tensors is the f32 math rounded to f16 (N = 77,
 
 test('causal: against a float64 reference with skipped tiles, odd head dims and N not a multiple of the tile', async () => {
   await checkAgainstCpu('causal N=70 Dh=16', [2, 70, 2, 16], { causal: true });
-  await checkAgainstCpu('causal N=150 Dh=8', [1, 150, 1, 8], { causal: true, seed: 5 });
+  // Head dims 16 and 5 only (each head dim is its own set of pipelines to compile).
+  await checkAgainstCpu('causal N=150 Dh=16', [1, 150, 1, 16], { causal: true, seed: 5 });
   await checkAgainstCpu('causal N=9 Dh=5', [2, 9, 3, 5], { causal: true });
-  await checkAgainstCpu('causal N=2 Dh=1', [1, 2, 1, 1], { causal: true });
+  await checkAgainstCpu('causal N=2 Dh=5', [1, 2, 1, 5], { causal: true });
   // A peaked softmax: the first key sets a running max that later keys must not be masked into.
   await checkAgainstCpu('causal peaked', [1, 40, 2, 16], { causal: true, qScale: 12, tol: { rtol: 2e-4, atol: 5e-5 } });
 });
 
-test('causal: the GPU blocking (split 1, 2, 4) gives the same results', async () => {
+test('causal: the GPU blocking (split 1 and 4) gives the same results', async () => {
+  // Split 2 runs the same code as 4 (invocations per row merging partial states) with another
+  // override value; the uncausal test below covers it.
   const dev = await device();
   dev.settings.blockingClass = 'gpu';
   try {
-    for (const split of [1, 2, 4]) {
-      await checkAgainstCpu(`causal gpu blocking split ${split} Dh=16`, [1, 70, 2, 16], { split, causal: true });
-      await checkAgainstCpu(`causal gpu blocking split ${split} Dh=5`, [2, 3, 1, 5], { split, causal: true });
-    }
+    await checkAgainstCpu('causal gpu blocking split 1 Dh=16', [1, 70, 2, 16], { split: 1, causal: true });
+    await checkAgainstCpu('causal gpu blocking split 4 Dh=16', [1, 70, 2, 16], { split: 4, causal: true });
+    await checkAgainstCpu('causal gpu blocking split 4 Dh=5', [2, 3, 1, 5], { split: 4, causal: true });
   } finally {
     dev.settings.blockingClass = null;
   }
