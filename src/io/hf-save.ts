@@ -33,6 +33,8 @@ export interface SaveClipOptions {
   logitScale: number;
   /** Folder holding the tokenizer the text tower was trained with (its files are copied). */
   tokenizerDir: string;
+  /** More text files to write into the folder (name → content), such as a README.md model card. */
+  extraFiles?: Record<string, string>;
   /** File operations (tests inject failures). */
   files?: FileOps;
 }
@@ -150,6 +152,7 @@ export async function saveClipModel(dir: string, o: SaveClipOptions): Promise<st
     files.write(join(tmp, 'model.safetensors'), weights);
     files.write(join(tmp, 'preprocessor_config.json'), [preprocessor]);
     for (const f of tokenizerFiles) files.write(join(tmp, f), [readFileSync(join(o.tokenizerDir, f))]);
+    for (const [f, content] of Object.entries(o.extraFiles ?? {})) files.write(join(tmp, f), [content]);
     removeTree(old, files);
     if (existsSync(final)) files.rename(final, old);
     try {
