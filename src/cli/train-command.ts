@@ -2,6 +2,7 @@
 // With no --data it builds (or reuses) the embedded demo dataset and trains the `tiny` model.
 // The flags are derived from the option table in src/train/options.ts (types, defaults, checks,
 // help, the demo's values, and what --resume may change); --validate is this command's own.
+import type { EvalReport } from '../train/metrics.ts';
 import { join, resolve } from 'node:path';
 import { existsSync, statSync } from 'node:fs';
 import { getDevice } from '../gpu/device.ts';
@@ -202,6 +203,7 @@ export async function runTrain(argv: string[], inject: Pick<TrainHooks, 'files' 
         `paired cosine ${r.paired_cosine_before.toFixed(4)} → ${r.paired_cosine_after.toFixed(4)}  ` +
           `R@1 ${r.r1_before.toFixed(3)} → ${r.r1_after.toFixed(3)}  R@5 ${r.r5_before.toFixed(3)} → ${r.r5_after.toFixed(3)}  ` +
           `gap ${r.gap_before.toFixed(4)} → ${r.gap_after.toFixed(4)}  (n=${r.n_val})\n` +
+          downstreamLines(r) +
           `wrote ${result.eval.files.join(', ')}\n`,
       );
     }
@@ -211,4 +213,19 @@ export async function runTrain(argv: string[], inject: Pick<TrainHooks, 'files' 
     result.projection?.dispose();
     result.model.model.dispose();
   }
+}
+
+/** The caption retrieval and zero-shot lines of the final eval (empty without a text tower). */
+export function downstreamLines(r: EvalReport): string {
+  const f = (x: number | undefined): string => (x === undefined ? '-' : x.toFixed(3));
+  let out = '';
+  if (r.n_text !== undefined) {
+    out +=
+      `text→image R@1  real ${f(r.t2i_r1_real)}  generated ${f(r.t2i_r1_gen_before)} → ${f(r.t2i_r1_gen_after)}   ` +
+      `image→text R@1  real ${f(r.i2t_r1_real)}  generated ${f(r.i2t_r1_gen_before)} → ${f(r.i2t_r1_gen_after)}  (n=${r.n_text})\n`;
+  }
+  if (r.n_zeroshot !== undefined) {
+    out += `zero-shot top-1  real ${f(r.zeroshot_top1_real)}  generated ${f(r.zeroshot_top1_gen_before)} → ${f(r.zeroshot_top1_gen_after)}  (${r.zeroshot_classes} classes, n=${r.n_zeroshot})\n`;
+  }
+  return out;
 }

@@ -1,7 +1,7 @@
 // Paired training data for GMAIL: each pair is one REAL image (seen by the frozen teacher)
 // and one or more GENERATED images of the same content (seen by the LoRA student).
 // Two layouts, described in docs/data-format.md:
-//   DIR/pairs.jsonl  one JSON object per line {"real", "generated": path | [paths], "caption"?, "id"?}
+//   DIR/pairs.jsonl  one JSON object per line {"real", "generated": path | [paths], "caption"?, "label"?, "id"?}
 //   DIR/real/<id>.<ext> + DIR/generated/<id>.<ext> | DIR/generated/<id>_<k>.<ext>   (no manifest)
 // loadDataset checks that every listed file exists (cheap); whether the files decode is found
 // out by the loader at training time, or up front by validateImages (--validate), which
@@ -23,6 +23,8 @@ export interface Pair {
   /** Absolute paths of the generated images for this real image (at least one). */
   generated: string[];
   caption?: string;
+  /** A class name (what the image shows), for eval's zero-shot accuracy. */
+  label?: string;
 }
 
 export interface DatasetProblems {
@@ -66,6 +68,7 @@ interface RawPair {
   real: string;
   generated: string[];
   caption?: string;
+  label?: string;
   /** Where the pair came from, for error messages ("pairs.jsonl line 7" or "real/x.png"). */
   origin: string;
 }
@@ -93,6 +96,7 @@ function parseManifest(dir: string, manifestPath: string): RawPair[] {
     else if (o.generated === undefined) throw new Error(`${where}: missing "generated" (a path or a list of paths relative to ${dir})`);
     else throw new Error(`${where}: "generated" must be a path or a non-empty list of paths, got ${JSON.stringify(o.generated)}`);
     if (o.caption !== undefined && typeof o.caption !== 'string') throw new Error(`${where}: "caption" must be a string`);
+    if (o.label !== undefined && (typeof o.label !== 'string' || o.label.trim() === '')) throw new Error(`${where}: "label" must be a non-empty string (a class name such as "dog")`);
     if (o.id !== undefined && (typeof o.id !== 'string' || o.id === '')) throw new Error(`${where}: "id" must be a non-empty string`);
     const real = resolve(dir, o.real);
     out.push({
@@ -100,6 +104,7 @@ function parseManifest(dir: string, manifestPath: string): RawPair[] {
       real,
       generated: gen.map((g) => resolve(dir, g)),
       ...(typeof o.caption === 'string' ? { caption: o.caption } : {}),
+      ...(typeof o.label === 'string' ? { label: o.label.trim() } : {}),
       origin: `line ${i + 1}`,
     });
   }
@@ -206,7 +211,7 @@ export function loadDataset(dir: string, opts: LoadDatasetOptions = {}): Dataset
       continue;
     }
     problems.droppedGenerated += p.generated.length - gen.length;
-    pairs.push({ id: p.id, real: p.real, generated: gen, ...(p.caption !== undefined ? { caption: p.caption } : {}) });
+    pairs.push({ id: p.id, real: p.real, generated: gen, ...(p.caption !== undefined ? { caption: p.caption } : {}), ...(p.label !== undefined ? { label: p.label } : {}) });
   }
 
   const listedIn = layout === 'manifest' ? manifest : root;

@@ -15,7 +15,7 @@
 // marks the directory as ours: a non-empty directory without it is never touched, and a
 // rebuild refuses to start while real/ or generated/ hold files a build did not write (a user's
 // own images there would otherwise be deleted).
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { rename, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import sharp from 'sharp';
@@ -42,7 +42,7 @@ export interface DemoDatasetResult {
 }
 
 const STAMP = 'demo.json';
-const FORMAT = 2;
+const FORMAT = 3;
 const JPEG_QUALITY = 45;
 
 interface Stamp {
@@ -148,10 +148,16 @@ function jitterScene(s: Scene, rand: () => number): Scene {
   };
 }
 
-function caption(index: number, s: Scene): string {
+/** What the scene shows, largest shape first, then the background (no index: only the picture's content). */
+function caption(s: Scene): string {
   const size = (r: number): string => (r < 0.15 ? 'small ' : r > 0.23 ? 'large ' : '');
   const things = s.shapes.map((sh) => `${size(sh.r)}${PALETTE[sh.colour].name} ${sh.kind}`);
-  return `demo scene ${index}: ${things.join(' and ')} on ${PALETTE[s.c1].name} and ${PALETTE[s.c2].name} ${s.bg}`;
+  return `${things.join(' and ')} on ${PALETTE[s.c1].name} and ${PALETTE[s.c2].name} ${s.bg}`;
+}
+
+/** The scene's class: the kind of its largest shape (shapes are sorted largest first). */
+function label(s: Scene): string {
+  return s.shapes[0].kind;
 }
 
 /** Background mix weight t in [0, 1] at (u, v); cos/sin of the scene angle are passed in. */
@@ -370,8 +376,8 @@ function staleReason(dir: string, want: BuildParams): string | null {
 const TEMP_FILE = /^\..+\.\d+(\.\d+)?\.tmp$/;
 
 /**
- * Files under real/ and generated/ (relative paths) that a build with stamp `s` did not write:
- * a rebuild deletes those folders, so it must not start while they hold a user's files. Without
+ * Files under real/, generated/ and classes/ (relative paths) that a build with stamp `s` did
+ * not write: a rebuild deletes those folders, so it must not start while they hold a user's files. Without
  * a readable stamp any numeric demo name counts as ours.
  */
 function foreignFiles(dir: string, s: Stamp | null): string[] {
@@ -401,6 +407,28 @@ function foreignFiles(dir: string, s: Stamp | null): string[] {
       foreign.push(`${sub}/${e.name}${e.isDirectory() ? '/' : ''}`);
     }
   }
+  // classes/<side>/<shape>/<file>: the build's links to the images of that side.
+  const classes = join(dir, 'classes');
+  if (existsSync(classes)) {
+    for (const side of readdirSync(classes, { withFileTypes: true })) {
+      const sideOk = side.isDirectory() && (side.name === 'real' || side.name === 'generated');
+      if (!sideOk) {
+        foreign.push(`classes/${side.name}${side.isDirectory() ? '/' : ''}`);
+        continue;
+      }
+      const name = side.name as 'real' | 'generated';
+      for (const cls of readdirSync(join(classes, name), { withFileTypes: true })) {
+        if (!cls.isDirectory() || !(SHAPES as readonly string[]).includes(cls.name)) {
+          foreign.push(`classes/${name}/${cls.name}${cls.isDirectory() ? '/' : ''}`);
+          continue;
+        }
+        for (const e of readdirSync(join(classes, name, cls.name), { withFileTypes: true })) {
+          if (e.isFile() && ours[name](e.name)) continue;
+          foreign.push(`classes/${name}/${cls.name}/${e.name}${e.isDirectory() ? '/' : ''}`);
+        }
+      }
+    }
+  }
   return foreign.sort();
 }
 
@@ -424,8 +452,10 @@ with Stable Diffusion, and pair each generation with its COCO photo. Then:
 See docs/data-format.md in the genalign repository for the full format (including the
 folder layout real/<id>.jpg + generated/<id>_<k>.png that needs no manifest).
 
-Files: real/<id>.png, generated/<id>_<k>.jpg, pairs.jsonl, demo.json (build parameters;
-written last, so an interrupted build is detected and redone).
+Files: real/<id>.png, generated/<id>_<k>.jpg, pairs.jsonl (with a caption of what each scene
+shows and a "label": the kind of its largest shape), classes/real/<label>/ and
+classes/generated/<label>/ (the same images by class, for npm run zeroshot and npm run probe),
+demo.json (build parameters; written last, so an interrupted build is detected and redone).
 `;
 
 /**
@@ -463,6 +493,7 @@ export async function ensureDemoDataset(dir: string, opts: DemoDatasetOptions = 
     writeFileAtomic(join(root, STAMP), JSON.stringify({ ...want, complete: false }) + '\n');
     rmSync(join(root, 'real'), { recursive: true, force: true });
     rmSync(join(root, 'generated'), { recursive: true, force: true });
+    rmSync(join(root, 'classes'), { recursive: true, force: true });
     rmSync(join(root, MANIFEST_NAME), { force: true });
   } else {
     mkdirSync(root, { recursive: true });
@@ -476,6 +507,7 @@ export async function ensureDemoDataset(dir: string, opts: DemoDatasetOptions = 
   const width = String(count - 1).length;
   const seen = new Set<string>();
   const lines: string[] = [];
+  const classLinks: { label: string; files: string[] }[] = [];
   const writes: Promise<void>[] = [];
   for (let i = 0; i < count; i++) {
     const id = String(i).padStart(width, '0');
@@ -497,9 +529,24 @@ export async function ensureDemoDataset(dir: string, opts: DemoDatasetOptions = 
       const shifted = toBytes(renderingShift(render(jitterScene(scene, rand), size), size, rand));
       writes.push(sharp(shifted, raw).jpeg({ quality: JPEG_QUALITY, chromaSubsampling: '4:2:0' }).toBuffer().then((b) => writeImage(join(root, rel), b)));
     }
-    lines.push(JSON.stringify({ id, real: realRel, generated: genRel, caption: caption(i, scene) }));
+    lines.push(JSON.stringify({ id, real: realRel, generated: genRel, caption: caption(scene), label: label(scene) }));
+    classLinks.push({ label: label(scene), files: [realRel, ...genRel] });
   }
   await Promise.all(writes);
+  // Class folders for zeroshot / probe: classes/<side>/<label>/<file>, hard links to the images
+  // (copies where the file system has none).
+  for (const { label: cls, files } of classLinks) {
+    for (const rel of files) {
+      const side = rel.startsWith('real/') ? 'real' : 'generated';
+      const dest = join(root, 'classes', side, cls, basename(rel));
+      mkdirSync(dirname(dest), { recursive: true });
+      try {
+        linkSync(join(root, rel), dest);
+      } catch {
+        copyFileSync(join(root, rel), dest);
+      }
+    }
+  }
   writeFileAtomic(join(root, MANIFEST_NAME), lines.join('\n') + '\n');
   writeFileAtomic(join(root, 'README.txt'), README);
   writeFileAtomic(join(root, STAMP), JSON.stringify({ ...want, complete: true }) + '\n');

@@ -8,6 +8,9 @@
 // among the held-out pairs that have a caption (t2i_rK_* / i2t_rK_*): `real` = the teacher on
 // real images, `gen_before` = the teacher on generated images, `gen_after` = the student (with
 // its projection) on generated images; captions always go through the frozen text tower.
+// With a text tower and labels on the pairs: zero-shot top-1 / top-5 accuracy (zeroshot_topK_*,
+// the same three image sides) over the distinct labels of the evaluated pairs as classes, each
+// prompted as "a photo of a {label}." (the zeroshot command's default template).
 // Non-finite embeddings (a diverged adapter) are an error before anything is written.
 // The three embedding passes share one image preprocessing pool: opts.pool, or one of this call's, ended before evaluatePairs returns.
 import { join } from 'node:path';
@@ -26,7 +29,7 @@ import type { TeacherCache } from './teacher-cache.ts';
 import type { ClipTextModel } from '../nn/text.ts';
 import type { ClipTokenizer } from '../io/tokenizer.ts';
 import { embedTexts } from './text-embedding.ts';
-import { retrievalMetrics } from './downstream.ts';
+import { ensembleClassEmbeddings, retrievalMetrics, zeroShotAccuracy } from './downstream.ts';
 import { fileKey } from './teacher-cache.ts';
 
 export interface EvalOptions {
@@ -126,7 +129,11 @@ export async function evaluatePairs(
   const mBefore = alignmentMetrics(genBefore, real, n, D);
   const mAfter = alignmentMetrics(genAfter, real, n, D);
   const report: EvalReport = evalReport(mBefore, mAfter);
-  if (opts.text) Object.assign(report, await captionRetrieval(device, opts.text, pairs.filter((_, i) => keep[i]), { real, genBefore, genAfter }, D, opts.batch, log));
+  if (opts.text) {
+    const kept = pairs.filter((_, i) => keep[i]);
+    Object.assign(report, await captionRetrieval(device, opts.text, kept, { real, genBefore, genAfter }, D, opts.batch, log));
+    Object.assign(report, await labelZeroShot(device, opts.text, kept, { real, genBefore, genAfter }, D, opts.batch));
+  }
   const files: string[] = [join(outDir, 'metrics.json')];
   writeFileAtomic(join(outDir, 'metrics.json'), JSON.stringify(report, null, 2) + '\n', opts.files);
   if (opts.plot !== 'none') {
@@ -177,4 +184,33 @@ async function captionRetrieval(
     ...retrievalMetrics(sub(rows.genBefore), texts, n, D, 'gen_before'),
     ...retrievalMetrics(sub(rows.genAfter), texts, n, D, 'gen_after'),
   };
+}
+
+/** The zero-shot keys of the report, over the kept pairs that carry a label (fewer than 2 classes: {}). */
+async function labelZeroShot(
+  device: Device,
+  text: NonNullable<EvalOptions['text']>,
+  kept: Pair[],
+  rows: { real: Float32Array; genBefore: Float32Array; genAfter: Float32Array },
+  D: number,
+  batch: number,
+): Promise<Partial<EvalReport>> {
+  const idx = kept.flatMap((p, i) => (p.label !== undefined ? [i] : []));
+  const classes = [...new Set(idx.map((i) => kept[i].label!))].sort();
+  if (classes.length < 2) return {};
+  const prompts = await embedTexts(device, text.model, text.tokenizer, classes.map((c) => `a photo of a ${c}.`), batch, { model: `the text tower of ${text.name}` });
+  const classEmb = ensembleClassEmbeddings(prompts, 1, classes.length, D);
+  const labels = idx.map((i) => classes.indexOf(kept[i].label!));
+  const sub = (m: Float32Array): Float32Array => {
+    const out = new Float32Array(idx.length * D);
+    idx.forEach((i, j) => out.set(m.subarray(i * D, (i + 1) * D), j * D));
+    return out;
+  };
+  const out: Partial<EvalReport> = { n_zeroshot: idx.length, zeroshot_classes: classes.length };
+  for (const [side, m] of [['real', rows.real], ['gen_before', rows.genBefore], ['gen_after', rows.genAfter]] as const) {
+    const r = zeroShotAccuracy(sub(m), labels, classEmb, classes, D);
+    out[`zeroshot_top1_${side}`] = r.top1;
+    out[`zeroshot_top5_${side}`] = r.top5;
+  }
+  return out;
 }

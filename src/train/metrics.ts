@@ -30,9 +30,15 @@ export interface AlignmentMetrics {
 /** Retrieval among held-out (image, caption) pairs when the model has a text tower (src/train/downstream.ts). */
 export type RetrievalKey = `${'t2i' | 'i2t'}_r${1 | 5 | 10}_${'real' | 'gen_before' | 'gen_after'}`;
 
-export interface EvalReport extends Partial<Record<RetrievalKey, number>> {
+/** Zero-shot accuracy over the held-out pairs' labels (src/train/downstream.ts). */
+export type ZeroShotKey = `zeroshot_top${1 | 5}_${'real' | 'gen_before' | 'gen_after'}`;
+
+export interface EvalReport extends Partial<Record<RetrievalKey | ZeroShotKey, number>> {
   /** Pairs the retrieval keys were measured on (held-out pairs with a caption that decoded). */
   n_text?: number;
+  /** Pairs and classes the zero-shot keys were measured on (held-out pairs with a label). */
+  n_zeroshot?: number;
+  zeroshot_classes?: number;
   paired_cosine_before: number;
   paired_cosine_after: number;
   r1_before: number;

@@ -133,6 +133,10 @@ test('eval: caption retrieval keys with a text tower; none (and a line saying wh
     assert.ok(m[`${dir}_r1_real`] <= m[`${dir}_r5_real`] && m[`${dir}_r5_real`] <= m[`${dir}_r10_real`], 'R@K grows with K');
     assert.is(m[`${dir}_r10_gen_after`], m[`${dir}_r10_gen_before`], 'no --lora: after is before');
   }
+  // The demo pairs carry labels (the largest shape's kind): zero-shot over them.
+  assert.is(m.n_zeroshot, 12);
+  assert.ok(m.zeroshot_classes >= 2 && m.zeroshot_classes <= 6, `classes ${m.zeroshot_classes}`);
+  for (const side of ['real', 'gen_before', 'gen_after']) assert.ok(m[`zeroshot_top1_${side}`] >= 0 && m[`zeroshot_top1_${side}`] <= m[`zeroshot_top5_${side}`], side);
   const out2 = join(root, 'eval2');
   const r2 = await runCli('eval', ['--data', data, '--model', 'tiny', '--out', out2, '--plot', 'none']);
   assert.is(r2.code, 0, r2.stderr);

@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import sharp from 'sharp';
 import { loadDataset, splitByValFraction, splitHash, validateImages, type Pair } from '../../src/io/dataset.ts';
@@ -52,7 +52,7 @@ test('manifest: single and multiple generated paths, captions, ids, blank lines'
   const d = freshDir('manifest');
   for (const f of ['real/cat.jpg', 'real/dog.png', 'gen/cat_a.png', 'gen/dog_0.png', 'gen/dog_1.png']) put(d, f);
   manifest(d, [
-    { real: 'real/cat.jpg', generated: 'gen/cat_a.png', caption: 'a cat' },
+    { real: 'real/cat.jpg', generated: 'gen/cat_a.png', caption: 'a cat', label: ' cat ' },
     '',
     '   ',
     { real: 'real/dog.png', generated: ['gen/dog_0.png', 'gen/dog_1.png'], id: 'doggo' },
@@ -62,9 +62,18 @@ test('manifest: single and multiple generated paths, captions, ids, blank lines'
   assert.is(ds.layout, 'manifest');
   assert.equal(w.messages, []);
   assert.equal(ds.pairs, [
-    { id: 'cat', real: join(d, 'real/cat.jpg'), generated: [join(d, 'gen/cat_a.png')], caption: 'a cat' },
+    { id: 'cat', real: join(d, 'real/cat.jpg'), generated: [join(d, 'gen/cat_a.png')], caption: 'a cat', label: 'cat' },
     { id: 'doggo', real: join(d, 'real/dog.png'), generated: [join(d, 'gen/dog_0.png'), join(d, 'gen/dog_1.png')] },
   ]);
+});
+
+test('manifest: a label must be a non-empty string', () => {
+  const d = freshDir('manifest-label');
+  for (const f of ['real/cat.jpg', 'gen/cat_a.png']) put(d, f);
+  for (const bad of [3, '  ']) {
+    manifest(d, [{ real: 'real/cat.jpg', generated: 'gen/cat_a.png', label: bad }]);
+    assert.throws(() => loadDataset(d), (e: Error) => e.message.includes(`${join(d, 'pairs.jsonl')} line 1: "label" must be a non-empty string`));
+  }
 });
 
 test('folder layout: <id>.<ext> and <id>_<k>.<ext>, numeric order, exact-id match first, orphans and real without generated', () => {
@@ -296,10 +305,18 @@ test('demo dataset: builds, every pair decodes, real images distinct, consistent
   assert.ok(existsSync(join(d, 'README.txt')) && /NOT diffusion-model outputs/.test(readFileSync(join(d, 'README.txt'), 'utf8')));
   const ds = loadDataset(d, { onWarn: (m) => assert.unreachable(m) });
   assert.is(ds.pairs.length, 24);
+  const shapes = ['circle', 'ring', 'square', 'diamond', 'triangle', 'bar'];
   for (const p of ds.pairs) {
     assert.is(p.generated.length, 2);
-    assert.match(p.caption ?? '', new RegExp(`^demo scene ${Number(p.id)}: .+ on .+`));
+    // What the scene shows, largest shape first; its label is that shape's kind.
+    assert.match(p.caption ?? '', /^((small|large) )?[a-z]+ (circle|ring|square|diamond|triangle|bar)( and .+)? on [a-z]+ and [a-z]+ .+$/);
+    assert.ok(shapes.includes(p.label ?? ''), `label ${p.label}`);
+    assert.match(p.caption ?? '', new RegExp(`^((small|large) )?[a-z]+ ${p.label}\\b`), 'the label is the first (largest) shape of the caption');
+    // The class folders hold the same images.
+    assert.ok(existsSync(join(d, 'classes', 'real', p.label!, basename(p.real))), `classes/real/${p.label}/${basename(p.real)}`);
+    for (const g of p.generated) assert.ok(existsSync(join(d, 'classes', 'generated', p.label!, basename(g))));
   }
+  assert.ok(new Set(ds.pairs.map((p) => p.label)).size >= 4, 'several classes among 24 scenes');
   const v = await validateImages(ds, { preprocess: defaultPreprocess(32) });
   assert.equal(v.bad, []);
   assert.is(v.checked, 72);
@@ -366,6 +383,7 @@ test('demo dataset: a rebuild says why, and never deletes files the build did no
   put(d, 'real/mine.png');
   put(d, 'generated/8_0.jpg');
   mkdirSync(join(d, 'generated', 'extra'));
+  put(d, 'classes/real/dog/x.png');
   assert.is((await ensureDemoDataset(d, { count: 8, size: 16, seed: 1, variants: 1, log })).reused, true);
   // ...and a rebuild refuses, listing them, and deletes nothing.
   try {
@@ -374,7 +392,7 @@ test('demo dataset: a rebuild says why, and never deletes files the build did no
   } catch (e) {
     const msg = (e as Error).message;
     assert.match(msg, /must be rebuilt \(other parameters were asked for: count 8 → 9\)/);
-    assert.match(msg, /3 file\(s\) the demo build did not write:\n  generated\/8_0\.jpg\n  generated\/extra\/\n  real\/mine\.png\n/);
+    assert.match(msg, /4 file\(s\) the demo build did not write:\n  classes\/real\/dog\/\n  generated\/8_0\.jpg\n  generated\/extra\/\n  real\/mine\.png\n/);
     assert.match(msg, /Move them out/);
   }
   assert.is(lines.length, 2, 'no rebuild line for a refused rebuild');
@@ -384,6 +402,7 @@ test('demo dataset: a rebuild says why, and never deletes files the build did no
   rmSync(join(d, 'real', 'mine.png'));
   rmSync(join(d, 'generated', '8_0.jpg'));
   rmSync(join(d, 'generated', 'extra'), { recursive: true });
+  rmSync(join(d, 'classes', 'real', 'dog'), { recursive: true });
   assert.is((await ensureDemoDataset(d, { count: 9, size: 16, seed: 1, variants: 1, log })).reused, false);
   assert.is(lines[2], `demo dataset: rebuilding ${d}: other parameters were asked for: count 8 → 9`);
   // An interrupted build's leftovers (temp files, its own images) are not foreign.
