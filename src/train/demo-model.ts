@@ -1,19 +1,25 @@
-// The demo's teacher: a tiny CLIP pretrained from scratch on the demo dataset's real images and
-// their captions (scripts/make-demo-model.ts runs it and commits the result to models/demo-clip).
+// The demo's teacher: a tiny CLIP pretrained from scratch on procedural "real" scenes of the demo
+// dataset's generator and their captions (scripts/make-demo-model.ts runs it and commits the
+// result to models/demo-clip).
 //
-//   demo dataset (ensureDemoDataset) → the trainer's held-out split (the demo's --val-fraction and
-//   --seed), so the demo's final eval runs on pairs this model never saw → real images
-//   preprocessed as the model's preprocessor_config.json says → ClipPretrainer on the train
-//   pairs, each image in one of its 8 dihedral orientations (rotations and flips: the captions say
-//   which shapes, colours and background a scene has, never where or which way up, so all 8 fit
-//   the caption) → retrieval and zero-shot measured on the train and held-out pairs.
+//   the demo dataset (ensureDemoDataset) → the demo trainer's held-out split (its --val-fraction
+//   and --seed), never trained on → training pairs: `extraDataDir`, more real scenes of the same
+//   generator built with another seed (the script's default: 2048 of them), or without it the
+//   demo's own train split (200 pairs, which a model this size memorises rather than learns
+//   from: docs/benchmarks.md) → real images preprocessed as the model's
+//   preprocessor_config.json says → ClipPretrainer, each image in one of its 8 dihedral
+//   orientations (rotations and flips: the captions say which shapes, colours and background a
+//   scene has, never where or which way up, so all 8 fit the caption), its caption read half of
+//   the time as "a photo of a <caption>" (web alt-text, CLIP's data, often starts so; without it
+//   the words of CLIP's zero-shot prompt "a photo of a {}." would be tokens the model never saw)
+//   → retrieval and zero-shot measured on the trained-on, held-out and unseen demo pairs. The
+//   class words of the zero-shot prompt are learned only from the captions, which name every
+//   shape; the labels themselves are never trained on.
 //
-// Everything is seeded (initial weights, batch order, orientations) and the GPU work is the same
-// from run to run, so two runs give the same bytes.
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+// Everything is seeded (initial weights, batch order, orientations, prefixes) and the GPU work
+// is the same from run to run, so two runs give the same bytes.
 import type { Device } from '../gpu/device.ts';
-import { loadDataset, MANIFEST_NAME, splitByValFraction, type Pair } from '../io/dataset.ts';
+import { loadDataset, splitByValFraction, type Pair } from '../io/dataset.ts';
 import { defaultPreprocess, preprocessImage } from '../io/image.ts';
 import type { ClipTokenizer } from '../io/tokenizer.ts';
 import { NAMED_CONFIGS, NAMED_TEXT_CONFIGS, type ClipTextConfig, type ClipVisionConfig } from '../nn/config.ts';
@@ -27,14 +33,26 @@ import { retrievalRanks } from './metrics.ts';
 
 /** The classes of the demo's `label` field (the kind of the largest shape of a scene). */
 export const DEMO_CLASSES = ['circle', 'ring', 'square', 'diamond', 'triangle', 'bar'] as const;
+/** Retrieval on the training pairs is measured among the first this many (the demo's train split has 200). */
+export const EVAL_PAIRS = 200;
+/** Put in front of half of the training captions (see the file header). */
+export const CAPTION_PREFIX = 'a photo of a ';
 /** The zero-shot prompt. */
 export const DEMO_PROMPT = 'a photo of a {}.';
 
 export interface DemoModelOptions {
-  /** The demo dataset (ensureDemoDataset's folder). */
+  /** The demo dataset (ensureDemoDataset's folder): its held-out split is measured, never trained on. */
   dataDir: string;
+  /**
+   * More scenes from the demo's generator to train on (another ensureDemoDataset folder, other
+   * seed): then every pair of it is trained on and none of dataDir, whose train split is measured
+   * as unseen data too. Without it the model trains on dataDir's train split.
+   */
+  extraDataDir?: string;
   tokenizer: ClipTokenizer;
   device: Device;
+  /** Side of the model's images in pixels (demoVisionConfig; default 32). */
+  imageSize?: number;
   /** Optimizer steps. */
   steps: number;
   /** Pairs per step. */
@@ -65,8 +83,14 @@ export interface RetrievalScores {
 }
 
 export interface DemoModelReport {
+  /** Pairs trained on (the first EVAL_PAIRS of them). */
   train: RetrievalScores;
+  /** The demo's held-out pairs. */
   heldOut: RetrievalScores;
+  /** The demo's train split, when the model trained on extraDataDir instead (unseen then). */
+  demoTrain: RetrievalScores | null;
+  /** Pairs trained on. */
+  trainPairs: number;
   /** Loss of the first and last step. */
   firstLoss: number;
   lastLoss: number;
@@ -81,9 +105,14 @@ export interface DemoModel {
   report: DemoModelReport;
 }
 
-/** The image tower: the tiny preset (32 px, 8 px patches, width 64, 2 layers, projection 32). */
-export function demoVisionConfig(): ClipVisionConfig {
-  return { ...NAMED_CONFIGS.tiny };
+/**
+ * The image tower: the tiny preset (width 64, 2 layers, 4 heads, projection 32) at `imageSize`
+ * pixels (default the preset's 32) cut into 4 × 4 patches, so it always has 17 tokens; a larger
+ * image only widens the patch embedding.
+ */
+export function demoVisionConfig(imageSize: number = NAMED_CONFIGS.tiny.imageSize): ClipVisionConfig {
+  if (!Number.isInteger(imageSize) || imageSize < 4 || imageSize % 4 !== 0) throw new Error(`demo model: image size must be a multiple of 4 pixels, got ${imageSize}`);
+  return { ...NAMED_CONFIGS.tiny, imageSize, patchSize: imageSize / 4 };
 }
 
 /** The text tower: the tiny preset's sizes with the tokenizer's vocabulary and special ids. */
@@ -97,17 +126,11 @@ interface Example {
   label: string | null;
 }
 
-/** The pairs with their captions and labels (`label` is read from pairs.jsonl when it has one). */
+/** The pairs with their captions and labels. */
 function examples(dataDir: string): Example[] {
-  const labels = new Map<string, string>();
-  for (const line of readFileSync(join(dataDir, MANIFEST_NAME), 'utf8').split('\n')) {
-    if (!line.trim()) continue;
-    const j = JSON.parse(line) as { id?: unknown; label?: unknown };
-    if (typeof j.id === 'string' && typeof j.label === 'string') labels.set(j.id, j.label);
-  }
   return loadDataset(dataDir).pairs.map((pair) => {
     if (pair.caption === undefined) throw new Error(`${dataDir}: pair '${pair.id}' has no caption; CLIP pretraining needs one per image`);
-    return { pair, caption: pair.caption, label: labels.get(pair.id) ?? null };
+    return { pair, caption: pair.caption, label: pair.label ?? null };
   });
 }
 
@@ -203,11 +226,12 @@ export async function pretrainDemoModel(o: DemoModelOptions): Promise<DemoModel>
   const all = examples(o.dataDir);
   const { train: trainPairs, val: valPairs } = splitByValFraction(all.map((e) => e.pair), o.valFraction, o.splitSeed);
   const byId = new Map(all.map((e) => [e.pair.id, e]));
-  const train = trainPairs.map((p) => byId.get(p.id)!);
+  const demoTrain = trainPairs.map((p) => byId.get(p.id)!);
   const heldOut = valPairs.map((p) => byId.get(p.id)!);
+  const train = o.extraDataDir ? examples(o.extraDataDir) : demoTrain;
   if (train.length < o.batch) throw new Error(`demo model: ${train.length} training pairs, fewer than a batch of ${o.batch}`);
 
-  const visionCfg = demoVisionConfig();
+  const visionCfg = demoVisionConfig(o.imageSize);
   const S = visionCfg.imageSize;
   const pre = defaultPreprocess(S);
   const pixelsOf = async (ex: readonly Example[]): Promise<Float32Array> => {
@@ -217,7 +241,10 @@ export async function pretrainDemoModel(o: DemoModelOptions): Promise<DemoModel>
   };
   const trainPixels = await pixelsOf(train);
   const heldOutPixels = await pixelsOf(heldOut);
-  const trainIds = tokenize(o.tokenizer, train.map((e) => e.caption));
+  const measuredTrain = train.slice(0, EVAL_PAIRS);
+  // Half of the time a caption is read with CAPTION_PREFIX in front (see the file header).
+  const bothIds = tokenize(o.tokenizer, [...train.map((e) => e.caption), ...train.map((e) => CAPTION_PREFIX + e.caption)]);
+  const captionIds = (ix: number, prefixed: boolean): number[] => bothIds[prefixed ? train.length + ix : ix];
 
   const vision = ClipVisionModel.random(visionCfg, o.seed, o.device);
   const text = ClipTextModel.random(demoTextConfig(o.tokenizer), o.seed + 1, o.device);
@@ -243,7 +270,7 @@ export async function pretrainDemoModel(o: DemoModelOptions): Promise<DemoModel>
       picked.forEach((ix, b) => batch.set(orient(trainPixels.subarray(ix * img, (ix + 1) * img), S, Math.floor(rnd() * 8)), b * img));
       const px = fromArray(batch, [o.batch, 3, S, S], o.device);
       try {
-        last = await pretrainer.step(px, picked.map((ix) => trainIds[ix]));
+        last = await pretrainer.step(px, picked.map((ix) => captionIds(ix, rnd() < 0.5)));
       } finally {
         px.dispose();
       }
@@ -253,8 +280,10 @@ export async function pretrainDemoModel(o: DemoModelOptions): Promise<DemoModel>
       }
     }
     const report: DemoModelReport = {
-      train: await retrievalScores(vision, text, o.tokenizer, trainPixels, train),
+      train: await retrievalScores(vision, text, o.tokenizer, trainPixels.subarray(0, measuredTrain.length * img), measuredTrain),
       heldOut: await retrievalScores(vision, text, o.tokenizer, heldOutPixels, heldOut),
+      demoTrain: o.extraDataDir ? await retrievalScores(vision, text, o.tokenizer, await pixelsOf(demoTrain), demoTrain) : null,
+      trainPairs: train.length,
       firstLoss: first?.loss ?? NaN,
       lastLoss: last?.loss ?? NaN,
       logitScale: await pretrainer.logitScale.item(),
