@@ -11,6 +11,7 @@ import { loadClip } from '../../src/io/hf-checkpoint.ts';
 import { ClipPretrainer, MAX_LOGIT_SCALE, decaysWeight } from '../../src/train/clip-pretrain.ts';
 import { expectedShapes } from '../../src/nn/vit.ts';
 import { fromArray, type Tensor } from '../../src/tensor/tensor.ts';
+import { liveGradNodes } from '../../src/tensor/autograd.ts';
 import { FIXTURE_DIR, assertClose, fixture } from '../helpers/fixtures.ts';
 
 const DIR = join(FIXTURE_DIR, 'clip-pretrain');
@@ -114,6 +115,32 @@ test('logit_scale is clamped at log(100) after an update', async () => {
     clip.vision.model.dispose();
     clip.text.dispose();
   }
+});
+
+test('pretraining steps leave no GPU memory or tape nodes behind; dispose frees what the pretrainer owns', async () => {
+  const device = await getDevice();
+  const fx = fixture('clip_pretrain');
+  const live0 = device.pool.stats().liveBytes;
+  const nodes0 = liveGradNodes();
+  const clip = loadClip(DIR, device);
+  const pre = new ClipPretrainer(clip.vision.model, clip.text, { lr: 1e-3, totalSteps: 10 });
+  const px = fx.get('pixels');
+  const pixels = fromArray(px.data, px.shape, device).keep();
+  try {
+    const ids = idsOf('ids');
+    await pre.step(pixels, ids);
+    const live1 = device.pool.stats().liveBytes;
+    for (let i = 0; i < 3; i++) await pre.step(pixels, ids);
+    assert.is(device.pool.stats().liveBytes, live1, 'steady state after the first step');
+    assert.is(liveGradNodes(), nodes0, 'no tape node outlives a step');
+    assert.ok(pre.parameters.every((p) => p.grad === null), 'gradients are dropped after each update');
+  } finally {
+    pixels.dispose();
+    pre.dispose();
+    clip.vision.model.dispose();
+    clip.text.dispose();
+  }
+  assert.is(device.pool.stats().liveBytes, live0, 'everything returned to the pool');
 });
 
 test.run();
