@@ -345,3 +345,6 @@ export function validateTextConfig(cfg: ClipTextConfig, source: string): void {
   }
   if (problems.length) throw new Error(`${source}: invalid CLIP text config:\n  ${listWithRest(problems, LIST_LIMIT, '- ')}\nFix these fields in ${source} (see TEXT_CONFIG_LIMITS in src/nn/config.ts for the bounds).`);
 }
+
+/** CLIPConfig's logit_scale_init_value default (log(1/0.07) rounded, as HF writes it). */
+export const HF_LOGIT_SCALE_INIT_VALUE = 2.6592;

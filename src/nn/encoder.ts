@@ -5,7 +5,7 @@
 // attention kernel). Each linear layer is a plain `linear`, or a fused LoRA projection when the
 // adapter has a pair for its HF module path. The same weight-map helpers (shapes, checks,
 // random init) serve both towers.
-import { Tensor, fromArrayAs, shapeStr, type DType } from '../tensor/tensor.ts';
+import { Parameter, Tensor, fromArrayAs, shapeStr, type DType } from '../tensor/tensor.ts';
 import type { Device } from '../gpu/device.ts';
 import { listWithRest, LIST_LIMIT } from '../gpu/problem-list.ts';
 import { attention, layerNorm, linear, loraLinear, matmul, reshape, toF16, toF32 } from '../ops/index.ts';
@@ -86,6 +86,24 @@ export function randomWeights(expected: Map<string, number[]>, hiddenSize: numbe
     weights.set(name, fromArrayAs(data, shape, dtype, device).keep());
   }
   return weights;
+}
+
+/**
+ * Makes every weight of a tower trainable in place (CLIP pretraining, full fine-tuning): each
+ * entry of `weights` becomes a Parameter named by its HF name that shares the frozen tensor's
+ * storage (no copy; the map keeps owning it and the model's dispose() frees it). Returns them in
+ * the map's order. f32 only: AdamW updates f32 masters. `what` names the model in errors.
+ */
+export function makeTrainable(what: string, weights: Map<string, Tensor>): Parameter[] {
+  const bad = [...weights].filter(([, t]) => t.dtype !== 'f32').map(([n, t]) => `${n} (${t.dtype})`);
+  if (bad.length) throw new Error(`${what}: only an f32 model can be trained in full; these weights are not f32: ${listWithRest(bad, LIST_LIMIT, '')}. Load it with dtype 'f32'.`);
+  const params: Parameter[] = [];
+  for (const [name, t] of weights) {
+    const p = t instanceof Parameter ? t : Parameter.fromTensor(t, name);
+    weights.set(name, p);
+    params.push(p);
+  }
+  return params;
 }
 
 export interface EncoderRun {

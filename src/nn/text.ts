@@ -17,11 +17,11 @@
 // Weights are Tensors keyed by HF names, frozen for a teacher; every op records on the tape like
 // the vision model, so a tower whose weights require grad (CLIP pretraining) is differentiable,
 // the token embedding included (gatherRows' backward scatters into the table).
-import { Tensor, type DType } from '../tensor/tensor.ts';
+import { Tensor, type DType, type Parameter } from '../tensor/tensor.ts';
 import type { Device } from '../gpu/device.ts';
 import { add, gatherRows, layerNorm, reshape } from '../ops/index.ts';
 import { LEGACY_EOS_TOKEN_ID, type ClipTextConfig } from './config.ts';
-import { addEncoderShapes, checkWeights, disposeAll, projectPooled, randomWeights, runEncoder } from './encoder.ts';
+import { addEncoderShapes, checkWeights, disposeAll, makeTrainable, projectPooled, randomWeights, runEncoder } from './encoder.ts';
 
 /** Every tensor the text model needs, with its expected shape (HF names). */
 export function expectedTextShapes(cfg: ClipTextConfig): Map<string, number[]> {
@@ -149,6 +149,11 @@ export class ClipTextModel {
     const { pooled, embeds } = this.encode(ids);
     pooled.dispose();
     return embeds;
+  }
+
+  /** Makes every weight trainable in place (see makeTrainable in encoder.ts) and returns the Parameters. */
+  trainableParameters(): Parameter[] {
+    return makeTrainable('ClipTextModel', this.weights);
   }
 
   /** Bytes of GPU memory held by the weights. */

@@ -6,13 +6,13 @@
 // Weights are frozen Tensors keyed by HF names. The teacher runs the model under noGrad; the
 // student runs the same weights with a LoraAdapter (every adapted linear layer is one fused
 // LoRA projection) and optionally its own trainable projection ("dual projection").
-import { Tensor, shapeStr, type DType } from '../tensor/tensor.ts';
+import { Tensor, shapeStr, type DType, type Parameter } from '../tensor/tensor.ts';
 import type { Device } from '../gpu/device.ts';
 import { add, gatherRows, layerNorm, matmul, patchify, reshape, concat } from '../ops/index.ts';
 import type { ClipVisionConfig } from './config.ts';
 import { numPatches, numTokens } from './config.ts';
 import type { LoraAdapter } from './lora.ts';
-import { addEncoderShapes, asStorage, checkWeights, disposeAll, projectPooled, randomWeights, runEncoder } from './encoder.ts';
+import { addEncoderShapes, asStorage, checkWeights, disposeAll, makeTrainable, projectPooled, randomWeights, runEncoder } from './encoder.ts';
 
 /** Every tensor the vision model needs, with its expected shape (HF names). */
 export function expectedShapes(cfg: ClipVisionConfig): Map<string, number[]> {
@@ -117,6 +117,15 @@ export class ClipVisionModel {
     const pooled = layerNorm(clsFlat, this.w('vision_model.post_layernorm.weight'), this.w('vision_model.post_layernorm.bias'), cfg.layerNormEps);
     clsFlat.dispose();
     return projectPooled(pooled, opts.projection ?? lora?.projection ?? this.w('visual_projection.weight'));
+  }
+
+  /**
+   * Makes every weight trainable in place (see makeTrainable in encoder.ts) and returns the
+   * Parameters. The patch embedding is held as the [D, C·P·P] matrix forward() multiplies by;
+   * `expectedShapes` gives its HF shape [D, C, P, P] (same values, same order).
+   */
+  trainableParameters(): Parameter[] {
+    return makeTrainable('ClipVisionModel', this.weights);
   }
 
   /** Bytes of GPU memory held by the frozen weights. */

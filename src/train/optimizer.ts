@@ -24,6 +24,12 @@ export interface AdamWOptions {
   weightDecay?: number;
   /** Clip the global L2 norm of all gradients to this (clip_grad_norm_); undefined or 0 = off. */
   maxGradNorm?: number;
+  /**
+   * Parameters updated without weight decay (torch: a param group with weight_decay 0). They
+   * still count towards the global norm. Listing them after the decayed ones keeps the update
+   * one dispatch.
+   */
+  noWeightDecay?: readonly Parameter[];
 }
 
 /** Host copy of the optimizer state, keyed by parameter name. */
@@ -40,9 +46,14 @@ interface Slot {
   param: Parameter;
   offset: number;
   size: number;
+  /** Whether weight decay applies. */
+  decay: boolean;
   /** Steps this parameter was actually updated (its bias-correction t). */
   steps: number;
 }
+
+/** A run of the flat buffers updated by one dispatch: its step count and whether it decays. */
+type UpdateRange = FlatRange & { step: number; decay: boolean };
 
 function checkHyper(name: string, value: number, lo: number, hi: number, hiOpen: boolean): void {
   if (typeof value !== 'number' || !Number.isFinite(value) || value < lo || (hiOpen ? value >= hi : value > hi)) {
@@ -79,6 +90,8 @@ export class AdamW {
     checkHyper('weightDecay', this.weightDecay, 0, Infinity, true);
     checkHyper('maxGradNorm', this.maxGradNorm, 0, Infinity, true);
 
+    const exempt = new Set(opts.noWeightDecay ?? []);
+    for (const p of exempt) if (!params.includes(p)) throw new Error(`AdamW: noWeightDecay lists ${p.describe()}, which is not in the parameter list`);
     const seen = new Set<Parameter>();
     const names = new Set<string>();
     let offset = 0;
@@ -92,7 +105,7 @@ export class AdamW {
       if (p.device !== params[0].device) throw new Error(`AdamW: ${p.describe()} is on device #${p.device.id}, ${params[0].describe()} on #${params[0].device.id}`);
       seen.add(p);
       names.add(name);
-      const slot = { param: p, offset, size: p.size, steps: 0 };
+      const slot = { param: p, offset, size: p.size, steps: 0, decay: !exempt.has(p) };
       offset += p.size;
       return slot;
     });
@@ -157,7 +170,7 @@ export class AdamW {
    * Checks the gradients, gathers the flat buffers and dispatches the norm. The step is counted
    * only by finish(), so a skipped step leaves every count as it was.
    */
-  private begin(lr: number, gradScale: number): { active: boolean[]; ranges: (FlatRange & { step: number })[]; norm: Tensor } {
+  private begin(lr: number, gradScale: number): { active: boolean[]; ranges: UpdateRange[]; norm: Tensor } {
     const flat = this.buffers('step');
     checkHyper('lr', lr, 0, Infinity, true);
     if (!(gradScale > 0) || !Number.isFinite(gradScale)) throw new Error(`AdamW.step: gradScale ${gradScale} must be a finite number > 0`);
@@ -194,7 +207,7 @@ export class AdamW {
   }
 
   /** Counts the step, dispatches the update of every range (reading the norm on the GPU) and copies the values back. */
-  private finish(st: { active: boolean[]; ranges: (FlatRange & { step: number })[]; norm: Tensor }, lr: number, gradScale: number): void {
+  private finish(st: { active: boolean[]; ranges: UpdateRange[]; norm: Tensor }, lr: number, gradScale: number): void {
     const flat = this.buffers('step');
     this.steps++;
     this.slots.forEach((slot, i) => {
@@ -207,7 +220,7 @@ export class AdamW {
         beta1: this.beta1,
         beta2: this.beta2,
         eps: this.eps,
-        weightDecay: this.weightDecay,
+        weightDecay: r.decay ? this.weightDecay : 0,
         maxNorm: this.maxGradNorm,
         step: r.step,
         gradScale,
@@ -221,17 +234,18 @@ export class AdamW {
   }
 
   /**
-   * Maximal runs of adjacent parameters that have a gradient and share a step count, each with
-   * the 1-based count its update will have. With every gradient present (the usual case) this is
-   * one range over all parameters, so the update is one dispatch.
+   * Maximal runs of adjacent parameters that have a gradient and share a step count and whether
+   * they decay, each with the 1-based count its update will have. With every gradient present
+   * (the usual case) this is one range over all parameters (two with noWeightDecay listed last),
+   * so the update is one or two dispatches.
    */
-  private ranges(active: boolean[]): (FlatRange & { step: number })[] {
-    const out: (FlatRange & { step: number })[] = [];
+  private ranges(active: boolean[]): UpdateRange[] {
+    const out: UpdateRange[] = [];
     this.slots.forEach((s, i) => {
       if (!active[i] || s.size === 0) return;
       const last = out[out.length - 1];
-      if (last && last.end === s.offset && last.step === s.steps + 1) last.end = s.offset + s.size;
-      else out.push({ begin: s.offset, end: s.offset + s.size, step: s.steps + 1 });
+      if (last && last.end === s.offset && last.step === s.steps + 1 && last.decay === s.decay) last.end = s.offset + s.size;
+      else out.push({ begin: s.offset, end: s.offset + s.size, step: s.steps + 1, decay: s.decay });
     });
     return out;
   }
