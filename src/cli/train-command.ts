@@ -1,5 +1,5 @@
 // `npm run train -- --data DIR --model DIR|NAME [flags]` — GMAIL training end to end.
-// With no --data it builds (or reuses) the embedded demo dataset and trains the `tiny` model.
+// With no --data it builds (or reuses) the embedded demo dataset and aligns to the committed demo teacher (models/demo-clip).
 // The flags are derived from the option table in src/train/options.ts (types, defaults, checks,
 // help, the demo's values, and what --resume may change); --validate is this command's own.
 import type { EvalReport } from '../train/metrics.ts';
@@ -138,7 +138,7 @@ export function trainOptionsOf(argv: string[]): TrainOptions {
  */
 export async function runTrain(argv: string[], inject: Pick<TrainHooks, 'files' | 'transformLoss' | 'onStep'> = {}): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
-    console.log(helpText('train', `GMAIL: train a LoRA student (generated images) to align with a frozen CLIP teacher (real images).\nWith no --data, trains the tiny model on the embedded demo dataset (not diffusion outputs; see README),\nwith its own defaults where no flag is given: ${demoDefaults()}.`, TRAIN_FLAGS));
+    console.log(helpText('train', `GMAIL: train a LoRA student (generated images) to align with a frozen CLIP teacher (real images).\nWith no --data, aligns to the committed demo teacher (models/demo-clip, a tiny CLIP) on the embedded demo dataset (not diffusion outputs; see README),\nwith its own defaults where no flag is given: ${demoDefaults()}.`, TRAIN_FLAGS));
     return 0;
   }
   const f = parseFlags(argv, TRAIN_FLAGS, 'train');

@@ -157,6 +157,13 @@ const fraction: Check<number> = (v) => (v >= 0 && v < 1 ? null : 'must be in [0,
 /** The demo dataset's directory (built by `train` without --data), relative to the working directory. */
 export const DEMO_DATA_DIR = join('data', 'demo');
 
+/**
+ * The demo's teacher, relative to the working directory (the repository root under npm run): a
+ * tiny CLIP that `npm run make-demo-model` pretrained on other scenes of the demo's generator
+ * (committed; see models/demo-clip/README.md).
+ */
+export const DEMO_MODEL_DIR = join('models', 'demo-clip');
+
 /** An HF model directory becomes its absolute path; a preset name stays as it is. */
 function modelSpec(v: string): string {
   return existsSync(v) && statSync(v).isDirectory() ? resolve(v) : v;
@@ -167,7 +174,7 @@ export const TRAIN_OPTIONS = {
   model: text({
     help: 'HF CLIP model directory or preset (tiny, vit-b-32, vit-b-16, vit-l-14); required with --data',
     onResume: 'fixed',
-    demo: 'tiny',
+    demo: DEMO_MODEL_DIR,
     required: 'is required with --data (an HF CLIP directory, or a preset such as vit-b-32)',
     normalize: modelSpec,
   }),

@@ -182,9 +182,11 @@ test('the demo: its own values where no flag is given; required options are name
   const demo = trainOptionsOf([]);
   for (const key of OPTION_KEYS) {
     const d = TRAIN_OPTIONS[key].demo;
-    if (d !== undefined && key !== 'data') assert.equal(demo[key as keyof TrainOptions], d, key);
+    if (d !== undefined && key !== 'data' && key !== 'model') assert.equal(demo[key as keyof TrainOptions], d, key);
   }
   assert.is(demo.data, resolve('data', 'demo'));
+  // The demo teacher is a directory: normalized to its absolute path like any --model DIR.
+  assert.is(demo.model, resolve('models', 'demo-clip'));
   assert.is(trainOptionsOf(['--steps', '5']).steps, 5);
   assert.throws(() => trainOptionsOf(['--data', data]), (e: Error) => e instanceof UsageError && /--model is required with --data/.test(e.message));
   assert.not.ok(existsSync(join(root, 'run')), 'resolving options creates nothing');
