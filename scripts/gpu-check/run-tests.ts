@@ -14,6 +14,7 @@ const files: [string, () => Promise<unknown>][] = [
   ['ops/adamw', () => import('../../test/ops/adamw.test.ts')],
   ['ops/lora', () => import('../../test/ops/lora.test.ts')],
   ['nn/vit', () => import('../../test/nn/vit.test.ts')],
+  ['nn/text', () => import('../../test/nn/text.test.ts')],
   ['tensor/lifetime', () => import('../../test/tensor/lifetime.test.ts')],
 ];
 let idx = 0;
