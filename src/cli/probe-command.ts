@@ -16,13 +16,12 @@ import { loadModel, modelPreprocessing } from '../io/hf-checkpoint.ts';
 import { adapterBaseProblem, readPeftAdapter } from '../io/peft.ts';
 import { listClassFolders, type ClassFolders } from '../io/class-folders.ts';
 import { checkPrecision } from '../train/trainer.ts';
-import { embedPaths } from '../train/embedding.ts';
+import { embedPathsWith, type EmbedVariant } from '../train/embedding.ts';
 import { fitLinearProbe, probeAccuracy, stratifiedHalves } from '../train/downstream.ts';
 import { PreprocessPool } from '../io/preprocess-pool.ts';
 import { parseFlags, helpText, nonNegative, positive, PRECISION_FLAG, UsageError, type FlagSpec } from './args.ts';
 import { baseDescription, outputPathProblem, studentDescription } from './embed-command.ts';
 import { escapeForTerminal } from './terminal.ts';
-import type { LoraAdapter } from '../nn/lora.ts';
 import type { ClipVisionModel } from '../nn/vit.ts';
 import type { PreprocessConfig } from '../io/image.ts';
 import type { Device } from '../gpu/device.ts';
@@ -75,15 +74,15 @@ interface Embedded {
   labels: number[];
 }
 
-async function embedFolder(device: Device, model: ClipVisionModel, lora: LoraAdapter | undefined, folders: ClassFolders, labelOf: (c: number) => number, pre: PreprocessConfig, batch: number, pool: PreprocessPool, who: { name: string; hint?: string }): Promise<Embedded> {
-  const res = await embedPaths(device, model, lora, folders.files.map((f) => f.path), pre, batch, {
+/** Embeds a class folder with each variant (decoded once); labels of the images that decoded. */
+async function embedFolder(device: Device, model: ClipVisionModel, variants: EmbedVariant[], folders: ClassFolders, labelOf: (c: number) => number, pre: PreprocessConfig, batch: number, pool: PreprocessPool): Promise<Embedded[]> {
+  const res = await embedPathsWith(device, model, variants, folders.files.map((f) => f.path), pre, batch, {
     onSkip: (p, reason) => warn(`warning: probe: skipping ${p}: ${reason}`),
-    model: who,
     pool,
   });
-  const labels = folders.files.filter((_, i) => res.ok[i]).map((f) => labelOf(f.label));
+  const labels = folders.files.filter((_, i) => res[0].ok[i]).map((f) => labelOf(f.label));
   if (labels.length === 0) throw new Error(`probe: none of the ${folders.files.length} image(s) under ${folders.dir} could be decoded`);
-  return { embeds: res.embeds, labels };
+  return res.map((r) => ({ embeds: r.embeds, labels }));
 }
 
 export async function runProbe(argv: string[]): Promise<number> {
@@ -126,9 +125,10 @@ export async function runProbe(argv: string[]): Promise<number> {
     const where = out ?? 'the report';
     const teacher = baseDescription(model, where);
     const testLabel = (c: number): number => train.classes.indexOf(test.classes[c]);
-    const before = await embedFolder(device, loaded.model, undefined, train, (c) => c, pre, batch, pool, teacher);
-    const after = lora ? await embedFolder(device, loaded.model, lora, train, (c) => c, pre, batch, pool, studentDescription(loraDir!, where)) : null;
-    const real = await embedFolder(device, loaded.model, undefined, test, testLabel, pre, batch, pool, teacher);
+    // The generated images go through the teacher and (with --lora) the student, decoded once.
+    const trainVariants: EmbedVariant[] = [{ name: teacher }, ...(lora ? [{ lora, name: studentDescription(loraDir!, where) }] : [])];
+    const [before, after = null] = await embedFolder(device, loaded.model, trainVariants, train, (c) => c, pre, batch, pool);
+    const [real] = await embedFolder(device, loaded.model, [{ name: teacher }], test, testLabel, pre, batch, pool);
 
     const accOf = async (x: Embedded): Promise<number> => probeAccuracy(device, await fitLinearProbe(device, x.embeds, x.labels, C, dim, fit), real.embeds, real.labels);
     const accBefore = await accOf(before);

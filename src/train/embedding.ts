@@ -72,13 +72,33 @@ export async function embedPixels(device: Device, model: ClipVisionModel, lora: 
 }
 
 export async function embedPaths(device: Device, model: ClipVisionModel, lora: LoraAdapter | undefined, paths: string[], pre: PreprocessConfig, batch: number, hooks: EmbedHooks = {}): Promise<EmbeddedFiles> {
+  const [out] = await embedPathsWith(device, model, [{ lora, projection: hooks.projection, name: hooks.model }], paths, pre, batch, hooks);
+  return out;
+}
+
+/** One way to embed the images in embedPathsWith: the plain model, or a LoRA student (with its projection). */
+export interface EmbedVariant {
+  lora?: LoraAdapter;
+  projection?: import('../tensor/tensor.ts').Tensor;
+  /** Names it in the non-finite error (EmbedHooks.model). */
+  name?: { name: string; hint?: string };
+}
+
+/**
+ * embedPaths for several variants of one model (e.g. eval's teacher and student on the same
+ * generated images): each batch is decoded once and embedded by every variant in turn, so the
+ * images are read and preprocessed once instead of once per variant. Every result has the same
+ * `ok` (a file that does not decode is skipped for all). hooks.model and hooks.projection are
+ * ignored here (each variant carries its own).
+ */
+export async function embedPathsWith(device: Device, model: ClipVisionModel, variants: readonly EmbedVariant[], paths: string[], pre: PreprocessConfig, batch: number, hooks: EmbedHooks = {}): Promise<EmbeddedFiles[]> {
   const S = model.cfg.imageSize;
   if (pre.cropHeight !== S || pre.cropWidth !== S) {
     throw new Error(`preprocessing crops to ${pre.cropWidth}x${pre.cropHeight} but the model expects ${S}x${S} (check preprocessor_config.json)`);
   }
   const dim = model.cfg.projectionDim;
   const ok: boolean[] = [];
-  const chunks: Float32Array[] = [];
+  const chunks: Float32Array[][] = variants.map(() => []);
   const batches: string[][] = [];
   for (let i = 0; i < paths.length; i += batch) batches.push(paths.slice(i, i + batch));
   const ownPool = hooks.pool || batches.length === 0 ? null : new PreprocessPool();
@@ -93,10 +113,13 @@ export async function embedPaths(device: Device, model: ClipVisionModel, lora: L
       const good = cur.filter((p): p is Float32Array => p !== null);
       for (const p of cur) ok.push(p !== null);
       if (good.length) {
-        const rows = await embedPixels(device, model, lora, good, hooks.projection);
-        const problem = nonFiniteProblem(rows, dim, batches[b].filter((_, i) => cur[i] !== null), lora, hooks);
-        if (problem) throw new NonFiniteEmbeddingError(problem);
-        chunks.push(rows);
+        for (let v = 0; v < variants.length; v++) {
+          const { lora, projection, name } = variants[v];
+          const rows = await embedPixels(device, model, lora, good, projection);
+          const problem = nonFiniteProblem(rows, dim, batches[b].filter((_, i) => cur[i] !== null), lora, name);
+          if (problem) throw new NonFiniteEmbeddingError(problem);
+          chunks[v].push(rows);
+        }
       }
       done += batches[b].length;
       hooks.onProgress?.(done, paths.length);
@@ -107,17 +130,19 @@ export async function embedPaths(device: Device, model: ClipVisionModel, lora: L
     await next?.catch(() => null);
     await ownPool?.close();
   }
-  const embeds = new Float32Array(chunks.reduce((a, c) => a + c.length, 0));
-  let off = 0;
-  for (const c of chunks) {
-    embeds.set(c, off);
-    off += c.length;
-  }
-  return { ok, embeds, dim };
+  return chunks.map((cs) => {
+    const embeds = new Float32Array(cs.reduce((a, c) => a + c.length, 0));
+    let off = 0;
+    for (const c of cs) {
+      embeds.set(c, off);
+      off += c.length;
+    }
+    return { ok: [...ok], embeds, dim };
+  });
 }
 
 /** The error message when a row of `rows` ([files.length, dim]) holds NaN or ±Inf, else null. */
-function nonFiniteProblem(rows: Float32Array, dim: number, files: string[], lora: LoraAdapter | undefined, hooks: EmbedHooks): string | null {
+function nonFiniteProblem(rows: Float32Array, dim: number, files: string[], lora: LoraAdapter | undefined, named: { name: string; hint?: string } | undefined): string | null {
   const bad: number[] = [];
   for (let r = 0; r < files.length; r++) {
     for (let j = r * dim; j < (r + 1) * dim; j++) {
@@ -128,9 +153,9 @@ function nonFiniteProblem(rows: Float32Array, dim: number, files: string[], lora
     }
   }
   if (bad.length === 0) return null;
-  const name = hooks.model?.name ?? (lora ? 'the LoRA student' : 'the base model');
+  const name = named?.name ?? (lora ? 'the LoRA student' : 'the base model');
   const hint =
-    hooks.model?.hint ??
+    named?.hint ??
     (lora
       ? 'Its LoRA weights have likely diverged during training (too high a learning rate): use an earlier checkpoint of the run, or retrain with a lower --lr.'
       : 'The model weights hold NaN/Inf or overflow in float32: check the checkpoint.');

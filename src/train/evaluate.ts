@@ -22,7 +22,7 @@ import type { PreprocessConfig } from '../io/image.ts';
 import type { Pair } from '../io/dataset.ts';
 import { writeFileAtomic, type FileOps } from '../gpu/atomic-file.ts';
 import { PreprocessPool } from '../io/preprocess-pool.ts';
-import { embedPaths, type EmbeddedFiles } from './embedding.ts';
+import { embedPaths, embedPathsWith, type EmbeddedFiles } from './embedding.ts';
 import { alignmentMetrics, evalReport, type EvalReport } from './metrics.ts';
 import { writeFigure3 } from './plot.ts';
 import type { TeacherCache } from './teacher-cache.ts';
@@ -87,8 +87,8 @@ export async function evaluatePairs(
   let after: EmbeddedFiles;
   try {
     if (toEmbed.length) reals = await embedPaths(device, model, undefined, toEmbed.map((i) => pairs[i].real), pre, opts.batch, { onSkip: skip, model: opts.baseModel, pool });
-    before = await embedPaths(device, model, undefined, genPaths, pre, opts.batch, { onSkip: skip, model: opts.baseModel, pool });
-    after = await embedPaths(device, model, lora, genPaths, pre, opts.batch, { projection, model: opts.student, pool });
+    // Teacher and student on the same generated images: decoded once, embedded twice.
+    [before, after] = await embedPathsWith(device, model, [{ name: opts.baseModel }, { lora, projection, name: opts.student }], genPaths, pre, opts.batch, { onSkip: skip, pool });
   } finally {
     await ownPool?.close();
   }

@@ -100,6 +100,32 @@ test('evaluatePairs: before (teacher) and after (student) metrics equal their de
   }
 });
 
+test('evaluatePairs decodes each image once: teacher and student share the decode of the generated images', async () => {
+  const device = await getDevice();
+  const data = join(root, 'data-once');
+  await ensureDemoDataset(data, { count: 6, size: 32, variants: 1, log: () => {} });
+  const pairs = loadDataset(data).pairs;
+  const { model, source, preprocessor } = loadClipVision(join(FIXTURE_DIR, 'clip-tiny'), device);
+  const lora = readPeftAdapter(join(FIXTURE_DIR, 'clip-tiny-lora'), model.cfg, device);
+  const pool = new PreprocessPool({ size: 1 });
+  const decoded: string[] = [];
+  const preprocess = pool.preprocess.bind(pool);
+  pool.preprocess = (path, pre) => {
+    decoded.push(path);
+    return preprocess(path, pre);
+  };
+  try {
+    const pre = modelPreprocessing({ model, source, preprocessor });
+    await evaluatePairs(device, model, lora, undefined, pre, pairs, join(root, 'out-once'), { batch: 4, plot: 'none', seed: 0, log: () => {}, pool });
+    const want = [...pairs.map((p) => p.real), ...pairs.map((p) => p.generated[0])].sort();
+    assert.equal([...decoded].sort(), want, 'every real and generated image exactly once');
+  } finally {
+    await pool.close();
+    lora.dispose();
+    model.dispose();
+  }
+});
+
 test('embedPaths: a pool that cannot work is an error (not skipped files); the pool it starts ends also when it throws', async () => {
   const device = await getDevice();
   const data = join(root, 'data-errors');
