@@ -172,11 +172,7 @@ async function captionRetrieval(
   }
   if (idx.length < kept.length) log(`eval: caption retrieval on the ${idx.length} of ${kept.length} held-out pairs that have a caption`);
   const texts = await embedTexts(device, text.model, text.tokenizer, idx.map((i) => kept[i].caption!), batch, { model: `the text tower of ${text.name}` });
-  const sub = (m: Float32Array): Float32Array => {
-    const out = new Float32Array(idx.length * D);
-    idx.forEach((i, j) => out.set(m.subarray(i * D, (i + 1) * D), j * D));
-    return out;
-  };
+  const sub = (m: Float32Array): Float32Array => pickRows(m, idx, D);
   const n = idx.length;
   return {
     n_text: n,
@@ -201,16 +197,19 @@ async function labelZeroShot(
   const prompts = await embedTexts(device, text.model, text.tokenizer, classes.map((c) => `a photo of a ${c}.`), batch, { model: `the text tower of ${text.name}` });
   const classEmb = ensembleClassEmbeddings(prompts, 1, classes.length, D);
   const labels = idx.map((i) => classes.indexOf(kept[i].label!));
-  const sub = (m: Float32Array): Float32Array => {
-    const out = new Float32Array(idx.length * D);
-    idx.forEach((i, j) => out.set(m.subarray(i * D, (i + 1) * D), j * D));
-    return out;
-  };
+  const sub = (m: Float32Array): Float32Array => pickRows(m, idx, D);
   const out: Partial<EvalReport> = { n_zeroshot: idx.length, zeroshot_classes: classes.length };
   for (const [side, m] of [['real', rows.real], ['gen_before', rows.genBefore], ['gen_after', rows.genAfter]] as const) {
     const r = zeroShotAccuracy(sub(m), labels, classEmb, classes, D);
     out[`zeroshot_top1_${side}`] = r.top1;
     out[`zeroshot_top5_${side}`] = r.top5;
   }
+  return out;
+}
+
+/** Rows `idx` of a row-major [*, D] matrix, in that order. */
+function pickRows(m: Float32Array, idx: readonly number[], D: number): Float32Array {
+  const out = new Float32Array(idx.length * D);
+  idx.forEach((i, j) => out.set(m.subarray(i * D, (i + 1) * D), j * D));
   return out;
 }
