@@ -1,11 +1,11 @@
-// `npm run probe -- --model DIR [--lora DIR] --train DIR --test DIR [--out FILE.json]`
+// `npm run probe -- --model DIR [--lora DIR | --student DIR] --train DIR --test DIR [--out FILE.json]`
 // "Train on generated, test on real" (GMAIL's probe): a multinomial logistic regression
 // (src/train/downstream.ts fitLinearProbe: genalign's linear + crossEntropy + AdamW on the GPU,
 // full batch, from zero weights) is fitted on the normalised embeddings of the --train images
 // (generated ones, in class subfolders) and scored on the --test images (real ones, same class
 // names; every test class must exist in --train):
 //   acc_before        train embedded by the frozen teacher (the vision tower of --model)
-//   acc_after         train embedded by the LoRA student (--lora; null without it)
+//   acc_after         train embedded by the student (--lora or --student; null without one)
 //   acc_real_to_real  the ceiling: a probe fitted on one half of the real test images (a seeded
 //                     per-class split) and scored on the other half, teacher embeddings
 // Test images are always embedded by the teacher. Deterministic given --seed (the split and
@@ -13,14 +13,14 @@
 import { getDevice } from '../gpu/device.ts';
 import { writeFileAtomic } from '../gpu/atomic-file.ts';
 import { loadModel, modelPreprocessing } from '../io/hf-checkpoint.ts';
-import { adapterBaseProblem, readPeftAdapter } from '../io/peft.ts';
 import { listClassFolders, type ClassFolders } from '../io/class-folders.ts';
 import { checkPrecision } from '../train/trainer.ts';
 import { embedPathsWith, type EmbedVariant } from '../train/embedding.ts';
 import { fitLinearProbe, probeAccuracy, stratifiedHalves } from '../train/downstream.ts';
 import { PreprocessPool } from '../io/preprocess-pool.ts';
 import { parseFlags, helpText, nonNegative, positive, PRECISION_FLAG, UsageError, type FlagSpec } from './args.ts';
-import { baseDescription, outputPathProblem, studentDescription } from './embed-command.ts';
+import { baseDescription, outputPathProblem } from './embed-command.ts';
+import { STUDENT_FLAG, openStudent, studentChoice } from './student-flag.ts';
 import { escapeForTerminal } from './terminal.ts';
 import type { ClipVisionModel } from '../nn/vit.ts';
 import type { PreprocessConfig } from '../io/image.ts';
@@ -29,6 +29,7 @@ import type { Device } from '../gpu/device.ts';
 export const PROBE_FLAGS: FlagSpec[] = [
   { name: 'model', type: 'string', help: 'HF CLIP model directory, or a preset: tiny, vit-b-32, vit-b-16, vit-l-14 (random weights)' },
   { name: 'lora', type: 'string', help: 'PEFT LoRA adapter directory: the student whose embeddings give acc_after' },
+  STUDENT_FLAG,
   { name: 'train', type: 'string', help: 'generated images, one subfolder per class (the probe is fitted on these)' },
   { name: 'test', type: 'string', help: 'real images, one subfolder per class with the same class names (the probe is scored on these)' },
   { name: 'out', type: 'string', help: 'JSON report file (optional)' },
@@ -105,9 +106,7 @@ export async function runProbe(argv: string[]): Promise<number> {
     throw new UsageError(`probe: --test ${test.dir} has class folder(s) that --train ${train.dir} lacks: ${missing.join(', ')}; both folders need the same class names`);
   }
   const model = String(f.model);
-  const loraDir = f.lora ? String(f.lora) : undefined;
-  const baseProblem = loraDir ? adapterBaseProblem(loraDir, model, Number(f.seed)) : null;
-  if (baseProblem) throw new UsageError(`probe: ${baseProblem}`);
+  const choice = studentChoice('probe', f, model, Number(f.seed));
   const seed = Number(f.seed);
   const fit = { steps: Number(f.steps), lr: Number(f.lr), weightDecay: Number(f['weight-decay']) };
 
@@ -115,7 +114,7 @@ export async function runProbe(argv: string[]): Promise<number> {
   const precision = String(f.precision) as 'f32' | 'f16';
   checkPrecision(device, precision);
   const loaded = loadModel(model, device, seed, precision);
-  const lora = loraDir ? readPeftAdapter(loraDir, loaded.model.cfg, device) : undefined;
+  const student = choice ? openStudent(choice, loaded, device, precision, out ?? 'the report') : null;
   const pool = new PreprocessPool();
   try {
     const pre = modelPreprocessing(loaded);
@@ -125,8 +124,8 @@ export async function runProbe(argv: string[]): Promise<number> {
     const where = out ?? 'the report';
     const teacher = baseDescription(model, where);
     const testLabel = (c: number): number => train.classes.indexOf(test.classes[c]);
-    // The generated images go through the teacher and (with --lora) the student, decoded once.
-    const trainVariants: EmbedVariant[] = [{ name: teacher }, ...(lora ? [{ lora, name: studentDescription(loraDir!, where) }] : [])];
+    // The generated images go through the teacher and (with --lora / --student) the student, decoded once.
+    const trainVariants: EmbedVariant[] = [{ name: teacher }, ...(student ? [{ ...student.variant, name: student.description }] : [])];
     const [before, after = null] = await embedFolder(device, loaded.model, trainVariants, train, (c) => c, pre, batch, pool);
     const [real] = await embedFolder(device, loaded.model, [{ name: teacher }], test, testLabel, pre, batch, pool);
 
@@ -156,16 +155,16 @@ export async function runProbe(argv: string[]): Promise<number> {
     const pct = (x: number | null): string => (x === null ? '   -  ' : `${(100 * x).toFixed(1).padStart(5)}%`);
     console.log(`linear probe, ${C} classes: fitted on ${report.n_train} generated image(s) (--train), scored on ${report.n_test} real image(s) (--test)`);
     console.log(`  acc_before        ${pct(accBefore)}   (teacher embeddings of the generated images)`);
-    console.log(`  acc_after         ${pct(accAfter)}   ${lora ? '(student embeddings of the generated images)' : '(no --lora given)'}`);
+    console.log(`  acc_after         ${pct(accAfter)}   ${student ? '(student embeddings of the generated images)' : '(no --lora or --student given)'}`);
     console.log(`  acc_real_to_real  ${pct(accReal)}   (ceiling: fitted on ${report.n_real_fit} real, scored on the other ${report.n_real_test})`);
     if (out) {
-      writeFileAtomic(out, JSON.stringify({ model, ...(loraDir ? { lora: loraDir } : {}), train: train.dir, test: test.dir, ...report }, null, 2) + '\n');
+      writeFileAtomic(out, JSON.stringify({ model, ...(student?.record ?? {}), train: train.dir, test: test.dir, ...report }, null, 2) + '\n');
       warn(`probe: wrote ${out}`);
     }
     return 0;
   } finally {
     await pool.close();
-    lora?.dispose();
+    student?.dispose();
     loaded.model.dispose();
   }
 }

@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import { existsSync, statSync } from 'node:fs';
 import { getDevice } from '../gpu/device.ts';
 import { ensureDemoDataset } from '../io/demo-data.ts';
+import { disposeStudent } from '../train/student.ts';
 import { train, type TrainHooks } from '../train/trainer.ts';
 import { readRunJson } from '../train/checkpoint.ts';
 import {
@@ -209,8 +210,7 @@ export async function runTrain(argv: string[], inject: Pick<TrainHooks, 'files' 
     }
     return 0;
   } finally {
-    result.lora.dispose();
-    result.projection?.dispose();
+    disposeStudent(result.student);
     result.model.model.dispose();
   }
 }

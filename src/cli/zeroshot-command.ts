@@ -1,10 +1,11 @@
-// `npm run zeroshot -- --model DIR [--lora DIR] --images DIR [--templates FILE] [--out FILE.json]`
+// `npm run zeroshot -- --model DIR [--lora DIR | --student DIR] --images DIR [--templates FILE] [--out FILE.json]`
 // Zero-shot classification with CLIP's prompt ensembling (src/train/downstream.ts): the images sit
 // in class subfolders of --images (src/io/class-folders.ts) and the folder names are the class
 // names ('_' read as a space in the prompts); every template of --templates (one per line, '{}'
 // where the class name goes; default "a photo of a {}.") is filled with every class name and
-// embedded by the frozen text tower. Images are embedded by the vision tower, or by the LoRA
-// student with --lora (so generated images can be scored before and after alignment). Prints a
+// embedded by the frozen text tower. Images are embedded by the vision tower, or by the student
+// (--lora, or a fully fine-tuned tower with --student; so generated images can be scored before
+// and after alignment). Prints a
 // short table and writes, with --out, a JSON report (top-1 / top-5 overall and per class).
 // Everything that can be checked before the GPU is (flags, templates, folders, --out, the
 // adapter's base model); corrupt images are skipped with a warning; nothing is written when no
@@ -14,14 +15,14 @@ import { getDevice } from '../gpu/device.ts';
 import { writeFileAtomic } from '../gpu/atomic-file.ts';
 import { listWithRest } from '../gpu/problem-list.ts';
 import { loadModel, loadTextModel, modelPreprocessing } from '../io/hf-checkpoint.ts';
-import { adapterBaseProblem, readPeftAdapter } from '../io/peft.ts';
 import { listClassFolders } from '../io/class-folders.ts';
 import { checkPrecision } from '../train/trainer.ts';
-import { embedPaths } from '../train/embedding.ts';
+import { embedPathsWith } from '../train/embedding.ts';
 import { embedTexts } from '../train/text-embedding.ts';
 import { ensembleClassEmbeddings, zeroShotAccuracy, type ZeroShotResult } from '../train/downstream.ts';
 import { parseFlags, helpText, positive, PRECISION_FLAG, UsageError, type FlagSpec } from './args.ts';
-import { baseDescription, outputPathProblem, studentDescription } from './embed-command.ts';
+import { baseDescription, outputPathProblem } from './embed-command.ts';
+import { STUDENT_FLAG, openStudent, studentChoice } from './student-flag.ts';
 import { TOKENIZER_FLAG } from './text-common.ts';
 import { checkTokenizerFits, loadTokenizerFor } from '../train/text-tower.ts';
 import { escapeForTerminal } from './terminal.ts';
@@ -31,6 +32,7 @@ export const DEFAULT_TEMPLATE = 'a photo of a {}.';
 export const ZEROSHOT_FLAGS: FlagSpec[] = [
   { name: 'model', type: 'string', help: 'HF CLIPModel directory (both towers), or a preset: tiny, vit-b-32, vit-b-16, vit-l-14 (random weights; needs --tokenizer)' },
   { name: 'lora', type: 'string', help: 'PEFT LoRA adapter directory: embed the images with the student' },
+  STUDENT_FLAG,
   { name: 'images', type: 'string', help: 'folder with one subfolder of images per class (the folder names are the class names)' },
   { name: 'templates', type: 'string', help: `text file, one prompt template per line with {} for the class name (default: "${DEFAULT_TEMPLATE}")` },
   { name: 'out', type: 'string', help: 'JSON report file (optional)' },
@@ -100,16 +102,14 @@ export async function runZeroShot(argv: string[]): Promise<number> {
   const model = String(f.model);
   const tokenizerDir = f.tokenizer === undefined ? undefined : String(f.tokenizer);
   const tokenizer = loadTokenizerFor('zeroshot', model, tokenizerDir);
-  const loraDir = f.lora ? String(f.lora) : undefined;
-  const baseProblem = loraDir ? adapterBaseProblem(loraDir, model, Number(f.seed)) : null;
-  if (baseProblem) throw new UsageError(`zeroshot: ${baseProblem}`);
+  const choice = studentChoice('zeroshot', f, model, Number(f.seed));
 
   const device = await getDevice();
   const precision = String(f.precision) as 'f32' | 'f16';
   checkPrecision(device, precision);
   const text = loadTextModel(model, device, Number(f.seed), precision, tokenizer);
   const vision = loadModel(model, device, Number(f.seed), precision);
-  const lora = loraDir ? readPeftAdapter(loraDir, vision.model.cfg, device) : undefined;
+  const student = choice ? openStudent(choice, vision, device, precision, out ?? 'the report') : null;
   try {
     checkTokenizerFits('zeroshot', tokenizer, text.model.cfg, model, tokenizerDir);
     if (text.model.cfg.projectionDim !== vision.model.cfg.projectionDim) {
@@ -121,12 +121,12 @@ export async function runZeroShot(argv: string[]): Promise<number> {
     const dim = vision.model.cfg.projectionDim;
     const classEmb = ensembleClassEmbeddings(promptEmb, templates.length, names.length, dim);
     const skipped: { path: string; reason: string }[] = [];
-    const res = await embedPaths(device, vision.model, lora, folders.files.map((x) => x.path), modelPreprocessing(vision), Number(f.batch), {
+    const variant = { ...(student?.variant ?? {}), name: student?.description ?? baseDescription(model, out ?? 'the report') };
+    const [res] = await embedPathsWith(device, vision.model, [variant], folders.files.map((x) => x.path), modelPreprocessing(vision), Number(f.batch), {
       onSkip: (p, reason) => {
         skipped.push({ path: p, reason });
         warn(`warning: zeroshot: skipping ${p}: ${reason}`);
       },
-      model: loraDir ? studentDescription(loraDir, out ?? 'the report') : baseDescription(model, out ?? 'the report'),
     });
     const labels = folders.files.filter((_, i) => res.ok[i]).map((x) => x.label);
     if (labels.length === 0) {
@@ -135,13 +135,13 @@ export async function runZeroShot(argv: string[]): Promise<number> {
     const result = zeroShotAccuracy(res.embeds, labels, classEmb, names, dim);
     console.log(formatZeroShot(result, names));
     if (out) {
-      const report = { model, ...(loraDir ? { lora: loraDir } : {}), images: folders.dir, templates, classes: folders.classes, ...result, skipped: skipped.map((s) => s.path) };
+      const report = { model, ...(student?.record ?? {}), images: folders.dir, templates, classes: folders.classes, ...result, skipped: skipped.map((s) => s.path) };
       writeFileAtomic(out, JSON.stringify(report, null, 2) + '\n');
       warn(`zeroshot: wrote ${out}`);
     }
     return 0;
   } finally {
-    lora?.dispose();
+    student?.dispose();
     vision.model.dispose();
     text.model.dispose();
   }

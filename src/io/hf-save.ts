@@ -6,6 +6,9 @@
 //                             of the shortest edge, centre crop, CLIP mean/std)
 //   tokenizer files           copied from the tokenizer folder the text tower was trained with
 // It loads with loadClip (hf-checkpoint.ts) and with transformers' CLIPModel.from_pretrained.
+// visionModelFiles encodes a vision tower alone as a `CLIPVisionModelWithProjection` folder
+// (config.json, model.safetensors, preprocessor_config.json): the fully fine-tuned student of
+// `train --rank 0`, which loads with loadModel and CLIPVisionModelWithProjection.from_pretrained.
 //
 // Crash safety, as a checkpoint is published (src/train/checkpoint.ts): the files are written into
 // a temporary sibling folder `.<name>.tmp` (each file fsynced), which is renamed to `<name>` when
@@ -109,11 +112,32 @@ export function clipPreprocessorJson(imageSize: number): Record<string, unknown>
   };
 }
 
+/** Every tensor of a vision tower on the host under its HF name and shape (the patch embedding as [D, C, P, P]). */
+async function visionTensors(vision: ClipVisionModel): Promise<Record<string, TensorToWrite>> {
+  const out: Record<string, TensorToWrite> = {};
+  const shapes = expectedShapes(vision.cfg);
+  for (const [name, t] of vision.weights) out[name] = { shape: shapes.get(name) ?? [...t.shape], data: await t.read() };
+  return out;
+}
+
+/**
+ * The files of an HF `CLIPVisionModelWithProjection` folder holding `vision` (f32):
+ * config.json, model.safetensors and preprocessor_config.json (`preprocessor`, the base model's
+ * parsed preprocessor_config.json, or CLIPImageProcessor's defaults for the image size when null).
+ */
+export async function visionModelFiles(vision: ClipVisionModel, preprocessor: unknown): Promise<Record<string, readonly (Uint8Array | string)[]>> {
+  if (vision.dtype !== 'f32') throw new Error(`visionModelFiles: the model must be f32 (got ${vision.dtype})`);
+  const config = { architectures: ['CLIPVisionModelWithProjection'], ...visionConfigJson(vision.cfg), dtype: 'float32' };
+  return {
+    'config.json': [JSON.stringify(config, null, 2) + '\n'],
+    'model.safetensors': encodeSafetensors(await visionTensors(vision), { format: 'pt' }),
+    'preprocessor_config.json': [JSON.stringify(preprocessor ?? clipPreprocessorJson(vision.cfg.imageSize), null, 2) + '\n'],
+  };
+}
+
 /** Every tensor of both towers on the host under its HF name and shape, plus logit_scale. */
 async function hostTensors(o: SaveClipOptions): Promise<Record<string, TensorToWrite>> {
-  const out: Record<string, TensorToWrite> = {};
-  const visionShapes = expectedShapes(o.vision.cfg);
-  for (const [name, t] of o.vision.weights) out[name] = { shape: visionShapes.get(name) ?? [...t.shape], data: await t.read() };
+  const out = await visionTensors(o.vision);
   for (const [name, t] of o.text.weights) out[name] = { shape: [...t.shape], data: await t.read() };
   out.logit_scale = { shape: [], data: new Float32Array([o.logitScale]) };
   return out;

@@ -128,6 +128,25 @@ export class ClipVisionModel {
     return makeTrainable('ClipVisionModel', this.weights);
   }
 
+  /**
+   * A model with its own copy of every weight (GPU copies, same dtype and shapes): the fully
+   * fine-tuned student of `train --rank 0` starts as a copy of the teacher.
+   */
+  copy(): ClipVisionModel {
+    const weights = new Map<string, Tensor>();
+    try {
+      for (const [name, t] of this.weights) {
+        const c = Tensor.empty(t.shape, this.device, t.dtype).keep();
+        weights.set(name, c);
+        this.device.batch.copy(t.buffer, 0, c.buffer, 0, t.byteLength);
+      }
+    } catch (e) {
+      for (const t of weights.values()) t.dispose();
+      throw e;
+    }
+    return new ClipVisionModel(this.cfg, this.device, weights, this.dtype);
+  }
+
   /** Bytes of GPU memory held by the frozen weights. */
   get weightBytes(): number {
     let n = 0;

@@ -1,25 +1,34 @@
-// Checkpoints: a PEFT adapter (for Python users) plus the trainer state (for --resume), and the
-// run directory's recovery after a crash.
+// Checkpoints: the student's files (for Python users) plus the trainer state (for --resume), and
+// the run directory's recovery after a crash.
 //
-// Layout inside the run directory:
-//   checkpoints/step-000120/adapter_model.safetensors   PEFT keys, lora_A [r, in], lora_B [out, r]
+// The student is saved in one of two formats (StudentFormat), chosen by the run's --rank:
+//   LoRA (--rank r > 0)   adapter_model.safetensors  PEFT keys, lora_A [r, in], lora_B [out, r]
+//                         adapter_config.json        published to adapter/ (a PEFT adapter)
+//   full (--rank 0)       model.safetensors          every student weight under its HF name
+//                         config.json                a CLIPVisionModelWithProjection config
+//                         preprocessor_config.json   the base model's preprocessing
+//                                                    published to model/ (an HF model folder)
+// Layout inside the run directory (LoRA shown):
+//   checkpoints/step-000120/adapter_model.safetensors
 //   checkpoints/step-000120/adapter_config.json
 //   checkpoints/step-000120/optimizer.safetensors       AdamW moments: m.<param>, v.<param>
 //   checkpoints/step-000120/trainer_state.json          step, data position, schedule, seed, …
 //   checkpoints/latest                                  name of the checkpoint to resume from
-//   adapter/                                            the latest checkpoint's adapter (what users load)
+//   adapter/                                            the latest checkpoint's student (what users load)
 //   checkpoints/step-000121.nonfinite                   a checkpoint whose weights gave a NaN/Inf
 //                                                       loss on the next step, set aside so that
 //                                                       --resume does not pick it up
+// A checkpoint's format is read from its files (formatOf), so inspecting a run directory needs no
+// options; a resume with another --rank is refused by the config hash.
 //
-// A checkpoint is complete when all four files are there and readable. Saving one is ordered so
+// A checkpoint is complete when all its files are there and readable. Saving one is ordered so
 // that a crash after any single file operation leaves a state the next start can recover:
-//   1. write the four files into checkpoints/.step-N.tmp
+//   1. write the files into checkpoints/.step-N.tmp
 //   2. point `latest` at step-N (atomic rewrite)        — a crash here: latest names a missing
 //                                                          checkpoint, recovery falls back to the
 //                                                          newest complete one
 //   3. rename .step-N.tmp → step-N                       — the checkpoint appears whole
-//   4. publish adapter/ from step-N, file by file, each by an atomic rename (see publishAdapter)
+//   4. publish adapter/ (or model/) from step-N, file by file, each by an atomic rename (see publishStudent)
 //   5. retention: each old checkpoint is renamed to .step-K.deleting (so it stops counting at
 //      once) and then removed.
 // inspectRun reads a run directory and says what a crash left behind (temporary files, half-
@@ -28,8 +37,6 @@
 // everything a resume needs has been checked, so a refused resume changes nothing.
 import { existsSync, lstatSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { LoraAdapter } from '../nn/lora.ts';
-import { encodePeftAdapter } from '../io/peft.ts';
 import { FileOpError, isAtomicTemp, nodeFiles, removeTree, makeDirs, writeFileAtomic, type FileOps } from '../gpu/atomic-file.ts';
 import { SafetensorsFile, encodeSafetensors, readSafetensors } from '../io/safetensors.ts';
 import { readRegularTextFile } from '../gpu/regular-file.ts';
@@ -39,9 +46,46 @@ import { checkState, gradScalerStateProblem, type GradScalerState } from './grad
 
 export const CHECKPOINTS_DIR = 'checkpoints';
 export const ADAPTER_DIR = 'adapter';
+export const MODEL_DIR = 'model';
 export const METRICS_FILE = 'metrics.jsonl';
-const ADAPTER_FILES = ['adapter_config.json', 'adapter_model.safetensors'] as const;
-const CHECKPOINT_FILES = [...ADAPTER_FILES, 'optimizer.safetensors', 'trainer_state.json'] as const;
+const STATE_FILES = ['optimizer.safetensors', 'trainer_state.json'] as const;
+
+/** How a checkpoint holds the student, and where the run directory publishes it. */
+export interface StudentFormat {
+  kind: 'lora' | 'full';
+  /** The run directory's folder that holds the latest checkpoint's student (what users load). */
+  publishDir: string;
+  /** The student's files in a checkpoint (all published). */
+  files: readonly string[];
+  /** Which of them are JSON and which safetensors (checked when a checkpoint is inspected). */
+  json: readonly string[];
+  safetensors: readonly string[];
+}
+
+export const LORA_FORMAT: StudentFormat = {
+  kind: 'lora', publishDir: ADAPTER_DIR,
+  files: ['adapter_config.json', 'adapter_model.safetensors'], json: ['adapter_config.json'], safetensors: ['adapter_model.safetensors'],
+};
+
+export const FULL_FORMAT: StudentFormat = {
+  kind: 'full', publishDir: MODEL_DIR,
+  files: ['config.json', 'model.safetensors', 'preprocessor_config.json'], json: ['config.json', 'preprocessor_config.json'], safetensors: ['model.safetensors'],
+};
+
+/** The student format of a checkpoint directory, read from its files (LoRA unless it holds a full model and no adapter). */
+export function formatOf(dir: string): StudentFormat {
+  const has = (f: string): boolean => existsSync(join(dir, f));
+  return !LORA_FORMAT.files.some(has) && FULL_FORMAT.files.some(has) ? FULL_FORMAT : LORA_FORMAT;
+}
+
+/** A student ready to be written: its format and the bytes of each of its files. */
+export interface StudentFiles {
+  format: StudentFormat;
+  files: Record<string, readonly (Uint8Array | string)[]>;
+}
+
+/** Every folder any format publishes into (a new run refuses a directory holding one). */
+export const PUBLISH_DIRS: readonly string[] = [ADAPTER_DIR, MODEL_DIR];
 
 export interface TrainerState {
   step: number;
@@ -121,19 +165,20 @@ export function parseTrainerState(json: unknown, path: string): TrainerState {
 }
 
 /**
- * Why `dir` is not a complete checkpoint, or null when it is: every file present and a regular
- * file, trainer_state.json valid, the two safetensors headers intact, adapter_config.json JSON.
+ * Why `dir` is not a complete checkpoint, or null when it is: every file of its format present
+ * and a regular file, trainer_state.json valid, the safetensors headers intact, the JSON files JSON.
  */
 export function checkpointProblem(dir: string): string | null {
-  for (const f of CHECKPOINT_FILES) {
+  const format = formatOf(dir);
+  for (const f of [...format.files, ...STATE_FILES]) {
     const p = join(dir, f);
     if (!existsSync(p)) return `${f} is missing`;
     if (!statSync(p).isFile()) return `${f} is not a file`;
   }
   try {
     parseTrainerState(readRunJson(join(dir, 'trainer_state.json'), 'trainer state'), join(dir, 'trainer_state.json'));
-    readRunJson(join(dir, 'adapter_config.json'), 'adapter config');
-    for (const f of ['adapter_model.safetensors', 'optimizer.safetensors']) SafetensorsFile.open(join(dir, f)).close();
+    for (const f of format.json) readRunJson(join(dir, f), `student's ${f}`);
+    for (const f of [...format.safetensors, 'optimizer.safetensors']) SafetensorsFile.open(join(dir, f)).close();
   } catch (e) {
     return (e as Error).message;
   }
@@ -155,12 +200,13 @@ function stepDirs(root: string): string[] {
 
 /**
  * Writes the checkpoint of `state.step` (see the header for the order of operations), publishes
- * its adapter, and keeps the newest `keep` checkpoints up to this step.
+ * its student, and keeps the newest `keep` checkpoints up to this step.
  */
-export async function saveCheckpoint(runDir: string, adapter: LoraAdapter, baseModel: string, optimizer: AdamWState, state: TrainerState, keep = 3, files: FileOps = nodeFiles): Promise<string> {
+export function saveCheckpoint(runDir: string, student: StudentFiles, optimizer: AdamWState, state: TrainerState, keep = 3, files: FileOps = nodeFiles): string {
   const root = join(runDir, CHECKPOINTS_DIR);
   const name = checkpointName(state.step);
-  const adapterFiles = await encodePeftAdapter(adapter, baseModel, state.seed);
+  const missing = student.format.files.filter((f) => !student.files[f]);
+  if (missing.length) throw new Error(`internal: the student's ${missing.join(', ')} were not encoded`);
   const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
   for (const [k, v] of Object.entries(optimizer.m)) tensors[`m.${k}`] = { shape: [v.length], data: v };
   for (const [k, v] of Object.entries(optimizer.v)) tensors[`v.${k}`] = { shape: [v.length], data: v };
@@ -170,8 +216,7 @@ export async function saveCheckpoint(runDir: string, adapter: LoraAdapter, baseM
   const tmp = join(root, `.${name}.tmp`);
   removeTree(tmp, files);
   files.mkdir(tmp);
-  files.write(join(tmp, 'adapter_model.safetensors'), adapterFiles['adapter_model.safetensors']);
-  files.write(join(tmp, 'adapter_config.json'), [adapterFiles['adapter_config.json']]);
+  for (const f of student.format.files) files.write(join(tmp, f), student.files[f]);
   files.write(join(tmp, 'optimizer.safetensors'), optimizerBytes);
   files.write(join(tmp, 'trainer_state.json'), [JSON.stringify(state, null, 2) + '\n']);
   const final = join(root, name);
@@ -179,7 +224,7 @@ export async function saveCheckpoint(runDir: string, adapter: LoraAdapter, baseM
   if (existsSync(final)) retire(root, name, files);
   writeFileAtomic(join(root, 'latest'), name + '\n', files);
   files.rename(tmp, final);
-  publishAdapter(runDir, final, files);
+  publishStudent(runDir, final, files);
   const older = completeCheckpoints(root).filter((d) => stepOfName(d) <= state.step);
   for (const old of older.slice(0, Math.max(0, older.length - keep))) retire(root, old, files);
   return final;
@@ -202,34 +247,38 @@ function sameBytes(path: string, bytes: Buffer): boolean {
 }
 
 /**
- * Makes adapter/ hold `checkpointDir`'s adapter files. The first time, adapter/ appears whole (a
- * temporary directory renamed into place). After that each file that differs is replaced by an
- * atomic rename, so adapter/ always holds complete files; within a run adapter_config.json does
- * not change, so only the weights are replaced. Files users put into adapter/ are left alone.
+ * Makes adapter/ (LoRA) or model/ (full) hold `checkpointDir`'s student files. The first time,
+ * the folder appears whole (a temporary directory renamed into place). After that each file that
+ * differs is replaced by an atomic rename, so the folder always holds complete files; within a
+ * run the JSON files do not change, so only the weights are replaced. Files users put into the
+ * folder are left alone.
  */
-export function publishAdapter(runDir: string, checkpointDir: string, files: FileOps = nodeFiles): void {
-  const dest = join(runDir, ADAPTER_DIR);
-  if (existsSync(dest) && !lstatSync(dest).isDirectory()) throw new Error(`${dest} is not a directory: genalign publishes the latest adapter there. Move that file away and run the same command again.`);
+export function publishStudent(runDir: string, checkpointDir: string, files: FileOps = nodeFiles): void {
+  const format = formatOf(checkpointDir);
+  const dest = join(runDir, format.publishDir);
+  const what = format.kind === 'lora' ? 'adapter' : 'student model';
+  if (existsSync(dest) && !lstatSync(dest).isDirectory()) throw new Error(`${dest} is not a directory: genalign publishes the latest ${what} there. Move that file away and run the same command again.`);
   if (!existsSync(dest)) {
-    const tmp = join(runDir, '.adapter.tmp');
+    const tmp = join(runDir, `.${format.publishDir}.tmp`);
     removeTree(tmp, files);
     files.mkdir(tmp);
-    for (const f of ADAPTER_FILES) files.write(join(tmp, f), [readFileSync(join(checkpointDir, f))]);
+    for (const f of format.files) files.write(join(tmp, f), [readFileSync(join(checkpointDir, f))]);
     files.rename(tmp, dest);
     return;
   }
-  for (const f of ADAPTER_FILES) {
+  for (const f of format.files) {
     const want = readFileSync(join(checkpointDir, f));
     if (sameBytes(join(dest, f), want)) continue;
-    const tmp = join(runDir, `.adapter-${f}.tmp`);
+    const tmp = join(runDir, `.${format.publishDir}-${f}.tmp`);
     files.write(tmp, [want]);
     files.rename(tmp, join(dest, f));
   }
 }
 
-/** Whether adapter/ holds exactly the adapter files of `checkpointDir`. */
-function adapterMatches(runDir: string, checkpointDir: string): boolean {
-  return ADAPTER_FILES.every((f) => sameBytes(join(runDir, ADAPTER_DIR, f), readFileSync(join(checkpointDir, f))));
+/** Whether the publish folder holds exactly the student files of `checkpointDir`. */
+function publishedMatches(runDir: string, checkpointDir: string): boolean {
+  const format = formatOf(checkpointDir);
+  return format.files.every((f) => sameBytes(join(runDir, format.publishDir, f), readFileSync(join(checkpointDir, f))));
 }
 
 export interface SetAside {
@@ -261,12 +310,13 @@ export function setAsideDivergedCheckpoint(runDir: string, step: number, files: 
   const latest = left.length ? left[left.length - 1] : null;
   if (latest) {
     writeFileAtomic(join(root, 'latest'), latest + '\n', files);
-    publishAdapter(runDir, join(root, latest), files);
+    publishStudent(runDir, join(root, latest), files);
   } else {
     if (existsSync(join(root, 'latest'))) files.unlink(join(root, 'latest'));
-    if (existsSync(join(runDir, ADAPTER_DIR))) {
-      removeTree(join(runDir, 'adapter.nonfinite'), files);
-      files.rename(join(runDir, ADAPTER_DIR), join(runDir, 'adapter.nonfinite'));
+    const published = formatOf(join(root, aside)).publishDir;
+    if (existsSync(join(runDir, published))) {
+      removeTree(join(runDir, `${published}.nonfinite`), files);
+      files.rename(join(runDir, published), join(runDir, `${published}.nonfinite`));
     }
   }
   return { setAside: aside, latest };
@@ -277,9 +327,9 @@ export function loadableCheckpointExists(runDir: string): boolean {
   return completeCheckpoints(join(runDir, CHECKPOINTS_DIR)).length > 0;
 }
 
-/** Temporary entries a crash leaves in the run directory (`.adapter.tmp`, writeFileAtomic's temps, a lock set aside, a write probe). */
+/** Temporary entries a crash leaves in the run directory (`.adapter.tmp`, `.model.tmp`, writeFileAtomic's temps, a lock set aside, a write probe). */
 export function isRunTemp(name: string): boolean {
-  return isAtomicTemp(name) || /^\.adapter(\.tmp(-\d+)?|-.+\.tmp)$/.test(name) || /^\.run\.lock\.stale-\d+$/.test(name) || /^\.genalign-write-test-\d+$/.test(name);
+  return isAtomicTemp(name) || /^\.(adapter|model)(\.tmp(-\d+)?|-.+\.tmp)$/.test(name) || /^\.run\.lock\.stale-\d+$/.test(name) || /^\.genalign-write-test-\d+$/.test(name);
 }
 
 /** Temporary entries a crash leaves in checkpoints/ (a checkpoint being written or removed, latest's temp). */
@@ -299,7 +349,7 @@ export interface RunInspection {
   halfRemoved: string[];
   /** checkpoints/latest does not name `latest` and must be rewritten. */
   latestFileStale: boolean;
-  /** adapter/ does not hold `latest`'s adapter. */
+  /** adapter/ (or model/) does not hold `latest`'s student. */
   adapterStale: boolean;
   /** metrics.jsonl has lines past `latest`'s step (or torn lines) and must be cut back. */
   metricsStale: boolean;
@@ -347,8 +397,11 @@ export function inspectRun(runDir: string): RunInspection {
     .map((d) => join(root, d));
   if (halfRemoved.length) notes.push(`removing ${halfRemoved.length} incomplete older checkpoint(s) whose removal was interrupted`);
   const latest = latestName ? { name: latestName, dir: join(root, latestName), step: latestStep } : null;
-  const adapterStale = latest !== null && !adapterMatches(runDir, latest.dir);
-  if (adapterStale) notes.push(`${join(runDir, ADAPTER_DIR)} does not hold ${latest.name}'s adapter; publishing it again`);
+  const adapterStale = latest !== null && !publishedMatches(runDir, latest.dir);
+  if (adapterStale) {
+    const format = formatOf(latest.dir);
+    notes.push(`${join(runDir, format.publishDir)} does not hold ${latest.name}'s ${format.kind === 'lora' ? 'adapter' : 'student model'}; publishing it again`);
+  }
   return { runDir, latest, notes, litter, halfRemoved, latestFileStale, adapterStale, metricsStale: metricsLinesPast(runDir, latestStep) };
 }
 
@@ -382,7 +435,7 @@ function metricsLinesPast(runDir: string, step: number): boolean {
 
 /**
  * Puts right what inspectRun found: removes temporary files and half-removed checkpoints,
- * rewrites `latest`, publishes adapter/ from the latest checkpoint, finishes the retention that
+ * rewrites `latest`, publishes adapter/ (or model/) from the latest checkpoint, finishes the retention that
  * a crash cut short (the newest `keep` checkpoints up to the latest stay), and cuts
  * metrics.jsonl back to the steps up to the latest checkpoint (so the log reads as one run when
  * the steps after it are trained again).
@@ -401,7 +454,7 @@ export function repairRun(ins: RunInspection, keep: number, files: FileOps = nod
     if (ins.latest) writeFileAtomic(join(root, 'latest'), ins.latest.name + '\n', files);
     else if (existsSync(join(root, 'latest'))) files.unlink(join(root, 'latest'));
   }
-  if (ins.latest && ins.adapterStale) publishAdapter(ins.runDir, ins.latest.dir, files);
+  if (ins.latest && ins.adapterStale) publishStudent(ins.runDir, ins.latest.dir, files);
   if (ins.metricsStale) {
     const path = join(ins.runDir, METRICS_FILE);
     const step = ins.latest?.step ?? 0;

@@ -76,8 +76,10 @@ export async function embedPaths(device: Device, model: ClipVisionModel, lora: L
   return out;
 }
 
-/** One way to embed the images in embedPathsWith: the plain model, or a LoRA student (with its projection). */
+/** One way to embed the images in embedPathsWith: the plain model, a LoRA student (with its projection), or another model of the same config (a fully fine-tuned student). */
 export interface EmbedVariant {
+  /** Runs this model instead of embedPathsWith's (same vision config). */
+  model?: ClipVisionModel;
   lora?: LoraAdapter;
   projection?: import('../tensor/tensor.ts').Tensor;
   /** Names it in the non-finite error (EmbedHooks.model). */
@@ -97,6 +99,11 @@ export async function embedPathsWith(device: Device, model: ClipVisionModel, var
     throw new Error(`preprocessing crops to ${pre.cropWidth}x${pre.cropHeight} but the model expects ${S}x${S} (check preprocessor_config.json)`);
   }
   const dim = model.cfg.projectionDim;
+  for (const v of variants) {
+    if (v.model && (v.model.cfg.imageSize !== S || v.model.cfg.projectionDim !== dim)) {
+      throw new Error(`${v.name?.name ?? 'a student model'} takes ${v.model.cfg.imageSize}px images to ${v.model.cfg.projectionDim}-d embeddings, the base model ${S}px to ${dim}-d: they must match`);
+    }
+  }
   const ok: boolean[] = [];
   const chunks: Float32Array[][] = variants.map(() => []);
   const batches: string[][] = [];
@@ -115,7 +122,7 @@ export async function embedPathsWith(device: Device, model: ClipVisionModel, var
       if (good.length) {
         for (let v = 0; v < variants.length; v++) {
           const { lora, projection, name } = variants[v];
-          const rows = await embedPixels(device, model, lora, good, projection);
+          const rows = await embedPixels(device, variants[v].model ?? model, lora, good, projection);
           const problem = nonFiniteProblem(rows, dim, batches[b].filter((_, i) => cur[i] !== null), lora, name);
           if (problem) throw new NonFiniteEmbeddingError(problem);
           chunks[v].push(rows);

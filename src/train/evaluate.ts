@@ -15,14 +15,12 @@
 // The three embedding passes share one image preprocessing pool: opts.pool, or one of this call's, ended before evaluatePairs returns.
 import { join } from 'node:path';
 import type { Device } from '../gpu/device.ts';
-import type { Tensor } from '../tensor/tensor.ts';
 import type { ClipVisionModel } from '../nn/vit.ts';
-import type { LoraAdapter } from '../nn/lora.ts';
 import type { PreprocessConfig } from '../io/image.ts';
 import type { Pair } from '../io/dataset.ts';
 import { writeFileAtomic, type FileOps } from '../gpu/atomic-file.ts';
 import { PreprocessPool } from '../io/preprocess-pool.ts';
-import { embedPaths, embedPathsWith, type EmbeddedFiles } from './embedding.ts';
+import { embedPaths, embedPathsWith, type EmbeddedFiles, type EmbedVariant } from './embedding.ts';
 import { alignmentMetrics, evalReport, type EvalReport } from './metrics.ts';
 import { writeFigure3 } from './plot.ts';
 import type { TeacherCache } from './teacher-cache.ts';
@@ -53,12 +51,15 @@ export interface EvalOutput {
   files: string[];
 }
 
-/** Embeds real (teacher), generated (teacher = before) and generated (student = after) for pairs. */
+/**
+ * Embeds real (teacher), generated (teacher = before) and generated (student = after) for pairs.
+ * `student`: how the student embeds (a LoRA adapter with its projection, or its own model; `{}`:
+ * the teacher, so before == after); its name comes from opts.student.
+ */
 export async function evaluatePairs(
   device: Device,
   model: ClipVisionModel,
-  lora: LoraAdapter | undefined,
-  projection: Tensor | undefined,
+  student: Omit<EmbedVariant, 'name'>,
   pre: PreprocessConfig,
   pairs: Pair[],
   outDir: string,
@@ -88,7 +89,7 @@ export async function evaluatePairs(
   try {
     if (toEmbed.length) reals = await embedPaths(device, model, undefined, toEmbed.map((i) => pairs[i].real), pre, opts.batch, { onSkip: skip, model: opts.baseModel, pool });
     // Teacher and student on the same generated images: decoded once, embedded twice.
-    [before, after] = await embedPathsWith(device, model, [{ name: opts.baseModel }, { lora, projection, name: opts.student }], genPaths, pre, opts.batch, { onSkip: skip, pool });
+    [before, after] = await embedPathsWith(device, model, [{ name: opts.baseModel }, { ...student, name: opts.student }], genPaths, pre, opts.batch, { onSkip: skip, pool });
   } finally {
     await ownPool?.close();
   }

@@ -194,7 +194,7 @@ export const TRAIN_OPTIONS = {
   warmup: int({ help: 'linear warmup steps', onResume: 'fixed', default: 100, demo: 5, check: nonNegative }),
   restartPeriod: int({ help: 'cosine warm-restart period in steps (0 = one cosine decay, no restarts)', onResume: 'fixed', default: 0, check: nonNegative }),
   restartMult: float({ help: 'period multiplier after each warm restart', onResume: 'fixed', default: 1, check: positive }),
-  rank: int({ help: 'LoRA rank r', onResume: 'fixed', default: 4, check: positive }),
+  rank: int({ help: "LoRA rank r; 0 = full fine-tuning (every weight of the student's vision tower trains, f32; published as an HF CLIPVisionModelWithProjection in model/ instead of adapter/)", onResume: 'fixed', default: 4, check: nonNegative }),
   alpha: float({ help: 'LoRA alpha; updates are scaled by alpha / rank', onResume: 'fixed', default: 4, demo: 8, check: positive }),
   targets: nameList<LoraTarget>(ALL_TARGETS, { help: `LoRA target modules, comma-separated from ${ALL_TARGETS.join(',')}`, onResume: 'fixed', default: [...ATTENTION_TARGETS], defaultText: ATTENTION_TARGETS.join(',') }),
   dualProjection: bool({ help: "train the student's own copy of visual_projection (the paper's dual projection)", onResume: 'fixed', default: false }),

@@ -2,13 +2,14 @@
 //
 //   openRun        create and lock the run directory (a new run: only a new or empty one), or
 //                  lock it and read where a crash left it (--resume); nothing is changed yet
-//   buildStudent   model, preprocessing, LoRA student and AdamW, restored from the checkpoint
+//   buildStudent   model, preprocessing, student (LoRA, or with --rank 0 a full copy of the
+//                  vision tower; student.ts) and AdamW, restored from the checkpoint
 //   prepareRun     the teacher cache, then (everything checked) the crash repair, config.json
 //   stepLoop       dataset → loader (decode + preprocess off the main thread, prefetched)
 //                  → teacher f_r(real) (frozen: from the embedding cache, or a noGrad forward)
-//                  → student f_g(generated) (same weights + LoRA) → InfoNCE gen→real (Eq. 1,
+//                  → student f_g(generated) (same weights + LoRA, or its own) → InfoNCE gen→real (Eq. 1,
 //                    + --cosine-weight λ · mean(1 − cos) of the pairs when λ > 0)
-//                  → backward (LoRA only) → AdamW (+ global-norm clipping, warmup + cosine)
+//                  → backward (student only) → AdamW (+ global-norm clipping, warmup + cosine)
 //                  → metrics.jsonl → checkpoint and publish (checkpoint.ts) every --save-every
 //   finalEval      alignment measures and Figure 3 on the held-out pairs
 //
@@ -27,23 +28,22 @@ import type { Device } from '../gpu/device.ts';
 import { OutOfMemoryError } from '../gpu/encoder.ts';
 import { BufferTooLargeError } from '../gpu/pool.ts';
 import { FileOpError, errnoReason, makeDirs, nodeFiles, removeTree, writableProblem, writeFileAtomic, type FileOps } from '../gpu/atomic-file.ts';
-import { Parameter, fromArray, scope, type Tensor } from '../tensor/tensor.ts';
+import { fromArray, scope, type Parameter, type Tensor } from '../tensor/tensor.ts';
 import { backward, noGrad } from '../tensor/autograd.ts';
-import { infoNceGenToReal, toF32 } from '../ops/index.ts';
-import { LoraAdapter } from '../nn/lora.ts';
+import { infoNceGenToReal } from '../ops/index.ts';
+import type { LoraAdapter } from '../nn/lora.ts';
 import type { ClipVisionModel } from '../nn/vit.ts';
 import { hasTextTower, isModelDir, loadModel, modelPreprocessing, type LoadedModel } from '../io/hf-checkpoint.ts';
 import type { PreprocessConfig } from '../io/image.ts';
 import { loadDataset, splitByValFraction, type Pair } from '../io/dataset.ts';
 import { PairLoader, epochBatches, type PairBatch } from '../io/loader.ts';
 import { PreprocessPool } from '../io/preprocess-pool.ts';
-import { readPeftAdapter } from '../io/peft.ts';
 import { readRegularTextFile } from '../gpu/regular-file.ts';
 import { AdamW } from './optimizer.ts';
 import { GradScaler, GRAD_SCALER_DEFAULTS, type GradScalerOptions } from './grad-scaler.ts';
 import { learningRate, type ScheduleOptions } from './schedule.ts';
 import {
-  ADAPTER_DIR, CHECKPOINTS_DIR, METRICS_FILE, saveCheckpoint, loadCheckpoint, inspectRun, repairRun, isRunTemp, isNoSpace, setAsideDivergedCheckpoint,
+  CHECKPOINTS_DIR, METRICS_FILE, PUBLISH_DIRS, formatOf, saveCheckpoint, loadCheckpoint, inspectRun, repairRun, isRunTemp, isNoSpace, setAsideDivergedCheckpoint,
   checkpointName, type Checkpoint, type RunInspection, type TrainerState,
 } from './checkpoint.ts';
 import { configHash, configHashBeforeSchema, savedOptions, type TrainOptions } from './options.ts';
@@ -51,8 +51,10 @@ import { TeacherCache, modelKey, fileKey } from './teacher-cache.ts';
 import { embedPaths } from './embedding.ts';
 import { evaluatePairs, type EvalOutput } from './evaluate.ts';
 import { textTowerFor } from './text-tower.ts';
+import { disposeStudent, makeStudent, restoreStudent, studentFiles, studentForward, studentFormat, studentProblem, studentVariant, type StudentState } from './student.ts';
 
 export type { TrainOptions } from './options.ts';
+export { makeStudent, type StudentState } from './student.ts';
 
 export interface StepRecord {
   step: number;
@@ -102,7 +104,10 @@ export interface TrainResult {
   lastLoss: number | null;
   valPairs: Pair[];
   model: LoadedModel;
-  lora: LoraAdapter;
+  /** The trained student (free it with disposeStudent, and the model with model.model.dispose()). */
+  student: StudentState;
+  /** The student's adapter (LoRA runs) or null (--rank 0). */
+  lora: LoraAdapter | null;
   projection: Parameter | null;
   pre: PreprocessConfig;
   teacherCache: TeacherCache | null;
@@ -143,7 +148,7 @@ function divergedCheckpointNote(runDir: string, step: number, lr: number, files:
     : `Start a new run (another --out, or delete ${runDir}) with a lower --lr (now ${lr}), or check the data.`;
   if (setAside) {
     return `The weights saved after step ${step} gave this, so that checkpoint was moved to ${join(dir, setAside)}` +
-      (latest ? `; checkpoints/latest and adapter/ now point to ${latest}, the newest checkpoint whose weights gave a finite loss. ` : ', and no earlier checkpoint is left. ') + advice;
+      (latest ? `; checkpoints/latest and ${formatOf(join(dir, latest)).publishDir}/ now point to ${latest}, the newest checkpoint whose weights gave a finite loss. ` : ', and no earlier checkpoint is left. ') + advice;
   }
   return (latest ? `The newest checkpoint, ${join(dir, latest)}, is kept (its weights gave a finite loss on the step after it). ` : 'No checkpoint had been written yet. ') + advice;
 }
@@ -160,9 +165,9 @@ export function oomHelp(e: unknown, o: Pick<TrainOptions, 'batch' | 'accum'>): n
   throw e;
 }
 
-/** AdamW over the student's parameters with the run's betas, eps, weight decay and clipping. */
-export function makeOptimizer(params: Parameter[], o: Pick<TrainOptions, 'lr' | 'beta1' | 'beta2' | 'eps' | 'weightDecay' | 'clip'>): AdamW {
-  return new AdamW(params, { lr: o.lr, betas: [o.beta1, o.beta2], eps: o.eps, weightDecay: o.weightDecay, maxGradNorm: o.clip > 0 ? o.clip : undefined });
+/** AdamW over the student's parameters with the run's betas, eps, weight decay (not on `noWeightDecay`) and clipping. */
+export function makeOptimizer(params: Parameter[], o: Pick<TrainOptions, 'lr' | 'beta1' | 'beta2' | 'eps' | 'weightDecay' | 'clip'>, noWeightDecay: readonly Parameter[] = []): AdamW {
+  return new AdamW(params, { lr: o.lr, betas: [o.beta1, o.beta2], eps: o.eps, weightDecay: o.weightDecay, maxGradNorm: o.clip > 0 ? o.clip : undefined, noWeightDecay });
 }
 
 /**
@@ -198,7 +203,7 @@ export async function accumulateGradients(
     r.set(teacher.subarray((rowStart + n) * D), rowStart * D + n * D);
     rowStart += n;
     const [loss, acc, terms] = scope(() => {
-      const g = model.forward(fromArray(generated, [n, 3, S, S], device), { lora: student.lora, projection: student.projection ?? undefined });
+      const g = studentForward(model, student, fromArray(generated, [n, 3, S, S], device));
       const res = infoNceGenToReal(g, fromArray(r, [rows, D], device), { tau: lossOpts.tau, cosineWeight: lossOpts.cosineWeight });
       // Each micro-batch's loss is a mean over its rows; weight by its share of the batch (and
       // multiply by the loss scale of f16 training, which the optimizer divides out again).
@@ -226,29 +231,6 @@ export async function accumulateGradients(
     }
   }
   return sums ? { loss, accuracy, terms: sums } : { loss, accuracy };
-}
-
-export interface StudentState {
-  lora: LoraAdapter;
-  projection: Parameter | null;
-  params: Parameter[];
-}
-
-export function makeStudent(model: ClipVisionModel, o: Pick<TrainOptions, 'rank' | 'alpha' | 'targets' | 'seed' | 'dualProjection'>, device: Device): StudentState {
-  const lora = LoraAdapter.create(model.cfg, { rank: o.rank, alpha: o.alpha, targets: o.targets, seed: o.seed }, device);
-  let projection: Parameter | null = null;
-  if (o.dualProjection) {
-    // The student's own projection head starts as a copy of the shared one (an f32 master,
-    // widened from the f16 weight in mixed precision).
-    const shared = model.w('visual_projection.weight');
-    const w = toF32(shared);
-    projection = Parameter.fromTensor(fromArray(new Float32Array(w.size), w.shape, device), 'student.visual_projection.weight');
-    device.batch.copy(w.buffer, 0, projection.buffer, 0, w.byteLength);
-    w.dispose();
-  }
-  // The adapter owns the projection, so the PEFT files (and embed --lora) carry it.
-  lora.projection = projection;
-  return { lora, projection, params: [...lora.parameters(), ...(projection ? [projection] : [])] };
 }
 
 /**
@@ -518,7 +500,7 @@ function newRunProblem(runDir: string): string | null {
   }
   const content = contentOf(runDir);
   if (!content.length) return null;
-  const runFiles = content.filter((f) => f === METRICS_FILE || f === CHECKPOINTS_DIR || f === ADAPTER_DIR || (f === 'config.json' && isRunConfig(join(runDir, f))));
+  const runFiles = content.filter((f) => f === METRICS_FILE || f === CHECKPOINTS_DIR || PUBLISH_DIRS.includes(f) || (f === 'config.json' && isRunConfig(join(runDir, f))));
   if (runFiles.length) {
     const hasCheckpoint = inspectRunQuietly(runDir);
     return hasCheckpoint
@@ -646,27 +628,6 @@ interface Built {
   optimizer: AdamW;
 }
 
-/** Copies a checkpoint's LoRA weights (and projection) into the student and its moments into the optimizer. */
-async function restoreStudent(device: Device, model: ClipVisionModel, student: StudentState, optimizer: AdamW, ckpt: Checkpoint): Promise<void> {
-  const saved = readPeftAdapter(ckpt.dir, model.cfg, device);
-  try {
-    for (const [path, pair] of student.lora.pairs) {
-      const s = saved.get(path);
-      if (!s) throw new Error(`--resume: checkpoint ${ckpt.dir} has no LoRA weights for ${path}`);
-      device.batch.copy(s.a.buffer, 0, pair.a.buffer, 0, pair.a.byteLength);
-      device.batch.copy(s.b.buffer, 0, pair.b.buffer, 0, pair.b.byteLength);
-    }
-    if (student.projection) {
-      if (!saved.projection) throw new Error(`--resume: checkpoint ${ckpt.dir} has no student projection (visual_projection in adapter_model.safetensors)`);
-      device.batch.copy(saved.projection.buffer, 0, student.projection.buffer, 0, student.projection.byteLength);
-    }
-    await device.sync();
-  } finally {
-    saved.dispose();
-  }
-  optimizer.loadStateDict(ckpt.optimizer);
-}
-
 /** Refuses --precision f16 on an adapter without shader-f16, before anything is loaded. */
 export function checkPrecision(device: Device, precision: 'f32' | 'f16', flag = '--precision'): void {
   if (precision === 'f16' && !device.hasFeature('shader-f16')) {
@@ -675,13 +636,15 @@ export function checkPrecision(device: Device, precision: 'f32' | 'f16', flag = 
 }
 
 async function buildStudent(device: Device, o: TrainOptions, checkpoint: Checkpoint | null): Promise<Built> {
+  const problem = studentProblem(o);
+  if (problem) throw new Error(problem);
   checkPrecision(device, o.precision);
   const loaded = loadModel(o.model, device, o.seed, o.precision);
   try {
     const pre = modelPreprocessing(loaded);
     const student = makeStudent(loaded.model, o, device);
     try {
-      const optimizer = makeOptimizer(student.params, o);
+      const optimizer = makeOptimizer(student.params, o, student.noWeightDecay);
       try {
         if (checkpoint) await restoreStudent(device, loaded.model, student, optimizer, checkpoint);
         return { loaded, pre, student, optimizer };
@@ -690,8 +653,7 @@ async function buildStudent(device: Device, o: TrainOptions, checkpoint: Checkpo
         throw e;
       }
     } catch (e) {
-      student.lora.dispose();
-      student.projection?.dispose();
+      disposeStudent(student);
       throw e;
     }
   } catch (e) {
@@ -756,7 +718,7 @@ async function writeCheckpoint(ctx: LoopContext, step: number, position: { epoch
     step, epoch: position.epoch, batchInEpoch: position.batch, seed: o.seed, configHash: configHash(o), lastLoss,
     schedule: { ...ctx.sched }, elapsedS, ...(ctx.scaler ? { gradScaler: ctx.scaler.stateDict() } : {}),
   };
-  await saveCheckpoint(runDir, built.student.lora, built.loaded.source, await built.optimizer.stateDict(), state, o.keepCheckpoints, ctx.files);
+  saveCheckpoint(runDir, await studentFiles(built.student, built.loaded, o.seed), await built.optimizer.stateDict(), state, o.keepCheckpoints, ctx.files);
 }
 
 async function stepLoop(ctx: LoopContext): Promise<LoopResult> {
@@ -868,11 +830,12 @@ async function finalEval(device: Device, o: TrainOptions, built: Built, valPairs
     return null;
   }
   log(`eval on ${valPairs.length} held-out pairs…`);
-  const adapterDir = join(runDir, ADAPTER_DIR);
+  const published = join(runDir, studentFormat(built.student).publishDir);
   // Caption retrieval when the base model is a checkpoint with a text tower and tokenizer files.
   const text = isModelDir(o.model) && hasTextTower(o.model) ? textTowerFor('eval', o.model, undefined, device, o.seed, o.precision, log) : null;
   try {
-    return await evaluatePairs(device, built.loaded.model, built.student.lora, built.student.projection ?? undefined, built.pre, valPairs, runDir, {
+    const name = built.student.kind === 'full' ? `the fully fine-tuned student (${published})` : `the LoRA student (${published})`;
+    return await evaluatePairs(device, built.loaded.model, studentVariant(built.student), built.pre, valPairs, runDir, {
       ...(text ? { text } : {}),
       batch: o.batch,
       plot: o.plot,
@@ -881,7 +844,7 @@ async function finalEval(device: Device, o: TrainOptions, built: Built, valPairs
       files,
       ...(pool ? { pool } : {}),
       student: {
-        name: `the LoRA student (${adapterDir})`,
+        name,
         hint: `Its weights have likely diverged in training (too high a --lr): use an earlier checkpoint of the run (checkpoints/step-*), or retrain with a lower --lr. Nothing was written to ${runDir}.`,
       },
     }, cache);
@@ -917,8 +880,7 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
       return await runStages(device, o, { ...hooks, pool: hooks.pool ?? ownPool! }, files, log, run, built, trainPairs, valPairs, totalSteps);
     } catch (e) {
       // On failure nothing is handed to the caller: free the model and the student here.
-      built.student.lora.dispose();
-      built.student.projection?.dispose();
+      disposeStudent(built.student);
       built.loaded.model.dispose();
       throw e;
     }
@@ -994,7 +956,7 @@ async function runStages(device: Device, o: TrainOptions, hooks: TrainHooks, fil
   const sched: ScheduleOptions = { baseLr: o.lr, minLr: o.minLr, warmupSteps: o.warmup, totalSteps, restartPeriod: o.restartPeriod, restartMult: o.restartMult };
   const startStep = ckpt?.state.step ?? 0;
   const result = (steps: number, stoppedEarly: boolean, lastLoss: number | null, cache: TeacherCache | null, ev: EvalOutput | null): TrainResult => ({
-    runDir: run.runDir, steps, stoppedEarly, lastLoss, valPairs, model: built.loaded, lora: built.student.lora, projection: built.student.projection, pre: built.pre, teacherCache: cache, eval: ev,
+    runDir: run.runDir, steps, stoppedEarly, lastLoss, valPairs, model: built.loaded, student: built.student, lora: built.student.lora, projection: built.student.projection, pre: built.pre, teacherCache: cache, eval: ev,
   });
   try {
     const { cache, stopped } = await prepareRun(device, o, hooks, files, log, run, built, [...trainPairs, ...valPairs]);
@@ -1009,7 +971,8 @@ async function runStages(device: Device, o: TrainOptions, hooks: TrainHooks, fil
     });
     if (loop.step === startStep && loop.step === totalSteps) log(`nothing to do: the run is already at step ${loop.step}/${totalSteps}`);
     if (loop.stoppedEarly) return result(loop.step, true, loop.lastLoss, cache, null);
-    log(`adapter (PEFT): ${join(run.runDir, ADAPTER_DIR)}`);
+    const published = join(run.runDir, studentFormat(built.student).publishDir);
+    log(built.student.kind === 'full' ? `student (HF CLIPVisionModelWithProjection): ${published}` : `adapter (PEFT): ${published}`);
     const ev = await finalEval(device, o, built, valPairs, run.runDir, cache, files, log, hooks.pool);
     return result(loop.step, false, loop.lastLoss, cache, ev);
   } finally {

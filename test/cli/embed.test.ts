@@ -273,7 +273,7 @@ test('PEFT round trip: trained adapter → embed --lora equals the in-memory stu
   const paths = readdirSync(IMAGES).sort().map((f) => join(IMAGES, f));
   const pre = parsePreprocessorConfig(null, res.model.model.cfg.imageSize);
   // The student as the trainer holds it in memory, and the same adapter read back from disk.
-  const inMemory = await embedPaths(device, res.model.model, res.lora, paths, pre, 16);
+  const inMemory = await embedPaths(device, res.model.model, res.lora!, paths, pre, 16);
   const teacher = await embedPaths(device, res.model.model, undefined, paths, pre, 16);
   const readBack = readPeftAdapter(adapterDir, res.model.model.cfg, device);
   const fromDisk = await embedPaths(device, res.model.model, readBack, paths, pre, 16);
@@ -281,7 +281,7 @@ test('PEFT round trip: trained adapter → embed --lora equals the in-memory stu
   assert.equal(Array.from(fromDisk.embeds), Array.from(inMemory.embeds), 'read-back adapter gives bit-identical embeddings');
   assert.is(readBack.scaling, 2, 'lora_alpha 8 / r 4');
   readBack.dispose();
-  res.lora.dispose();
+  res.lora!.dispose();
   res.model.model.dispose();
   // Training changed the student (else the comparison proves nothing about the adapter).
   let moved = 0;

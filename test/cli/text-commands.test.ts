@@ -144,4 +144,43 @@ test('eval: caption retrieval keys with a text tower; none (and a line saying wh
   assert.is(JSON.parse(readFileSync(join(out2, 'metrics.json'), 'utf8')).t2i_r1_real, undefined);
 });
 
+test('--student (a --rank 0 run\'s model/): eval gives the training run\'s own final eval; zeroshot and probe embed with it; bad --student refused up front', async () => {
+  const run = join(root, 'full-run');
+  const t = await runCli('train', ['--data', data, '--model', 'tiny', '--rank', '0', '--steps', '3', '--batch', '4', '--val-fraction', '0.5', '--lr', '1e-3', '--plot', 'pca', '--no-teacher-cache', '--out', run]);
+  assert.is(t.code, 0, t.stderr);
+  assert.match(t.stderr, `student (HF CLIPVisionModelWithProjection): ${join(run, 'model')}`);
+  const student = join(run, 'model');
+  const out = join(root, 'eval-student');
+  const e = await runCli('eval', ['--data', data, '--model', 'tiny', '--student', student, '--val-fraction', '0.5', '--batch', '4', '--out', out, '--plot', 'none']);
+  assert.is(e.code, 0, e.stderr);
+  const got = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as Record<string, number>;
+  const want = JSON.parse(readFileSync(join(run, 'metrics.json'), 'utf8')) as Record<string, number>;
+  for (const k of ['n_val', 'paired_cosine_before', 'paired_cosine_after', 'r1_after', 'gap_after']) assert.ok(Math.abs(got[k] - want[k]) <= 1e-6, `${k}: eval --student ${got[k]}, train's eval ${want[k]}`);
+  assert.ok(got.paired_cosine_after !== got.paired_cosine_before, 'after is the student, not the teacher');
+
+  const zs = join(root, 'zs-student.json');
+  const z = await runCli('zeroshot', ['--model', 'tiny', '--tokenizer', TOK, '--student', student, '--images', join(classes, 'gen'), '--out', zs]);
+  assert.is(z.code, 0, z.stderr);
+  const zr = JSON.parse(readFileSync(zs, 'utf8')) as { student: string; n: number };
+  assert.equal([zr.student, zr.n], [student, 12]);
+  const pr = join(root, 'probe-student.json');
+  const p = await runCli('probe', ['--model', 'tiny', '--student', student, '--train', join(classes, 'gen'), '--test', join(classes, 'real'), '--steps', '50', '--out', pr]);
+  assert.is(p.code, 0, p.stderr);
+  const prep = JSON.parse(readFileSync(pr, 'utf8')) as { student: string; acc_after: number | null };
+  assert.is(prep.student, student);
+  assert.type(prep.acc_after, 'number');
+
+  const both = await runCli('eval', ['--data', data, '--model', 'tiny', '--student', student, '--lora', student, '--out', join(root, 'x')]);
+  assert.is(both.code, 2);
+  assert.match(both.stderr, 'eval: --lora and --student both name a student; give one');
+  const other = await runCli('probe', ['--model', 'vit-b-32', '--student', student, '--train', join(classes, 'gen'), '--test', join(classes, 'real')]);
+  assert.is(other.code, 2);
+  assert.match(other.stderr, `probe: --student ${student} is not a fine-tune of --model vit-b-32: its vision config differs in hiddenSize (64 vs 768)`);
+  assert.not.match(other.stderr, /adapter:/, 'refused before the GPU');
+  const missing = await runCli('zeroshot', ['--model', 'tiny', '--tokenizer', TOK, '--student', join(root, 'nope'), '--images', join(classes, 'gen')]);
+  assert.is(missing.code, 2);
+  assert.match(missing.stderr, /zeroshot: --student .*nope: not a directory/);
+  assert.not.ok(existsSync(join(root, 'x')));
+});
+
 test.run();

@@ -14,6 +14,7 @@ import { ensureDemoDataset } from '../../src/io/demo-data.ts';
 import { saveCheckpoint, loadLatestCheckpoint, checkpointName, setAsideDivergedCheckpoint, type TrainerState } from '../../src/train/checkpoint.ts';
 import type { AdamWState } from '../../src/train/optimizer.ts';
 import { train, type TrainOptions } from '../../src/train/trainer.ts';
+import { studentFiles } from '../../src/train/student.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'genalign-ckpt-'));
 test.after(() => rmSync(root, { recursive: true, force: true }));
@@ -21,6 +22,11 @@ const cfg = NAMED_CONFIGS.tiny;
 
 function state(step: number): TrainerState {
   return { step, epoch: Math.floor(step / 3), batchInEpoch: step % 3, seed: 5, configHash: '0123456789abcdef', lastLoss: 1.5 + step, schedule: { baseLr: 1e-3, warmupSteps: 2 } };
+}
+
+/** The checkpoint files of a LoRA student on the preset base `tiny` (seed: state()'s). */
+function loraFiles(lora: LoraAdapter): ReturnType<typeof studentFiles> {
+  return studentFiles({ kind: 'lora', lora, projection: null, model: null, params: lora.parameters(), noWeightDecay: [] }, { source: 'tiny', preprocessor: null }, state(0).seed);
 }
 
 /** A deterministic optimizer state with distinct values per parameter and step. */
@@ -44,7 +50,7 @@ test('save → load: layout, trainer state, optimizer moments and adapter come b
   // Non-zero B so both halves of each pair are checked.
   for (const p of lora.pairs.values()) p.b.write(Float32Array.from({ length: p.b.size }, (_, k) => ((k % 7) - 3) * 0.01));
   const opt = optimizerState(lora, 6);
-  const dir = await saveCheckpoint(run, lora, 'tiny', opt, state(6), 3);
+  const dir = await saveCheckpoint(run, await loraFiles(lora), opt, state(6), 3);
   assert.is(dir, join(run, 'checkpoints', 'step-000006'));
   assert.equal(readdirSync(dir).sort(), ['adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors', 'trainer_state.json']);
   assert.is(readFileSync(join(run, 'checkpoints', 'latest'), 'utf8'), 'step-000006\n');
@@ -78,7 +84,7 @@ test('retention keeps the newest N by step number (also past step 999999); lates
   const device = await getDevice();
   const run = join(root, 'run2');
   const lora = LoraAdapter.create(cfg, { rank: 2, alpha: 2, targets: ['q_proj'], seed: 0 }, device);
-  for (const s of [2, 4, 6, 999_998, 1_000_000, 1_000_002]) await saveCheckpoint(run, lora, 'tiny', optimizerState(lora, s), state(s), 2);
+  for (const s of [2, 4, 6, 999_998, 1_000_000, 1_000_002]) await saveCheckpoint(run, await loraFiles(lora), optimizerState(lora, s), state(s), 2);
   assert.equal(readdirSync(join(run, 'checkpoints')).sort(), ['latest', checkpointName(1_000_000), checkpointName(1_000_002)].sort());
   assert.is(loadLatestCheckpoint(run)!.state.step, 1_000_002);
   lora.dispose();
@@ -89,7 +95,7 @@ test('crash leftovers: a half-written temp dir is ignored; latest naming a missi
   const run = join(root, 'run3');
   assert.is(loadLatestCheckpoint(run), null);
   const lora = LoraAdapter.create(cfg, { rank: 2, alpha: 2, targets: ['v_proj'], seed: 0 }, device);
-  await saveCheckpoint(run, lora, 'tiny', optimizerState(lora, 2), state(2), 3);
+  await saveCheckpoint(run, await loraFiles(lora), optimizerState(lora, 2), state(2), 3);
   // A crash while writing step 4 leaves only its temporary directory.
   mkdirSync(join(run, 'checkpoints', '.step-000004.tmp-99999'));
   writeFileSync(join(run, 'checkpoints', '.step-000004.tmp-99999', 'adapter_model.safetensors'), 'partial');
@@ -99,7 +105,7 @@ test('crash leftovers: a half-written temp dir is ignored; latest naming a missi
   writeFileSync(join(run, 'checkpoints', 'latest'), 'step-000004\n');
   assert.is(loadLatestCheckpoint(run)!.state.step, 2);
   // A checkpoint that exists but is damaged is named, not passed over: the user chooses.
-  await saveCheckpoint(run, lora, 'tiny', optimizerState(lora, 3), state(3), 3);
+  await saveCheckpoint(run, await loraFiles(lora), optimizerState(lora, 3), state(3), 3);
   writeFileSync(join(run, 'checkpoints', 'step-000003', 'trainer_state.json'), '{"step": 3, "ep');
   assert.throws(() => loadLatestCheckpoint(run), /latest points to step-000003, which is incomplete or damaged \(.*step-000003\/trainer_state\.json: cannot read the trainer state \(.*\); the file is damaged or truncated\)\. Complete checkpoints here: step-000002; to resume from one, write its name into .*latest \(e\.g\. echo step-000002 > /);
   lora.dispose();
@@ -111,7 +117,7 @@ test('setAsideDivergedCheckpoint: the checkpoint of the given step is renamed, l
   const lora = LoraAdapter.create(cfg, { rank: 2, alpha: 2, targets: ['v_proj'], seed: 0 }, device);
   for (const step of [1, 2, 3]) {
     lora.pairs.values().next().value!.b.write(new Float32Array(lora.pairs.values().next().value!.b.size).fill(step));
-    await saveCheckpoint(run, lora, 'tiny', optimizerState(lora, step), state(step), 3);
+    await saveCheckpoint(run, await loraFiles(lora), optimizerState(lora, step), state(step), 3);
   }
   const adapterOf = (dir: string): Buffer => readFileSync(join(dir, 'adapter_model.safetensors'));
   assert.equal(setAsideDivergedCheckpoint(run, 3), { setAside: 'step-000003.nonfinite', latest: 'step-000002' });
@@ -139,12 +145,12 @@ test('--resume with a checkpoint that does not fit: wrong-rank adapter and chang
     cacheDir: join(root, 'cache'), saveEvery: 1, logEvery: 10, keepCheckpoints: 3, maxBadFraction: 0.05, eval: false, plot: 'pca', resume: null,
   };
   const r = await train(device, o, { log: () => undefined });
-  r.lora.dispose();
+  r.lora!.dispose();
   r.model.model.dispose();
   const resume = async (over: Partial<TrainOptions>): Promise<string> => {
     try {
       const x = await train(device, { ...o, steps: 4, resume: o.out, ...over }, { log: () => undefined });
-      x.lora.dispose();
+      x.lora!.dispose();
       x.model.model.dispose();
     } catch (e) {
       return (e as Error).message;

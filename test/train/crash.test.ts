@@ -17,7 +17,8 @@
 // metrics.jsonl identical but for its timing fields, the same checkpoint weights and optimizer
 // state, the same eval outputs; and no file outside the run directory touched.
 // The second test does the same for every file operation of a recovery itself (a resume that
-// must clean up a torn temporary file, republish adapter/ and finish retention).
+// must clean up a torn temporary file, republish adapter/ and finish retention). The third runs
+// the first for a fully fine-tuned student (--rank 0: an HF model folder published to model/).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
@@ -29,6 +30,8 @@ import { getDevice } from '../../src/gpu/device.ts';
 import { train, type TrainResult } from '../../src/train/trainer.ts';
 import { trainOptionsOf } from '../../src/cli/train-command.ts';
 import { PreprocessPool } from '../../src/io/preprocess-pool.ts';
+import { disposeStudent } from '../../src/train/student.ts';
+import { formatOf } from '../../src/train/checkpoint.ts';
 import { isAtomicTemp } from '../../src/gpu/atomic-file.ts';
 import { FaultyFiles, type FileOpRecord } from '../helpers/faulty-files.ts';
 import { tmp, tinyDataset, ROOT } from '../cli/helpers.ts';
@@ -45,16 +48,15 @@ test.after(async () => {
   rmSync(root, { recursive: true, force: true });
 });
 
-function args(out: string): string[] {
-  return [
+function args(out: string, extra: readonly string[] = []): string[] {
+  return [...extra,
     '--data', data, '--model', 'tiny', '--steps', '2', '--batch', '8', '--save-every', '1', '--keep-checkpoints', '1',
     '--val-fraction', '0.25', '--plot', 'pca', '--no-teacher-cache', '--lr', '1e-2', '--warmup', '1', '--out', out,
   ];
 }
 
 function dispose(r: TrainResult): void {
-  r.lora.dispose();
-  r.projection?.dispose();
+  disposeStudent(r.student);
   r.model.model.dispose();
 }
 
@@ -120,8 +122,9 @@ function problems(dir: string, ref: Snapshot): string[] {
   const latest = join(dir, 'checkpoints', 'latest');
   if (existsSync(latest)) {
     const ckpt = join(dir, 'checkpoints', readFileSync(latest, 'utf8').trim());
-    for (const f of ['adapter_model.safetensors', 'adapter_config.json']) {
-      if (!existsSync(join(ckpt, f)) || !existsSync(join(dir, 'adapter', f)) || !readFileSync(join(ckpt, f)).equals(readFileSync(join(dir, 'adapter', f)))) out.push(`adapter/${f} is not latest's`);
+    const { files, publishDir } = formatOf(ckpt);
+    for (const f of files) {
+      if (!existsSync(join(ckpt, f)) || !existsSync(join(dir, publishDir, f)) || !readFileSync(join(ckpt, f)).equals(readFileSync(join(dir, publishDir, f)))) out.push(`${publishDir}/${f} is not latest's`);
     }
   }
   return out;
@@ -186,11 +189,12 @@ function killedRun(child: string, argv: string[], at: number): Promise<{ code: n
 function stageOf(r: FileOpRecord, dir: string): string {
   const p = relative(dir, r.path);
   if (p === '' || p === 'run.lock' || p.startsWith('.run.lock')) return 'run directory and lock';
-  if (p.includes('config.json') && !p.startsWith('checkpoints') && !p.includes('adapter')) return 'config.json';
+  if (p.includes('config.json') && !p.startsWith('checkpoints') && !p.includes('adapter') && !/^\.?model/.test(p)) return 'config.json';
   if (p.includes('metrics.jsonl')) return 'metrics.jsonl';
   if (p.includes('metrics.json') || p.includes('figure3')) return 'final eval';
   if (r.to?.endsWith('.deleting') || p.includes('.deleting')) return 'retention';
   if (p.startsWith('adapter') || p.startsWith('.adapter')) return 'adapter/ publishing';
+  if (p.startsWith('model') || p.startsWith('.model')) return 'model/ publishing';
   if (p.includes('latest')) return 'latest';
   return 'checkpoint files';
 }
@@ -204,21 +208,28 @@ function stageSummary(points: readonly FileOpRecord[], dir: string): string {
 interface Reference {
   child: string;
   dir: string;
+  /** The run's command line (for the run directory `dir`). */
+  argv: (dir: string) => string[];
   snapshot: Snapshot;
   points: FileOpRecord[];
 }
 
-let reference: Reference | null = null;
+const references = new Map<string, Reference>();
+let childBundle: Promise<string> | null = null;
 
-/** The uninterrupted run (once), its file operations, and the child process bundle. */
-async function uninterrupted(): Promise<Reference> {
-  if (reference) return reference;
-  const child = await bundleChild();
-  const dir = join(root, 'reference');
+/** The uninterrupted run with `extra` flags (once each, in `reference<name>`), its file operations, and the child process bundle. */
+async function uninterrupted(name = '', extra: readonly string[] = []): Promise<Reference> {
+  const known = references.get(name);
+  if (known) return known;
+  childBundle ??= bundleChild();
+  const child = await childBundle;
+  const dir = join(root, `reference${name}`);
+  const argv = (d: string): string[] => args(d, extra);
   const files = new FaultyFiles();
-  assert.is(await trainHere(args(dir), files), null);
-  reference = { child, dir, snapshot: snapshot(dir), points: files.ops };
-  return reference;
+  assert.is(await trainHere(argv(dir), files), null);
+  const ref = { child, dir, argv, snapshot: snapshot(dir), points: files.ops };
+  references.set(name, ref);
+  return ref;
 }
 
 /**
@@ -230,7 +241,7 @@ async function injectEverywhere(ref: Reference, points: readonly FileOpRecord[],
   const failures: string[] = [];
   let recovered = 0;
   const recover = async (dir: string, where: string): Promise<void> => {
-    const again = existsSync(join(dir, 'config.json')) ? ['--resume', dir] : args(dir);
+    const again = existsSync(join(dir, 'config.json')) ? ['--resume', dir] : ref.argv(dir);
     const files = new FaultyFiles();
     const e = await trainHere(again, files);
     if (e) {
@@ -287,7 +298,7 @@ test('a kill or a full disk at every file operation of a run: the recovered run 
   assert.equal(outside(points, ref.dir), [], 'the uninterrupted run writes only inside its directory');
   const dataBefore = snapshot(data);
 
-  const { failures, recovered } = await injectEverywhere(ref, points, () => undefined, args);
+  const { failures, recovered } = await injectEverywhere(ref, points, () => undefined, ref.argv);
   assert.equal(snapshot(data), dataBefore, 'the dataset was not touched');
   assert.equal(readdirSync(root).sort(), ['data', 'reference'], 'nothing else was created next to the runs');
   console.log(`  crash consistency: ${points.length} file operations of a run (${stageSummary(points, ref.dir)}) × (kill, ENOSPC) = ${2 * points.length} injections; ${recovered} recovered to the uninterrupted run`);
@@ -319,6 +330,22 @@ test('a kill or a full disk at every file operation of a recovery: recovering ag
   console.log(`  crash consistency of a recovery: ${points.length} file operations (${stageSummary(points, ref.dir)}) × (kill, ENOSPC) = ${2 * points.length} injections; ${recovered} recovered to the uninterrupted run`);
   assert.equal(failures, [], `${failures.length} of ${2 * points.length} injection points failed:\n${failures.join('\n')}`);
   assert.equal(readdirSync(root).sort(), ['data', 'reference']);
+  assert.is(recovered, 2 * points.length);
+});
+
+test('a fully fine-tuned student (--rank 0): a kill or a full disk at every file operation of its run recovers to the uninterrupted run', async () => {
+  const ref = await uninterrupted('-full', ['--rank', '0']);
+  const points = ref.points;
+  assert.ok(points.some((r) => r.to?.endsWith('.deleting')), 'retention ran');
+  assert.ok(points.some((r) => r.to?.endsWith(join('model', 'model.safetensors'))), 'model/ was published twice (created, then its weights replaced)');
+  assert.equal(ref.snapshot.tree.filter((p) => p.startsWith('checkpoints/')), ['checkpoints/', 'checkpoints/latest', 'checkpoints/step-000002/', ...['config.json', 'model.safetensors', 'optimizer.safetensors', 'preprocessor_config.json', 'trainer_state.json'].map((f) => `checkpoints/step-000002/${f}`)]);
+  assert.equal(ref.snapshot.tree.filter((p) => p.startsWith('model/')), ['model/', 'model/config.json', 'model/model.safetensors', 'model/preprocessor_config.json']);
+  assert.not.ok(ref.snapshot.tree.some((p) => p.startsWith('adapter')), 'no adapter/ for a full fine-tune');
+  assert.equal(outside(points, ref.dir), []);
+  const { failures, recovered } = await injectEverywhere(ref, points, () => undefined, ref.argv);
+  console.log(`  crash consistency (--rank 0): ${points.length} file operations (${stageSummary(points, ref.dir)}) × (kill, ENOSPC) = ${2 * points.length} injections; ${recovered} recovered to the uninterrupted run`);
+  assert.equal(failures, [], `${failures.length} of ${2 * points.length} injection points failed:\n${failures.join('\n')}`);
+  assert.equal(readdirSync(root).sort(), ['data', 'reference', 'reference-full']);
   assert.is(recovered, 2 * points.length);
 });
 

@@ -70,7 +70,7 @@ test('evaluatePairs: before (teacher) and after (student) metrics equal their de
   try {
     const pre = modelPreprocessing({ model, source, preprocessor });
     const out = join(root, 'out');
-    const { report } = await evaluatePairs(device, model, lora, undefined, pre, pairs, out, { batch: 4, plot: 'none', seed: 0, log: () => {} });
+    const { report } = await evaluatePairs(device, model, { lora }, pre, pairs, out, { batch: 4, plot: 'none', seed: 0, log: () => {} });
 
     const kept = pairs.filter((_, i) => !badPairs.includes(i));
     const D = model.cfg.projectionDim;
@@ -116,7 +116,7 @@ test('evaluatePairs decodes each image once: teacher and student share the decod
   };
   try {
     const pre = modelPreprocessing({ model, source, preprocessor });
-    await evaluatePairs(device, model, lora, undefined, pre, pairs, join(root, 'out-once'), { batch: 4, plot: 'none', seed: 0, log: () => {}, pool });
+    await evaluatePairs(device, model, { lora }, pre, pairs, join(root, 'out-once'), { batch: 4, plot: 'none', seed: 0, log: () => {}, pool });
     const want = [...pairs.map((p) => p.real), ...pairs.map((p) => p.generated[0])].sort();
     assert.equal([...decoded].sort(), want, 'every real and generated image exactly once');
   } finally {

@@ -32,7 +32,7 @@ async function trainArgs(argv: string[], hooks: TrainHooks = {}): Promise<{ erro
   } catch (e) {
     return { error: (e as Error).message, logs };
   } finally {
-    r?.lora.dispose();
+    r?.lora?.dispose();
     r?.projection?.dispose();
     r?.model.model.dispose();
   }

@@ -51,11 +51,11 @@ async function run(over: Partial<TrainOptions> = {}): Promise<Run> {
   const o = options(over);
   const result = await train(device, o, { log: (l) => logs.push(l) });
   const adapter = new Map<string, Float32Array>();
-  for (const [path, p] of result.lora.pairs) {
+  for (const [path, p] of result.lora!.pairs) {
     adapter.set(`${path}.A`, await p.a.read());
     adapter.set(`${path}.B`, await p.b.read());
   }
-  result.lora.dispose();
+  result.lora!.dispose();
   result.projection?.dispose();
   result.model.model.dispose();
   const metrics = readFileSync(join(result.runDir, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, number>);
@@ -67,7 +67,7 @@ async function failure(over: Partial<TrainOptions>, hooks: TrainHooks = {}): Pro
   const logs: string[] = [];
   try {
     const r = await train(device, options(over), { ...hooks, log: (l) => logs.push(l) });
-    r.lora.dispose();
+    r.lora!.dispose();
     r.model.model.dispose();
   } catch (e) {
     return { message: (e as Error).message, logs };
@@ -292,7 +292,7 @@ testF16('--precision f16: loss_scale in metrics.jsonl, overflowed steps skipped 
   const o = options({ precision: 'f16', steps: 24, saveEvery: 1, keepCheckpoints: 30 });
   const whole = await train(device, o, { gradScaler: scaler, log: () => {} });
   const metrics = readFileSync(join(whole.runDir, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
-  whole.lora.dispose();
+  whole.lora!.dispose();
   whole.model.model.dispose();
   assert.is(metrics.length, 24);
   const skipped = metrics.filter((m) => m.skipped === true);
@@ -323,10 +323,10 @@ testF16('--precision f16: loss_scale in metrics.jsonl, overflowed steps skipped 
   // Stop at step 10, resume to 24: the same losses and scales as the uninterrupted run.
   const part = options({ precision: 'f16', steps: 10, saveEvery: 5 });
   const r1 = await train(device, part, { gradScaler: scaler, log: () => {} });
-  r1.lora.dispose();
+  r1.lora!.dispose();
   r1.model.model.dispose();
   const r2 = await train(device, { ...part, steps: 24, resume: part.out }, { gradScaler: scaler, log: () => {} });
-  r2.lora.dispose();
+  r2.lora!.dispose();
   r2.model.model.dispose();
   const resumed = readFileSync(join(part.out, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
   assert.equal(resumed.map((m) => [m.loss, m.loss_scale, m.skipped ?? false]), metrics.map((m) => [m.loss, m.loss_scale, m.skipped ?? false]));
@@ -441,7 +441,7 @@ test('dual projection: the trained head is saved in the PEFT adapter (modules_to
       const { fromArray, scope } = await import('../../src/tensor/tensor.ts');
       const { noGrad } = await import('../../src/tensor/autograd.ts');
       const embed = (opts: ForwardOptions): Tensor => scope(() => noGrad(() => result.model.model.forward(fromArray(px, [2, 3, 32, 32], device), opts)).keep());
-      const inMemory = embed({ lora: result.lora, projection: result.projection! });
+      const inMemory = embed({ lora: result.lora!, projection: result.projection! });
       const loaded = embed({ lora: back });
       assertClose(await loaded.read(), await inMemory.read(), { rtol: 0, atol: 1e-6 }, 'loaded adapter == in-memory student');
       inMemory.dispose();
@@ -450,7 +450,7 @@ test('dual projection: the trained head is saved in the PEFT adapter (modules_to
       back.dispose();
     }
   } finally {
-    result.lora.dispose();
+    result.lora!.dispose();
     result.model.model.dispose();
   }
 });
