@@ -1,13 +1,39 @@
 // Teacher-embedding cache. The teacher is frozen, so f_r(real image) depends only on the model,
-// the file and the preprocessing. Embeddings are computed once and stored in
-//   <cacheDir>/teacher-<modelKey>.safetensors    embeds [N, D] + metadata "keys" (row order)
-// where modelKey hashes the model identity and the preprocessing, and each row's key hashes the
-// file's absolute path, size and mtime (so an edited image is re-embedded).
+// the preprocessing and the file. Embeddings are computed once and kept in chunk files:
+//
+//   <cacheDir>/teacher-<modelKey>/chunk-<blockKey>.safetensors
+//       embeds [n, D] F32, metadata "keys": the n row keys in row order
+//   <cacheDir>/teacher-<modelKey>/layout.json
+//       {"blockRows": N}: the block size, fixed when the cache is created
+//
+// modelKey hashes the model identity and the preprocessing; each row's key hashes the image
+// file's absolute path, size and mtime (fileKey), so an edited image is embedded again.
+//
+// Chunks. The dataset's real images, each once and sorted by path (cacheRowKeys), are cut into
+// blocks of `blockRows` (1024 by default; layout.json keeps the value a cache was created with); block b holds rows b·blockRows … and its chunk file is named by
+// a hash of its row keys. The chunk's name is its index entry: any process computes it from the
+// dataset alone, so no shared index file is read, locked or rewritten, and N processes can fill
+// disjoint blocks (cache-teacher --shard I/N) at the same time on shared storage; two that fill
+// the same block write the same file, each by an atomic rename. Consequences:
+//   - writing new rows costs O(block): a chunk is written (atomically) when rows of its block
+//     are added, merged with the rows it already held;
+//   - a lookup reads one row of one chunk (a positioned read; the chunk's header is checked once
+//     per process), so memory holds a few integers per row, never the embeddings;
+//   - an interrupted fill resumes at the first block without a chunk;
+//   - a changed image changes its block's name: that block is embedded again (and the old chunk
+//     is left behind, unused).
+// A chunk whose header does not fit (not safetensors, other width, keys not of its block) is
+// ignored with one warning and its block filled again; a non-finite row is never written, and
+// one read back is an error of the caller's (the file was damaged after it was written).
+//
+// The earlier format, one file <cacheDir>/teacher-<modelKey>.safetensors with every row and
+// the keys in its header, is converted once: its finite rows go into chunks (a message says so)
+// and the file is removed.
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { makeDirs } from '../gpu/atomic-file.ts';
+import { closeSync, existsSync, openSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
+import { makeDirs, writeFileAtomic } from '../gpu/atomic-file.ts';
 import { join, resolve } from 'node:path';
-import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
+import { SafetensorsFile, readSafetensors, writeSafetensors } from '../io/safetensors.ts';
 import type { PreprocessConfig } from '../io/image.ts';
 import type { ClipVisionConfig } from '../nn/config.ts';
 import type { DType } from '../tensor/tensor.ts';
@@ -55,8 +81,47 @@ export function fileKey(path: string): string {
   return k;
 }
 
-/** Why the cache file's contents cannot be used at all, or null when its rows can be read. */
-function cacheShapeProblem(embeds: { shape: number[] } | undefined, keys: unknown, dim: number): string | null {
+/**
+ * The row keys of a dataset's real images in the cache's order: each file once, sorted by its
+ * absolute path. Every command that uses the cache (train, cache-teacher) orders rows this way,
+ * whatever the split or manifest order, so they agree on the blocks; files added with later
+ * names change only the last block.
+ */
+export function cacheRowKeys(realPaths: readonly string[]): string[] {
+  const abs = [...new Set(realPaths.map((p) => resolve(p)))].sort();
+  return abs.map(fileKey);
+}
+
+/** Blocks of `shard` of `count` (0-based): every count-th block from the shard's index. Disjoint and together complete for any count. */
+export function shardBlocks<T>(blocks: readonly T[], shard: number, count: number): T[] {
+  if (!Number.isInteger(count) || count < 1 || !Number.isInteger(shard) || shard < 0 || shard >= count) throw new Error(`shard ${shard} of ${count}: needs 0 <= shard < count`);
+  return blocks.filter((_, i) => i % count === shard);
+}
+
+/** The default number of rows per chunk. */
+export const BLOCK_ROWS = 1024;
+
+/** One block of the dataset's rows and the chunk file that holds them. */
+export interface CacheBlock {
+  index: number;
+  /** Row keys of the block, in dataset order. */
+  keys: readonly string[];
+  /** The chunk file (it may not exist yet). */
+  file: string;
+}
+
+/** What is known of a block's chunk: not looked at yet, absent, or present with where each row is. */
+type ChunkState = { kind: 'unknown' } | { kind: 'absent' } | { kind: 'present'; rowOf: Int32Array; dataStart: number; count: number };
+
+export interface TeacherCacheOptions {
+  /** Rows per chunk of a new cache (default BLOCK_ROWS); an existing cache keeps the value in its layout.json. */
+  blockRows?: number;
+  /** Warnings (a chunk ignored, the old format converted; default: stderr). */
+  warn?: (message: string) => void;
+}
+
+/** Why the old single-file cache's contents cannot be used at all, or null when its rows can be read. */
+function legacyShapeProblem(embeds: { shape: number[] } | undefined, keys: unknown, dim: number): string | null {
   if (!embeds || embeds.shape.length !== 2) return "it has no 'embeds' matrix";
   if (!Array.isArray(keys) || !keys.every((k) => typeof k === 'string')) return "its 'keys' metadata is not a list of strings";
   if (embeds.shape[1] !== dim) return `its ${embeds.shape[0]} rows have ${embeds.shape[1]} values each, but the model's embeddings have ${dim}`;
@@ -65,79 +130,240 @@ function cacheShapeProblem(embeds: { shape: number[] } | undefined, keys: unknow
 }
 
 export class TeacherCache {
-  private readonly rows = new Map<string, Float32Array>();
-  private dirty = false;
+  /** The chunk directory <cacheDir>/teacher-<key>. */
   readonly path: string;
+  readonly blocks: readonly CacheBlock[];
+  private readonly blockOf = new Map<string, { block: number; pos: number }>();
+  private readonly states: ChunkState[];
+  /** Rows set since the last save, per block. */
+  private readonly pending = new Map<number, Map<string, Float32Array>>();
+  private readonly warn: (message: string) => void;
 
   /**
-   * Loads `<cacheDir>/teacher-<key>.safetensors` when it exists. The cache is only a cache:
-   * rows that are not finite (NaN or ±Inf) are dropped, and a file of the wrong shape is
-   * ignored, each with one warning through `warn` (default: stderr). Dropped rows are
-   * recomputed by whoever asks for them, and the next save() rewrites the file without them.
+   * The cache of model `key` for a dataset whose real images have the row keys `rowKeys` (in
+   * dataset order; repeats are dropped). Converts a cache of the old single-file format once.
    */
   constructor(
     cacheDir: string,
     readonly key: string,
     readonly dim: number,
-    warn: (message: string) => void = (m) => process.stderr.write(`${m}\n`),
+    rowKeys: readonly string[],
+    opts: TeacherCacheOptions = {},
   ) {
-    this.path = join(cacheDir, `teacher-${key}.safetensors`);
-    if (!existsSync(this.path)) return;
-    try {
-      const st = readSafetensors(this.path);
-      const t = st.tensors.get('embeds');
-      const keys: unknown = JSON.parse(st.metadata.keys ?? '[]');
-      const problem = cacheShapeProblem(t, keys, dim);
-      if (problem || !t) {
-        warn(`warning: ignoring teacher cache ${this.path}: ${problem}; its embeddings are recomputed`);
-        this.dirty = true;
-        return;
-      }
-      const keyList = keys as string[];
-      let dropped = 0;
-      keyList.forEach((k, i) => {
-        const row = t.data.slice(i * dim, (i + 1) * dim);
-        if (row.every(Number.isFinite)) this.rows.set(k, row);
-        else dropped++;
-      });
-      if (dropped > 0) {
-        warn(`warning: teacher cache ${this.path}: dropped ${dropped} of ${keyList.length} cached embedding(s) that are not finite (NaN or ±Inf); they are recomputed`);
-        this.dirty = true;
-      }
-    } catch (e) {
-      // A damaged cache is only a cache: start over (and say so).
-      warn(`warning: ignoring unreadable teacher cache ${this.path}: ${(e as Error).message}`);
+    this.warn = opts.warn ?? ((m) => process.stderr.write(`${m}\n`));
+    this.path = join(cacheDir, `teacher-${key}`);
+    const blockRows = this.layout(opts.blockRows);
+    const unique = [...new Set(rowKeys)];
+    const blocks: CacheBlock[] = [];
+    for (let b = 0; b * blockRows < unique.length; b++) {
+      const keys = unique.slice(b * blockRows, (b + 1) * blockRows);
+      keys.forEach((k, pos) => this.blockOf.set(k, { block: b, pos }));
+      blocks.push({ index: b, keys, file: join(this.path, `chunk-${sha(JSON.stringify(keys))}.safetensors`) });
     }
+    this.blocks = blocks;
+    this.states = blocks.map(() => ({ kind: 'unknown' }));
+    const legacy = join(cacheDir, `teacher-${key}.safetensors`);
+    if (existsSync(legacy)) this.convertLegacy(legacy);
   }
 
+  /** The block size: layout.json's when the cache exists (a different `asked` is a warning), else `asked` or the default, recorded when the first chunk is written. */
+  private layout(asked: number | undefined): number {
+    if (asked !== undefined && (!Number.isInteger(asked) || asked < 1)) throw new Error(`TeacherCache: blockRows must be a positive integer, got ${asked}`);
+    const file = join(this.path, 'layout.json');
+    if (existsSync(file)) {
+      let saved: unknown;
+      try {
+        saved = (JSON.parse(readFileSync(file, 'utf8')) as { blockRows?: unknown }).blockRows;
+      } catch {
+        saved = undefined;
+      }
+      if (typeof saved === 'number' && Number.isInteger(saved) && saved >= 1) {
+        if (asked !== undefined && asked !== saved) this.warn(`warning: teacher cache ${this.path} was created with ${saved} rows per chunk; using that, not ${asked}`);
+        return saved;
+      }
+      this.warn(`warning: ${file} is damaged (expected {"blockRows": N}); using ${asked ?? BLOCK_ROWS} rows per chunk`);
+    }
+    this.blockRowsToRecord = asked ?? BLOCK_ROWS;
+    return this.blockRowsToRecord;
+  }
+
+  /** A block size not yet recorded in layout.json (written with the first chunk). */
+  private blockRowsToRecord: number | null = null;
+
+  /** Rows the cache holds for this dataset (reads every chunk's header once). */
   get size(): number {
-    return this.rows.size;
+    let n = 0;
+    this.blocks.forEach((_, b) => {
+      const s = this.state(b);
+      if (s.kind === 'present') n += s.count;
+    });
+    return n;
   }
 
   has(key: string): boolean {
-    return this.rows.has(key);
+    return this.locate(key) !== null;
   }
 
+  /** The row of `key`, read from its chunk; undefined when the cache does not hold it. */
   get(key: string): Float32Array | undefined {
-    return this.rows.get(key);
+    const pending = this.pendingRow(key);
+    if (pending) return pending;
+    const at = this.locate(key);
+    if (!at) return undefined;
+    const buf = Buffer.alloc(this.dim * 4);
+    const fd = openSync(at.file, 'r');
+    try {
+      readSync(fd, buf, 0, buf.length, at.offset);
+    } finally {
+      closeSync(fd);
+    }
+    return new Float32Array(buf.buffer, buf.byteOffset, this.dim).slice();
   }
 
-  /** Stores a row; a row that is not finite is not stored (it would poison later runs). */
+  /** Stores a row (written by save()); a row that is not finite is not stored (it would poison later runs). Keys outside the dataset are ignored. */
   set(key: string, row: Float32Array): void {
     if (row.length !== this.dim) throw new Error(`TeacherCache: row has ${row.length} values, expected ${this.dim}`);
     if (!row.every(Number.isFinite)) return;
-    this.rows.set(key, row);
-    this.dirty = true;
+    const where = this.blockOf.get(key);
+    if (!where) return;
+    let m = this.pending.get(where.block);
+    if (!m) this.pending.set(where.block, (m = new Map()));
+    m.set(key, row.slice());
   }
 
-  /** Writes the cache atomically if anything changed. */
+  /** The keys of `block` the cache does not hold yet. */
+  missingKeys(block: CacheBlock): string[] {
+    return block.keys.filter((k) => !this.has(k));
+  }
+
+  /** Writes the chunk of every block with new rows (each merged with the rows its chunk held, atomically). */
   save(): void {
-    if (!this.dirty) return;
-    makeDirs(join(this.path, '..'));
-    const keys = [...this.rows.keys()];
-    const data = new Float32Array(keys.length * this.dim);
-    keys.forEach((k, i) => data.set(this.rows.get(k)!, i * this.dim));
-    writeSafetensors(this.path, { embeds: { shape: [keys.length, this.dim], data } }, { keys: JSON.stringify(keys) });
-    this.dirty = false;
+    for (const [b, rows] of this.pending) this.writeBlock(b, rows);
+    this.pending.clear();
+  }
+
+  private pendingRow(key: string): Float32Array | undefined {
+    const where = this.blockOf.get(key);
+    return where ? this.pending.get(where.block)?.get(key) : undefined;
+  }
+
+  /** Where the row of `key` is on disk, or null. */
+  private locate(key: string): { file: string; offset: number } | null {
+    const where = this.blockOf.get(key);
+    if (!where) return null;
+    const s = this.state(where.block);
+    if (s.kind !== 'present' || s.rowOf[where.pos] < 0) return null;
+    return { file: this.blocks[where.block].file, offset: s.dataStart + s.rowOf[where.pos] * this.dim * 4 };
+  }
+
+  /** The block's chunk state, reading its header the first time. */
+  private state(b: number): ChunkState {
+    const s = this.states[b];
+    if (s.kind !== 'unknown') return s;
+    const next = this.readHeader(this.blocks[b]);
+    this.states[b] = next;
+    return next;
+  }
+
+  private readHeader(block: CacheBlock): ChunkState {
+    if (!existsSync(block.file)) return { kind: 'absent' };
+    let f: SafetensorsFile | null = null;
+    try {
+      f = SafetensorsFile.open(block.file, 'a teacher cache chunk (a safetensors file)');
+      const info = f.tensors.get('embeds');
+      let keys: unknown;
+      try {
+        keys = JSON.parse(f.metadata.keys ?? 'null');
+      } catch {
+        keys = null;
+      }
+      const pos = new Map(block.keys.map((k, i) => [k, i]));
+      let problem: string | null = null;
+      if (!info || info.dtype !== 'F32' || info.shape.length !== 2) problem = "it has no F32 'embeds' matrix";
+      else if (info.shape[1] !== this.dim) problem = `its rows have ${info.shape[1]} values each, but the model's embeddings have ${this.dim}`;
+      else if (!Array.isArray(keys) || keys.length !== info.shape[0] || !keys.every((k) => typeof k === 'string' && pos.has(k))) problem = "its 'keys' metadata does not list its rows' keys of this block";
+      if (problem || !info) {
+        this.warn(`warning: ignoring teacher cache chunk ${block.file}: ${problem}; its embeddings are recomputed`);
+        return { kind: 'absent' };
+      }
+      const rowOf = new Int32Array(block.keys.length).fill(-1);
+      (keys as string[]).forEach((k, r) => (rowOf[pos.get(k)!] = r));
+      return { kind: 'present', rowOf, dataStart: info.begin, count: (keys as string[]).length };
+    } catch (e) {
+      this.warn(`warning: ignoring unreadable teacher cache chunk ${block.file}: ${(e as Error).message}; its embeddings are recomputed`);
+      return { kind: 'absent' };
+    } finally {
+      f?.close();
+    }
+  }
+
+  /** Writes block `b`'s chunk: the rows it held and `rows`, in block order. */
+  private writeBlock(b: number, rows: ReadonlyMap<string, Float32Array>): void {
+    const block = this.blocks[b];
+    const keys: string[] = [];
+    const data: Float32Array[] = [];
+    for (const k of block.keys) {
+      const row = rows.get(k) ?? (this.has(k) ? this.get(k) : undefined);
+      if (!row) continue;
+      keys.push(k);
+      data.push(row);
+    }
+    const flat = new Float32Array(keys.length * this.dim);
+    data.forEach((r, i) => flat.set(r, i * this.dim));
+    makeDirs(this.path);
+    if (this.blockRowsToRecord !== null) {
+      writeFileAtomic(join(this.path, 'layout.json'), JSON.stringify({ blockRows: this.blockRowsToRecord }) + '\n');
+      this.blockRowsToRecord = null;
+    }
+    writeSafetensors(block.file, { embeds: { shape: [keys.length, this.dim], data: flat } }, { keys: JSON.stringify(keys) });
+    this.states[b] = { kind: 'unknown' };
+  }
+
+  /** Moves the rows of an old single-file cache into chunks (finite rows of this dataset), then removes it. */
+  private convertLegacy(path: string): void {
+    let st: ReturnType<typeof readSafetensors>;
+    try {
+      st = readSafetensors(path);
+    } catch (e) {
+      this.warn(`warning: ignoring unreadable teacher cache ${path}: ${(e as Error).message}; its embeddings are recomputed`);
+      return;
+    }
+    const t = st.tensors.get('embeds');
+    let keys: unknown;
+    try {
+      keys = JSON.parse(st.metadata.keys ?? '[]');
+    } catch {
+      keys = null;
+    }
+    const problem = legacyShapeProblem(t, keys, this.dim);
+    if (problem || !t) {
+      this.warn(`warning: ignoring teacher cache ${path}: ${problem}; its embeddings are recomputed`);
+      return;
+    }
+    let dropped = 0;
+    let moved = 0;
+    let other = 0;
+    let added = 0;
+    (keys as string[]).forEach((k, i) => {
+      const row = t.data.subarray(i * this.dim, (i + 1) * this.dim);
+      if (!row.every(Number.isFinite)) dropped++;
+      else if (!this.blockOf.has(k)) other++;
+      else {
+        if (!this.has(k)) {
+          this.set(k, row);
+          added++;
+        }
+        moved++;
+      }
+    });
+    this.save();
+    // The old file was one per model, shared by every dataset: it goes only when no other dataset's rows are left in it.
+    if (other === 0) rmSync(path, { force: true });
+    else if (added === 0 && dropped === 0) return;
+    this.warn(
+      `teacher cache: converted ${path} (the earlier single-file format) into chunks in ${this.path}: ${moved} of its ${(keys as string[]).length} rows belong to this dataset` +
+        (dropped ? `; dropped ${dropped} that are not finite (NaN or ±Inf), which are recomputed` : '') +
+        (other ? `; kept the file for its ${other} rows of other datasets (converted when those are used)` : '; removed the file'),
+    );
   }
 }

@@ -47,7 +47,7 @@ import {
   checkpointName, type Checkpoint, type RunInspection, type TrainerState,
 } from './checkpoint.ts';
 import { configHash, configHashBeforeSchema, savedOptions, type TrainOptions } from './options.ts';
-import { TeacherCache, modelKey, fileKey } from './teacher-cache.ts';
+import { TeacherCache, cacheRowKeys, modelKey, fileKey, type CacheBlock } from './teacher-cache.ts';
 import { embedPaths } from './embedding.ts';
 import { evaluatePairs, type EvalOutput } from './evaluate.ts';
 import { textTowerFor } from './text-tower.ts';
@@ -275,31 +275,51 @@ async function teacherEmbeddings(device: Device, model: ClipVisionModel, batch: 
   return out;
 }
 
-/** Fills the teacher cache for the given real images (one pass before training). */
-/** Returns false when shouldStop interrupted it (what was embedded so far is saved). */
-export async function warmTeacherCache(device: Device, model: ClipVisionModel, pre: PreprocessConfig, pairs: Pair[], cache: TeacherCache, batch: number, log: (l: string) => void, shouldStop?: () => boolean, pool?: PreprocessPool): Promise<boolean> {
-  const missing = [...new Set(pairs.map((p) => p.real))].filter((p) => !cache.has(fileKey(p)));
-  if (!missing.length) {
-    log(`teacher cache: all ${pairs.length} real images cached (${cache.path})`);
+/**
+ * Fills the teacher cache for the given real images (one pass before training), block by block
+ * (each block's chunk is written as soon as it is embedded, so an interrupted fill resumes at the
+ * next block). `blocks` limits it to some of the cache's blocks (cache-teacher --shard).
+ * Returns false when shouldStop interrupted it (the blocks embedded so far are saved).
+ */
+export async function warmTeacherCache(
+  device: Device, model: ClipVisionModel, pre: PreprocessConfig, pairs: Pair[], cache: TeacherCache, batch: number, log: (l: string) => void,
+  shouldStop?: () => boolean, pool?: PreprocessPool, blocks: readonly CacheBlock[] = cache.blocks,
+): Promise<boolean> {
+  const pathOf = new Map<string, string>();
+  for (const p of pairs) pathOf.set(fileKey(p.real), p.real);
+  const todo = blocks.map((b) => ({ block: b, keys: cache.missingKeys(b).filter((k) => pathOf.has(k)) })).filter((t) => t.keys.length > 0);
+  const missing = todo.reduce((a, t) => a + t.keys.length, 0);
+  const rows = blocks.reduce((a, b) => a + b.keys.length, 0);
+  if (!missing) {
+    log(`teacher cache: all ${rows} real images cached (${cache.path})`);
     return true;
   }
-  log(`teacher cache: embedding ${missing.length} real images (${cache.size} already cached)`);
+  log(`teacher cache: embedding ${missing} real images in ${todo.length} block(s) (${rows - missing} already cached) → ${cache.path}`);
   const t0 = Date.now();
-  const res = await embedPaths(device, model, undefined, missing, pre, batch, {
-    onSkip: (p, r) => log(`warning: teacher cache: skipping ${p}: ${r}`),
-    shouldStop,
-    ...(pool ? { pool } : {}),
-  });
   const D = model.cfg.projectionDim;
-  let row = 0;
-  missing.forEach((p, i) => {
-    if (!res.ok[i]) return;
-    cache.set(fileKey(p), res.embeds.slice(row * D, (row + 1) * D));
-    row++;
-  });
-  cache.save();
-  log(`teacher cache: ${row} embedded in ${((Date.now() - t0) / 1000).toFixed(1)} s → ${cache.path}`);
-  return res.ok.length === missing.length;
+  let embedded = 0;
+  for (const { keys } of todo) {
+    const paths = keys.map((k) => pathOf.get(k)!);
+    const res = await embedPaths(device, model, undefined, paths, pre, batch, {
+      onSkip: (p, r) => log(`warning: teacher cache: skipping ${p}: ${r}`),
+      shouldStop,
+      ...(pool ? { pool } : {}),
+    });
+    let row = 0;
+    keys.forEach((k, i) => {
+      if (!res.ok[i]) return;
+      cache.set(k, res.embeds.slice(row * D, (row + 1) * D));
+      row++;
+    });
+    cache.save();
+    embedded += row;
+    if (res.ok.length < keys.length || shouldStop?.()) {
+      log(`teacher cache: stopped after ${embedded} of ${missing} (${cache.path})`);
+      return false;
+    }
+  }
+  log(`teacher cache: ${embedded} embedded in ${((Date.now() - t0) / 1000).toFixed(1)} s → ${cache.path}`);
+  return true;
 }
 
 /** The batch settings against the number of training pairs (checked before any GPU work). */
@@ -914,7 +934,7 @@ async function prepareRun(device: Device, o: TrainOptions, hooks: TrainHooks, fi
   const model = built.loaded.model;
   let cache: TeacherCache | null = null;
   if (o.teacherCache) {
-    cache = new TeacherCache(o.cacheDir, modelKey(built.loaded.source, model.cfg, built.pre, o.seed, model.dtype), model.cfg.projectionDim, log);
+    cache = new TeacherCache(o.cacheDir, modelKey(built.loaded.source, model.cfg, built.pre, o.seed, model.dtype), model.cfg.projectionDim, cacheRowKeys(pairs.map((p) => p.real)), { warn: log });
     const complete = await warmTeacherCache(device, model, built.pre, pairs, cache, Math.max(o.batch, 8), log, hooks.shouldStop, hooks.pool).catch((e: unknown) => oomHelp(e, o));
     if (!complete) {
       log('stopped while filling the teacher cache; what was embedded is saved, so running the same command again continues from there');

@@ -123,9 +123,10 @@ test('gradient accumulation: batch 4 × accum 2 equals batch 8 × accum 1 (losse
 test('teacher cache: the second run embeds no real image again; --no-teacher-cache gives the same step-1 loss', async () => {
   const cacheDir = join(root, 'cache-reuse');
   const first = await countTeacherForwards(() => run({ steps: 1, cacheDir }));
-  assert.ok(first.value.logs.some((l) => /teacher cache: embedding 24 real images \(0 already cached\)/.test(l)), first.value.logs.join('\n'));
+  assert.ok(first.value.logs.some((l) => /teacher cache: embedding 24 real images in 1 block\(s\) \(0 already cached\)/.test(l)), first.value.logs.join('\n'));
   assert.ok(first.teacher > 0, 'first run runs the teacher to fill the cache');
-  assert.ok(readdirSync(cacheDir).some((f) => /^teacher-[0-9a-f]+\.safetensors$/.test(f)));
+  const chunkDir = readdirSync(cacheDir).find((f) => /^teacher-[0-9a-f]+$/.test(f));
+  assert.ok(chunkDir && readdirSync(join(cacheDir, chunkDir)).some((f) => /^chunk-[0-9a-f]+\.safetensors$/.test(f)), 'a chunk file in teacher-<key>/');
 
   const second = await countTeacherForwards(() => run({ steps: 1, cacheDir }));
   assert.ok(second.value.logs.some((l) => /teacher cache: all 24 real images cached/.test(l)), second.value.logs.join('\n'));
@@ -455,10 +456,10 @@ test('dual projection: the trained head is saved in the PEFT adapter (modules_to
   }
 });
 
-test('Ctrl-C while filling the teacher cache: it stops after a batch, keeps what it embedded, and a rerun finishes', async () => {
+test('Ctrl-C while filling the teacher cache: it stops after a block, keeps what it embedded, and a rerun finishes', async () => {
   const device = await getDevice();
   const { warmTeacherCache } = await import('../../src/train/trainer.ts');
-  const { TeacherCache } = await import('../../src/train/teacher-cache.ts');
+  const { TeacherCache, fileKey } = await import('../../src/train/teacher-cache.ts');
   const { loadDataset } = await import('../../src/io/dataset.ts');
   const { defaultPreprocess } = await import('../../src/io/image.ts');
   const { NAMED_CONFIGS } = await import('../../src/nn/config.ts');
@@ -466,11 +467,12 @@ test('Ctrl-C while filling the teacher cache: it stops after a batch, keeps what
   try {
     const pairs = loadDataset(data, { onWarn: () => undefined }).pairs;
     const dir = mkdtempSync(join(root, 'stopcache-'));
-    const cache = new TeacherCache(dir, 'k', model.cfg.projectionDim);
+    const keys = pairs.map((p) => fileKey(p.real));
+    const cache = new TeacherCache(dir, 'k', model.cfg.projectionDim, keys, { blockRows: 8 });
     const complete = await warmTeacherCache(device, model, defaultPreprocess(32), pairs, cache, 8, () => undefined, () => true);
     assert.is(complete, false);
-    assert.is(cache.size, 8, 'one batch of 8 embedded before stopping');
-    const again = new TeacherCache(dir, 'k', model.cfg.projectionDim);
+    assert.is(cache.size, 8, 'one block of 8 embedded before stopping');
+    const again = new TeacherCache(dir, 'k', model.cfg.projectionDim, keys, { blockRows: 8 });
     assert.is(again.size, 8, 'the partial cache was saved');
     assert.is(await warmTeacherCache(device, model, defaultPreprocess(32), pairs, again, 8, () => undefined), true);
     assert.is(again.size, pairs.length);

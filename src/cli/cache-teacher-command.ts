@@ -1,0 +1,116 @@
+// `npm run cache-teacher -- --data DIR --model DIR|NAME [--shard I/N | --shards N] [--cache-dir DIR]`
+// Fills the teacher cache (src/train/teacher-cache.ts) that `train` reads, as one job of a batch
+// system: the cache's blocks are split into N shares (block b belongs to share b mod N), and this
+// job embeds the real images of the blocks of its share that the cache does not hold yet, writing
+// each block's chunk as soon as it is done. Jobs need no coordination: run them in any order, at
+// the same time on shared storage, or twice; once every share has run, the cache is complete and
+// `train` with the same --data, --model, --seed and --precision embeds nothing.
+// Which share: --shard I/N; else a Slurm job array's SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN
+// of SLURM_ARRAY_TASK_COUNT; else a Kubernetes Indexed Job's JOB_COMPLETION_INDEX of --shards N;
+// else the whole cache (one job).
+import { resolve } from 'node:path';
+import { getDevice } from '../gpu/device.ts';
+import { writableProblem } from '../gpu/atomic-file.ts';
+import { loadModel, modelPreprocessing } from '../io/hf-checkpoint.ts';
+import { loadDataset } from '../io/dataset.ts';
+import { PreprocessPool } from '../io/preprocess-pool.ts';
+import { checkPrecision, oomHelp, warmTeacherCache } from '../train/trainer.ts';
+import { TeacherCache, cacheRowKeys, modelKey, shardBlocks } from '../train/teacher-cache.ts';
+import { TRAIN_OPTIONS } from '../train/options.ts';
+import { parseFlags, helpText, positive, PRECISION_FLAG, UsageError, type FlagSpec } from './args.ts';
+import { escapeForTerminal } from './terminal.ts';
+
+export const CACHE_TEACHER_FLAGS: FlagSpec[] = [
+  { name: 'data', type: 'string', help: 'dataset directory (pairs.jsonl, or real/ + generated/), as given to train' },
+  { name: 'model', type: 'string', help: 'the teacher: HF CLIP model directory or preset, as given to train' },
+  { name: 'shard', type: 'string', help: 'this job\'s share, I/N (0 <= I < N); default: from Slurm or Kubernetes (see --shards), else the whole cache' },
+  { name: 'shards', type: 'int', help: 'N for a Kubernetes Indexed Job (the share is JOB_COMPLETION_INDEX of N)', check: positive },
+  { name: 'cache-dir', type: 'string', defaultText: TRAIN_OPTIONS.cacheDir.defaultText, help: 'teacher cache directory (train --cache-dir)' },
+  { name: 'block-rows', type: 'int', defaultText: '1024', help: 'rows per chunk file of a new cache (an existing cache keeps its own)', check: positive },
+  { name: 'batch', type: 'int', default: 32, help: 'images per GPU batch', check: positive },
+  { name: 'seed', type: 'int', default: 0, help: 'seed of a preset model\'s random weights (train --seed)' },
+  PRECISION_FLAG,
+];
+
+export interface Share {
+  index: number;
+  count: number;
+  /** Where it came from, for the log. */
+  source: string;
+}
+
+/** This job's share from --shard, --shards and the environment (see the file header). */
+export function resolveShare(shard: string | undefined, shards: number | undefined, env: NodeJS.ProcessEnv): Share {
+  const bad = (what: string): never => {
+    throw new UsageError(`cache-teacher: ${what}`);
+  };
+  const int = (v: string | undefined, name: string): number => {
+    const n = Number(v);
+    if (v === undefined || v.trim() === '' || !Number.isInteger(n) || n < 0) bad(`${name} must be an integer >= 0, got '${v}'`);
+    return n;
+  };
+  const checked = (index: number, count: number, source: string): Share => {
+    if (count < 1) bad(`${source}: the number of shares must be >= 1, got ${count}`);
+    if (index >= count) bad(`${source}: share ${index} does not exist among ${count} (0 to ${count - 1})`);
+    return { index, count, source };
+  };
+  if (shard !== undefined) {
+    const m = /^(\d+)\/(\d+)$/.exec(shard.trim());
+    if (!m) bad(`--shard must be I/N (e.g. 0/4), got '${shard}'`);
+    if (shards !== undefined && shards !== Number(m![2])) bad(`--shard ${shard} and --shards ${shards} disagree`);
+    return checked(Number(m![1]), Number(m![2]), `--shard ${shard}`);
+  }
+  if (env.SLURM_ARRAY_TASK_ID !== undefined) {
+    const id = int(env.SLURM_ARRAY_TASK_ID, 'SLURM_ARRAY_TASK_ID');
+    const min = env.SLURM_ARRAY_TASK_MIN === undefined ? 0 : int(env.SLURM_ARRAY_TASK_MIN, 'SLURM_ARRAY_TASK_MIN');
+    const count = shards ?? int(env.SLURM_ARRAY_TASK_COUNT, 'SLURM_ARRAY_TASK_COUNT');
+    return checked(id - min, count, `Slurm array task ${id} (SLURM_ARRAY_TASK_MIN ${min}, ${count} tasks; use a contiguous --array such as 0-${count - 1})`);
+  }
+  if (env.JOB_COMPLETION_INDEX !== undefined) {
+    if (shards === undefined) bad('JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job): pass --shards N, the Job\'s completions');
+    return checked(int(env.JOB_COMPLETION_INDEX, 'JOB_COMPLETION_INDEX'), shards!, `Kubernetes job completion index ${env.JOB_COMPLETION_INDEX} of ${shards}`);
+  }
+  if (shards !== undefined && shards !== 1) bad(`--shards ${shards} needs JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) or --shard I/${shards}`);
+  return { index: 0, count: 1, source: 'the whole cache' };
+}
+
+function warn(line: string): void {
+  process.stderr.write(`${escapeForTerminal(line)}\n`);
+}
+
+export async function runCacheTeacher(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log(helpText('cache-teacher', 'Fill the teacher cache of a dataset for train, as one share of a batch job (Slurm array, Kubernetes Indexed Job) or whole.', CACHE_TEACHER_FLAGS));
+    return 0;
+  }
+  const f = parseFlags(argv, CACHE_TEACHER_FLAGS, 'cache-teacher');
+  for (const req of ['data', 'model'] as const) if (!f[req]) throw new UsageError(`cache-teacher: --${req} is required (see --help)`);
+  const share = resolveShare(f.shard === undefined ? undefined : String(f.shard), f.shards === undefined ? undefined : Number(f.shards), process.env);
+  const cacheDir = resolve(f['cache-dir'] === undefined ? (TRAIN_OPTIONS.cacheDir.default as () => string)() : String(f['cache-dir']));
+  const problem = writableProblem(cacheDir);
+  if (problem) throw new UsageError(`cache-teacher: --cache-dir ${cacheDir}: ${problem}`);
+  const dataset = loadDataset(String(f.data), { onWarn: warn });
+  const seed = Number(f.seed);
+  const precision = String(f.precision) as 'f32' | 'f16';
+  const device = await getDevice();
+  checkPrecision(device, precision);
+  const loaded = loadModel(String(f.model), device, seed, precision);
+  const pool = new PreprocessPool();
+  try {
+    const pre = modelPreprocessing(loaded);
+    const model = loaded.model;
+    const cache = new TeacherCache(cacheDir, modelKey(loaded.source, model.cfg, pre, seed, model.dtype), model.cfg.projectionDim, cacheRowKeys(dataset.pairs.map((p) => p.real)), {
+      warn,
+      ...(f['block-rows'] === undefined ? {} : { blockRows: Number(f['block-rows']) }),
+    });
+    const mine = shardBlocks(cache.blocks, share.index, share.count);
+    warn(`cache-teacher: share ${share.index} of ${share.count} (${share.source}): ${mine.length} of ${cache.blocks.length} block(s), ${mine.reduce((a, b) => a + b.keys.length, 0)} real images`);
+    const t0 = performance.now();
+    await warmTeacherCache(device, model, pre, dataset.pairs, cache, Number(f.batch), warn, undefined, pool, mine).catch((e: unknown) => oomHelp(e, { batch: Number(f.batch), accum: 1 }));
+    warn(`cache-teacher: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    return 0;
+  } finally {
+    await pool.close();
+    loaded.model.dispose();
+  }
+}
