@@ -19,60 +19,18 @@ import { TeacherCache, cacheRowKeys, modelKey, shardBlocks } from '../train/teac
 import { TRAIN_OPTIONS } from '../train/options.ts';
 import { parseFlags, helpText, positive, PRECISION_FLAG, UsageError, type FlagSpec } from './args.ts';
 import { escapeForTerminal } from './terminal.ts';
+import { SHARD_FLAGS, resolveShare } from './shard.ts';
 
 export const CACHE_TEACHER_FLAGS: FlagSpec[] = [
   { name: 'data', type: 'string', help: 'dataset directory (pairs.jsonl, or real/ + generated/), as given to train' },
   { name: 'model', type: 'string', help: 'the teacher: HF CLIP model directory or preset, as given to train' },
-  { name: 'shard', type: 'string', help: 'this job\'s share, I/N (0 <= I < N); default: from Slurm or Kubernetes (see --shards), else the whole cache' },
-  { name: 'shards', type: 'int', help: 'N for a Kubernetes Indexed Job (the share is JOB_COMPLETION_INDEX of N)', check: positive },
+  ...SHARD_FLAGS,
   { name: 'cache-dir', type: 'string', defaultText: TRAIN_OPTIONS.cacheDir.defaultText, help: 'teacher cache directory (train --cache-dir)' },
   { name: 'block-rows', type: 'int', defaultText: '1024', help: 'rows per chunk file of a new cache (an existing cache keeps its own)', check: positive },
   { name: 'batch', type: 'int', default: 32, help: 'images per GPU batch', check: positive },
   { name: 'seed', type: 'int', default: 0, help: 'seed of a preset model\'s random weights (train --seed)' },
   PRECISION_FLAG,
 ];
-
-export interface Share {
-  index: number;
-  count: number;
-  /** Where it came from, for the log. */
-  source: string;
-}
-
-/** This job's share from --shard, --shards and the environment (see the file header). */
-export function resolveShare(shard: string | undefined, shards: number | undefined, env: NodeJS.ProcessEnv): Share {
-  const bad = (what: string): never => {
-    throw new UsageError(`cache-teacher: ${what}`);
-  };
-  const int = (v: string | undefined, name: string): number => {
-    const n = Number(v);
-    if (v === undefined || v.trim() === '' || !Number.isInteger(n) || n < 0) bad(`${name} must be an integer >= 0, got '${v}'`);
-    return n;
-  };
-  const checked = (index: number, count: number, source: string): Share => {
-    if (count < 1) bad(`${source}: the number of shares must be >= 1, got ${count}`);
-    if (index >= count) bad(`${source}: share ${index} does not exist among ${count} (0 to ${count - 1})`);
-    return { index, count, source };
-  };
-  if (shard !== undefined) {
-    const m = /^(\d+)\/(\d+)$/.exec(shard.trim());
-    if (!m) bad(`--shard must be I/N (e.g. 0/4), got '${shard}'`);
-    if (shards !== undefined && shards !== Number(m![2])) bad(`--shard ${shard} and --shards ${shards} disagree`);
-    return checked(Number(m![1]), Number(m![2]), `--shard ${shard}`);
-  }
-  if (env.SLURM_ARRAY_TASK_ID !== undefined) {
-    const id = int(env.SLURM_ARRAY_TASK_ID, 'SLURM_ARRAY_TASK_ID');
-    const min = env.SLURM_ARRAY_TASK_MIN === undefined ? 0 : int(env.SLURM_ARRAY_TASK_MIN, 'SLURM_ARRAY_TASK_MIN');
-    const count = shards ?? int(env.SLURM_ARRAY_TASK_COUNT, 'SLURM_ARRAY_TASK_COUNT');
-    return checked(id - min, count, `Slurm array task ${id} (SLURM_ARRAY_TASK_MIN ${min}, ${count} tasks; use a contiguous --array such as 0-${count - 1})`);
-  }
-  if (env.JOB_COMPLETION_INDEX !== undefined) {
-    if (shards === undefined) bad('JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job): pass --shards N, the Job\'s completions');
-    return checked(int(env.JOB_COMPLETION_INDEX, 'JOB_COMPLETION_INDEX'), shards!, `Kubernetes job completion index ${env.JOB_COMPLETION_INDEX} of ${shards}`);
-  }
-  if (shards !== undefined && shards !== 1) bad(`--shards ${shards} needs JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) or --shard I/${shards}`);
-  return { index: 0, count: 1, source: 'the whole cache' };
-}
 
 function warn(line: string): void {
   process.stderr.write(`${escapeForTerminal(line)}\n`);
@@ -85,7 +43,7 @@ export async function runCacheTeacher(argv: string[]): Promise<number> {
   }
   const f = parseFlags(argv, CACHE_TEACHER_FLAGS, 'cache-teacher');
   for (const req of ['data', 'model'] as const) if (!f[req]) throw new UsageError(`cache-teacher: --${req} is required (see --help)`);
-  const share = resolveShare(f.shard === undefined ? undefined : String(f.shard), f.shards === undefined ? undefined : Number(f.shards), process.env);
+  const share = resolveShare('cache-teacher', f, process.env);
   const cacheDir = resolve(f['cache-dir'] === undefined ? (TRAIN_OPTIONS.cacheDir.default as () => string)() : String(f['cache-dir']));
   const problem = writableProblem(cacheDir);
   if (problem) throw new UsageError(`cache-teacher: --cache-dir ${cacheDir}: ${problem}`);

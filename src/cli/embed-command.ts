@@ -2,7 +2,9 @@
 // `npm run embed -- --model DIR|NAME --texts FILE.txt --out FILE.safetensors [--tokenizer DIR]`
 // Images: embeds every .jpg/.jpeg/.png/.webp in DIR (sorted by file name) and writes
 // `image_embeds` F32 [N, projection_dim] (projection output, not normalized) with metadata `files`
-// (JSON array of the file names in row order).
+// (JSON array of the file names in row order). With --shard I/N (or a Slurm array / Kubernetes
+// Indexed Job, src/cli/shard.ts) only every N-th file from the I-th, into this job's --out
+// (metadata `shard` "I/N"); the N outputs together hold every file once.
 // Texts: one text per line of a UTF-8 file (blank lines skipped, with a warning), embedded by
 // the frozen text tower (CLIP BPE from the model folder or --tokenizer, truncated to the model's
 // positions): `text_embeds` F32 [N, projection_dim] (HF text_embeds, not normalised) with metadata
@@ -28,6 +30,8 @@ import { checkTokenizerFits, loadTokenizerFor } from '../train/text-tower.ts';
 import { loadTextModel } from '../io/hf-checkpoint.ts';
 import { embedTexts } from '../train/text-embedding.ts';
 import { escapeForTerminal } from './terminal.ts';
+import { SHARD_FLAGS, resolveShare } from './shard.ts';
+import { shardBlocks } from '../train/teacher-cache.ts';
 import { nonFileKind } from '../gpu/regular-file.ts';
 import { listWithRest } from '../gpu/problem-list.ts';
 
@@ -38,6 +42,7 @@ export const EMBED_FLAGS: FlagSpec[] = [
   { name: 'texts', type: 'string', help: 'UTF-8 text file, one text per line (instead of --images): embedded by the text tower' },
   TOKENIZER_FLAG,
   { name: 'out', type: 'string', help: 'output .safetensors file' },
+  ...SHARD_FLAGS,
   { name: 'batch', type: 'int', default: 16, help: 'images per GPU batch', check: positive },
   { name: 'seed', type: 'int', default: 0, help: 'seed for preset models' },
   PRECISION_FLAG,
@@ -135,11 +140,19 @@ export async function runEmbed(argv: string[]): Promise<number> {
   if (outProblem) throw new UsageError(`embed: ${outProblem}`);
   if (f.texts) return embedTextFile(f, out);
   const imagesDir = String(f.images);
-  const { names, skipped: notFiles } = listImages(imagesDir);
+  const { names: all, skipped: notFiles } = listImages(imagesDir);
   if (notFiles.length > 0) {
     warn(`warning: embed: skipping ${notFiles.length} entr${notFiles.length > 1 ? 'ies' : 'y'} of ${imagesDir} named like images that are not regular files:\n  ${listWithRest(notFiles.map((e) => `${e.name} (${e.kind})`))}`);
   }
-  if (names.length === 0) throw new UsageError(`embed: no .jpg/.jpeg/.png/.webp files in ${imagesDir}`);
+  if (all.length === 0) throw new UsageError(`embed: no .jpg/.jpeg/.png/.webp files in ${imagesDir}`);
+  // A job of an array embeds its share of the files (every N-th, in name order) into its own --out.
+  const share = resolveShare('embed', f, process.env);
+  const names = shardBlocks(all, share.index, share.count);
+  if (share.count > 1) warn(`embed: share ${share.index} of ${share.count} (${share.source}): ${names.length} of ${all.length} image(s)`);
+  if (names.length === 0) {
+    warn(`embed: share ${share.index} of ${share.count} holds no image (only ${all.length} in ${imagesDir}); nothing written`);
+    return 0;
+  }
   const loraDir = f.lora ? String(f.lora) : undefined;
   const baseProblem = loraDir ? adapterBaseProblem(loraDir, String(f.model), Number(f.seed)) : null;
   if (baseProblem) throw new UsageError(`embed: ${baseProblem}`);
@@ -172,7 +185,7 @@ export async function runEmbed(argv: string[]): Promise<number> {
     );
   }
   try {
-    writeSafetensors(out, { image_embeds: { shape: [files.length, res.dim], data: res.embeds } }, { files: JSON.stringify(files), model: loaded.source, ...(loraDir ? { lora: loraDir } : {}) });
+    writeSafetensors(out, { image_embeds: { shape: [files.length, res.dim], data: res.embeds } }, { files: JSON.stringify(files), model: loaded.source, ...(loraDir ? { lora: loraDir } : {}), ...(share.count > 1 ? { shard: `${share.index}/${share.count}` } : {}) });
   } catch (e) {
     const msg = (e as Error).message;
     const prefix = `Could not write ${out}: `;

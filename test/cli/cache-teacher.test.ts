@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { resolveShare } from '../../src/cli/cache-teacher-command.ts';
+import { resolveShare } from '../../src/cli/shard.ts';
 import { shardBlocks, TeacherCache, cacheRowKeys, modelKey } from '../../src/train/teacher-cache.ts';
 import { loadDataset } from '../../src/io/dataset.ts';
 import { NAMED_CONFIGS } from '../../src/nn/config.ts';
@@ -17,18 +17,18 @@ const root = tmp('cache-teacher');
 test.after(() => rmSync(root, { recursive: true, force: true }));
 
 test('shares: --shard I/N, a Slurm array (task id less its minimum), a Kubernetes Indexed Job with --shards; bad values refused by name', () => {
-  assert.equal(resolveShare('2/5', undefined, {}), { index: 2, count: 5, source: '--shard 2/5' });
-  assert.equal(resolveShare(undefined, undefined, {}), { index: 0, count: 1, source: 'the whole cache' });
-  const slurm = resolveShare(undefined, undefined, { SLURM_ARRAY_TASK_ID: '4', SLURM_ARRAY_TASK_MIN: '1', SLURM_ARRAY_TASK_COUNT: '4' });
+  assert.equal(resolveShare('cache-teacher', { shard: '2/5' }, {}), { index: 2, count: 5, source: '--shard 2/5' });
+  assert.equal(resolveShare('cache-teacher', {}, {}), { index: 0, count: 1, source: 'the whole cache' });
+  const slurm = resolveShare('cache-teacher', {}, { SLURM_ARRAY_TASK_ID: '4', SLURM_ARRAY_TASK_MIN: '1', SLURM_ARRAY_TASK_COUNT: '4' });
   assert.equal([slurm.index, slurm.count], [3, 4], '--array=1-4: task 4 is the last share');
-  const k8s = resolveShare(undefined, 8, { JOB_COMPLETION_INDEX: '7' });
+  const k8s = resolveShare('cache-teacher', { shards: 8 }, { JOB_COMPLETION_INDEX: '7' });
   assert.equal([k8s.index, k8s.count], [7, 8]);
   const fails = (f: () => unknown, msg: string): void => assert.throws(f, (e: Error) => e.message.includes(msg));
-  fails(() => resolveShare('4/4', undefined, {}), 'share 4 does not exist among 4 (0 to 3)');
-  fails(() => resolveShare('1-4', undefined, {}), "--shard must be I/N (e.g. 0/4), got '1-4'");
-  fails(() => resolveShare(undefined, undefined, { JOB_COMPLETION_INDEX: '0' }), 'pass --shards N');
-  fails(() => resolveShare(undefined, undefined, { SLURM_ARRAY_TASK_ID: '9', SLURM_ARRAY_TASK_COUNT: '4' }), 'share 9 does not exist among 4');
-  fails(() => resolveShare(undefined, 3, {}), '--shards 3 needs JOB_COMPLETION_INDEX');
+  fails(() => resolveShare('cache-teacher', { shard: '4/4' }, {}), 'share 4 does not exist among 4 (0 to 3)');
+  fails(() => resolveShare('cache-teacher', { shard: '1-4' }, {}), "--shard must be I/N (e.g. 0/4), got '1-4'");
+  fails(() => resolveShare('cache-teacher', {}, { JOB_COMPLETION_INDEX: '0' }), 'pass --shards N');
+  fails(() => resolveShare('cache-teacher', {}, { SLURM_ARRAY_TASK_ID: '9', SLURM_ARRAY_TASK_COUNT: '4' }), 'share 9 does not exist among 4');
+  fails(() => resolveShare('cache-teacher', { shards: 3 }, {}), '--shards 3 needs JOB_COMPLETION_INDEX');
 });
 
 test('shardBlocks: for every count the shares are disjoint and together hold every block once', () => {

@@ -314,4 +314,38 @@ test('PEFT round trip: trained adapter → embed --lora equals the in-memory stu
   assert.is(cfg.base_model_name_or_path, MODEL);
 });
 
+test('embed --shard I/N (and a Slurm array task): the shares hold every file once, each row as the unsharded run embeds it', async () => {
+  const data = await tinyDataset(join(root, 'shard-data'), 7);
+  const images = join(data, 'real');
+  const whole = join(root, 'shard-whole.safetensors');
+  assert.is((await runCli('embed', ['--model', 'tiny', '--images', images, '--out', whole])).code, 0);
+  const ref = readSafetensors(whole);
+  const refFiles = JSON.parse(ref.metadata.files) as string[];
+  const refRows = ref.tensors.get('image_embeds')!;
+  const D = refRows.shape[1];
+  const seen: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const out = join(root, `shard-${i}.safetensors`);
+    // Share 2 through the Slurm variables of an --array=1-3 job, the others through --shard.
+    const r = i === 2
+      ? await runCli('embed', ['--model', 'tiny', '--images', images, '--out', out], { SLURM_ARRAY_TASK_ID: '3', SLURM_ARRAY_TASK_MIN: '1', SLURM_ARRAY_TASK_COUNT: '3' })
+      : await runCli('embed', ['--model', 'tiny', '--images', images, '--out', out, '--shard', `${i}/3`]);
+    assert.is(r.code, 0, r.stderr);
+    assert.match(r.stderr, `embed: share ${i} of 3`);
+    const st = readSafetensors(out);
+    assert.is(st.metadata.shard, `${i}/3`);
+    const files = JSON.parse(st.metadata.files) as string[];
+    assert.equal(files, refFiles.filter((_, k) => k % 3 === i), `share ${i}: every third file from the ${i}th`);
+    files.forEach((f, k) => {
+      const j = refFiles.indexOf(f);
+      assertClose(st.tensors.get('image_embeds')!.data.subarray(k * D, (k + 1) * D), refRows.data.subarray(j * D, (j + 1) * D), { rtol: 0, atol: 1e-6 }, `${f} in share ${i}`);
+    });
+    seen.push(...files);
+  }
+  assert.equal(seen.sort(), [...refFiles].sort(), 'disjoint and complete');
+  const bad = await runCli('embed', ['--model', 'tiny', '--images', images, '--out', join(root, 'x.safetensors'), '--shard', '3/3']);
+  assert.is(bad.code, 2);
+  assert.match(bad.stderr, 'embed: --shard 3/3: share 3 does not exist among 3 (0 to 2)');
+});
+
 test.run();
