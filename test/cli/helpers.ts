@@ -57,7 +57,7 @@ export interface Spawned {
 }
 
 /** A CLI command, or 'train-test': `train` with test doubles (test/helpers/train-child.ts: delays, faults, NaN losses set by env). */
-export type CliCommand = 'train' | 'embed' | 'eval' | 'autotune' | 'zeroshot' | 'probe' | 'cache-teacher' | 'train-test';
+export type CliCommand = 'train' | 'embed' | 'eval' | 'autotune' | 'zeroshot' | 'probe' | 'cache-teacher' | 'make-shards' | 'train-test';
 
 export function spawnCli(command: CliCommand, args: string[], env: Record<string, string> = {}): Spawned {
   const entry = command === 'train-test' ? join('test', 'helpers', 'train-child.ts') : join('src', 'cli', `${command}.ts`);
