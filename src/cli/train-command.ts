@@ -9,6 +9,7 @@ import { getDevice } from '../gpu/device.ts';
 import { ensureDemoDataset } from '../io/demo-data.ts';
 import { disposeStudent } from '../train/student.ts';
 import { train, type TrainHooks } from '../train/trainer.ts';
+import { expandShardSpec, isShardSpec, validateShards } from '../io/webdataset.ts';
 import { readRunJson } from '../train/checkpoint.ts';
 import {
   TRAIN_OPTIONS, OPTION_KEYS, DEMO_DATA_DIR, flagName, optionsFromFlags, newRunOptions, resumedOptions, OptionValueError, ResumeConflictError,
@@ -59,8 +60,28 @@ export const TRAIN_FLAGS: FlagSpec[] = [
   { name: 'validate', type: 'bool', default: false, help: "check the dataset only: decode and preprocess every image (as --model's preprocessing would), list every problem, train nothing" },
 ];
 
+/** --validate of WebDataset shards: every sample read, every image decoded from its member; exit 0 when nothing is wrong, 1 otherwise. */
+async function validateShardData(spec: string, model: string): Promise<number> {
+  let shards: string[];
+  try {
+    shards = expandShardSpec(spec);
+  } catch (e) {
+    throw new UsageError(`train: --data ${spec}: ${(e as Error).message}`);
+  }
+  const { pre, problem: modelProblem } = preprocessingOf(model);
+  const modelProblems = modelProblem ? [modelProblem] : [];
+  if (modelProblem) printErr(`problem: ${modelProblem}\n`);
+  printErr(`validate: reading ${shards.length} shard(s) and decoding their images at ${pre.cropWidth}x${pre.cropHeight} (--model ${model})…\n`);
+  const res = await validateShards(shards, pre);
+  for (const p of res.problems) printErr(`${p}\n`);
+  const problems = res.problems.length + modelProblems.length;
+  printErr(`validate: ${res.shards} shard(s), ${res.samples} samples, ${res.images} images checked` + (problems ? `; ${problems} problem(s) above.\n` : ': no problems found.\n'));
+  return problems ? 1 : 0;
+}
+
 /** --validate: every pair's files are checked; exit 0 when nothing is wrong, 1 otherwise. */
 async function validateDataset(data: string, model: string): Promise<number> {
+  if (isShardSpec(data)) return validateShardData(data, model);
   const warnings: string[] = [];
   const dataset = loadDataset(data, { onWarn: (w) => (warnings.push(w), printErr(w + '\n')) });
   const { pre, problem: modelProblem } = preprocessingOf(model);
@@ -154,6 +175,9 @@ export async function runTrain(argv: string[], inject: Pick<TrainHooks, 'files' 
     }
     if (!given.data) await ensureDemoDataset(demoDir, {});
     return validateDataset(given.data ? String(given.data) : demoDir, model);
+  }
+  if (given.data !== undefined && isShardSpec(String(given.data))) {
+    throw new UsageError(`train: --data ${String(given.data)} names WebDataset shards, which train cannot read yet (only --validate checks them); train on a pairs.jsonl or folder dataset (make-shards converts those to shards, not back)`);
   }
   const { options: o, demo } = resolveOptions(given);
   if (demo) {

@@ -251,6 +251,22 @@ export class ImageDecodeError extends Error {}
 const DECODE_OPTIONS = { failOn: 'error', ignoreIcc: true, limitInputPixels: MAX_INPUT_PIXELS } as const;
 
 /**
+ * What an image is read from: a file's path, or the bytes of an image file that lives inside
+ * another file (a tar shard's member), with the name messages give it ("shard.tar:000123.real.png").
+ */
+export type ImageSource = string | { name: string; bytes: Uint8Array };
+
+/** The name messages give `src`. */
+export function sourceName(src: ImageSource): string {
+  return typeof src === 'string' ? src : src.name;
+}
+
+/** What sharp reads `src` from. */
+function sharpInput(src: ImageSource): string | Buffer {
+  return typeof src === 'string' ? src : Buffer.from(src.bytes.buffer, src.bytes.byteOffset, src.bytes.byteLength);
+}
+
+/**
  * libvips keeps one error buffer for all its threads. When several decodes fail at the same
  * time, one error can carry all their messages and the others only "Unknown error". So the
  * message of a failed decode is taken from a second decode of the file alone: these retries
@@ -259,8 +275,8 @@ const DECODE_OPTIONS = { failOn: 'error', ignoreIcc: true, limitInputPixels: MAX
 let retryChain: Promise<unknown> = Promise.resolve();
 
 /** Decodes `path` once more; its error message, or null if it decoded this time. */
-function decodeAgain(path: string): Promise<string | null> {
-  return sharp(path, DECODE_OPTIONS)
+function decodeAgain(path: ImageSource): Promise<string | null> {
+  return sharp(sharpInput(path), DECODE_OPTIONS)
     .raw()
     .toBuffer()
     .then(
@@ -278,7 +294,7 @@ const REASON_ATTEMPTS = 5;
  * message (one line, not "Unknown error"), at most REASON_ATTEMPTS; the first clean retry
  * message wins, else the most informative message seen.
  */
-async function decoderMessage(path: string, first: unknown): Promise<string> {
+async function decoderMessage(path: ImageSource, first: unknown): Promise<string> {
   // "Unknown error", and a prefix with nothing after it ("Input file has corrupt header:"),
   // are what a decode reads when another thread emptied the shared buffer: no reason at all.
   const lines = (m: string): string[] => [...new Set(m.split('\n').map((l) => l.trim()).filter((l) => l !== '' && l !== 'Unknown error' && !l.endsWith(':')))];
@@ -303,10 +319,10 @@ async function decoderMessage(path: string, first: unknown): Promise<string> {
  * (<decoder message>)". ImageDecodeErrors pass through; TypeError/RangeError are programming
  * errors and are rethrown as they are.
  */
-export async function imageDecodeError(path: string, e: unknown): Promise<ImageDecodeError> {
+export async function imageDecodeError(path: ImageSource, e: unknown): Promise<ImageDecodeError> {
   if (e instanceof ImageDecodeError) return e;
   if (e instanceof TypeError || e instanceof RangeError) throw e;
-  return new ImageDecodeError(`${path}: cannot decode image (${await decoderMessage(path, e)})`);
+  return new ImageDecodeError(`${sourceName(path)}: cannot decode image (${await decoderMessage(path, e)})`);
 }
 
 /** The reason of an ImageDecodeError without its leading "<path>: " (for messages that name the path already). */
@@ -319,7 +335,7 @@ export function decodeReason(path: string, e: Error): string {
  * that is the file's fault (unreadable, corrupt, truncated, too large) is an ImageDecodeError
  * whose message starts with the path and carries the reason.
  */
-export async function preprocessImage(path: string, cfg: PreprocessConfig): Promise<Float32Array> {
+export async function preprocessImage(path: ImageSource, cfg: PreprocessConfig): Promise<Float32Array> {
   return preprocessDecoded(await decodeFile(path), cfg);
 }
 
@@ -332,7 +348,7 @@ export async function preprocessedPixels(path: string, cfg: PreprocessConfig): P
 }
 
 /** decodeRgbSource with every failure that is the file's fault as an ImageDecodeError. */
-async function decodeFile(path: string): Promise<Pixels> {
+async function decodeFile(path: ImageSource): Promise<Pixels> {
   try {
     return await decodeRgbSource(path);
   } catch (e) {
@@ -374,13 +390,14 @@ function resizeAndCrop(img: Pixels, cfg: PreprocessConfig): Uint8Array {
  * Failures are sharp's errors as they are, or an ImageDecodeError for an image too large or
  * without a size (see imageDecodeError for turning the others into messages).
  */
-export async function decodeRgbSource(path: string): Promise<Pixels> {
-  const img = sharp(path, DECODE_OPTIONS);
+export async function decodeRgbSource(src: ImageSource): Promise<Pixels> {
+  const path = sourceName(src);
+  const img = sharp(sharpInput(src), DECODE_OPTIONS);
   let meta: sharp.Metadata;
   try {
     meta = await img.metadata();
   } catch (e) {
-    throw await tooLargeError(path, e);
+    throw await tooLargeError(src, e);
   }
   if (!meta.width || !meta.height) throw new ImageDecodeError(`${path}: image has no size`);
   if (meta.space === 'cmyk') {
@@ -397,9 +414,10 @@ export async function decodeRgbSource(path: string): Promise<Pixels> {
 }
 
 /** sharp's "exceeds pixel limit" as an ImageDecodeError that names the file and its size; other errors pass through. */
-async function tooLargeError(path: string, e: unknown): Promise<unknown> {
+async function tooLargeError(src: ImageSource, e: unknown): Promise<unknown> {
   if (!(e instanceof Error) || !/exceeds pixel limit/i.test(e.message)) return e;
-  const size = await sharp(path, { limitInputPixels: false })
+  const path = sourceName(src);
+  const size = await sharp(sharpInput(src), { limitInputPixels: false })
     .metadata()
     .then(
       (m) => ` is ${m.width}x${m.height} = ${((m.width ?? 0) * (m.height ?? 0)).toLocaleString('en-US')} pixels, which`,

@@ -20,6 +20,7 @@ import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { extract, pack } from 'tar-stream';
 import { makeDirs, writeFileAtomic } from '../gpu/atomic-file.ts';
+import { imageDecodeError, preprocessImage, type PreprocessConfig } from './image.ts';
 
 const IMAGE_EXTS = new Set(['png', 'jpg', 'jpeg', 'webp']);
 
@@ -291,3 +292,58 @@ export function shardPattern(dir: string, count: number): string {
   return join(dir, `{${'0'.repeat(w)}..${String(count - 1).padStart(w, '0')}}.tar`);
 }
 
+
+/** What validateShards found. */
+export interface ShardValidation {
+  shards: number;
+  samples: number;
+  images: number;
+  /** One line per problem: a sample left out, or an image that does not decode. */
+  problems: string[];
+}
+
+/**
+ * train --validate for shards: reads every shard, and decodes and preprocesses (as `pre` says)
+ * every image of every sample, from the member's bytes. Samples the reader leaves out and images
+ * that do not decode are listed; a shard that cannot be read is listed too, and the others are
+ * still checked.
+ */
+export async function validateShards(shards: readonly string[], pre: PreprocessConfig, onSample?: (samples: number) => void): Promise<ShardValidation> {
+  const out: ShardValidation = { shards: shards.length, samples: 0, images: 0, problems: [] };
+  const inFlight = new Set<Promise<void>>();
+  const check = (name: string, bytes: Uint8Array): Promise<void> => {
+    const p = preprocessImage({ name, bytes }, pre).then(
+      () => undefined,
+      async (e: unknown) => {
+        out.problems.push(`bad image: ${(await imageDecodeError({ name, bytes }, e)).message}`);
+      },
+    );
+    out.images++;
+    return p;
+  };
+  for (const shard of shards) {
+    try {
+      for await (const s of readShard(shard, (p) => out.problems.push(`${p.shard}: sample ${p.key} left out: ${p.reason}`))) {
+        out.samples++;
+        onSample?.(out.samples);
+        const images = [{ name: `${shard}:${s.key}.real.${s.real.ext}`, data: s.real.data }, ...s.generated.map((g, k) => ({ name: `${shard}:${s.key}.gen.${k}.${g.ext}`, data: g.data }))];
+        for (const im of images) {
+          const p = check(im.name, im.data);
+          inFlight.add(p);
+          void p.then(() => inFlight.delete(p));
+          if (inFlight.size >= 8) await Promise.race(inFlight);
+        }
+      }
+    } catch (e) {
+      out.problems.push((e as Error).message);
+    }
+  }
+  await Promise.all(inFlight);
+  out.problems.sort();
+  return out;
+}
+
+/** Whether a --data value names tar shards (a .tar path, a list or a brace pattern of them) rather than a dataset folder. */
+export function isShardSpec(data: string): boolean {
+  return /\.tar(\}|,|$)/.test(data.trim()) || (data.includes('{') && data.includes('.tar'));
+}

@@ -151,4 +151,31 @@ test('make-shards: N samples per shard in order, the --data pattern printed; a n
   assert.match(again.stderr, `make-shards: --out ${out} is not empty`);
 });
 
+test('train --validate on shards: clean shards pass; a corrupt member, a sample without its real image and a cut-short shard are each named; train itself refuses shards for now', async () => {
+  const data = await tinyDataset(join(root, 'val-data'), 4);
+  const out = join(root, 'val-shards');
+  assert.is((await runCli('make-shards', ['--data', data, '--out', out, '--per-shard', '2'])).code, 0);
+  const clean = await runCli('train', ['--validate', '--data', `${out}/{00000..00001}.tar`, '--model', 'tiny']);
+  assert.is(clean.code, 0, clean.stderr);
+  assert.match(clean.stderr, 'validate: 2 shard(s), 4 samples, 8 images checked: no problems found.');
+  const pair = loadDataset(data).pairs[0];
+  const bad = join(root, 'bad.tar');
+  writeFileSync(bad, await tarOf([
+    { name: 'a.real.png', data: readFileSync(pair.real) },
+    { name: 'a.gen.0.jpg', data: readFileSync(pair.generated[0]).subarray(0, 200) },
+    { name: 'b.gen.0.jpg', data: readFileSync(pair.generated[0]) },
+  ]));
+  const cut = join(root, 'val-cut.tar');
+  writeFileSync(cut, readFileSync(join(out, '00000.tar')).subarray(0, 700));
+  const r = await runCli('train', ['--validate', '--data', `${bad},${cut},${out}/00001.tar`, '--model', 'tiny']);
+  assert.is(r.code, 1, r.stderr);
+  assert.match(r.stderr, `bad image: ${bad}:a.gen.0.jpg: cannot decode image (`);
+  assert.match(r.stderr, `${bad}: sample b left out: no real image`);
+  assert.match(r.stderr, `shard ${cut}: not a readable tar archive`);
+  assert.match(r.stderr, /validate: 3 shard\(s\), \d+ samples, \d+ images checked; 3 problem\(s\) above\./);
+  const t = await runCli('train', ['--data', `${out}/{00000..00001}.tar`, '--model', 'tiny', '--out', join(root, 'no-run')]);
+  assert.is(t.code, 2);
+  assert.match(t.stderr, 'names WebDataset shards, which train cannot read yet');
+});
+
 test.run();
