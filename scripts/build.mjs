@@ -2,7 +2,7 @@
 // dist/cli/<name>.js for each src/cli/<name>.ts that is a command (train, embed, eval).
 // The WGSL kernels (every kernels/**/*.wgsl, modules in subfolders included, keyed by their path
 // under kernels/ without .wgsl: 'matmul', 'lib/erf') are embedded in the bundle through
-// registerKernelSources (src/gpu/kernels.ts), so dist/ runs without the kernels/ folder. `webgpu` (the native dawn.node) and `sharp` (libvips) stay external.
+// registerKernelSources (src/gpu/kernels.ts), so dist/ runs without the kernels/ folder. `webgpu` (the native dawn.node), `sharp` (libvips) and `tar-stream` (CommonJS that requires Node's builtins) stay external.
 // The image preprocessing worker (src/io/preprocess-worker.ts) is its own file,
 // dist/preprocess-worker.js; every other entry point registers that file's URL, relative to
 // itself, through registerPreprocessWorker (src/io/preprocess-pool.ts) before its own code runs.
@@ -96,8 +96,8 @@ const result = await build({
   format: 'esm',
   platform: 'node',
   target: 'node20',
-  // Native or CommonJS-with-native packages stay external (installed as dependencies).
-  external: ['webgpu', 'sharp'],
+  // Native packages, and CommonJS ones that require Node builtins (which an ESM bundle cannot), stay external (installed as dependencies).
+  external: ['webgpu', 'sharp', 'tar-stream'],
   sourcemap: true,
   logLevel: 'warning',
   metafile: true,

@@ -161,7 +161,7 @@ async function bundleChild(): Promise<string> {
     target: 'node20',
     outdir,
     outExtension: { '.js': '.mjs' },
-    external: ['webgpu', 'sharp'],
+    external: ['webgpu', 'sharp', 'tar-stream'],
     logLevel: 'error',
   });
   return join(outdir, 'train-child.mjs');
