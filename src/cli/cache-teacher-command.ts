@@ -15,11 +15,11 @@ import { loadModel, modelPreprocessing } from '../io/hf-checkpoint.ts';
 import { loadDataset } from '../io/dataset.ts';
 import { PreprocessPool } from '../io/preprocess-pool.ts';
 import { checkPrecision, oomHelp, warmTeacherCache } from '../train/trainer.ts';
-import { TeacherCache, cacheRowKeys, modelKey, shardBlocks } from '../train/teacher-cache.ts';
+import { TeacherCache, cacheRowKeys, modelKey } from '../train/teacher-cache.ts';
 import { TRAIN_OPTIONS } from '../train/options.ts';
 import { parseFlags, helpText, positive, PRECISION_FLAG, UsageError, type FlagSpec } from './args.ts';
-import { escapeForTerminal } from './terminal.ts';
-import { SHARD_FLAGS, resolveShare } from './shard.ts';
+import { warn } from './terminal.ts';
+import { SHARD_FLAGS, resolveShare, shareOf } from './shard.ts';
 
 export const CACHE_TEACHER_FLAGS: FlagSpec[] = [
   { name: 'data', type: 'string', help: 'dataset directory (pairs.jsonl, or real/ + generated/), as given to train' },
@@ -32,9 +32,6 @@ export const CACHE_TEACHER_FLAGS: FlagSpec[] = [
   PRECISION_FLAG,
 ];
 
-function warn(line: string): void {
-  process.stderr.write(`${escapeForTerminal(line)}\n`);
-}
 
 export async function runCacheTeacher(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
@@ -61,7 +58,7 @@ export async function runCacheTeacher(argv: string[]): Promise<number> {
       warn,
       ...(f['block-rows'] === undefined ? {} : { blockRows: Number(f['block-rows']) }),
     });
-    const mine = shardBlocks(cache.blocks, share.index, share.count);
+    const mine = shareOf(cache.blocks, share.index, share.count);
     warn(`cache-teacher: share ${share.index} of ${share.count} (${share.source}): ${mine.length} of ${cache.blocks.length} block(s), ${mine.reduce((a, b) => a + b.keys.length, 0)} real images`);
     const t0 = performance.now();
     await warmTeacherCache(device, model, pre, dataset.pairs, cache, Number(f.batch), warn, undefined, pool, mine).catch((e: unknown) => oomHelp(e, { batch: Number(f.batch), accum: 1 }));

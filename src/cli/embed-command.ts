@@ -29,9 +29,8 @@ import { readTextLines, TOKENIZER_FLAG } from './text-common.ts';
 import { checkTokenizerFits, loadTokenizerFor } from '../train/text-tower.ts';
 import { loadTextModel } from '../io/hf-checkpoint.ts';
 import { embedTexts } from '../train/text-embedding.ts';
-import { escapeForTerminal } from './terminal.ts';
-import { SHARD_FLAGS, resolveShare } from './shard.ts';
-import { shardBlocks } from '../train/teacher-cache.ts';
+import { warn } from './terminal.ts';
+import { SHARD_FLAGS, resolveShare, shareOf } from './shard.ts';
 import { nonFileKind } from '../gpu/regular-file.ts';
 import { listWithRest } from '../gpu/problem-list.ts';
 
@@ -121,10 +120,6 @@ export function memoryReport(device: Device): string {
   return `GPU memory (genalign pool on ${device.adapter.name}): live ${mb(s.liveBytes)} in ${s.liveBuffers} buffers, cached free ${mb(s.freeBytes)}, total ${mb(s.totalBytes)}`;
 }
 
-/** A line on stderr, with control characters of quoted file names escaped. */
-function warn(line: string): void {
-  process.stderr.write(`${escapeForTerminal(line)}\n`);
-}
 
 export async function runEmbed(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
@@ -147,7 +142,7 @@ export async function runEmbed(argv: string[]): Promise<number> {
   if (all.length === 0) throw new UsageError(`embed: no .jpg/.jpeg/.png/.webp files in ${imagesDir}`);
   // A job of an array embeds its share of the files (every N-th, in name order) into its own --out.
   const share = resolveShare('embed', f, process.env);
-  const names = shardBlocks(all, share.index, share.count);
+  const names = shareOf(all, share.index, share.count);
   if (share.count > 1) warn(`embed: share ${share.index} of ${share.count} (${share.source}): ${names.length} of ${all.length} image(s)`);
   if (names.length === 0) {
     warn(`embed: share ${share.index} of ${share.count} holds no image (only ${all.length} in ${imagesDir}); nothing written`);

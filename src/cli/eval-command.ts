@@ -14,7 +14,7 @@ import { evaluatePairs } from '../train/evaluate.ts';
 import { parseFlags, helpText, positive, fraction, PRECISION_FLAG, UsageError, type FlagSpec } from './args.ts';
 import { baseDescription, outputPathProblem } from './embed-command.ts';
 import { STUDENT_FLAG, openStudent, studentChoice } from './student-flag.ts';
-import { escapeForTerminal } from './terminal.ts';
+import { escapeForTerminal, warn } from './terminal.ts';
 import { TOKENIZER_FLAG } from './text-common.ts';
 import { textTowerFor } from '../train/text-tower.ts';
 
@@ -32,10 +32,6 @@ export const EVAL_FLAGS: FlagSpec[] = [
   { name: 'plot', type: 'string', default: 'tsne', help: 'Figure-3 projection: tsne, pca or none', check: (v) => (['tsne', 'pca', 'none'].includes(String(v)) ? null : 'must be tsne, pca or none') },
 ];
 
-/** A line on stderr, with control characters of quoted file names escaped. */
-function warn(line: string): void {
-  process.stderr.write(`${escapeForTerminal(line)}\n`);
-}
 
 export async function runEval(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {

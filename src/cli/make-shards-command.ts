@@ -6,13 +6,12 @@
 // shard is written atomically and read back (the samples it holds must be the ones written).
 // --out must be a new or empty directory, so no earlier shard is mixed in or overwritten.
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { loadDataset } from '../io/dataset.ts';
 import { readShard, shardName, shardPattern, writeShard, type SampleToWrite } from '../io/webdataset.ts';
-import { join } from 'node:path';
 import { parseFlags, helpText, positive, UsageError, type FlagSpec } from './args.ts';
 import { outputPathProblem } from './embed-command.ts';
-import { escapeForTerminal } from './terminal.ts';
+import { warn } from './terminal.ts';
 
 export const MAKE_SHARDS_FLAGS: FlagSpec[] = [
   { name: 'data', type: 'string', help: 'dataset directory (pairs.jsonl, or real/ + generated/)' },
@@ -20,9 +19,6 @@ export const MAKE_SHARDS_FLAGS: FlagSpec[] = [
   { name: 'per-shard', type: 'int', default: 1000, help: 'samples per shard', check: positive },
 ];
 
-function warn(line: string): void {
-  process.stderr.write(`${escapeForTerminal(line)}\n`);
-}
 
 export async function runMakeShards(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {

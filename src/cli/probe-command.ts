@@ -21,7 +21,7 @@ import { PreprocessPool } from '../io/preprocess-pool.ts';
 import { parseFlags, helpText, nonNegative, positive, PRECISION_FLAG, UsageError, type FlagSpec } from './args.ts';
 import { baseDescription, outputPathProblem } from './embed-command.ts';
 import { STUDENT_FLAG, openStudent, studentChoice } from './student-flag.ts';
-import { escapeForTerminal } from './terminal.ts';
+import { warn } from './terminal.ts';
 import type { ClipVisionModel } from '../nn/vit.ts';
 import type { PreprocessConfig } from '../io/image.ts';
 import type { Device } from '../gpu/device.ts';
@@ -56,9 +56,6 @@ export interface ProbeReport {
   seed: number;
 }
 
-function warn(line: string): void {
-  process.stderr.write(`${escapeForTerminal(line)}\n`);
-}
 
 function listed(dir: string, flag: string): ClassFolders {
   try {

@@ -1,8 +1,14 @@
 // Which share of a job array this process takes (cache-teacher, embed): --shard I/N; else a Slurm
 // job array's SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT; else a Kubernetes
 // Indexed Job's JOB_COMPLETION_INDEX of --shards N; else everything (share 0 of 1). Item k of a
-// list belongs to share k mod N (shardBlocks), so the shares are disjoint and complete for any N.
+// list belongs to share k mod N (shareOf), so the shares are disjoint and complete for any N.
 import { UsageError, positive, type FlagSpec, type ParsedFlags } from './args.ts';
+
+/** The items of share `index` of `count` (0-based): every count-th item from the index-th. Disjoint and together complete for any count. */
+export function shareOf<T>(items: readonly T[], index: number, count: number): T[] {
+  if (!Number.isInteger(count) || count < 1 || !Number.isInteger(index) || index < 0 || index >= count) throw new Error(`share ${index} of ${count}: needs 0 <= share < count`);
+  return items.filter((_, i) => i % count === index);
+}
 
 export const SHARD_FLAGS: FlagSpec[] = [
   { name: 'shard', type: 'string', help: "this job's share, I/N (0 <= I < N); default: from a Slurm array or a Kubernetes Indexed Job (see --shards), else everything" },

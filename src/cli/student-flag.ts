@@ -4,9 +4,9 @@
 // studentChoice checks the flags before the GPU is touched (both given; an adapter trained on
 // another preset or seed; a student folder whose vision config is not --model's); openStudent
 // loads it next to the base model.
-import { isModelDir, loadModel, readModelConfig, type LoadedModel } from '../io/hf-checkpoint.ts';
+import { isModelDir, loadModel, readModelConfig, visionConfigOf, type LoadedModel } from '../io/hf-checkpoint.ts';
 import { adapterBaseProblem, readPeftAdapter } from '../io/peft.ts';
-import { NAMED_CONFIGS, type ClipVisionConfig } from '../nn/config.ts';
+import type { ClipVisionConfig } from '../nn/config.ts';
 import type { Device } from '../gpu/device.ts';
 import type { DType } from '../tensor/tensor.ts';
 import type { EmbedVariant } from '../train/embedding.ts';
@@ -25,14 +25,11 @@ export interface StudentChoice {
 
 /** The vision config of --model (a checkpoint folder or a preset), or null when it cannot be read (loadModel then says why). */
 function baseConfig(model: string): ClipVisionConfig | null {
-  if (isModelDir(model)) {
-    try {
-      return readModelConfig(model);
-    } catch {
-      return null;
-    }
+  try {
+    return visionConfigOf(model);
+  } catch {
+    return null;
   }
-  return Object.hasOwn(NAMED_CONFIGS, model) ? NAMED_CONFIGS[model as keyof typeof NAMED_CONFIGS] : null;
 }
 
 /** The student named by --lora / --student (null: none), checked against --model before any GPU work. */

@@ -20,3 +20,8 @@ export function escapeForTerminal(text: string): string {
     return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
   });
 }
+
+/** Writes one line to stderr, escaped (the commands' warnings and progress messages). */
+export function warn(line: string): void {
+  process.stderr.write(`${escapeForTerminal(line)}\n`);
+}

@@ -25,7 +25,7 @@ import { baseDescription, outputPathProblem } from './embed-command.ts';
 import { STUDENT_FLAG, openStudent, studentChoice } from './student-flag.ts';
 import { TOKENIZER_FLAG } from './text-common.ts';
 import { checkTokenizerFits, loadTokenizerFor } from '../train/text-tower.ts';
-import { escapeForTerminal } from './terminal.ts';
+import { warn } from './terminal.ts';
 
 export const DEFAULT_TEMPLATE = 'a photo of a {}.';
 
@@ -74,9 +74,6 @@ export function formatZeroShot(res: ZeroShotResult, classes: readonly string[]):
   return lines.join('\n');
 }
 
-function warn(line: string): void {
-  process.stderr.write(`${escapeForTerminal(line)}\n`);
-}
 
 export async function runZeroShot(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {

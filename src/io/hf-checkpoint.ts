@@ -230,9 +230,13 @@ export function modelPreprocessing(loaded: LoadedModel): PreprocessConfig {
 
 /** The same for `--model spec` without loading its weights, with the crop problem returned rather than thrown (for --validate). */
 export function preprocessingOf(spec: string): { pre: PreprocessConfig; problem: string | null } {
-  if (!isModelDir(spec)) return checkedPreprocessing(null, presetConfig(spec).imageSize, spec);
   const file = join(spec, 'preprocessor_config.json');
-  return checkedPreprocessing(existsSync(file) ? readJson(file) : null, readModelConfig(spec).imageSize, spec);
+  return checkedPreprocessing(isModelDir(spec) && existsSync(file) ? readJson(file) : null, visionConfigOf(spec).imageSize, spec);
+}
+
+/** The vision config of `--model spec` (a directory's config.json, or a preset's) without loading weights. */
+export function visionConfigOf(spec: string): ClipVisionConfig {
+  return isModelDir(spec) ? readModelConfig(spec) : presetConfig(spec);
 }
 
 /** Throws (naming the file and the field) when preprocessor_config.json has a value genalign refuses. */
@@ -243,7 +247,7 @@ function checkedPreprocessing(json: unknown, imageSize: number, source: string):
 }
 
 function presetConfig(spec: string): ClipVisionConfig {
-  const cfg = NAMED_CONFIGS[spec];
+  const cfg = Object.hasOwn(NAMED_CONFIGS, spec) ? NAMED_CONFIGS[spec] : undefined;
   if (!cfg) throw new Error(`--model ${spec}: not a directory and not a preset (presets: ${Object.keys(NAMED_CONFIGS).join(', ')})`);
   return cfg;
 }

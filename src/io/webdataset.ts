@@ -64,21 +64,13 @@ export function splitKey(name: string): [string, string] | null {
  * braces belong to the braces). "shards/{0..1}.tar,extra.tar" → shards/0.tar, shards/1.tar, extra.tar.
  */
 export function expandShardSpec(spec: string): string[] {
-  const items: string[] = [];
   let depth = 0;
-  let cur = '';
   for (const ch of spec) {
     if (ch === '{') depth++;
-    if (ch === '}') depth--;
-    if (depth < 0) throw new Error(`shard pattern ${JSON.stringify(spec)}: a '}' without its '{'`);
-    if (ch === ',' && depth === 0) {
-      items.push(cur);
-      cur = '';
-    } else cur += ch;
+    if (ch === '}' && --depth < 0) throw new Error(`shard pattern ${JSON.stringify(spec)}: a '}' without its '{'`);
   }
   if (depth !== 0) throw new Error(`shard pattern ${JSON.stringify(spec)}: a '{' without its '}'`);
-  items.push(cur);
-  return items.map((s) => s.trim()).filter(Boolean).flatMap(expandBraces);
+  return splitTopLevel(spec).map((s) => s.trim()).filter(Boolean).flatMap(expandBraces);
 }
 
 function expandBraces(s: string): string[] {

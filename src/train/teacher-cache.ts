@@ -92,12 +92,6 @@ export function cacheRowKeys(realPaths: readonly string[]): string[] {
   return abs.map(fileKey);
 }
 
-/** Blocks of `shard` of `count` (0-based): every count-th block from the shard's index. Disjoint and together complete for any count. */
-export function shardBlocks<T>(blocks: readonly T[], shard: number, count: number): T[] {
-  if (!Number.isInteger(count) || count < 1 || !Number.isInteger(shard) || shard < 0 || shard >= count) throw new Error(`shard ${shard} of ${count}: needs 0 <= shard < count`);
-  return blocks.filter((_, i) => i % count === shard);
-}
-
 /** The default number of rows per chunk. */
 export const BLOCK_ROWS = 1024;
 
@@ -303,7 +297,7 @@ export class TeacherCache {
     const keys: string[] = [];
     const data: Float32Array[] = [];
     for (const k of block.keys) {
-      const row = rows.get(k) ?? (this.has(k) ? this.get(k) : undefined);
+      const row = rows.get(k) ?? this.get(k);
       if (!row) continue;
       keys.push(k);
       data.push(row);

@@ -6,8 +6,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { resolveShare } from '../../src/cli/shard.ts';
-import { shardBlocks, TeacherCache, cacheRowKeys, modelKey } from '../../src/train/teacher-cache.ts';
+import { resolveShare, shareOf } from '../../src/cli/shard.ts';
+import { TeacherCache, cacheRowKeys, modelKey } from '../../src/train/teacher-cache.ts';
 import { loadDataset } from '../../src/io/dataset.ts';
 import { NAMED_CONFIGS } from '../../src/nn/config.ts';
 import { defaultPreprocess } from '../../src/io/image.ts';
@@ -31,13 +31,13 @@ test('shares: --shard I/N, a Slurm array (task id less its minimum), a Kubernete
   fails(() => resolveShare('cache-teacher', { shards: 3 }, {}), '--shards 3 needs JOB_COMPLETION_INDEX');
 });
 
-test('shardBlocks: for every count the shares are disjoint and together hold every block once', () => {
+test('shareOf: for every count the shares are disjoint and together hold every block once', () => {
   const blocks = Array.from({ length: 23 }, (_, i) => i);
   for (let count = 1; count <= 9; count++) {
-    const all = Array.from({ length: count }, (_, i) => shardBlocks(blocks, i, count)).flat().sort((a, b) => a - b);
+    const all = Array.from({ length: count }, (_, i) => shareOf(blocks, i, count)).flat().sort((a, b) => a - b);
     assert.equal(all, blocks, `count ${count}`);
   }
-  assert.throws(() => shardBlocks(blocks, 3, 3));
+  assert.throws(() => shareOf(blocks, 3, 3));
 });
 
 test('two jobs at once (--shard 0/2 and 1/2) fill the cache; train then embeds no real image and gets the rows it would have computed', async () => {
