@@ -4,11 +4,13 @@
 // each, in the dataset's order. Sample i is keyed by its index (zero-padded: keys must hold no
 // '.'), and its JSON member keeps the pair's id and label; the caption is its .txt member. Each
 // shard is written atomically and read back (the samples it holds must be the ones written).
+// sizes.json gives each shard's sample count (train --epochs uses it).
 // --out must be a new or empty directory, so no earlier shard is mixed in or overwritten.
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { loadDataset } from '../io/dataset.ts';
-import { readShard, shardName, shardPattern, writeShard, type SampleToWrite } from '../io/webdataset.ts';
+import { SIZES_FILE, readShard, shardName, shardPattern, writeShard, type SampleToWrite } from '../io/webdataset.ts';
+import { writeFileAtomic } from '../gpu/atomic-file.ts';
 import { parseFlags, helpText, positive, UsageError, type FlagSpec } from './args.ts';
 import { outputPathProblem } from './embed-command.ts';
 import { warn } from './terminal.ts';
@@ -40,6 +42,7 @@ export async function runMakeShards(argv: string[]): Promise<number> {
   const count = Math.ceil(pairs.length / per);
   const width = Math.max(6, String(pairs.length - 1).length);
   const t0 = performance.now();
+  const sizes: Record<string, number> = {};
   for (let s = 0; s < count; s++) {
     const samples: SampleToWrite[] = pairs.slice(s * per, (s + 1) * per).map((p, i) => ({
       key: String(s * per + i).padStart(width, '0'),
@@ -58,7 +61,10 @@ export async function runMakeShards(argv: string[]): Promise<number> {
     const want = samples.map((x) => `${x.key}:${x.id}:${x.generated.length}`);
     if (problems.length || back.join('\n') !== want.join('\n')) throw new Error(`make-shards: ${path} does not read back as written (${problems[0] ?? 'other samples'}); the disk may be failing`);
     warn(`make-shards: ${path}: ${samples.length} samples`);
+    sizes[shardName(s, count)] = samples.length;
   }
+  // Each shard's sample count, so train --epochs knows an epoch's length without reading the shards.
+  writeFileAtomic(join(out, SIZES_FILE), JSON.stringify(sizes, null, 1) + '\n');
   warn(`make-shards: ${pairs.length} pairs in ${count} shard(s) in ${((performance.now() - t0) / 1000).toFixed(1)} s; --data ${shardPattern(out, count)}`);
   return 0;
 }

@@ -176,9 +176,6 @@ export async function runTrain(argv: string[], inject: Pick<TrainHooks, 'files' 
     if (!given.data) await ensureDemoDataset(demoDir, {});
     return validateDataset(given.data ? String(given.data) : demoDir, model);
   }
-  if (given.data !== undefined && isShardSpec(String(given.data))) {
-    throw new UsageError(`train: --data ${String(given.data)} names WebDataset shards, which train cannot read yet (only --validate checks them); train on a pairs.jsonl or folder dataset (make-shards converts those to shards, not back)`);
-  }
   const { options: o, demo } = resolveOptions(given);
   if (demo) {
     printErr(`No --data given: using the embedded demo dataset in ${demoDir}.\n` +
@@ -204,7 +201,7 @@ export async function runTrain(argv: string[], inject: Pick<TrainHooks, 'files' 
     ...inject,
     log: say,
     onStart: (i) => {
-      printErr(`run: ${i.runDir}\nadapter: ${i.adapter}\ntraining ${i.totalSteps} steps (from ${i.startStep}) on ${i.trainPairs} pairs, effective batch ${o.batch * o.accum}\n`);
+      printErr(`run: ${i.runDir}\nadapter: ${i.adapter}\ntraining ${i.totalSteps} steps (from ${i.startStep}) on ${i.trainPairs === null ? 'streamed shard samples' : `${i.trainPairs} pairs`}, effective batch ${o.batch * o.accum}\n`);
       progress = new Progress(i.totalSteps, 'train', process.stderr, Number.POSITIVE_INFINITY);
       if (i.startStep) progress.update(i.startStep);
     },

@@ -10,11 +10,17 @@
 // docs/data-format.md). The pool is opts.pool, or one the loader starts at its first decode and
 // ends in close().
 //
+// Sources: a list of pairs (folder or pairs.jsonl datasets; the order above), or a BatchSource
+// that plans batches itself (io/shard-stream.ts: samples streamed out of WebDataset shards, whose
+// images are bytes in memory rather than files). Either way a batch is planned as members
+// (id, real and generated image source), decoded and packed the same way.
+//
 // Prefetch: up to `prefetch` batches decode while the consumer works on the current one. Their
 // files decode in parallel, but batches are finalised (bad-file accounting, warnings, packing)
 // strictly in order, so warnings and the abort point do not depend on timing.
 import { mulberry32 } from '../nn/init.ts';
-import { ImageDecodeError, type PreprocessConfig } from './image.ts';
+import { ImageDecodeError, sourceName, type ImageSource, type PreprocessConfig } from './image.ts';
+import type { StreamPosition } from './shard-stream.ts';
 import { PreprocessPool, PreprocessWorkerError } from './preprocess-pool.ts';
 import { fnv1a, listWithRest, mix32, type Pair } from './dataset.ts';
 
@@ -36,8 +42,38 @@ export interface PairBatch {
   /** Real paths of all rows (also those whose pixels were not decoded). */
   realPaths: string[];
   captions: (string | undefined)[];
+  /** The teacher cache's key of each row's real image, where the source knows it (shard samples); else undefined (a file: fileKey of its path). */
+  realKeys: (string | undefined)[];
   /** Pairs of this batch skipped because a file failed to decode. */
   skipped: number;
+  /** A streamed source: where the stream is once this batch's step is consumed (set on a step's last micro-batch). */
+  after?: StreamPosition;
+}
+
+/** One pair of a planned batch: where its real image and the generated image shown come from. */
+export interface LoaderMember {
+  id: string;
+  real: ImageSource;
+  gen: ImageSource;
+  /** The real image's teacher cache key, when the source knows it. */
+  realKey?: string;
+  caption?: string;
+}
+
+/** A batch before decoding. */
+export interface BatchPlan {
+  epoch: number;
+  index: number;
+  members: LoaderMember[];
+  after?: StreamPosition;
+}
+
+/** Plans batches in order (a streamed dataset); PairLoader decodes and packs them. */
+export interface BatchSource {
+  next(): Promise<BatchPlan>;
+  close(): Promise<void>;
+  /** Samples the source left out (missing side, bad metadata), counted with the bad files. */
+  readonly problems: ReadonlyMap<string, string>;
 }
 
 export interface PairLoaderOptions {
@@ -62,7 +98,7 @@ export interface PairLoaderOptions {
   /** Batches decoded ahead of the consumer (default 2; 0 decodes on demand). */
   prefetch?: number;
   /** Whether the real image of a pair must be decoded (false when the teacher embedding is cached). Default: always. */
-  realNeeded?: (id: string) => boolean;
+  realNeeded?: (id: string, member: LoaderMember) => boolean;
   /** Abort when bad files / decoded files exceeds this (default 0.05). */
   maxBadFraction?: number;
   /** Receives one warning per bad file. Default: stderr. */
@@ -75,7 +111,7 @@ export interface PairLoaderOptions {
    */
   pool?: PreprocessPool;
   /** Decoder in place of the pool (no pool is started); tests use it to inject delays. */
-  decode?: (path: string, cfg: PreprocessConfig) => Promise<Float32Array>;
+  decode?: (src: ImageSource, cfg: PreprocessConfig) => Promise<Float32Array>;
 }
 
 /** Files decoded before the bad fraction is trusted; until then the denominator is this many. */
@@ -86,7 +122,7 @@ export class TooManyBadImagesError extends Error {}
 
 export { mulberry32 };
 
-function epochSeed(seed: number, epoch: number): number {
+export function epochSeed(seed: number, epoch: number): number {
   return mix32(mix32((seed + 0x9e3779b9) >>> 0) ^ mix32((epoch + 0x51ed27) >>> 0));
 }
 
@@ -107,10 +143,13 @@ export class PairLoader {
   readonly dropLast: boolean;
   readonly batchesPerEpoch: number;
   private readonly pairs: readonly Pair[];
+  /** A streamed source plans the batches instead of epochOrder (pairs is then empty). */
+  private readonly source: BatchSource | null;
+  private planTail: Promise<unknown> = Promise.resolve();
   private readonly opts: PairLoaderOptions;
   private readonly prefetchDepth: number;
   private readonly maxBadFraction: number;
-  private readonly decode: (path: string, cfg: PreprocessConfig) => Promise<Float32Array>;
+  private readonly decode: (src: ImageSource, cfg: PreprocessConfig) => Promise<Float32Array>;
   private readonly warn: (message: string) => void;
   private readonly orders = new Map<number, number[]>();
   /** Next batch to schedule for decoding. */
@@ -127,23 +166,29 @@ export class PairLoader {
   private readonly decoding = new Set<Promise<unknown>>();
   private closed = false;
   private readonly badFiles = new Map<string, string>();
-  private readonly decodedFiles = new Set<string>();
+  /** Distinct files decoded (a list of pairs), or null for a streamed source, whose decodes are counted (its files are not all in memory). */
+  private readonly decodedFiles: Set<string> | null;
+  private decodeCount = 0;
 
-  constructor(pairs: readonly Pair[], opts: PairLoaderOptions) {
+  constructor(input: readonly Pair[] | BatchSource, opts: PairLoaderOptions) {
     if (!Number.isInteger(opts.batchSize) || opts.batchSize <= 0) throw new Error(`PairLoader: batchSize must be a positive integer, got ${opts.batchSize}`);
-    if (pairs.length === 0) throw new Error('PairLoader: no pairs to load');
+    const pairs = Array.isArray(input) ? (input as readonly Pair[]) : [];
+    this.source = Array.isArray(input) ? null : (input as BatchSource);
+    if (!this.source && pairs.length === 0) throw new Error('PairLoader: no pairs to load');
     for (const p of pairs) if (p.generated.length === 0) throw new Error(`PairLoader: pair '${p.id}' has no generated image`);
     this.pairs = pairs;
+    this.decodedFiles = this.source ? null : new Set();
     this.opts = opts;
     this.batchSize = opts.batchSize;
-    this.dropLast = opts.dropLast ?? pairs.length >= 2 * opts.batchSize;
+    this.dropLast = opts.dropLast ?? (this.source !== null || pairs.length >= 2 * opts.batchSize);
     const perStep = opts.batchesPerStep ?? 1;
     if (!Number.isInteger(perStep) || perStep <= 0) throw new Error(`PairLoader: batchesPerStep must be a positive integer, got ${perStep}`);
-    this.batchesPerEpoch = epochBatches(pairs.length, opts.batchSize, this.dropLast, perStep);
+    // A streamed source knows no epoch length: its batches carry their own epoch, index and position.
+    this.batchesPerEpoch = this.source ? Number.POSITIVE_INFINITY : epochBatches(pairs.length, opts.batchSize, this.dropLast, perStep);
     this.prefetchDepth = Math.max(0, Math.floor(opts.prefetch ?? 2));
     this.maxBadFraction = opts.maxBadFraction ?? 0.05;
     if (!(this.maxBadFraction >= 0 && this.maxBadFraction <= 1)) throw new Error(`PairLoader: maxBadFraction must be in [0, 1], got ${this.maxBadFraction}`);
-    this.decode = opts.decode ?? ((path, cfg) => this.pool().preprocess(path, cfg));
+    this.decode = opts.decode ?? ((src, cfg) => this.pool().preprocess(src, cfg));
     this.warn = opts.onWarn ?? ((m) => process.stderr.write(m + '\n'));
     const start = opts.start ?? { epoch: 0, batch: 0 };
     if (!Number.isInteger(start.epoch) || start.epoch < 0 || !Number.isInteger(start.batch) || start.batch < 0) {
@@ -178,8 +223,9 @@ export class PairLoader {
     return mix32(epochSeed(this.opts.seed, epoch) ^ fnv1a(pair.id)) % pair.generated.length;
   }
 
-  /** Position of the next batch next() returns (before any prefetch), for checkpoints. */
+  /** Position of the next batch next() returns (before any prefetch), for checkpoints; a list of pairs only (a streamed batch carries `after`). */
   get position(): { epoch: number; batch: number } {
+    if (this.source) throw new Error('PairLoader.position: a streamed source has no epoch index; use the batches\' `after`');
     // The queue holds scheduled-but-unreturned batches; step back over them.
     let e = this.schedEpoch;
     let b = this.schedBatch - this.queue.length;
@@ -195,14 +241,15 @@ export class PairLoader {
     return this.badFiles.size;
   }
 
-  /** Distinct files decoded (or attempted) so far. */
+  /** Distinct files decoded (or attempted) so far; for a streamed source, decodes (and samples it left out). */
   get seenCount(): number {
-    return this.decodedFiles.size;
+    return this.decodedFiles ? this.decodedFiles.size : this.decodeCount;
   }
 
   /** Skips n batches without decoding them; only before the first next(). */
   skipBatches(n: number): void {
     if (this.started) throw new Error('PairLoader.skipBatches: call it before the first next() (or construct with start: {epoch, batch})');
+    if (this.source) throw new Error('PairLoader.skipBatches: a streamed source starts where its own position says');
     if (!Number.isInteger(n) || n < 0) throw new Error(`PairLoader.skipBatches: n must be a non-negative integer, got ${n}`);
     const total = this.schedBatch + n;
     this.schedEpoch += Math.floor(total / this.batchesPerEpoch);
@@ -238,6 +285,8 @@ export class PairLoader {
     this.queue.length = 0;
     await this.tail.catch(() => undefined);
     await Promise.all(this.decoding);
+    await this.planTail.catch(() => undefined);
+    await this.source?.close();
     await this.ownPool?.close();
   }
 
@@ -247,7 +296,8 @@ export class PairLoader {
     return this.ownPool;
   }
 
-  private schedule(): void {
+  /** The next batch of the list of pairs, from the epoch order. */
+  private planFromPairs(): BatchPlan {
     const epoch = this.schedEpoch;
     const index = this.schedBatch;
     if (++this.schedBatch === this.batchesPerEpoch) {
@@ -255,12 +305,21 @@ export class PairLoader {
       this.schedEpoch++;
     }
     const order = this.epochOrder(epoch);
-    const members = order.slice(index * this.batchSize, (index + 1) * this.batchSize).map((i) => this.pairs[i]);
+    const members = order.slice(index * this.batchSize, (index + 1) * this.batchSize).map((i): LoaderMember => {
+      const p = this.pairs[i];
+      return { id: p.id, real: p.real, gen: p.generated[this.generatedIndex(epoch, p)], caption: p.caption };
+    });
+    return { epoch, index, members };
+  }
+
+  /** Starts the decodes of a planned batch (the pool queues them for its workers). */
+  private startDecodes(plan: BatchPlan): { member: LoaderMember; genPix: Promise<Float32Array | Error>; realPix: Promise<Float32Array | Error | null> }[] {
     const cfg = this.opts.preprocess;
     const realNeeded = this.opts.realNeeded ?? (() => true);
-    const settle = (path: string): Promise<Float32Array | Error> => {
+    const settle = (src: ImageSource): Promise<Float32Array | Error> => {
+      const path = sourceName(src);
       if (this.badFiles.has(path)) return Promise.resolve(new ImageDecodeError(this.badFiles.get(path)!));
-      const pix = this.decode(path, cfg).then(
+      const pix = this.decode(src, cfg).then(
         (x) => x,
         (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
       );
@@ -268,24 +327,39 @@ export class PairLoader {
       void pix.then(() => this.decoding.delete(pix));
       return pix;
     };
-    // Start every decode now (the pool queues them for its workers)...
-    const jobs = members.map((p) => {
-      const gen = p.generated[this.generatedIndex(epoch, p)];
-      const needReal = realNeeded(p.id);
-      return { pair: p, gen, needReal, genPix: settle(gen), realPix: needReal ? settle(p.real) : Promise.resolve(null) };
-    });
-    // ...but finalise batches one after another.
+    return plan.members.map((m) => ({ member: m, genPix: settle(m.gen), realPix: realNeeded(m.id, m) ? settle(m.real) : Promise.resolve(null) }));
+  }
+
+  private schedule(): void {
+    // A list of pairs plans at once; a streamed source reads its samples first (one plan at a time, in order).
+    let planned: Promise<{ plan: BatchPlan; jobs: ReturnType<PairLoader['startDecodes']> }>;
+    if (this.source) {
+      const source = this.source;
+      planned = this.planTail.then(async () => {
+        const plan = await source.next();
+        return { plan, jobs: this.startDecodes(plan) };
+      });
+      this.planTail = planned.catch(() => undefined);
+    } else {
+      const plan = this.planFromPairs();
+      planned = Promise.resolve({ plan, jobs: this.startDecodes(plan) });
+    }
+    // Decodes start as soon as a batch is planned, but batches are finalised one after another.
     const result = this.tail.then(async () => {
       if (this.failure) throw this.failure;
-      const rows: { pair: Pair; gen: string; genPix: Float32Array; realPix: Float32Array | null }[] = [];
+      const { plan, jobs } = await planned;
+      const rows: { member: LoaderMember; genPix: Float32Array; realPix: Float32Array | null }[] = [];
       let skipped = 0;
+      this.noteSourceProblems();
       for (const j of jobs) {
         const genPix = await j.genPix;
         const realPix = await j.realPix;
         let ok = true;
-        for (const [path, pix] of [[j.gen, genPix], [j.pair.real, realPix]] as const) {
+        for (const [src, pix] of [[j.member.gen, genPix], [j.member.real, realPix]] as const) {
           if (pix === null) continue;
-          this.decodedFiles.add(path);
+          const path = sourceName(src);
+          this.decodedFiles?.add(path);
+          this.decodeCount++;
           if (pix instanceof Error) {
             ok = false;
             if (!this.badFiles.has(path)) {
@@ -294,15 +368,15 @@ export class PairLoader {
               // the file's fault.
               if (pix instanceof TypeError || pix instanceof ReferenceError || pix instanceof PreprocessWorkerError) throw pix;
               this.badFiles.set(path, pix.message);
-              this.warn(`warning: skipping pair '${j.pair.id}': ${pix.message.startsWith(path) ? pix.message : `${path}: ${pix.message}`}`);
+              this.warn(`warning: skipping pair '${j.member.id}': ${pix.message.startsWith(path) ? pix.message : `${path}: ${pix.message}`}`);
             }
           }
         }
-        if (ok) rows.push({ pair: j.pair, gen: j.gen, genPix: genPix as Float32Array, realPix: realPix as Float32Array | null });
+        if (ok) rows.push({ member: j.member, genPix: genPix as Float32Array, realPix: realPix as Float32Array | null });
         else skipped++;
       }
       this.checkBadFraction();
-      return this.pack(epoch, index, rows, skipped);
+      return this.pack(plan, rows, skipped);
     });
     const guarded = result.catch((e: unknown) => {
       this.failure ??= e instanceof Error ? e : new Error(String(e));
@@ -314,14 +388,25 @@ export class PairLoader {
     this.queue.push(guarded);
   }
 
+  /** Samples a streamed source left out count as bad files (each once, with its reason). */
+  private noteSourceProblems(): void {
+    if (!this.source) return;
+    for (const [name, reason] of this.source.problems) {
+      if (this.badFiles.has(name)) continue;
+      this.badFiles.set(name, `${name}: ${reason}`);
+      this.decodeCount++;
+      this.warn(`warning: skipping sample ${name}: ${reason}`);
+    }
+  }
+
   private checkBadFraction(): void {
     const bad = this.badFiles.size;
     if (bad === 0) return;
-    const denominator = Math.max(this.decodedFiles.size, Math.min(MIN_BAD_SAMPLE, this.distinctFileCount()));
+    const denominator = Math.max(this.seenCount, Math.min(MIN_BAD_SAMPLE, this.distinctFileCount()));
     if (bad > this.maxBadFraction * denominator) {
       const examples = [...this.badFiles.values()].slice(0, 5);
       throw new TooManyBadImagesError(
-        `too many unreadable images: ${bad} of ${this.decodedFiles.size} decoded files failed (more than ${(this.maxBadFraction * 100).toFixed(1)}% allowed). ` +
+        `too many unreadable images: ${bad} of ${this.seenCount} decoded files failed (more than ${(this.maxBadFraction * 100).toFixed(1)}% allowed). ` +
           `Examples:\n  ${listWithRest(examples, 5)}\nRe-encode or remove them (npm run train -- --validate lists them all), or raise the allowed fraction (--max-bad-fraction, now ${this.maxBadFraction}).`,
       );
     }
@@ -329,16 +414,17 @@ export class PairLoader {
 
   private fileCount: number | null = null;
   private distinctFileCount(): number {
+    if (this.source) return Number.POSITIVE_INFINITY;
     this.fileCount ??= new Set(this.pairs.flatMap((p) => [p.real, ...p.generated])).size;
     return this.fileCount;
   }
 
-  private pack(epoch: number, index: number, rows: { pair: Pair; gen: string; genPix: Float32Array; realPix: Float32Array | null }[], skipped: number): PairBatch {
+  private pack(plan: BatchPlan, rows: { member: LoaderMember; genPix: Float32Array; realPix: Float32Array | null }[], skipped: number): PairBatch {
     const n = rows.length;
     const per = rows.length ? rows[0].genPix.length : 0;
     for (const r of rows) {
       if (r.genPix.length !== per || (r.realPix && r.realPix.length !== per)) {
-        throw new Error(`PairLoader: images of one batch decoded to different sizes (${r.gen}: ${r.genPix.length} floats, expected ${per}); the preprocess config must crop to a fixed size`);
+        throw new Error(`PairLoader: images of one batch decoded to different sizes (${sourceName(r.member.gen)}: ${r.genPix.length} floats, expected ${per}); the preprocess config must crop to a fixed size`);
       }
     }
     const generated = new Float32Array(n * per);
@@ -347,16 +433,18 @@ export class PairLoader {
     const real = new Float32Array(realRows.length * per);
     realRows.forEach((row, k) => real.set(rows[row].realPix!, k * per));
     return {
-      epoch,
-      index,
-      ids: rows.map((r) => r.pair.id),
+      epoch: plan.epoch,
+      index: plan.index,
+      ids: rows.map((r) => r.member.id),
       generated,
-      generatedPaths: rows.map((r) => r.gen),
+      generatedPaths: rows.map((r) => sourceName(r.member.gen)),
       real,
       realRows,
-      realPaths: rows.map((r) => r.pair.real),
-      captions: rows.map((r) => r.pair.caption),
+      realPaths: rows.map((r) => sourceName(r.member.real)),
+      captions: rows.map((r) => r.member.caption),
+      realKeys: rows.map((r) => r.member.realKey),
       skipped,
+      ...(plan.after ? { after: plan.after } : {}),
     };
   }
 }

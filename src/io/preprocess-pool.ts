@@ -41,12 +41,13 @@ import { availableParallelism } from 'node:os';
 // image.ts loads sharp on the main thread before any worker exists. sharp's shared libraries
 // must stay loaded while workers come and go (on glibc a worker's exit could otherwise unload
 // them under the other threads).
-import { ImageDecodeError, imageDecodeError, type PreprocessConfig } from './image.ts';
+import { ImageDecodeError, imageDecodeError, sourceName, type ImageSource, type PreprocessConfig } from './image.ts';
 
 /** A request to a worker. */
 export interface PreprocessRequest {
   id: number;
-  path: string;
+  /** A file's path, or an image file's bytes with its name (a tar shard's member; the bytes are copied to the worker). */
+  src: ImageSource;
   cfg: PreprocessConfig;
 }
 
@@ -97,6 +98,8 @@ export function livePreprocessWorkers(): number {
 
 interface Job {
   id: number;
+  src: ImageSource;
+  /** The name messages give the source. */
   path: string;
   cfg: PreprocessConfig;
   resolve: (x: Float32Array) => void;
@@ -160,12 +163,13 @@ export class PreprocessPool {
     return this.slots.size;
   }
 
-  /** preprocessImage(path, cfg) in a worker: the same floats, or the same ImageDecodeError. */
-  preprocess(path: string, cfg: PreprocessConfig): Promise<Float32Array> {
+  /** preprocessImage(src, cfg) in a worker: the same floats, or the same ImageDecodeError. */
+  preprocess(src: ImageSource, cfg: PreprocessConfig): Promise<Float32Array> {
+    const path = sourceName(src);
     if (this.closing) return Promise.reject(new PreprocessWorkerError(`${path}: not preprocessed: the image preprocessing pool is closed`));
     if (this.failure) return Promise.reject(new PreprocessWorkerError(`${path}: not preprocessed: ${this.failure}`));
     return new Promise<Float32Array>((resolve, reject) => {
-      this.queue.push({ id: this.nextId++, path, cfg, resolve, reject });
+      this.queue.push({ id: this.nextId++, src, path, cfg, resolve, reject });
       this.dispatch();
     });
   }
@@ -213,7 +217,7 @@ export class PreprocessPool {
     if (slot.jobs.size === 0) slot.worker.unref();
     this.dispatch();
     if (msg.ok) job.resolve(msg.data);
-    else if (msg.stage === 'decode') imageDecodeError(job.path, revive(msg)).then(job.reject, job.reject);
+    else if (msg.stage === 'decode') imageDecodeError(job.src, revive(msg)).then(job.reject, job.reject);
     else job.reject(revive(msg));
   }
 
@@ -262,7 +266,7 @@ export class PreprocessPool {
       const job = this.queue[this.queueHead++];
       if (best.jobs.size === 0) best.worker.ref();
       best.jobs.set(job.id, job);
-      const req: PreprocessRequest = { id: job.id, path: job.path, cfg: job.cfg };
+      const req: PreprocessRequest = { id: job.id, src: job.src, cfg: job.cfg };
       try {
         best.worker.postMessage(req);
       } catch (e) {

@@ -9,7 +9,7 @@
 // class name, message and stack.
 //
 // Protocol (types in preprocess-pool.ts): the worker posts { ready: true } once its modules are
-// loaded; then for each request { id, path, cfg } it posts one reply with the same id.
+// loaded; then for each request { id, src, cfg } it posts one reply with the same id.
 import { parentPort } from 'node:worker_threads';
 import { decodeRgbSource, preprocessDecoded } from './image.ts';
 import type { Pixels } from './resample.ts';
@@ -26,7 +26,7 @@ function failure(id: number, stage: 'decode' | 'process', e: unknown): Preproces
 async function handle(req: PreprocessRequest): Promise<void> {
   let img: Pixels;
   try {
-    img = await decodeRgbSource(req.path);
+    img = await decodeRgbSource(req.src);
   } catch (e) {
     port!.postMessage(failure(req.id, 'decode', e));
     return;

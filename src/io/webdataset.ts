@@ -17,7 +17,7 @@
 // pair with a missing file is in a pairs.jsonl dataset. A file that is not a tar, or one cut
 // short, is an error naming the shard.
 import { createReadStream, readFileSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { extract, pack } from 'tar-stream';
 import { makeDirs, writeFileAtomic } from '../gpu/atomic-file.ts';
 import { imageDecodeError, preprocessImage, type PreprocessConfig } from './image.ts';
@@ -71,6 +71,11 @@ export function expandShardSpec(spec: string): string[] {
   }
   if (depth !== 0) throw new Error(`shard pattern ${JSON.stringify(spec)}: a '{' without its '}'`);
   return splitTopLevel(spec).map((s) => s.trim()).filter(Boolean).flatMap(expandBraces);
+}
+
+/** A shard spec with every comma-separated item made absolute (braces kept), so a run's --data names the same shards from any directory. */
+export function absoluteShardSpec(spec: string): string {
+  return splitTopLevel(spec).map((s) => s.trim()).filter(Boolean).map((s) => resolve(s)).join(',');
 }
 
 function expandBraces(s: string): string[] {
@@ -332,6 +337,33 @@ export async function validateShards(shards: readonly string[], pre: PreprocessC
   }
   await Promise.all(inFlight);
   out.problems.sort();
+  return out;
+}
+
+/** The file beside a set of shards that gives each shard's sample count (as OpenCLIP's tooling writes it): {"00000.tar": n, …}. */
+export const SIZES_FILE = 'sizes.json';
+
+/**
+ * The sample counts of `shards` from the sizes.json of their directories, or a message saying
+ * which shard has none (training by --epochs needs them; --steps does not).
+ */
+export function shardSizes(shards: readonly string[]): number[] | string {
+  const byDir = new Map<string, Record<string, unknown> | null>();
+  const out: number[] = [];
+  for (const shard of shards) {
+    const dir = dirname(resolve(shard));
+    if (!byDir.has(dir)) {
+      try {
+        const j = JSON.parse(readFileSync(join(dir, SIZES_FILE), 'utf8')) as unknown;
+        byDir.set(dir, j && typeof j === 'object' && !Array.isArray(j) ? (j as Record<string, unknown>) : null);
+      } catch {
+        byDir.set(dir, null);
+      }
+    }
+    const n = byDir.get(dir)?.[basename(shard)];
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 0) return `${join(dir, SIZES_FILE)} gives no sample count for ${basename(shard)}`;
+    out.push(n);
+  }
   return out;
 }
 

@@ -1,15 +1,27 @@
 // Seeded random numbers for weight init (deterministic across runs and machines).
 
-/** mulberry32: a small, fast 32-bit PRNG returning floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
+/**
+ * mulberry32 with its state in view: a small, fast 32-bit PRNG returning floats in [0, 1). The
+ * state is one uint32, so a stream of draws can be saved (checkpoints) and continued exactly.
+ */
+export class Mulberry32 {
+  constructor(public state: number) {
+    this.state = state >>> 0;
+  }
+
+  next(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = this.state;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  }
+}
+
+/** mulberry32 as a function: each call is the next draw of a generator seeded with `seed`. */
+export function mulberry32(seed: number): () => number {
+  const g = new Mulberry32(seed);
+  return () => g.next();
 }
 
 /** Normal(0, std²) samples via Box–Muller. */

@@ -35,6 +35,7 @@
 // removed checkpoints, a stale `latest` or adapter/, metrics lines past the checkpoint);
 // repairRun puts it right. Both run with the run directory locked, and repairRun only after
 // everything a resume needs has been checked, so a refused resume changes nothing.
+import type { StreamPosition } from '../io/shard-stream.ts';
 import { existsSync, lstatSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FileOpError, isAtomicTemp, nodeFiles, removeTree, makeDirs, writeFileAtomic, type FileOps } from '../gpu/atomic-file.ts';
@@ -103,6 +104,8 @@ export interface TrainerState {
   elapsedS?: number;
   /** The dynamic loss scale of an f16 run (--precision f16), so a resume scales as the run would have. */
   gradScaler?: GradScalerState;
+  /** A run on WebDataset shards: where the sample stream continues (io/shard-stream.ts); epoch/batchInEpoch are then informational. */
+  stream?: StreamPosition;
 }
 
 export interface Checkpoint {
@@ -157,10 +160,20 @@ export function parseTrainerState(json: unknown, path: string): TrainerState {
     if (problem) bad(problem.field, problem.want, problem.got);
     gradScaler = checkState(s.gradScaler as GradScalerState);
   }
+  let stream: StreamPosition | undefined;
+  if (s.stream !== undefined) {
+    const st = s.stream as Record<string, unknown> | null;
+    const uint = (v: unknown): boolean => typeof v === 'number' && Number.isInteger(v) && v >= 0;
+    if (!st || typeof st !== 'object' || Array.isArray(st)) bad('stream', 'an object', st);
+    for (const f of ['epoch', 'shard', 'sample', 'rng'] as const) if (!uint(st![f]) || (f === 'rng' && (st![f] as number) > 0xffffffff)) bad(`stream.${f}`, 'an integer >= 0', st![f]);
+    if (!Array.isArray(st!.buffer) || !st!.buffer.every((r: unknown) => Array.isArray(r) && r.length === 2 && r.every(uint))) bad('stream.buffer', 'a list of [shard, sample] pairs', st!.buffer);
+    stream = { epoch: st!.epoch as number, shard: st!.shard as number, sample: st!.sample as number, rng: st!.rng as number, buffer: st!.buffer as [number, number][] };
+  }
   return {
     step, epoch, batchInEpoch, seed: s.seed as number, configHash: s.configHash as string, lastLoss: s.lastLoss as number | null,
     schedule: schedule as Record<string, number>, ...(s.elapsedS !== undefined ? { elapsedS: s.elapsedS as number } : {}),
     ...(gradScaler ? { gradScaler } : {}),
+    ...(stream ? { stream } : {}),
   };
 }
 

@@ -10,7 +10,7 @@ import { fromArray, scope } from '../tensor/tensor.ts';
 import { noGrad } from '../tensor/autograd.ts';
 import type { ClipVisionModel } from '../nn/vit.ts';
 import type { LoraAdapter } from '../nn/lora.ts';
-import { ImageDecodeError, decodeReason, type PreprocessConfig } from '../io/image.ts';
+import { ImageDecodeError, decodeReason, type ImageSource, type PreprocessConfig } from '../io/image.ts';
 import { PreprocessPool } from '../io/preprocess-pool.ts';
 
 export interface EmbedHooks {
@@ -27,6 +27,8 @@ export interface EmbedHooks {
   shouldStop?: () => boolean;
   /** Worker pool that preprocesses the files (not closed here); default: one for this call. */
   pool?: PreprocessPool;
+  /** Where a "path" is read from when it names no file (a tar member's bytes, io/shard-stream.ts); default: the file. */
+  source?: (path: string) => ImageSource;
 }
 
 /** The model gave NaN or ±Inf embeddings; the message names the model and the first image. */
@@ -40,11 +42,11 @@ export interface EmbeddedFiles {
   dim: number;
 }
 
-async function decodeAll(pool: PreprocessPool, paths: string[], pre: PreprocessConfig, onSkip?: (p: string, r: string) => void): Promise<(Float32Array | null)[]> {
+async function decodeAll(pool: PreprocessPool, paths: string[], pre: PreprocessConfig, onSkip?: (p: string, r: string) => void, source?: (path: string) => ImageSource): Promise<(Float32Array | null)[]> {
   return Promise.all(
     paths.map(async (p) => {
       try {
-        return await pool.preprocess(p, pre);
+        return await pool.preprocess(source ? source(p) : p, pre);
       } catch (e) {
         if (e instanceof ImageDecodeError) {
           onSkip?.(p, decodeReason(p, e));
@@ -110,13 +112,13 @@ export async function embedPathsWith(device: Device, model: ClipVisionModel, var
   for (let i = 0; i < paths.length; i += batch) batches.push(paths.slice(i, i + batch));
   const ownPool = hooks.pool || batches.length === 0 ? null : new PreprocessPool();
   const pool = hooks.pool ?? ownPool;
-  let next = batches.length ? decodeAll(pool!, batches[0], pre, hooks.onSkip) : null;
+  let next = batches.length ? decodeAll(pool!, batches[0], pre, hooks.onSkip, hooks.source) : null;
   try {
     let done = 0;
     for (let b = 0; b < batches.length; b++) {
       const cur = await next!;
       // Decode the next batch while the GPU works on this one.
-      next = b + 1 < batches.length ? decodeAll(pool!, batches[b + 1], pre, hooks.onSkip) : null;
+      next = b + 1 < batches.length ? decodeAll(pool!, batches[b + 1], pre, hooks.onSkip, hooks.source) : null;
       const good = cur.filter((p): p is Float32Array => p !== null);
       for (const p of cur) ok.push(p !== null);
       if (good.length) {

@@ -16,7 +16,7 @@
 import { join } from 'node:path';
 import type { Device } from '../gpu/device.ts';
 import type { ClipVisionModel } from '../nn/vit.ts';
-import type { PreprocessConfig } from '../io/image.ts';
+import type { ImageSource, PreprocessConfig } from '../io/image.ts';
 import type { Pair } from '../io/dataset.ts';
 import { writeFileAtomic, type FileOps } from '../gpu/atomic-file.ts';
 import { PreprocessPool } from '../io/preprocess-pool.ts';
@@ -42,6 +42,8 @@ export interface EvalOptions {
   files?: FileOps;
   /** Worker pool that preprocesses the images (not closed here); default: one for this call, closed before it returns. */
   pool?: PreprocessPool;
+  /** Where the pairs' image "paths" are read from when they name no file (shard samples' bytes); default: the files. */
+  source?: (path: string) => ImageSource;
   /** The frozen text tower and its tokenizer: adds caption retrieval to the report. */
   text?: { model: ClipTextModel; tokenizer: ClipTokenizer; name: string };
 }
@@ -87,9 +89,9 @@ export async function evaluatePairs(
   let before: EmbeddedFiles;
   let after: EmbeddedFiles;
   try {
-    if (toEmbed.length) reals = await embedPaths(device, model, undefined, toEmbed.map((i) => pairs[i].real), pre, opts.batch, { onSkip: skip, model: opts.baseModel, pool });
+    if (toEmbed.length) reals = await embedPaths(device, model, undefined, toEmbed.map((i) => pairs[i].real), pre, opts.batch, { onSkip: skip, model: opts.baseModel, pool, ...(opts.source ? { source: opts.source } : {}) });
     // Teacher and student on the same generated images: decoded once, embedded twice.
-    [before, after] = await embedPathsWith(device, model, [{ name: opts.baseModel }, { ...student, name: opts.student }], genPaths, pre, opts.batch, { onSkip: skip, pool });
+    [before, after] = await embedPathsWith(device, model, [{ name: opts.baseModel }, { ...student, name: opts.student }], genPaths, pre, opts.batch, { onSkip: skip, pool, ...(opts.source ? { source: opts.source } : {}) });
   } finally {
     await ownPool?.close();
   }

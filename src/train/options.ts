@@ -23,6 +23,12 @@ import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { defaultCacheDir } from '../gpu/cache-dir.ts';
 import { ALL_TARGETS, ATTENTION_TARGETS, type LoraTarget } from '../nn/lora.ts';
+import { absoluteShardSpec, isShardSpec } from '../io/webdataset.ts';
+
+/** A dataset folder or a shard spec, made absolute. */
+function dataSpec(v: string): string {
+  return isShardSpec(v) ? absoluteShardSpec(v) : resolve(v);
+}
 
 export type OnResume = 'fixed' | 'may-change' | 'per-invocation';
 
@@ -114,13 +120,13 @@ function text(d: DeclBase<string> & { normalize?: (v: string) => string }): Opti
 }
 
 /** A string option that may be absent (null). */
-function optionalText(d: DeclBase<string | null>): OptionDecl<string | null> {
+function optionalText(d: DeclBase<string | null> & { normalize?: (v: string) => string }): OptionDecl<string | null> {
   const parse = (v: unknown): string | null => {
     if (v === null) return null;
     if (typeof v !== 'string' || v.trim() === '') throw new OptionValueError(`must be a non-empty string, got ${JSON.stringify(v)}`);
     return v;
   };
-  return { flagType: 'string', ...described(d), default: d.default ?? null, fromFlag: parse, fromJson: parse, normalize: (v) => (v === null ? v : resolve(v)) };
+  return { flagType: 'string', ...described(d), default: d.default ?? null, fromFlag: parse, fromJson: parse, normalize: (v) => (v === null ? v : (d.normalize ?? resolve)(v)) };
 }
 
 function choice<C extends string>(values: readonly C[], d: DeclBase<C>): OptionDecl<C> {
@@ -170,7 +176,12 @@ function modelSpec(v: string): string {
 }
 
 export const TRAIN_OPTIONS = {
-  data: text({ help: 'dataset directory (pairs.jsonl, or real/ + generated/); omit to train on the embedded demo', onResume: 'fixed', demo: DEMO_DATA_DIR, normalize: (v) => resolve(v) }),
+  data: text({
+    help: "dataset directory (pairs.jsonl, or real/ + generated/), or WebDataset tar shards ('shards/{00000..00099}.tar', or a comma-separated list), streamed through a shuffle buffer; omit to train on the embedded demo",
+    onResume: 'fixed',
+    demo: DEMO_DATA_DIR,
+    normalize: dataSpec,
+  }),
   model: text({
     help: 'HF CLIP model directory or preset (tiny, vit-b-32, vit-b-16, vit-l-14); required with --data',
     onResume: 'fixed',
@@ -214,6 +225,9 @@ export const TRAIN_OPTIONS = {
   }),
   seed: int({ help: 'seed for LoRA init, data order, generated-image choice, and the random weights of a preset --model (embed/eval then need the same --seed)', onResume: 'fixed', default: 0 }),
   valFraction: float({ help: 'held-out fraction of pairs (deterministic by id) for the final eval', onResume: 'fixed', default: 0.1, demo: 0.25, check: fraction }),
+  valData: optionalText({ help: 'with shard --data: shards held out as the validation split (then no pair of --data is held out)', onResume: 'fixed', hashOmitsDefault: true, normalize: dataSpec }),
+  shuffleBuffer: int({ help: 'with shard --data: samples in the shuffle buffer (as WebDataset\'s shuffle(n)); memory holds this many samples\' encoded images', onResume: 'fixed', default: 1000, hashOmitsDefault: true, check: positive }),
+  evalMax: int({ help: 'with shard --data: at most this many val samples (the first ones in shard order) for the final eval', onResume: 'may-change', default: 2000, check: positive }),
   teacherCache: bool({ help: 'cache teacher embeddings of real images (--no-teacher-cache to recompute every step)', onResume: 'may-change', default: true }),
   cacheDir: text({ help: 'teacher cache directory', onResume: 'per-invocation', default: () => defaultCacheDir(), defaultText: '$GENALIGN_CACHE_DIR or ~/.cache/genalign', normalize: (v) => resolve(v) }),
   saveEvery: int({ help: 'write a checkpoint every N steps (and at the end)', onResume: 'may-change', default: 500, demo: 30, check: positive }),

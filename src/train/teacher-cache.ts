@@ -361,3 +361,151 @@ export class TeacherCache {
     );
   }
 }
+
+// --- WebDataset shards -----------------------------------------------------------------------------
+//
+// A dataset of tar shards (io/webdataset.ts) is never listed whole: its cache has one chunk per
+// shard, named by the shard's identity (absolute path, size, mtime: shardIdentity), so a row is
+// found from the shard and the sample's key alone:
+//
+//   <cacheDir>/teacher-<modelKey>/shard-<shardIdentity>.safetensors
+//       embeds [n, D] F32, metadata "keys": the samples' keys in row order, "complete": "1" once
+//       every sample of the shard was embedded (samples whose real image does not decode are
+//       left out of a complete chunk; they are skipped in training too)
+//
+// A row's key is "<shardIdentity>/<sample key>". Headers of the most recently used chunks are
+// kept (SHARD_HEADERS_KEPT), so memory is bounded by the shards in use, not by the dataset.
+
+/** What the trainer needs of a cache: rows by key (a TeacherCache's fileKey, or a ShardTeacherCache's shardRowKey). */
+export type RowCache = Pick<TeacherCache, 'path' | 'has' | 'get' | 'set'>;
+
+/** Chunk headers kept in memory at once. */
+const SHARD_HEADERS_KEPT = 8;
+
+interface ShardChunk {
+  rowOf: Map<string, number>;
+  dataStart: number;
+  complete: boolean;
+}
+
+/** The row key of sample `key` of the shard with identity `identity`. */
+export function shardRowKey(identity: string, key: string): string {
+  return `${identity}/${key}`;
+}
+
+export class ShardTeacherCache {
+  /** The chunk directory <cacheDir>/teacher-<key>. */
+  readonly path: string;
+  private readonly headers = new Map<string, ShardChunk | null>();
+  private readonly warn: (message: string) => void;
+
+  constructor(
+    cacheDir: string,
+    readonly key: string,
+    readonly dim: number,
+    opts: { warn?: (message: string) => void } = {},
+  ) {
+    this.warn = opts.warn ?? ((m) => process.stderr.write(`${m}\n`));
+    this.path = join(cacheDir, `teacher-${key}`);
+  }
+
+  /** The chunk file of the shard with identity `identity`. */
+  chunkFile(identity: string): string {
+    return join(this.path, `shard-${identity}.safetensors`);
+  }
+
+  /** Whether every sample of the shard has been embedded. */
+  isComplete(identity: string): boolean {
+    return this.chunk(identity)?.complete ?? false;
+  }
+
+  has(rowKey: string): boolean {
+    return this.locate(rowKey) !== null;
+  }
+
+  get(rowKey: string): Float32Array | undefined {
+    const at = this.locate(rowKey);
+    if (!at) return undefined;
+    const buf = Buffer.alloc(this.dim * 4);
+    const fd = openSync(at.file, 'r');
+    try {
+      readSync(fd, buf, 0, buf.length, at.offset);
+    } finally {
+      closeSync(fd);
+    }
+    return new Float32Array(buf.buffer, buf.byteOffset, this.dim).slice();
+  }
+
+  /** Training computes a row the cache lacks only when a chunk was damaged; such rows are not written back (cache-teacher fills chunks). */
+  set(_rowKey: string, _row: Float32Array): void {}
+
+  /**
+   * Writes the shard's chunk: the rows it held and `rows` (sample key → row; rows that are not
+   * finite are left out), `complete` when every sample of the shard is now covered.
+   */
+  writeChunk(identity: string, rows: ReadonlyMap<string, Float32Array>, complete: boolean): void {
+    const merged = new Map<string, Float32Array>();
+    const old = this.chunk(identity);
+    if (old) for (const k of old.rowOf.keys()) merged.set(k, this.get(shardRowKey(identity, k))!);
+    for (const [k, r] of rows) if (r.length === this.dim && r.every(Number.isFinite)) merged.set(k, r);
+    const keys = [...merged.keys()];
+    const flat = new Float32Array(keys.length * this.dim);
+    keys.forEach((k, i) => flat.set(merged.get(k)!, i * this.dim));
+    makeDirs(this.path);
+    writeSafetensors(this.chunkFile(identity), { embeds: { shape: [keys.length, this.dim], data: flat } }, { keys: JSON.stringify(keys), complete: complete ? '1' : '0' });
+    this.headers.delete(identity);
+  }
+
+  private locate(rowKey: string): { file: string; offset: number } | null {
+    const slash = rowKey.indexOf('/');
+    if (slash < 0) return null;
+    const identity = rowKey.slice(0, slash);
+    const c = this.chunk(identity);
+    const r = c?.rowOf.get(rowKey.slice(slash + 1));
+    if (!c || r === undefined) return null;
+    return { file: this.chunkFile(identity), offset: c.dataStart + r * this.dim * 4 };
+  }
+
+  /** The shard's chunk header (null: none, or unusable), read once while it is among the recently used. */
+  private chunk(identity: string): ShardChunk | null {
+    if (this.headers.has(identity)) {
+      const c = this.headers.get(identity)!;
+      this.headers.delete(identity);
+      this.headers.set(identity, c);
+      return c;
+    }
+    const c = this.readChunk(this.chunkFile(identity));
+    this.headers.set(identity, c);
+    if (this.headers.size > SHARD_HEADERS_KEPT) this.headers.delete(this.headers.keys().next().value as string);
+    return c;
+  }
+
+  private readChunk(file: string): ShardChunk | null {
+    if (!existsSync(file)) return null;
+    let f: SafetensorsFile | null = null;
+    try {
+      f = SafetensorsFile.open(file, 'a teacher cache chunk (a safetensors file)');
+      const info = f.tensors.get('embeds');
+      let keys: unknown;
+      try {
+        keys = JSON.parse(f.metadata.keys ?? 'null');
+      } catch {
+        keys = null;
+      }
+      let problem: string | null = null;
+      if (!info || info.dtype !== 'F32' || info.shape.length !== 2) problem = "it has no F32 'embeds' matrix";
+      else if (info.shape[1] !== this.dim) problem = `its rows have ${info.shape[1]} values each, but the model's embeddings have ${this.dim}`;
+      else if (!Array.isArray(keys) || keys.length !== info.shape[0] || !keys.every((k) => typeof k === 'string')) problem = "its 'keys' metadata does not list its rows' keys";
+      if (problem || !info) {
+        this.warn(`warning: ignoring teacher cache chunk ${file}: ${problem}; its embeddings are recomputed`);
+        return null;
+      }
+      return { rowOf: new Map((keys as string[]).map((k, i) => [k, i])), dataStart: info.begin, complete: f.metadata.complete === '1' };
+    } catch (e) {
+      this.warn(`warning: ignoring unreadable teacher cache chunk ${file}: ${(e as Error).message}; its embeddings are recomputed`);
+      return null;
+    } finally {
+      f?.close();
+    }
+  }
+}

@@ -35,8 +35,11 @@ import type { LoraAdapter } from '../nn/lora.ts';
 import type { ClipVisionModel } from '../nn/vit.ts';
 import { hasTextTower, isModelDir, loadModel, modelPreprocessing, type LoadedModel } from '../io/hf-checkpoint.ts';
 import type { PreprocessConfig } from '../io/image.ts';
-import { loadDataset, splitByValFraction, type Pair } from '../io/dataset.ts';
-import { PairLoader, epochBatches, type PairBatch } from '../io/loader.ts';
+import { loadDataset, splitByValFraction, splitHash, type Pair } from '../io/dataset.ts';
+import { PairLoader, epochBatches, type LoaderMember, type PairBatch } from '../io/loader.ts';
+import { ShardBatchSource, ShardStream, sampleSources, shardIdentity, type StreamPosition } from '../io/shard-stream.ts';
+import { expandShardSpec, isShardSpec, readShard, shardSizes, type ShardSample } from '../io/webdataset.ts';
+import type { ImageSource } from '../io/image.ts';
 import { PreprocessPool } from '../io/preprocess-pool.ts';
 import { readRegularTextFile } from '../gpu/regular-file.ts';
 import { AdamW } from './optimizer.ts';
@@ -47,7 +50,7 @@ import {
   checkpointName, type Checkpoint, type RunInspection, type TrainerState,
 } from './checkpoint.ts';
 import { configHash, configHashBeforeSchema, savedOptions, type TrainOptions } from './options.ts';
-import { TeacherCache, cacheRowKeys, modelKey, fileKey, type CacheBlock } from './teacher-cache.ts';
+import { ShardTeacherCache, TeacherCache, cacheRowKeys, modelKey, fileKey, shardRowKey, type CacheBlock, type RowCache } from './teacher-cache.ts';
 import { embedPaths } from './embedding.ts';
 import { evaluatePairs, type EvalOutput } from './evaluate.ts';
 import { textTowerFor } from './text-tower.ts';
@@ -78,7 +81,8 @@ export interface StepRecord {
 
 /** What the caller plugs into a run: progress callbacks, Ctrl-C, and the file operations. */
 export interface TrainHooks {
-  onStart?: (info: { totalSteps: number; startStep: number; trainPairs: number; valPairs: number; runDir: string; adapter: string }) => void;
+  /** trainPairs/valPairs: null for shards (streamed, not counted). */
+  onStart?: (info: { totalSteps: number; startStep: number; trainPairs: number | null; valPairs: number | null; runDir: string; adapter: string }) => void;
   /** After each step is logged and (when due) checkpointed; the loop waits for a returned promise. */
   onStep?: (r: StepRecord, totalSteps: number) => void | Promise<void>;
   log?: (line: string) => void;
@@ -110,7 +114,7 @@ export interface TrainResult {
   lora: LoraAdapter | null;
   projection: Parameter | null;
   pre: PreprocessConfig;
-  teacherCache: TeacherCache | null;
+  teacherCache: TeacherCache | ShardTeacherCache | null;
   /** The final eval (when --eval and at least 2 val pairs), else null. */
   eval: EvalOutput | null;
 }
@@ -238,7 +242,7 @@ export async function accumulateGradients(
  * (noGrad). A non-finite row is an error naming where it came from: the cache file (damaged) or
  * the base model (its weights overflow on that image), never the learning rate.
  */
-async function teacherEmbeddings(device: Device, model: ClipVisionModel, batch: PairBatch, cache: TeacherCache | null, modelName: string): Promise<Float32Array> {
+async function teacherEmbeddings(device: Device, model: ClipVisionModel, batch: PairBatch, cache: RowCache | null, modelName: string): Promise<Float32Array> {
   const D = model.cfg.projectionDim;
   const n = batch.ids.length;
   const out = new Float32Array(n * D);
@@ -246,7 +250,7 @@ async function teacherEmbeddings(device: Device, model: ClipVisionModel, batch: 
   const per = 3 * S * S;
   const toCompute: number[] = [];
   for (let i = 0; i < n; i++) {
-    const row = cache?.get(fileKey(batch.realPaths[i]));
+    const row = cache?.get(batch.realKeys[i] ?? fileKey(batch.realPaths[i]));
     if (row && !row.every(Number.isFinite)) {
       throw new Error(`The teacher cache ${cache!.path} holds a non-finite embedding for ${batch.realPaths[i]}: the cache file is damaged. Delete it (it is rebuilt), or pass --no-teacher-cache.`);
     }
@@ -269,7 +273,7 @@ async function teacherEmbeddings(device: Device, model: ClipVisionModel, batch: 
         throw new Error(`The teacher (the base model, --model ${modelName}) gives a non-finite embedding for ${batch.realPaths[i]}: its weights hold NaN/Inf or overflow float32 on this image. Check the checkpoint.`);
       }
       out.set(row, i * D);
-      cache?.set(fileKey(batch.realPaths[i]), row);
+      cache?.set(batch.realKeys[i] ?? fileKey(batch.realPaths[i]), row);
     });
   }
   return out;
@@ -322,6 +326,73 @@ export async function warmTeacherCache(
   return true;
 }
 
+/**
+ * Fills the teacher cache of WebDataset shards (one chunk per shard): the real images of every
+ * shard whose chunk is not complete, read out of the tar (nothing extracted), embedded in groups,
+ * and the shard's chunk written when it is done. An interrupted fill writes what it embedded
+ * (an incomplete chunk), so running again embeds only the rest. Returns false when shouldStop
+ * interrupted it.
+ */
+export async function warmShardTeacherCache(
+  device: Device, model: ClipVisionModel, pre: PreprocessConfig, shards: readonly string[], cache: ShardTeacherCache, batch: number, log: (l: string) => void,
+  shouldStop?: () => boolean, pool?: PreprocessPool,
+): Promise<boolean> {
+  const todo = shards.filter((sh) => !cache.isComplete(shardIdentity(sh)));
+  if (!todo.length) {
+    log(`teacher cache: the real images of all ${shards.length} shard(s) are cached (${cache.path})`);
+    return true;
+  }
+  log(`teacher cache: embedding the real images of ${todo.length} of ${shards.length} shard(s) → ${cache.path}`);
+  const t0 = Date.now();
+  const D = model.cfg.projectionDim;
+  let embedded = 0;
+  for (const shard of todo) {
+    const identity = shardIdentity(shard);
+    const rows = new Map<string, Float32Array>();
+    let group: ShardSample[] = [];
+    const flush = async (): Promise<void> => {
+      const sources = new Map<string, ImageSource>();
+      for (const x of group) {
+        const real = sampleSources(x).real;
+        sources.set(typeof real === 'string' ? real : real.name, real);
+      }
+      const res = await embedPaths(device, model, undefined, [...sources.keys()], pre, batch, {
+        onSkip: (p, r) => log(`warning: teacher cache: skipping ${p}: ${r}`),
+        source: (n) => sources.get(n)!,
+        ...(pool ? { pool } : {}),
+      });
+      let row = 0;
+      group.forEach((x, i) => {
+        if (!res.ok[i]) return;
+        rows.set(x.key, res.embeds.slice(row * D, (row + 1) * D));
+        row++;
+      });
+      embedded += row;
+      group = [];
+    };
+    let stopped = false;
+    for await (const x of readShard(shard, (p) => log(`warning: teacher cache: ${p.shard}: sample ${p.key} left out: ${p.reason}`))) {
+      if (cache.has(shardRowKey(identity, x.key))) continue;
+      group.push(x);
+      if (group.length >= batch * 4) {
+        await flush();
+        if (shouldStop?.()) {
+          stopped = true;
+          break;
+        }
+      }
+    }
+    if (!stopped && group.length) await flush();
+    cache.writeChunk(identity, rows, !stopped);
+    if (stopped) {
+      log(`teacher cache: stopped after ${embedded} images (${cache.path})`);
+      return false;
+    }
+  }
+  log(`teacher cache: ${embedded} embedded in ${((Date.now() - t0) / 1000).toFixed(1)} s → ${cache.path}`);
+  return true;
+}
+
 /** The batch settings against the number of training pairs (checked before any GPU work). */
 export function checkBatchFits(o: Pick<TrainOptions, 'batch' | 'accum'>, trainPairs: number): void {
   if (trainPairs < 2) throw new Error(`Only ${trainPairs} training pair(s): contrastive training needs at least 2 (lower --val-fraction or add data).`);
@@ -336,6 +407,91 @@ export function checkBatchFits(o: Pick<TrainOptions, 'batch' | 'accum'>, trainPa
         `and a repeated pair's real image would be a negative of its own generated image. Use --accum ${Math.floor(trainPairs / o.batch)} or less (or add data).`,
     );
   }
+}
+
+// --- the run's data ----------------------------------------------------------------------------------
+
+/** The run's data: pairs in memory (a folder or pairs.jsonl dataset), or WebDataset shards streamed. */
+export type RunData =
+  | { kind: 'pairs'; train: Pair[]; val: Pair[] }
+  | { kind: 'shards'; shards: string[]; valShards: string[] | null };
+
+/** Expands a shard spec and checks that each shard is a file; the error names the flag and the shard. */
+function shardList(spec: string, flag: string): string[] {
+  const shards = expandShardSpec(spec);
+  if (!shards.length) throw new Error(`${flag} ${spec}: names no shard`);
+  for (const sh of shards) {
+    let ok = false;
+    try {
+      ok = statSync(sh).isFile();
+    } catch {
+      ok = false;
+    }
+    if (!ok) throw new Error(`${flag} ${spec}: shard ${sh} ${existsSync(sh) ? 'is not a file' : 'does not exist'} (${shards.length} shard(s) named; check the pattern, e.g. 'shards/{00000..00009}.tar')`);
+  }
+  return shards;
+}
+
+/** Whether a shard sample belongs to the training split: with --val-data every sample of --data does; else those whose id hashes at or above --val-fraction (splitByValFraction's rule). */
+function inTrainSplit(o: Pick<TrainOptions, 'valData' | 'valFraction' | 'seed'>): (s: ShardSample) => boolean {
+  if (o.valData !== null || o.valFraction === 0) return () => true;
+  return (s) => splitHash(s.id, o.seed) >= o.valFraction;
+}
+
+/**
+ * The data and the run's length, checked before the run directory is touched: a folder dataset
+ * is read and split; shards are listed and checked to exist (they are read while training).
+ */
+function openData(o: TrainOptions, log: (l: string) => void): { data: RunData; totalSteps: number } {
+  if (!isShardSpec(o.data)) {
+    if (o.valData !== null) throw new Error(`--val-data names held-out shards, which go with shard --data; ${o.data} is a folder dataset, whose val split is --val-fraction`);
+    const dataset = loadDataset(o.data, { onWarn: log });
+    const { train: trainPairs, val: valPairs } = splitByValFraction(dataset.pairs, o.valFraction, o.seed);
+    log(`data: ${dataset.pairs.length} pairs in ${o.data} (${trainPairs.length} train, ${valPairs.length} val)`);
+    checkBatchFits(o, trainPairs.length);
+    const totalSteps = o.steps > 0 ? o.steps : (o.epochs * epochBatches(trainPairs.length, o.batch, trainPairs.length >= 2 * o.batch, o.accum)) / o.accum;
+    return { data: { kind: 'pairs', train: trainPairs, val: valPairs }, totalSteps };
+  }
+  const shards = shardList(o.data, '--data');
+  const valShards = o.valData === null ? null : shardList(o.valData, '--val-data');
+  const both = valShards?.filter((v) => shards.includes(v)) ?? [];
+  if (both.length) throw new Error(`--val-data ${o.valData}: ${both[0]} is also a training shard (--data); a held-out shard must not be trained on`);
+  const effective = o.batch * o.accum;
+  if (effective < 2) throw new Error(`Effective batch ${effective} (--batch ${o.batch} × --accum ${o.accum}): the InfoNCE loss needs at least 2 pairs per step. Raise --batch or --accum.`);
+  let totalSteps = o.steps;
+  const split = valShards ? `val: ${valShards.length} held-out shard(s)` : o.valFraction > 0 ? `val: ids hashing below --val-fraction ${o.valFraction}` : 'no val split';
+  if (totalSteps === 0) {
+    const sizes = shardSizes(shards);
+    if (typeof sizes === 'string') throw new Error(`--epochs with shard --data needs each shard's sample count, but ${sizes}. Give --steps N instead, or write the counts there (npm run make-shards writes sizes.json).`);
+    const samples = sizes.reduce((a, b) => a + b, 0);
+    const trainSamples = valShards ? samples : Math.round(samples * (1 - o.valFraction));
+    totalSteps = Math.floor((o.epochs * trainSamples) / effective);
+    log(`data: ${shards.length} shard(s), ${samples} samples by sizes.json (about ${trainSamples} for training; ${split}); ${o.epochs} epoch(s) ≈ ${totalSteps} steps of ${effective}`);
+  } else log(`data: ${shards.length} shard(s) in ${o.data}, streamed (${split}; shuffle buffer ${o.shuffleBuffer})`);
+  return { data: { kind: 'shards', shards, valShards }, totalSteps };
+}
+
+/**
+ * The val pairs of a shard run for the final eval: the first --eval-max samples (in shard order)
+ * of the held-out shards, or of the training shards' val ids, with their images' bytes (the
+ * pairs' "paths" are the members' names, resolved through `source`).
+ */
+async function shardValPairs(data: Extract<RunData, { kind: 'shards' }>, o: TrainOptions, log: (l: string) => void): Promise<{ pairs: Pair[]; source: Map<string, ImageSource> }> {
+  const pairs: Pair[] = [];
+  const source = new Map<string, ImageSource>();
+  const train = inTrainSplit(o);
+  const name = (x: ImageSource): string => (typeof x === 'string' ? x : x.name);
+  if (!data.valShards && o.valFraction === 0) return { pairs, source };
+  for (const shard of data.valShards ?? data.shards) {
+    for await (const x of readShard(shard, (p) => log(`warning: eval: ${p.shard}: sample ${p.key} left out: ${p.reason}`))) {
+      if (!data.valShards && train(x)) continue;
+      const src = sampleSources(x);
+      for (const g of [src.real, ...src.generated]) source.set(name(g), g);
+      pairs.push({ id: x.id, real: name(src.real), generated: src.generated.map(name), ...(x.caption !== undefined ? { caption: x.caption } : {}), ...(x.label !== undefined ? { label: x.label } : {}) });
+      if (pairs.length >= o.evalMax) return { pairs, source };
+    }
+  }
+  return { pairs, source };
 }
 
 // --- openRun: the run directory and its lock -----------------------------------------------------
@@ -706,16 +862,23 @@ interface LoopContext {
   log: (l: string) => void;
   runDir: string;
   built: Built;
-  cache: TeacherCache | null;
-  trainPairs: Pair[];
+  cache: TeacherCache | ShardTeacherCache | null;
+  data: RunData;
   sched: ScheduleOptions;
   totalSteps: number;
   startStep: number;
-  start: { epoch: number; batch: number };
+  start: LoopPosition;
   /** Training time before this process (from the checkpoint). */
   elapsedBefore: number;
   /** --precision f16: the dynamic loss scale (null in f32). */
   scaler: GradScaler | null;
+}
+
+/** Where the data continues: the epoch and batch of a list of pairs, or a shard stream's position. */
+interface LoopPosition {
+  epoch: number;
+  batch: number;
+  stream?: StreamPosition;
 }
 
 interface LoopResult {
@@ -725,7 +888,7 @@ interface LoopResult {
 }
 
 /** Writes the checkpoint after `step` (weights checked finite first) and publishes its adapter. */
-async function writeCheckpoint(ctx: LoopContext, step: number, position: { epoch: number; batch: number }, lastLoss: number | null, elapsedS: number): Promise<void> {
+async function writeCheckpoint(ctx: LoopContext, step: number, position: LoopPosition, lastLoss: number | null, elapsedS: number): Promise<void> {
   const { o, built, runDir } = ctx;
   for (const p of built.student.params) {
     const data = await p.read();
@@ -737,6 +900,7 @@ async function writeCheckpoint(ctx: LoopContext, step: number, position: { epoch
   const state: TrainerState = {
     step, epoch: position.epoch, batchInEpoch: position.batch, seed: o.seed, configHash: configHash(o), lastLoss,
     schedule: { ...ctx.sched }, elapsedS, ...(ctx.scaler ? { gradScaler: ctx.scaler.stateDict() } : {}),
+    ...(position.stream ? { stream: position.stream } : {}),
   };
   saveCheckpoint(runDir, await studentFiles(built.student, built.loaded, o.seed), await built.optimizer.stateDict(), state, o.keepCheckpoints, ctx.files);
 }
@@ -745,20 +909,35 @@ async function stepLoop(ctx: LoopContext): Promise<LoopResult> {
   const { device, o, hooks, files, built, cache } = ctx;
   const model = built.loaded.model;
   const metricsPath = join(ctx.runDir, METRICS_FILE);
-  const realById = new Map(ctx.trainPairs.map((p) => [p.id, p.real]));
-  const loader = new PairLoader(ctx.trainPairs, {
+  const common = {
     batchSize: o.batch,
     preprocess: built.pre,
     seed: o.seed,
     prefetch: 2 * o.accum,
     maxBadFraction: o.maxBadFraction,
     onWarn: ctx.log,
-    start: ctx.start,
-    dropLast: ctx.trainPairs.length >= 2 * o.batch,
     batchesPerStep: o.accum,
     ...(hooks.pool ? { pool: hooks.pool } : {}),
-    realNeeded: cache ? (id) => !cache.has(fileKey(realById.get(id)!)) : undefined,
-  });
+    realNeeded: cache ? (_id: string, m: LoaderMember) => !cache.has(m.realKey ?? fileKey(m.real as string)) : undefined,
+  };
+  const data = ctx.data;
+  let loader: PairLoader;
+  if (data.kind === 'pairs') {
+    loader = new PairLoader(data.train, { ...common, start: ctx.start, dropLast: data.train.length >= 2 * o.batch });
+  } else {
+    const identities = new Map<string, string>();
+    const identity = (shard: string): string => {
+      let id = identities.get(shard);
+      if (!id) identities.set(shard, (id = shardIdentity(shard)));
+      return id;
+    };
+    const source = new ShardBatchSource(
+      data.shards,
+      { seed: o.seed, bufferSize: o.shuffleBuffer, keep: inTrainSplit(o), ...(ctx.start.stream ? { start: ctx.start.stream } : {}) },
+      { batchSize: o.batch, batchesPerStep: o.accum, ...(cache ? { realKey: (x) => shardRowKey(identity(x.shard), x.key) } : {}) },
+    );
+    loader = new PairLoader(source, common);
+  }
   const D = model.cfg.projectionDim;
   const t0 = Date.now();
   const elapsed = (): number => ctx.elapsedBefore + (Date.now() - t0) / 1000;
@@ -772,7 +951,9 @@ async function stepLoop(ctx: LoopContext): Promise<LoopResult> {
       const micro: PairBatch[] = [];
       for (let k = 0; k < o.accum; k++) micro.push(await loader.next());
       const last = micro[micro.length - 1];
-      const nextPos = { epoch: last.epoch + Math.floor((last.index + 1) / loader.batchesPerEpoch), batch: (last.index + 1) % loader.batchesPerEpoch };
+      const nextPos: LoopPosition = last.after
+        ? { epoch: last.epoch, batch: last.index + 1, stream: last.after }
+        : { epoch: last.epoch + Math.floor((last.index + 1) / loader.batchesPerEpoch), batch: (last.index + 1) % loader.batchesPerEpoch };
 
       // Teacher side for the whole effective batch.
       const rows = micro.reduce((a, b) => a + b.ids.length, 0);
@@ -843,7 +1024,10 @@ async function stepLoop(ctx: LoopContext): Promise<LoopResult> {
 
 // --- finalEval ------------------------------------------------------------------------------------
 
-async function finalEval(device: Device, o: TrainOptions, built: Built, valPairs: Pair[], runDir: string, cache: TeacherCache | null, files: FileOps, log: (l: string) => void, pool: PreprocessPool | undefined): Promise<EvalOutput | null> {
+async function finalEval(
+  device: Device, o: TrainOptions, built: Built, valPairs: Pair[], runDir: string, cache: TeacherCache | null, files: FileOps, log: (l: string) => void, pool: PreprocessPool | undefined,
+  source?: ReadonlyMap<string, ImageSource>,
+): Promise<EvalOutput | null> {
   if (!o.eval) return null;
   if (valPairs.length < 2) {
     log('eval skipped: fewer than 2 val pairs (raise --val-fraction)');
@@ -863,6 +1047,7 @@ async function finalEval(device: Device, o: TrainOptions, built: Built, valPairs
       log,
       files,
       ...(pool ? { pool } : {}),
+      ...(source ? { source: (n: string) => source.get(n) ?? n } : {}),
       student: {
         name,
         hint: `Its weights have likely diverged in training (too high a --lr): use an earlier checkpoint of the run (checkpoints/step-*), or retrain with a lower --lr. Nothing was written to ${runDir}.`,
@@ -881,11 +1066,7 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
 
   // Data and flags first: a bad dataset should fail in seconds, before the run directory is
   // touched or any GPU work starts.
-  const dataset = loadDataset(o.data, { onWarn: log });
-  const { train: trainPairs, val: valPairs } = splitByValFraction(dataset.pairs, o.valFraction, o.seed);
-  log(`data: ${dataset.pairs.length} pairs in ${o.data} (${trainPairs.length} train, ${valPairs.length} val)`);
-  checkBatchFits(o, trainPairs.length);
-  const totalSteps = o.steps > 0 ? o.steps : (o.epochs * epochBatches(trainPairs.length, o.batch, trainPairs.length >= 2 * o.batch, o.accum)) / o.accum;
+  const { data, totalSteps } = openData(o, log);
   if (!(totalSteps > 0)) throw new Error('Nothing to train: set --steps or --epochs to a positive number.');
   if (o.warmup >= totalSteps) log(`warning: --warmup ${o.warmup} is not shorter than the run (${totalSteps} steps): the learning rate never reaches --lr ${o.lr}`);
   const cacheProblem = o.teacherCache ? writableProblem(o.cacheDir) : null;
@@ -897,7 +1078,7 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
   try {
     const built = await buildStudent(device, o, run.checkpoint);
     try {
-      return await runStages(device, o, { ...hooks, pool: hooks.pool ?? ownPool! }, files, log, run, built, trainPairs, valPairs, totalSteps);
+      return await runStages(device, o, { ...hooks, pool: hooks.pool ?? ownPool! }, files, log, run, built, data, totalSteps);
     } catch (e) {
       // On failure nothing is handed to the caller: free the model and the student here.
       disposeStudent(built.student);
@@ -930,12 +1111,22 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
  * everything checked, puts right what a crash left and writes config.json. Returns the cache, or
  * null for the cache when Ctrl-C stopped its filling (`stopped`).
  */
-async function prepareRun(device: Device, o: TrainOptions, hooks: TrainHooks, files: FileOps, log: (l: string) => void, run: OpenRun, built: Built, pairs: Pair[]): Promise<{ cache: TeacherCache | null; stopped: boolean }> {
+async function prepareRun(device: Device, o: TrainOptions, hooks: TrainHooks, files: FileOps, log: (l: string) => void, run: OpenRun, built: Built, data: RunData): Promise<{ cache: TeacherCache | ShardTeacherCache | null; stopped: boolean }> {
   const model = built.loaded.model;
-  let cache: TeacherCache | null = null;
+  let cache: TeacherCache | ShardTeacherCache | null = null;
   if (o.teacherCache) {
-    cache = new TeacherCache(o.cacheDir, modelKey(built.loaded.source, model.cfg, built.pre, o.seed, model.dtype), model.cfg.projectionDim, cacheRowKeys(pairs.map((p) => p.real)), { warn: log });
-    const complete = await warmTeacherCache(device, model, built.pre, pairs, cache, Math.max(o.batch, 8), log, hooks.shouldStop, hooks.pool).catch((e: unknown) => oomHelp(e, o));
+    const key = modelKey(built.loaded.source, model.cfg, built.pre, o.seed, model.dtype);
+    let complete: boolean;
+    if (data.kind === 'pairs') {
+      const pairs = [...data.train, ...data.val];
+      const c = new TeacherCache(o.cacheDir, key, model.cfg.projectionDim, cacheRowKeys(pairs.map((p) => p.real)), { warn: log });
+      cache = c;
+      complete = await warmTeacherCache(device, model, built.pre, pairs, c, Math.max(o.batch, 8), log, hooks.shouldStop, hooks.pool).catch((e: unknown) => oomHelp(e, o));
+    } else {
+      const c = new ShardTeacherCache(o.cacheDir, key, model.cfg.projectionDim, { warn: log });
+      cache = c;
+      complete = await warmShardTeacherCache(device, model, built.pre, data.shards, c, Math.max(o.batch, 8), log, hooks.shouldStop, hooks.pool).catch((e: unknown) => oomHelp(e, o));
+    }
     if (!complete) {
       log('stopped while filling the teacher cache; what was embedded is saved, so running the same command again continues from there');
       return { cache, stopped: true };
@@ -971,21 +1162,22 @@ function logResume(o: TrainOptions, run: OpenRun, sched: ScheduleOptions, log: (
 }
 
 /** The stages after buildStudent: prepareRun, stepLoop, finalEval. */
-async function runStages(device: Device, o: TrainOptions, hooks: TrainHooks, files: FileOps, log: (l: string) => void, run: OpenRun, built: Built, trainPairs: Pair[], valPairs: Pair[], totalSteps: number): Promise<TrainResult> {
+async function runStages(device: Device, o: TrainOptions, hooks: TrainHooks, files: FileOps, log: (l: string) => void, run: OpenRun, built: Built, data: RunData, totalSteps: number): Promise<TrainResult> {
+  let valPairs = data.kind === 'pairs' ? data.val : [];
   const ckpt = run.checkpoint;
   const sched: ScheduleOptions = { baseLr: o.lr, minLr: o.minLr, warmupSteps: o.warmup, totalSteps, restartPeriod: o.restartPeriod, restartMult: o.restartMult };
   const startStep = ckpt?.state.step ?? 0;
-  const result = (steps: number, stoppedEarly: boolean, lastLoss: number | null, cache: TeacherCache | null, ev: EvalOutput | null): TrainResult => ({
+  const result = (steps: number, stoppedEarly: boolean, lastLoss: number | null, cache: TeacherCache | ShardTeacherCache | null, ev: EvalOutput | null): TrainResult => ({
     runDir: run.runDir, steps, stoppedEarly, lastLoss, valPairs, model: built.loaded, student: built.student, lora: built.student.lora, projection: built.student.projection, pre: built.pre, teacherCache: cache, eval: ev,
   });
   try {
-    const { cache, stopped } = await prepareRun(device, o, hooks, files, log, run, built, [...trainPairs, ...valPairs]);
+    const { cache, stopped } = await prepareRun(device, o, hooks, files, log, run, built, data);
     if (stopped) return result(startStep, true, null, cache, null);
     logResume(o, run, sched, log);
-    hooks.onStart?.({ totalSteps, startStep, trainPairs: trainPairs.length, valPairs: valPairs.length, runDir: run.runDir, adapter: device.adapter.name });
+    hooks.onStart?.({ totalSteps, startStep, trainPairs: data.kind === 'pairs' ? data.train.length : null, valPairs: data.kind === 'pairs' ? data.val.length : null, runDir: run.runDir, adapter: device.adapter.name });
     const loop = await stepLoop({
-      device, o, hooks, files, log, runDir: run.runDir, built, cache, trainPairs, sched, totalSteps, startStep,
-      start: ckpt ? { epoch: ckpt.state.epoch, batch: ckpt.state.batchInEpoch } : { epoch: 0, batch: 0 },
+      device, o, hooks, files, log, runDir: run.runDir, built, cache, data, sched, totalSteps, startStep,
+      start: ckpt ? { epoch: ckpt.state.epoch, batch: ckpt.state.batchInEpoch, ...(ckpt.state.stream ? { stream: ckpt.state.stream } : {}) } : { epoch: 0, batch: 0 },
       elapsedBefore: ckpt?.state.elapsedS ?? 0,
       scaler: o.precision === 'f16' ? new GradScaler(hooks.gradScaler ?? GRAD_SCALER_DEFAULTS, ckpt?.state.gradScaler) : null,
     });
@@ -993,7 +1185,9 @@ async function runStages(device: Device, o: TrainOptions, hooks: TrainHooks, fil
     if (loop.stoppedEarly) return result(loop.step, true, loop.lastLoss, cache, null);
     const published = join(run.runDir, studentFormat(built.student).publishDir);
     log(built.student.kind === 'full' ? `student (HF CLIPVisionModelWithProjection): ${published}` : `adapter (PEFT): ${published}`);
-    const ev = await finalEval(device, o, built, valPairs, run.runDir, cache, files, log, hooks.pool);
+    let source: Map<string, ImageSource> | undefined;
+    if (data.kind === 'shards' && o.eval) ({ pairs: valPairs, source } = await shardValPairs(data, o, log));
+    const ev = await finalEval(device, o, built, valPairs, run.runDir, cache instanceof TeacherCache ? cache : null, files, log, hooks.pool, source);
     return result(loop.step, false, loop.lastLoss, cache, ev);
   } finally {
     built.optimizer.dispose();

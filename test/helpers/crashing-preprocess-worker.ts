@@ -5,9 +5,9 @@
 import { parentPort } from 'node:worker_threads';
 import '../../src/io/preprocess-worker.ts';
 
-parentPort!.on('message', (req: { path: string }) => {
-  if (req.path.includes('EXIT')) process.exit(7);
-  if (req.path.includes('THROW')) {
+parentPort!.on('message', (req: { src: string }) => {
+  if (req.src.includes('EXIT')) process.exit(7);
+  if (req.src.includes('THROW')) {
     setImmediate(() => {
       throw new Error('boom in the worker');
     });

@@ -7,7 +7,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import sharp from 'sharp';
 import { loadDataset, type Pair } from '../../src/io/dataset.ts';
 import { PairLoader, TooManyBadImagesError, type PairBatch, type PairLoaderOptions } from '../../src/io/loader.ts';
-import { defaultPreprocess, preprocessImage, CLIP_MEAN, CLIP_STD, type PreprocessConfig } from '../../src/io/image.ts';
+import { defaultPreprocess, preprocessImage, sourceName, CLIP_MEAN, CLIP_STD, type ImageSource, type PreprocessConfig } from '../../src/io/image.ts';
 import { PreprocessPool, PreprocessWorkerError, livePreprocessWorkers } from '../../src/io/preprocess-pool.ts';
 
 const S = 8;
@@ -180,7 +180,8 @@ test('prefetch: decodes ahead, bounded, and batches arrive in order despite out-
   let started = 0;
   let inFlight = 0;
   let maxInFlight = 0;
-  const slowDecode = async (path: string, cfg: PreprocessConfig): Promise<Float32Array> => {
+  const slowDecode = async (src: ImageSource, cfg: PreprocessConfig): Promise<Float32Array> => {
+    const path = sourceName(src);
     started++;
     inFlight++;
     maxInFlight = Math.max(maxInFlight, inFlight);
@@ -218,7 +219,7 @@ test('realNeeded: skipped real images are not decoded', async () => {
     batchSize: 5,
     realNeeded: (id) => Number(id.slice(1)) % 2 === 1,
     decode: (p, c) => {
-      decoded.push(p);
+      decoded.push(sourceName(p));
       return preprocessImage(p, c);
     },
   });

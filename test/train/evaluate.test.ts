@@ -4,6 +4,7 @@
 // R@1 / R@5 and the centroid gap of the normalised rows. The embeddings come from embedPaths
 // (checked against PyTorch in test/nn/vit.test.ts and test/cli/embed.test.ts); what is under test
 // is which rows evaluatePairs pairs with which, in which direction, and the metrics on them.
+import { sourceName } from '../../src/io/image.ts';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -111,7 +112,7 @@ test('evaluatePairs decodes each image once: teacher and student share the decod
   const decoded: string[] = [];
   const preprocess = pool.preprocess.bind(pool);
   pool.preprocess = (path, pre) => {
-    decoded.push(path);
+    decoded.push(sourceName(path));
     return preprocess(path, pre);
   };
   try {

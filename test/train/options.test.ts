@@ -28,7 +28,7 @@ const OTHER: Record<OptionKey, string> = {
   accum: '2', lr: '0.002', minLr: '1e-6', weightDecay: '0.1', beta1: '0.8', beta2: '0.99', eps: '1e-6', clip: '2', warmup: '3',
   restartPeriod: '10', restartMult: '2', rank: '8', alpha: '16', targets: 'q_proj,v_proj', dualProjection: 'true', precision: 'f16', tau: '0.1', cosineWeight: '0.5', seed: '9',
   valFraction: '0.2', teacherCache: 'false', cacheDir: join(root, 'other-cache'), saveEvery: '11', logEvery: '13', keepCheckpoints: '5',
-  maxBadFraction: '0.1', eval: 'false', plot: 'pca',
+  maxBadFraction: '0.1', eval: 'false', plot: 'pca', valData: join(root, 'val.tar'), shuffleBuffer: '64', evalMax: '50',
 };
 
 const base = (): string[] => ['--data', data, '--model', 'tiny', '--out', join(root, 'run')];
@@ -65,7 +65,7 @@ test('an option added later (--precision) leaves configHash as it was while at i
   const o = trainOptionsOf(base());
   // The hash genalign wrote before --precision existed: every fixed option but the ones added
   // later (precision, cosineWeight).
-  const older = OPTION_KEYS.filter((k) => TRAIN_OPTIONS[k].onResume === 'fixed' && k !== 'precision' && k !== 'cosineWeight').map((k) => [k, TRAIN_OPTIONS[k].normalize(o[k] as never)]);
+  const older = OPTION_KEYS.filter((k) => TRAIN_OPTIONS[k].onResume === 'fixed' && k !== 'precision' && k !== 'cosineWeight' && k !== 'valData' && k !== 'shuffleBuffer').map((k) => [k, TRAIN_OPTIONS[k].normalize(o[k] as never)]);
   assert.is(configHash(o), createHash('sha256').update(JSON.stringify(older)).digest('hex').slice(0, 16));
   const runDir = join(root, 'older-run');
   mkdirSync(runDir, { recursive: true });
@@ -86,7 +86,7 @@ test('--cosine-weight: parsed, saved in config.json, hashed only when not 0 (old
   assert.is(savedOptions(o).cosineWeight, 0);
   // 0 leaves the hash as runs without the option have it (precision, at its default f32 here, is
   // left out as well); any other value is another run.
-  const older = OPTION_KEYS.filter((k) => TRAIN_OPTIONS[k].onResume === 'fixed' && k !== 'cosineWeight' && k !== 'precision').map((k) => [k, TRAIN_OPTIONS[k].normalize(o[k] as never)]);
+  const older = OPTION_KEYS.filter((k) => TRAIN_OPTIONS[k].onResume === 'fixed' && k !== 'cosineWeight' && k !== 'precision' && k !== 'valData' && k !== 'shuffleBuffer').map((k) => [k, TRAIN_OPTIONS[k].normalize(o[k] as never)]);
   assert.is(configHash(o), createHash('sha256').update(JSON.stringify(older)).digest('hex').slice(0, 16));
   assert.is(configHash(trainOptionsOf([...base(), '--cosine-weight', '0'])), configHash(o));
   assert.not.equal(configHash(withTerm), configHash(o));
