@@ -8,21 +8,25 @@
 // Which share: --shard I/N; else a Slurm job array's SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN
 // of SLURM_ARRAY_TASK_COUNT; else a Kubernetes Indexed Job's JOB_COMPLETION_INDEX of --shards N;
 // else the whole cache (one job).
+// With WebDataset shards as --data the unit is the shard: shard k (in the order --data lists
+// them) belongs to share k mod N, and each shard's chunk is written when its real images are done.
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { getDevice } from '../gpu/device.ts';
 import { writableProblem } from '../gpu/atomic-file.ts';
 import { loadModel, modelPreprocessing } from '../io/hf-checkpoint.ts';
 import { loadDataset } from '../io/dataset.ts';
 import { PreprocessPool } from '../io/preprocess-pool.ts';
-import { checkPrecision, oomHelp, warmTeacherCache } from '../train/trainer.ts';
-import { TeacherCache, cacheRowKeys, modelKey } from '../train/teacher-cache.ts';
+import { checkPrecision, oomHelp, warmShardTeacherCache, warmTeacherCache } from '../train/trainer.ts';
+import { ShardTeacherCache, TeacherCache, cacheRowKeys, modelKey } from '../train/teacher-cache.ts';
+import { expandShardSpec, isShardSpec } from '../io/webdataset.ts';
 import { TRAIN_OPTIONS } from '../train/options.ts';
 import { parseFlags, helpText, positive, PRECISION_FLAG, UsageError, type FlagSpec } from './args.ts';
 import { warn } from './terminal.ts';
 import { SHARD_FLAGS, resolveShare, shareOf } from './shard.ts';
 
 export const CACHE_TEACHER_FLAGS: FlagSpec[] = [
-  { name: 'data', type: 'string', help: 'dataset directory (pairs.jsonl, or real/ + generated/), as given to train' },
+  { name: 'data', type: 'string', help: "dataset directory (pairs.jsonl, or real/ + generated/) or WebDataset shards ('shards/{00000..00099}.tar'), as given to train" },
   { name: 'model', type: 'string', help: 'the teacher: HF CLIP model directory or preset, as given to train' },
   ...SHARD_FLAGS,
   { name: 'cache-dir', type: 'string', defaultText: TRAIN_OPTIONS.cacheDir.defaultText, help: 'teacher cache directory (train --cache-dir)' },
@@ -44,7 +48,11 @@ export async function runCacheTeacher(argv: string[]): Promise<number> {
   const cacheDir = resolve(f['cache-dir'] === undefined ? (TRAIN_OPTIONS.cacheDir.default as () => string)() : String(f['cache-dir']));
   const problem = writableProblem(cacheDir);
   if (problem) throw new UsageError(`cache-teacher: --cache-dir ${cacheDir}: ${problem}`);
-  const dataset = loadDataset(String(f.data), { onWarn: warn });
+  const spec = String(f.data);
+  const shards = isShardSpec(spec) ? expandShardSpec(spec) : null;
+  const missing = shards?.find((s) => !existsSync(s));
+  if (missing) throw new UsageError(`cache-teacher: --data ${spec}: shard ${missing} does not exist`);
+  const dataset = shards ? null : loadDataset(spec, { onWarn: warn });
   const seed = Number(f.seed);
   const precision = String(f.precision) as 'f32' | 'f16';
   const device = await getDevice();
@@ -54,14 +62,22 @@ export async function runCacheTeacher(argv: string[]): Promise<number> {
   try {
     const pre = modelPreprocessing(loaded);
     const model = loaded.model;
-    const cache = new TeacherCache(cacheDir, modelKey(loaded.source, model.cfg, pre, seed, model.dtype), model.cfg.projectionDim, cacheRowKeys(dataset.pairs.map((p) => p.real)), {
+    const t0 = performance.now();
+    if (shards) {
+      const cache = new ShardTeacherCache(cacheDir, modelKey(loaded.source, model.cfg, pre, seed, model.dtype), model.cfg.projectionDim, { warn });
+      const mine = shareOf(shards, share.index, share.count);
+      warn(`cache-teacher: share ${share.index} of ${share.count} (${share.source}): ${mine.length} of ${shards.length} shard(s)`);
+      await warmShardTeacherCache(device, model, pre, mine, cache, Number(f.batch), warn, undefined, pool).catch((e: unknown) => oomHelp(e, { batch: Number(f.batch), accum: 1 }));
+      warn(`cache-teacher: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      return 0;
+    }
+    const cache = new TeacherCache(cacheDir, modelKey(loaded.source, model.cfg, pre, seed, model.dtype), model.cfg.projectionDim, cacheRowKeys(dataset!.pairs.map((p) => p.real)), {
       warn,
       ...(f['block-rows'] === undefined ? {} : { blockRows: Number(f['block-rows']) }),
     });
     const mine = shareOf(cache.blocks, share.index, share.count);
     warn(`cache-teacher: share ${share.index} of ${share.count} (${share.source}): ${mine.length} of ${cache.blocks.length} block(s), ${mine.reduce((a, b) => a + b.keys.length, 0)} real images`);
-    const t0 = performance.now();
-    await warmTeacherCache(device, model, pre, dataset.pairs, cache, Number(f.batch), warn, undefined, pool, mine).catch((e: unknown) => oomHelp(e, { batch: Number(f.batch), accum: 1 }));
+    await warmTeacherCache(device, model, pre, dataset!.pairs, cache, Number(f.batch), warn, undefined, pool, mine).catch((e: unknown) => oomHelp(e, { batch: Number(f.batch), accum: 1 }));
     warn(`cache-teacher: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     return 0;
   } finally {

@@ -228,6 +228,12 @@ export const TRAIN_OPTIONS = {
   valData: optionalText({ help: 'with shard --data: shards held out as the validation split (then no pair of --data is held out)', onResume: 'fixed', hashOmitsDefault: true, normalize: dataSpec }),
   shuffleBuffer: int({ help: 'with shard --data: samples in the shuffle buffer (as WebDataset\'s shuffle(n)); memory holds this many samples\' encoded images', onResume: 'fixed', default: 1000, hashOmitsDefault: true, check: positive }),
   evalMax: int({ help: 'with shard --data: at most this many val samples (the first ones in shard order) for the final eval', onResume: 'may-change', default: 2000, check: positive }),
+  devices: text({
+    help: "data-parallel training over this many Dawn devices in one process ('all': one per GENALIGN_ADAPTERS entry): micro-batch k of a step runs on device k mod N (--accum a multiple of N), gradients are summed, one AdamW step; device k opens the k-th GENALIGN_ADAPTERS name, else the run's adapter",
+    onResume: 'may-change',
+    default: '1',
+    check: (v) => (/^(all|[1-9]\d*)$/.test(v) ? null : "must be a positive integer or 'all'"),
+  }),
   teacherCache: bool({ help: 'cache teacher embeddings of real images (--no-teacher-cache to recompute every step)', onResume: 'may-change', default: true }),
   cacheDir: text({ help: 'teacher cache directory', onResume: 'per-invocation', default: () => defaultCacheDir(), defaultText: '$GENALIGN_CACHE_DIR or ~/.cache/genalign', normalize: (v) => resolve(v) }),
   saveEvery: int({ help: 'write a checkpoint every N steps (and at the end)', onResume: 'may-change', default: 500, demo: 30, check: positive }),

@@ -54,6 +54,7 @@ import { ShardTeacherCache, TeacherCache, cacheRowKeys, modelKey, fileKey, shard
 import { embedPaths } from './embedding.ts';
 import { evaluatePairs, type EvalOutput } from './evaluate.ts';
 import { textTowerFor } from './text-tower.ts';
+import { broadcastWeights, deviceCount, devicesProblem, disposeReplicas, openReplicas, sumGradients, type Replica } from './data-parallel.ts';
 import { disposeStudent, makeStudent, restoreStudent, studentFiles, studentForward, studentFormat, studentProblem, studentVariant, type StudentState } from './student.ts';
 
 export type { TrainOptions } from './options.ts';
@@ -187,25 +188,28 @@ export async function accumulateGradients(
   model: ClipVisionModel,
   student: StudentState,
   lossOpts: Pick<TrainOptions, 'tau' | 'cosineWeight'>,
-  micro: readonly { generated: Float32Array; n: number }[],
+  micro: readonly { generated: Float32Array; n: number; row?: number }[],
   teacher: Float32Array,
   lossScale = 1,
 ): Promise<{ loss: number; accuracy: number; terms?: { infonce: number; cosine: number } }> {
   const D = model.cfg.projectionDim;
   const S = model.cfg.imageSize;
-  const rows = micro.reduce((a, b) => a + b.n, 0);
+  const rows = teacher.length / D;
   const lossTensors: Tensor[] = [];
   const accTensors: Tensor[] = [];
   const termTensors: Tensor[] = [];
-  let rowStart = 0;
-  for (const { generated, n } of micro) {
+  let next = 0;
+  for (const { generated, n, row } of micro) {
     // Reals of this micro-batch first (the loss takes column i as row i's positive), then
-    // every other real of the effective batch as extra negatives.
+    // every other real of the effective batch as extra negatives. A micro-batch's rows start at
+    // `row` in the teacher matrix (data parallel: a device runs some of the step's micro-batches),
+    // else right after the previous one's.
+    const rowStart = row ?? next;
+    next = rowStart + n;
     const r = new Float32Array(rows * D);
     r.set(teacher.subarray(rowStart * D, (rowStart + n) * D), 0);
     r.set(teacher.subarray(0, rowStart * D), n * D);
     r.set(teacher.subarray((rowStart + n) * D), rowStart * D + n * D);
-    rowStart += n;
     const [loss, acc, terms] = scope(() => {
       const g = studentForward(model, student, fromArray(generated, [n, 3, S, S], device));
       const res = infoNceGenToReal(g, fromArray(r, [rows, D], device), { tau: lossOpts.tau, cosineWeight: lossOpts.cosineWeight });
@@ -872,6 +876,8 @@ interface LoopContext {
   elapsedBefore: number;
   /** --precision f16: the dynamic loss scale (null in f32). */
   scaler: GradScaler | null;
+  /** --devices N: devices 1 … N−1 (empty on one device). */
+  replicas: readonly Replica[];
 }
 
 /** Where the data continues: the epoch and batch of a list of pairs, or a shard stream's position. */
@@ -903,6 +909,29 @@ async function writeCheckpoint(ctx: LoopContext, step: number, position: LoopPos
     ...(position.stream ? { stream: position.stream } : {}),
   };
   saveCheckpoint(runDir, await studentFiles(built.student, built.loaded, o.seed), await built.optimizer.stateDict(), state, o.keepCheckpoints, ctx.files);
+}
+
+/**
+ * The student side of a step on the run's device, or with --devices N spread over the devices
+ * (micro-batch k on device k mod N, all against the whole step's teacher rows), the replicas'
+ * gradients then summed into the run's device's; loss, accuracy and terms are the step's.
+ */
+async function studentSide(ctx: LoopContext, micro: readonly PairBatch[], teacher: Float32Array, lossScale: number): Promise<Awaited<ReturnType<typeof accumulateGradients>>> {
+  const { device, o, built, replicas } = ctx;
+  const model = built.loaded.model;
+  const rows: { generated: Float32Array; n: number; row: number }[] = [];
+  let row = 0;
+  for (const b of micro) {
+    rows.push({ generated: b.generated, n: b.ids.length, row });
+    row += b.ids.length;
+  }
+  if (!replicas.length) return accumulateGradients(device, model, built.student, o, rows, teacher, lossScale);
+  const workers = [{ device, model, student: built.student }, ...replicas];
+  const parts = await Promise.all(workers.map((w, d) => accumulateGradients(w.device, w.model, w.student, o, rows.filter((_, k) => k % workers.length === d), teacher, lossScale)));
+  await sumGradients(built.student, replicas);
+  const sum = (f: (p: (typeof parts)[number]) => number): number => parts.reduce((a, p) => a + f(p), 0);
+  const terms = parts[0].terms ? { infonce: sum((p) => p.terms!.infonce), cosine: sum((p) => p.terms!.cosine) } : undefined;
+  return { loss: sum((p) => p.loss), accuracy: sum((p) => p.accuracy), ...(terms ? { terms } : {}) };
 }
 
 async function stepLoop(ctx: LoopContext): Promise<LoopResult> {
@@ -967,7 +996,7 @@ async function stepLoop(ctx: LoopContext): Promise<LoopResult> {
 
       const scaler = ctx.scaler;
       const lossScale = scaler?.scale ?? 1;
-      const res = await accumulateGradients(device, model, built.student, o, micro.map((b) => ({ generated: b.generated, n: b.ids.length })), teacher, lossScale);
+      const res = await studentSide(ctx, micro, teacher, lossScale);
       const loss = hooks.transformLoss ? hooks.transformLoss(step + 1, res.loss) : res.loss;
       if (!Number.isFinite(loss)) {
         built.optimizer.zeroGrad();
@@ -990,6 +1019,8 @@ async function stepLoop(ctx: LoopContext): Promise<LoopResult> {
         normT.dispose();
         built.optimizer.zeroGrad();
       }
+      // Every replica continues from the weights just computed (also after a skipped update: unchanged).
+      await broadcastWeights(built.student, ctx.replicas);
       if (!skipped && !Number.isFinite(gradNorm)) {
         // The loss was finite but a gradient was not: the update just applied spoiled the
         // weights in memory, so this step is neither logged nor checkpointed.
@@ -1067,6 +1098,8 @@ export async function train(device: Device, o: TrainOptions, hooks: TrainHooks =
   // Data and flags first: a bad dataset should fail in seconds, before the run directory is
   // touched or any GPU work starts.
   const { data, totalSteps } = openData(o, log);
+  const multi = devicesProblem(o);
+  if (multi) throw new Error(multi);
   if (!(totalSteps > 0)) throw new Error('Nothing to train: set --steps or --epochs to a positive number.');
   if (o.warmup >= totalSteps) log(`warning: --warmup ${o.warmup} is not shorter than the run (${totalSteps} steps): the learning rate never reaches --lr ${o.lr}`);
   const cacheProblem = o.teacherCache ? writableProblem(o.cacheDir) : null;
@@ -1164,6 +1197,7 @@ function logResume(o: TrainOptions, run: OpenRun, sched: ScheduleOptions, log: (
 /** The stages after buildStudent: prepareRun, stepLoop, finalEval. */
 async function runStages(device: Device, o: TrainOptions, hooks: TrainHooks, files: FileOps, log: (l: string) => void, run: OpenRun, built: Built, data: RunData, totalSteps: number): Promise<TrainResult> {
   let valPairs = data.kind === 'pairs' ? data.val : [];
+  let replicas: Replica[] = [];
   const ckpt = run.checkpoint;
   const sched: ScheduleOptions = { baseLr: o.lr, minLr: o.minLr, warmupSteps: o.warmup, totalSteps, restartPeriod: o.restartPeriod, restartMult: o.restartMult };
   const startStep = ckpt?.state.step ?? 0;
@@ -1174,13 +1208,17 @@ async function runStages(device: Device, o: TrainOptions, hooks: TrainHooks, fil
     const { cache, stopped } = await prepareRun(device, o, hooks, files, log, run, built, data);
     if (stopped) return result(startStep, true, null, cache, null);
     logResume(o, run, sched, log);
+    if (deviceCount(o.devices) > 1) replicas = await openReplicas(o, built.student, log);
     hooks.onStart?.({ totalSteps, startStep, trainPairs: data.kind === 'pairs' ? data.train.length : null, valPairs: data.kind === 'pairs' ? data.val.length : null, runDir: run.runDir, adapter: device.adapter.name });
     const loop = await stepLoop({
       device, o, hooks, files, log, runDir: run.runDir, built, cache, data, sched, totalSteps, startStep,
       start: ckpt ? { epoch: ckpt.state.epoch, batch: ckpt.state.batchInEpoch, ...(ckpt.state.stream ? { stream: ckpt.state.stream } : {}) } : { epoch: 0, batch: 0 },
       elapsedBefore: ckpt?.state.elapsedS ?? 0,
       scaler: o.precision === 'f16' ? new GradScaler(hooks.gradScaler ?? GRAD_SCALER_DEFAULTS, ckpt?.state.gradScaler) : null,
+      replicas,
     });
+    disposeReplicas(replicas);
+    replicas = [];
     if (loop.step === startStep && loop.step === totalSteps) log(`nothing to do: the run is already at step ${loop.step}/${totalSteps}`);
     if (loop.stoppedEarly) return result(loop.step, true, loop.lastLoss, cache, null);
     const published = join(run.runDir, studentFormat(built.student).publishDir);
@@ -1190,6 +1228,7 @@ async function runStages(device: Device, o: TrainOptions, hooks: TrainHooks, fil
     const ev = await finalEval(device, o, built, valPairs, run.runDir, cache instanceof TeacherCache ? cache : null, files, log, hooks.pool, source);
     return result(loop.step, false, loop.lastLoss, cache, ev);
   } finally {
+    disposeReplicas(replicas);
     built.optimizer.dispose();
   }
 }

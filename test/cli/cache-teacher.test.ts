@@ -67,4 +67,29 @@ test('two jobs at once (--shard 0/2 and 1/2) fill the cache; train then embeds n
   assert.ok(Math.abs(loss(cached.stderr) - loss(fresh.stderr)) < 1e-4, `cached ${loss(cached.stderr)} vs computed ${loss(fresh.stderr)}`);
 });
 
+test('WebDataset shards: jobs --shard 0/2 and 1/2 at once each embed their shards (k mod 2); train on the shards embeds nothing and gets the loss it computes without the cache', async () => {
+  const data = await tinyDataset(join(root, 'wds-data'), 20);
+  const shards = join(root, 'wds');
+  assert.is((await runCli('make-shards', ['--data', data, '--out', shards, '--per-shard', '4'])).code, 0);
+  const spec = `${shards}/{00000..00004}.tar`;
+  const cacheDir = join(root, 'wds-cache');
+  const job = (i: number): Promise<{ code: number | null; stderr: string }> => runCli('cache-teacher', ['--data', spec, '--model', 'tiny', '--shard', `${i}/2`, '--cache-dir', cacheDir, '--batch', '4']);
+  const [a, b] = await Promise.all([job(0), job(1)]);
+  assert.is(a.code, 0, a.stderr);
+  assert.is(b.code, 0, b.stderr);
+  assert.match(a.stderr, 'share 0 of 2 (--shard 0/2): 3 of 5 shard(s)');
+  assert.match(b.stderr, 'share 1 of 2 (--shard 1/2): 2 of 5 shard(s)');
+  assert.match((await job(1)).stderr, 'the real images of all 2 shard(s) are cached');
+  const key = modelKey('tiny', NAMED_CONFIGS.tiny, defaultPreprocess(32), 0);
+  assert.is(readdirSync(join(cacheDir, `teacher-${key}`)).filter((f) => f.startsWith('shard-')).length, 5);
+  const common = ['--data', spec, '--model', 'tiny', '--steps', '1', '--batch', '8', '--val-fraction', '0.2', '--no-eval'];
+  const cached = await runCli('train', [...common, '--cache-dir', cacheDir, '--out', join(root, 'wds-run-cached')]);
+  assert.is(cached.code, 0, cached.stderr);
+  assert.match(cached.stderr, 'the real images of all 5 shard(s) are cached');
+  const fresh = await runCli('train', [...common, '--no-teacher-cache', '--out', join(root, 'wds-run-fresh')]);
+  assert.is(fresh.code, 0, fresh.stderr);
+  const loss = (s: string): number => Number(/step 1\/1 .*loss (\S+)/.exec(s)![1]);
+  assert.ok(Math.abs(loss(cached.stderr) - loss(fresh.stderr)) < 1e-4, `cached ${loss(cached.stderr)} vs computed ${loss(fresh.stderr)}`);
+});
+
 test.run();

@@ -266,7 +266,7 @@ test('PEFT round trip: trained adapter → embed --lora equals the in-memory stu
     data, model: MODEL, out: join(root, 'run'), steps: 3, epochs: 1, batch: 8, accum: 1, lr: 2e-2, minLr: 0, weightDecay: 0.01,
     beta1: 0.9, beta2: 0.999, eps: 1e-8, clip: 1, warmup: 0, restartPeriod: 0, restartMult: 1, rank: 4, alpha: 8,
     targets: [...ATTENTION_TARGETS], dualProjection: false, precision: 'f32', tau: 0.07, cosineWeight: 0, seed: 0, valFraction: 0, teacherCache: true,
-    cacheDir: join(root, 'cache'), saveEvery: 500, logEvery: 10, keepCheckpoints: 3, maxBadFraction: 0.05, eval: false, plot: 'pca', resume: null, valData: null, shuffleBuffer: 1000, evalMax: 2000,
+    cacheDir: join(root, 'cache'), saveEvery: 500, logEvery: 10, keepCheckpoints: 3, maxBadFraction: 0.05, eval: false, plot: 'pca', resume: null, valData: null, shuffleBuffer: 1000, evalMax: 2000, devices: '1',
   };
   const res = await train(device, o, { log: () => undefined });
   const adapterDir = join(res.runDir, 'adapter');

@@ -142,7 +142,7 @@ test('--resume with a checkpoint that does not fit: wrong-rank adapter and chang
     data, model: 'tiny', out: join(root, 'run4'), steps: 2, epochs: 1, batch: 8, accum: 1, lr: 1e-2, minLr: 0, weightDecay: 0.01,
     beta1: 0.9, beta2: 0.999, eps: 1e-8, clip: 1, warmup: 0, restartPeriod: 0, restartMult: 1, rank: 4, alpha: 4,
     targets: [...ATTENTION_TARGETS], dualProjection: false, precision: 'f32', tau: 0.07, cosineWeight: 0, seed: 0, valFraction: 0, teacherCache: true,
-    cacheDir: join(root, 'cache'), saveEvery: 1, logEvery: 10, keepCheckpoints: 3, maxBadFraction: 0.05, eval: false, plot: 'pca', resume: null, valData: null, shuffleBuffer: 1000, evalMax: 2000,
+    cacheDir: join(root, 'cache'), saveEvery: 1, logEvery: 10, keepCheckpoints: 3, maxBadFraction: 0.05, eval: false, plot: 'pca', resume: null, valData: null, shuffleBuffer: 1000, evalMax: 2000, devices: '1',
   };
   const r = await train(device, o, { log: () => undefined });
   r.lora!.dispose();

@@ -33,7 +33,7 @@ function options(out: string, over: Partial<TrainOptions> = {}): TrainOptions {
     weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, clip: 1, warmup: 1, restartPeriod: 0, restartMult: 1,
     rank: 0, alpha: 4, targets: [...ATTENTION_TARGETS], dualProjection: false, precision: 'f32', tau: 0.07, cosineWeight: 0, seed: 0, valFraction: 0,
     teacherCache: false, cacheDir: join(root, 'cache'), saveEvery: 2, logEvery: 10, keepCheckpoints: 3,
-    maxBadFraction: 0.05, eval: false, plot: 'pca', resume: null, valData: null, shuffleBuffer: 1000, evalMax: 2000, ...over,
+    maxBadFraction: 0.05, eval: false, plot: 'pca', resume: null, valData: null, shuffleBuffer: 1000, evalMax: 2000, devices: '1', ...over,
   };
 }
 
