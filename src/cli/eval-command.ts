@@ -1,4 +1,4 @@
-// `npm run eval -- --data DIR --model DIR|NAME [--lora DIR | --student DIR] [--out DIR]`
+// `npm run eval -- --data DIR|SHARDS --model DIR|NAME [--lora DIR | --student DIR] [--out DIR]`
 // Measures alignment of generated to real images (paired cosine, R@1/R@5, modality gap),
 // before (teacher on both sides) and after (the student on generated: a LoRA adapter, or a fully
 // fine-tuned vision tower), and draws Figure 3.
@@ -9,7 +9,11 @@ import { resolve } from 'node:path';
 import { getDevice } from '../gpu/device.ts';
 import { loadModel, modelPreprocessing } from '../io/hf-checkpoint.ts';
 import { checkPrecision } from '../train/trainer.ts';
-import { loadDataset, splitByValFraction } from '../io/dataset.ts';
+import { existsSync } from 'node:fs';
+import { loadDataset, splitByValFraction, splitHash, type Pair } from '../io/dataset.ts';
+import { readShardPairs } from '../io/shard-stream.ts';
+import { expandShardSpec, isShardSpec, type ShardSample } from '../io/webdataset.ts';
+import type { ImageSource } from '../io/image.ts';
 import { evaluatePairs } from '../train/evaluate.ts';
 import { parseFlags, helpText, positive, fraction, PRECISION_FLAG, UsageError, type FlagSpec } from './args.ts';
 import { baseDescription, outputPathProblem } from './embed-command.ts';
@@ -19,7 +23,8 @@ import { TOKENIZER_FLAG } from './text-common.ts';
 import { textTowerFor } from '../train/text-tower.ts';
 
 export const EVAL_FLAGS: FlagSpec[] = [
-  { name: 'data', type: 'string', help: 'dataset directory (pairs.jsonl, or real/ + generated/)' },
+  { name: 'data', type: 'string', help: "dataset directory (pairs.jsonl, or real/ + generated/), or WebDataset shards ('shards/{00000..00009}.tar': held-out shards, or with --val-fraction the val ids of the training shards)" },
+  { name: 'max-pairs', type: 'int', default: 2000, help: 'with shards: evaluate at most this many samples (the first in shard order)', check: positive },
   { name: 'model', type: 'string', help: 'HF CLIP model directory or preset (tiny, vit-b-32, vit-b-16, vit-l-14)' },
   { name: 'lora', type: 'string', help: 'PEFT LoRA adapter directory of the trained student (omit both --lora and --student: before == after)' },
   STUDENT_FLAG,
@@ -43,8 +48,24 @@ export async function runEval(argv: string[]): Promise<number> {
   const outProblem = outputPathProblem('--out', String(f.out), 'dir', 'metrics.json and figure3.svg/png');
   if (outProblem) throw new UsageError(`eval: ${outProblem}`);
   const choice = studentChoice('eval', f, String(f.model), Number(f.seed));
-  const dataset = loadDataset(String(f.data), { onWarn: warn });
-  const pairs = Number(f['val-fraction']) > 0 ? splitByValFraction(dataset.pairs, Number(f['val-fraction']), Number(f.seed)).val : dataset.pairs;
+  const spec = String(f.data);
+  const fractionVal = Number(f['val-fraction']);
+  let pairs: Pair[];
+  let source: Map<string, ImageSource> | null = null;
+  if (isShardSpec(spec)) {
+    const shards = expandShardSpec(spec);
+    const missing = shards.find((s) => !existsSync(s));
+    if (missing) throw new UsageError(`eval: --data ${spec}: shard ${missing} does not exist`);
+    ({ pairs, source } = await readShardPairs(shards, {
+      max: Number(f['max-pairs']),
+      ...(fractionVal > 0 ? { take: (x: ShardSample) => splitHash(x.id, Number(f.seed)) < fractionVal } : {}),
+      onProblem: (p) => warn(`warning: eval: ${p.shard}: sample ${p.key} left out: ${p.reason}`),
+    }));
+    warn(`eval: ${pairs.length} samples from ${shards.length} shard(s)`);
+  } else {
+    const dataset = loadDataset(spec, { onWarn: warn });
+    pairs = fractionVal > 0 ? splitByValFraction(dataset.pairs, fractionVal, Number(f.seed)).val : dataset.pairs;
+  }
   const device = await getDevice();
   const precision = String(f.precision) as 'f32' | 'f16';
   checkPrecision(device, precision);
@@ -62,6 +83,7 @@ export async function runEval(argv: string[]): Promise<number> {
     log: warn,
     baseModel: baseDescription(String(f.model), out),
     ...(student ? { student: student.description } : {}),
+    ...(source ? { source: (n: string) => source.get(n) ?? n } : {}),
   });
   process.stdout.write(`${escapeForTerminal(JSON.stringify(report, null, 2))}\n`);
   warn(`wrote ${files.join(', ')}`);

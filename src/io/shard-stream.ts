@@ -25,7 +25,7 @@ import { resolve } from 'node:path';
 import { statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { Mulberry32 } from '../nn/init.ts';
-import { fnv1a, mix32 } from './dataset.ts';
+import { fnv1a, mix32, type Pair } from './dataset.ts';
 import type { ImageSource } from './image.ts';
 import { readShard, type ShardProblem, type ShardSample } from './webdataset.ts';
 import type { BatchPlan, BatchSource, LoaderMember } from './loader.ts';
@@ -74,6 +74,31 @@ export function sampleSources(s: ShardSample): { real: ImageSource; generated: I
     real: { name: `${s.shard}:${s.key}.real.${s.real.ext}`, bytes: s.real.data },
     generated: s.generated.map((g, k) => ({ name: `${s.shard}:${s.key}.gen${s.generated.length > 1 ? `.${k}` : ''}.${g.ext}`, bytes: g.data })),
   };
+}
+
+/**
+ * The first `max` samples of `shards` (in order) that `take` accepts, as Pairs whose "paths" are
+ * the members' names, with the bytes behind each name in `source` (for evaluation: evaluatePairs
+ * and embedPaths read names through it). Memory holds those samples' encoded images.
+ */
+export async function readShardPairs(
+  shards: readonly string[],
+  opts: { max: number; take?: (s: ShardSample) => boolean; onProblem?: (p: ShardProblem) => void },
+): Promise<{ pairs: Pair[]; source: Map<string, ImageSource> }> {
+  const pairs: Pair[] = [];
+  const source = new Map<string, ImageSource>();
+  const name = (x: ImageSource): string => (typeof x === 'string' ? x : x.name);
+  for (const shard of shards) {
+    if (pairs.length >= opts.max) break;
+    for await (const x of readShard(shard, opts.onProblem ?? (() => undefined))) {
+      if (opts.take && !opts.take(x)) continue;
+      const src = sampleSources(x);
+      for (const g of [src.real, ...src.generated]) source.set(name(g), g);
+      pairs.push({ id: x.id, real: name(src.real), generated: src.generated.map(name), ...(x.caption !== undefined ? { caption: x.caption } : {}), ...(x.label !== undefined ? { label: x.label } : {}) });
+      if (pairs.length >= opts.max) break;
+    }
+  }
+  return { pairs, source };
 }
 
 export class ShardStream {

@@ -37,7 +37,7 @@ import { hasTextTower, isModelDir, loadModel, modelPreprocessing, type LoadedMod
 import type { PreprocessConfig } from '../io/image.ts';
 import { loadDataset, splitByValFraction, splitHash, type Pair } from '../io/dataset.ts';
 import { PairLoader, epochBatches, type LoaderMember, type PairBatch } from '../io/loader.ts';
-import { ShardBatchSource, ShardStream, sampleSources, shardIdentity, type StreamPosition } from '../io/shard-stream.ts';
+import { ShardBatchSource, readShardPairs, sampleSources, shardIdentity, type StreamPosition } from '../io/shard-stream.ts';
 import { expandShardSpec, isShardSpec, readShard, shardSizes, type ShardSample } from '../io/webdataset.ts';
 import type { ImageSource } from '../io/image.ts';
 import { PreprocessPool } from '../io/preprocess-pool.ts';
@@ -481,21 +481,13 @@ function openData(o: TrainOptions, log: (l: string) => void): { data: RunData; t
  * pairs' "paths" are the members' names, resolved through `source`).
  */
 async function shardValPairs(data: Extract<RunData, { kind: 'shards' }>, o: TrainOptions, log: (l: string) => void): Promise<{ pairs: Pair[]; source: Map<string, ImageSource> }> {
-  const pairs: Pair[] = [];
-  const source = new Map<string, ImageSource>();
+  if (!data.valShards && o.valFraction === 0) return { pairs: [], source: new Map() };
   const train = inTrainSplit(o);
-  const name = (x: ImageSource): string => (typeof x === 'string' ? x : x.name);
-  if (!data.valShards && o.valFraction === 0) return { pairs, source };
-  for (const shard of data.valShards ?? data.shards) {
-    for await (const x of readShard(shard, (p) => log(`warning: eval: ${p.shard}: sample ${p.key} left out: ${p.reason}`))) {
-      if (!data.valShards && train(x)) continue;
-      const src = sampleSources(x);
-      for (const g of [src.real, ...src.generated]) source.set(name(g), g);
-      pairs.push({ id: x.id, real: name(src.real), generated: src.generated.map(name), ...(x.caption !== undefined ? { caption: x.caption } : {}), ...(x.label !== undefined ? { label: x.label } : {}) });
-      if (pairs.length >= o.evalMax) return { pairs, source };
-    }
-  }
-  return { pairs, source };
+  return readShardPairs(data.valShards ?? data.shards, {
+    max: o.evalMax,
+    ...(data.valShards ? {} : { take: (x: ShardSample) => !train(x) }),
+    onProblem: (p) => log(`warning: eval: ${p.shard}: sample ${p.key} left out: ${p.reason}`),
+  });
 }
 
 // --- openRun: the run directory and its lock -----------------------------------------------------

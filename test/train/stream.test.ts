@@ -13,7 +13,7 @@ import { getDevice } from '../../src/gpu/device.ts';
 import { train, type TrainOptions } from '../../src/train/trainer.ts';
 import { disposeStudent } from '../../src/train/student.ts';
 import { tarOf } from '../helpers/tar.ts';
-import { tmp, tinyDataset } from '../cli/helpers.ts';
+import { runCli, tmp, tinyDataset } from '../cli/helpers.ts';
 import { trainOptions } from '../helpers/train-options.ts';
 
 const root = tmp('stream');
@@ -127,6 +127,21 @@ test('train on shards: a held-out shard is the val split (eval reads it); --epoc
   assert.ok(r.logs.some((l) => l.includes(`${extra}:x000001: no generated image`)), r.logs.join('\n'));
   assert.is(r.evalN, valCount, 'eval on the held-out shard\'s samples');
   assert.ok(r.logs.some((l) => l.includes(`eval on ${valCount} held-out pairs`)));
+});
+
+test('eval --data on shards: the first --max-pairs samples, or the val ids of --val-fraction, read from the members', async () => {
+  const data = await tinyDataset(join(root, 'd5'), 12);
+  const shards = await shardsOf(data, join(root, 's5'), 5);
+  const spec = shards.join(',');
+  const out = join(root, 'eval-out');
+  const r = await runCli('eval', ['--data', spec, '--model', 'tiny', '--max-pairs', '7', '--plot', 'none', '--out', out]);
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, 'eval: 7 samples from 3 shard(s)');
+  assert.is((JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as { n_val: number }).n_val, 7);
+  const val = loadDataset(data).pairs.filter((p) => splitHash(p.id, 0) < 0.5).length;
+  const v = await runCli('eval', ['--data', spec, '--model', 'tiny', '--val-fraction', '0.5', '--plot', 'none', '--out', join(root, 'eval-val')]);
+  assert.is(v.code, 0, v.stderr);
+  assert.match(v.stderr, `eval: ${val} samples from 3 shard(s)`);
 });
 
 test('train on shards: --epochs without sizes.json, a missing shard and an overlap of --val-data with --data are refused before any work', async () => {
