@@ -13,7 +13,7 @@ import { getDevice } from '../../src/gpu/device.ts';
 import { train, type TrainOptions } from '../../src/train/trainer.ts';
 import { disposeStudent } from '../../src/train/student.ts';
 import { tarOf } from '../helpers/tar.ts';
-import { runCli, tmp, tinyDataset } from '../cli/helpers.ts';
+import { fileSays, runCli, spawnCli, tmp, tinyDataset, waitFor } from '../cli/helpers.ts';
 import { trainOptions } from '../helpers/train-options.ts';
 
 const root = tmp('stream');
@@ -86,18 +86,24 @@ async function trainLosses(o: TrainOptions, stopAfter?: number): Promise<{ losse
   return { losses, logs, evalN };
 }
 
-test('train on shards: stopped after step 3 and resumed, the loss sequence equals the uninterrupted run (accum 2, over an epoch boundary)', async () => {
+test('train on shards: killed (SIGKILL) after step 3 and resumed, the loss sequence equals the uninterrupted run (accum 2, over epoch boundaries)', async () => {
   const data = await tinyDataset(join(root, 'd2'), 30);
   const shards = await shardsOf(data, join(root, 's2'), 8);
-  const spec = shardPattern(join(root, 's2'), shards.length);
-  const base = { data: spec, cacheDir: join(root, 'cache'), batch: 4, accum: 2, steps: 7, saveEvery: 1, shuffleBuffer: 6, valFraction: 0.2, lr: 5e-3 };
-  const whole = await trainLosses(trainOptions({ ...base, out: join(root, 'whole') }));
-  assert.is(whole.losses.length, 7);
-  const out = join(root, 'parts');
-  const first = await trainLosses(trainOptions({ ...base, out }), 3);
-  assert.is(first.losses.length, 3);
-  const second = await trainLosses(trainOptions({ ...base, out, resume: out }));
-  assert.equal(second.losses, whole.losses, 'the same losses, bit for bit');
+  const flags = ['--data', shardPattern(join(root, 's2'), shards.length), '--model', 'tiny', '--cache-dir', join(root, 'cache'), '--batch', '4', '--accum', '2', '--steps', '7',
+    '--save-every', '1', '--shuffle-buffer', '6', '--val-fraction', '0.2', '--lr', '5e-3', '--warmup', '0', '--no-eval'];
+  const losses = (run: string): number[] => readFileSync(join(run, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { loss: number }).loss);
+  const whole = join(root, 'whole');
+  const w = await runCli('train', [...flags, '--out', whole]);
+  assert.is(w.code, 0, w.stderr);
+  assert.is(losses(whole).length, 7);
+  const out = join(root, 'killed');
+  const { child, done } = spawnCli('train-test', [...flags, '--out', out], { GENALIGN_TEST_STEP_DELAY_MS: '400' });
+  await waitFor(fileSays(join(out, 'checkpoints', 'latest'), 'step-000003'), 'checkpoint 3', 120_000, done);
+  child.kill('SIGKILL');
+  await done;
+  const r = await runCli('train', ['--resume', out]);
+  assert.is(r.code, 0, r.stderr);
+  assert.equal(losses(out), losses(whole), 'the same losses, bit for bit');
 });
 
 test('train on shards: a held-out shard is the val split (eval reads it); --epochs counts steps from sizes.json; a bad sample is named and skipped', async () => {
