@@ -19,9 +19,10 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { dawnOptionsFromEnv, type AdapterDescription } from '../src/gpu/device.ts';
-import { defaultCacheDir } from '../src/gpu/cache-dir.ts';
-import { writeFileAtomic } from '../src/gpu/atomic-file.ts';
+import type { AdapterDescription } from '../src/gpu/device.ts';
+import { dawnOptionsFromEnv } from '../src/platform/node.ts';
+import { defaultCacheDir } from '../src/platform/cache-dir.ts';
+import { writeFileAtomic } from '../src/platform/atomic-file.ts';
 import { concatOutputs, type HostTensor } from './harness.ts';
 
 type Tf = typeof import('@tensorflow/tfjs-core');

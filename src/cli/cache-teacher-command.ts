@@ -13,7 +13,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { getDevice } from '../gpu/device.ts';
-import { writableProblem } from '../gpu/atomic-file.ts';
+import { writableProblem } from '../platform/atomic-file.ts';
 import { loadModel, modelPreprocessing } from '../io/hf-checkpoint.ts';
 import { loadDataset } from '../io/dataset.ts';
 import { PreprocessPool } from '../io/preprocess-pool.ts';

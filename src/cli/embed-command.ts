@@ -14,7 +14,7 @@
 // Flags, --out and the adapter's base seed are checked before the GPU is touched; non-finite
 // embeddings (a diverged adapter) are an error and nothing is written.
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { writableProblem } from '../gpu/atomic-file.ts';
+import { writableProblem } from '../platform/atomic-file.ts';
 import { dirname, extname, join, resolve } from 'node:path';
 import { getDevice, type Device } from '../gpu/device.ts';
 import { loadModel, modelPreprocessing } from '../io/hf-checkpoint.ts';
@@ -31,7 +31,7 @@ import { loadTextModel } from '../io/hf-checkpoint.ts';
 import { embedTexts } from '../train/text-embedding.ts';
 import { warn } from './terminal.ts';
 import { SHARD_FLAGS, resolveShare, shareOf } from './shard.ts';
-import { nonFileKind } from '../gpu/regular-file.ts';
+import { nonFileKind } from '../platform/regular-file.ts';
 import { listWithRest } from '../gpu/problem-list.ts';
 
 export const EMBED_FLAGS: FlagSpec[] = [

@@ -10,7 +10,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { loadDataset } from '../io/dataset.ts';
 import { SIZES_FILE, readShard, shardName, shardPattern, writeShard, type SampleToWrite } from '../io/webdataset.ts';
-import { writeFileAtomic } from '../gpu/atomic-file.ts';
+import { writeFileAtomic } from '../platform/atomic-file.ts';
 import { parseFlags, helpText, positive, UsageError, type FlagSpec } from './args.ts';
 import { outputPathProblem } from './embed-command.ts';
 import { warn } from './terminal.ts';

@@ -11,7 +11,7 @@
 // Test images are always embedded by the teacher. Deterministic given --seed (the split and
 // preset weights; the fit itself has no randomness). Corrupt images are skipped with a warning.
 import { getDevice } from '../gpu/device.ts';
-import { writeFileAtomic } from '../gpu/atomic-file.ts';
+import { writeFileAtomic } from '../platform/atomic-file.ts';
 import { loadModel, modelPreprocessing } from '../io/hf-checkpoint.ts';
 import { listClassFolders, type ClassFolders } from '../io/class-folders.ts';
 import { checkPrecision } from '../train/trainer.ts';

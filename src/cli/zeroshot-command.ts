@@ -12,7 +12,7 @@
 // image decodes or an embedding is not finite.
 import { readFileSync } from 'node:fs';
 import { getDevice } from '../gpu/device.ts';
-import { writeFileAtomic } from '../gpu/atomic-file.ts';
+import { writeFileAtomic } from '../platform/atomic-file.ts';
 import { listWithRest } from '../gpu/problem-list.ts';
 import { loadModel, loadTextModel, modelPreprocessing } from '../io/hf-checkpoint.ts';
 import { listClassFolders } from '../io/class-folders.ts';

@@ -1,12 +1,7 @@
-// The one place genalign acquires a WebGPU adapter and device (Dawn via npm `webgpu`).
-//
-// Environment overrides:
-//   GENALIGN_BACKEND        Dawn backend: vulkan | metal | d3d12 | opengles | null
-//   GENALIGN_ADAPTER        substring of the adapter name to pin (e.g. "llvmpipe", "NVIDIA")
-//   GENALIGN_DAWN_ENABLE    comma-separated Dawn toggles to enable (e.g. vulkan_enable_f16_on_nvidia)
-//   GENALIGN_DAWN_DISABLE   comma-separated Dawn toggles to disable
-//   GENALIGN_UNSAFE_APIS=1  enable Dawn's allow_unsafe_apis (needed for subgroup-matrix)
-import { createRequire } from 'node:module';
+// The one place genalign acquires a WebGPU adapter and device: the GPU object comes from the
+// platform (platform/node.ts: Dawn via npm `webgpu`, with its GENALIGN_* environment overrides;
+// platform/browser.ts: navigator.gpu).
+import { requestGpu, type DeviceOptions } from '../platform/index.ts';
 import { BufferPool } from './pool.ts';
 import { CommandBatch } from './encoder.ts';
 import { KernelRegistry } from './kernels.ts';
@@ -21,13 +16,7 @@ export interface AdapterDescription {
   name: string;
 }
 
-export interface DeviceOptions {
-  backend?: string;
-  adapter?: string;
-  enableToggles?: string[];
-  disableToggles?: string[];
-  unsafeApis?: boolean;
-}
+export type { DeviceOptions } from '../platform/index.ts';
 
 /** Features genalign turns on whenever the adapter offers them. */
 const WANTED_FEATURES = [
@@ -169,52 +158,17 @@ export class Device {
   }
 }
 
-interface DawnModule {
-  create(options: string[]): GPU;
-  globals: object;
-}
-
-function loadDawn(): DawnModule {
-  const require = createRequire(import.meta.url);
-  const mod = require('webgpu') as DawnModule;
-  Object.assign(globalThis, mod.globals);
-  return mod;
-}
-
-function envList(name: string): string[] {
-  const v = process.env[name];
-  return v ? v.split(',').map((s) => s.trim()).filter(Boolean) : [];
-}
-
-export function dawnOptionsFromEnv(opts: DeviceOptions = {}): string[] {
-  const options: string[] = [];
-  const backend = opts.backend ?? process.env.GENALIGN_BACKEND;
-  const adapter = opts.adapter ?? process.env.GENALIGN_ADAPTER;
-  if (backend) options.push(`backend=${backend}`);
-  if (adapter) options.push(`adapter=${adapter}`);
-  const enable = [...(opts.enableToggles ?? []), ...envList('GENALIGN_DAWN_ENABLE')];
-  // Unquantized timestamps for the bench; f16 on older NVIDIA drivers.
-  const disable = ['timestamp_quantization', ...(opts.disableToggles ?? []), ...envList('GENALIGN_DAWN_DISABLE')];
-  enable.push('vulkan_enable_f16_on_nvidia');
-  if (opts.unsafeApis || process.env.GENALIGN_UNSAFE_APIS === '1') enable.push('allow_unsafe_apis');
-  options.push(`enable-dawn-features=${[...new Set(enable)].join(',')}`);
-  options.push(`disable-dawn-features=${[...new Set(disable)].join(',')}`);
-  return options;
-}
-
 export async function createDevice(opts: DeviceOptions = {}): Promise<Device> {
-  const dawn = loadDawn();
-  const options = dawnOptionsFromEnv(opts);
-  const gpu = dawn.create(options);
+  const { gpu, backend, options } = await requestGpu(opts);
   let adapter: GPUAdapter | null;
   try {
     adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
   } catch (e) {
     // Dawn rejects (rather than returning null) when the adapter= filter matches nothing;
     // its message lists the adapters it did find, which is what the user needs.
-    throw new Error(NO_ADAPTER_HELP + ` (Dawn options: ${options.join(' ')}; Dawn says: ${(e as Error).message})`);
+    throw new Error(NO_ADAPTER_HELP + ` (${options}; it says: ${(e as Error).message})`);
   }
-  if (!adapter) throw new Error(NO_ADAPTER_HELP + ` (Dawn options: ${options.join(' ')})`);
+  if (!adapter) throw new Error(NO_ADAPTER_HELP + ` (${options})`);
   const info = adapter.info;
   const features = WANTED_FEATURES.filter((f) => adapter.features.has(f)) as GPUFeatureName[];
   const requiredLimits: Record<string, number> = {};
@@ -223,7 +177,6 @@ export async function createDevice(opts: DeviceOptions = {}): Promise<Device> {
     if (typeof v === 'number') requiredLimits[name] = v;
   }
   const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
-  const backend = options.find((o) => o.startsWith('backend='))?.slice(8) ?? 'default';
   const desc: AdapterDescription = {
     vendor: info.vendor,
     architecture: info.architecture,

@@ -29,9 +29,7 @@
 //   binding 0            uniform params (a small struct; may be unused)
 //   bindings 1..nIn      read-only storage inputs      (var<storage, read>)
 //   bindings nIn+1..     read-write storage outputs    (var<storage, read_write>)
-import { readFileSync, existsSync, readdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { kernelFilesOnDisk, kernelSourceFromDisk } from '../platform/index.ts';
 
 export type OverrideValues = Record<string, number>;
 
@@ -68,49 +66,18 @@ export function registerKernelSources(map: Record<string, string>): void {
   assembled.clear();
 }
 
-function findKernelDir(): string {
-  if (process.env.GENALIGN_KERNELS_DIR) return process.env.GENALIGN_KERNELS_DIR;
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    const candidate = join(dir, 'kernels');
-    if (existsSync(join(candidate)) && existsSync(join(dir, 'package.json'))) return candidate;
-    dir = dirname(dir);
-  }
-  throw new Error('Cannot find the kernels/ directory; set GENALIGN_KERNELS_DIR to the folder holding the .wgsl files.');
-}
-
-let kernelDir: string | null = null;
-
-/** The text of one file under kernels/ (a kernel or a module), by its name without `.wgsl`. */
+/** The text of one file under kernels/ (a kernel or a module), by its name without `.wgsl`: registered (bundles), else read from disk (platform). */
 export function kernelSource(file: string): string {
   const known = sources.get(file);
   if (known !== undefined) return known;
-  kernelDir ??= findKernelDir();
-  const path = join(kernelDir, `${file}.wgsl`);
-  if (!existsSync(path)) throw new Error(`Kernel file not found: ${path}`);
-  const src = readFileSync(path, 'utf8');
+  const src = kernelSourceFromDisk(file);
   sources.set(file, src);
   return src;
 }
 
 /** Every file under kernels/ (registered or on disk), by name without `.wgsl`, sorted. */
 export function kernelFiles(): string[] {
-  const names = new Set(sources.keys());
-  let dir: string | null = null;
-  try {
-    dir = kernelDir ??= findKernelDir();
-  } catch {
-    // A bundle without kernels/: the registered sources are all there is.
-  }
-  const walk = (sub: string): void => {
-    for (const e of readdirSync(join(dir!, sub), { withFileTypes: true })) {
-      const rel = sub ? `${sub}/${e.name}` : e.name;
-      if (e.isDirectory()) walk(rel);
-      else if (e.name.endsWith('.wgsl')) names.add(rel.slice(0, -'.wgsl'.length));
-    }
-  };
-  if (dir && existsSync(dir)) walk('');
-  return [...names].sort();
+  return [...new Set([...sources.keys(), ...kernelFilesOnDisk()])].sort();
 }
 
 // ---------------------------------------------------------------------------------------------

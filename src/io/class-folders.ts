@@ -12,7 +12,7 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { IMAGE_EXTENSIONS } from './image.ts';
-import { nonFileKind } from '../gpu/regular-file.ts';
+import { nonFileKind } from '../platform/regular-file.ts';
 import { listWithRest } from '../gpu/problem-list.ts';
 
 export interface ClassFolders {

@@ -7,7 +7,7 @@
 // out by the loader at training time, or up front by validateImages (--validate), which
 // preprocesses the files in a worker pool (io/preprocess-pool.ts) when given a preprocess config.
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { readRegularTextFile } from '../gpu/regular-file.ts';
+import { readRegularTextFile } from '../platform/regular-file.ts';
 import { basename, extname, join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { IMAGE_EXTENSIONS, imageDecodeError, type PreprocessConfig } from './image.ts';

@@ -19,7 +19,7 @@ import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSyn
 import { rename, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import sharp from 'sharp';
-import { writeFileAtomic } from '../gpu/atomic-file.ts';
+import { writeFileAtomic } from '../platform/atomic-file.ts';
 import { listWithRest, MANIFEST_NAME } from './dataset.ts';
 import { mulberry32 } from './loader.ts';
 

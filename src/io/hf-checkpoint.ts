@@ -8,14 +8,15 @@
 // position_ids buffers) unread.
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { readRegularTextFile } from '../gpu/regular-file.ts';
+import { readRegularTextFile } from '../platform/regular-file.ts';
 import type { Device } from '../gpu/device.ts';
-import { fromArray, fromF16Bits, shapeStr, type DType, type Tensor } from '../tensor/tensor.ts';
+import type { DType, Tensor } from '../tensor/tensor.ts';
 import { parseHfConfig, parseHfTextConfig, isTextOnlyConfig, NAMED_CONFIGS, NAMED_TEXT_CONFIGS, type ClipVisionConfig, type ClipTextConfig } from '../nn/config.ts';
 import { ClipVisionModel, expectedShapes } from '../nn/vit.ts';
 import { ClipTextModel, expectedTextShapes } from '../nn/text.ts';
 import { SafetensorsFile } from './safetensors.ts';
-import { inlineListWithRest, listWithRest, LIST_LIMIT } from '../gpu/problem-list.ts';
+import { uploadCheckpointTensors } from './checkpoint-tensors.ts';
+import { inlineListWithRest } from '../gpu/problem-list.ts';
 import { cropProblem, parsePreprocessorConfig, type PreprocessConfig } from './image.ts';
 
 export interface LoadedModel {
@@ -126,47 +127,16 @@ const LOGIT_SCALE = 'logit_scale';
 function readCheckpointTensors(dir: string, expected: Map<string, number[]>, device: Device, dtype: DType, scalars: readonly string[] = []): { weights: Map<string, Tensor>; scalars: Map<string, number | null> } {
   const files = checkpointFiles(dir);
   const index = join(dir, 'model.safetensors.index.json');
-  const found = new Map<string, { file: SafetensorsFile; shape: number[] }>();
   const opened: SafetensorsFile[] = [];
-  const weights = new Map<string, Tensor>();
-  const values = new Map<string, number | null>();
   try {
     for (const f of files) {
       if (!existsSync(f)) throw new Error(`${f}: listed in the index but missing`);
-      const st = SafetensorsFile.open(f, existsSync(index) ? `a checkpoint shard named in ${index} (a safetensors file)` : "the model's weights (a safetensors file)");
-      opened.push(st);
-      for (const [name, info] of st.tensors) found.set(name, { file: st, shape: info.shape });
+      opened.push(SafetensorsFile.open(f, existsSync(index) ? `a checkpoint shard named in ${index} (a safetensors file)` : "the model's weights (a safetensors file)"));
     }
-    const problems: string[] = [];
-    const misShaped = (name: string, f: { file: SafetensorsFile; shape: number[] }, shape: number[]): string => `${name}: expected ${shapeStr(shape)}, found ${shapeStr(f.shape)} in ${basename(f.file.path)}`;
-    for (const [name, shape] of expected) {
-      const f = found.get(name);
-      if (!f) problems.push(`missing tensor ${name} (expected ${shapeStr(shape)})`);
-      else if (shapeStr(f.shape) !== shapeStr(shape)) problems.push(misShaped(name, f, shape));
-    }
-    for (const name of scalars) {
-      const f = found.get(name);
-      if (f && f.shape.length !== 0 && !(f.shape.length === 1 && f.shape[0] === 1)) problems.push(misShaped(name, f, []));
-    }
-    if (problems.length) throw new Error(`${dir}: checkpoint does not match its config.json (${problems.length} problem${problems.length > 1 ? 's' : ''}):\n  ${listWithRest(problems, LIST_LIMIT, '- ')}`);
-    for (const [name, shape] of expected) {
-      const f = found.get(name)!;
-      // f16: F16 tensors go to the GPU as stored; BF16/F32 are rounded to f16 bit patterns on
-      // the host with integer arithmetic (no f32 copy of the checkpoint is ever made).
-      const t = dtype === 'f16' ? fromF16Bits(f.file.float16Bits(name), shape, device) : fromArray(f.file.float32(name), shape, device);
-      weights.set(name, t.keep());
-    }
-    for (const name of scalars) {
-      const f = found.get(name);
-      values.set(name, f ? f.file.float32(name)[0] : null);
-    }
-  } catch (e) {
-    for (const t of weights.values()) t.dispose();
-    throw e;
+    return uploadCheckpointTensors(dir, opened, expected, device, dtype, scalars);
   } finally {
     for (const st of opened) st.close();
   }
-  return { weights, scalars: values };
 }
 
 /** Loads the vision tower of an HF CLIP checkpoint directory onto the GPU. */

@@ -18,7 +18,7 @@
 // A failed save (an exception) puts the old folder back and removes the temporary one.
 import { existsSync, lstatSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { makeDirs, nodeFiles, removeTree, writableProblem, type FileOps } from '../gpu/atomic-file.ts';
+import { makeDirs, nodeFiles, removeTree, writableProblem, type FileOps } from '../platform/atomic-file.ts';
 import { HF_LOGIT_SCALE_INIT_VALUE, type ClipVisionConfig, type ClipTextConfig } from '../nn/config.ts';
 import { expectedShapes, type ClipVisionModel } from '../nn/vit.ts';
 import type { ClipTextModel } from '../nn/text.ts';

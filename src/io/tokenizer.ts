@@ -23,7 +23,7 @@
 // own \s differs on U+0085 and U+FEFF, so it is not used.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { readRegularTextFile } from '../gpu/regular-file.ts';
+import { readRegularTextFile } from '../platform/regular-file.ts';
 
 export const DEFAULT_BOS = '<|startoftext|>';
 export const DEFAULT_EOS = '<|endoftext|>';

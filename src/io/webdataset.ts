@@ -19,7 +19,7 @@
 import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { extract, pack } from 'tar-stream';
-import { makeDirs, writeFileAtomic } from '../gpu/atomic-file.ts';
+import { makeDirs, writeFileAtomic } from '../platform/atomic-file.ts';
 import { imageDecodeError, preprocessImage, type PreprocessConfig } from './image.ts';
 
 const IMAGE_EXTS = new Set(['png', 'jpg', 'jpeg', 'webp']);

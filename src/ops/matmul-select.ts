@@ -13,10 +13,7 @@
 //                                             workgroup memory; for GPUs (aligned operands)
 //   *_f16     the same kernel file assembled with the f16 prelude (f16 storage, f32 accumulation)
 //   sgmat_*   kernels/matmul_sgmat.wgsl       chromium_experimental_subgroup_matrix (tensor cores)
-import { defaultCacheDir } from '../gpu/cache-dir.ts';
-import { join } from 'node:path';
-import { existsSync, readFileSync } from 'node:fs';
-import { writeFileAtomic } from '../gpu/atomic-file.ts';
+import { cacheFilePath, env, readCacheText, writeCacheText } from '../platform/index.ts';
 import type { AdapterClass } from '../gpu/device.ts';
 import type { KernelDType, OverrideValues } from '../gpu/kernels.ts';
 
@@ -376,7 +373,7 @@ interface TuneEntry {
 type TuneFile = Record<string, Record<string, TuneEntry>>;
 
 export function autotuneCachePath(): string {
-  return join(defaultCacheDir(), 'autotune.json');
+  return cacheFilePath('autotune.json');
 }
 
 let cacheMemo: { path: string; data: TuneFile } | null = null;
@@ -385,9 +382,10 @@ function loadCache(): TuneFile {
   const path = autotuneCachePath();
   if (cacheMemo && cacheMemo.path === path) return cacheMemo.data;
   let data: TuneFile = {};
-  if (existsSync(path)) {
+  const text = readCacheText(path);
+  if (text !== null) {
     try {
-      const parsed: unknown = JSON.parse(readFileSync(path, 'utf8'));
+      const parsed: unknown = JSON.parse(text);
       if (parsed && typeof parsed === 'object') data = parsed as TuneFile;
     } catch {
       // A corrupt cache is ignored (and overwritten by the next autotune run).
@@ -404,7 +402,7 @@ export function adapterKey(caps: MatmulCapabilities): string {
 
 /** Whether autotuning at first use of a shape class is on (GENALIGN_AUTOTUNE=1). */
 export function autotuneEnabled(): boolean {
-  return process.env.GENALIGN_AUTOTUNE === '1';
+  return env('GENALIGN_AUTOTUNE') === '1';
 }
 
 function lookupTuned(caps: MatmulCapabilities, shape: MatmulShape): string | null {
@@ -421,7 +419,7 @@ export function storeTuned(caps: MatmulCapabilities, shape: MatmulShape, entry: 
   const data = loadCache();
   const key = adapterKey(caps);
   data[key] = { ...(data[key] ?? {}), [shapeClass(shape)]: entry };
-  writeFileAtomic(autotuneCachePath(), JSON.stringify(data, null, 1) + '\n');
+  writeCacheText(autotuneCachePath(), JSON.stringify(data, null, 1) + '\n');
 }
 
 /** For tests: forget the in-memory copy of the cache file. */

@@ -5,7 +5,7 @@
 // may dispose() intermediates freely; the storage lives until the node is released.
 // A node is released when nothing can reach it any more (its output disposed and no
 // downstream node refers to it) or after backward() has run through it.
-import { Tensor, Parameter, fromArray, shapeStr } from './tensor.ts';
+import { Tensor, Parameter, shapeStr } from './tensor.ts';
 import type { GradFnRef } from './tensor.ts';
 
 /**

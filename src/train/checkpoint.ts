@@ -38,9 +38,9 @@
 import type { StreamPosition } from '../io/shard-stream.ts';
 import { existsSync, lstatSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { FileOpError, isAtomicTemp, nodeFiles, removeTree, makeDirs, writeFileAtomic, type FileOps } from '../gpu/atomic-file.ts';
+import { FileOpError, isAtomicTemp, nodeFiles, removeTree, makeDirs, writeFileAtomic, type FileOps } from '../platform/atomic-file.ts';
 import { SafetensorsFile, encodeSafetensors, readSafetensors } from '../io/safetensors.ts';
-import { readRegularTextFile } from '../gpu/regular-file.ts';
+import { readRegularTextFile } from '../platform/regular-file.ts';
 import { inlineListWithRest } from '../gpu/problem-list.ts';
 import type { AdamWState } from './optimizer.ts';
 import { checkState, gradScalerStateProblem, type GradScalerState } from './grad-scaler.ts';

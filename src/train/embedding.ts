@@ -6,8 +6,6 @@
 // are not finite (diverged LoRA weights, a broken checkpoint) stops with NonFiniteEmbeddingError:
 // NaN rows would otherwise flow silently into files and metrics.
 import type { Device } from '../gpu/device.ts';
-import { fromArray, scope } from '../tensor/tensor.ts';
-import { noGrad } from '../tensor/autograd.ts';
 import type { ClipVisionModel } from '../nn/vit.ts';
 import type { LoraAdapter } from '../nn/lora.ts';
 import { ImageDecodeError, decodeReason, type ImageSource, type PreprocessConfig } from '../io/image.ts';
@@ -58,20 +56,8 @@ async function decodeAll(pool: PreprocessPool, paths: string[], pre: PreprocessC
   );
 }
 
-/** Embeds pixel arrays (CHW, already preprocessed) in one batch under noGrad. */
-export async function embedPixels(device: Device, model: ClipVisionModel, lora: LoraAdapter | undefined, pixels: Float32Array[], projection?: import('../tensor/tensor.ts').Tensor): Promise<Float32Array> {
-  const S = model.cfg.imageSize;
-  const per = 3 * S * S;
-  const n = pixels.length;
-  const buf = new Float32Array(n * per);
-  pixels.forEach((p, i) => buf.set(p, i * per));
-  const out = scope(() => noGrad(() => model.forward(fromArray(buf, [n, 3, S, S], device), { lora, projection })).keep());
-  try {
-    return await out.read();
-  } finally {
-    out.dispose();
-  }
-}
+export { embedPixels } from '../nn/embed-pixels.ts';
+import { embedPixels } from '../nn/embed-pixels.ts';
 
 export async function embedPaths(device: Device, model: ClipVisionModel, lora: LoraAdapter | undefined, paths: string[], pre: PreprocessConfig, batch: number, hooks: EmbedHooks = {}): Promise<EmbeddedFiles> {
   const [out] = await embedPathsWith(device, model, [{ lora, projection: hooks.projection, name: hooks.model }], paths, pre, batch, hooks);

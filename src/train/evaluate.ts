@@ -18,7 +18,7 @@ import type { Device } from '../gpu/device.ts';
 import type { ClipVisionModel } from '../nn/vit.ts';
 import type { ImageSource, PreprocessConfig } from '../io/image.ts';
 import type { Pair } from '../io/dataset.ts';
-import { writeFileAtomic, type FileOps } from '../gpu/atomic-file.ts';
+import { writeFileAtomic, type FileOps } from '../platform/atomic-file.ts';
 import { PreprocessPool } from '../io/preprocess-pool.ts';
 import { embedPaths, embedPathsWith, type EmbeddedFiles, type EmbedVariant } from './embedding.ts';
 import { alignmentMetrics, evalReport, type EvalReport } from './metrics.ts';

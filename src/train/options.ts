@@ -21,7 +21,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { defaultCacheDir } from '../gpu/cache-dir.ts';
+import { defaultCacheDir } from '../platform/cache-dir.ts';
 import { ALL_TARGETS, ATTENTION_TARGETS, type LoraTarget } from '../nn/lora.ts';
 import { absoluteShardSpec, isShardSpec } from '../io/webdataset.ts';
 

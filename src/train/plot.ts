@@ -5,7 +5,7 @@
 // from that SVG by sharp, figure3.png.
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { writeFileAtomic, type FileOps } from '../gpu/atomic-file.ts';
+import { writeFileAtomic, type FileOps } from '../platform/atomic-file.ts';
 import { pca2d, seededSubsample, tsne } from './tsne.ts';
 
 export interface EmbeddingPair {

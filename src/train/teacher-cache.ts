@@ -31,7 +31,7 @@
 // and the file is removed.
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
-import { makeDirs, writeFileAtomic } from '../gpu/atomic-file.ts';
+import { makeDirs, writeFileAtomic } from '../platform/atomic-file.ts';
 import { join, resolve } from 'node:path';
 import { SafetensorsFile, readSafetensors, writeSafetensors } from '../io/safetensors.ts';
 import type { PreprocessConfig } from '../io/image.ts';

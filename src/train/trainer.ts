@@ -27,7 +27,7 @@ import { dirname, join, resolve } from 'node:path';
 import type { Device } from '../gpu/device.ts';
 import { OutOfMemoryError } from '../gpu/encoder.ts';
 import { BufferTooLargeError } from '../gpu/pool.ts';
-import { FileOpError, errnoReason, makeDirs, nodeFiles, removeTree, writableProblem, writeFileAtomic, type FileOps } from '../gpu/atomic-file.ts';
+import { FileOpError, errnoReason, makeDirs, nodeFiles, removeTree, writableProblem, writeFileAtomic, type FileOps } from '../platform/atomic-file.ts';
 import { fromArray, scope, type Parameter, type Tensor } from '../tensor/tensor.ts';
 import { backward, noGrad } from '../tensor/autograd.ts';
 import { infoNceGenToReal } from '../ops/index.ts';
@@ -41,7 +41,7 @@ import { ShardBatchSource, readShardPairs, sampleSources, shardIdentity, type St
 import { expandShardSpec, isShardSpec, readShard, shardSizes, type ShardSample } from '../io/webdataset.ts';
 import type { ImageSource } from '../io/image.ts';
 import { PreprocessPool } from '../io/preprocess-pool.ts';
-import { readRegularTextFile } from '../gpu/regular-file.ts';
+import { readRegularTextFile } from '../platform/regular-file.ts';
 import { AdamW } from './optimizer.ts';
 import { GradScaler, GRAD_SCALER_DEFAULTS, type GradScalerOptions } from './grad-scaler.ts';
 import { learningRate, type ScheduleOptions } from './schedule.ts';

@@ -4,7 +4,7 @@ import * as assert from 'uvu/assert';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makeDirs, writeFileAtomic } from '../../src/gpu/atomic-file.ts';
+import { makeDirs, writeFileAtomic } from '../../src/platform/atomic-file.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'genalign-atomic-'));
 test.after(() => rmSync(root, { recursive: true, force: true }));

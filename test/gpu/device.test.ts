@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { NO_ADAPTER_HELP, adapterClassOf, createDevice, dawnOptionsFromEnv, type Device } from '../../src/gpu/device.ts';
+import { NO_ADAPTER_HELP, adapterClassOf, createDevice, type Device } from '../../src/gpu/device.ts';
+import { dawnOptionsFromEnv } from '../../src/platform/node.ts';
 import { GpuError } from '../../src/gpu/encoder.ts';
 import { registerKernelSources } from '../../src/gpu/kernels.ts';
 import { Tensor, fromArray } from '../../src/tensor/tensor.ts';

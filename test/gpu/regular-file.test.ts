@@ -8,7 +8,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readRegularFile, readRegularTextFile } from '../../src/gpu/regular-file.ts';
+import { readRegularFile, readRegularTextFile } from '../../src/platform/regular-file.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const root = mkdtempSync(join(tmpdir(), 'genalign-regular-'));
@@ -57,7 +57,7 @@ test('a directory, a character device, a socket, a missing path and a dangling l
 test('a FIFO is refused at once (the open does not wait for a writer); tried in a child process with a timeout', () => {
   const fifo = join(root, 'pipe.json');
   execFileSync('mkfifo', [fifo]);
-  const script = `import { readRegularFile } from './src/gpu/regular-file.ts'; try { readRegularFile(${JSON.stringify(fifo)}, 'x'); console.log('read'); } catch (e) { console.log(e.message); }`;
+  const script = `import { readRegularFile } from './src/platform/regular-file.ts'; try { readRegularFile(${JSON.stringify(fifo)}, 'x'); console.log('read'); } catch (e) { console.log(e.message); }`;
   const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, timeout: 30_000, encoding: 'utf8' });
   assert.is(r.signal, null, 'the read blocked on the FIFO (killed after 30 s)');
   assert.is(r.stdout.trim(), `${fifo} is a FIFO (named pipe); expected x`, r.stderr);

@@ -4,7 +4,7 @@
 //             half of its bytes, as a disk that fills up mid-write does);
 //   'kill'    the process dies by SIGKILL right there (a write or append first writes half of its
 //             bytes), so no catch or finally block runs — a real crash.
-import { fileOpError, nodeFiles, type FileOpName, type FileOps, type WriteOptions } from '../../src/gpu/atomic-file.ts';
+import { fileOpError, nodeFiles, type FileOpName, type FileOps, type WriteOptions } from '../../src/platform/atomic-file.ts';
 
 export type FaultMode = 'kill' | 'enospc';
 

@@ -32,7 +32,7 @@ import { trainOptionsOf } from '../../src/cli/train-command.ts';
 import { PreprocessPool } from '../../src/io/preprocess-pool.ts';
 import { disposeStudent } from '../../src/train/student.ts';
 import { formatOf } from '../../src/train/checkpoint.ts';
-import { isAtomicTemp } from '../../src/gpu/atomic-file.ts';
+import { isAtomicTemp } from '../../src/platform/atomic-file.ts';
 import { FaultyFiles, type FileOpRecord } from '../helpers/faulty-files.ts';
 import { tmp, tinyDataset, ROOT } from '../cli/helpers.ts';
 

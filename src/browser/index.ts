@@ -1,0 +1,170 @@
+// genalign in the browser: the entry point of dist/browser/genalign.js (scripts/build.mjs).
+// The same engine (gpu/, tensor/, ops/, nn/) on navigator.gpu, HF CLIP checkpoints and PEFT
+// adapters fetched from URLs, and images decoded by the browser and preprocessed by genalign's
+// own CLIPImageProcessor code (io/preprocess.ts), so the embeddings are the ones `npm run embed`
+// writes in Node for the same files:
+//
+//   import { createDevice, loadModel, loadAdapter, embedImages } from './genalign.js';
+//   await createDevice();
+//   const model = await loadModel('https://host/clip/');
+//   const lora = await loadAdapter('https://host/adapter/', model);
+//   const { data, shape } = await embedImages(model, [url, blob], { lora });
+//
+// Decoding: createImageBitmap(blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' })
+// drawn on an OffscreenCanvas and read back as RGBA bytes (alpha ignored, as in Node). With no
+// colour conversion and no premultiplication, PNG pixels are the file's bytes, as sharp gives
+// them; JPEG decoders may differ from libjpeg-turbo by a level here and there.
+/// <reference lib="dom" />
+import { createDevice as createGpuDevice, type Device } from '../gpu/device.ts';
+import { parseHfConfig, isTextOnlyConfig, type ClipVisionConfig } from '../nn/config.ts';
+import { ClipVisionModel, expectedShapes } from '../nn/vit.ts';
+import type { LoraAdapter } from '../nn/lora.ts';
+import { embedPixels } from '../nn/embed-pixels.ts';
+import type { DType } from '../tensor/tensor.ts';
+import { SafetensorsBytes } from '../io/safetensors-core.ts';
+import { uploadCheckpointTensors } from '../io/checkpoint-tensors.ts';
+import { adapterFromSafetensors, loraSettings } from '../io/peft-core.ts';
+import { cropProblem, parsePreprocessorConfig, preprocessDecoded, type PreprocessConfig } from '../io/preprocess.ts';
+import type { Pixels } from '../io/resample.ts';
+
+export type { Device } from '../gpu/device.ts';
+export type { PreprocessConfig } from '../io/preprocess.ts';
+
+let current: Device | null = null;
+
+/** Opens the WebGPU device (navigator.gpu) the other functions use; returns it (adapter name in `device.adapter.name`). */
+export async function createDevice(): Promise<Device> {
+  current ??= await createGpuDevice();
+  return current;
+}
+
+function device(): Device {
+  if (!current) throw new Error('genalign: call `await createDevice()` first');
+  return current;
+}
+
+/** A CLIP vision tower loaded from a URL, with its preprocessing. */
+export interface BrowserModel {
+  model: ClipVisionModel;
+  config: ClipVisionConfig;
+  preprocess: PreprocessConfig;
+  /** The base URL it was loaded from. */
+  url: string;
+  dispose(): void;
+}
+
+function join(base: string, file: string): string {
+  return base.endsWith('/') ? `${base}${file}` : `${base}/${file}`;
+}
+
+/** fetch with errors that name the URL; null for 404 when `optional`. */
+async function get(url: string, what: string, optional = false): Promise<Response | null> {
+  let res: Response;
+  try {
+    res = await fetch(url);
+  } catch (e) {
+    throw new Error(`${url}: cannot fetch ${what} (${(e as Error).message})`);
+  }
+  if (res.status === 404 && optional) return null;
+  if (!res.ok) throw new Error(`${url}: cannot fetch ${what} (HTTP ${res.status} ${res.statusText})`);
+  return res;
+}
+
+async function getJson(url: string, what: string, optional = false): Promise<unknown> {
+  const res = await get(url, what, optional);
+  if (!res) return null;
+  const text = await res.text();
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (e) {
+    throw new Error(`${url}: ${what} is not valid JSON (${(e as Error).message})`);
+  }
+}
+
+async function getSafetensors(url: string, what: string): Promise<SafetensorsBytes> {
+  const res = await get(url, what);
+  // The bytes as bytes: the header is decoded on its own, never the file as a string.
+  return new SafetensorsBytes(url, new Uint8Array(await res!.arrayBuffer()));
+}
+
+/**
+ * Loads the vision tower of an HF CLIP checkpoint folder served at `url`: config.json,
+ * model.safetensors or model.safetensors.index.json with its shards, and preprocessor_config.json
+ * when present. `dtype` 'f16' needs the adapter's shader-f16.
+ */
+export async function loadModel(url: string, opts: { dtype?: DType } = {}): Promise<BrowserModel> {
+  const dev = device();
+  const dtype = opts.dtype ?? 'f32';
+  if (dtype === 'f16' && !dev.hasFeature('shader-f16')) throw new Error(`loadModel ${url}: dtype f16 needs the adapter feature 'shader-f16', which ${dev.adapter.name || 'this adapter'} does not offer; use dtype 'f32'`);
+  const cfgUrl = join(url, 'config.json');
+  const json = await getJson(cfgUrl, "the model's config.json");
+  if (isTextOnlyConfig(json)) throw new Error(`${cfgUrl}: this is a CLIP text config; it has no vision tower`);
+  const config = parseHfConfig(json, cfgUrl);
+  const indexUrl = join(url, 'model.safetensors.index.json');
+  const index = (await getJson(indexUrl, 'the sharded checkpoint index', true)) as { weight_map?: Record<string, string> } | null;
+  const files = index ? [...new Set(Object.values(index.weight_map ?? {}))] : ['model.safetensors'];
+  if (index && !files.length) throw new Error(`${indexUrl}: missing "weight_map"`);
+  const stores = await Promise.all(files.map((f) => getSafetensors(join(url, f), index ? `a checkpoint shard named in ${indexUrl}` : "the model's weights (model.safetensors)")));
+  const { weights } = uploadCheckpointTensors(url, stores, expectedShapes(config), dev, dtype);
+  const model = ClipVisionModel.fromWeights(config, weights, dev, dtype);
+  try {
+    const preUrl = join(url, 'preprocessor_config.json');
+    const preJson = await getJson(preUrl, 'preprocessor_config.json', true);
+    const preprocess = parsePreprocessorConfig(preJson, config.imageSize, preUrl);
+    const problem = cropProblem(preprocess, config.imageSize, preUrl);
+    if (problem) throw new Error(`${problem}.`);
+    return { model, config, preprocess, url, dispose: () => model.dispose() };
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+}
+
+/** Loads a PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) served at `url`, for `model`. */
+export async function loadAdapter(url: string, model: BrowserModel): Promise<LoraAdapter> {
+  const cfgUrl = join(url, 'adapter_config.json');
+  const { rank, alpha } = loraSettings(await getJson(cfgUrl, "the adapter's adapter_config.json"), cfgUrl);
+  const st = await getSafetensors(join(url, 'adapter_model.safetensors'), "the adapter's weights (adapter_model.safetensors)");
+  return adapterFromSafetensors(st, model.config, rank, alpha, device());
+}
+
+/** An image to embed: a URL, or the file's bytes as a Blob (a File from a picker or a drop). */
+export type ImageInput = string | Blob;
+
+/** The RGBA pixels of an image file, decoded by the browser without colour conversion or premultiplication. */
+export async function decodeImage(input: ImageInput): Promise<Pixels> {
+  const name = typeof input === 'string' ? input : (input as File).name ?? 'a Blob';
+  const blob = typeof input === 'string' ? await (await get(input, 'an image'))!.blob() : input;
+  let bitmap: ImageBitmap;
+  try {
+    bitmap = await createImageBitmap(blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+  } catch (e) {
+    throw new Error(`${name}: cannot decode image (${(e as Error).message})`);
+  }
+  try {
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    const ctx = canvas.getContext('2d', { colorSpace: 'srgb', willReadFrequently: true } as CanvasRenderingContext2DSettings);
+    if (!ctx) throw new Error(`${name}: no 2d canvas context to read the decoded pixels`);
+    ctx.drawImage(bitmap, 0, 0);
+    const data = ctx.getImageData(0, 0, bitmap.width, bitmap.height).data;
+    return { width: bitmap.width, height: bitmap.height, channels: 4, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  } finally {
+    bitmap.close();
+  }
+}
+
+/**
+ * Embeds images with the model (the teacher) or, with `lora`, the student: Float32Array
+ * [N, projection_dim], the projection output as `npm run embed` writes it (not normalised).
+ */
+export async function embedImages(model: BrowserModel, images: readonly ImageInput[], opts: { lora?: LoraAdapter; batch?: number } = {}): Promise<{ data: Float32Array; shape: [number, number] }> {
+  const dev = device();
+  const batch = opts.batch ?? 16;
+  const D = model.config.projectionDim;
+  const out = new Float32Array(images.length * D);
+  for (let i = 0; i < images.length; i += batch) {
+    const pixels = await Promise.all(images.slice(i, i + batch).map(async (img) => preprocessDecoded(await decodeImage(img), model.preprocess)));
+    out.set(await embedPixels(dev, model.model, opts.lora, pixels), i * D);
+  }
+  return { data: out, shape: [images.length, D] };
+}
