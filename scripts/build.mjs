@@ -7,7 +7,11 @@
 // dist/preprocess-worker.js; every other entry point registers that file's URL, relative to
 // itself, through registerPreprocessWorker (src/io/preprocess-pool.ts) before its own code runs.
 //
-//   node scripts/build.mjs                 # library + CLI commands
+// It also writes the browser bundle dist/browser/genalign.js (ESM for browsers, no Node
+// built-ins): src/browser/index.ts with platform/index.ts resolved to platform/browser.ts and the
+// kernels embedded; esbuild stops the build if anything it reaches imports a Node module.
+//
+//   node scripts/build.mjs                 # library + CLI commands + browser bundle
 //   node scripts/build.mjs bench/run.ts    # ... plus extra entry points (dist/bench/run.js)
 //   node scripts/build.mjs --outdir DIR    # into DIR instead of dist/ (emptied first)
 import { build } from 'esbuild';
@@ -103,6 +107,32 @@ const result = await build({
   metafile: true,
   plugins: [embedKernels],
 });
+// The browser bundle: one file, the platform swapped for the browser's.
+const browserPlatform = {
+  name: 'genalign-browser-platform',
+  setup(b) {
+    b.onResolve({ filter: /platform\/index\.ts$/ }, (args) => ({ path: join(args.resolveDir, args.path.replace(/index\.ts$/, 'browser.ts')) }));
+    b.onResolve({ filter: /^genalign-browser-entry$/ }, () => ({ path: 'entry', namespace: 'genalign-browser-entry' }));
+    b.onLoad({ filter: /.*/, namespace: 'genalign-browser-entry' }, () => ({
+      contents: `import 'genalign:kernels';\nexport * from ${JSON.stringify(join(root, 'src/browser/index.ts'))};\n`,
+      resolveDir: root,
+      loader: 'js',
+    }));
+  },
+};
+const browserResult = await build({
+  entryPoints: { 'browser/genalign': 'genalign-browser-entry' },
+  outdir,
+  bundle: true,
+  format: 'esm',
+  platform: 'browser',
+  target: 'es2022',
+  sourcemap: true,
+  logLevel: 'warning',
+  metafile: true,
+  plugins: [browserPlatform, embedKernels],
+});
+result.metafile.outputs = { ...result.metafile.outputs, ...browserResult.metafile.outputs };
 const outputs = Object.entries(result.metafile.outputs).filter(([f]) => f.endsWith('.js'));
 for (const [file, info] of outputs) console.log(`  ${relative(root, file).padEnd(32)} ${(info.bytes / 1024).toFixed(1)} KiB`);
-console.log(`build: ${Object.keys(entries).length} entry points and the preprocessing worker, ${Object.keys(kernels).length} kernels embedded -> ${relative(root, outdir) || '.'}/`);
+console.log(`build: ${Object.keys(entries).length} entry points, the preprocessing worker and the browser bundle, ${Object.keys(kernels).length} kernels embedded -> ${relative(root, outdir) || '.'}/`);

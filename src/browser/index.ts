@@ -14,7 +14,7 @@
 // drawn on an OffscreenCanvas and read back as RGBA bytes (alpha ignored, as in Node). With no
 // colour conversion and no premultiplication, PNG pixels are the file's bytes, as sharp gives
 // them; JPEG decoders may differ from libjpeg-turbo by a level here and there.
-/// <reference lib="dom" />
+// Typechecked with the DOM library by tsconfig.browser.json (npm run typecheck runs both).
 import { createDevice as createGpuDevice, type Device } from '../gpu/device.ts';
 import { parseHfConfig, isTextOnlyConfig, type ClipVisionConfig } from '../nn/config.ts';
 import { ClipVisionModel, expectedShapes } from '../nn/vit.ts';
@@ -53,8 +53,18 @@ export interface BrowserModel {
   dispose(): void;
 }
 
+/** `url` resolved against the page (so messages name the whole URL). */
+function absolute(url: string): string {
+  try {
+    return new URL(url, (globalThis as { location?: { href: string } }).location?.href).href;
+  } catch {
+    return url;
+  }
+}
+
 function join(base: string, file: string): string {
-  return base.endsWith('/') ? `${base}${file}` : `${base}/${file}`;
+  const b = absolute(base);
+  return b.endsWith('/') ? `${b}${file}` : `${b}/${file}`;
 }
 
 /** fetch with errors that name the URL; null for 404 when `optional`. */
@@ -105,7 +115,7 @@ export async function loadModel(url: string, opts: { dtype?: DType } = {}): Prom
   const files = index ? [...new Set(Object.values(index.weight_map ?? {}))] : ['model.safetensors'];
   if (index && !files.length) throw new Error(`${indexUrl}: missing "weight_map"`);
   const stores = await Promise.all(files.map((f) => getSafetensors(join(url, f), index ? `a checkpoint shard named in ${indexUrl}` : "the model's weights (model.safetensors)")));
-  const { weights } = uploadCheckpointTensors(url, stores, expectedShapes(config), dev, dtype);
+  const { weights } = uploadCheckpointTensors(absolute(url), stores, expectedShapes(config), dev, dtype);
   const model = ClipVisionModel.fromWeights(config, weights, dev, dtype);
   try {
     const preUrl = join(url, 'preprocessor_config.json');
@@ -113,7 +123,7 @@ export async function loadModel(url: string, opts: { dtype?: DType } = {}): Prom
     const preprocess = parsePreprocessorConfig(preJson, config.imageSize, preUrl);
     const problem = cropProblem(preprocess, config.imageSize, preUrl);
     if (problem) throw new Error(`${problem}.`);
-    return { model, config, preprocess, url, dispose: () => model.dispose() };
+    return { model, config, preprocess, url: absolute(url), dispose: () => model.dispose() };
   } catch (e) {
     model.dispose();
     throw e;
@@ -133,8 +143,8 @@ export type ImageInput = string | Blob;
 
 /** The RGBA pixels of an image file, decoded by the browser without colour conversion or premultiplication. */
 export async function decodeImage(input: ImageInput): Promise<Pixels> {
-  const name = typeof input === 'string' ? input : (input as File).name ?? 'a Blob';
-  const blob = typeof input === 'string' ? await (await get(input, 'an image'))!.blob() : input;
+  const name = typeof input === 'string' ? absolute(input) : ((input as File).name ?? 'a Blob');
+  const blob = typeof input === 'string' ? await (await get(name, 'an image'))!.blob() : input;
   let bitmap: ImageBitmap;
   try {
     bitmap = await createImageBitmap(blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
