@@ -21,7 +21,7 @@ import type { Pair } from '../io/dataset.ts';
 import { writeFileAtomic, type FileOps } from '../platform/atomic-file.ts';
 import { PreprocessPool } from '../io/preprocess-pool.ts';
 import { embedPaths, embedPathsWith, type EmbeddedFiles, type EmbedVariant } from './embedding.ts';
-import { alignmentMetrics, evalReport, type EvalReport } from './metrics.ts';
+import { alignmentMetrics, nearestReals, evalReport, type EvalReport } from './metrics.ts';
 import { writeFigure3 } from './plot.ts';
 import type { TeacherCache } from './teacher-cache.ts';
 import type { ClipTextModel } from '../nn/text.ts';
@@ -140,7 +140,7 @@ export async function evaluatePairs(
   const files: string[] = [join(outDir, 'metrics.json')];
   writeFileAtomic(join(outDir, 'metrics.json'), JSON.stringify(report, null, 2) + '\n', opts.files);
   if (opts.plot !== 'none') {
-    await writeFigure3(outDir, {
+    const fig = await writeFigure3(outDir, {
       before: { real, gen: genBefore },
       after: { real, gen: genAfter },
       n,
@@ -151,6 +151,23 @@ export async function evaluatePairs(
       subtitles: [`paired cosine ${report.paired_cosine_before.toFixed(3)}, R@1 ${report.r1_before.toFixed(3)}`, `paired cosine ${report.paired_cosine_after.toFixed(3)}, R@1 ${report.r1_after.toFixed(3)}`],
     });
     files.push(join(outDir, 'figure3.svg'), join(outDir, 'figure3.png'));
+    // What the interactive report (npm run report) shows: the same maps, the pairs' files, and
+    // each drawn generated image's nearest real images before and after.
+    const kept = pairs.filter((_, i) => keep[i]);
+    const round = (c: Float64Array): number[] => [...c].map((v) => Math.round(v * 1e4) / 1e4);
+    const data = {
+      version: 1,
+      method: opts.plot,
+      /** Every evaluated pair (files as given: paths, or shard members' names). */
+      pairs: kept.map((p) => ({ id: p.id, real: p.real, generated: p.generated[0], ...(p.caption !== undefined ? { caption: p.caption } : {}), ...(p.label !== undefined ? { label: p.label } : {}) })),
+      /** The pairs drawn, as indices into pairs; point i of a panel is pair plotted[i] (reals first, then generated). */
+      plotted: fig.kept,
+      panels: { before: round(fig.coords.before), after: round(fig.coords.after) },
+      /** For each drawn pair's generated image, its 5 nearest real images (indices into pairs) by cosine. */
+      nearest: { before: nearestReals(genBefore, real, n, D, fig.kept, 5), after: nearestReals(genAfter, real, n, D, fig.kept, 5) },
+    };
+    writeFileAtomic(join(outDir, 'figure3.json'), JSON.stringify(data) + '\n', opts.files);
+    files.push(join(outDir, 'figure3.json'));
   }
   return { report, files };
 }

@@ -76,6 +76,29 @@ export function retrievalRanks(gen: Float32Array, real: Float32Array, n: number,
   return ranksOfNormalized(normalizedRows(gen, n, dim, 'gen'), normalizedRows(real, n, dim, 'real'), n, dim, opts);
 }
 
+/**
+ * For each of the gen rows `rows`, the indices of its `k` most cosine-similar real rows (best
+ * first; ties to the lower index): the nearest real images of a generated image.
+ */
+export function nearestReals(gen: Float32Array, real: Float32Array, n: number, dim: number, rows: readonly number[], k: number): number[][] {
+  const g = normalizedRows(gen, n, dim, 'gen');
+  const r = normalizedRows(real, n, dim, 'real');
+  const kk = Math.min(k, n);
+  return rows.map((i) => {
+    const best: { j: number; s: number }[] = [];
+    for (let j = 0; j < n; j++) {
+      const s = laneDot(g, i * dim, r, j * dim, dim);
+      if (best.length < kk || s > best[best.length - 1].s) {
+        let at = best.length;
+        while (at > 0 && best[at - 1].s < s) at--;
+        best.splice(at, 0, { j, s });
+        if (best.length > kk) best.pop();
+      }
+    }
+    return best.map((b) => b.j);
+  });
+}
+
 /** Side-by-side before/after numbers, the shape `eval` prints and writes as JSON. */
 export function evalReport(before: AlignmentMetrics, after: AlignmentMetrics): EvalReport {
   if (before.n !== after.n) {
@@ -96,7 +119,7 @@ export function evalReport(before: AlignmentMetrics, after: AlignmentMetrics): E
 
 // ---------------------------------------------------------------------------------------------
 
-function normalizedRows(x: Float32Array, n: number, dim: number, label: string): Float64Array {
+export function normalizedRows(x: Float32Array, n: number, dim: number, label: string): Float64Array {
   if (!Number.isInteger(n) || n < 1 || !Number.isInteger(dim) || dim < 1) {
     throw new Error(`alignment metrics: need n ≥ 1 pairs and dim ≥ 1, got n=${n}, dim=${dim}`);
   }

@@ -43,6 +43,8 @@ export interface Figure3Result {
   pairsTotal: number;
   /** [2m, 2] map coordinates per panel: rows 0..m−1 real, m..2m−1 generated. */
   coords: { before: Float64Array; after: Float64Array };
+  /** The pairs drawn: index i of the map is pair kept[i] of the n given. */
+  kept: number[];
 }
 
 export const REAL_COLOR = '#1f77b4';
@@ -100,6 +102,7 @@ export async function writeFigure3(outDir: string, o: Figure3Options): Promise<F
     pairsPlotted: m,
     pairsTotal: n,
     coords: { before, after },
+    kept: [...keep],
   };
 }
 
