@@ -9,6 +9,7 @@
 //   const model = await loadModel('https://host/clip/');
 //   const lora = await loadAdapter('https://host/adapter/', model);
 //   const { data, shape } = await embedImages(model, [url, blob], { lora });
+//   const texts = await embedTexts(model, ['a photo of a dog']);   // a CLIPModel with its tokenizer files
 //
 // Decoding: createImageBitmap(blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' })
 // drawn on an OffscreenCanvas and read back as RGBA bytes (alpha ignored, as in Node). With no
@@ -16,7 +17,10 @@
 // them; JPEG decoders may differ from libjpeg-turbo by a level here and there.
 // Typechecked with the DOM library by tsconfig.browser.json (npm run typecheck runs both).
 import { createDevice as createGpuDevice, type Device } from '../gpu/device.ts';
-import { parseHfConfig, isTextOnlyConfig, type ClipVisionConfig } from '../nn/config.ts';
+import { parseHfConfig, parseHfTextConfig, isTextOnlyConfig, type ClipVisionConfig } from '../nn/config.ts';
+import { ClipTextModel, expectedTextShapes } from '../nn/text.ts';
+import { ClipTokenizer, tokenizerData, type TokenizerFiles } from '../io/tokenizer-core.ts';
+import { embedTexts as embedTextRows } from '../train/text-embedding.ts';
 import { ClipVisionModel, expectedShapes } from '../nn/vit.ts';
 import type { LoraAdapter } from '../nn/lora.ts';
 import { embedPixels } from '../nn/embed-pixels.ts';
@@ -50,7 +54,33 @@ export interface BrowserModel {
   preprocess: PreprocessConfig;
   /** The base URL it was loaded from. */
   url: string;
+  /** The text tower and its tokenizer, when the checkpoint is a CLIPModel served with its tokenizer files. */
+  text: { model: ClipTextModel; tokenizer: ClipTokenizer } | null;
   dispose(): void;
+}
+
+const TOKENIZER_FILES = ['tokenizer.json', 'vocab.json', 'merges.txt', 'tokenizer_config.json', 'special_tokens_map.json'];
+
+/** The tokenizer files served at `url` (each optional), or null when there is none. */
+async function fetchTokenizer(url: string): Promise<ClipTokenizer | null> {
+  const texts = new Map<string, string>();
+  await Promise.all(
+    TOKENIZER_FILES.map(async (f) => {
+      const res = await get(join(url, f), `the tokenizer file ${f}`, true);
+      if (res) texts.set(f, await res.text());
+    }),
+  );
+  if (!texts.has('tokenizer.json') && !texts.has('vocab.json')) return null;
+  const files: TokenizerFiles = {
+    path: (name) => join(url, name),
+    exists: (name) => texts.has(name),
+    read: (name, expected) => {
+      const t = texts.get(name);
+      if (t === undefined) throw new Error(`${join(url, name)}: not found; expected ${expected}`);
+      return t;
+    },
+  };
+  return new ClipTokenizer(tokenizerData(files, absolute(url)));
 }
 
 /** `url` resolved against the page (so messages name the whole URL). */
@@ -115,17 +145,31 @@ export async function loadModel(url: string, opts: { dtype?: DType } = {}): Prom
   const files = index ? [...new Set(Object.values(index.weight_map ?? {}))] : ['model.safetensors'];
   if (index && !files.length) throw new Error(`${indexUrl}: missing "weight_map"`);
   const stores = await Promise.all(files.map((f) => getSafetensors(join(url, f), index ? `a checkpoint shard named in ${indexUrl}` : "the model's weights (model.safetensors)")));
-  const { weights } = uploadCheckpointTensors(absolute(url), stores, expectedShapes(config), dev, dtype);
-  const model = ClipVisionModel.fromWeights(config, weights, dev, dtype);
+  // A CLIPModel's text tower comes along when its tokenizer files are served too.
+  const tokenizer = (json as { text_config?: unknown }).text_config ? await fetchTokenizer(url) : null;
+  const textConfig = tokenizer ? parseHfTextConfig(json, cfgUrl) : null;
+  const expected = new Map([...expectedShapes(config), ...(textConfig ? expectedTextShapes(textConfig) : [])]);
+  const { weights } = uploadCheckpointTensors(absolute(url), stores, expected, dev, dtype);
+  const visionWeights = new Map([...weights].filter(([k]) => !k.startsWith('text_model.') && k !== 'text_projection.weight'));
+  const textWeights = new Map([...weights].filter(([k]) => !visionWeights.has(k)));
+  const model = ClipVisionModel.fromWeights(config, visionWeights, dev, dtype);
+  const text = textConfig && tokenizer ? { model: ClipTextModel.fromWeights(textConfig, textWeights, dev, dtype), tokenizer } : null;
   try {
     const preUrl = join(url, 'preprocessor_config.json');
     const preJson = await getJson(preUrl, 'preprocessor_config.json', true);
     const preprocess = parsePreprocessorConfig(preJson, config.imageSize, preUrl);
     const problem = cropProblem(preprocess, config.imageSize, preUrl);
     if (problem) throw new Error(`${problem}.`);
-    return { model, config, preprocess, url: absolute(url), dispose: () => model.dispose() };
+    return {
+      model, config, preprocess, url: absolute(url), text,
+      dispose: () => {
+        model.dispose();
+        text?.model.dispose();
+      },
+    };
   } catch (e) {
     model.dispose();
+    text?.model.dispose();
     throw e;
   }
 }
@@ -177,4 +221,14 @@ export async function embedImages(model: BrowserModel, images: readonly ImageInp
     out.set(await embedPixels(dev, model.model, opts.lora, pixels), i * D);
   }
   return { data: out, shape: [images.length, D] };
+}
+
+/**
+ * Embeds texts with the model's text tower (a CLIPModel loaded with its tokenizer files):
+ * Float32Array [N, projection_dim], HF's text_embeds (not normalised), as `npm run embed -- --texts` writes them.
+ */
+export async function embedTexts(model: BrowserModel, texts: readonly string[], opts: { batch?: number } = {}): Promise<{ data: Float32Array; shape: [number, number] }> {
+  if (!model.text) throw new Error(`${model.url}: no text tower loaded: embedTexts needs a CLIPModel checkpoint (config.json with text_config) served with its tokenizer files (tokenizer.json, or vocab.json + merges.txt)`);
+  const data = await embedTextRows(device(), model.text.model, model.text.tokenizer, texts, opts.batch ?? 32, { model: `the text tower of ${model.url}` });
+  return { data, shape: [texts.length, model.text.model.cfg.projectionDim] };
 }

@@ -15,6 +15,9 @@ import { loadClipVision, modelPreprocessing } from '../../src/io/hf-checkpoint.t
 import { readPeftAdapter } from '../../src/io/peft.ts';
 import { preprocessImage } from '../../src/io/image.ts';
 import { embedPixels } from '../../src/nn/embed-pixels.ts';
+import { loadClipText } from '../../src/io/hf-checkpoint.ts';
+import { ClipTokenizer } from '../../src/io/tokenizer.ts';
+import { embedTexts } from '../../src/train/text-embedding.ts';
 import { FIXTURE_DIR } from '../helpers/fixtures.ts';
 import { tmp } from '../cli/helpers.ts';
 import { chromiumMissing, launchChromium } from '../helpers/chromium.ts';
@@ -56,7 +59,11 @@ interface GenalignBrowser {
   loadModel(url: string): Promise<{ dispose(): void }>;
   loadAdapter(url: string, model: unknown): Promise<{ dispose(): void }>;
   embedImages(model: unknown, images: unknown[], opts?: { lora?: unknown; batch?: number }): Promise<{ data: Float32Array; shape: [number, number] }>;
+  embedTexts(model: unknown, texts: string[]): Promise<{ data: Float32Array; shape: [number, number] }>;
 }
+
+const DEMO = join(ROOT, 'models', 'demo-clip');
+const TEXTS = ['a red square', 'two blue circles and a small green triangle on a striped background', 'Ünïcode, PUNCTUATION!! and   spaces'];
 
 const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   let m = 0;
@@ -64,7 +71,7 @@ const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   return m;
 };
 
-test('embedImages in Chromium equals Node on the fixture model, with and without the adapter (1e-5); a missing file names its URL', async () => {
+test('embedImages in Chromium equals Node on the fixture model, with and without the adapter, and embedTexts on the demo CLIP (1e-5); a missing file names its URL', async () => {
   const missing = chromiumMissing();
   if (missing) {
     console.log(`  (skipped: ${missing})`);
@@ -95,8 +102,11 @@ test('embedImages in Chromium equals Node on the fixture model, with and without
   const nodeStudent = await embedPixels(device, loaded.model, lora, pixels);
   lora.dispose();
   loaded.model.dispose();
+  const text = loadClipText(DEMO, device);
+  const nodeTexts = await embedTexts(device, text.model, ClipTokenizer.load(DEMO), TEXTS, 8);
+  text.model.dispose();
 
-  const { server, url } = await serve({ '/dist/': join(dist, 'browser'), '/model/': join(FIXTURE_DIR, 'clip-tiny'), '/adapter/': join(FIXTURE_DIR, 'clip-tiny-lora'), '/img/': images });
+  const { server, url } = await serve({ '/demo/': DEMO, '/dist/': join(dist, 'browser'), '/model/': join(FIXTURE_DIR, 'clip-tiny'), '/adapter/': join(FIXTURE_DIR, 'clip-tiny-lora'), '/img/': images });
   const browser = await launchChromium();
   try {
     const page = await browser.newPage();
@@ -104,7 +114,7 @@ test('embedImages in Chromium equals Node on the fixture model, with and without
     page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
     page.on('pageerror', (e) => errors.push(String(e)));
     await page.goto(`${url}/`);
-    const got = await page.evaluate(async (imgs: string[]) => {
+    const got = await page.evaluate(async (imgs: string[], texts0: string[]) => {
       const bundle = '/dist/genalign.js';
       const g = (await import(bundle)) as GenalignBrowser;
       const device = await g.createDevice();
@@ -115,6 +125,15 @@ test('embedImages in Chromium equals Node on the fixture model, with and without
       // Blobs too (a File from a picker or a drop is a Blob).
       const blobs = await Promise.all(urls.map(async (u) => (await fetch(u)).blob()));
       const student = await g.embedImages(model, blobs, { lora, batch: 2 });
+      const demo = await g.loadModel('/demo/');
+      const texts = await g.embedTexts(demo, texts0);
+      demo.dispose();
+      let noText = '';
+      try {
+        await g.embedTexts(model, ['x']);
+      } catch (e) {
+        noText = (e as Error).message;
+      }
       let missingError = '';
       try {
         await g.loadModel('/nowhere/');
@@ -123,8 +142,8 @@ test('embedImages in Chromium equals Node on the fixture model, with and without
       }
       lora.dispose();
       model.dispose();
-      return { adapter: device.adapter.name, features: [...device.features], teacher: [...teacher.data], teacherShape: teacher.shape, student: [...student.data], missingError };
-    }, names);
+      return { adapter: device.adapter.name, features: [...device.features], teacher: [...teacher.data], teacherShape: teacher.shape, student: [...student.data], texts: [...texts.data], noText, missingError };
+    }, names, TEXTS);
     console.log(`  browser adapter: ${got.adapter || '(unnamed)'} [${got.features.join(', ')}]`);
     assert.equal(got.teacherShape, [names.length, 32]);
     const dt = maxDiff(got.teacher, nodeTeacher);
@@ -133,6 +152,11 @@ test('embedImages in Chromium equals Node on the fixture model, with and without
     assert.ok(dt <= 1e-5, `teacher: max |browser − node| = ${dt}`);
     assert.ok(ds <= 1e-5, `student: max |browser − node| = ${ds}`);
     assert.ok(maxDiff(nodeStudent, nodeTeacher) > 1e-3, 'the adapter changes the embeddings (so the student comparison means something)');
+    const dx = maxDiff(got.texts, nodeTexts);
+    console.log(`  embedTexts (demo CLIP): max |browser − node| = ${dx.toExponential(2)}`);
+    assert.is(got.texts.length, nodeTexts.length);
+    assert.ok(dx <= 1e-5, `texts: max |browser − node| = ${dx}`);
+    assert.match(got.noText, 'no text tower loaded');
     assert.match(got.missingError, `${url}/nowhere/config.json: cannot fetch the model's config.json (HTTP 404`);
     assert.equal(errors.filter((e) => !e.includes('404')), [], 'no console errors');
   } finally {
