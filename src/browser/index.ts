@@ -11,6 +11,9 @@
 //   const { data, shape } = await embedImages(model, [url, blob], { lora });
 //   const texts = await embedTexts(model, ['a photo of a dog']);   // a CLIPModel with its tokenizer files
 //
+// Checkpoints are read in ranges (the header, then only the tensors used) when the server
+// supports Range requests, as static hosts and CDNs do; else whole.
+//
 // Decoding: createImageBitmap(blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' })
 // drawn on an OffscreenCanvas and read back as RGBA bytes (alpha ignored, as in Node). With no
 // colour conversion and no premultiplication, PNG pixels are the file's bytes, as sharp gives
@@ -25,7 +28,7 @@ import { ClipVisionModel, expectedShapes } from '../nn/vit.ts';
 import type { LoraAdapter } from '../nn/lora.ts';
 import { embedPixels } from '../nn/embed-pixels.ts';
 import type { DType } from '../tensor/tensor.ts';
-import { SafetensorsBytes } from '../io/safetensors-core.ts';
+import { SafetensorsBytes, SafetensorsReader, fail } from '../io/safetensors-core.ts';
 import { uploadCheckpointTensors } from '../io/checkpoint-tensors.ts';
 import { adapterFromSafetensors, loraSettings } from '../io/peft-core.ts';
 import { cropProblem, parsePreprocessorConfig, preprocessDecoded, type PreprocessConfig } from '../io/preprocess.ts';
@@ -121,10 +124,81 @@ async function getJson(url: string, what: string, optional = false): Promise<unk
   }
 }
 
-async function getSafetensors(url: string, what: string): Promise<SafetensorsBytes> {
-  const res = await get(url, what);
-  // The bytes as bytes: the header is decoded on its own, never the file as a string.
-  return new SafetensorsBytes(url, new Uint8Array(await res!.arrayBuffer()));
+/**
+ * A safetensors file read over HTTP in ranges: the header first (two Range requests), then only
+ * the tensors asked for (fetchTensors: adjacent tensors in one request of at most RANGE_BYTES),
+ * so a CLIPModel's text tower is never downloaded for a vision-only use and no single buffer
+ * holds the whole file. Reads of bytes not fetched are an error (a programming error here).
+ */
+class RangedSafetensors extends SafetensorsReader {
+  private readonly chunks: { offset: number; bytes: Uint8Array }[] = [];
+
+  constructor(url: string, fileSize: number, head: Uint8Array) {
+    super(url, fileSize);
+    this.chunks.push({ offset: 0, bytes: head });
+    this.parseHeader();
+  }
+
+  protected readAt(offset: number, length: number): Uint8Array {
+    for (const c of this.chunks) {
+      if (offset >= c.offset && offset + length <= c.offset + c.bytes.byteLength) return c.bytes.subarray(offset - c.offset, offset - c.offset + length);
+    }
+    fail(this.path, `bytes ${offset}..${offset + length} were not fetched`);
+  }
+
+  /** Fetches the bytes of the tensors `names` (those this file has). */
+  async fetchTensors(names: Iterable<string>): Promise<void> {
+    const ranges = [...new Set(names)].filter((n) => this.has(n)).map((n) => this.info(n)).sort((a, b) => a.begin - b.begin);
+    const groups: { begin: number; end: number }[] = [];
+    for (const t of ranges) {
+      const last = groups[groups.length - 1];
+      if (last && t.begin === last.end && t.end - last.begin <= RANGE_BYTES) last.end = t.end;
+      else groups.push({ begin: t.begin, end: t.end });
+    }
+    await Promise.all(groups.filter((g) => g.end > g.begin).map(async (g) => this.chunks.push({ offset: g.begin, bytes: await fetchRange(this.path, g.begin, g.end, 'tensor data') })));
+  }
+}
+
+/** Bytes per Range request when adjacent tensors are fetched together. */
+const RANGE_BYTES = 64 * 2 ** 20;
+
+/** Bytes [begin, end) of `url` by a Range request (206 expected). */
+async function fetchRange(url: string, begin: number, end: number, what: string): Promise<Uint8Array> {
+  let res: Response;
+  try {
+    res = await fetch(url, { headers: { Range: `bytes=${begin}-${end - 1}` } });
+  } catch (e) {
+    throw new Error(`${url}: cannot fetch ${what} (${(e as Error).message})`);
+  }
+  if (res.status !== 206) throw new Error(`${url}: the server answered HTTP ${res.status} to a Range request for bytes ${begin}-${end - 1} (${what})`);
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  if (bytes.byteLength !== end - begin) throw new Error(`${url}: ${bytes.byteLength} bytes came for ${what} (bytes ${begin}-${end - 1}); the file is cut short or changed meanwhile`);
+  return bytes;
+}
+
+/**
+ * Opens a safetensors file at `url`: in ranges when the server honours Range requests
+ * (RangedSafetensors; the caller fetches the tensors it needs), else whole (a server without
+ * Range support sends the file with 200). The bytes stay bytes: only the header is decoded.
+ */
+async function getSafetensors(url: string, what: string): Promise<SafetensorsReader & { fetchTensors?(names: Iterable<string>): Promise<void> }> {
+  let res: Response;
+  try {
+    res = await fetch(url, { headers: { Range: 'bytes=0-7' } });
+  } catch (e) {
+    throw new Error(`${url}: cannot fetch ${what} (${(e as Error).message})`);
+  }
+  if (res.status === 200) return new SafetensorsBytes(url, new Uint8Array(await res.arrayBuffer()));
+  if (res.status !== 206) throw new Error(`${url}: cannot fetch ${what} (HTTP ${res.status} ${res.statusText})`);
+  const total = Number(/\/(\d+)$/.exec(res.headers.get('content-range') ?? '')?.[1]);
+  const first = new Uint8Array(await res.arrayBuffer());
+  if (!(total >= 8) || first.byteLength !== 8) return new SafetensorsBytes(url, first); // fails with the format's own message (too short)
+  const n = Number(new DataView(first.buffer, first.byteOffset, 8).getBigUint64(0, true));
+  if (n > 100 * 2 ** 20 || 8 + n > total) return new SafetensorsBytes(url, first); // the header check names the problem
+  const head = new Uint8Array(8 + n);
+  head.set(first, 0);
+  head.set(await fetchRange(url, 8, 8 + n, `${what}: its header`), 8);
+  return new RangedSafetensors(url, total, head);
 }
 
 /**
@@ -149,6 +223,7 @@ export async function loadModel(url: string, opts: { dtype?: DType } = {}): Prom
   const tokenizer = (json as { text_config?: unknown }).text_config ? await fetchTokenizer(url) : null;
   const textConfig = tokenizer ? parseHfTextConfig(json, cfgUrl) : null;
   const expected = new Map([...expectedShapes(config), ...(textConfig ? expectedTextShapes(textConfig) : [])]);
+  await Promise.all(stores.map((st) => st.fetchTensors?.(expected.keys())));
   const { weights } = uploadCheckpointTensors(absolute(url), stores, expected, dev, dtype);
   const visionWeights = new Map([...weights].filter(([k]) => !k.startsWith('text_model.') && k !== 'text_projection.weight'));
   const textWeights = new Map([...weights].filter(([k]) => !visionWeights.has(k)));
@@ -179,6 +254,7 @@ export async function loadAdapter(url: string, model: BrowserModel): Promise<Lor
   const cfgUrl = join(url, 'adapter_config.json');
   const { rank, alpha } = loraSettings(await getJson(cfgUrl, "the adapter's adapter_config.json"), cfgUrl);
   const st = await getSafetensors(join(url, 'adapter_model.safetensors'), "the adapter's weights (adapter_model.safetensors)");
+  await st.fetchTensors?.(st.tensors.keys());
   return adapterFromSafetensors(st, model.config, rank, alpha, device());
 }
 

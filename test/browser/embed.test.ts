@@ -28,7 +28,13 @@ test.after(() => rmSync(root, { recursive: true, force: true }));
 
 const TYPES: Record<string, string> = { '.js': 'text/javascript', '.json': 'application/json', '.html': 'text/html', '.png': 'image/png', '.safetensors': 'application/octet-stream', '.map': 'application/json' };
 
-/** Serves `mounts` (URL prefix → folder) on 127.0.0.1; unknown paths are 404. */
+/** What the server was asked for: path and Range header (or null). */
+const requests: { path: string; range: string | null }[] = [];
+
+/**
+ * Serves `mounts` (URL prefix → folder) on 127.0.0.1, with Range requests (206) except under
+ * /plain-… prefixes (a server without Range support); unknown paths are 404.
+ */
 function serve(mounts: Record<string, string>): Promise<{ server: Server; url: string }> {
   const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
@@ -45,7 +51,16 @@ function serve(mounts: Record<string, string>): Promise<{ server: Server; url: s
       } catch {
         break;
       }
-      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' }).end(readFileSync(file));
+      const body = readFileSync(file);
+      const range = req.headers.range ?? null;
+      requests.push({ path, range });
+      const m = /^bytes=(\d+)-(\d+)$/.exec(range ?? '');
+      if (m && !prefix.startsWith('/plain-')) {
+        const [a, b] = [Number(m[1]), Math.min(Number(m[2]), body.length - 1)];
+        res.writeHead(206, { 'content-type': 'application/octet-stream', 'content-range': `bytes ${a}-${b}/${body.length}` }).end(body.subarray(a, b + 1));
+        return;
+      }
+      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' }).end(body);
       return;
     }
     res.writeHead(404).end('not found');
@@ -106,7 +121,7 @@ test('embedImages in Chromium equals Node on the fixture model, with and without
   const nodeTexts = await embedTexts(device, text.model, ClipTokenizer.load(DEMO), TEXTS, 8);
   text.model.dispose();
 
-  const { server, url } = await serve({ '/demo/': DEMO, '/dist/': join(dist, 'browser'), '/model/': join(FIXTURE_DIR, 'clip-tiny'), '/adapter/': join(FIXTURE_DIR, 'clip-tiny-lora'), '/img/': images });
+  const { server, url } = await serve({ '/demo/': DEMO, '/plain-model/': join(FIXTURE_DIR, 'clip-tiny'), '/dist/': join(dist, 'browser'), '/model/': join(FIXTURE_DIR, 'clip-tiny'), '/adapter/': join(FIXTURE_DIR, 'clip-tiny-lora'), '/img/': images });
   const browser = await launchChromium();
   try {
     const page = await browser.newPage();
@@ -125,6 +140,10 @@ test('embedImages in Chromium equals Node on the fixture model, with and without
       // Blobs too (a File from a picker or a drop is a Blob).
       const blobs = await Promise.all(urls.map(async (u) => (await fetch(u)).blob()));
       const student = await g.embedImages(model, blobs, { lora, batch: 2 });
+      // The same model from a server without Range support (read whole).
+      const plain = await g.loadModel('/plain-model/');
+      const plainTeacher = await g.embedImages(plain, urls.slice(0, 2));
+      plain.dispose();
       const demo = await g.loadModel('/demo/');
       const texts = await g.embedTexts(demo, texts0);
       demo.dispose();
@@ -142,7 +161,7 @@ test('embedImages in Chromium equals Node on the fixture model, with and without
       }
       lora.dispose();
       model.dispose();
-      return { adapter: device.adapter.name, features: [...device.features], teacher: [...teacher.data], teacherShape: teacher.shape, student: [...student.data], texts: [...texts.data], noText, missingError };
+      return { adapter: device.adapter.name, features: [...device.features], teacher: [...teacher.data], teacherShape: teacher.shape, student: [...student.data], plainTeacher: [...plainTeacher.data], texts: [...texts.data], noText, missingError };
     }, names, TEXTS);
     console.log(`  browser adapter: ${got.adapter || '(unnamed)'} [${got.features.join(', ')}]`);
     assert.equal(got.teacherShape, [names.length, 32]);
@@ -157,6 +176,9 @@ test('embedImages in Chromium equals Node on the fixture model, with and without
     assert.is(got.texts.length, nodeTexts.length);
     assert.ok(dx <= 1e-5, `texts: max |browser − node| = ${dx}`);
     assert.match(got.noText, 'no text tower loaded');
+    assert.equal(got.plainTeacher, got.teacher.slice(0, 2 * 32), 'read whole or in ranges: the same model');
+    const st = requests.filter((r) => r.path.endsWith('.safetensors') && !r.path.startsWith('/plain-'));
+    assert.ok(st.length >= 3 && st.every((r) => r.range !== null), `safetensors are fetched in ranges (${st.length} requests: ${st.slice(0, 4).map((r) => r.range).join(', ')})`);
     assert.match(got.missingError, `${url}/nowhere/config.json: cannot fetch the model's config.json (HTTP 404`);
     assert.equal(errors.filter((e) => !e.includes('404')), [], 'no console errors');
   } finally {
