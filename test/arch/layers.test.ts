@@ -1,12 +1,12 @@
 // The layering rule of docs/architecture.md: a file in src/<layer>/ imports only from its own
-// layer or the layers above it in gpu → tensor → ops → nn → io → train → cli.
+// layer or the layers above it in platform → gpu → tensor → ops → nn → io → train → cli → browser.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, normalize, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const LAYERS = ['gpu', 'tensor', 'ops', 'nn', 'io', 'train', 'cli'];
+const LAYERS = ['platform', 'gpu', 'tensor', 'ops', 'nn', 'io', 'train', 'cli', 'browser'];
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const SRC = join(ROOT, 'src');
 
