@@ -7,10 +7,14 @@ import * as assert from 'uvu/assert';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadDataset, splitHash } from '../../src/io/dataset.ts';
-import { ShardStream, type StreamPosition } from '../../src/io/shard-stream.ts';
+import { ShardStream, shardIdentity, type StreamPosition } from '../../src/io/shard-stream.ts';
 import { readShard, writeShard, shardPattern, type SampleToWrite } from '../../src/io/webdataset.ts';
 import { getDevice } from '../../src/gpu/device.ts';
-import { train, type TrainOptions } from '../../src/train/trainer.ts';
+import { train, warmShardTeacherCache, type TrainOptions } from '../../src/train/trainer.ts';
+import { ShardTeacherCache, shardRowKey } from '../../src/train/teacher-cache.ts';
+import { ClipVisionModel } from '../../src/nn/vit.ts';
+import { NAMED_CONFIGS } from '../../src/nn/config.ts';
+import { defaultPreprocess } from '../../src/io/image.ts';
 import { disposeStudent } from '../../src/train/student.ts';
 import { tarOf } from '../helpers/tar.ts';
 import { fileSays, runCli, spawnCli, tmp, tinyDataset, waitFor } from '../cli/helpers.ts';
@@ -148,6 +152,40 @@ test('eval --data on shards: the first --max-pairs samples, or the val ids of --
   const v = await runCli('eval', ['--data', spec, '--model', 'tiny', '--val-fraction', '0.5', '--plot', 'none', '--out', join(root, 'eval-val')]);
   assert.is(v.code, 0, v.stderr);
   assert.match(v.stderr, `eval: ${val} samples from 3 shard(s)`);
+});
+
+test('shard teacher cache: an interrupted fill keeps what it embedded (an incomplete chunk) and the next embeds only the rest; a damaged chunk is ignored with a warning and refilled', async () => {
+  const data = await tinyDataset(join(root, 'd6'), 13);
+  const [shard] = await shardsOf(data, join(root, 's6'), 13);
+  const device = await getDevice();
+  const model = ClipVisionModel.random(NAMED_CONFIGS.tiny, 0, device);
+  const pre = defaultPreprocess(32);
+  const dir = join(root, 'cache6');
+  const logs: string[] = [];
+  const log = (l: string): void => void logs.push(l);
+  const cache = new ShardTeacherCache(dir, 'k', 32, { warn: log });
+  const id = shardIdentity(shard);
+  // Batch 2: groups of 8 samples; stop after the first group.
+  assert.is(await warmShardTeacherCache(device, model, pre, [shard], cache, 2, log, () => true), false);
+  assert.not.ok(cache.isComplete(id));
+  const keys: string[] = [];
+  for await (const x of readShard(shard, () => undefined)) keys.push(x.key);
+  assert.is(keys.filter((k) => cache.has(shardRowKey(id, k))).length, 8, 'the first group is kept');
+  logs.length = 0;
+  assert.is(await warmShardTeacherCache(device, model, pre, [shard], cache, 2, log), true);
+  assert.ok(logs.some((l) => l.includes('teacher cache: 5 embedded')), logs.join('\n'));
+  assert.ok(cache.isComplete(id) && keys.every((k) => cache.has(shardRowKey(id, k))));
+  const row = cache.get(shardRowKey(id, keys[3]))!;
+  assert.ok(row.every(Number.isFinite) && row.length === 32);
+  // Damaged: the chunk is ignored (one warning naming it) and the shard embedded again.
+  writeFileSync(cache.chunkFile(id), 'not safetensors');
+  const again = new ShardTeacherCache(dir, 'k', 32, { warn: log });
+  logs.length = 0;
+  assert.is(await warmShardTeacherCache(device, model, pre, [shard], again, 2, log), true);
+  assert.ok(logs.some((l) => l.includes(`ignoring unreadable teacher cache chunk ${again.chunkFile(id)}`)), logs.join('\n'));
+  assert.ok(logs.some((l) => l.includes('teacher cache: 13 embedded')), logs.join('\n'));
+  assert.equal([...again.get(shardRowKey(id, keys[3]))!], [...row], 'the same row again');
+  model.dispose();
 });
 
 test('train on shards: --epochs without sizes.json, a missing shard and an overlap of --val-data with --data are refused before any work', async () => {
