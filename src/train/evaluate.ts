@@ -21,7 +21,7 @@ import type { Pair } from '../io/dataset.ts';
 import { writeFileAtomic, type FileOps } from '../platform/atomic-file.ts';
 import { PreprocessPool } from '../io/preprocess-pool.ts';
 import { embedPaths, embedPathsWith, type EmbeddedFiles, type EmbedVariant } from './embedding.ts';
-import { alignmentMetrics, nearestReals, evalReport, type EvalReport } from './metrics.ts';
+import { alignmentMetrics, nearestReals, nearestRows, evalReport, type EvalReport } from './metrics.ts';
 import { writeFigure3 } from './plot.ts';
 import type { TeacherCache } from './teacher-cache.ts';
 import type { ClipTextModel } from '../nn/text.ts';
@@ -132,9 +132,13 @@ export async function evaluatePairs(
   const mBefore = alignmentMetrics(genBefore, real, n, D);
   const mAfter = alignmentMetrics(genAfter, real, n, D);
   const report: EvalReport = evalReport(mBefore, mAfter);
+  /** The captions' text embeddings and which kept pairs they belong to (caption retrieval ran). */
+  let captions: { rows: Float32Array; pairs: number[] } | null = null;
   if (opts.text) {
     const kept = pairs.filter((_, i) => keep[i]);
-    Object.assign(report, await captionRetrieval(device, opts.text, kept, { real, genBefore, genAfter }, D, opts.batch, log));
+    const cr = await captionRetrieval(device, opts.text, kept, { real, genBefore, genAfter }, D, opts.batch, log);
+    Object.assign(report, cr.report);
+    captions = cr.texts;
     Object.assign(report, await labelZeroShot(device, opts.text, kept, { real, genBefore, genAfter }, D, opts.batch));
   }
   const files: string[] = [join(outDir, 'metrics.json')];
@@ -165,6 +169,15 @@ export async function evaluatePairs(
       panels: { before: round(fig.coords.before), after: round(fig.coords.after) },
       /** For each drawn pair's generated image, its 5 nearest real images (indices into pairs) by cosine. */
       nearest: { before: nearestReals(genBefore, real, n, D, fig.kept, 5), after: nearestReals(genAfter, real, n, D, fig.kept, 5) },
+      /** With a text tower and captions: each drawn generated image's 3 best captions (indices into pairs, whose caption it is) before and after. */
+      ...(captions
+        ? {
+            captions: {
+              before: nearestRows(genBefore, n, captions.rows, captions.pairs.length, D, fig.kept, 3).map((r) => r.map((j) => captions!.pairs[j])),
+              after: nearestRows(genAfter, n, captions.rows, captions.pairs.length, D, fig.kept, 3).map((r) => r.map((j) => captions!.pairs[j])),
+            },
+          }
+        : {}),
     };
     writeFileAtomic(join(outDir, 'figure3.json'), JSON.stringify(data) + '\n', opts.files);
     files.push(join(outDir, 'figure3.json'));
@@ -181,11 +194,11 @@ async function captionRetrieval(
   D: number,
   batch: number,
   log: (l: string) => void,
-): Promise<Partial<EvalReport>> {
+): Promise<{ report: Partial<EvalReport>; texts: { rows: Float32Array; pairs: number[] } | null }> {
   const idx = kept.flatMap((p, i) => (p.caption !== undefined && p.caption.trim() !== '' ? [i] : []));
   if (idx.length < 2) {
     log(`eval: no caption retrieval: ${idx.length} of ${kept.length} held-out pairs have a caption (need 2; add "caption" to pairs.jsonl, see docs/data-format.md)`);
-    return {};
+    return { report: {}, texts: null };
   }
   if (text.model.cfg.projectionDim !== D) {
     throw new Error(`eval: the text tower of ${text.name} projects to ${text.model.cfg.projectionDim} dims but the vision tower to ${D}; use a CLIPModel checkpoint whose towers share projection_dim`);
@@ -195,10 +208,13 @@ async function captionRetrieval(
   const sub = (m: Float32Array): Float32Array => pickRows(m, idx, D);
   const n = idx.length;
   return {
-    n_text: n,
-    ...retrievalMetrics(sub(rows.real), texts, n, D, 'real'),
-    ...retrievalMetrics(sub(rows.genBefore), texts, n, D, 'gen_before'),
-    ...retrievalMetrics(sub(rows.genAfter), texts, n, D, 'gen_after'),
+    report: {
+      n_text: n,
+      ...retrievalMetrics(sub(rows.real), texts, n, D, 'real'),
+      ...retrievalMetrics(sub(rows.genBefore), texts, n, D, 'gen_before'),
+      ...retrievalMetrics(sub(rows.genAfter), texts, n, D, 'gen_after'),
+    },
+    texts: { rows: texts, pairs: idx },
   };
 }
 

@@ -77,17 +77,17 @@ export function retrievalRanks(gen: Float32Array, real: Float32Array, n: number,
 }
 
 /**
- * For each of the gen rows `rows`, the indices of its `k` most cosine-similar real rows (best
- * first; ties to the lower index): the nearest real images of a generated image.
+ * For each of the query rows `rows` (of queries [qn, dim]), the indices of its `k` most
+ * cosine-similar rows of keys [kn, dim] (best first; ties to the lower index).
  */
-export function nearestReals(gen: Float32Array, real: Float32Array, n: number, dim: number, rows: readonly number[], k: number): number[][] {
-  const g = normalizedRows(gen, n, dim, 'gen');
-  const r = normalizedRows(real, n, dim, 'real');
-  const kk = Math.min(k, n);
+export function nearestRows(queries: Float32Array, qn: number, keys: Float32Array, kn: number, dim: number, rows: readonly number[], k: number): number[][] {
+  const q = normalizedRows(queries, qn, dim, 'query');
+  const r = normalizedRows(keys, kn, dim, 'key');
+  const kk = Math.min(k, kn);
   return rows.map((i) => {
     const best: { j: number; s: number }[] = [];
-    for (let j = 0; j < n; j++) {
-      const s = laneDot(g, i * dim, r, j * dim, dim);
+    for (let j = 0; j < kn; j++) {
+      const s = laneDot(q, i * dim, r, j * dim, dim);
       if (best.length < kk || s > best[best.length - 1].s) {
         let at = best.length;
         while (at > 0 && best[at - 1].s < s) at--;
@@ -97,6 +97,11 @@ export function nearestReals(gen: Float32Array, real: Float32Array, n: number, d
     }
     return best.map((b) => b.j);
   });
+}
+
+/** For each of the gen rows `rows`, its `k` nearest real rows (the nearest real images of a generated image). */
+export function nearestReals(gen: Float32Array, real: Float32Array, n: number, dim: number, rows: readonly number[], k: number): number[][] {
+  return nearestRows(gen, n, real, n, dim, rows, k);
 }
 
 /** Side-by-side before/after numbers, the shape `eval` prints and writes as JSON. */

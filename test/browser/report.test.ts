@@ -25,10 +25,13 @@ test('the report of a run: maps drawn, hover shows the image, click shows the ne
   }
   const data = await tinyDataset(join(root, 'data'), 24);
   const device = await getDevice();
-  const r = await train(device, trainOptions({ data, out: join(root, 'run'), cacheDir: join(root, 'cache'), steps: 3, batch: 8, valFraction: 0.5, eval: true, plot: 'pca' }), { log: () => undefined });
+  // The demo CLIP (both towers, with its tokenizer): eval adds caption retrieval, which the page lists.
+  const model = join(import.meta.dirname, '..', '..', 'models', 'demo-clip');
+  const r = await train(device, trainOptions({ data, model, out: join(root, 'run'), cacheDir: join(root, 'cache'), steps: 3, batch: 8, valFraction: 0.5, eval: true, plot: 'pca' }), { log: () => undefined });
   disposeStudent(r.student);
   r.model.model.dispose();
-  const fig = JSON.parse(readFileSync(join(r.runDir, 'figure3.json'), 'utf8')) as { pairs: unknown[]; plotted: number[]; nearest: { before: number[][] } };
+  const fig = JSON.parse(readFileSync(join(r.runDir, 'figure3.json'), 'utf8')) as { pairs: unknown[]; plotted: number[]; nearest: { before: number[][] }; captions?: { after: number[][] } };
+  assert.is(fig.captions?.after[0].length, 3, 'the captions each generated image retrieves');
   assert.ok(fig.pairs.length >= 2 && fig.plotted.length === fig.pairs.length, 'every evaluated pair drawn');
   assert.is(fig.nearest.before[0].length, Math.min(5, fig.pairs.length));
   assert.match(reportProblem(join(root, 'data')) ?? '', 'has no metrics.json: the report shows what eval writes');
@@ -53,6 +56,7 @@ test('the report of a run: maps drawn, hover shows the image, click shows the ne
     await page.waitForSelector('#detail .thumb img');
     assert.is(await page.$$eval('line.link', (l) => l.length), 2, 'the pair linked in both panels');
     assert.is(await page.$$eval('#detail .thumb', (t) => t.length), 2 + 2 * Math.min(5, fig.pairs.length));
+    assert.is(await page.$$eval('#detail .captions li', (l) => l.length), 6, 'three captions retrieved before and after');
     const shot = join(root, 'report.png');
     await page.screenshot({ path: shot, fullPage: true });
     assert.ok(statSync(shot).size > 10_000, 'screenshot written');
