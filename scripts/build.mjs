@@ -14,6 +14,7 @@
 //   node scripts/build.mjs                 # library + CLI commands + browser bundle
 //   node scripts/build.mjs bench/run.ts    # ... plus extra entry points (dist/bench/run.js)
 //   node scripts/build.mjs --outdir DIR    # into DIR instead of dist/ (emptied first)
+//   node scripts/build.mjs --browser-only  # only dist/browser/genalign.js (npm run report builds it so)
 import { build } from 'esbuild';
 import { readdirSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
@@ -24,6 +25,9 @@ const args = process.argv.slice(2);
 const outAt = args.indexOf('--outdir');
 if (outAt >= 0 && !args[outAt + 1]) throw new Error('build: --outdir needs a directory');
 const outdir = outAt >= 0 ? resolve(args.splice(outAt, 2)[1]) : join(root, 'dist');
+const browserAt = args.indexOf('--browser-only');
+const browserOnly = browserAt >= 0;
+if (browserOnly) args.splice(browserAt, 1);
 const CLI_COMMANDS = ['train', 'embed', 'eval'];
 
 const WORKER_ENTRY = 'preprocess-worker';
@@ -89,7 +93,7 @@ const embedKernels = {
 const outNames = new Map(Object.entries(entries).map(([out, file]) => [file, out]));
 
 rmSync(outdir, { recursive: true, force: true });
-const result = await build({
+const result = browserOnly ? { metafile: { outputs: {} } } : await build({
   entryPoints: {
     ...Object.fromEntries(Object.entries(entries).map(([out, file]) => [out, `genalign-entry:${file}`])),
     [WORKER_ENTRY]: join(root, 'src/io/preprocess-worker.ts'),

@@ -64,26 +64,94 @@ export interface BrowserModel {
 
 const TOKENIZER_FILES = ['tokenizer.json', 'vocab.json', 'merges.txt', 'tokenizer_config.json', 'special_tokens_map.json'];
 
-/** The tokenizer files served at `url` (each optional), or null when there is none. */
-async function fetchTokenizer(url: string): Promise<ClipTokenizer | null> {
+/** The tokenizer files of `dir` (each optional), or null when there is none. */
+async function readTokenizer(dir: Folder): Promise<ClipTokenizer | null> {
   const texts = new Map<string, string>();
   await Promise.all(
     TOKENIZER_FILES.map(async (f) => {
-      const res = await get(join(url, f), `the tokenizer file ${f}`, true);
-      if (res) texts.set(f, await res.text());
+      const t = await dir.text(f, `the tokenizer file ${f}`, true);
+      if (t !== null) texts.set(f, t);
     }),
   );
   if (!texts.has('tokenizer.json') && !texts.has('vocab.json')) return null;
   const files: TokenizerFiles = {
-    path: (name) => join(url, name),
+    path: (name) => dir.path(name),
     exists: (name) => texts.has(name),
     read: (name, expected) => {
       const t = texts.get(name);
-      if (t === undefined) throw new Error(`${join(url, name)}: not found; expected ${expected}`);
+      if (t === undefined) throw new Error(`${dir.path(name)}: not found; expected ${expected}`);
       return t;
     },
   };
-  return new ClipTokenizer(tokenizerData(files, absolute(url)));
+  return new ClipTokenizer(tokenizerData(files, dir.where));
+}
+
+/**
+ * A model or adapter folder: a URL it is served at, or the files a user picked (an
+ * `<input type=file webkitdirectory>`'s FileList, a File[] from a drop, or a name → Blob map;
+ * files are found by their base name).
+ */
+export type FolderSource = string | FileList | readonly File[] | ReadonlyMap<string, Blob>;
+
+type Reader = SafetensorsReader & { fetchTensors?(names: Iterable<string>): Promise<void> };
+
+interface Folder {
+  /** The folder in messages: its URL, or "the picked folder <name>". */
+  where: string;
+  path(file: string): string;
+  text(file: string, what: string, optional?: boolean): Promise<string | null>;
+  safetensors(file: string, what: string): Promise<Reader>;
+}
+
+function folder(src: FolderSource): Folder {
+  if (typeof src === 'string') {
+    return {
+      where: absolute(src),
+      path: (f) => join(src, f),
+      text: async (f, what, optional = false) => {
+        const res = await get(join(src, f), what, optional);
+        return res ? res.text() : null;
+      },
+      safetensors: (f, what) => getSafetensors(join(src, f), what),
+    };
+  }
+  const blobs = new Map<string, Blob>();
+  let top = '';
+  const entries: [string, Blob][] = src instanceof Map ? [...(src as ReadonlyMap<string, Blob>)] : [...(src as Iterable<File>)].map((f) => [(f as File & { webkitRelativePath?: string }).webkitRelativePath || f.name, f]);
+  for (const [name, blob] of entries) {
+    const parts = name.split('/');
+    top ||= parts.length > 1 ? parts[0] : '';
+    blobs.set(parts[parts.length - 1], blob);
+  }
+  const where = `the picked folder${top ? ` ${top}` : ''}`;
+  const path = (f: string): string => `${where}: ${f}`;
+  return {
+    where,
+    path,
+    text: async (f, what, optional = false) => {
+      const b = blobs.get(f);
+      if (!b) {
+        if (optional) return null;
+        throw new Error(`${where} has no ${f} (${what})`);
+      }
+      return b.text();
+    },
+    safetensors: async (f, what) => {
+      const b = blobs.get(f);
+      if (!b) throw new Error(`${where} has no ${f} (${what})`);
+      return new SafetensorsBytes(path(f), new Uint8Array(await b.arrayBuffer()));
+    },
+  };
+}
+
+async function readJson(dir: Folder, file: string, what: string, optional = false): Promise<unknown> {
+  const t = await dir.text(file, what, optional);
+  if (t === null) return null;
+  try {
+    return JSON.parse(t) as unknown;
+  } catch (e) {
+    throw new Error(`${dir.path(file)}: ${what} is not valid JSON (${(e as Error).message})`);
+  }
 }
 
 /** `url` resolved against the page (so messages name the whole URL). */
@@ -111,17 +179,6 @@ async function get(url: string, what: string, optional = false): Promise<Respons
   if (res.status === 404 && optional) return null;
   if (!res.ok) throw new Error(`${url}: cannot fetch ${what} (HTTP ${res.status} ${res.statusText})`);
   return res;
-}
-
-async function getJson(url: string, what: string, optional = false): Promise<unknown> {
-  const res = await get(url, what, optional);
-  if (!res) return null;
-  const text = await res.text();
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (e) {
-    throw new Error(`${url}: ${what} is not valid JSON (${(e as Error).message})`);
-  }
 }
 
 /**
@@ -202,41 +259,43 @@ async function getSafetensors(url: string, what: string): Promise<SafetensorsRea
 }
 
 /**
- * Loads the vision tower of an HF CLIP checkpoint folder served at `url`: config.json,
+ * Loads the vision tower of an HF CLIP checkpoint folder, served at a URL or picked by the user
+ * (FolderSource): config.json,
  * model.safetensors or model.safetensors.index.json with its shards, and preprocessor_config.json
  * when present. `dtype` 'f16' needs the adapter's shader-f16.
  */
-export async function loadModel(url: string, opts: { dtype?: DType } = {}): Promise<BrowserModel> {
+export async function loadModel(src: FolderSource, opts: { dtype?: DType } = {}): Promise<BrowserModel> {
   const dev = device();
+  const dir = folder(src);
   const dtype = opts.dtype ?? 'f32';
-  if (dtype === 'f16' && !dev.hasFeature('shader-f16')) throw new Error(`loadModel ${url}: dtype f16 needs the adapter feature 'shader-f16', which ${dev.adapter.name || 'this adapter'} does not offer; use dtype 'f32'`);
-  const cfgUrl = join(url, 'config.json');
-  const json = await getJson(cfgUrl, "the model's config.json");
-  if (isTextOnlyConfig(json)) throw new Error(`${cfgUrl}: this is a CLIP text config; it has no vision tower`);
-  const config = parseHfConfig(json, cfgUrl);
-  const indexUrl = join(url, 'model.safetensors.index.json');
-  const index = (await getJson(indexUrl, 'the sharded checkpoint index', true)) as { weight_map?: Record<string, string> } | null;
+  if (dtype === 'f16' && !dev.hasFeature('shader-f16')) throw new Error(`loadModel ${dir.where}: dtype f16 needs the adapter feature 'shader-f16', which ${dev.adapter.name || 'this adapter'} does not offer; use dtype 'f32'`);
+  const cfgPath = dir.path('config.json');
+  const json = await readJson(dir, 'config.json', "the model's config.json");
+  if (isTextOnlyConfig(json)) throw new Error(`${cfgPath}: this is a CLIP text config; it has no vision tower`);
+  const config = parseHfConfig(json, cfgPath);
+  const indexPath = dir.path('model.safetensors.index.json');
+  const index = (await readJson(dir, 'model.safetensors.index.json', 'the sharded checkpoint index', true)) as { weight_map?: Record<string, string> } | null;
   const files = index ? [...new Set(Object.values(index.weight_map ?? {}))] : ['model.safetensors'];
-  if (index && !files.length) throw new Error(`${indexUrl}: missing "weight_map"`);
-  const stores = await Promise.all(files.map((f) => getSafetensors(join(url, f), index ? `a checkpoint shard named in ${indexUrl}` : "the model's weights (model.safetensors)")));
-  // A CLIPModel's text tower comes along when its tokenizer files are served too.
-  const tokenizer = (json as { text_config?: unknown }).text_config ? await fetchTokenizer(url) : null;
-  const textConfig = tokenizer ? parseHfTextConfig(json, cfgUrl) : null;
+  if (index && !files.length) throw new Error(`${indexPath}: missing "weight_map"`);
+  const stores = await Promise.all(files.map((f) => dir.safetensors(f, index ? `a checkpoint shard named in ${indexPath}` : "the model's weights (model.safetensors)")));
+  // A CLIPModel's text tower comes along when its tokenizer files are there too.
+  const tokenizer = (json as { text_config?: unknown }).text_config ? await readTokenizer(dir) : null;
+  const textConfig = tokenizer ? parseHfTextConfig(json, cfgPath) : null;
   const expected = new Map([...expectedShapes(config), ...(textConfig ? expectedTextShapes(textConfig) : [])]);
   await Promise.all(stores.map((st) => st.fetchTensors?.(expected.keys())));
-  const { weights } = uploadCheckpointTensors(absolute(url), stores, expected, dev, dtype);
+  const { weights } = uploadCheckpointTensors(dir.where, stores, expected, dev, dtype);
   const visionWeights = new Map([...weights].filter(([k]) => !k.startsWith('text_model.') && k !== 'text_projection.weight'));
   const textWeights = new Map([...weights].filter(([k]) => !visionWeights.has(k)));
   const model = ClipVisionModel.fromWeights(config, visionWeights, dev, dtype);
   const text = textConfig && tokenizer ? { model: ClipTextModel.fromWeights(textConfig, textWeights, dev, dtype), tokenizer } : null;
   try {
-    const preUrl = join(url, 'preprocessor_config.json');
-    const preJson = await getJson(preUrl, 'preprocessor_config.json', true);
-    const preprocess = parsePreprocessorConfig(preJson, config.imageSize, preUrl);
-    const problem = cropProblem(preprocess, config.imageSize, preUrl);
+    const prePath = dir.path('preprocessor_config.json');
+    const preJson = await readJson(dir, 'preprocessor_config.json', 'preprocessor_config.json', true);
+    const preprocess = parsePreprocessorConfig(preJson, config.imageSize, prePath);
+    const problem = cropProblem(preprocess, config.imageSize, prePath);
     if (problem) throw new Error(`${problem}.`);
     return {
-      model, config, preprocess, url: absolute(url), text,
+      model, config, preprocess, url: dir.where, text,
       dispose: () => {
         model.dispose();
         text?.model.dispose();
@@ -249,11 +308,11 @@ export async function loadModel(url: string, opts: { dtype?: DType } = {}): Prom
   }
 }
 
-/** Loads a PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) served at `url`, for `model`. */
-export async function loadAdapter(url: string, model: BrowserModel): Promise<LoraAdapter> {
-  const cfgUrl = join(url, 'adapter_config.json');
-  const { rank, alpha } = loraSettings(await getJson(cfgUrl, "the adapter's adapter_config.json"), cfgUrl);
-  const st = await getSafetensors(join(url, 'adapter_model.safetensors'), "the adapter's weights (adapter_model.safetensors)");
+/** Loads a PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors), served at a URL or picked, for `model`. */
+export async function loadAdapter(src: FolderSource, model: BrowserModel): Promise<LoraAdapter> {
+  const dir = folder(src);
+  const { rank, alpha } = loraSettings(await readJson(dir, 'adapter_config.json', "the adapter's adapter_config.json"), dir.path('adapter_config.json'));
+  const st = await dir.safetensors('adapter_model.safetensors', "the adapter's weights (adapter_model.safetensors)");
   await st.fetchTensors?.(st.tensors.keys());
   return adapterFromSafetensors(st, model.config, rank, alpha, device());
 }

@@ -4,10 +4,15 @@
 // The page (src/report/index.html) reads metrics.json and figure3.json, which eval writes next
 // to each other (train's final eval, or npm run eval with --plot tsne|pca), and the pairs'
 // images through /image/<i>/real and /image/<i>/gen: only the files figure3.json names are
-// served, nothing else of the disk.
+// served, nothing else of the disk. The page can also embed the user's own images in the browser
+// with genalign's browser bundle (/genalign.js, built by scripts/build.mjs --browser-only into a
+// temporary folder when the server starts, so it always matches the sources).
 import { createServer, type Server } from 'node:http';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { extname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseFlags, helpText, UsageError, type FlagSpec } from './args.ts';
 import { warn } from './terminal.ts';
 
@@ -17,6 +22,19 @@ export const REPORT_FLAGS: FlagSpec[] = [
 ];
 
 const PAGE = new URL('../report/index.html', import.meta.url);
+const BUILD = fileURLToPath(new URL('../../scripts/build.mjs', import.meta.url));
+
+/** The browser bundle's text, built now (about a second); null when the build script is not there. */
+function browserBundle(): string | null {
+  if (!existsSync(BUILD)) return null;
+  const out = mkdtempSync(join(tmpdir(), 'genalign-report-'));
+  try {
+    execFileSync(process.execPath, [BUILD, '--browser-only', '--outdir', out], { stdio: 'pipe' });
+    return readFileSync(join(out, 'browser', 'genalign.js'), 'utf8');
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+}
 
 const TYPES: Record<string, string> = { '.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg', '.webp': 'image/webp' };
 
@@ -41,12 +59,14 @@ export async function startReportServer(dir: string, opts: { port?: number; host
   if (problem) throw new UsageError(`report: ${problem}`);
   const data = JSON.parse(readFileSync(join(dir, 'figure3.json'), 'utf8')) as ReportData;
   const page = readFileSync(PAGE);
+  const bundle = browserBundle();
   const server = createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
     const send = (code: number, type: string, body: Buffer | string): void => {
       res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store' }).end(body);
     };
     if (path === '/' || path === '/index.html') return send(200, 'text/html; charset=utf-8', page);
+    if (path === '/genalign.js' && bundle !== null) return send(200, 'text/javascript; charset=utf-8', bundle);
     if (path === '/metrics.json' || path === '/figure3.json') return send(200, 'application/json', readFileSync(join(dir, path.slice(1))));
     if (path === '/figure3.svg' && existsSync(join(dir, 'figure3.svg'))) return send(200, 'image/svg+xml', readFileSync(join(dir, 'figure3.svg')));
     const m = /^\/image\/(\d+)\/(real|gen)$/.exec(path);

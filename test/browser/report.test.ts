@@ -5,6 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync, rmSync, statSync } from 'node:fs';
+import { loadDataset } from '../../src/io/dataset.ts';
 import { join } from 'node:path';
 import { getDevice } from '../../src/gpu/device.ts';
 import { train } from '../../src/train/trainer.ts';
@@ -57,6 +58,25 @@ test('the report of a run: maps drawn, hover shows the image, click shows the ne
     assert.is(await page.$$eval('line.link', (l) => l.length), 2, 'the pair linked in both panels');
     assert.is(await page.$$eval('#detail .thumb', (t) => t.length), 2 + 2 * Math.min(5, fig.pairs.length));
     assert.is(await page.$$eval('#detail .captions li', (l) => l.length), 6, 'three captions retrieved before and after');
+    // Live: the model and adapter folders picked, two images chosen, embedded in the page.
+    const upload = async (id: string, paths: string[]): Promise<void> => {
+      const input = await page.$(`#${id}`);
+      await (input as unknown as { uploadFile(...p: string[]): Promise<void> }).uploadFile(...paths);
+    };
+    // A folder input takes the folder (Chromium gives its files webkitRelativePath).
+    await upload('model-files', [model]);
+    const liveStatus = (): Promise<string> => page.$eval('#live-status', (e) => e.textContent ?? '');
+    await page.waitForFunction("/^(model loaded|error)/.test(document.getElementById('live-status').textContent)", { timeout: 60_000 });
+    assert.match(await liveStatus(), /^model loaded/);
+    await upload('adapter-files', [join(r.runDir, 'adapter')]);
+    await page.waitForFunction("/^(adapter loaded|error)/.test(document.getElementById('live-status').textContent)", { timeout: 60_000 });
+    assert.match(await liveStatus(), /^adapter loaded/);
+    const pairs = loadDataset(data).pairs;
+    await upload('image-files', [pairs[0].real, pairs[0].generated[0]]);
+    await page.waitForSelector('#live-out .pair-cos', { timeout: 60_000 });
+    const liveText = await page.$eval('#live-out', (e) => e.textContent ?? '');
+    assert.match(liveText, /paired cosine, real = .*: before -?\d\.\d{3} → after -?\d\.\d{3}/);
+    assert.match(liveText, /student's captions: /, 'the demo CLIP has a text tower: captions retrieved live');
     const shot = join(root, 'report.png');
     await page.screenshot({ path: shot, fullPage: true });
     assert.ok(statSync(shot).size > 10_000, 'screenshot written');
