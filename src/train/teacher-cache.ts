@@ -123,6 +123,53 @@ function legacyShapeProblem(embeds: { shape: number[] } | undefined, keys: unkno
   return null;
 }
 
+/** One row (`dim` f32 values) of a chunk file at byte `offset`: a positioned read. */
+function readRow(file: string, offset: number, dim: number): Float32Array {
+  const buf = Buffer.alloc(dim * 4);
+  const fd = openSync(file, 'r');
+  try {
+    readSync(fd, buf, 0, buf.length, offset);
+  } finally {
+    closeSync(fd);
+  }
+  return new Float32Array(buf.buffer, buf.byteOffset, dim).slice();
+}
+
+/**
+ * A chunk file's header: its row keys in row order, where its rows start, and its metadata; null
+ * when there is no file, and null with one warning (naming the file and why; its rows are then
+ * recomputed) when it is unreadable, not an F32 [n, dim] 'embeds' matrix, or its 'keys' are not
+ * n strings that `keyOk` accepts (`whose` says whose keys they should be).
+ */
+function readChunkHeader(file: string, dim: number, keyOk: (k: string) => boolean, whose: string, warn: (m: string) => void): { keys: string[]; dataStart: number; metadata: Record<string, string> } | null {
+  if (!existsSync(file)) return null;
+  let f: SafetensorsFile | null = null;
+  try {
+    f = SafetensorsFile.open(file, 'a teacher cache chunk (a safetensors file)');
+    const info = f.tensors.get('embeds');
+    let keys: unknown;
+    try {
+      keys = JSON.parse(f.metadata.keys ?? 'null');
+    } catch {
+      keys = null;
+    }
+    let problem: string | null = null;
+    if (!info || info.dtype !== 'F32' || info.shape.length !== 2) problem = "it has no F32 'embeds' matrix";
+    else if (info.shape[1] !== dim) problem = `its rows have ${info.shape[1]} values each, but the model's embeddings have ${dim}`;
+    else if (!Array.isArray(keys) || keys.length !== info.shape[0] || !keys.every((k) => typeof k === 'string' && keyOk(k))) problem = `its 'keys' metadata does not list its rows' keys${whose}`;
+    if (problem || !info) {
+      warn(`warning: ignoring teacher cache chunk ${file}: ${problem}; its embeddings are recomputed`);
+      return null;
+    }
+    return { keys: keys as string[], dataStart: info.begin, metadata: { ...f.metadata } };
+  } catch (e) {
+    warn(`warning: ignoring unreadable teacher cache chunk ${file}: ${(e as Error).message}; its embeddings are recomputed`);
+    return null;
+  } finally {
+    f?.close();
+  }
+}
+
 export class TeacherCache {
   /** The chunk directory <cacheDir>/teacher-<key>. */
   readonly path: string;
@@ -203,15 +250,7 @@ export class TeacherCache {
     const pending = this.pendingRow(key);
     if (pending) return pending;
     const at = this.locate(key);
-    if (!at) return undefined;
-    const buf = Buffer.alloc(this.dim * 4);
-    const fd = openSync(at.file, 'r');
-    try {
-      readSync(fd, buf, 0, buf.length, at.offset);
-    } finally {
-      closeSync(fd);
-    }
-    return new Float32Array(buf.buffer, buf.byteOffset, this.dim).slice();
+    return at ? readRow(at.file, at.offset, this.dim) : undefined;
   }
 
   /** Stores a row (written by save()); a row that is not finite is not stored (it would poison later runs). Keys outside the dataset are ignored. */
@@ -260,35 +299,12 @@ export class TeacherCache {
   }
 
   private readHeader(block: CacheBlock): ChunkState {
-    if (!existsSync(block.file)) return { kind: 'absent' };
-    let f: SafetensorsFile | null = null;
-    try {
-      f = SafetensorsFile.open(block.file, 'a teacher cache chunk (a safetensors file)');
-      const info = f.tensors.get('embeds');
-      let keys: unknown;
-      try {
-        keys = JSON.parse(f.metadata.keys ?? 'null');
-      } catch {
-        keys = null;
-      }
-      const pos = new Map(block.keys.map((k, i) => [k, i]));
-      let problem: string | null = null;
-      if (!info || info.dtype !== 'F32' || info.shape.length !== 2) problem = "it has no F32 'embeds' matrix";
-      else if (info.shape[1] !== this.dim) problem = `its rows have ${info.shape[1]} values each, but the model's embeddings have ${this.dim}`;
-      else if (!Array.isArray(keys) || keys.length !== info.shape[0] || !keys.every((k) => typeof k === 'string' && pos.has(k))) problem = "its 'keys' metadata does not list its rows' keys of this block";
-      if (problem || !info) {
-        this.warn(`warning: ignoring teacher cache chunk ${block.file}: ${problem}; its embeddings are recomputed`);
-        return { kind: 'absent' };
-      }
-      const rowOf = new Int32Array(block.keys.length).fill(-1);
-      (keys as string[]).forEach((k, r) => (rowOf[pos.get(k)!] = r));
-      return { kind: 'present', rowOf, dataStart: info.begin, count: (keys as string[]).length };
-    } catch (e) {
-      this.warn(`warning: ignoring unreadable teacher cache chunk ${block.file}: ${(e as Error).message}; its embeddings are recomputed`);
-      return { kind: 'absent' };
-    } finally {
-      f?.close();
-    }
+    const pos = new Map(block.keys.map((k, i) => [k, i]));
+    const h = readChunkHeader(block.file, this.dim, (k) => pos.has(k), ' of this block', this.warn);
+    if (!h) return { kind: 'absent' };
+    const rowOf = new Int32Array(block.keys.length).fill(-1);
+    h.keys.forEach((k, r) => (rowOf[pos.get(k)!] = r));
+    return { kind: 'present', rowOf, dataStart: h.dataStart, count: h.keys.length };
   }
 
   /** Writes block `b`'s chunk: the rows it held and `rows`, in block order. */
@@ -425,15 +441,7 @@ export class ShardTeacherCache {
 
   get(rowKey: string): Float32Array | undefined {
     const at = this.locate(rowKey);
-    if (!at) return undefined;
-    const buf = Buffer.alloc(this.dim * 4);
-    const fd = openSync(at.file, 'r');
-    try {
-      readSync(fd, buf, 0, buf.length, at.offset);
-    } finally {
-      closeSync(fd);
-    }
-    return new Float32Array(buf.buffer, buf.byteOffset, this.dim).slice();
+    return at ? readRow(at.file, at.offset, this.dim) : undefined;
   }
 
   /** Training computes a row the cache lacks only when a chunk was damaged; such rows are not written back (cache-teacher fills chunks). */
@@ -481,31 +489,7 @@ export class ShardTeacherCache {
   }
 
   private readChunk(file: string): ShardChunk | null {
-    if (!existsSync(file)) return null;
-    let f: SafetensorsFile | null = null;
-    try {
-      f = SafetensorsFile.open(file, 'a teacher cache chunk (a safetensors file)');
-      const info = f.tensors.get('embeds');
-      let keys: unknown;
-      try {
-        keys = JSON.parse(f.metadata.keys ?? 'null');
-      } catch {
-        keys = null;
-      }
-      let problem: string | null = null;
-      if (!info || info.dtype !== 'F32' || info.shape.length !== 2) problem = "it has no F32 'embeds' matrix";
-      else if (info.shape[1] !== this.dim) problem = `its rows have ${info.shape[1]} values each, but the model's embeddings have ${this.dim}`;
-      else if (!Array.isArray(keys) || keys.length !== info.shape[0] || !keys.every((k) => typeof k === 'string')) problem = "its 'keys' metadata does not list its rows' keys";
-      if (problem || !info) {
-        this.warn(`warning: ignoring teacher cache chunk ${file}: ${problem}; its embeddings are recomputed`);
-        return null;
-      }
-      return { rowOf: new Map((keys as string[]).map((k, i) => [k, i])), dataStart: info.begin, complete: f.metadata.complete === '1' };
-    } catch (e) {
-      this.warn(`warning: ignoring unreadable teacher cache chunk ${file}: ${(e as Error).message}; its embeddings are recomputed`);
-      return null;
-    } finally {
-      f?.close();
-    }
+    const h = readChunkHeader(file, this.dim, () => true, '', this.warn);
+    return h ? { rowOf: new Map(h.keys.map((k, i) => [k, i])), dataStart: h.dataStart, complete: h.metadata.complete === '1' } : null;
   }
 }

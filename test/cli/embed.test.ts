@@ -14,11 +14,11 @@ import { readSafetensors } from '../../src/io/safetensors.ts';
 import { livePreprocessWorkers } from '../../src/io/preprocess-pool.ts';
 import { embedPaths } from '../../src/train/embedding.ts';
 import { train, type TrainOptions } from '../../src/train/trainer.ts';
-import { ATTENTION_TARGETS } from '../../src/nn/lora.ts';
 import { assertClose, fixture, FIXTURE_DIR } from '../helpers/fixtures.ts';
 import { testF16 } from '../helpers/f16.ts';
 import { tmp, tinyDataset, runCli, spawnCli, divergedAdapter, seededPresetAdapter, type CliResult } from './helpers.ts';
 import { listImages } from '../../src/cli/embed-command.ts';
+import { trainOptions } from '../helpers/train-options.ts';
 
 const root = tmp('cli-embed');
 const MODEL = join(FIXTURE_DIR, 'clip-tiny');
@@ -262,12 +262,7 @@ test('embed --lora with an adapter of the wrong rank: exit 1, the message names 
 test('PEFT round trip: trained adapter → embed --lora equals the in-memory student; keys/shapes/config match PEFT', async () => {
   const data = await tinyDataset(join(root, 'data'), 24);
   const device = await getDevice();
-  const o: TrainOptions = {
-    data, model: MODEL, out: join(root, 'run'), steps: 3, epochs: 1, batch: 8, accum: 1, lr: 2e-2, minLr: 0, weightDecay: 0.01,
-    beta1: 0.9, beta2: 0.999, eps: 1e-8, clip: 1, warmup: 0, restartPeriod: 0, restartMult: 1, rank: 4, alpha: 8,
-    targets: [...ATTENTION_TARGETS], dualProjection: false, precision: 'f32', tau: 0.07, cosineWeight: 0, seed: 0, valFraction: 0, teacherCache: true,
-    cacheDir: join(root, 'cache'), saveEvery: 500, logEvery: 10, keepCheckpoints: 3, maxBadFraction: 0.05, eval: false, plot: 'pca', resume: null, valData: null, shuffleBuffer: 1000, evalMax: 2000, devices: '1',
-  };
+  const o: TrainOptions = trainOptions({ data, model: MODEL, out: join(root, 'run'), cacheDir: join(root, 'cache'), steps: 3, lr: 2e-2, alpha: 8 });
   const res = await train(device, o, { log: () => undefined });
   const adapterDir = join(res.runDir, 'adapter');
   const paths = readdirSync(IMAGES).sort().map((f) => join(IMAGES, f));

@@ -15,6 +15,7 @@ import { saveCheckpoint, loadLatestCheckpoint, checkpointName, setAsideDivergedC
 import type { AdamWState } from '../../src/train/optimizer.ts';
 import { train, type TrainOptions } from '../../src/train/trainer.ts';
 import { studentFiles } from '../../src/train/student.ts';
+import { trainOptions } from '../helpers/train-options.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'genalign-ckpt-'));
 test.after(() => rmSync(root, { recursive: true, force: true }));
@@ -138,12 +139,7 @@ test('--resume with a checkpoint that does not fit: wrong-rank adapter and chang
   const device = await getDevice();
   const data = join(root, 'data');
   await ensureDemoDataset(data, { count: 24, size: 32, variants: 1 });
-  const o: TrainOptions = {
-    data, model: 'tiny', out: join(root, 'run4'), steps: 2, epochs: 1, batch: 8, accum: 1, lr: 1e-2, minLr: 0, weightDecay: 0.01,
-    beta1: 0.9, beta2: 0.999, eps: 1e-8, clip: 1, warmup: 0, restartPeriod: 0, restartMult: 1, rank: 4, alpha: 4,
-    targets: [...ATTENTION_TARGETS], dualProjection: false, precision: 'f32', tau: 0.07, cosineWeight: 0, seed: 0, valFraction: 0, teacherCache: true,
-    cacheDir: join(root, 'cache'), saveEvery: 1, logEvery: 10, keepCheckpoints: 3, maxBadFraction: 0.05, eval: false, plot: 'pca', resume: null, valData: null, shuffleBuffer: 1000, evalMax: 2000, devices: '1',
-  };
+  const o: TrainOptions = trainOptions({ data, out: join(root, 'run4'), cacheDir: join(root, 'cache'), saveEvery: 1 });
   const r = await train(device, o, { log: () => undefined });
   r.lora!.dispose();
   r.model.model.dispose();

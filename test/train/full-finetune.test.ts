@@ -14,11 +14,11 @@ import { ensureDemoDataset } from '../../src/io/demo-data.ts';
 import { loadModel } from '../../src/io/hf-checkpoint.ts';
 import { fromArray, scope } from '../../src/tensor/tensor.ts';
 import { noGrad } from '../../src/tensor/autograd.ts';
-import { ATTENTION_TARGETS } from '../../src/nn/lora.ts';
 import { train, type TrainOptions, type TrainResult } from '../../src/train/trainer.ts';
 import { disposeStudent } from '../../src/train/student.ts';
 import type { ClipVisionModel } from '../../src/nn/vit.ts';
 import { tmp } from '../cli/helpers.ts';
+import { trainOptions } from '../helpers/train-options.ts';
 
 const root = tmp('full-ft');
 const data = join(root, 'data');
@@ -28,13 +28,7 @@ test.before(async () => {
 test.after(() => rmSync(root, { recursive: true, force: true }));
 
 function options(out: string, over: Partial<TrainOptions> = {}): TrainOptions {
-  return {
-    data, model: 'tiny', out, steps: 4, epochs: 1, batch: 8, accum: 1, lr: 1e-3, minLr: 0,
-    weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, clip: 1, warmup: 1, restartPeriod: 0, restartMult: 1,
-    rank: 0, alpha: 4, targets: [...ATTENTION_TARGETS], dualProjection: false, precision: 'f32', tau: 0.07, cosineWeight: 0, seed: 0, valFraction: 0,
-    teacherCache: false, cacheDir: join(root, 'cache'), saveEvery: 2, logEvery: 10, keepCheckpoints: 3,
-    maxBadFraction: 0.05, eval: false, plot: 'pca', resume: null, valData: null, shuffleBuffer: 1000, evalMax: 2000, devices: '1', ...over,
-  };
+  return trainOptions({ data, out, cacheDir: join(root, 'cache'), steps: 4, lr: 1e-3, warmup: 1, rank: 0, teacherCache: false, saveEvery: 2, ...over });
 }
 
 function dispose(r: TrainResult): void {

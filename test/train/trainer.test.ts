@@ -18,6 +18,7 @@ import { runTrain } from '../../src/cli/train-command.ts';
 import { ATTENTION_TARGETS } from '../../src/nn/lora.ts';
 import { assertClose } from '../helpers/fixtures.ts';
 import { testF16 } from '../helpers/f16.ts';
+import { trainOptions } from '../helpers/train-options.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'genalign-trainer-'));
 const data = join(root, 'data');
@@ -28,13 +29,7 @@ test.after(() => rmSync(root, { recursive: true, force: true }));
 
 let runs = 0;
 function options(over: Partial<TrainOptions> = {}): TrainOptions {
-  return {
-    data, model: 'tiny', out: join(root, `run${runs++}`), steps: 2, epochs: 1, batch: 8, accum: 1, lr: 1e-2, minLr: 0,
-    weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, clip: 1, warmup: 0, restartPeriod: 0, restartMult: 1,
-    rank: 4, alpha: 4, targets: [...ATTENTION_TARGETS], dualProjection: false, precision: 'f32', tau: 0.07, cosineWeight: 0, seed: 0, valFraction: 0,
-    teacherCache: true, cacheDir: join(root, 'cache'), saveEvery: 500, logEvery: 10, keepCheckpoints: 3,
-    maxBadFraction: 0.05, eval: false, plot: 'pca', resume: null, valData: null, shuffleBuffer: 1000, evalMax: 2000, devices: '1', ...over,
-  };
+  return trainOptions({ data, out: join(root, `run${runs++}`), cacheDir: join(root, 'cache'), ...over });
 }
 
 interface Run {
