@@ -10,7 +10,6 @@
 // else the whole cache (one job).
 // With WebDataset shards as --data the unit is the shard: shard k (in the order --data lists
 // them) belongs to share k mod N, and each shard's chunk is written when its real images are done.
-import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { getDevice } from '../gpu/device.ts';
 import { writableProblem } from '../platform/atomic-file.ts';
@@ -19,7 +18,7 @@ import { loadDataset } from '../io/dataset.ts';
 import { PreprocessPool } from '../io/preprocess-pool.ts';
 import { checkPrecision, oomHelp, warmShardTeacherCache, warmTeacherCache } from '../train/trainer.ts';
 import { ShardTeacherCache, TeacherCache, cacheRowKeys, modelKey } from '../train/teacher-cache.ts';
-import { expandShardSpec, isShardSpec } from '../io/webdataset.ts';
+import { isShardSpec, listShards } from '../io/webdataset.ts';
 import { TRAIN_OPTIONS } from '../train/options.ts';
 import { parseFlags, helpText, positive, PRECISION_FLAG, UsageError, type FlagSpec } from './args.ts';
 import { warn } from './terminal.ts';
@@ -49,9 +48,12 @@ export async function runCacheTeacher(argv: string[]): Promise<number> {
   const problem = writableProblem(cacheDir);
   if (problem) throw new UsageError(`cache-teacher: --cache-dir ${cacheDir}: ${problem}`);
   const spec = String(f.data);
-  const shards = isShardSpec(spec) ? expandShardSpec(spec) : null;
-  const missing = shards?.find((s) => !existsSync(s));
-  if (missing) throw new UsageError(`cache-teacher: --data ${spec}: shard ${missing} does not exist`);
+  let shards: string[] | null = null;
+  try {
+    if (isShardSpec(spec)) shards = listShards(spec, '--data');
+  } catch (e) {
+    throw new UsageError(`cache-teacher: ${(e as Error).message}`);
+  }
   const dataset = shards ? null : loadDataset(spec, { onWarn: warn });
   const seed = Number(f.seed);
   const precision = String(f.precision) as 'f32' | 'f16';

@@ -9,10 +9,9 @@ import { resolve } from 'node:path';
 import { getDevice } from '../gpu/device.ts';
 import { loadModel, modelPreprocessing } from '../io/hf-checkpoint.ts';
 import { checkPrecision } from '../train/trainer.ts';
-import { existsSync } from 'node:fs';
-import { loadDataset, splitByValFraction, splitHash, type Pair } from '../io/dataset.ts';
+import { inValSplit, loadDataset, splitByValFraction, type Pair } from '../io/dataset.ts';
 import { readShardPairs } from '../io/shard-stream.ts';
-import { expandShardSpec, isShardSpec, type ShardSample } from '../io/webdataset.ts';
+import { isShardSpec, listShards, type ShardSample } from '../io/webdataset.ts';
 import type { ImageSource } from '../io/image.ts';
 import { evaluatePairs } from '../train/evaluate.ts';
 import { parseFlags, helpText, positive, fraction, PRECISION_FLAG, UsageError, type FlagSpec } from './args.ts';
@@ -53,12 +52,15 @@ export async function runEval(argv: string[]): Promise<number> {
   let pairs: Pair[];
   let source: Map<string, ImageSource> | null = null;
   if (isShardSpec(spec)) {
-    const shards = expandShardSpec(spec);
-    const missing = shards.find((s) => !existsSync(s));
-    if (missing) throw new UsageError(`eval: --data ${spec}: shard ${missing} does not exist`);
+    let shards: string[];
+    try {
+      shards = listShards(spec, '--data');
+    } catch (e) {
+      throw new UsageError(`eval: ${(e as Error).message}`);
+    }
     ({ pairs, source } = await readShardPairs(shards, {
       max: Number(f['max-pairs']),
-      ...(fractionVal > 0 ? { take: (x: ShardSample) => splitHash(x.id, Number(f.seed)) < fractionVal } : {}),
+      ...(fractionVal > 0 ? { take: (x: ShardSample) => inValSplit(x.id, fractionVal, Number(f.seed)) } : {}),
       onProblem: (p) => warn(`warning: eval: ${p.shard}: sample ${p.key} left out: ${p.reason}`),
     }));
     warn(`eval: ${pairs.length} samples from ${shards.length} shard(s)`);

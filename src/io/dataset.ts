@@ -336,8 +336,13 @@ export function splitHash(id: string, seed: number): number {
   return mix32(fnv1a(`${seed}\u0000${id}`)) / 2 ** 32;
 }
 
+/** The split rule by itself: whether id `id` is held out at `fraction` (streamed shards, which are never listed whole, use it directly). */
+export function inValSplit(id: string, fraction: number, seed: number): boolean {
+  return splitHash(id, seed) < fraction;
+}
+
 /**
- * Held-out split by id: a pair is in val when splitHash(id, seed) < fraction. Because the
+ * Held-out split by id: a pair is in val when splitHash(id, seed) < fraction (inValSplit). Because the
  * decision depends only on (seed, id), adding or removing pairs never moves other ids between
  * the splits. With fraction > 0 and at least 2 pairs both splits are non-empty: if the hash puts
  * no pair in val, the smallest-hash pair goes there (and if it puts all in val, the largest-hash
@@ -347,7 +352,7 @@ export function splitByValFraction(pairs: readonly Pair[], fraction: number, see
   if (!Number.isFinite(fraction) || fraction < 0 || fraction >= 1) throw new Error(`validation fraction must be in [0, 1), got ${fraction}`);
   if (fraction === 0 || pairs.length < 2) return { train: [...pairs], val: [] };
   const h = pairs.map((p) => splitHash(p.id, seed));
-  const inVal = h.map((x) => x < fraction);
+  const inVal = h.map((x) => x < fraction); // inValSplit's rule, on the hashes argBy needs too
   const argBy = (better: (a: number, b: number) => boolean): number => h.reduce((best, x, i) => (better(x, h[best]) ? i : best), 0);
   if (!inVal.some(Boolean)) inVal[argBy((a, b) => a < b)] = true;
   if (inVal.every(Boolean)) inVal[argBy((a, b) => a > b)] = false;

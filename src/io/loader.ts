@@ -72,8 +72,8 @@ export interface BatchPlan {
 export interface BatchSource {
   next(): Promise<BatchPlan>;
   close(): Promise<void>;
-  /** Samples the source left out (missing side, bad metadata), counted with the bad files. */
-  readonly problems: ReadonlyMap<string, string>;
+  /** The samples the source left out (missing side, bad metadata) since the last call, as [name, reason]; counted with the bad files. */
+  takeProblems(): Iterable<[string, string]>;
 }
 
 export interface PairLoaderOptions {
@@ -122,8 +122,14 @@ export class TooManyBadImagesError extends Error {}
 
 export { mulberry32 };
 
-export function epochSeed(seed: number, epoch: number): number {
-  return mix32(mix32((seed + 0x9e3779b9) >>> 0) ^ mix32((epoch + 0x51ed27) >>> 0));
+/** A seed for epoch `epoch` of a run seeded `seed`; another `salt` gives an independent stream (shard-stream.ts's buffer draws). */
+export function epochSeed(seed: number, epoch: number, salt = 0x51ed27): number {
+  return mix32(mix32((seed + 0x9e3779b9) >>> 0) ^ mix32((epoch + salt) >>> 0));
+}
+
+/** Which of `count` generated images pair `id` shows in epoch `epoch`: seeded by (seed, epoch, id). */
+export function generatedChoice(seed: number, epoch: number, id: string, count: number): number {
+  return count === 1 ? 0 : mix32(epochSeed(seed, epoch) ^ fnv1a(id)) % count;
 }
 
 /**
@@ -219,8 +225,7 @@ export class PairLoader {
 
   /** Which of the pair's generated images epoch `epoch` uses: seeded by (seed, epoch, id). */
   generatedIndex(epoch: number, pair: Pair): number {
-    if (pair.generated.length === 1) return 0;
-    return mix32(epochSeed(this.opts.seed, epoch) ^ fnv1a(pair.id)) % pair.generated.length;
+    return generatedChoice(this.opts.seed, epoch, pair.id, pair.generated.length);
   }
 
   /** Position of the next batch next() returns (before any prefetch), for checkpoints; a list of pairs only (a streamed batch carries `after`). */
@@ -391,7 +396,7 @@ export class PairLoader {
   /** Samples a streamed source left out count as bad files (each once, with its reason). */
   private noteSourceProblems(): void {
     if (!this.source) return;
-    for (const [name, reason] of this.source.problems) {
+    for (const [name, reason] of this.source.takeProblems()) {
       if (this.badFiles.has(name)) continue;
       this.badFiles.set(name, `${name}: ${reason}`);
       this.decodeCount++;

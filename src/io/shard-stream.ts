@@ -21,14 +21,14 @@
 // Split. `keep` decides per sample whether it belongs to this stream (the training split: by
 // id hash, as splitByValFraction decides for folder datasets; or all of them when a held-out
 // shard is the validation split). Samples it rejects still count in the shard's sample index.
-import { resolve } from 'node:path';
-import { statSync } from 'node:fs';
-import { createHash } from 'node:crypto';
 import { Mulberry32 } from '../nn/init.ts';
-import { fnv1a, mix32, type Pair } from './dataset.ts';
-import type { ImageSource } from './image.ts';
+import type { Pair } from './dataset.ts';
+import { sourceName, type ImageSource } from './image.ts';
 import { readShard, type ShardProblem, type ShardSample } from './webdataset.ts';
-import type { BatchPlan, BatchSource, LoaderMember } from './loader.ts';
+import { epochSeed, generatedChoice, type BatchPlan, type BatchSource, type LoaderMember } from './loader.ts';
+
+/** The salt of the shuffle buffer's draws (epochSeed's default salt seeds the shard order). */
+const BUFFER_SALT = 0x2545f491;
 
 /** Where a stream is, after the last sample it handed out (see the header). */
 export interface StreamPosition {
@@ -52,20 +52,9 @@ export interface ShardStreamOptions {
   shuffle?: boolean;
   /** Whether a sample belongs to this stream (default: all). */
   keep?: (s: ShardSample) => boolean;
-  /** Hears of samples left out (missing side, bad JSON, …); once per shard and key in this process. */
+  /** Hears of samples left out (missing side, bad JSON, …), each time their shard is read. */
   onProblem?: (p: ShardProblem) => void;
   start?: StreamPosition;
-}
-
-/** A seed for epoch `epoch` of a stream seeded `seed`; `salt` separates the shard order from the buffer draws. */
-function epochSeed(seed: number, epoch: number, salt: number): number {
-  return mix32(mix32((seed + 0x9e3779b9) >>> 0) ^ mix32((epoch + salt) >>> 0));
-}
-
-/** The identity of a shard file for caches: its absolute path, size and mtime, hashed. */
-export function shardIdentity(shard: string): string {
-  const st = statSync(shard);
-  return createHash('sha256').update(`${resolve(shard)}:${st.size}:${st.mtimeMs}`).digest('hex').slice(0, 20);
 }
 
 /** The sources an image loader reads a sample's real and generated image `k` from (named "<shard>:<key>.real.<ext>"). */
@@ -87,14 +76,13 @@ export async function readShardPairs(
 ): Promise<{ pairs: Pair[]; source: Map<string, ImageSource> }> {
   const pairs: Pair[] = [];
   const source = new Map<string, ImageSource>();
-  const name = (x: ImageSource): string => (typeof x === 'string' ? x : x.name);
   for (const shard of shards) {
     if (pairs.length >= opts.max) break;
     for await (const x of readShard(shard, opts.onProblem ?? (() => undefined))) {
       if (opts.take && !opts.take(x)) continue;
       const src = sampleSources(x);
-      for (const g of [src.real, ...src.generated]) source.set(name(g), g);
-      pairs.push({ id: x.id, real: name(src.real), generated: src.generated.map(name), ...(x.caption !== undefined ? { caption: x.caption } : {}), ...(x.label !== undefined ? { label: x.label } : {}) });
+      for (const g of [src.real, ...src.generated]) source.set(sourceName(g), g);
+      pairs.push({ id: x.id, real: sourceName(src.real), generated: src.generated.map(sourceName), ...(x.caption !== undefined ? { caption: x.caption } : {}), ...(x.label !== undefined ? { label: x.label } : {}) });
       if (pairs.length >= opts.max) break;
     }
   }
@@ -114,16 +102,16 @@ export class ShardStream {
   private reader: AsyncGenerator<ShardSample> | null = null;
   /** Samples of the current shard to pass over before handing any out (a resume). */
   private skip: number;
-  private restored: boolean;
+  /** The saved position's buffer, read back at the first next(); null once it has been. */
+  private pendingRefs: [number, number][] | null;
   private draining = false;
-  private readonly reported = new Set<string>();
 
   constructor(shards: readonly string[], opts: ShardStreamOptions) {
     if (shards.length === 0) throw new Error('ShardStream: no shards');
     this.shards = shards;
     this.opts = opts;
     this.bufferSize = Math.max(1, Math.floor(opts.bufferSize ?? 1000));
-    const s = opts.start ?? { epoch: 0, shard: 0, sample: 0, rng: epochSeed(opts.seed, 0, 0x2545f491), buffer: [] };
+    const s = opts.start ?? { epoch: 0, shard: 0, sample: 0, rng: epochSeed(opts.seed, 0, BUFFER_SALT), buffer: [] };
     for (const [i, j] of s.buffer) {
       if (!(Number.isInteger(i) && i >= 0 && i < shards.length && Number.isInteger(j) && j >= 0)) throw new Error(`ShardStream: the saved position names sample ${j} of shard ${i}, but there are ${shards.length} shards`);
     }
@@ -133,17 +121,14 @@ export class ShardStream {
     this.sampleIdx = 0;
     this.skip = s.sample;
     this.rng = new Mulberry32(s.rng);
-    this.restored = s.buffer.length === 0;
-    this.pendingRefs = s.buffer;
+    this.pendingRefs = s.buffer.length ? s.buffer : null;
   }
-
-  private pendingRefs: [number, number][];
 
   /** The epoch's shard order: indices into `shards`, seeded by (seed, epoch). */
   shardOrder(epoch: number): number[] {
     const order = this.shards.map((_, i) => i);
     if (this.opts.shuffle ?? true) {
-      const g = new Mulberry32(epochSeed(this.opts.seed, epoch, 0x51ed27));
+      const g = new Mulberry32(epochSeed(this.opts.seed, epoch));
       for (let i = order.length - 1; i > 0; i--) {
         const j = Math.floor(g.next() * (i + 1));
         [order[i], order[j]] = [order[j], order[i]];
@@ -154,8 +139,7 @@ export class ShardStream {
 
   /** Which generated image of `s` epoch `epoch` shows: seeded by (seed, epoch, id), like PairLoader's. */
   generatedIndex(epoch: number, s: ShardSample): number {
-    if (s.generated.length === 1) return 0;
-    return mix32(epochSeed(this.opts.seed, epoch, 0x51ed27) ^ fnv1a(s.id)) % s.generated.length;
+    return generatedChoice(this.opts.seed, epoch, s.id, s.generated.length);
   }
 
   /** The position after the last sample handed out (a copy). */
@@ -169,7 +153,7 @@ export class ShardStream {
 
   /** The next sample of this epoch, or null at the epoch's end (the next call starts the next epoch). */
   async next(): Promise<StreamSample | null> {
-    if (!this.restored) await this.restoreBuffer();
+    if (this.pendingRefs) await this.restoreBuffer(this.pendingRefs);
     for (;;) {
       if (this.draining) {
         if (this.buffer.length === 0) {
@@ -178,7 +162,7 @@ export class ShardStream {
           this.order = this.shardOrder(this.epoch);
           this.shardPos = 0;
           this.sampleIdx = 0;
-          this.rng = new Mulberry32(epochSeed(this.opts.seed, this.epoch, 0x2545f491));
+          this.rng = new Mulberry32(epochSeed(this.opts.seed, this.epoch, BUFFER_SALT));
           return null;
         }
         return this.draw();
@@ -209,19 +193,12 @@ export class ShardStream {
     return s;
   }
 
-  private problem(p: ShardProblem): void {
-    const k = `${p.shard}\u0000${p.key}`;
-    if (this.reported.has(k)) return;
-    this.reported.add(k);
-    this.opts.onProblem?.(p);
-  }
-
   /** The next kept sample of the epoch's shards in order, or null when all are read. */
   private async read(): Promise<StreamSample | null> {
     for (;;) {
       if (this.shardPos >= this.order.length) return null;
       const shardIndex = this.order[this.shardPos];
-      this.reader ??= readShard(this.shards[shardIndex], (p) => this.problem(p));
+      this.reader ??= readShard(this.shards[shardIndex], (p) => this.opts.onProblem?.(p));
       const r = await this.reader.next();
       if (r.done) {
         this.reader = null;
@@ -242,9 +219,9 @@ export class ShardStream {
   }
 
   /** Reads the samples a saved position's buffer names, in buffer order. */
-  private async restoreBuffer(): Promise<void> {
+  private async restoreBuffer(refs: readonly [number, number][]): Promise<void> {
     const want = new Map<number, Set<number>>();
-    for (const [i, j] of this.pendingRefs) {
+    for (const [i, j] of refs) {
       if (!want.has(i)) want.set(i, new Set());
       want.get(i)!.add(j);
     }
@@ -257,13 +234,12 @@ export class ShardStream {
         if (++idx > last) break;
       }
     }
-    this.buffer = this.pendingRefs.map(([i, j]) => {
+    this.buffer = refs.map(([i, j]) => {
       const s = found.get(`${i}:${j}`);
       if (!s) throw new Error(`cannot resume the data stream: shard ${this.shards[i]} no longer has sample ${j} (the shards changed since the checkpoint was written; resume needs the same shards)`);
       return s;
     });
-    this.pendingRefs = [];
-    this.restored = true;
+    this.pendingRefs = null;
   }
 }
 
@@ -282,8 +258,8 @@ export interface ShardBatchSourceOptions {
  * position after it (what a checkpoint after that step saves).
  */
 export class ShardBatchSource implements BatchSource {
-  /** Samples the stream left out: "<shard>:<key>" → reason. */
-  readonly problems = new Map<string, string>();
+  /** Samples the stream left out since takeProblems() last ran: ["<shard>:<key>", reason]. */
+  private problems: [string, string][] = [];
   private readonly stream: ShardStream;
   private readonly ready: BatchPlan[] = [];
   private index = 0;
@@ -296,7 +272,7 @@ export class ShardBatchSource implements BatchSource {
     this.stream = new ShardStream(shards, {
       ...streamOpts,
       onProblem: (p) => {
-        this.problems.set(`${p.shard}:${p.key}`, p.reason);
+        this.problems.push([`${p.shard}:${p.key}`, p.reason]);
         streamOpts.onProblem?.(p);
       },
     });
@@ -340,6 +316,12 @@ export class ShardBatchSource implements BatchSource {
       }
       return this.ready.shift()!;
     }
+  }
+
+  takeProblems(): [string, string][] {
+    const taken = this.problems;
+    this.problems = [];
+    return taken;
   }
 
   async close(): Promise<void> {

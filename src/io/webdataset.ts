@@ -16,7 +16,7 @@
 // that is not UTF-8 is a problem: it is named (shard, key, why) and the sample is left out, as a
 // pair with a missing file is in a pairs.jsonl dataset. A file that is not a tar, or one cut
 // short, is an error naming the shard.
-import { createReadStream, readFileSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { extract, pack } from 'tar-stream';
 import { makeDirs, writeFileAtomic } from '../platform/atomic-file.ts';
@@ -71,6 +71,25 @@ export function expandShardSpec(spec: string): string[] {
   }
   if (depth !== 0) throw new Error(`shard pattern ${JSON.stringify(spec)}: a '{' without its '}'`);
   return splitTopLevel(spec).map((s) => s.trim()).filter(Boolean).flatMap(expandBraces);
+}
+
+/**
+ * The shards a spec names (expandShardSpec), each checked to be a file; the error names `flag`,
+ * the spec and the first shard that is missing or not a file.
+ */
+export function listShards(spec: string, flag: string): string[] {
+  const shards = expandShardSpec(spec);
+  if (!shards.length) throw new Error(`${flag} ${spec}: names no shard`);
+  for (const sh of shards) {
+    let ok = false;
+    try {
+      ok = statSync(sh).isFile();
+    } catch {
+      ok = false;
+    }
+    if (!ok) throw new Error(`${flag} ${spec}: shard ${sh} ${existsSync(sh) ? 'is not a file' : 'does not exist'} (${shards.length} shard(s) named; check the pattern, e.g. 'shards/{00000..00009}.tar')`);
+  }
+  return shards;
 }
 
 /** A shard spec with every comma-separated item made absolute (braces kept), so a run's --data names the same shards from any directory. */

@@ -58,19 +58,14 @@ export async function openReplicas(o: TrainOptions, primary: StudentState, log: 
   try {
     for (let k = 1; k < n; k++) {
       const device = await createDevice(names[k] ? { adapter: names[k] } : {});
-      let loaded: ReturnType<typeof loadModel>;
+      let model: ClipVisionModel | null = null;
       try {
-        loaded = loadModel(o.model, device, o.seed, o.precision);
-      } catch (e) {
-        device.destroy();
-        throw e;
-      }
-      try {
-        const student = makeStudent(loaded.model, o, device);
+        model = loadModel(o.model, device, o.seed, o.precision).model;
+        const student = makeStudent(model, o, device);
         if (student.params.length !== primary.params.length) throw new Error(`internal: the student on device ${k} has ${student.params.length} tensors, the run's ${primary.params.length}`);
-        replicas.push({ device, model: loaded.model, student });
+        replicas.push({ device, model, student });
       } catch (e) {
-        loaded.model.dispose();
+        model?.dispose();
         device.destroy();
         throw e;
       }

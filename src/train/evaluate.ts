@@ -89,9 +89,10 @@ export async function evaluatePairs(
   let before: EmbeddedFiles;
   let after: EmbeddedFiles;
   try {
-    if (toEmbed.length) reals = await embedPaths(device, model, undefined, toEmbed.map((i) => pairs[i].real), pre, opts.batch, { onSkip: skip, model: opts.baseModel, pool, ...(opts.source ? { source: opts.source } : {}) });
+    const read = { onSkip: skip, pool, ...(opts.source ? { source: opts.source } : {}) };
+    if (toEmbed.length) reals = await embedPaths(device, model, undefined, toEmbed.map((i) => pairs[i].real), pre, opts.batch, { ...read, model: opts.baseModel });
     // Teacher and student on the same generated images: decoded once, embedded twice.
-    [before, after] = await embedPathsWith(device, model, [{ name: opts.baseModel }, { ...student, name: opts.student }], genPaths, pre, opts.batch, { onSkip: skip, pool, ...(opts.source ? { source: opts.source } : {}) });
+    [before, after] = await embedPathsWith(device, model, [{ name: opts.baseModel }, { ...student, name: opts.student }], genPaths, pre, opts.batch, read);
   } finally {
     await ownPool?.close();
   }

@@ -123,6 +123,16 @@ function legacyShapeProblem(embeds: { shape: number[] } | undefined, keys: unkno
   return null;
 }
 
+/** A cache file's "keys" metadata parsed (`absent` when there is none; null when it is not JSON): checked by the caller. */
+function metadataKeys(metadata: Record<string, string>, absent: unknown = null): unknown {
+  if (metadata.keys === undefined) return absent;
+  try {
+    return JSON.parse(metadata.keys) as unknown;
+  } catch {
+    return null;
+  }
+}
+
 /** One row (`dim` f32 values) of a chunk file at byte `offset`: a positioned read. */
 function readRow(file: string, offset: number, dim: number): Float32Array {
   const buf = Buffer.alloc(dim * 4);
@@ -147,12 +157,7 @@ function readChunkHeader(file: string, dim: number, keyOk: (k: string) => boolea
   try {
     f = SafetensorsFile.open(file, 'a teacher cache chunk (a safetensors file)');
     const info = f.tensors.get('embeds');
-    let keys: unknown;
-    try {
-      keys = JSON.parse(f.metadata.keys ?? 'null');
-    } catch {
-      keys = null;
-    }
+    const keys = metadataKeys(f.metadata);
     let problem: string | null = null;
     if (!info || info.dtype !== 'F32' || info.shape.length !== 2) problem = "it has no F32 'embeds' matrix";
     else if (info.shape[1] !== dim) problem = `its rows have ${info.shape[1]} values each, but the model's embeddings have ${dim}`;
@@ -339,12 +344,7 @@ export class TeacherCache {
       return;
     }
     const t = st.tensors.get('embeds');
-    let keys: unknown;
-    try {
-      keys = JSON.parse(st.metadata.keys ?? '[]');
-    } catch {
-      keys = null;
-    }
+    const keys = metadataKeys(st.metadata, []);
     const problem = legacyShapeProblem(t, keys, this.dim);
     if (problem || !t) {
       this.warn(`warning: ignoring teacher cache ${path}: ${problem}; its embeddings are recomputed`);
@@ -381,15 +381,15 @@ export class TeacherCache {
 // --- WebDataset shards -----------------------------------------------------------------------------
 //
 // A dataset of tar shards (io/webdataset.ts) is never listed whole: its cache has one chunk per
-// shard, named by the shard's identity (absolute path, size, mtime: shardIdentity), so a row is
+// shard, named by the shard file's key (fileKey: its absolute path, size and mtime), so a row is
 // found from the shard and the sample's key alone:
 //
-//   <cacheDir>/teacher-<modelKey>/shard-<shardIdentity>.safetensors
+//   <cacheDir>/teacher-<modelKey>/shard-<fileKey(shard)>.safetensors
 //       embeds [n, D] F32, metadata "keys": the samples' keys in row order, "complete": "1" once
 //       every sample of the shard was embedded (samples whose real image does not decode are
 //       left out of a complete chunk; they are skipped in training too)
 //
-// A row's key is "<shardIdentity>/<sample key>". Headers of the most recently used chunks are
+// A row's key is "<fileKey(shard)>/<sample key>". Headers of the most recently used chunks are
 // kept (SHARD_HEADERS_KEPT), so memory is bounded by the shards in use, not by the dataset.
 
 /** What the trainer needs of a cache: rows by key (a TeacherCache's fileKey, or a ShardTeacherCache's shardRowKey). */

@@ -35,11 +35,11 @@ import type { LoraAdapter } from '../nn/lora.ts';
 import type { ClipVisionModel } from '../nn/vit.ts';
 import { hasTextTower, isModelDir, loadModel, modelPreprocessing, type LoadedModel } from '../io/hf-checkpoint.ts';
 import type { PreprocessConfig } from '../io/image.ts';
-import { loadDataset, splitByValFraction, splitHash, type Pair } from '../io/dataset.ts';
+import { inValSplit, loadDataset, splitByValFraction, type Pair } from '../io/dataset.ts';
 import { PairLoader, epochBatches, type LoaderMember, type PairBatch } from '../io/loader.ts';
-import { ShardBatchSource, readShardPairs, sampleSources, shardIdentity, type StreamPosition } from '../io/shard-stream.ts';
-import { expandShardSpec, isShardSpec, readShard, shardSizes, type ShardSample } from '../io/webdataset.ts';
-import type { ImageSource } from '../io/image.ts';
+import { ShardBatchSource, readShardPairs, sampleSources, type StreamPosition } from '../io/shard-stream.ts';
+import { isShardSpec, listShards, readShard, shardSizes, type ShardSample } from '../io/webdataset.ts';
+import { sourceName, type ImageSource } from '../io/image.ts';
 import { PreprocessPool } from '../io/preprocess-pool.ts';
 import { readRegularTextFile } from '../platform/regular-file.ts';
 import { AdamW } from './optimizer.ts';
@@ -341,7 +341,7 @@ export async function warmShardTeacherCache(
   device: Device, model: ClipVisionModel, pre: PreprocessConfig, shards: readonly string[], cache: ShardTeacherCache, batch: number, log: (l: string) => void,
   shouldStop?: () => boolean, pool?: PreprocessPool,
 ): Promise<boolean> {
-  const todo = shards.filter((sh) => !cache.isComplete(shardIdentity(sh)));
+  const todo = shards.filter((sh) => !cache.isComplete(fileKey(sh)));
   if (!todo.length) {
     log(`teacher cache: the real images of all ${shards.length} shard(s) are cached (${cache.path})`);
     return true;
@@ -351,14 +351,14 @@ export async function warmShardTeacherCache(
   const D = model.cfg.projectionDim;
   let embedded = 0;
   for (const shard of todo) {
-    const identity = shardIdentity(shard);
+    const identity = fileKey(shard);
     const rows = new Map<string, Float32Array>();
     let group: ShardSample[] = [];
     const flush = async (): Promise<void> => {
       const sources = new Map<string, ImageSource>();
       for (const x of group) {
         const real = sampleSources(x).real;
-        sources.set(typeof real === 'string' ? real : real.name, real);
+        sources.set(sourceName(real), real);
       }
       const res = await embedPaths(device, model, undefined, [...sources.keys()], pre, batch, {
         onSkip: (p, r) => log(`warning: teacher cache: skipping ${p}: ${r}`),
@@ -420,26 +420,10 @@ export type RunData =
   | { kind: 'pairs'; train: Pair[]; val: Pair[] }
   | { kind: 'shards'; shards: string[]; valShards: string[] | null };
 
-/** Expands a shard spec and checks that each shard is a file; the error names the flag and the shard. */
-function shardList(spec: string, flag: string): string[] {
-  const shards = expandShardSpec(spec);
-  if (!shards.length) throw new Error(`${flag} ${spec}: names no shard`);
-  for (const sh of shards) {
-    let ok = false;
-    try {
-      ok = statSync(sh).isFile();
-    } catch {
-      ok = false;
-    }
-    if (!ok) throw new Error(`${flag} ${spec}: shard ${sh} ${existsSync(sh) ? 'is not a file' : 'does not exist'} (${shards.length} shard(s) named; check the pattern, e.g. 'shards/{00000..00009}.tar')`);
-  }
-  return shards;
-}
-
 /** Whether a shard sample belongs to the training split: with --val-data every sample of --data does; else those whose id hashes at or above --val-fraction (splitByValFraction's rule). */
 function inTrainSplit(o: Pick<TrainOptions, 'valData' | 'valFraction' | 'seed'>): (s: ShardSample) => boolean {
   if (o.valData !== null || o.valFraction === 0) return () => true;
-  return (s) => splitHash(s.id, o.seed) >= o.valFraction;
+  return (s) => !inValSplit(s.id, o.valFraction, o.seed);
 }
 
 /**
@@ -456,8 +440,8 @@ function openData(o: TrainOptions, log: (l: string) => void): { data: RunData; t
     const totalSteps = o.steps > 0 ? o.steps : (o.epochs * epochBatches(trainPairs.length, o.batch, trainPairs.length >= 2 * o.batch, o.accum)) / o.accum;
     return { data: { kind: 'pairs', train: trainPairs, val: valPairs }, totalSteps };
   }
-  const shards = shardList(o.data, '--data');
-  const valShards = o.valData === null ? null : shardList(o.valData, '--val-data');
+  const shards = listShards(o.data, '--data');
+  const valShards = o.valData === null ? null : listShards(o.valData, '--val-data');
   const both = valShards?.filter((v) => shards.includes(v)) ?? [];
   if (both.length) throw new Error(`--val-data ${o.valData}: ${both[0]} is also a training shard (--data); a held-out shard must not be trained on`);
   const effective = o.batch * o.accum;
@@ -946,16 +930,10 @@ async function stepLoop(ctx: LoopContext): Promise<LoopResult> {
   if (data.kind === 'pairs') {
     loader = new PairLoader(data.train, { ...common, start: ctx.start, dropLast: data.train.length >= 2 * o.batch });
   } else {
-    const identities = new Map<string, string>();
-    const identity = (shard: string): string => {
-      let id = identities.get(shard);
-      if (!id) identities.set(shard, (id = shardIdentity(shard)));
-      return id;
-    };
     const source = new ShardBatchSource(
       data.shards,
       { seed: o.seed, bufferSize: o.shuffleBuffer, keep: inTrainSplit(o), ...(ctx.start.stream ? { start: ctx.start.stream } : {}) },
-      { batchSize: o.batch, batchesPerStep: o.accum, ...(cache ? { realKey: (x) => shardRowKey(identity(x.shard), x.key) } : {}) },
+      { batchSize: o.batch, batchesPerStep: o.accum, ...(cache ? { realKey: (x) => shardRowKey(fileKey(x.shard), x.key) } : {}) },
     );
     loader = new PairLoader(source, common);
   }

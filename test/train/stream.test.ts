@@ -7,11 +7,11 @@ import * as assert from 'uvu/assert';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadDataset, splitHash } from '../../src/io/dataset.ts';
-import { ShardStream, shardIdentity, type StreamPosition } from '../../src/io/shard-stream.ts';
+import { ShardStream, type StreamPosition } from '../../src/io/shard-stream.ts';
 import { readShard, writeShard, shardPattern, type SampleToWrite } from '../../src/io/webdataset.ts';
 import { getDevice } from '../../src/gpu/device.ts';
 import { train, warmShardTeacherCache, type TrainOptions } from '../../src/train/trainer.ts';
-import { ShardTeacherCache, shardRowKey } from '../../src/train/teacher-cache.ts';
+import { ShardTeacherCache, fileKey, shardRowKey } from '../../src/train/teacher-cache.ts';
 import { ClipVisionModel } from '../../src/nn/vit.ts';
 import { NAMED_CONFIGS } from '../../src/nn/config.ts';
 import { defaultPreprocess } from '../../src/io/image.ts';
@@ -164,7 +164,7 @@ test('shard teacher cache: an interrupted fill keeps what it embedded (an incomp
   const logs: string[] = [];
   const log = (l: string): void => void logs.push(l);
   const cache = new ShardTeacherCache(dir, 'k', 32, { warn: log });
-  const id = shardIdentity(shard);
+  const id = fileKey(shard);
   // Batch 2: groups of 8 samples; stop after the first group.
   assert.is(await warmShardTeacherCache(device, model, pre, [shard], cache, 2, log, () => true), false);
   assert.not.ok(cache.isComplete(id));
